@@ -1,0 +1,306 @@
+"""The engine: every read and write of rushorder's live state, as one script call each.
+
+This is the only code that touches Redis state. Each method builds its keys (``keys``),
+calls one script over the shared pipelining :class:`~engine.connection.Connection`, and
+turns the script's ``{code, payload}`` answer into a model or a domain error.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any, TypeVar
+
+import msgspec
+
+from engine import keys
+from engine.connection import Connection
+from engine.errors import ValidationFailed, raise_for
+from engine.models import (
+    Balance, Cart, Charge, Coupon, DiscountType, HistoryLine, IssuedCoupon, Order, Page,
+    Product, Top,
+)
+from engine.policy import Idempotency, Policy
+from engine.scripts import Script, load_scripts
+
+T = TypeVar("T")
+
+_DECODERS: dict[Any, msgspec.json.Decoder[Any]] = {}
+_ERROR = msgspec.json.Decoder(dict[str, Any])
+_NO_KEY = keys.idempotency(0, "-")  # a placeholder slot when no Idempotency-Key was sent
+
+
+def _decoder(kind: Any) -> msgspec.json.Decoder[Any]:
+    if kind not in _DECODERS:
+        _DECODERS[kind] = msgspec.json.Decoder(kind)
+    return _DECODERS[kind]
+
+
+def _answer(reply: list[bytes], kind: type[T]) -> T:
+    """Decode an OK payload, or raise the domain error the script answered with."""
+    code, payload = reply
+    if code == b"OK":
+        return _decoder(kind).decode(payload)
+    error = _ERROR.decode(payload)
+    raise_for(code.decode(), error.get("detail", ""), error.get("context") or {})
+    raise AssertionError("unreachable")
+
+
+def _cursor(cursor: str | None) -> str:
+    """Cursors are the last id of the previous page, as digits."""
+    if cursor is None:
+        return ""
+    if not cursor.isdigit() or len(cursor) > 19:
+        raise ValidationFailed("cursor: not a cursor this list gave out", field="cursor")
+    return cursor
+
+
+def _page(items: list[Any], limit: int) -> Page[Any]:
+    more = len(items) > limit
+    items = items[:limit]
+    return Page(items=items, next_cursor=str(items[-1].id) if more else None)
+
+
+def _ms(moment: datetime) -> int:
+    return int(moment.timestamp() * 1000)
+
+
+def _idem(user_id: int, idem: Idempotency | None) -> tuple[str, str]:
+    if idem is None:
+        return _NO_KEY, ""
+    return keys.idempotency(user_id, idem.key), idem.fingerprint
+
+
+class Engine:
+    """Typed async access to the scripts; one per process, shared by all its requests."""
+
+    def __init__(self, redis_url: str, policy: Policy | None = None) -> None:
+        self.policy = policy or Policy()
+        self.conn = Connection(redis_url)
+        self.scripts: dict[str, Script] = load_scripts()
+
+    async def _run(self, name: str, keys_: list[str], args: list[Any]) -> list[bytes]:
+        reply: list[bytes] = await self.scripts[name](self.conn, keys_, args)
+        return reply
+
+    # -- lifecycle ---------------------------------------------------------------------
+
+    async def load(self) -> None:
+        """Load every script now, so the first requests need no NOSCRIPT round trip."""
+        for script in self.scripts.values():
+            await self.conn.execute("SCRIPT", "LOAD", script.source)
+
+    async def ready(self) -> bool:
+        """Redis answers and knows every script."""
+        shas = [script.sha for script in self.scripts.values()]
+        return all(await self.conn.execute("SCRIPT", "EXISTS", *shas))
+
+    async def close(self) -> None:
+        """Close the connection."""
+        await self.conn.close()
+
+    # -- balance -----------------------------------------------------------------------
+
+    async def balance(self, user_id: int) -> Balance:
+        """The user's balance (0 for a user never seen)."""
+        raw = await self.conn.execute("GET", keys.balance(user_id))
+        return Balance(user_id=user_id, balance=int(raw or 0))
+
+    async def charge(self, user_id: int, amount: int, idem: Idempotency | None = None) -> Charge:
+        """Add ``amount`` won to the balance, within the charge policy and the cap."""
+        p = self.policy
+        idem_key, fp = _idem(user_id, idem)
+        reply = await self._run(
+            "charge",
+            [keys.balance(user_id), keys.history(user_id), keys.SEQ, keys.OUTBOX, idem_key],
+            [user_id, amount, fp, p.idempotency_ttl_s,
+             p.charge_min, p.charge_max, p.charge_unit, p.balance_max],
+        )
+        return _answer(reply, Charge)
+
+    async def history(
+        self, user_id: int, limit: int = 20, cursor: str | None = None
+    ) -> Page[HistoryLine]:
+        """The user's balance history, newest first."""
+        top = f"({_cursor(cursor)}" if cursor else "+inf"
+        raw = await self.conn.execute(
+            "ZREVRANGEBYSCORE", keys.history(user_id), top, "-inf", "LIMIT", 0, limit + 1
+        )
+        items = _decoder(list[HistoryLine]).decode(b"[" + b",".join(raw) + b"]")
+        return _page(items, limit)
+
+    # -- products ----------------------------------------------------------------------
+
+    async def create_product(self, name: str, price: int, stock: int) -> Product:
+        """Add a product to the catalog."""
+        reply = await self._run(
+            "create_product", [keys.SEQ, keys.PRODUCTS, keys.PRODUCT_PREFIX, keys.OUTBOX],
+            [name, price, stock],
+        )
+        return _answer(reply, Product)
+
+    async def update_product(
+        self, product_id: int, *, name: str | None = None, price: int | None = None,
+        stock_delta: int = 0,
+    ) -> Product:
+        """Rename, reprice or restock (``stock_delta`` may be negative, never below 0)."""
+        reply = await self._run(
+            "update_product", [keys.product(product_id), keys.OUTBOX],
+            [product_id, name or "", "" if price is None else price, stock_delta],
+        )
+        return _answer(reply, Product)
+
+    async def product(self, product_id: int) -> Product:
+        """One product with live stock."""
+        reply = await self._run("get_product", [keys.product(product_id)], [product_id])
+        return _answer(reply, Product)
+
+    async def products(self, limit: int = 20, cursor: str | None = None) -> Page[Product]:
+        """A page of the catalog by id ascending, with live stock."""
+        reply = await self._run(
+            "list_products", [keys.PRODUCTS, keys.PRODUCT_PREFIX], [_cursor(cursor), limit]
+        )
+        return _page(_answer(reply, list[Product]), limit)
+
+    async def top(self) -> Top:
+        """The best sellers of the last ``top_window_hours`` hours."""
+        p = self.policy
+        reply = await self._run(
+            "top_products",
+            [keys.SALES_HOUR_PREFIX, keys.SALES_WINDOW, keys.SALES_ROLLED, keys.PRODUCT_PREFIX],
+            [p.top_window_hours, p.top_size],
+        )
+        return _answer(reply, Top)
+
+    # -- coupons -----------------------------------------------------------------------
+
+    async def create_coupon(
+        self, name: str, discount_type: DiscountType, discount_value: int,
+        total_quantity: int, valid_from: datetime, valid_until: datetime,
+    ) -> Coupon:
+        """Define a first-come-first-served coupon."""
+        reply = await self._run(
+            "create_coupon", [keys.SEQ, keys.COUPON_PREFIX, keys.OUTBOX],
+            [name, discount_type, discount_value, total_quantity,
+             _ms(valid_from), _ms(valid_until)],
+        )
+        return _answer(reply, Coupon)
+
+    async def coupon(self, coupon_id: int) -> Coupon:
+        """One coupon with its live remaining count."""
+        reply = await self._run("get_coupon", [keys.coupon(coupon_id)], [])
+        return _answer(reply, Coupon)
+
+    async def issue_coupon(
+        self, user_id: int, coupon_id: int, idem: Idempotency | None = None
+    ) -> IssuedCoupon:
+        """Give the user one unit of the coupon, first come first served, once per user."""
+        idem_key, fp = _idem(user_id, idem)
+        reply = await self._run(
+            "issue_coupon",
+            [keys.coupon(coupon_id), keys.coupon_holders(coupon_id), keys.user_coupons(user_id),
+             keys.SEQ, keys.OUTBOX, idem_key, keys.ISSUED_COUPON_PREFIX],
+            [user_id, fp, self.policy.idempotency_ttl_s],
+        )
+        return _answer(reply, IssuedCoupon)
+
+    async def user_coupons(
+        self, user_id: int, limit: int = 20, cursor: str | None = None
+    ) -> Page[IssuedCoupon]:
+        """The user's issued coupons, newest first, with live status."""
+        reply = await self._run(
+            "list_user_coupons", [keys.user_coupons(user_id), keys.ISSUED_COUPON_PREFIX],
+            [_cursor(cursor), limit],
+        )
+        return _page(_answer(reply, list[IssuedCoupon]), limit)
+
+    # -- orders ------------------------------------------------------------------------
+
+    def _order_keys(self, user_id: int, issued_coupon_id: int | None, idem_key: str) -> list[str]:
+        coupon_key = keys.issued_coupon(issued_coupon_id or 0)
+        return [
+            keys.balance(user_id), keys.history(user_id), keys.SEQ, keys.user_orders(user_id),
+            coupon_key, keys.ORDER_PREFIX, keys.SALES_HOUR_PREFIX, keys.SALES_WINDOW,
+            keys.SALES_ROLLED, keys.OUTBOX, idem_key,
+        ]
+
+    async def place_order(
+        self, user_id: int, items: Sequence[tuple[int, int]],
+        issued_coupon_id: int | None = None, idem: Idempotency | None = None,
+    ) -> Order:
+        """Take stock of every ``(product_id, quantity)`` line, the coupon and the balance in
+        one atomic step, or change nothing."""
+        idem_key, fp = _idem(user_id, idem)
+        keys_ = self._order_keys(user_id, issued_coupon_id, idem_key)
+        args: list[Any] = [
+            user_id, "" if issued_coupon_id is None else issued_coupon_id, fp,
+            self.policy.idempotency_ttl_s, self.policy.top_window_hours,
+        ]
+        for product_id, quantity in items:
+            keys_.append(keys.product(product_id))
+            args += (product_id, quantity)
+        return _answer(await self._run("place_order", keys_, args), Order)
+
+    async def checkout(
+        self, user_id: int, issued_coupon_id: int | None = None, idem: Idempotency | None = None
+    ) -> Order:
+        """Order everything in the cart; the bought lines leave it."""
+        idem_key, fp = _idem(user_id, idem)
+        keys_ = self._order_keys(user_id, issued_coupon_id, idem_key)
+        keys_ += [keys.cart(user_id), keys.PRODUCT_PREFIX]
+        args = [
+            user_id, "" if issued_coupon_id is None else issued_coupon_id, fp,
+            self.policy.idempotency_ttl_s, self.policy.top_window_hours,
+        ]
+        return _answer(await self._run("checkout_cart", keys_, args), Order)
+
+    async def cancel_order(
+        self, user_id: int, order_id: str, idem: Idempotency | None = None
+    ) -> Order:
+        """Cancel the user's order: stock, money and (if still valid) the coupon come back."""
+        idem_key, fp = _idem(user_id, idem)
+        reply = await self._run(
+            "cancel_order",
+            [keys.order(_order_id(order_id)), keys.balance(user_id), keys.history(user_id),
+             keys.SEQ, keys.SALES_HOUR_PREFIX, keys.SALES_WINDOW, keys.SALES_ROLLED,
+             keys.OUTBOX, idem_key, keys.PRODUCT_PREFIX, keys.ISSUED_COUPON_PREFIX],
+            [user_id, fp, self.policy.idempotency_ttl_s, self.policy.top_window_hours],
+        )
+        return _answer(reply, Order)
+
+    async def order(self, user_id: int, order_id: str) -> Order:
+        """One of the user's orders (another user's reads as not found)."""
+        reply = await self._run("get_order", [keys.order(_order_id(order_id))], [user_id])
+        return _answer(reply, Order)
+
+    async def orders(self, user_id: int, limit: int = 20, cursor: str | None = None) -> Page[Order]:
+        """The user's orders, newest first."""
+        reply = await self._run(
+            "list_orders", [keys.user_orders(user_id), keys.ORDER_PREFIX], [_cursor(cursor), limit]
+        )
+        return _page(_answer(reply, list[Order]), limit)
+
+    # -- cart --------------------------------------------------------------------------
+
+    async def cart(self, user_id: int) -> Cart:
+        """The user's cart, priced live."""
+        reply = await self._run("read_cart", [keys.cart(user_id), keys.PRODUCT_PREFIX], [])
+        return _answer(reply, Cart)
+
+    async def put_cart_item(self, user_id: int, product_id: int, quantity: int) -> Cart:
+        """Set a product's quantity in the cart (checked against live stock)."""
+        reply = await self._run(
+            "put_cart_item",
+            [keys.cart(user_id), keys.product(product_id), keys.PRODUCT_PREFIX],
+            [product_id, quantity, self.policy.cart_max_lines],
+        )
+        return _answer(reply, Cart)
+
+    async def remove_cart_item(self, user_id: int, product_id: int) -> None:
+        """Take a product out of the cart (absent is fine)."""
+        await self.conn.execute("HDEL", keys.cart(user_id), product_id)
+
+
+def _order_id(order_id: str) -> str:
+    """Order ids are digits; anything else cannot name an order (and must not build a key)."""
+    return order_id if order_id.isdigit() and len(order_id) <= 19 else "0"

@@ -1,0 +1,107 @@
+"""Every Redis key rushorder uses, built here and nowhere else.
+
+All hot-path keys share the ``{ro}`` hash tag: an order touches one user, many products,
+a coupon, the sales counters and the outbox in one atomic script, and a Redis Cluster only
+runs a script whose keys live in one slot. (So a cluster would hold rushorder on one
+shard; Redis CPU, not memory, bounds us, and one shard does ~20k orders/s.)
+
+Python builds every key whose name it can know and passes it in ``KEYS[]``. Where a name
+comes from data that only Redis has at run time (an id the script allocates, the hour on
+Redis' clock, the lines of a stored order or cart) Python passes a *prefix* in ``KEYS[]``
+and the script appends the id; the prefix carries the hash tag, so the slot is the same.
+
+| key                               | type   | holds                                                   |
+|-----------------------------------|--------|---------------------------------------------------------|
+| {ro}:seq                          | hash   | id counters: hist, product, coupon, icoupon, order      |
+| {ro}:bal:<user>                   | string | balance in won                                          |
+| {ro}:hist:<user>                  | zset   | history lines (JSON), score = history id                |
+| {ro}:product:<id>                 | hash   | name, price, stock                                      |
+| {ro}:products                     | zset   | catalog index, score = member = product id              |
+| {ro}:coupon:<id>                  | hash   | coupon definition + live remaining                      |
+| {ro}:coupon:<id>:holders          | set    | users who hold this coupon (one each)                   |
+| {ro}:icoupon:<id>                 | hash   | an issued coupon: owner, status, order, window          |
+| {ro}:ucoupons:<user>              | zset   | a user's issued coupons, score = issued coupon id       |
+| {ro}:order:<id>                   | hash   | json (the answer), user, status, hour, icoupon          |
+| {ro}:uorders:<user>               | zset   | a user's orders, score = order id                       |
+| {ro}:cart:<user>                  | hash   | product id -> quantity                                  |
+| {ro}:sales:h:<hour>               | zset   | product -> units sold in that UTC hour (epoch // 3600)  |
+| {ro}:sales:window                 | zset   | product -> units in hour buckets not yet rolled off     |
+| {ro}:sales:rolled                 | string | the last hour rolled off the window                     |
+| {ro}:idem:<user>:<key>            | string | idempotency record: fingerprint, code, answer; 24 h TTL |
+| {ro}:outbox                       | stream | every state change, for Postgres and the data platform  |
+"""
+
+from __future__ import annotations
+
+TAG = "{ro}"
+
+SEQ = f"{TAG}:seq"
+PRODUCTS = f"{TAG}:products"
+PRODUCT_PREFIX = f"{TAG}:product:"
+ORDER_PREFIX = f"{TAG}:order:"
+COUPON_PREFIX = f"{TAG}:coupon:"
+ISSUED_COUPON_PREFIX = f"{TAG}:icoupon:"
+SALES_HOUR_PREFIX = f"{TAG}:sales:h:"
+SALES_WINDOW = f"{TAG}:sales:window"
+SALES_ROLLED = f"{TAG}:sales:rolled"
+OUTBOX = f"{TAG}:outbox"
+
+
+def balance(user_id: int) -> str:
+    """The user's balance counter."""
+    return f"{TAG}:bal:{user_id}"
+
+
+def history(user_id: int) -> str:
+    """The user's balance history lines."""
+    return f"{TAG}:hist:{user_id}"
+
+
+def product(product_id: int) -> str:
+    """One product's hash."""
+    return f"{PRODUCT_PREFIX}{product_id}"
+
+
+def coupon(coupon_id: int) -> str:
+    """One coupon definition."""
+    return f"{TAG}:coupon:{coupon_id}"
+
+
+def coupon_holders(coupon_id: int) -> str:
+    """The set of users holding a coupon."""
+    return f"{TAG}:coupon:{coupon_id}:holders"
+
+
+def issued_coupon(issued_coupon_id: int) -> str:
+    """One issued coupon."""
+    return f"{TAG}:icoupon:{issued_coupon_id}"
+
+
+def user_coupons(user_id: int) -> str:
+    """The user's issued coupons."""
+    return f"{TAG}:ucoupons:{user_id}"
+
+
+def order(order_id: str) -> str:
+    """One order."""
+    return f"{ORDER_PREFIX}{order_id}"
+
+
+def user_orders(user_id: int) -> str:
+    """The user's orders."""
+    return f"{TAG}:uorders:{user_id}"
+
+
+def cart(user_id: int) -> str:
+    """The user's cart."""
+    return f"{TAG}:cart:{user_id}"
+
+
+def sales_hour(hour: int) -> str:
+    """Units sold per product in one UTC hour (hours since the epoch)."""
+    return f"{SALES_HOUR_PREFIX}{hour}"
+
+
+def idempotency(user_id: int, key: str) -> str:
+    """The idempotency record of one user's key."""
+    return f"{TAG}:idem:{user_id}:{key}"

@@ -1,0 +1,154 @@
+"""What the engine answers: the contract's shapes, decoded from the scripts' JSON.
+
+The Lua scripts build these documents once (the same JSON goes to the caller, to the
+stored order and to the outbox), so these Structs mirror ``shared/API.md`` field for field.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Generic, Literal, TypeVar
+
+import msgspec
+
+HistoryType = Literal["CHARGE", "USE", "REFUND"]
+DiscountType = Literal["FIXED", "PERCENT"]
+OrderStatus = Literal["PAID", "CANCELLED"]
+IssuedCouponStatus = Literal["AVAILABLE", "USED", "EXPIRED"]
+
+
+class Model(msgspec.Struct, frozen=True, kw_only=True):
+    """Base of every answer: immutable, keyword-only."""
+
+
+class Balance(Model):
+    """A user's balance; 0 for a user never seen."""
+
+    user_id: int
+    balance: int
+
+
+class Charge(Model):
+    """The answer to a charge."""
+
+    user_id: int
+    balance: int
+    charged: int
+
+
+class HistoryLine(Model):
+    """One balance movement."""
+
+    id: int
+    type: HistoryType
+    amount: int
+    balance_after: int
+    order_id: str | None
+    created_at: datetime
+
+
+class Product(Model):
+    """A product with its live stock."""
+
+    id: int
+    name: str
+    price: int
+    stock: int
+
+
+class TopProduct(Model):
+    """One of the best sellers of the window."""
+
+    rank: int
+    product_id: int
+    name: str
+    price: int
+    sold_quantity: int
+
+
+class Top(Model):
+    """The best sellers of the last ``top_window_hours`` hours."""
+
+    items: list[TopProduct]
+    window_start: datetime
+    window_end: datetime
+
+
+class Coupon(Model):
+    """A first-come-first-served coupon with its live remaining count."""
+
+    id: int
+    name: str
+    discount_type: DiscountType
+    discount_value: int
+    total_quantity: int
+    remaining: int
+    valid_from: datetime
+    valid_until: datetime
+
+
+class IssuedCoupon(Model):
+    """A coupon held by a user."""
+
+    id: int
+    coupon_id: int
+    user_id: int
+    name: str
+    discount_type: DiscountType
+    discount_value: int
+    status: IssuedCouponStatus
+    issued_at: datetime
+    expires_at: datetime
+    order_id: str | None = None
+
+
+class OrderLine(Model):
+    """One product of an order, at the price paid."""
+
+    product_id: int
+    name: str
+    unit_price: int
+    quantity: int
+
+
+class Order(Model):
+    """An order and its payment."""
+
+    id: str
+    user_id: int
+    status: OrderStatus
+    items: list[OrderLine]
+    total_amount: int
+    discount_amount: int
+    paid_amount: int
+    issued_coupon_id: int | None
+    created_at: datetime
+    cancelled_at: datetime | None = None
+
+
+class CartLine(Model):
+    """One product in a cart, priced live."""
+
+    product_id: int
+    name: str
+    unit_price: int
+    quantity: int
+    line_total: int
+    in_stock: bool
+
+
+class Cart(Model):
+    """A user's cart, priced live."""
+
+    items: list[CartLine]
+    total_amount: int
+
+
+T = TypeVar("T")
+
+
+class Page(Model, Generic[T]):
+    """One page of a list; ``next_cursor`` is None on the last page."""
+
+    items: list[T]
+    next_cursor: str | None

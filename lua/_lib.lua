@@ -1,0 +1,215 @@
+-- _lib.lua: helpers shared by every script. The engine prepends this file to each script
+-- before SCRIPT LOAD, so each script stays one atomic EVALSHA with no Functions library.
+--
+-- Every script answers {code, payload}: code 'OK' or a stable error code of the contract,
+-- payload a JSON string (the answer document, or {"detail", "context"} for an error).
+
+local function now_ms()
+  local t = redis.call('TIME')
+  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
+
+-- RFC 3339 UTC with milliseconds, from epoch milliseconds (Hinnant's civil_from_days).
+local function iso(ms)
+  local s = math.floor(ms / 1000)
+  local days = math.floor(s / 86400)
+  local rem = s - days * 86400
+  local z = days + 719468
+  local era = math.floor(z / 146097)
+  local doe = z - era * 146097
+  local yoe = math.floor((doe - math.floor(doe / 1460) + math.floor(doe / 36524)
+    - math.floor(doe / 146096)) / 365)
+  local doy = doe - (365 * yoe + math.floor(yoe / 4) - math.floor(yoe / 100))
+  local mp = math.floor((5 * doy + 2) / 153)
+  local d = doy - math.floor((153 * mp + 2) / 5) + 1
+  local m = mp < 10 and mp + 3 or mp - 9
+  local y = yoe + era * 400 + (m <= 2 and 1 or 0)
+  return string.format('%04d-%02d-%02dT%02d:%02d:%02d.%03dZ', y, m, d,
+    math.floor(rem / 3600), math.floor(rem % 3600 / 60), rem % 60, ms % 1000)
+end
+
+local function ok(doc)
+  return {'OK', doc}
+end
+
+local function fail(code, detail, context)
+  return {code, cjson.encode({detail = detail, context = context or {}})}
+end
+
+-- A JSON array from already-encoded elements (cjson would encode an empty table as {}).
+local function json_array(parts)
+  return '[' .. table.concat(parts, ',') .. ']'
+end
+
+local function int(v)
+  return tonumber(v) or 0
+end
+
+-- Idempotency: the record is "fingerprint\ncode\npayload". fp == '' means no key was sent.
+local function idem_replay(key, fp)
+  if fp == '' then return nil end
+  local rec = redis.call('GET', key)
+  if not rec then return nil end
+  local a = string.find(rec, '\n', 1, true)
+  if string.sub(rec, 1, a - 1) ~= fp then
+    return fail('IDEMPOTENCY_KEY_REUSED',
+      'this Idempotency-Key was used with another method, path or body')
+  end
+  local b = string.find(rec, '\n', a + 1, true)
+  return {string.sub(rec, a + 1, b - 1), string.sub(rec, b + 1)}
+end
+
+local function idem_store(key, fp, ttl, res)
+  if fp ~= '' then
+    redis.call('SET', key, fp .. '\n' .. res[1] .. '\n' .. res[2], 'EX', ttl)
+  end
+  return res
+end
+
+local function emit(outbox, event)
+  redis.call('XADD', outbox, '*', 'e', cjson.encode(event))
+end
+
+-- A balance history line, stored newest-first-readable in the user's zset.
+local function add_history(seq, hist, kind, amount, balance_after, order_id, at)
+  local line = {
+    id = redis.call('HINCRBY', seq, 'hist', 1), type = kind, amount = amount,
+    balance_after = balance_after, order_id = order_id or cjson.null, created_at = iso(at),
+  }
+  redis.call('ZADD', hist, line.id, cjson.encode(line))
+  return line
+end
+
+-- The sales window: {ro}:sales:window holds the sum of the hour buckets newer than
+-- `rolled`. Buckets of hours <= now_hour - hours leave it here. Every bucket that
+-- exists is newer than `rolled` and at most `hours` newer (its writer rolled first),
+-- so at most `hours` buckets are ever visited.
+local function roll_window(prefix, window, rolled_key, now_hour, hours)
+  local last_out = now_hour - hours
+  local rolled = tonumber(redis.call('GET', rolled_key))
+  if rolled and rolled >= last_out then return last_out end
+  if rolled then
+    for h = rolled + 1, math.min(last_out, rolled + hours) do
+      local bucket = prefix .. h
+      if redis.call('EXISTS', bucket) == 1 then
+        redis.call('ZUNIONSTORE', window, 2, window, bucket, 'WEIGHTS', 1, -1)
+        redis.call('DEL', bucket)
+      end
+    end
+    redis.call('ZREMRANGEBYSCORE', window, '-inf', 0)
+  end
+  redis.call('SET', rolled_key, last_out)
+  return last_out
+end
+
+local function order_discount(total, dtype, dvalue)
+  local d
+  if dtype == 'PERCENT' then d = math.floor(total * dvalue / 100) else d = dvalue end
+  if d > total then d = total end
+  return d
+end
+
+-- The order core shared by place_order and checkout_cart. `lines` is a list of
+-- {pid, key, qty}; `k` holds the keys named below. Checks everything, then writes.
+local function take_order(k, user_id, lines, icid, hours)
+  local now = now_ms()
+  local items, seen = {}, {}
+  for i, l in ipairs(lines) do
+    if seen[l.pid] then
+      return fail('VALIDATION_ERROR', 'items: product ' .. l.pid .. ' appears twice',
+        {field = 'items', product_id = l.pid})
+    end
+    seen[l.pid] = true
+    local p = redis.call('HMGET', l.key, 'name', 'price', 'stock')
+    if not p[1] then
+      return fail('PRODUCT_NOT_FOUND', 'product ' .. l.pid .. ' does not exist',
+        {product_id = l.pid})
+    end
+    items[i] = {product_id = l.pid, name = p[1], unit_price = tonumber(p[2]),
+      quantity = l.qty, stock = tonumber(p[3])}
+  end
+  local total = 0
+  for i, it in ipairs(items) do
+    if it.stock < it.quantity then
+      return fail('OUT_OF_STOCK', 'product ' .. it.product_id .. ' has ' .. it.stock ..
+        ' left, ' .. it.quantity .. ' asked', {product_id = it.product_id, stock = it.stock})
+    end
+    total = total + it.unit_price * it.quantity
+  end
+  local discount = 0
+  if icid ~= '' then
+    local c = redis.call('HMGET', k.icoupon, 'user_id', 'status', 'expires_ms',
+      'discount_type', 'discount_value')
+    if c[1] ~= tostring(user_id) or c[2] ~= 'AVAILABLE' or now >= int(c[3]) then
+      return fail('COUPON_NOT_USABLE', 'issued coupon ' .. icid ..
+        ' is unknown, not yours, used or expired', {issued_coupon_id = tonumber(icid)})
+    end
+    discount = order_discount(total, c[4], tonumber(c[5]))
+  end
+  local paid = total - discount
+  local balance = int(redis.call('GET', k.balance))
+  if balance < paid then
+    return fail('INSUFFICIENT_BALANCE', 'balance ' .. balance .. ' is less than ' .. paid,
+      {balance = balance, paid_amount = paid})
+  end
+  -- Every check passed: write.
+  local id = tostring(redis.call('HINCRBY', k.seq, 'order', 1))
+  local hour = math.floor(now / 3600000)
+  roll_window(k.sales_prefix, k.window, k.rolled, hour, hours)
+  for i, it in ipairs(items) do
+    redis.call('HINCRBY', lines[i].key, 'stock', -it.quantity)
+    redis.call('ZINCRBY', k.sales_prefix .. hour, it.quantity, it.product_id)
+    redis.call('ZINCRBY', k.window, it.quantity, it.product_id)
+    it.stock = nil
+  end
+  local history = cjson.null
+  if paid > 0 then
+    balance = redis.call('DECRBY', k.balance, paid)
+    history = add_history(k.seq, k.history, 'USE', paid, balance, id, now)
+  end
+  if icid ~= '' then
+    redis.call('HSET', k.icoupon, 'status', 'USED', 'order_id', id)
+  end
+  local order = {
+    id = id, user_id = user_id, status = 'PAID', items = items, total_amount = total,
+    discount_amount = discount, paid_amount = paid,
+    issued_coupon_id = icid ~= '' and tonumber(icid) or cjson.null, created_at = iso(now),
+  }
+  local doc = cjson.encode(order)
+  local okey = k.order_prefix .. id
+  redis.call('HSET', okey, 'json', doc, 'user_id', user_id, 'status', 'PAID', 'hour', hour,
+    'icoupon', icid)
+  redis.call('ZADD', k.user_orders, id, id)
+  emit(k.outbox, {type = 'order.paid', at = order.created_at, event_id = id .. ':paid',
+    order = order, balance_after = balance, history = history})
+  return ok(doc)
+end
+
+-- The cart priced live: lines by product id, with the stock check of each line.
+local function cart_doc(cart, product_prefix)
+  local flat = redis.call('HGETALL', cart)
+  local pids = {}
+  for i = 1, #flat, 2 do pids[#pids + 1] = {tonumber(flat[i]), tonumber(flat[i + 1])} end
+  table.sort(pids, function(a, b) return a[1] < b[1] end)
+  local parts, total = {}, 0
+  for _, l in ipairs(pids) do
+    local p = redis.call('HMGET', product_prefix .. l[1], 'name', 'price', 'stock')
+    local price = tonumber(p[2])
+    parts[#parts + 1] = cjson.encode({product_id = l[1], name = p[1], unit_price = price,
+      quantity = l[2], line_total = price * l[2], in_stock = tonumber(p[3]) >= l[2]})
+    total = total + price * l[2]
+  end
+  return '{"items":' .. json_array(parts) .. ',"total_amount":' .. string.format('%d', total)
+    .. '}'
+end
+
+-- Page through a zset by score, exclusive of the cursor; answers up to limit + 1 members
+-- so the caller can tell whether another page follows.
+local function page_ids(zset, cursor, limit, newest_first)
+  if newest_first then
+    local top = cursor == '' and '+inf' or '(' .. cursor
+    return redis.call('ZREVRANGEBYSCORE', zset, top, '-inf', 'LIMIT', 0, limit + 1)
+  end
+  local bottom = cursor == '' and '-inf' or '(' .. cursor
+  return redis.call('ZRANGEBYSCORE', zset, bottom, '+inf', 'LIMIT', 0, limit + 1)
+end

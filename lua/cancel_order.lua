@@ -1,0 +1,59 @@
+-- cancel_order.lua: give back stock, money and (if still valid) the coupon; only once.
+-- KEYS[1] order {ro}:order:<id>       KEYS[2] balance {ro}:bal:<user>
+-- KEYS[3] history {ro}:hist:<user>    KEYS[4] seq {ro}:seq
+-- KEYS[5] sales hour prefix           KEYS[6] sales window    KEYS[7] sales rolled
+-- KEYS[8] outbox                      KEYS[9] idempotency record
+-- KEYS[10] product prefix {ro}:product:   KEYS[11] issued coupon prefix {ro}:icoupon:
+-- ARGV[1] user id; ARGV[2] fingerprint or ''; ARGV[3] idempotency TTL s;
+-- ARGV[4] sales window hours
+-- Reply: OK <order> | ORDER_NOT_FOUND | ORDER_NOT_CANCELLABLE | IDEMPOTENCY_KEY_REUSED
+local user_id, fp, ttl, hours = ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4])
+
+local replay = idem_replay(KEYS[9], fp)
+if replay then return replay end
+
+local o = redis.call('HMGET', KEYS[1], 'json', 'user_id', 'status', 'hour', 'icoupon')
+if not o[1] or o[2] ~= user_id then
+  return idem_store(KEYS[9], fp, ttl, fail('ORDER_NOT_FOUND', 'no such order'))
+end
+if o[3] ~= 'PAID' then
+  return idem_store(KEYS[9], fp, ttl,
+    fail('ORDER_NOT_CANCELLABLE', 'the order is already cancelled'))
+end
+
+local now = now_ms()
+local order = cjson.decode(o[1])
+local hour = tonumber(o[4])
+local rolled = roll_window(KEYS[5], KEYS[6], KEYS[7], math.floor(now / 3600000), hours)
+for _, it in ipairs(order.items) do
+  redis.call('HINCRBY', KEYS[10] .. it.product_id, 'stock', it.quantity)
+  if hour > rolled then
+    -- Still inside the window: the units were counted, so uncount them.
+    redis.call('ZINCRBY', KEYS[5] .. hour, -it.quantity, it.product_id)
+    redis.call('ZINCRBY', KEYS[6], -it.quantity, it.product_id)
+  end
+end
+redis.call('ZREMRANGEBYSCORE', KEYS[6], '-inf', 0)
+local balance = int(redis.call('GET', KEYS[2]))
+local history = cjson.null
+if order.paid_amount > 0 then
+  -- A refund is never refused for the balance cap.
+  balance = redis.call('INCRBY', KEYS[2], order.paid_amount)
+  history = add_history(KEYS[4], KEYS[3], 'REFUND', order.paid_amount, balance, order.id, now)
+end
+local restored = false
+if o[5] ~= '' then
+  local ic = KEYS[11] .. o[5]
+  if now < int(redis.call('HGET', ic, 'expires_ms')) then
+    redis.call('HSET', ic, 'status', 'AVAILABLE', 'order_id', '')
+    restored = true
+  end
+end
+order.status = 'CANCELLED'
+order.cancelled_at = iso(now)
+local doc = cjson.encode(order)
+redis.call('HSET', KEYS[1], 'json', doc, 'status', 'CANCELLED')
+emit(KEYS[8], {type = 'order.cancelled', at = order.cancelled_at,
+  event_id = order.id .. ':cancelled', order = order, balance_after = balance,
+  history = history, coupon_restored = restored})
+return idem_store(KEYS[9], fp, ttl, ok(doc))

@@ -1,0 +1,34 @@
+-- charge.lua: add money to a user's prepaid balance.
+-- KEYS[1] balance   {ro}:bal:<user>      string, won
+-- KEYS[2] history   {ro}:hist:<user>     zset of history lines
+-- KEYS[3] seq       {ro}:seq             id counters
+-- KEYS[4] outbox    {ro}:outbox          stream
+-- KEYS[5] idem      {ro}:idem:<user>:<k> idempotency record
+-- ARGV[1] user id; ARGV[2] amount (won, as sent); ARGV[3] idempotency fingerprint or '';
+-- ARGV[4] idempotency TTL s; ARGV[5..8] policy: min, max, unit, balance cap
+-- Reply: OK {"user_id","balance","charged"} | INVALID_AMOUNT | BALANCE_LIMIT_EXCEEDED
+local user_id, amount, fp, ttl = tonumber(ARGV[1]), tonumber(ARGV[2]), ARGV[3], ARGV[4]
+local min, max, unit, cap = tonumber(ARGV[5]), tonumber(ARGV[6]), tonumber(ARGV[7]),
+  tonumber(ARGV[8])
+
+local replay = idem_replay(KEYS[5], fp)
+if replay then return replay end
+
+if not amount or amount ~= math.floor(amount) or amount < min or amount > max
+    or amount % unit ~= 0 then
+  return idem_store(KEYS[5], fp, ttl, fail('INVALID_AMOUNT', 'amount must be a multiple of '
+    .. unit .. ' between ' .. min .. ' and ' .. max, {field = 'amount'}))
+end
+local balance = int(redis.call('GET', KEYS[1]))
+if balance + amount > cap then
+  return idem_store(KEYS[5], fp, ttl, fail('BALANCE_LIMIT_EXCEEDED', 'balance would be '
+    .. (balance + amount) .. ', over the cap of ' .. cap, {balance = balance, cap = cap}))
+end
+
+local now = now_ms()
+balance = redis.call('INCRBY', KEYS[1], amount)
+local line = add_history(KEYS[3], KEYS[2], 'CHARGE', amount, balance, nil, now)
+emit(KEYS[4], {type = 'balance.charged', at = iso(now), user_id = user_id, amount = amount,
+  balance_after = balance, history = line})
+return idem_store(KEYS[5], fp, ttl,
+  ok(cjson.encode({user_id = user_id, balance = balance, charged = amount})))

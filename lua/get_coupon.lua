@@ -1,0 +1,9 @@
+-- get_coupon.lua: one coupon with its live remaining count.
+-- KEYS[1] coupon {ro}:coupon:<id>
+-- Reply: OK <coupon> | COUPON_NOT_FOUND
+local c = redis.call('HMGET', KEYS[1], 'id', 'name', 'discount_type', 'discount_value',
+  'total_quantity', 'remaining', 'valid_from', 'valid_until')
+if not c[1] then return fail('COUPON_NOT_FOUND', 'no such coupon') end
+return ok(cjson.encode({id = tonumber(c[1]), name = c[2], discount_type = c[3],
+  discount_value = tonumber(c[4]), total_quantity = tonumber(c[5]),
+  remaining = tonumber(c[6]), valid_from = c[7], valid_until = c[8]}))

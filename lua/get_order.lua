@@ -1,0 +1,7 @@
+-- get_order.lua: one order, only for its owner.
+-- KEYS[1] order {ro}:order:<id>
+-- ARGV[1] user id
+-- Reply: OK <order> | ORDER_NOT_FOUND (unknown, or another user's)
+local o = redis.call('HMGET', KEYS[1], 'json', 'user_id')
+if not o[1] or o[2] ~= ARGV[1] then return fail('ORDER_NOT_FOUND', 'no such order') end
+return ok(o[1])

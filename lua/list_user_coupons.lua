@@ -1,0 +1,19 @@
+-- list_user_coupons.lua: a page of a user's issued coupons, newest first; an AVAILABLE
+-- coupon past its expiry reads as EXPIRED.
+-- KEYS[1] user coupons {ro}:ucoupons:<user>   KEYS[2] issued coupon prefix {ro}:icoupon:
+-- ARGV[1] cursor (last id seen) or ''; ARGV[2] page size
+-- Reply: OK [<issued coupon>...] (up to size + 1)
+local now = now_ms()
+local parts = {}
+for _, id in ipairs(page_ids(KEYS[1], ARGV[1], tonumber(ARGV[2]), true)) do
+  local c = redis.call('HMGET', KEYS[2] .. id, 'coupon_id', 'user_id', 'name',
+    'discount_type', 'discount_value', 'status', 'issued_at', 'expires_at', 'expires_ms',
+    'order_id')
+  local status = c[6]
+  if status == 'AVAILABLE' and now >= tonumber(c[9]) then status = 'EXPIRED' end
+  parts[#parts + 1] = cjson.encode({id = tonumber(id), coupon_id = tonumber(c[1]),
+    user_id = tonumber(c[2]), name = c[3], discount_type = c[4],
+    discount_value = tonumber(c[5]), status = status, issued_at = c[7], expires_at = c[8],
+    order_id = c[10] ~= '' and c[10] or cjson.null})
+end
+return ok(json_array(parts))

@@ -1,0 +1,1 @@
+"""rushorder: an e-commerce order service built for flash-sale load."""

@@ -1,0 +1,78 @@
+"""Every knob of rushorder, read from ``RUSHORDER_*`` environment variables exactly once.
+
+Nobody else reads ``os.environ``: the CLI builds one :class:`Settings` and hands it to
+``create_app``, the workers and the stack supervisor.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+
+import msgspec
+
+DEV_JWT_SECRET = "rushorder-dev-secret-change-me"
+
+
+class Settings(msgspec.Struct, frozen=True, kw_only=True):
+    """The whole configuration; field ``x`` comes from ``RUSHORDER_X``."""
+
+    # Servers. Unset URLs mean "start private servers under data_dir" (make up / tests).
+    redis_url: str | None = None
+    database_url: str | None = None
+    data_dir: str = "./.rushorder"
+    redis_port: int = 6380
+    pg_port: int = 5433
+
+    # HTTP API.
+    http_host: str = "127.0.0.1"
+    http_port: int = 8000
+    api_workers: int = 2
+    jwt_secret: str = DEV_JWT_SECRET
+
+    # Mock data platform and the forwarder that feeds it.
+    platform_port: int = 8100
+    data_platform_url: str | None = None
+    platform_timeout_s: float = 2.0
+    platform_max_attempts: int = 8
+
+    # Outbox workers.
+    workers: int = 1
+    outbox_batch: int = 1000
+    outbox_reclaim_idle_ms: int = 30_000
+
+    # Business policy (defaults from shared/API.md).
+    charge_min: int = 1_000
+    charge_max: int = 1_000_000
+    charge_unit: int = 10
+    balance_max: int = 10_000_000
+    idempotency_ttl_s: int = 86_400
+    top_window_hours: int = 72
+
+    log_level: str = "INFO"
+
+    @property
+    def platform_url(self) -> str:
+        """Where order events go: the configured URL or the local mock platform."""
+        return self.data_platform_url or f"http://127.0.0.1:{self.platform_port}"
+
+    @property
+    def data_path(self) -> Path:
+        """``data_dir`` as an absolute path."""
+        return Path(self.data_dir).resolve()
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
+        """Read ``RUSHORDER_*`` variables; unknown ones are ignored, bad values raise."""
+        env = os.environ if environ is None else environ
+        raw = {
+            name: env[f"RUSHORDER_{name.upper()}"]
+            for name in cls.__struct_fields__
+            if f"RUSHORDER_{name.upper()}" in env
+        }
+        return msgspec.convert(raw, cls, strict=False)
+
+    def replace(self, **changes: object) -> Settings:
+        """A copy with some fields changed (tests and the supervisor use it)."""
+        return msgspec.structs.replace(self, **changes)
