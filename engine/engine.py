@@ -230,6 +230,7 @@ class Engine:
     ) -> Order:
         """Take stock of every ``(product_id, quantity)`` line, the coupon and the balance in
         one atomic step, or change nothing."""
+        self._check_lines(items)
         idem_key, fp = _idem(user_id, idem)
         keys_ = self._order_keys(user_id, issued_coupon_id, idem_key)
         args: list[Any] = [
@@ -240,6 +241,17 @@ class Engine:
             keys_.append(keys.product(product_id))
             args += (product_id, quantity)
         return _answer(await self._run("place_order", keys_, args), Order)
+
+    def _check_lines(self, items: Sequence[tuple[int, int]]) -> None:
+        p = self.policy
+        if not 1 <= len(items) <= p.order_max_lines:
+            raise ValidationFailed(
+                f"items: an order has 1 to {p.order_max_lines} lines", field="items")
+        if len({product_id for product_id, _ in items}) != len(items):
+            raise ValidationFailed("items: a product may appear only once", field="items")
+        if not all(1 <= quantity <= p.max_quantity for _, quantity in items):
+            raise ValidationFailed(
+                f"items: quantity is 1 to {p.max_quantity}", field="items.quantity")
 
     async def checkout(
         self, user_id: int, issued_coupon_id: int | None = None, idem: Idempotency | None = None
@@ -289,6 +301,9 @@ class Engine:
 
     async def put_cart_item(self, user_id: int, product_id: int, quantity: int) -> Cart:
         """Set a product's quantity in the cart (checked against live stock)."""
+        if not 1 <= quantity <= self.policy.max_quantity:
+            raise ValidationFailed(
+                f"quantity: 1 to {self.policy.max_quantity}", field="quantity")
         reply = await self._run(
             "put_cart_item",
             [keys.cart(user_id), keys.product(product_id), keys.PRODUCT_PREFIX],

@@ -16,6 +16,8 @@ class Policy(msgspec.Struct, frozen=True, kw_only=True):
     top_window_hours: int = 72
     top_size: int = 5
     cart_max_lines: int = 50
+    order_max_lines: int = 50
+    max_quantity: int = 1_000
 
 
 class Idempotency(msgspec.Struct, frozen=True):

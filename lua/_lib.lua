@@ -114,7 +114,14 @@ end
 local function take_order(k, user_id, lines, icid, hours)
   local now = now_ms()
   local items, seen = {}, {}
+  if #lines == 0 then
+    return fail('VALIDATION_ERROR', 'items: an order needs at least one line', {field = 'items'})
+  end
   for i, l in ipairs(lines) do
+    if not l.qty or l.qty < 1 or l.qty ~= math.floor(l.qty) then
+      return fail('VALIDATION_ERROR', 'items: quantity must be a positive integer',
+        {field = 'items', product_id = l.pid})
+    end
     if seen[l.pid] then
       return fail('VALIDATION_ERROR', 'items: product ' .. l.pid .. ' appears twice',
         {field = 'items', product_id = l.pid})
