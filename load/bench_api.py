@@ -1,0 +1,212 @@
+"""POST /api/v1/orders against GET /health/live and the classic row-lock transaction.
+
+All three are measured in one run, interleaved, at the same concurrency, on this box:
+  * health: wrk on the API's /health/live (the framework's floor);
+  * orders: wrk POSTing one unit of one hot product as many users (load/wrk_orders.lua);
+  * row-lock: pgbench running load/rowlock_order.sql (SELECT ... FOR UPDATE on the product
+    and the balance rows, then the writes) against a private Postgres.
+Redis runs as in the managed stack (AOF, appendfsync always). Prints medians and ratios.
+
+Usage: python load/bench_api.py [--seconds 10] [--rounds 3] [--connections 64]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from api.auth import mint_token  # noqa: E402
+from engine import Engine  # noqa: E402
+from rushorder.servers import PostgresServer, RedisServer  # noqa: E402
+from rushorder.settings import Settings  # noqa: E402
+
+USERS = 2000
+PRICE = 10
+
+
+def free_port() -> int:
+    """A TCP port nobody listens on now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def need(tool: str, package: str) -> str:
+    """The path of a load tool, installing its Debian package when we may."""
+    path = shutil.which(tool)
+    if path is None and os.geteuid() == 0:
+        subprocess.run(["apt-get", "install", "-y", "-qq", package], check=False,
+                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        path = shutil.which(tool)
+    if path is None:
+        sys.exit(f"{tool} is needed: apt-get install {package}")
+    return path
+
+
+async def seed(redis_url: str) -> int:
+    """One hot product with stock for the whole run, and USERS users with full balances."""
+    engine = Engine(redis_url)
+    product = await engine.create_product("hot item", PRICE, 1_000_000_000)
+    for _ in range(10):
+        await asyncio.gather(*(engine.charge(u, 1_000_000) for u in range(1, USERS + 1)))
+    await engine.close()
+    return product.id
+
+
+def wrk(url: str, script: str, seconds: int, conns: int, env: dict[str, str]) -> dict:
+    """Run wrk and parse the JSON line our Lua reporters print."""
+    out = subprocess.run(
+        ["wrk", "-t2", f"-c{conns}", f"-d{seconds}s", "-s", script, url],
+        capture_output=True, text=True, env={**os.environ, **env}, check=True,
+    ).stdout
+    line = next(line for line in out.splitlines() if line.startswith("WRK_JSON "))
+    stats = json.loads(line.removeprefix("WRK_JSON "))
+    stats["rps"] = stats["requests"] / (stats["duration_us"] / 1e6)
+    return stats
+
+
+def pgbench(pg_url: str, seconds: int, conns: int) -> dict:
+    """Run the row-lock order transaction with pgbench."""
+    out = subprocess.run(
+        ["pgbench", "-n", f"-c{conns}", "-j2", f"-T{seconds}", "-D", f"users={USERS}",
+         "-f", str(ROOT / "load/rowlock_order.sql"), pg_url],
+        capture_output=True, text=True, check=True,
+    ).stdout
+    tps = next(float(line.split("=")[1].split()[0]) for line in out.splitlines()
+               if line.startswith("tps"))
+    failed = next((line for line in out.splitlines() if "failed" in line), "")
+    return {"rps": tps, "detail": failed.strip()}
+
+
+def main() -> None:
+    """Start everything, run the rounds, print the table."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seconds", type=int, default=10)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--connections", type=int, default=64)
+    parser.add_argument("--api-workers", type=int, default=2)
+    args = parser.parse_args()
+    need("wrk", "wrk")
+    need("pgbench", "postgresql-client")
+
+    tmp = Path(tempfile.mkdtemp(prefix="rushorder-bench-"))
+    redis = RedisServer(tmp / "redis", free_port())
+    postgres = PostgresServer(tmp / "pg", free_port())
+    api = None
+    try:
+        redis.start()
+        postgres.start()
+        product_id = asyncio.run(seed(redis.url))
+        subprocess.run(["psql", "-q", postgres.url, "-v", f"users={USERS}",
+                        "-f", str(ROOT / "load/rowlock_schema.sql")],
+                       check=True, capture_output=True)
+        settings = Settings(redis_url=redis.url, database_url=postgres.url,
+                            http_port=free_port(), api_workers=args.api_workers)
+        tokens = tmp / "tokens.txt"
+        tokens.write_text("\n".join(mint_token(settings.jwt_secret, u, ttl_s=86_400)
+                                    for u in range(1, USERS + 1)) + "\n")
+        env = {**os.environ, "RUSHORDER_REDIS_URL": redis.url,
+               "RUSHORDER_DATABASE_URL": postgres.url,
+               "RUSHORDER_HTTP_PORT": str(settings.http_port),
+               "RUSHORDER_API_WORKERS": str(args.api_workers), "RUSHORDER_LOG_LEVEL": "WARNING"}
+        api = subprocess.Popen([sys.executable, "-m", "rushorder.cli", "api"], env=env,
+                               cwd=ROOT, start_new_session=False)
+        base = f"http://127.0.0.1:{settings.http_port}"
+        wait_http(base + "/health/ready")
+        wrk_env = {"TOKENS": str(tokens), "PRODUCT_ID": str(product_id)}
+        # Warm up: scripts loaded, connections open, JIT-free Python caches filled.
+        wrk(base + "/", str(ROOT / "load/wrk_orders.lua"), 2, args.connections, wrk_env)
+        results: dict[str, list[dict]] = {"health": [], "orders": [], "rowlock": []}
+        for _ in range(args.rounds):
+            results["health"].append(wrk(base + "/health/live",
+                                         str(ROOT / "load/wrk_report.lua"),
+                                         args.seconds, args.connections, {}))
+            results["orders"].append(wrk(base + "/", str(ROOT / "load/wrk_orders.lua"),
+                                         args.seconds, args.connections, wrk_env))
+            results["rowlock"].append(pgbench(postgres.url, args.seconds, args.connections))
+        report(results, args)
+        check_invariants(redis.url, product_id, results)
+    finally:
+        if api is not None:
+            api.send_signal(signal.SIGTERM)
+            try:
+                api.wait(15)
+            except subprocess.TimeoutExpired:
+                api.kill()
+        postgres.stop()
+        redis.stop()
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def wait_http(url: str, timeout_s: float = 30) -> None:
+    """Poll until the URL answers 200."""
+    import httpx
+
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(url, timeout=1).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.2)
+    sys.exit(f"{url} did not become ready")
+
+
+def median(rows: list[dict], field: str) -> float:
+    """The median of one field over the rounds."""
+    return statistics.median(row[field] for row in rows)
+
+
+def report(results: dict[str, list[dict]], args: argparse.Namespace) -> None:
+    """Print per-round figures, medians and the ratios the targets are about."""
+    print(f"\n{args.rounds} rounds x {args.seconds}s, {args.connections} connections, "
+          f"{args.api_workers} API workers, wrk -t2 and pgbench -j2 on the same 2-core box")
+    print(f"{'round':>5} {'health/s':>10} {'orders/s':>10} {'rowlock tps':>12} "
+          f"{'ord p50 ms':>10} {'ord p99 ms':>10} {'non-2xx':>8}")
+    for i, (h, o, r) in enumerate(zip(*results.values(), strict=True), 1):
+        print(f"{i:>5} {h['rps']:>10.0f} {o['rps']:>10.0f} {r['rps']:>12.0f} "
+              f"{o['p50_us'] / 1000:>10.1f} {o['p99_us'] / 1000:>10.1f} {o['non2xx']:>8}")
+    health, orders = median(results["health"], "rps"), median(results["orders"], "rps")
+    rowlock = median(results["rowlock"], "rps")
+    ratios = [o["rps"] / h["rps"] for h, o in zip(results["health"], results["orders"])]
+    p99 = median(results["orders"], "p99_us") / 1000
+    non2xx = sum(o["non2xx"] + o["socket_errors"] for o in results["orders"])
+    print(f"\nmedian: health {health:.0f}/s, orders {orders:.0f}/s, row-lock {rowlock:.0f} tps")
+    print(f"orders/health {statistics.median(ratios):.2f}x (target >= 0.35x)")
+    print(f"orders/row-lock {orders / rowlock:.1f}x (target >= 20x)")
+    print(f"orders p99 {p99:.1f} ms (target <= 50 ms); non-2xx or socket errors: {non2xx}")
+
+
+def check_invariants(redis_url: str, product_id: int, results: dict[str, list[dict]]) -> None:
+    """Units sold equal the stock taken, and every unit was paid for."""
+
+    async def read() -> tuple[int, int]:
+        engine = Engine(redis_url)
+        stock = (await engine.product(product_id)).stock
+        balances = await asyncio.gather(*(engine.balance(u) for u in range(1, USERS + 1)))
+        await engine.close()
+        return stock, sum(b.balance for b in balances)
+
+    stock, money = asyncio.run(read())
+    sold = 1_000_000_000 - stock
+    print(f"invariants: {sold} units sold, money taken {USERS * 10_000_000 - money} won "
+          f"(= units x {PRICE}: {USERS * 10_000_000 - money == sold * PRICE})")
+
+
+if __name__ == "__main__":
+    main()
