@@ -1,0 +1,154 @@
+"""The private servers start, answer, keep their data across a restart and leave nothing."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import psycopg
+import pytest
+import redis
+import sqlalchemy
+
+from rushorder.servers import (
+    PostgresServer,
+    RedisServer,
+    ServerError,
+    free_port,
+    redis_version,
+)
+
+
+@pytest.fixture
+def scratch() -> Iterator[Path]:
+    """A fresh dir outside pytest's tmp tree, whose 0700 parent the postgres user cannot enter."""
+    root = Path(tempfile.mkdtemp(prefix="rushorder-test-"))
+    yield root
+    shutil.rmtree(root, ignore_errors=True)
+
+
+def _alive(pid: int) -> bool:
+    """A process with this pid exists and is not a zombie."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (FileNotFoundError, IndexError):
+        return False
+    return state != "Z"
+
+
+def _children(pid: int) -> list[int]:
+    """Pids whose parent is pid (Postgres backends, for instance)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            except (FileNotFoundError, IndexError):
+                continue
+            if int(stat[1]) == pid:
+                found.append(int(entry.name))
+    return found
+
+
+def _gone_within(pids: list[int], timeout_s: float) -> bool:
+    deadline = time.monotonic() + timeout_s
+    while any(_alive(pid) for pid in pids):
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.05)
+    return True
+
+
+def test_session_servers_answer_on_their_urls(redis_url: str, database_url: str) -> None:
+    with redis.Redis.from_url(redis_url) as client:
+        assert client.ping()
+    with psycopg.connect(database_url) as conn:
+        assert conn.execute("SELECT current_database()").fetchone() == ("rushorder",)
+    engine = sqlalchemy.create_engine(database_url.replace("postgresql://", "postgresql+psycopg://"))
+    with engine.connect() as conn:
+        assert conn.execute(sqlalchemy.text("SELECT 1")).scalar_one() == 1
+    engine.dispose()
+
+
+def test_redis_runs_with_aof_fsync_always_and_noeviction(redis_server: RedisServer) -> None:
+    with redis.Redis.from_url(redis_server.url, decode_responses=True) as client:
+        config = {**client.config_get("appendonly"), **client.config_get("appendfsync"),
+                  **client.config_get("maxmemory-policy"), **client.config_get("bind")}
+    assert config == {"appendonly": "yes", "appendfsync": "always",
+                      "maxmemory-policy": "noeviction", "bind": "127.0.0.1"}
+
+
+def test_redis_keeps_acknowledged_writes_across_a_restart(scratch: Path) -> None:
+    server = RedisServer(scratch / "redis", free_port()).start()
+    try:
+        with redis.Redis.from_url(server.url) as client:
+            client.set("stock:1", 41)
+            client.incr("stock:1")
+        server.stop()
+        server.start()
+        with redis.Redis.from_url(server.url) as client:
+            assert client.get("stock:1") == b"42"
+    finally:
+        server.stop()
+
+
+def test_postgres_keeps_committed_rows_across_a_restart(scratch: Path) -> None:
+    server = PostgresServer(scratch / "postgres", free_port()).start()
+    try:
+        with psycopg.connect(server.url) as conn:
+            conn.execute("CREATE TABLE t (v int)")
+            conn.execute("INSERT INTO t VALUES (7)")
+        server.stop()
+        server.start()
+        with psycopg.connect(server.url) as conn:
+            assert conn.execute("SELECT v FROM t").fetchall() == [(7,)]
+    finally:
+        server.stop()
+
+
+def test_stop_leaves_no_process(scratch: Path) -> None:
+    servers = [RedisServer(scratch / "redis", free_port()).start(),
+               PostgresServer(scratch / "postgres", free_port()).start()]
+    pids = [server.pid for server in servers]
+    assert all(pid is not None for pid in pids)
+    backends = _children(servers[1].pid or -1)
+    assert backends, "postgres should have its background processes"
+    for server in servers:
+        server.stop()
+    assert not any(server.running for server in servers)
+    assert _gone_within([pid for pid in pids if pid] + backends, 10)
+
+
+@pytest.mark.skipif(not os.path.exists("/usr/bin/setpriv"), reason="needs util-linux setpriv")
+def test_servers_die_with_a_killed_parent(scratch: Path) -> None:
+    script = textwrap.dedent(f"""
+        import sys, time
+        from rushorder.servers import PostgresServer, RedisServer, free_port
+        r = RedisServer({str(scratch / 'redis')!r}, free_port()).start()
+        p = PostgresServer({str(scratch / 'postgres')!r}, free_port()).start()
+        print(r.pid, p.pid, flush=True)
+        time.sleep(60)
+    """)
+    parent = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    assert parent.stdout is not None
+    pids = [int(pid) for pid in parent.stdout.readline().split()]
+    backends = _children(pids[1])
+    parent.send_signal(signal.SIGKILL)
+    parent.wait()
+    assert _gone_within(pids + backends, 15)
+
+
+def test_redis_older_than_7_is_refused(tmp_path: Path) -> None:
+    fake = tmp_path / "redis-server"
+    fake.write_text("#!/bin/sh\necho 'Redis server v=6.2.14 sha=00000000:0 malloc=jemalloc'\n")
+    fake.chmod(0o755)
+    with pytest.raises(ServerError, match="needs Redis >= 7.0"):
+        redis_version(fake)
