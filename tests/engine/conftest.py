@@ -1,0 +1,170 @@
+"""Fixtures of the engine's tests: a real Redis (logical DB 1), a fresh Engine per test and
+unique ids, so tests never clean up after each other.
+
+The server is the session's shared one (``redis_url`` from ``tests/conftest.py``) when that
+fixture exists; until then a throwaway valkey/redis-server is started here.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse, urlunparse
+
+import pytest
+import redis
+import redis.asyncio as aioredis
+
+from engine import Engine
+from engine.models import Coupon, IssuedCoupon, Product
+from rushorder.servers import find_redis, free_port
+from support import Outbox, window
+
+ENGINE_DB = 1  # other test packages use other logical databases
+USER_SEQ = "test:engine:user"  # outside {ro}: the engine never reads it
+
+
+def with_db(url: str, db: int) -> str:
+    """The same server URL pointed at another logical database."""
+    return urlunparse(urlparse(url)._replace(path=f"/{db}"))
+
+
+def _deathsig(args: list[str]) -> list[str]:
+    """Make the server die with us even if pytest is SIGKILLed (where setpriv exists)."""
+    setpriv = shutil.which("setpriv")
+    return [setpriv, "--pdeathsig", "TERM", *args] if setpriv else args
+
+
+def _wait_for_ping(port: int, proc: subprocess.Popen[bytes], timeout_s: float = 20) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"redis on port {port} exited with {proc.returncode}")
+        try:
+            with redis.Redis(port=port, socket_timeout=1) as client:
+                if client.ping():
+                    return
+        except redis.ConnectionError:
+            time.sleep(0.05)
+    raise RuntimeError(f"redis on port {port} did not answer within {timeout_s}s")
+
+
+@pytest.fixture(scope="session")
+def throwaway_redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A private, memory-only server for this session; stopped at the end."""
+    port, data = free_port(), tmp_path_factory.mktemp("engine-redis")
+    args = [str(find_redis().path), "--port", str(port), "--bind", "127.0.0.1",
+            "--save", "", "--appendonly", "no", "--protected-mode", "no",
+            "--dir", str(data), "--logfile", str(Path(data) / "redis.log")]
+    proc = subprocess.Popen(_deathsig(args), stdin=subprocess.DEVNULL)
+    try:
+        _wait_for_ping(port, proc)
+        yield f"redis://127.0.0.1:{port}/0"
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+@pytest.fixture(scope="session")
+def engine_redis_url(request: pytest.FixtureRequest) -> str:
+    """DB 1 of the shared session server if ``redis_url`` exists, else of our own."""
+    try:
+        base = request.getfixturevalue("redis_url")
+    except pytest.FixtureLookupError:
+        base = request.getfixturevalue("throwaway_redis_url")
+    return with_db(base, ENGINE_DB)
+
+
+@pytest.fixture
+async def r(engine_redis_url: str) -> AsyncIterator[aioredis.Redis]:
+    """A plain client on the engine's DB, to look at (or tamper with) raw state."""
+    client = aioredis.Redis.from_url(engine_redis_url)
+    yield client
+    await client.aclose()
+
+
+@pytest.fixture
+async def engine(engine_redis_url: str) -> AsyncIterator[Engine]:
+    """A fresh Engine (and connection) per test, scripts preloaded."""
+    eng = Engine(engine_redis_url)
+    await eng.load()
+    yield eng
+    await eng.close()
+
+
+# -- unique things per test ----------------------------------------------------------------
+
+
+@pytest.fixture
+def new_user(r: aioredis.Redis) -> Callable[[], Awaitable[int]]:
+    """A user id nobody has used in this database."""
+
+    async def make() -> int:
+        return int(await r.incr(USER_SEQ))
+
+    return make
+
+
+@pytest.fixture
+def funded_user(
+    engine: Engine, new_user: Callable[[], Awaitable[int]]
+) -> Callable[[int], Awaitable[int]]:
+    """A new user charged with ``balance`` won (in charges of at most 1,000,000)."""
+
+    async def make(balance: int) -> int:
+        user = await new_user()
+        while balance > 0:
+            step = min(balance, 1_000_000)
+            await engine.charge(user, step)
+            balance -= step
+        return user
+
+    return make
+
+
+@pytest.fixture
+def new_product(engine: Engine) -> Callable[..., Awaitable[Product]]:
+    """A new product (defaults: 1,000 won, 100 units)."""
+
+    async def make(price: int = 1_000, stock: int = 100, name: str = "widget") -> Product:
+        return await engine.create_product(name, price, stock)
+
+    return make
+
+
+@pytest.fixture
+def new_coupon(engine: Engine) -> Callable[..., Awaitable[Coupon]]:
+    """A new coupon, valid from an hour ago to an hour from now unless told otherwise."""
+
+    async def make(
+        discount_type: str = "FIXED", value: int = 500, quantity: int = 10,
+        starts_s: float = -3600, ends_s: float = 3600,
+    ) -> Coupon:
+        start, end = window(starts_s, ends_s)
+        return await engine.create_coupon(
+            "test coupon", discount_type, value, quantity, start, end)  # type: ignore[arg-type]
+
+    return make
+
+
+@pytest.fixture
+def issued(
+    engine: Engine, new_coupon: Callable[..., Awaitable[Coupon]]
+) -> Callable[..., Awaitable[IssuedCoupon]]:
+    """A coupon freshly issued to ``user`` (options as ``new_coupon``)."""
+
+    async def make(user: int, **coupon: Any) -> IssuedCoupon:
+        made = await new_coupon(**coupon)
+        return await engine.issue_coupon(user, made.id)
+
+    return make
+
+
+@pytest.fixture
+def outbox(r: aioredis.Redis) -> Outbox:
+    """The engine's outbox stream."""
+    return Outbox(r)

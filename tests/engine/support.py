@@ -1,0 +1,51 @@
+"""Plain helpers of the engine's tests (fixtures live in conftest.py)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import redis.asyncio as aioredis
+
+from engine import Engine, events
+from engine.events import AnyEvent
+
+
+def window(start_s: float = -3600, end_s: float = 3600) -> tuple[datetime, datetime]:
+    """A validity window relative to now, in seconds."""
+    now = datetime.now(UTC)
+    return now + timedelta(seconds=start_s), now + timedelta(seconds=end_s)
+
+
+class Outbox:
+    """Reads ``{ro}:outbox`` from a mark onwards, decoded."""
+
+    def __init__(self, client: aioredis.Redis) -> None:
+        self.client = client
+
+    async def mark(self) -> bytes:
+        """The id of the newest entry now ("0-0" when empty)."""
+        last = await self.client.xrevrange("{ro}:outbox", count=1)
+        return last[0][0] if last else b"0-0"
+
+    async def since(self, mark: bytes) -> list[AnyEvent]:
+        """Every event appended after ``mark``, oldest first."""
+        entries = await self.client.xrange("{ro}:outbox", min=b"(" + mark)
+        return [events.decode(fields[b"e"]) for _, fields in entries]
+
+    async def length(self) -> int:
+        """How many entries the stream holds."""
+        return int(await self.client.xlen("{ro}:outbox"))
+
+
+async def snapshot(engine: Engine, outbox: Outbox, user: int, product_ids: list[int]) -> dict[str, Any]:
+    """Everything an order could change for ``user``: to compare before and after."""
+    return {
+        "balance": (await engine.balance(user)).balance,
+        "history": (await engine.history(user, limit=100)).items,
+        "stock": [(await engine.product(pid)).stock for pid in product_ids],
+        "coupons": (await engine.user_coupons(user, limit=100)).items,
+        "orders": (await engine.orders(user, limit=100)).items,
+        "cart": await engine.cart(user),
+        "outbox": await outbox.length(),
+    }
