@@ -1,0 +1,100 @@
+"""The catalog: create, restock, reprice, rename, live stock, pages by cursor."""
+
+from __future__ import annotations
+
+import pytest
+
+from engine import Engine
+from engine.errors import OutOfStock, ProductNotFound
+
+UNKNOWN_PRODUCT = 9_000_000_000
+
+
+async def test_created_product_reads_back_with_its_fields(engine: Engine) -> None:
+    made = await engine.create_product("kettle", 25_000, 7)
+    assert (made.name, made.price, made.stock) == ("kettle", 25_000, 7)
+    assert await engine.product(made.id) == made
+
+
+async def test_product_ids_increase(engine, new_product) -> None:
+    first, second = await new_product(), await new_product()
+    assert second.id > first.id
+
+
+async def test_unknown_product_is_product_not_found(engine) -> None:
+    with pytest.raises(ProductNotFound):
+        await engine.product(UNKNOWN_PRODUCT)
+
+
+async def test_restock_adds_units(engine, new_product) -> None:
+    made = await new_product(stock=5)
+    assert (await engine.update_product(made.id, stock_delta=10)).stock == 15
+    assert (await engine.product(made.id)).stock == 15
+
+
+async def test_negative_delta_may_take_stock_exactly_to_zero(engine, new_product) -> None:
+    made = await new_product(stock=5)
+    assert (await engine.update_product(made.id, stock_delta=-5)).stock == 0
+
+
+async def test_negative_delta_below_zero_is_out_of_stock_and_changes_nothing(
+    engine, new_product
+) -> None:
+    made = await new_product(stock=5)
+    with pytest.raises(OutOfStock) as refused:
+        await engine.update_product(made.id, stock_delta=-6, price=1, name="renamed")
+    assert refused.value.context["product_id"] == made.id
+    assert await engine.product(made.id) == made
+
+
+async def test_update_of_unknown_product_is_product_not_found(engine) -> None:
+    with pytest.raises(ProductNotFound):
+        await engine.update_product(UNKNOWN_PRODUCT, stock_delta=1)
+
+
+async def test_price_and_name_change_keep_the_other_fields(engine, new_product) -> None:
+    made = await new_product(price=1_000, stock=3, name="old")
+    repriced = await engine.update_product(made.id, price=2_500)
+    assert (repriced.name, repriced.price, repriced.stock) == ("old", 2_500, 3)
+    renamed = await engine.update_product(made.id, name="new")
+    assert (renamed.name, renamed.price, renamed.stock) == ("new", 2_500, 3)
+    assert await engine.product(made.id) == renamed
+
+
+async def test_stock_read_is_live_after_an_order(engine, new_product, funded_user) -> None:
+    made = await new_product(stock=10)
+    user = await funded_user(10_000)
+    await engine.place_order(user, [(made.id, 4)])
+    assert (await engine.product(made.id)).stock == 6
+    listed = await _all_products(engine)
+    assert next(p for p in listed if p.id == made.id).stock == 6
+
+
+async def test_catalog_pages_by_cursor_in_id_order_without_gaps(engine, new_product) -> None:
+    made = [await new_product(name=f"p{i}") for i in range(5)]
+    listed = [p.id for p in await _all_products(engine, limit=2)]
+    assert listed == sorted(listed)
+    assert [p.id for p in made] == [pid for pid in listed if pid >= made[0].id][:5]
+
+
+async def test_catalog_page_after_the_last_product_is_empty(engine, new_product) -> None:
+    last = await new_product()
+    page = await engine.products(limit=5, cursor=str(last.id))
+    assert (page.items, page.next_cursor) == ([], None)
+
+
+async def test_last_full_page_has_no_next_cursor(engine, new_product) -> None:
+    first = await new_product()
+    await new_product()
+    page = await engine.products(limit=2, cursor=str(first.id - 1))
+    assert len(page.items) == 2 and page.next_cursor is None
+
+
+async def _all_products(engine: Engine, limit: int = 100) -> list:
+    items, cursor = [], None
+    while True:
+        page = await engine.products(limit=limit, cursor=cursor)
+        items += page.items
+        if page.next_cursor is None:
+            return items
+        cursor = page.next_cursor
