@@ -28,8 +28,9 @@ $(STAMP): pyproject.toml | $(BIN)/python
 up: $(STAMP)  ## start Redis, Postgres, API, workers and mock platform; Ctrl-C stops all
 	$(BIN)/rushorder up
 
+# `python -m` puts the repo first on sys.path, so tests/engine/ cannot shadow engine/.
 test: $(STAMP)  ## run the whole test suite against private servers
-	$(BIN)/pytest -q
+	$(BIN)/python -m pytest -q
 
 bench: $(STAMP)  ## run every load/bench_*.py in turn
 	@set -e; for script in load/bench_*.py; do \
