@@ -7,6 +7,7 @@ turns the script's ``{code, payload}`` answer into a model or a domain error.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Sequence
 from datetime import datetime
 from typing import Any, TypeVar
@@ -68,7 +69,10 @@ def _ms(moment: datetime) -> int:
 def _idem(user_id: int, idem: Idempotency | None) -> tuple[str, str]:
     if idem is None:
         return _NO_KEY, ""
-    return keys.idempotency(user_id, idem.key), idem.fingerprint
+    # Hashed: the record is "fingerprint\ncode\npayload", so a raw fingerprint holding a
+    # newline (method\npath\nbody) would never match itself again.
+    digest = hashlib.sha256(idem.fingerprint.encode()).hexdigest()
+    return keys.idempotency(user_id, idem.key), digest
 
 
 class Engine:
