@@ -1,0 +1,182 @@
+"""The ``rushorder`` command: one subcommand per process or chore.
+
+Every subcommand builds :class:`Settings` from ``RUSHORDER_*`` variables and hands it to
+the function that does the work. Those functions are imported inside each subcommand so
+that ``rushorder --help`` stays fast and one missing part does not break the others.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import msgspec
+
+from rushorder.settings import Settings
+
+TOKEN_TTL_S = 7 * 24 * 3600
+
+Command = Callable[[Settings, argparse.Namespace], int | None]
+
+
+class CommandError(Exception):
+    """Raised when a subcommand cannot run: a setting is missing or a part not installed."""
+
+
+def load(module: str, name: str) -> Callable[..., Any]:
+    """``module.name``, imported now; a clear error if that part is not there (yet)."""
+    try:
+        target = getattr(importlib.import_module(module), name)
+    except (ImportError, AttributeError) as exc:
+        raise CommandError(f"{module}.{name} is not available: {exc}") from exc
+    return target  # type: ignore[no-any-return]
+
+
+def _need(value: str | None, variable: str) -> str:
+    """A server URL the command cannot run without."""
+    if not value:
+        raise CommandError(f"{variable} is not set (`rushorder up` sets it for its children)")
+    return value
+
+
+# ---------------------------------------------------------------------------------------
+# Subcommands
+# ---------------------------------------------------------------------------------------
+
+
+def cmd_up(settings: Settings, args: argparse.Namespace) -> int:
+    """Run the whole stack in the foreground."""
+    return int(load("rushorder.stack", "run")(settings))
+
+
+def cmd_api(settings: Settings, args: argparse.Namespace) -> None:
+    """Serve the HTTP API."""
+    _need(settings.redis_url, "RUSHORDER_REDIS_URL")
+    load("api.server", "serve")(settings)
+
+
+def cmd_worker(settings: Settings, args: argparse.Namespace) -> None:
+    """Run one outbox worker."""
+    _need(settings.redis_url, "RUSHORDER_REDIS_URL")
+    _need(settings.database_url, "RUSHORDER_DATABASE_URL")
+    load("workers.main", "run")(settings)
+
+
+def cmd_platform(settings: Settings, args: argparse.Namespace) -> None:
+    """Serve the mock data platform."""
+    load("workers.platform_mock", "serve")(settings)
+
+
+def cmd_migrate(settings: Settings, args: argparse.Namespace) -> None:
+    """Bring the Postgres schema to the newest revision."""
+    load("persistence.migrate", "upgrade")(_need(settings.database_url, "RUSHORDER_DATABASE_URL"))
+
+
+def cmd_seed(settings: Settings, args: argparse.Namespace) -> None:
+    """Load the demo catalog into an empty database."""
+    seeded = load("rushorder.seed", "seed_demo")(settings)
+    print("demo catalog loaded" if seeded else "database not empty: demo catalog not loaded")
+
+
+def cmd_token(settings: Settings, args: argparse.Namespace) -> None:
+    """Print a signed JWT for a user (or an admin)."""
+    mint = load("api.auth", "mint_token")
+    print(mint(settings.jwt_secret, args.user_id, admin=args.admin, ttl_s=args.ttl_s))
+
+
+def cmd_rebuild(settings: Settings, args: argparse.Namespace) -> int:
+    """Rebuild Redis state from Postgres."""
+    return int(load("rushorder.rebuild", "rebuild")(settings, force=args.force))
+
+
+def cmd_audit(settings: Settings, args: argparse.Namespace) -> int:
+    """Compare Redis with Postgres and report drift."""
+    return int(load("rushorder.audit", "audit")(settings))
+
+
+# ---------------------------------------------------------------------------------------
+# Parser
+# ---------------------------------------------------------------------------------------
+
+DESCRIPTION = """\
+rushorder: an e-commerce order service that stays correct under flash-sale load.
+
+Configuration comes from RUSHORDER_* environment variables (see README.md); unset
+RUSHORDER_REDIS_URL / RUSHORDER_DATABASE_URL make `up` start private servers."""
+
+SUBCOMMANDS: list[tuple[str, Command, str, str]] = [
+    ("up", cmd_up, "run the whole stack in the foreground (make up)",
+     "Start private Redis and Postgres under RUSHORDER_DATA_DIR unless their URLs are set, "
+     "migrate, rebuild Redis from Postgres if Redis is empty, seed the demo catalog into "
+     "an empty database, then run the API, the outbox workers and the mock data platform "
+     "with prefixed logs. Prints URLs and ready-to-use tokens. Ctrl-C stops everything."),
+    ("api", cmd_api, "serve the HTTP API (RUSHORDER_API_WORKERS processes)",
+     "Serve the HTTP API on RUSHORDER_HTTP_HOST:RUSHORDER_HTTP_PORT; blocks."),
+    ("worker", cmd_worker, "run one outbox worker (Redis -> Postgres, data platform)",
+     "Drain the Redis outbox into Postgres and forward order events to the data "
+     "platform; blocks."),
+    ("platform", cmd_platform, "serve the mock data platform",
+     "Serve the mock data platform on RUSHORDER_PLATFORM_PORT: POST/GET /events; blocks."),
+    ("migrate", cmd_migrate, "upgrade the Postgres schema to the newest revision",
+     "Run the Alembic migrations against RUSHORDER_DATABASE_URL."),
+    ("seed", cmd_seed, "load the demo catalog into an empty database",
+     "Load the demo products and coupons, only if the database holds none."),
+    ("token", cmd_token, "print a signed JWT for a user id",
+     "Print a bearer token signed with RUSHORDER_JWT_SECRET."),
+    ("rebuild", cmd_rebuild, "rebuild Redis state from Postgres",
+     "Reload Redis state from Postgres, the durable copy (after losing Redis data). "
+     "Refuses a non-empty Redis unless --force."),
+    ("audit", cmd_audit, "check that Redis and Postgres agree",
+     "Compare Redis with Postgres and report the differences; exits non-zero if any."),
+]
+
+
+def _add_options(name: str, sub: argparse.ArgumentParser) -> None:
+    """The few subcommand-specific options."""
+    if name == "token":
+        sub.add_argument("user_id", type=int, help="the user id (the token's sub claim)")
+        sub.add_argument("--admin", action="store_true", help="role=admin instead of user")
+        sub.add_argument("--ttl-s", type=int, default=TOKEN_TTL_S,
+                         help=f"seconds until the token expires (default {TOKEN_TTL_S})")
+    elif name == "rebuild":
+        sub.add_argument("--force", action="store_true",
+                         help="rebuild even though Redis already holds data (overwrites it)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argparse tree of every subcommand."""
+    parser = argparse.ArgumentParser(prog="rushorder", description=DESCRIPTION,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    subs = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name, func, short, long in SUBCOMMANDS:
+        sub = subs.add_parser(name, help=short, description=long)
+        _add_options(name, sub)
+        sub.set_defaults(func=func)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``rushorder`` script; returns the exit code."""
+    args = build_parser().parse_args(argv)
+    try:
+        settings = Settings.from_env()
+    except msgspec.ValidationError as exc:
+        print(f"rushorder: bad RUSHORDER_* setting: {exc}", file=sys.stderr)
+        return 2
+    logging.basicConfig(level=settings.log_level.upper(),
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        return args.func(settings, args) or 0
+    except CommandError as exc:
+        print(f"rushorder {args.command}: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
