@@ -18,11 +18,11 @@ from urllib.parse import urlparse, urlunparse
 import pytest
 import redis
 import redis.asyncio as aioredis
+from support import Outbox, window
 
 from engine import Engine
 from engine.models import Coupon, IssuedCoupon, Product
 from rushorder.servers import find_redis, free_port
-from support import Outbox, window
 
 ENGINE_DB = 1  # other test packages use other logical databases
 USER_SEQ = "test:engine:user"  # outside {ro}: the engine never reads it

@@ -38,7 +38,9 @@ class Outbox:
         return int(await self.client.xlen("{ro}:outbox"))
 
 
-async def snapshot(engine: Engine, outbox: Outbox, user: int, product_ids: list[int]) -> dict[str, Any]:
+async def snapshot(
+    engine: Engine, outbox: Outbox, user: int, product_ids: list[int]
+) -> dict[str, Any]:
     """Everything an order could change for ``user``: to compare before and after."""
     return {
         "balance": (await engine.balance(user)).balance,

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import pytest
+from support import snapshot
 
 from engine import Engine
 from engine.errors import CartEmpty, OutOfStock, ProductNotFound, ValidationFailed
-from support import snapshot
 
 UNKNOWN_PRODUCT = 9_000_000_000
 

@@ -5,12 +5,16 @@ from __future__ import annotations
 import asyncio
 
 import pytest
+from support import window
 
 from engine import Engine
 from engine.errors import (
-    CouponAlreadyIssued, CouponNotActive, CouponNotFound, CouponSoldOut, ValidationFailed,
+    CouponAlreadyIssued,
+    CouponNotActive,
+    CouponNotFound,
+    CouponSoldOut,
+    ValidationFailed,
 )
-from support import window
 
 UNKNOWN_COUPON = 9_000_000_000
 

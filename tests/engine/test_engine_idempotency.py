@@ -8,7 +8,11 @@ import pytest
 
 from engine import Engine, Idempotency, Policy, keys
 from engine.errors import (
-    CouponSoldOut, IdempotencyKeyReused, InsufficientBalance, InvalidAmount, OrderNotFound,
+    CouponSoldOut,
+    IdempotencyKeyReused,
+    InsufficientBalance,
+    InvalidAmount,
+    OrderNotFound,
 )
 
 BODY_A = Idempotency("key-1", "POST /api/v1/balance/charge {\"amount\":5000}")

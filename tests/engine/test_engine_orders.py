@@ -5,13 +5,17 @@ from __future__ import annotations
 import asyncio
 
 import pytest
+from support import snapshot
 
 from engine import Engine
 from engine.errors import (
-    CouponNotUsable, InsufficientBalance, OrderNotFound, OutOfStock, ProductNotFound,
+    CouponNotUsable,
+    InsufficientBalance,
+    OrderNotFound,
+    OutOfStock,
+    ProductNotFound,
     ValidationFailed,
 )
-from support import snapshot
 
 UNKNOWN_PRODUCT = 9_000_000_000
 
@@ -41,7 +45,9 @@ async def test_order_writes_a_use_history_line_naming_the_order(
         "USE", 5_000, 5_000, order.id)
 
 
-async def test_order_may_spend_the_balance_to_exactly_zero(engine, funded_user, new_product) -> None:
+async def test_order_may_spend_the_balance_to_exactly_zero(
+    engine, funded_user, new_product
+) -> None:
     user, made = await funded_user(3_000), await new_product(price=1_000)
     await engine.place_order(user, [(made.id, 3)])
     assert (await engine.balance(user)).balance == 0

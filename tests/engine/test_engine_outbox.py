@@ -6,14 +6,19 @@ from __future__ import annotations
 import asyncio
 
 import pytest
+from support import window
 
 from engine import Engine, Idempotency
 from engine.errors import EngineError
 from engine.events import (
-    BalanceCharged, CouponCreated, CouponIssued, OrderCancelled, OrderPaid, ProductCreated,
+    BalanceCharged,
+    CouponCreated,
+    CouponIssued,
+    OrderCancelled,
+    OrderPaid,
+    ProductCreated,
     ProductUpdated,
 )
-from support import window
 
 
 async def test_charge_emits_balance_charged_with_its_history_line(
