@@ -162,7 +162,7 @@ def _deathsig_prefix() -> tuple[str, ...]:
     return (setpriv,) if "--pdeathsig" in out else ()
 
 
-def _with_deathsig(args: list[str], sig: signal.Signals) -> list[str]:
+def die_with_parent(args: list[str], sig: signal.Signals) -> list[str]:
     """Prefix args so the child receives sig when its parent dies (setpriv execs in place)."""
     prefix = _deathsig_prefix()
     if not prefix:
@@ -227,7 +227,7 @@ class _Server:
         log = _open_log(self.log_path)
         try:
             return subprocess.Popen(  # type: ignore[call-overload, no-any-return]
-                _with_deathsig(args, self.stop_signal), stdin=subprocess.DEVNULL,
+                die_with_parent(args, self.stop_signal), stdin=subprocess.DEVNULL,
                 stdout=log, stderr=subprocess.STDOUT,
                 # Isolated: a terminal's Ctrl-C reaches only our supervisor, which then
                 # stops the API before the servers it needs.
