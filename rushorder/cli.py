@@ -73,7 +73,8 @@ def cmd_platform(settings: Settings, args: argparse.Namespace) -> None:
 
 def cmd_migrate(settings: Settings, args: argparse.Namespace) -> None:
     """Bring the Postgres schema to the newest revision."""
-    load("persistence.migrate", "upgrade")(_need(settings.database_url, "RUSHORDER_DATABASE_URL"))
+    database_url = _need(settings.database_url, "RUSHORDER_DATABASE_URL")
+    load("persistence.migrate", "upgrade")(database_url)
 
 
 def cmd_seed(settings: Settings, args: argparse.Namespace) -> None:

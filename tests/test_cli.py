@@ -1,0 +1,41 @@
+"""The rushorder command: every subcommand has help, and missing parts fail clearly."""
+
+from __future__ import annotations
+
+import pytest
+
+from rushorder.cli import SUBCOMMANDS, main
+
+NAMES = [name for name, *_ in SUBCOMMANDS]
+
+
+def test_help_lists_every_subcommand(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_:
+        main(["--help"])
+    assert exit_.value.code == 0
+    out = capsys.readouterr().out
+    assert all(f"    {name} " in out for name in NAMES)
+    assert NAMES == ["up", "api", "worker", "platform", "migrate", "seed", "token",
+                     "rebuild", "audit"]
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_each_subcommand_has_help(name: str, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_:
+        main([name, "--help"])
+    assert exit_.value.code == 0
+    assert capsys.readouterr().out.startswith(f"usage: rushorder {name}")
+
+
+def test_a_command_without_its_server_url_exits_2(
+        monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.delenv("RUSHORDER_DATABASE_URL", raising=False)
+    assert main(["migrate"]) == 2
+    assert "RUSHORDER_DATABASE_URL is not set" in capsys.readouterr().err
+
+
+def test_a_bad_setting_exits_2(monkeypatch: pytest.MonkeyPatch,
+                               capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setenv("RUSHORDER_HTTP_PORT", "eighty")
+    assert main(["audit"]) == 2
+    assert "http_port" in capsys.readouterr().err
