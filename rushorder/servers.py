@@ -348,6 +348,14 @@ def _unprivileged_user() -> pwd.struct_passwd:
         return pwd.getpwnam(PG_USER)
 
 
+def _let_others_traverse(path: Path) -> None:
+    """Add o+x to every folder above path, so the unprivileged postgres user gets through."""
+    for parent in path.parents:
+        mode = os.stat(parent).st_mode
+        if not mode & 0o001:
+            os.chmod(parent, mode | 0o001)
+
+
 def _data_major(data_dir: Path) -> str | None:
     """The PostgreSQL major version that made data_dir, if it holds a cluster."""
     marker = data_dir / "PG_VERSION"
@@ -398,10 +406,9 @@ class PostgresServer(_Server):
             return
         os.chown(self.data_dir, self.user.pw_uid, self.user.pw_gid)
         os.chmod(self.data_dir, 0o700)
-        for parent in self.data_dir.parents:  # the postgres user must traverse to it
-            mode = os.stat(parent).st_mode
-            if not mode & 0o001:
-                os.chmod(parent, mode | 0o001)
+        _let_others_traverse(self.data_dir)
+        # Wheel binaries may sit in a venv under /root: the user must reach them too.
+        _let_others_traverse(self.binary.path.parent.parent)
 
     def _initdb(self) -> None:
         """Create the cluster once, in an empty folder; trust auth on loopback and socket."""
