@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+import re
+from pathlib import Path
+
 import pytest
 
 from rushorder.cli import SUBCOMMANDS, main
+from rushorder.settings import Settings
+
+README = Path(__file__).resolve().parent.parent / "README.md"
 
 NAMES = [name for name, *_ in SUBCOMMANDS]
 
@@ -39,3 +45,19 @@ def test_a_bad_setting_exits_2(monkeypatch: pytest.MonkeyPatch,
     monkeypatch.setenv("RUSHORDER_HTTP_PORT", "eighty")
     assert main(["audit"]) == 2
     assert "http_port" in capsys.readouterr().err
+
+
+def test_readme_documents_every_setting_and_command() -> None:
+    readme = README.read_text()
+    missing = [f for f in Settings.__struct_fields__ if f"`RUSHORDER_{f.upper()}`" not in readme]
+    assert missing == []
+    assert all(f"`rushorder {name}" in readme for name in NAMES)
+
+
+def test_readme_settings_table_shows_the_real_defaults() -> None:
+    rows = dict(re.findall(r"^\| `RUSHORDER_(\w+)` \| ([^|]+) \|", README.read_text(), re.M))
+    defaults = Settings()
+    for field in Settings.__struct_fields__:
+        value = getattr(defaults, field)
+        shown = "unset" if value is None else f"`{value}`"
+        assert rows[field.upper()].strip() == shown, field
