@@ -43,7 +43,7 @@ load: $(STAMP)  ## run the locust scenario headless against a private stack
 
 lint: $(STAMP)  ## ruff and mypy
 	$(BIN)/ruff check .
-	$(BIN)/mypy $(PY_DIRS) tests
+	$(BIN)/mypy --explicit-package-bases $(PY_DIRS) tests
 
 clean:  ## remove caches (keeps .venv and the .rushorder data dir)
 	rm -rf .pytest_cache .mypy_cache .ruff_cache .hypothesis build dist *.egg-info
