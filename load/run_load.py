@@ -80,6 +80,7 @@ def run_locust(args: argparse.Namespace, host: str) -> int:
 
 
 def parse_args() -> argparse.Namespace:
+    """The command line: target, scenario file and load shape."""
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--host", help="API base URL; default: start a private stack")

@@ -82,6 +82,11 @@ class Child:
         """None while it runs, else its exit code (negative: killed by that signal)."""
         return None if self.proc is None else self.proc.poll()
 
+    def terminate(self) -> None:
+        """Ask it to stop (SIGTERM), without waiting."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+
     def stop(self, timeout_s: float = STOP_TIMEOUT_S) -> None:
         """SIGTERM, wait, SIGKILL its whole group (its own children too) if it lingers."""
         if self.proc is None:
@@ -301,17 +306,14 @@ class Stack:
 
     def stop_children(self) -> None:
         """API first (no new requests), then workers (they drain), then the platform."""
-        for child in reversed(self.children):
-            if child.name == "api":
-                child.stop()
+        api = [c for c in self.children if c.name == "api"]
         workers = [c for c in self.children if c.name.startswith("worker-")]
-        for child in workers:
-            if child.proc is not None and child.returncode is None:
-                child.proc.terminate()  # all at once, then wait for each
-        for child in workers:
-            child.stop()
-        for child in self.children:
-            child.stop()
+        rest = [c for c in self.children if c not in api and c not in workers]
+        for stage in (api, workers, rest):
+            for child in stage:
+                child.terminate()  # the whole stage at once, then wait for each
+            for child in stage:
+                child.stop()
 
     def stop_servers(self) -> None:
         """Clean shutdowns: Postgres checkpoints, Redis fsyncs its AOF."""
