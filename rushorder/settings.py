@@ -12,7 +12,8 @@ from pathlib import Path
 
 import msgspec
 
-DEV_JWT_SECRET = "rushorder-dev-secret-change-me"
+# Only for a laptop: `make up` warns when it is in use. 32+ bytes, as HS256 wants.
+DEV_JWT_SECRET = "rushorder-dev-secret-change-me-before-prod"
 
 
 class Settings(msgspec.Struct, frozen=True, kw_only=True):
