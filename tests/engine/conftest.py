@@ -18,14 +18,13 @@ from urllib.parse import urlparse, urlunparse
 import pytest
 import redis
 import redis.asyncio as aioredis
-from support import Outbox, window
+from support import USER_SEQ, Outbox, window
 
 from engine import Engine
 from engine.models import Coupon, IssuedCoupon, Product
 from rushorder.servers import find_redis, free_port
 
 ENGINE_DB = 1  # other test packages use other logical databases
-USER_SEQ = "test:engine:user"  # outside {ro}: the engine never reads it
 
 
 def with_db(url: str, db: int) -> str:

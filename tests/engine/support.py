@@ -5,10 +5,30 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import redis
 import redis.asyncio as aioredis
 
 from engine import Engine, events
 from engine.events import AnyEvent
+
+USER_SEQ = "test:engine:user"  # the last user id handed out (outside {ro}: not the engine's)
+
+
+async def flush_db(client: aioredis.Redis) -> None:
+    """FLUSHDB without rewinding the user-id counter: what a test writes after its flush
+    must never meet a later test's "new" user."""
+    last = await client.get(USER_SEQ)
+    await client.flushdb()
+    if last is not None:
+        await client.set(USER_SEQ, last)
+
+
+def flush_db_sync(client: redis.Redis) -> int:
+    """:func:`flush_db` for sync callers; answers the last user id handed out."""
+    last = int(client.get(USER_SEQ) or 0)
+    client.flushdb()
+    client.set(USER_SEQ, last)
+    return last
 
 
 def window(start_s: float = -3600, end_s: float = 3600) -> tuple[datetime, datetime]:

@@ -27,11 +27,12 @@ from hypothesis.stateful import (
     run_state_machine_as_test,
 )
 from model import Rejected, Shop
+from support import USER_SEQ, flush_db_sync
 
 from engine import Engine, Idempotency
 from engine.errors import EngineError
 
-USERS = st.sampled_from([1, 2, 3])
+WHO = st.sampled_from([0, 1, 2])  # which of the example's three users
 KEYS = st.sampled_from([None, None, None, None, "k1", "k2"])
 UNKNOWN_ID = 999_999
 RARELY = st.sampled_from([False, False, False, False, True])
@@ -63,7 +64,9 @@ class EngineVsModel(RuleBasedStateMachine):
     def __init__(self, url: str) -> None:
         super().__init__()
         with redis.Redis.from_url(url) as client:
-            client.flushdb()
+            last = flush_db_sync(client)
+            client.set(USER_SEQ, last + 3)
+        self.users = [last + 1, last + 2, last + 3]
         self.loop = asyncio.new_event_loop()
         self.engine = Engine(url)
         self.model = Shop()
@@ -136,13 +139,14 @@ class EngineVsModel(RuleBasedStateMachine):
 
     @initialize(amount=st.sampled_from([5_000, 20_000, 50_000]))
     def seed_balances(self, amount: int) -> None:
-        for user in (1, 2, 3):
-            self.charge(user, amount, None)
+        for who in range(3):
+            self.charge(who, amount, None)
 
     # -- rules ---------------------------------------------------------------------------
 
-    @rule(user=USERS, amount=AMOUNTS, key=KEYS)
-    def charge(self, user: int, amount: int, key: str | None) -> None:
+    @rule(who=WHO, amount=AMOUNTS, key=KEYS)
+    def charge(self, who: int, amount: int, key: str | None) -> None:
+        user = self.users[who]
         got, want = self.keyed(user, key, f"charge {amount}",
                                lambda idem: self.engine.charge(user, amount, idem),
                                lambda _: self.model.charge(user, amount))
@@ -179,19 +183,21 @@ class EngineVsModel(RuleBasedStateMachine):
             got[1].id, discount[0], discount[1], quantity, start, end), got)
         return int(got[1].id)
 
-    @rule(target=issued, user=USERS, cid=coupons, key=KEYS)
-    def issue(self, user: int, cid: int, key: str | None) -> Any:
+    @rule(target=issued, who=WHO, cid=coupons, key=KEYS)
+    def issue(self, who: int, cid: int, key: str | None) -> Any:
+        user = self.users[who]
         got, _ = self.keyed(user, key, f"issue {cid}",
                             lambda idem: self.engine.issue_coupon(user, cid, idem),
                             lambda ans: self.model.issue(
                                 user, cid, time.time(), ans and ans.id))
         return multiple((user, got[1].id)) if got[0] == "OK" else multiple()
 
-    @rule(target=orders, user=USERS, key=KEYS, lines=LINES, coupon=COUPON_CHOICE,
+    @rule(target=orders, who=WHO, key=KEYS, lines=LINES, coupon=COUPON_CHOICE,
           as_owner=AS_OWNER)
-    def place_order(self, user: int, lines: list[tuple[int, int]],
+    def place_order(self, who: int, lines: list[tuple[int, int]],
                     coupon: tuple[int, int] | None, as_owner: bool, key: str | None) -> Any:
-        user, icid = acting(user, coupon, as_owner)
+        user = self.users[who]
+        user, icid = self.acting(user, coupon, as_owner)
         try:
             self.model.check_lines(lines)
         except Rejected:
@@ -200,9 +206,9 @@ class EngineVsModel(RuleBasedStateMachine):
             return multiple()
         return self.take_order(user, lines, icid, key)
 
-    @rule(user=USERS, lines=LINES, spoil=st.sampled_from(
+    @rule(who=WHO, lines=LINES, spoil=st.sampled_from(
         ["unknown product", "product twice", "quantity 0", "quantity 1001", "no lines"]))
-    def place_bad_order(self, user: int, lines: list[tuple[int, int]], spoil: str) -> None:
+    def place_bad_order(self, who: int, lines: list[tuple[int, int]], spoil: str) -> None:
         if spoil == "unknown product":
             lines = [*lines, (UNKNOWN_ID, 1)]
         elif spoil == "no lines":
@@ -212,7 +218,7 @@ class EngineVsModel(RuleBasedStateMachine):
                              "quantity 1001": (lines[0][0], 1_001)}[spoil]
             lines = [*lines, (pid, quantity)] if spoil == "product twice" else \
                 [(pid, quantity), *lines[1:]]
-        self.place_order(user, lines, None, True, None)
+        self.place_order(who, lines, None, True, None)
 
     def take_order(self, user: int, lines: list[tuple[int, int]], icid: int | None,
                    key: str | None) -> Any:
@@ -222,15 +228,26 @@ class EngineVsModel(RuleBasedStateMachine):
             lambda ans: self.model.take_order(user, lines, icid, time.time(), ans and ans.id))
         return self.placed(user, got, want)
 
-    @rule(target=orders, user=USERS, key=KEYS, coupon=COUPON_CHOICE, as_owner=AS_OWNER)
-    def checkout(self, user: int, coupon: tuple[int, int] | None, as_owner: bool,
+    @rule(target=orders, who=WHO, key=KEYS, coupon=COUPON_CHOICE, as_owner=AS_OWNER)
+    def checkout(self, who: int, coupon: tuple[int, int] | None, as_owner: bool,
                  key: str | None) -> Any:
-        user, icid = acting(user, coupon, as_owner)
+        user = self.users[who]
+        user, icid = self.acting(user, coupon, as_owner)
         got, want = self.keyed(
             user, key, f"checkout {icid}",
             lambda idem: self.engine.checkout(user, icid, idem),
             lambda ans: self.model.checkout(user, icid, time.time(), ans and ans.id))
         return self.placed(user, got, want)
+
+    def acting(self, user: int, owned: tuple[int, Any] | None,
+               as_owner: bool) -> tuple[int, Any]:
+        """Who acts on an owned thing (its owner, or the next user) and the thing's id."""
+        if owned is None:
+            return user, None
+        owner, thing = owned
+        if owner == 0:  # an id nobody has
+            return user, thing
+        return (owner if as_owner else self.users[self.users.index(owner) - 2]), thing
 
     def placed(self, user: int, got: Outcome, want: Any) -> Any:
         if got[0] != "OK":
@@ -244,22 +261,24 @@ class EngineVsModel(RuleBasedStateMachine):
 
     @rule(placed=orders, as_owner=AS_OWNER, key=KEYS)
     def cancel(self, placed: tuple[int, str], as_owner: bool, key: str | None) -> None:
-        user, oid = acting(1, placed, as_owner)
+        user, oid = self.acting(self.users[0], placed, as_owner)
         assert oid is not None
         self.keyed(user, key, f"cancel {oid}",
                    lambda idem: self.engine.cancel_order(user, oid, idem),
                    lambda _: self.model.cancel(user, oid, time.time()))
 
-    @rule(user=USERS, pid=products, unknown=RARELY, quantity=st.sampled_from([0, 1, 2, 3, 6]))
-    def put_cart_item(self, user: int, pid: int, unknown: bool, quantity: int) -> None:
+    @rule(who=WHO, pid=products, unknown=RARELY, quantity=st.sampled_from([0, 1, 2, 3, 6]))
+    def put_cart_item(self, who: int, pid: int, unknown: bool, quantity: int) -> None:
+        user = self.users[who]
         pid = UNKNOWN_ID if unknown else pid
         got = self.call(self.engine.put_cart_item(user, pid, quantity))
         self.expect(lambda: self.model.put_cart_item(user, pid, quantity), got)
         if got[0] == "OK":
             assert got[1] == self.loop.run_until_complete(self.engine.cart(user))
 
-    @rule(user=USERS, pid=products)
-    def remove_cart_item(self, user: int, pid: int) -> None:
+    @rule(who=WHO, pid=products)
+    def remove_cart_item(self, who: int, pid: int) -> None:
+        user = self.users[who]
         self.loop.run_until_complete(self.engine.remove_cart_item(user, pid))
         self.model.remove_cart_item(user, pid)
 
@@ -271,7 +290,7 @@ class EngineVsModel(RuleBasedStateMachine):
 
     async def compare(self) -> None:
         e, m, now = self.engine, self.model, time.time()
-        users = (1, 2, 3)
+        users = self.users
         # One gather: the engine pipelines every read of a check into one round trip.
         balances, histories, carts, coupons, orders, products, remaining, top = (
             await asyncio.gather(*(asyncio.gather(*group) for group in (
@@ -301,16 +320,6 @@ class EngineVsModel(RuleBasedStateMachine):
         return [(pid, products[pid].price, qty, products[pid].price * qty,
                  products[pid].stock >= qty)
                 for pid, qty in sorted(self.model.carts.get(user, {}).items())]
-
-
-def acting(user: int, owned: tuple[int, Any] | None, as_owner: bool) -> tuple[int, Any]:
-    """Who acts on an owned thing (its owner, or another user) and the thing's id."""
-    if owned is None:
-        return user, None
-    owner, thing = owned
-    if owner == 0:  # an id nobody has
-        return user, thing
-    return (owner if as_owner else owner % 3 + 1), thing
 
 
 def test_engine_answers_and_state_match_the_model(engine_redis_url: str) -> None:

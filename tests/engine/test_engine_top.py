@@ -1,6 +1,7 @@
 """Top 5: units sold in paid, not cancelled orders over the current hour and the 71 before it.
 
-The ranking is global, so every test here starts with FLUSHDB on the engine's own DB.
+The ranking is global, so every test here starts with FLUSHDB on the engine's own DB
+(support.flush_db, which keeps the user-id counter).
 Old hours are simulated by writing hour buckets ({ro}:sales:h:<hour>) and the window
 bookkeeping ({ro}:sales:window, {ro}:sales:rolled) directly, as the scripts leave them.
 """
@@ -11,6 +12,7 @@ from datetime import UTC, datetime
 
 import pytest
 import redis.asyncio as aioredis
+from support import flush_db
 
 from engine import Engine, keys
 
@@ -18,7 +20,7 @@ from engine import Engine, keys
 @pytest.fixture(autouse=True)
 async def clean_window(r: aioredis.Redis) -> None:
     """Sales are global: start from an empty database."""
-    await r.flushdb()
+    await flush_db(r)
 
 
 async def redis_hour(r: aioredis.Redis) -> int:
