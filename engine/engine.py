@@ -21,7 +21,7 @@ from engine.models import (
     Balance, Cart, Charge, Coupon, DiscountType, HistoryLine, IssuedCoupon, Order, Page,
     Product, Top,
 )
-from engine.policy import Idempotency, Policy
+from engine.policy import MAX_ID, Idempotency, Policy
 from engine.scripts import Script, load_scripts
 
 T = TypeVar("T")
@@ -67,12 +67,21 @@ def _ms(moment: datetime) -> int:
 
 
 def _idem(user_id: int, idem: Idempotency | None) -> tuple[str, str]:
+    """Check the acting user's id, then the idempotency record's key and fingerprint."""
+    _check_user(user_id)
     if idem is None:
         return _NO_KEY, ""
     # Hashed: the record is "fingerprint\ncode\npayload", so a raw fingerprint holding a
     # newline (method\npath\nbody) would never match itself again.
     digest = hashlib.sha256(idem.fingerprint.encode()).hexdigest()
     return keys.idempotency(user_id, idem.key), digest
+
+
+def _check_user(user_id: int) -> None:
+    # Lua prints numbers with 14 significant digits, so a larger id would come back
+    # mangled from the scripts (and into the outbox).
+    if not 1 <= user_id <= MAX_ID:
+        raise ValidationFailed(f"user id must be 1..{MAX_ID}", field="user_id")
 
 
 class Engine:
@@ -305,6 +314,7 @@ class Engine:
 
     async def put_cart_item(self, user_id: int, product_id: int, quantity: int) -> Cart:
         """Set a product's quantity in the cart (checked against live stock)."""
+        _check_user(user_id)
         if not 1 <= quantity <= self.policy.max_quantity:
             raise ValidationFailed(
                 f"quantity: 1 to {self.policy.max_quantity}", field="quantity")

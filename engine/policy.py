@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import msgspec
 
+# The largest id a script can carry: Lua prints numbers with 14 significant digits.
+MAX_ID = 10**14 - 1
+
 
 class Policy(msgspec.Struct, frozen=True, kw_only=True):
     """Configurable rules; defaults are the contract's (shared/API.md)."""
