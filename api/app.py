@@ -1,0 +1,82 @@
+"""The app factory: the HTTP API over one engine.
+
+``create_app`` receives its resources and connects to nothing; it hands the engine to
+each module's route factory (constructor injection: Litestar's per-request DI resolved
+dependencies through an anyio task group, a fifth of an order's cost). The lifespan loads
+the scripts when the server starts and closes the engine if the app made it.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+
+from litestar import Litestar
+
+from api import balance, cart, coupons, health, orders, problems, products
+from api.access import routers
+from api.answers import Answer
+from api.auth import Authenticator
+from api.docs import openapi_config
+from api.metrics import Metrics
+from engine import Engine, Policy
+from engine.errors import EngineUnavailable
+from rushorder.settings import Settings
+
+log = logging.getLogger("rushorder.api")
+
+Lifespan = Callable[[Litestar], AbstractAsyncContextManager[None]]
+
+
+def policy_of(settings: Settings) -> Policy:
+    """The business limits configured in the settings."""
+    return Policy(
+        charge_min=settings.charge_min, charge_max=settings.charge_max,
+        charge_unit=settings.charge_unit, balance_max=settings.balance_max,
+        idempotency_ttl_s=settings.idempotency_ttl_s, top_window_hours=settings.top_window_hours,
+    )
+
+
+def engine_of(settings: Settings) -> Engine:
+    """An engine for the settings' Redis (it connects on first use)."""
+    if not settings.redis_url:
+        raise ValueError("the API needs RUSHORDER_REDIS_URL")
+    return Engine(settings.redis_url, policy_of(settings))
+
+
+def _lifespan(engine: Engine, owned: bool) -> Lifespan:
+    """Load the scripts at startup; close the engine at shutdown if the app made it."""
+
+    @asynccontextmanager
+    async def running(_: Litestar) -> AsyncIterator[None]:
+        try:
+            await engine.load()
+        except EngineUnavailable as exc:  # serve anyway: /health/ready says why, and
+            log.warning("scripts not loaded at startup: %s", exc)  # EVALSHA loads on NOSCRIPT
+        try:
+            yield
+        finally:
+            if owned:
+                await engine.close()
+
+    return running
+
+
+def create_app(settings: Settings, engine: Engine | None = None) -> Litestar:
+    """The API over ``engine``, or over one made from ``settings`` (and closed with the app)."""
+    owned = engine is None
+    engine = engine or engine_of(settings)
+    metrics = Metrics()
+    api = [balance.routes(engine), products.routes(engine), coupons.routes(engine),
+           orders.routes(engine, metrics), cart.routes(engine, metrics)]
+    return Litestar(
+        route_handlers=[*routers(api, Authenticator(settings.jwt_secret)),
+                        *health.routes(engine, settings, metrics)],
+        lifespan=[_lifespan(engine, owned)],
+        exception_handlers={Exception: problems.handle},
+        middleware=[metrics.middleware],
+        response_class=Answer,
+        openapi_config=openapi_config(),
+        logging_config=None,
+    )

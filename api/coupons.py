@@ -1,0 +1,51 @@
+"""Coupon endpoints: admin definitions, public reads, first-come-first-served issuing."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from litestar import Request, get, post
+
+from api.access import Routes
+from api.auth import UserRequest
+from api.docs import operation, problems
+from api.idempotency import idempotency_of
+from api.inbound import read_body
+from api.requests import CouponIn, Cursor, Limit, PathId, parse, positive_id
+from engine import Engine
+from engine.models import Coupon, IssuedCoupon, Page
+
+
+def routes(engine: Engine) -> Routes:
+    """The coupon endpoints over ``engine``."""
+
+    @post("/coupons", status_code=201, operation_class=operation(CouponIn),
+          responses=problems(400, 401, 403))
+    async def create_coupon(request: Request[Any, Any, Any]) -> Coupon:
+        """Define a coupon (admin)."""
+        data = parse(CouponIn, await read_body(request))
+        return await engine.create_coupon(
+            data.name, data.discount_type, data.discount_value, data.total_quantity,
+            data.valid_from, data.valid_until)
+
+    @get("/coupons/{coupon_id:str}", responses=problems(400, 404))
+    async def get_coupon(coupon_id: PathId) -> Coupon:
+        """One coupon with its live remaining count."""
+        return await engine.coupon(positive_id(coupon_id, "coupon_id"))
+
+    @post("/coupons/{coupon_id:str}/issue", status_code=201,
+          operation_class=operation(idempotent=True), responses=problems(400, 401, 404, 409, 422))
+    async def issue_coupon(request: UserRequest, coupon_id: PathId) -> IssuedCoupon:
+        """Give the caller one unit of the coupon, once per user; honours Idempotency-Key."""
+        cid = positive_id(coupon_id, "coupon_id")
+        body = await read_body(request)
+        return await engine.issue_coupon(request.user.user_id, cid, idempotency_of(request, body))
+
+    @get("/users/me/coupons", responses=problems(400, 401))
+    async def my_coupons(
+        request: UserRequest, limit: Limit = 20, cursor: Cursor = None
+    ) -> Page[IssuedCoupon]:
+        """The caller's issued coupons, newest first, with live status."""
+        return await engine.user_coupons(request.user.user_id, limit, cursor)
+
+    return Routes(public=[get_coupon], user=[issue_coupon, my_coupons], admin=[create_coupon])

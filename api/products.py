@@ -1,0 +1,52 @@
+"""Catalog endpoints: public reads, admin writes."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from litestar import Request, get, patch, post
+
+from api.access import Routes
+from api.docs import operation, problems
+from api.inbound import read_body
+from api.requests import Cursor, Limit, PathId, ProductIn, ProductPatch, parse, positive_id
+from engine import Engine
+from engine.models import Page, Product, Top
+
+
+def routes(engine: Engine) -> Routes:
+    """The catalog endpoints over ``engine``."""
+
+    @get("/products", responses=problems(400))
+    async def list_products(limit: Limit = 20, cursor: Cursor = None) -> Page[Product]:
+        """The catalog by id ascending, with live stock."""
+        return await engine.products(limit, cursor)
+
+    @get("/products/top", responses=problems())
+    async def top_products() -> Top:
+        """The 5 best sellers of the last 72 hours (paid, not cancelled), ties by smaller id."""
+        return await engine.top()
+
+    @get("/products/{product_id:str}", responses=problems(400, 404))
+    async def get_product(product_id: PathId) -> Product:
+        """One product with live stock."""
+        return await engine.product(positive_id(product_id, "product_id"))
+
+    @post("/products", status_code=201, operation_class=operation(ProductIn),
+          responses=problems(400, 401, 403))
+    async def create_product(request: Request[Any, Any, Any]) -> Product:
+        """Add a product to the catalog (admin)."""
+        data = parse(ProductIn, await read_body(request))
+        return await engine.create_product(data.name, data.price, data.stock)
+
+    @patch("/products/{product_id:str}", operation_class=operation(ProductPatch),
+           responses=problems(400, 401, 403, 404, 409))
+    async def update_product(request: Request[Any, Any, Any], product_id: PathId) -> Product:
+        """Rename, reprice or restock a product; stock never goes below 0 (admin)."""
+        pid = positive_id(product_id, "product_id")
+        data = parse(ProductPatch, await read_body(request))
+        return await engine.update_product(
+            pid, name=data.name, price=data.price, stock_delta=data.stock_delta)
+
+    return Routes(public=[list_products, top_products, get_product],
+                  admin=[create_product, update_product])
