@@ -17,12 +17,11 @@ from litestar.params import Parameter
 from msgspec import Meta
 
 from engine.errors import ValidationFailed
+from engine.policy import MAX_ID
 
 T = TypeVar("T")
 
-ID_MAX = 2**63 - 1
-
-Id = Annotated[int, Meta(ge=1, le=ID_MAX)]
+Id = Annotated[int, Meta(ge=1, le=MAX_ID)]
 Name = Annotated[str, Meta(min_length=1, max_length=200)]
 Price = Annotated[int, Meta(ge=1, le=100_000_000)]
 Stock = Annotated[int, Meta(ge=0, le=1_000_000_000)]
@@ -144,7 +143,7 @@ def parse(kind: type[T], body: bytes) -> T:
 
 def positive_id(value: str, field: str) -> int:
     """A path segment that must be a positive integer id (no sign, no spaces, ASCII digits)."""
-    if value.isascii() and value.isdigit() and len(value) <= 19 and 1 <= int(value) <= ID_MAX:
+    if value.isascii() and value.isdigit() and len(value) <= 19 and 1 <= int(value) <= MAX_ID:
         return int(value)
     raise ValidationFailed(f"{field}: must be a positive integer id", field=field)
 
