@@ -23,7 +23,7 @@ def routes(engine: Engine) -> Routes:
         return await engine.balance(request.user.user_id)
 
     @post("/balance/charge", status_code=200, operation_class=operation(ChargeIn, idempotent=True),
-          responses=problems(400, 401, 409, 422))
+          responses=problems(400, 401, 409, 413, 422))
     async def charge(request: UserRequest) -> Charge:
         """Add money to the caller's balance; honours Idempotency-Key."""
         body = await read_body(request)
@@ -36,6 +36,6 @@ def routes(engine: Engine) -> Routes:
         request: UserRequest, limit: Limit = 20, cursor: Cursor = None
     ) -> Page[HistoryLine]:
         """The caller's balance movements, newest first."""
-        return await engine.history(request.user.user_id, limit, cursor)
+        return await engine.history(request.user.user_id, limit, cursor or None)
 
     return Routes(user=[get_balance, charge, history])

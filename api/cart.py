@@ -24,7 +24,7 @@ def routes(engine: Engine, metrics: Metrics) -> Routes:
         return await engine.cart(request.user.user_id)
 
     @put("/cart/items/{product_id:str}", operation_class=operation(CartItemIn),
-         responses=problems(400, 401, 404, 409))
+         responses=problems(400, 401, 404, 409, 413))
     async def put_cart_item(request: UserRequest, product_id: PathId) -> Cart:
         """Set a product's quantity in the cart (checked against live stock)."""
         pid = positive_id(product_id, "product_id")
@@ -38,7 +38,7 @@ def routes(engine: Engine, metrics: Metrics) -> Routes:
         await engine.remove_cart_item(request.user.user_id, pid)
 
     @post("/cart/checkout", status_code=201, operation_class=operation(CheckoutIn, idempotent=True),
-          responses=problems(400, 401, 404, 409, 422))
+          responses=problems(400, 401, 404, 409, 413, 422))
     async def checkout(request: UserRequest) -> Order:
         """Order everything in the cart; the bought lines leave it; honours Idempotency-Key."""
         body = await read_body(request)

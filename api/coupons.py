@@ -20,7 +20,7 @@ def routes(engine: Engine) -> Routes:
     """The coupon endpoints over ``engine``."""
 
     @post("/coupons", status_code=201, operation_class=operation(CouponIn),
-          responses=problems(400, 401, 403))
+          responses=problems(400, 401, 403, 413))
     async def create_coupon(request: Request[Any, Any, Any]) -> Coupon:
         """Define a coupon (admin)."""
         data = parse(CouponIn, await read_body(request))
@@ -34,7 +34,8 @@ def routes(engine: Engine) -> Routes:
         return await engine.coupon(positive_id(coupon_id, "coupon_id"))
 
     @post("/coupons/{coupon_id:str}/issue", status_code=201,
-          operation_class=operation(idempotent=True), responses=problems(400, 401, 404, 409, 422))
+          operation_class=operation(idempotent=True),
+          responses=problems(400, 401, 404, 409, 413, 422))
     async def issue_coupon(request: UserRequest, coupon_id: PathId) -> IssuedCoupon:
         """Give the caller one unit of the coupon, once per user; honours Idempotency-Key."""
         cid = positive_id(coupon_id, "coupon_id")
@@ -46,6 +47,6 @@ def routes(engine: Engine) -> Routes:
         request: UserRequest, limit: Limit = 20, cursor: Cursor = None
     ) -> Page[IssuedCoupon]:
         """The caller's issued coupons, newest first, with live status."""
-        return await engine.user_coupons(request.user.user_id, limit, cursor)
+        return await engine.user_coupons(request.user.user_id, limit, cursor or None)
 
     return Routes(public=[get_coupon], user=[issue_coupon, my_coupons], admin=[create_coupon])

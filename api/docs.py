@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from functools import cache
+from typing import Any
 
 import msgspec
 from litestar.enums import ParamType
@@ -20,14 +21,13 @@ from litestar.openapi.spec import (
     OpenAPIType,
     Operation,
     Parameter,
-    Reference,
     RequestBody,
     Schema,
     SecurityScheme,
 )
 
 from api.problems import PROBLEM_JSON, Problem
-from api.requests import REQUEST_BODIES, Body
+from api.requests import Body
 
 BEARER = "bearer"
 SECURED: list[dict[str, list[str]]] = [{BEARER: []}]
@@ -44,10 +44,23 @@ _REASONS = {
 }
 
 
-def _body_schemas() -> dict[str, object]:
-    _, components = msgspec.json.schema_components(
-        REQUEST_BODIES, ref_template="#/components/schemas/{name}")
-    return components
+def _inline(node: Any, defs: dict[str, Any]) -> Any:
+    """A schema with its ``$defs`` references replaced by the definitions themselves."""
+    if isinstance(node, dict):
+        if "$ref" in node:
+            return _inline(defs[node["$ref"].rsplit("/", 1)[1]], defs)
+        return {key: _inline(value, defs) for key, value in node.items() if key != "$defs"}
+    if isinstance(node, list):
+        return [_inline(item, defs) for item in node]
+    return node
+
+
+@cache
+def body_schema(kind: type[Body]) -> dict[str, Any]:
+    """The JSON Schema of a request body, self-contained: Litestar rebuilds
+    ``components/schemas`` from the types it saw itself, so a reference there would dangle."""
+    schema = msgspec.json.schema(kind)
+    return _inline(schema, schema.get("$defs", {}))  # type: ignore[no-any-return]
 
 
 IDEMPOTENCY_KEY = Parameter(
@@ -59,9 +72,9 @@ IDEMPOTENCY_KEY = Parameter(
 
 
 def _request_body(kind: type[Body]) -> RequestBody:
-    schema = Reference(ref=f"#/components/schemas/{kind.__name__}")
+    media = OpenAPIMediaType(schema=body_schema(kind))  # type: ignore[arg-type]
     return RequestBody(required=len(kind.__struct_defaults__) < len(kind.__struct_fields__),
-                       content={"application/json": OpenAPIMediaType(schema=schema)})
+                       content={"application/json": media})
 
 
 @cache
@@ -98,7 +111,6 @@ def openapi_config() -> OpenAPIConfig:
         use_handler_docstrings=True,
         render_plugins=[JsonRenderPlugin(path=["/", "/openapi.json"]), SwaggerRenderPlugin()],
         components=Components(
-            schemas=_body_schemas(),  # type: ignore[arg-type]
             security_schemes={BEARER: SecurityScheme(type="http", scheme="bearer",
                                                      bearer_format="JWT")},
         ),

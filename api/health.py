@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import asyncio
 
+import msgspec
 import psycopg
 from litestar import get
-from litestar.enums import MediaType
 from litestar.handlers import HTTPRouteHandler
 from prometheus_client import CONTENT_TYPE_LATEST
 
@@ -19,7 +19,15 @@ from engine.errors import EngineError
 from rushorder.settings import Settings
 
 PROBE_TIMEOUT_S = 2.0
-LIVE = b'{"status":"ok"}'
+
+
+class Liveness(msgspec.Struct, frozen=True):
+    """The answer of /health/live."""
+
+    status: str
+
+
+LIVE = Liveness("ok")
 
 
 async def _redis(engine: Engine) -> str:
@@ -51,8 +59,8 @@ async def _postgres(url: str | None) -> str:
 def routes(engine: Engine, settings: Settings, metrics: Metrics) -> list[HTTPRouteHandler]:
     """Liveness, readiness and metrics of this process."""
 
-    @get("/health/live", media_type=MediaType.JSON, sync_to_thread=False)
-    def live() -> bytes:
+    @get("/health/live", sync_to_thread=False)
+    def live() -> Liveness:
         """The process is up and serving."""
         return LIVE
 

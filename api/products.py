@@ -20,7 +20,7 @@ def routes(engine: Engine) -> Routes:
     @get("/products", responses=problems(400))
     async def list_products(limit: Limit = 20, cursor: Cursor = None) -> Page[Product]:
         """The catalog by id ascending, with live stock."""
-        return await engine.products(limit, cursor)
+        return await engine.products(limit, cursor or None)
 
     @get("/products/top", responses=problems())
     async def top_products() -> Top:
@@ -33,14 +33,14 @@ def routes(engine: Engine) -> Routes:
         return await engine.product(positive_id(product_id, "product_id"))
 
     @post("/products", status_code=201, operation_class=operation(ProductIn),
-          responses=problems(400, 401, 403))
+          responses=problems(400, 401, 403, 413))
     async def create_product(request: Request[Any, Any, Any]) -> Product:
         """Add a product to the catalog (admin)."""
         data = parse(ProductIn, await read_body(request))
         return await engine.create_product(data.name, data.price, data.stock)
 
     @patch("/products/{product_id:str}", operation_class=operation(ProductPatch),
-           responses=problems(400, 401, 403, 404, 409))
+           responses=problems(400, 401, 403, 404, 409, 413))
     async def update_product(request: Request[Any, Any, Any], product_id: PathId) -> Product:
         """Rename, reprice or restock a product; stock never goes below 0 (admin)."""
         pid = positive_id(product_id, "product_id")

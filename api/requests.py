@@ -13,7 +13,7 @@ from datetime import datetime
 from typing import Annotated, Any, Literal, TypeVar
 
 import msgspec
-from litestar.params import Parameter
+from litestar.params import Parameter, PathParameter
 from msgspec import Meta
 
 from engine.errors import ValidationFailed
@@ -149,5 +149,10 @@ def positive_id(value: str, field: str) -> int:
 
 
 Limit = Annotated[int, Parameter(ge=1, le=100, description="page size, 1..100")]
-Cursor = Annotated[str | None, Parameter(description="next_cursor of the previous page")]
-PathId = Annotated[str, Parameter(description="a positive integer id")]
+Cursor = Annotated[str | None, Parameter(
+    description="next_cursor of the previous page (empty or absent: the first page)")]
+# The pattern is documentation only (schema_extra): handlers check ids with positive_id,
+# which is cheaper than Litestar's validation and answers the same 400.
+PathId = Annotated[str, PathParameter(description="a positive integer id",
+                                      schema_extra={"pattern": "^[1-9][0-9]{0,13}$"})]
+OrderId = Annotated[str, PathParameter(description="an order id, as the order answered it")]
