@@ -1,0 +1,153 @@
+"""Operations: liveness, readiness, Prometheus metrics and the OpenAPI document."""
+
+from __future__ import annotations
+
+import re
+
+import httpx
+import pytest
+from actors import assert_problem
+
+from api.app import create_app
+from rushorder.servers import free_port
+from rushorder.settings import Settings
+
+CONTRACT_PATHS = {
+    "/api/v1/balance": {"get"}, "/api/v1/balance/charge": {"post"},
+    "/api/v1/balance/history": {"get"}, "/api/v1/products": {"get"},
+    "/api/v1/products/{product_id}": {"get"}, "/api/v1/products/top": {"get"},
+    "/api/v1/admin/products": {"post"}, "/api/v1/admin/products/{product_id}": {"patch"},
+    "/api/v1/admin/coupons": {"post"}, "/api/v1/coupons/{coupon_id}": {"get"},
+    "/api/v1/coupons/{coupon_id}/issue": {"post"}, "/api/v1/users/me/coupons": {"get"},
+    "/api/v1/orders": {"get", "post"}, "/api/v1/orders/{order_id}": {"get"},
+    "/api/v1/orders/{order_id}/cancel": {"post"}, "/api/v1/cart": {"get"},
+    "/api/v1/cart/items/{product_id}": {"put", "delete"}, "/api/v1/cart/checkout": {"post"},
+    "/health/live": {"get"}, "/health/ready": {"get"}, "/metrics": {"get"},
+}
+IDEMPOTENT = [("/api/v1/balance/charge", "post"), ("/api/v1/orders", "post"),
+              ("/api/v1/orders/{order_id}/cancel", "post"), ("/api/v1/cart/checkout", "post"),
+              ("/api/v1/coupons/{coupon_id}/issue", "post")]
+
+
+async def test_live(client: httpx.AsyncClient) -> None:
+    resp = await client.get("/health/live")
+    assert resp.status_code == 200 and resp.json() == {"status": "ok"}
+
+
+async def test_ready_checks_redis_scripts_and_postgres(client: httpx.AsyncClient) -> None:
+    resp = await client.get("/health/ready")
+    assert resp.status_code == 200, resp.text
+    assert resp.json() == {"status": "ready", "checks": {"redis": "ok", "postgres": "ok"}}
+
+
+async def test_ready_reloads_scripts_a_restarted_redis_lost(
+    client: httpx.AsyncClient, api_redis_url: str
+) -> None:
+    import redis
+
+    with redis.Redis.from_url(api_redis_url) as r:
+        r.script_flush()
+    assert (await client.get("/health/ready")).status_code == 200
+    assert (await client.get("/api/v1/products/top")).status_code == 200
+
+
+@pytest.mark.parametrize("down", ["redis", "postgres"])
+async def test_not_ready_is_503_naming_what_is_down(
+    serve_app, api_settings: Settings, down: str
+) -> None:
+    nowhere = f"127.0.0.1:{free_port()}"
+    broken = api_settings.replace(**(
+        {"redis_url": f"redis://{nowhere}/0"} if down == "redis"
+        else {"database_url": f"postgresql://postgres@{nowhere}/rushorder"}))
+    async for url in serve_app(create_app(broken)):
+        async with httpx.AsyncClient(base_url=url) as http:
+            resp = await http.get("/health/ready")
+            doc = assert_problem(resp, 503, "SERVICE_UNAVAILABLE", names=down)
+            assert doc["context"][down].startswith("unreachable")
+            assert (await http.get("/health/live")).status_code == 200
+            if down == "redis":
+                assert_problem(await http.get("/api/v1/products"), 503, "SERVICE_UNAVAILABLE")
+
+
+async def test_ready_without_a_database_url_checks_redis_only(
+    serve_app, api_settings: Settings
+) -> None:
+    async for url in serve_app(create_app(api_settings.replace(database_url=None))):
+        async with httpx.AsyncClient(base_url=url) as http:
+            resp = await http.get("/health/ready")
+    assert resp.json()["checks"] == {"redis": "ok", "postgres": "not configured"}
+
+
+SAMPLE = re.compile(r"^(?P<name>\w+)(?:\{(?P<labels>.*)\})? (?P<value>\S+)$")
+
+
+def sample(text: str, name: str, **labels: str) -> float:
+    """The value of one sample in Prometheus text, 0 when absent."""
+    for line in text.splitlines():
+        match = SAMPLE.match(line)
+        if match and match["name"] == name:
+            found = dict(re.findall(r'(\w+)="([^"]*)"', match["labels"] or ""))
+            if all(found.get(k) == v for k, v in labels.items()):
+                return float(match["value"])
+    return 0.0
+
+
+async def test_metrics_count_requests_by_route_template_and_orders_by_outcome(
+    client: httpx.AsyncClient, funded_user, new_product
+) -> None:
+    before = (await client.get("/metrics")).text
+    user, product = await funded_user(1_000), await new_product(price=600, stock=1)
+    url = f"/api/v1/products/{product['id']}"
+    await client.get(url)
+    body = {"items": [{"product_id": product["id"], "quantity": 1}]}
+    assert (await client.post("/api/v1/orders", json=body, headers=user.headers)).status_code == 201
+    assert (await client.post("/api/v1/orders", json=body, headers=user.headers)).status_code == 409
+    resp = await client.get("/metrics")
+    assert resp.status_code == 200 and resp.headers["content-type"].startswith("text/plain")
+    after = resp.text
+
+    def grew(name: str, **labels: str) -> float:
+        return sample(after, name, **labels) - sample(before, name, **labels)
+
+    route = {"method": "GET", "route": "/api/v1/products/{product_id}", "status": "200"}
+    assert grew("rushorder_http_requests_total", **route) >= 1
+    assert grew("rushorder_http_request_duration_seconds_count", **route) >= 1
+    assert grew("rushorder_http_request_duration_seconds_bucket", le="+Inf", **route) >= 1
+    assert grew("rushorder_http_requests_total", method="POST", route="/api/v1/orders",
+                status="409") >= 1
+    assert grew("rushorder_orders_placed_total") >= 1
+    assert grew("rushorder_orders_rejected_total", code="OUT_OF_STOCK") >= 1
+
+
+async def test_openapi_at_schema_documents_every_contract_route(
+    client: httpx.AsyncClient
+) -> None:
+    resp = await client.get("/schema")
+    assert resp.status_code == 200
+    doc = resp.json()
+    assert doc["openapi"].startswith("3.")
+    for path, methods in CONTRACT_PATHS.items():
+        assert methods <= doc["paths"][path].keys(), path
+    assert doc == (await client.get("/schema/openapi.json")).json()
+
+
+async def test_openapi_documents_bodies_keys_and_problems(client: httpx.AsyncClient) -> None:
+    doc = (await client.get("/schema")).json()
+    order = doc["paths"]["/api/v1/orders"]["post"]
+    body = order["requestBody"]["content"]["application/json"]["schema"]
+    assert body["required"] == ["items"] and body["additionalProperties"] is False
+    line = body["properties"]["items"]["items"]
+    assert line["properties"]["quantity"] == {"type": "integer", "minimum": 1, "maximum": 1000}
+    assert {"201", "400", "401", "404", "409", "422"} <= order["responses"].keys()
+    assert "application/problem+json" in order["responses"]["409"]["content"]
+    for path, method in IDEMPOTENT:
+        names = [p["name"] for p in doc["paths"][path][method].get("parameters", [])]
+        assert "Idempotency-Key" in names, path
+    assert doc["paths"]["/api/v1/orders"]["post"]["security"] == [{"bearer": []}]
+    assert "security" not in doc["paths"]["/api/v1/products"]["get"]
+
+
+async def test_interactive_docs_page(client: httpx.AsyncClient) -> None:
+    resp = await client.get("/schema/swagger")
+    assert resp.status_code == 200 and "text/html" in resp.headers["content-type"]
+    assert "swagger" in resp.text.lower()
