@@ -14,7 +14,6 @@ from actors import Actor
 from conftest import ServerProcess
 
 
-
 @pytest.fixture
 async def http(api_servers: list[ServerProcess]) -> AsyncIterator[list[httpx.AsyncClient]]:
     """One client per server process, each allowed many connections at once."""
@@ -26,9 +25,10 @@ async def http(api_servers: list[ServerProcess]) -> AsyncIterator[list[httpx.Asy
         await client.aclose()
 
 
-async def spread(
-    http: list[httpx.AsyncClient], calls: list[Callable[[httpx.AsyncClient], Awaitable[httpx.Response]]]
-) -> list[httpx.Response]:
+Call = Callable[[httpx.AsyncClient], Awaitable[httpx.Response]]
+
+
+async def spread(http: list[httpx.AsyncClient], calls: list[Call]) -> list[httpx.Response]:
     """Run every call at once, alternating between the servers."""
     return list(await asyncio.gather(*(call(http[i % len(http)]) for i, call in enumerate(calls))))
 
