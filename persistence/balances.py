@@ -1,0 +1,92 @@
+"""Users' balances and their history lines."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from datetime import datetime
+from typing import cast
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+
+from persistence.bulk import Row, insert_rows, largest, stream
+from persistence.models import HistoryLine, User
+
+USERS = cast(sa.Table, User.__table__)
+HISTORY = cast(sa.Table, HistoryLine.__table__)
+
+
+class BalanceRow(Row):
+    """A user's balance as of outbox entry ``version``."""
+
+    id: int
+    balance: int
+    version: int
+
+
+class HistoryRow(Row):
+    """One balance movement, as the engine numbered it."""
+
+    id: int
+    user_id: int
+    type: str
+    amount: int
+    balance_after: int
+    order_id: int | None
+    created_at: datetime
+
+
+class LedgerMismatch(Row):
+    """A user whose balance is not charges - uses + refunds."""
+
+    user_id: int
+    balance: int
+    from_history: int
+
+
+class Balances:
+    """Repository of users' balances and balance history."""
+
+    def __init__(self, conn: Connection) -> None:
+        self.conn = conn
+
+    def set(self, rows: Sequence[BalanceRow]) -> None:
+        """Store balances; a row older than the stored one (by outbox entry) changes nothing."""
+        if not rows:
+            return
+        stmt = insert_rows(USERS, rows)
+        self.conn.execute(stmt.on_conflict_do_update(
+            index_elements=[USERS.c.id],
+            set_={"balance": stmt.excluded.balance, "version": stmt.excluded.version},
+            where=USERS.c.version < stmt.excluded.version))
+
+    def add_history(self, rows: Sequence[HistoryRow]) -> None:
+        """Record history lines (a line already there is kept)."""
+        if rows:
+            self.conn.execute(insert_rows(HISTORY, rows).on_conflict_do_nothing())
+
+    def all(self) -> Iterator[BalanceRow]:
+        """Every user's balance."""
+        query = sa.select(USERS.c.id, USERS.c.balance, USERS.c.version)
+        return (BalanceRow(*row) for row in stream(self.conn, query))
+
+    def history(self) -> Iterator[HistoryRow]:
+        """Every history line, by user then id."""
+        query = sa.select(*HISTORY.c).order_by(HISTORY.c.user_id, HISTORY.c.id)
+        return (HistoryRow(*row) for row in stream(self.conn, query))
+
+    def last_history_id(self) -> int:
+        """The largest history id given out (0 if none)."""
+        return largest(self.conn, HISTORY.c.id)
+
+    def ledger_mismatches(self) -> list[LedgerMismatch]:
+        """Users whose balance differs from the sum of their history lines."""
+        signed = sa.case((HISTORY.c.type == "USE", -HISTORY.c.amount), else_=HISTORY.c.amount)
+        sums = (sa.select(HISTORY.c.user_id, sa.func.sum(signed).label("total"))
+                .group_by(HISTORY.c.user_id).subquery())
+        total = sa.func.coalesce(sums.c.total, 0)
+        query = (sa.select(USERS.c.id, USERS.c.balance, total)
+                 .select_from(USERS.outerjoin(sums, sums.c.user_id == USERS.c.id))
+                 .where(USERS.c.balance != total).order_by(USERS.c.id))
+        return [LedgerMismatch(*row) for row in self.conn.execute(query)]
+

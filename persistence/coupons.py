@@ -1,0 +1,168 @@
+"""Coupons with their remaining units, and the units users hold (issued coupons)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from datetime import datetime
+from typing import cast
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+
+from persistence.bulk import Row, columns, insert_rows, largest, relation, stream
+from persistence.models import Coupon, IssuedCoupon
+
+COUPONS = cast(sa.Table, Coupon.__table__)
+ISSUED = cast(sa.Table, IssuedCoupon.__table__)
+
+
+class CouponRow(Row):
+    """A coupon definition and its remaining units."""
+
+    id: int
+    name: str
+    discount_type: str
+    discount_value: int
+    total_quantity: int
+    remaining: int
+    valid_from: datetime
+    valid_until: datetime
+    created_at: datetime
+
+
+class Remaining(Row):
+    """A coupon's remaining units after an issue."""
+
+    id: int
+    remaining: int
+
+
+class IssuedRow(Row):
+    """A unit of a coupon held by a user; status as of outbox entry ``version``."""
+
+    id: int
+    coupon_id: int
+    user_id: int
+    status: str
+    order_id: int | None
+    issued_at: datetime
+    expires_at: datetime
+    version: int
+
+
+class IssuedState(Row):
+    """An issued coupon's status (and the order using it) as of outbox entry ``version``."""
+
+    id: int
+    status: str
+    order_id: int | None
+    version: int
+
+
+class HeldCoupon(Row):
+    """An issued coupon with what the engine shows of its coupon."""
+
+    id: int
+    coupon_id: int
+    user_id: int
+    status: str
+    order_id: int | None
+    issued_at: datetime
+    expires_at: datetime
+    name: str
+    discount_type: str
+    discount_value: int
+
+
+class IssueMismatch(Row):
+    """A coupon whose issued units do not add up."""
+
+    coupon_id: int
+    total_quantity: int
+    remaining: int
+    issued: int
+
+
+class DoubleIssue(Row):
+    """A user holding ``units`` units of one coupon."""
+
+    coupon_id: int
+    user_id: int
+    units: int
+
+
+class Coupons:
+    """Repository of coupons and issued coupons."""
+
+    def __init__(self, conn: Connection) -> None:
+        self.conn = conn
+
+    def add(self, rows: Sequence[CouponRow]) -> None:
+        """Create coupons (one already there is kept)."""
+        if rows:
+            self.conn.execute(insert_rows(COUPONS, rows).on_conflict_do_nothing())
+
+    def lower_remaining(self, rows: Sequence[Remaining]) -> None:
+        """Lower each coupon's remaining units; remaining only ever falls, so the least wins."""
+        if not rows:
+            return
+        new = relation("remaining", rows, {"id": sa.BigInteger(), "remaining": sa.BigInteger()})
+        self.conn.execute(
+            sa.update(COUPONS).where(COUPONS.c.id == new.c.id)
+            .values(remaining=sa.func.least(COUPONS.c.remaining, new.c.remaining)))
+
+    def issue(self, rows: Sequence[IssuedRow]) -> None:
+        """Record issued coupons (one already there is kept)."""
+        if rows:
+            self.conn.execute(insert_rows(ISSUED, rows).on_conflict_do_nothing())
+
+    def set_states(self, rows: Sequence[IssuedState]) -> None:
+        """Mark issued coupons used or available; states older than the stored one are ignored."""
+        if not rows:
+            return
+        new = relation("states", rows, {"id": sa.BigInteger(), "status": sa.Text(),
+                                         "order_id": sa.BigInteger(), "version": sa.BigInteger()})
+        self.conn.execute(
+            sa.update(ISSUED).where(ISSUED.c.id == new.c.id, ISSUED.c.version < new.c.version)
+            .values(status=new.c.status, order_id=new.c.order_id, version=new.c.version))
+
+    def all(self) -> Iterator[CouponRow]:
+        """Every coupon, by id."""
+        query = sa.select(*columns(COUPONS, CouponRow)).order_by(COUPONS.c.id)
+        return (CouponRow(*row) for row in stream(self.conn, query))
+
+    def held(self) -> Iterator[HeldCoupon]:
+        """Every issued coupon with its coupon's name and discount, by id."""
+        query = (sa.select(*(ISSUED.c[f] for f in IssuedRow.__struct_fields__ if f != "version"),
+                           COUPONS.c.name, COUPONS.c.discount_type, COUPONS.c.discount_value)
+                 .select_from(ISSUED.join(COUPONS, COUPONS.c.id == ISSUED.c.coupon_id))
+                 .order_by(ISSUED.c.id))
+        return (HeldCoupon(*row) for row in stream(self.conn, query))
+
+    def last_ids(self) -> tuple[int, int]:
+        """The largest coupon id and issued coupon id given out (0 if none)."""
+        return largest(self.conn, COUPONS.c.id), largest(self.conn, ISSUED.c.id)
+
+    def issue_mismatches(self) -> list[IssueMismatch]:
+        """Coupons issued beyond their quantity, or whose remaining is not total - issued."""
+        issued = (sa.select(ISSUED.c.coupon_id, sa.func.count().label("n"))
+                  .group_by(ISSUED.c.coupon_id).subquery())
+        n = sa.func.coalesce(issued.c.n, 0)
+        query = (sa.select(COUPONS.c.id, COUPONS.c.total_quantity, COUPONS.c.remaining, n)
+                 .select_from(COUPONS.outerjoin(issued, issued.c.coupon_id == COUPONS.c.id))
+                 .where(sa.or_(n > COUPONS.c.total_quantity,
+                               COUPONS.c.remaining != COUPONS.c.total_quantity - n))
+                 .order_by(COUPONS.c.id))
+        return [IssueMismatch(*row) for row in self.conn.execute(query)]
+
+    def issued_twice(self) -> list[DoubleIssue]:
+        """Users holding more than one unit of the same coupon."""
+        query = (sa.select(ISSUED.c.coupon_id, ISSUED.c.user_id, sa.func.count())
+                 .group_by(ISSUED.c.coupon_id, ISSUED.c.user_id)
+                 .having(sa.func.count() > 1).order_by(ISSUED.c.coupon_id, ISSUED.c.user_id))
+        return [DoubleIssue(*row) for row in self.conn.execute(query)]
+
+    def statuses(self) -> dict[int, str]:
+        """Every issued coupon's stored status."""
+        return {int(i): str(s) for i, s in self.conn.execute(sa.select(ISSUED.c.id,
+                                                                         ISSUED.c.status))}

@@ -1,0 +1,36 @@
+"""Connections to Postgres: psycopg 3 under SQLAlchemy's connection pool.
+
+Nothing here connects at import time; call :func:`create_engine` in the process that will
+use it (a worker builds its own after RQ has forked).
+"""
+
+from __future__ import annotations
+
+import re
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine
+
+# A transaction left open this long is a stalled worker: Postgres ends its session, which
+# rolls the batch back and frees the outbox lock for another worker.
+IDLE_IN_TRANSACTION_MS = 60_000
+
+
+def sqlalchemy_url(database_url: str) -> str:
+    """``postgresql://``, ``postgres://`` or another driver's URL, for psycopg 3."""
+    return re.sub(r"^postgres(?:ql)?(?:\+\w+)?://", "postgresql+psycopg://", database_url)
+
+
+def create_engine(database_url: str, pool_size: int = 2) -> Engine:
+    """A pooled engine; connections are checked before use, so a restarted Postgres heals."""
+    return sa.create_engine(
+        sqlalchemy_url(database_url),
+        pool_size=pool_size,
+        max_overflow=2,
+        pool_pre_ping=True,
+        pool_recycle=1800,
+        connect_args={
+            "connect_timeout": 5,
+            "options": f"-c idle_in_transaction_session_timeout={IDLE_IN_TRANSACTION_MS}",
+        },
+    )

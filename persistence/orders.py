@@ -1,0 +1,147 @@
+"""Orders with their lines and payment."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from datetime import datetime
+from itertools import groupby
+from typing import cast
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+
+from persistence.bulk import Row, insert_rows, largest, relation, stream
+from persistence.models import Order, OrderLine, Payment
+
+ORDERS = cast(sa.Table, Order.__table__)
+LINES = cast(sa.Table, OrderLine.__table__)
+PAYMENTS = cast(sa.Table, Payment.__table__)
+
+
+class OrderRow(Row):
+    """An order's header: who, status, amounts, times."""
+
+    id: int
+    user_id: int
+    status: str
+    total_amount: int
+    discount_amount: int
+    paid_amount: int
+    issued_coupon_id: int | None
+    created_at: datetime
+    cancelled_at: datetime | None
+
+
+class LineRow(Row):
+    """One product of an order at the price paid; ``position`` is its place in the order."""
+
+    order_id: int
+    position: int
+    product_id: int
+    name: str
+    unit_price: int
+    quantity: int
+
+
+class PaymentRow(Row):
+    """An order's payment from the balance."""
+
+    order_id: int
+    user_id: int
+    amount: int
+    status: str
+    paid_at: datetime
+    cancelled_at: datetime | None
+
+
+class Cancellation(Row):
+    """An order cancelled at ``cancelled_at``."""
+
+    id: int
+    cancelled_at: datetime
+
+
+class FullOrder(Row):
+    """An order with its lines in order."""
+
+    order: OrderRow
+    lines: list[LineRow]
+
+
+class Inconsistency(Row):
+    """How many rows break one rule tying orders, lines and payments together."""
+
+    rule: str
+    rows: int
+
+
+class Orders:
+    """Repository of orders, order lines and payments."""
+
+    def __init__(self, conn: Connection) -> None:
+        self.conn = conn
+
+    def add(self, orders: Sequence[OrderRow], lines: Sequence[LineRow],
+            payments: Sequence[PaymentRow]) -> None:
+        """Record paid orders with their lines and payments (ones already there are kept)."""
+        for table, rows in ((ORDERS, orders), (LINES, lines), (PAYMENTS, payments)):
+            if rows:
+                self.conn.execute(insert_rows(table, rows).on_conflict_do_nothing())
+
+    def cancel(self, rows: Sequence[Cancellation]) -> None:
+        """Mark paid orders and their payments cancelled."""
+        if not rows:
+            return
+        new = relation("cancels", rows, {"id": sa.BigInteger(),
+                                          "cancelled_at": sa.DateTime(timezone=True)})
+        self.conn.execute(
+            sa.update(ORDERS).where(ORDERS.c.id == new.c.id, ORDERS.c.status == "PAID")
+            .values(status="CANCELLED", cancelled_at=new.c.cancelled_at))
+        self.conn.execute(
+            sa.update(PAYMENTS).where(PAYMENTS.c.order_id == new.c.id,
+                                      PAYMENTS.c.status == "COMPLETED")
+            .values(status="CANCELLED", cancelled_at=new.c.cancelled_at))
+
+    def all(self) -> Iterator[FullOrder]:
+        """Every order with its lines, by id."""
+        query = (sa.select(*ORDERS.c, *LINES.c)
+                 .select_from(ORDERS.join(LINES, LINES.c.order_id == ORDERS.c.id))
+                 .order_by(ORDERS.c.id, LINES.c.position))
+        width = len(ORDERS.c)
+        for _, rows in groupby(stream(self.conn, query), key=lambda row: row[0]):
+            group = list(rows)
+            head = OrderRow(*group[0][:width])
+            yield FullOrder(head, [LineRow(*row[width:]) for row in group])
+
+    def statuses(self) -> dict[int, str]:
+        """Every order's status, by id."""
+        query = sa.select(ORDERS.c.id, ORDERS.c.status)
+        return {int(oid): str(status) for oid, status in stream(self.conn, query)}
+
+    def last_id(self) -> int:
+        """The largest order id given out (0 if none)."""
+        return largest(self.conn, ORDERS.c.id)
+
+    def inconsistencies(self) -> list[Inconsistency]:
+        """Rules of the order aggregate that some rows break (lines or payments without an
+        order, orders without lines or a payment, a payment whose status disagrees)."""
+        def missing(child: sa.Table, key: sa.Column[int], parent: sa.Table,
+                    parent_key: sa.Column[int]) -> sa.ScalarSelect[int]:
+            orphan = ~sa.exists().where(parent_key == key)
+            return sa.select(sa.func.count()).select_from(child).where(orphan).scalar_subquery()
+
+        disagree = (sa.select(sa.func.count()).select_from(
+            PAYMENTS.join(ORDERS, ORDERS.c.id == PAYMENTS.c.order_id))
+            .where((ORDERS.c.status == "CANCELLED") != (PAYMENTS.c.status == "CANCELLED"))
+            .scalar_subquery())
+        rules = {
+            "order lines without an order": missing(LINES, LINES.c.order_id, ORDERS, ORDERS.c.id),
+            "payments without an order": missing(PAYMENTS, PAYMENTS.c.order_id, ORDERS,
+                                                 ORDERS.c.id),
+            "orders without lines": missing(ORDERS, ORDERS.c.id, LINES, LINES.c.order_id),
+            "orders without a payment": missing(ORDERS, ORDERS.c.id, PAYMENTS,
+                                                PAYMENTS.c.order_id),
+            "payments whose status disagrees with their order's": disagree,
+        }
+        counts = self.conn.execute(sa.select(*rules.values())).one()
+        return [Inconsistency(rule, int(n)) for rule, n in zip(rules, counts, strict=True) if n]

@@ -1,0 +1,50 @@
+"""The outbox entries Postgres has applied: what makes applying a batch twice harmless."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import cast
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+
+from persistence.bulk import Row, insert_rows
+from persistence.models import AppliedEntry
+
+APPLIED = cast(sa.Table, AppliedEntry.__table__)
+
+
+class EntryRow(Row):
+    """One outbox entry, numbered ``ms * 1_000_000 + seq``."""
+
+    entry: int
+
+
+class AppliedEntries:
+    """Repository of applied outbox entries."""
+
+    def __init__(self, conn: Connection) -> None:
+        self.conn = conn
+
+    def claim(self, entries: Sequence[int]) -> set[int]:
+        """Mark entries applied; those not applied before (the ones to apply now).
+
+        A concurrent transaction claiming the same entry makes this wait for its outcome,
+        so two workers never both apply one entry.
+        """
+        if not entries:
+            return set()
+        stmt = insert_rows(APPLIED, [EntryRow(e) for e in entries]).on_conflict_do_nothing()
+        return set(self.conn.scalars(stmt.returning(APPLIED.c.entry)))
+
+    def prune(self, below: int) -> int:
+        """Forget entries below ``below`` (never redelivered), keeping the newest one."""
+        newest = sa.select(sa.func.max(APPLIED.c.entry)).scalar_subquery()
+        result = self.conn.execute(
+            sa.delete(APPLIED).where(APPLIED.c.entry < below, APPLIED.c.entry < newest))
+        return int(result.rowcount or 0)
+
+    def last(self) -> int | None:
+        """The newest entry applied, if any."""
+        value = self.conn.scalar(sa.select(sa.func.max(APPLIED.c.entry)))
+        return None if value is None else int(value)
