@@ -105,3 +105,8 @@ def sales_hour(hour: int) -> str:
 def idempotency(user_id: int, key: str) -> str:
     """The idempotency record of one user's key."""
     return f"{TAG}:idem:{user_id}:{key}"
+
+
+# Dead letters of the data-platform forwarder (a stream: fields e, entry, error, attempts).
+# Outside the hot path; it shares the {ro} tag only to stay in the outbox's slot.
+OUTBOX_DEAD = f"{TAG}:outbox:dead"

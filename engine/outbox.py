@@ -1,0 +1,234 @@
+"""Consuming ``{ro}:outbox``: read, reclaim, acknowledge and trim through consumer groups.
+
+Every consumer of the outbox (the Postgres writer, the data-platform forwarder) is a Redis
+consumer group; each process is a consumer in it. An entry stays pending in its group
+until the consumer acknowledges it, so a consumer that dies mid-batch loses nothing: its
+entries are claimed by another. The stream is trimmed only below what *every* group has
+acknowledged (Redis 7.0 has no ``XTRIM ... ACKED``), computed from XINFO GROUPS and
+XPENDING. Synchronous redis-py: the workers are plain processes, not event loops.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Sequence
+from typing import Any
+
+import msgspec
+import redis
+
+from engine import keys
+from engine.events import EVENT_FIELD
+
+POSTGRES = "postgres"
+PLATFORM = "platform"
+GROUPS = (POSTGRES, PLATFORM)  # created together, so trimming never outruns a group
+
+_SEQ_RANGE = 1_000_000
+_FIELD = EVENT_FIELD.encode()
+
+
+class Entry(msgspec.Struct, frozen=True):
+    """One stream entry: its id (``ms-seq``) and the event JSON of its ``e`` field."""
+
+    id: str
+    data: bytes
+
+
+def entry_number(entry_id: str) -> int:
+    """The entry id ``ms-seq`` as one ordered integer (``ms * 1_000_000 + seq``) for SQL."""
+    ms, seq = entry_id.split("-")
+    if int(seq) >= _SEQ_RANGE:
+        raise ValueError(f"outbox entry {entry_id}: sequence too large to number")
+    return int(ms) * _SEQ_RANGE + int(seq)
+
+
+def entry_id(number: int) -> str:
+    """The inverse of :func:`entry_number`."""
+    return f"{number // _SEQ_RANGE}-{number % _SEQ_RANGE}"
+
+
+def next_id(entry: str) -> str:
+    """The smallest stream id greater than ``entry``."""
+    ms, seq = entry.split("-")
+    return f"{ms}-{int(seq) + 1}"
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+def _entries(raw: Iterable[tuple[bytes, dict[bytes, bytes] | None]]) -> list[Entry]:
+    """redis-py's ``[(id, {field: value})]`` as Entries (a bytes client, no decoding)."""
+    return [Entry(_text(entry), fields[_FIELD]) for entry, fields in raw if fields]
+
+
+def _gone(raw: Iterable[tuple[bytes, dict[bytes, bytes] | None]]) -> list[str]:
+    """Ids of entries deleted from the stream while pending (they come back without fields)."""
+    return [_text(entry) for entry, fields in raw if not fields]
+
+
+class Outbox:
+    """One consumer of one group of the outbox, over a redis-py client that does not decode."""
+
+    def __init__(
+        self, client: redis.Redis, group: str, consumer: str, *,
+        stream: str = keys.OUTBOX, groups: Sequence[str] = GROUPS,
+    ) -> None:
+        self.client = client
+        self.group = group
+        self.consumer = consumer
+        self.stream = stream
+        self.groups = tuple(groups)
+
+    def create_groups(self) -> None:
+        """Create every known group (and the stream) if missing; each starts at the beginning."""
+        for group in self.groups:
+            try:
+                self.client.xgroup_create(self.stream, group, id="0", mkstream=True)
+            except redis.ResponseError as exc:
+                if "BUSYGROUP" not in str(exc):
+                    raise
+
+    def read(self, count: int, block_ms: int | None = None) -> list[Entry]:
+        """Up to ``count`` entries never delivered to this group, now pending on us."""
+        reply: Any = self.client.xreadgroup(
+            self.group, self.consumer, {self.stream: ">"}, count=count, block=block_ms)
+        return _entries(reply[0][1]) if reply else []
+
+    def read_own(self, count: int) -> list[Entry]:
+        """Entries already delivered to this very consumer and not yet acknowledged."""
+        reply: Any = self.client.xreadgroup(
+            self.group, self.consumer, {self.stream: "0"}, count=count)
+        raw = reply[0][1] if reply else []
+        self.ack(_gone(raw))
+        return _entries(raw)
+
+    def reclaim(self, min_idle_ms: int, count: int) -> list[Entry]:
+        """Take over up to ``count`` entries pending on any consumer for ``min_idle_ms``.
+
+        Entries deleted from the stream while pending are acknowledged: nobody can apply them.
+        """
+        claimed: list[Entry] = []
+        start = "0-0"
+        while len(claimed) < count:
+            reply = self.client.xautoclaim(self.stream, self.group, self.consumer, min_idle_ms,
+                                           start_id=start, count=count - len(claimed))
+            start = _text(reply[0])
+            claimed += _entries(reply[1])
+            self.ack([_text(gone) for gone in reply[2]] if len(reply) > 2 else [])
+            if start == "0-0":
+                break
+        return claimed
+
+    def pending(self) -> int:
+        """How many entries of this group are delivered and not acknowledged."""
+        return int(self.client.xpending(self.stream, self.group)["pending"])
+
+    def ack(self, ids: Sequence[str]) -> int:
+        """Acknowledge entries: this group is done with them."""
+        return int(self.client.xack(self.stream, self.group, *ids)) if ids else 0
+
+    def backlog(self) -> int:
+        """Entries of this group not yet acknowledged: pending plus never delivered."""
+        if not self.client.exists(self.stream):
+            return 0
+        for info in self.client.xinfo_groups(self.stream):
+            if _text(info["name"]) == self.group:
+                return int(info["pending"]) + int(info.get("lag") or 0)
+        return int(self.client.xlen(self.stream))
+
+    def trim_floor(self) -> str | None:
+        """The smallest id some group still needs; None while a known group is missing."""
+        infos = {_text(i["name"]): i for i in self.client.xinfo_groups(self.stream)}
+        if not infos or any(group not in infos for group in self.groups):
+            return None
+        floors = []
+        for name, info in infos.items():
+            # last-delivered is read before XPENDING, so a stale value only lowers the floor.
+            floor = next_id(_text(info["last-delivered-id"]))
+            if int(info["pending"]):
+                summary = self.client.xpending(self.stream, name)
+                if summary["pending"]:
+                    floor = _text(summary["min"])
+            floors.append(floor)
+        return min(floors, key=entry_number)
+
+    def trim(self) -> str | None:
+        """Drop the entries every group has acknowledged; the floor trimmed to, if any."""
+        floor = self.trim_floor()
+        if floor is not None:
+            self.client.xtrim(self.stream, minid=floor, approximate=True)
+        return floor
+
+    def consumers(self) -> list[Consumer]:
+        """This group's consumers, with what they hold and how long they have been quiet."""
+        return [Consumer(_text(i["name"]), int(i["pending"]), int(i["idle"]))
+                for i in self.client.xinfo_consumers(self.stream, self.group)]
+
+    def remove_consumer(self, name: str) -> None:
+        """Forget a consumer (its pending entries go with it: only for one that holds none)."""
+        self.client.xgroup_delconsumer(self.stream, self.group, name)
+
+    def forget_idle_consumers(self, idle_ms: int) -> int:
+        """Remove other consumers that hold nothing and were quiet for ``idle_ms``."""
+        idle = [c for c in self.consumers()
+                if c.name != self.consumer and not c.pending and c.idle_ms >= idle_ms]
+        for consumer in idle:
+            self.remove_consumer(consumer.name)
+        return len(idle)
+
+
+class Consumer(msgspec.Struct, frozen=True):
+    """A consumer of a group: entries it holds and ms since it last touched the group."""
+
+    name: str
+    pending: int
+    idle_ms: int
+
+
+class DeadLetter(msgspec.Struct, frozen=True):
+    """An event the forwarder gave up on, with the outbox entry it came from and why."""
+
+    id: str
+    entry: str
+    data: bytes
+    error: str
+    attempts: int
+
+
+class DeadLetters:
+    """The dead-letter stream ``{ro}:outbox:dead``: events an operator can replay."""
+
+    def __init__(self, client: redis.Redis, stream: str = keys.OUTBOX_DEAD) -> None:
+        self.client = client
+        self.stream = stream
+
+    def add(self, entry: Entry, error: str, attempts: int) -> str:
+        """Keep an undeliverable event."""
+        fields: dict[str, bytes | str | int] = {
+            EVENT_FIELD: entry.data, "entry": entry.id, "error": error[:500], "attempts": attempts}
+        return _text(self.client.xadd(self.stream, fields))  # type: ignore[arg-type]
+
+    def all(self, page: int = 1000) -> Iterator[DeadLetter]:
+        """Every dead letter, oldest first, read ``page`` at a time."""
+        start = "-"
+        while raw := self._page(start, page):
+            yield from (self._letter(_text(letter_id), fields) for letter_id, fields in raw)
+            start = "(" + _text(raw[-1][0])
+
+    def _page(self, start: str, count: int) -> Any:
+        return self.client.xrange(self.stream, min=start, count=count)
+
+    def remove(self, ids: Sequence[str]) -> int:
+        """Forget dead letters (once replayed)."""
+        return int(self.client.xdel(self.stream, *ids)) if ids else 0
+
+    def count(self) -> int:
+        """How many dead letters wait."""
+        return int(self.client.xlen(self.stream))
+
+    @staticmethod
+    def _letter(letter_id: str, fields: dict[bytes, bytes]) -> DeadLetter:
+        return DeadLetter(id=letter_id, entry=fields[b"entry"].decode(),
+                          data=fields[_FIELD], error=fields[b"error"].decode(),
+                          attempts=int(fields[b"attempts"]))
