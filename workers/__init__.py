@@ -1,0 +1,1 @@
+"""Outbox workers: RQ jobs that carry the Redis outbox to Postgres and to the data platform."""

@@ -1,0 +1,66 @@
+"""The RQ jobs: each drains one consumer group of the outbox for a while, then hands over.
+
+One job runs many batches (RQ manages some hundreds of jobs a second; the outbox carries
+thousands of events), for ``JOB_BUDGET_S`` seconds, then enqueues its successor. RQ may
+lose or repeat a job, and that is harmless: the stream, not RQ, says what is left to do.
+A lost successor is replaced by the worker's maintenance (:func:`ensure_job`, every few
+seconds while idle); a repeated one runs beside the first, and both stay correct (the
+Postgres writers take turns, the forwarders share the group).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+import redis
+from rq import Queue
+from rq.job import Job
+
+from engine.outbox import PLATFORM, POSTGRES
+from workers.context import current
+from workers.platform import Forwarder, Platform
+from workers.postgres import PostgresWriter
+
+JOB_BUDGET_S = 60.0
+QUEUES = {POSTGRES: "rushorder-outbox-postgres", PLATFORM: "rushorder-outbox-platform"}
+
+
+def drain_to_postgres(budget_s: float = JOB_BUDGET_S) -> int:
+    """Apply the outbox to Postgres for ``budget_s`` seconds; entries applied."""
+    ctx = current()
+    s = ctx.settings
+    try:
+        writer = PostgresWriter(ctx.outbox(POSTGRES), ctx.db, batch=s.outbox_batch,
+                                reclaim_idle_ms=s.outbox_reclaim_idle_ms)
+        return writer.run(time.monotonic() + budget_s, ctx.stop)
+    finally:
+        ensure_job(POSTGRES, ctx.redis)
+
+
+def forward_to_platform(budget_s: float = JOB_BUDGET_S) -> int:
+    """Forward order events to the data platform for ``budget_s`` seconds; events delivered."""
+    ctx = current()
+    s = ctx.settings
+    try:
+        forwarder = Forwarder(ctx.outbox(PLATFORM), ctx.dead_letters(),
+                              Platform(ctx.http, s.platform_url),
+                              max_attempts=s.platform_max_attempts,
+                              reclaim_idle_ms=s.outbox_reclaim_idle_ms)
+        return forwarder.run(time.monotonic() + budget_s, ctx.stop)
+    finally:
+        ensure_job(PLATFORM, ctx.redis)
+
+
+JOBS: dict[str, Callable[[float], int]] = {
+    POSTGRES: drain_to_postgres, PLATFORM: forward_to_platform}
+
+
+def ensure_job(group: str, connection: redis.Redis, budget_s: float = JOB_BUDGET_S) -> Job | None:
+    """Enqueue the group's job unless one already waits in its queue; the job, if enqueued."""
+    queue = Queue(QUEUES[group], connection=connection)
+    if queue.count:
+        return None
+    return queue.enqueue(
+        JOBS[group], budget_s, job_timeout=int(budget_s) + 300, result_ttl=600,
+        failure_ttl=7 * 24 * 3600, description=f"drain the outbox's {group} group")

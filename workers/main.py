@@ -1,0 +1,146 @@
+"""``rushorder worker``: RQ worker processes that carry the outbox to Postgres and the platform.
+
+:func:`run` starts one RQ worker process per consumer group (``postgres``, ``platform``):
+a slow or absent data platform then never delays Postgres, and each process runs its
+jobs in-process (``SimpleWorker``: no fork per job, so connections live as long as the
+process). A process that dies is started again; SIGTERM or SIGINT stops both, each after
+its current batch.
+
+``python -m workers.main [postgres|platform]`` runs a single worker process (tests do).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import multiprocessing
+import os
+import signal
+import sys
+import threading
+from types import FrameType
+from typing import Any
+
+import redis
+from rq import SimpleWorker
+
+from engine.outbox import GROUPS
+from rushorder.settings import Settings
+from workers.context import current, install
+from workers.jobs import QUEUES, ensure_job
+
+log = logging.getLogger("rushorder.workers")
+
+MAINTENANCE_S = 5  # how often an idle worker makes sure its group's job is queued
+WORKER_TTL_S = 20  # an idle worker wakes every WORKER_TTL_S - 15 s (RQ's dequeue timeout)
+STOP_TIMEOUT_S = 15.0
+
+
+class OutboxWorker(SimpleWorker):
+    """An RQ worker for outbox jobs: keeps its group's job queued, stops jobs on SIGTERM."""
+
+    def run_maintenance_tasks(self) -> None:
+        """RQ's maintenance, then re-enqueue a job RQ lost (the stream still needs draining)."""
+        super().run_maintenance_tasks()
+        for group, name in QUEUES.items():
+            if name in self.queue_names():
+                ensure_job(group, self.connection)
+
+    def request_stop(self, signum: int, frame: FrameType | None) -> None:
+        """Ask the running job to finish its batch, then stop as RQ does (warm shutdown)."""
+        current().stop.set()
+        super().request_stop(signum, frame)
+
+
+def work(settings: Settings, group: str) -> None:
+    """Run one RQ worker for ``group``'s queue in this process until it is told to stop."""
+    install(settings)
+    assert settings.redis_url is not None
+    connection = redis.Redis.from_url(settings.redis_url)
+    worker = OutboxWorker([QUEUES[group]], connection=connection,
+                          maintenance_interval=MAINTENANCE_S, worker_ttl=WORKER_TTL_S)
+    try:
+        worker.work(logging_level=settings.log_level.upper(), with_scheduler=False)
+    finally:
+        current().close()
+        connection.close()
+
+
+def setup_logging(settings: Settings, label: str = "%(name)s") -> None:
+    """Log at the configured level; httpx's line per request only at DEBUG."""
+    logging.basicConfig(level=settings.log_level.upper(),
+                        format=f"%(asctime)s %(levelname)s {label}: %(message)s")
+    if settings.log_level.upper() != "DEBUG":
+        logging.getLogger("httpx").setLevel(logging.WARNING)
+
+
+def _child(settings: Settings, group: str, parent: int) -> None:
+    """A worker process started by :func:`run`: it leaves when its parent does."""
+    _die_with(parent)
+    setup_logging(settings, group)
+    work(settings, group)
+
+
+def _die_with(parent: int) -> None:
+    """SIGTERM ourselves once ``parent`` is gone (even if it was SIGKILLed)."""
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            threading.Event().wait(1.0)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    threading.Thread(target=watch, name="parent-watch", daemon=True).start()
+
+
+def run(settings: Settings) -> None:
+    """Supervise one worker process per consumer group until SIGTERM/SIGINT."""
+    spawn = multiprocessing.get_context("spawn")
+    stopping = threading.Event()
+
+    def start(group: str) -> Any:
+        process = spawn.Process(target=_child, args=(settings, group, os.getpid()),
+                                name=f"rushorder-{group}", daemon=False)
+        process.start()
+        return process
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        stopping.set()
+
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, on_signal)
+    processes = {group: start(group) for group in GROUPS}
+    while not stopping.wait(1.0):
+        for group, process in processes.items():
+            if not process.is_alive():
+                log.warning("%s worker exited with %s; starting another", group,
+                            process.exitcode)
+                processes[group] = start(group)
+    _stop_all(list(processes.values()))
+
+
+def _stop_all(processes: list[Any]) -> None:
+    """SIGTERM each process once (a second signal would be RQ's cold shutdown), then wait."""
+    for process in processes:
+        if process.is_alive():
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(process.pid, signal.SIGTERM)
+    for process in processes:
+        process.join(STOP_TIMEOUT_S)
+        if process.is_alive():
+            process.kill()
+            process.join()
+
+
+def main(argv: list[str]) -> int:
+    """``python -m workers.main [group]``: settings from RUSHORDER_*; all groups by default."""
+    settings = Settings.from_env()
+    setup_logging(settings)
+    if len(argv) > 1 and argv[1] in GROUPS:
+        work(settings, argv[1])
+    else:
+        run(settings)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))

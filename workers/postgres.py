@@ -1,0 +1,222 @@
+"""The Postgres writer: applies the outbox to Postgres, one transaction per batch, in order.
+
+One writer at a time applies the ``postgres`` group, strictly in stream order, so that
+an order's ``order.paid`` is always written before its ``order.cancelled``, a product
+before the orders of it, and so on. Any number of writers may run (two RQ jobs at once,
+one per worker process): they take turns through a Postgres session advisory lock.
+
+* The batch transactions run on the very connection that holds the lock, so a writer that
+  lost its session (Postgres restart, network cut, killed) cannot commit anything more.
+* A writer that takes over first waits until every other consumer of the group has been
+  quiet for ``reclaim_idle_ms`` (a writer that lost its lock unknowingly may still be
+  reading), then claims their pending entries (XAUTOCLAIM after that idle time) and
+  applies them before reading anything new. A writer that stops cleanly acknowledges
+  everything and removes itself from the group, so the next one need not wait.
+* Every batch claims its entry ids in ``outbox_applied`` in the same transaction: an entry
+  applied twice (a crash between COMMIT and XACK) changes nothing the second time.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import NamedTuple
+
+import msgspec
+import redis
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.exc import SQLAlchemyError
+
+from engine.events import AnyEvent, decode
+from engine.outbox import Entry, Outbox, entry_number
+from persistence.balances import Balances
+from persistence.catalog import Catalog
+from persistence.coupons import Coupons
+from persistence.orders import Orders
+from persistence.outbox import AppliedEntries
+from persistence.sales import Sales
+from workers.backoff import Backoff
+from workers.projection import Changes, project
+
+log = logging.getLogger("rushorder.workers.postgres")
+
+LOCK = sa.text("SELECT pg_try_advisory_lock(hashtext(:name))")
+UNLOCK = sa.text("SELECT pg_advisory_unlock_all()")
+STANDBY_S = 0.5  # how often a writer without the lock tries again
+MAINTAIN_EVERY_S = 5.0  # trim the stream, prune applied entries, pick up stragglers
+
+
+def write(conn: Connection, changes: Changes) -> None:
+    """Write a batch's row sets: parents before the rows that refer to them."""
+    balances, catalog, coupons = Balances(conn), Catalog(conn), Coupons(conn)
+    orders = Orders(conn)
+    balances.set(list(changes.balances.values()))
+    balances.add_history(changes.history)
+    catalog.add(changes.products)
+    catalog.set_details(list(changes.details.values()))
+    catalog.record_changes(changes.product_changes)
+    catalog.move_stock(changes.stock_moves())
+    Sales(conn).add(changes.sales_rows())
+    coupons.add(changes.coupons)
+    coupons.lower_remaining(changes.remaining_rows())
+    coupons.issue(changes.issued)
+    coupons.set_states(list(changes.issued_states.values()))
+    orders.add(changes.orders, changes.lines, changes.payments)
+    orders.cancel(changes.cancels)
+
+
+def apply_batch(
+    conn: Connection, events: Sequence[tuple[int, AnyEvent]], changes: Changes | None = None
+) -> int:
+    """Apply ``(entry number, event)`` pairs not applied before, in the caller's transaction;
+    how many were new. ``changes``: the projection of all of them, if already made."""
+    fresh = AppliedEntries(conn).claim([entry for entry, _ in events])
+    if changes is None or len(fresh) < len(events):
+        changes = project(pair for pair in events if pair[0] in fresh)
+    write(conn, changes)
+    return len(fresh)
+
+
+class Batch(NamedTuple):
+    """Entries read from the outbox, decoded and projected, ready to write."""
+
+    entries: list[Entry]
+    events: list[tuple[int, AnyEvent]]
+    changes: Changes
+
+
+def prepare(entries: list[Entry]) -> Batch:
+    """Decode and project entries (CPU only: runs while the previous batch is written)."""
+    events = [(entry_number(e.id), decode(e.data)) for e in entries]
+    return Batch(entries, events, project(events))
+
+
+class PostgresWriter:
+    """Drains the outbox's ``postgres`` group into Postgres while it holds the writer lock."""
+
+    def __init__(
+        self, outbox: Outbox, db: Engine, *, batch: int = 1000, reclaim_idle_ms: int = 30_000,
+        block_ms: int = 1000,
+    ) -> None:
+        self.outbox = outbox
+        self.db = db
+        self.batch = batch
+        self.reclaim_idle_ms = reclaim_idle_ms
+        self.block_ms = block_ms
+        self.lock_name = f"rushorder:outbox:{outbox.group}"
+        self.applied = 0  # entries applied by this writer, duplicates excluded
+        self._maintained = 0.0
+
+    def run(self, until: float, stop: threading.Event) -> int:
+        """Apply batches until the ``time.monotonic()`` deadline or ``stop``; survives Postgres
+        and Redis going away (it retries with backoff). Entries applied."""
+        before = self.applied
+        backoff = Backoff()
+        while not self._over(until, stop):
+            try:
+                if self._session(until, stop):
+                    backoff.reset()
+                else:
+                    stop.wait(STANDBY_S)
+            except (SQLAlchemyError, redis.RedisError) as exc:
+                log.warning("postgres writer: %s: %s; retrying", type(exc).__name__, exc)
+                backoff.wait(stop)
+            except msgspec.MsgspecError:
+                # An event this version cannot read: stop here (skipping it would lose it in
+                # Postgres) and retry until an upgraded worker takes over.
+                log.exception("postgres writer: undecodable outbox entry; retrying")
+                backoff.wait(stop)
+        return self.applied - before
+
+    @staticmethod
+    def _over(until: float, stop: threading.Event) -> bool:
+        return stop.is_set() or time.monotonic() >= until
+
+    def _session(self, until: float, stop: threading.Event) -> bool:
+        """Hold the lock and apply until done; False if another writer holds it."""
+        with self.db.connect() as conn:
+            if not conn.scalar(LOCK, {"name": self.lock_name}):
+                conn.rollback()
+                return False
+            conn.commit()
+            try:
+                self._take_over(conn, until, stop)
+                self._drain(conn, until, stop)
+                self._leave(conn)
+            except BaseException:
+                conn.invalidate()  # closing the session is what frees its lock
+                raise
+        return True
+
+    def _take_over(self, conn: Connection, until: float, stop: threading.Event) -> None:
+        """Wait out the other consumers, then apply what they left pending, oldest first."""
+        while (busy := self._busy_others()) and not self._over(until, stop):
+            log.info("postgres writer: waiting for %s to go quiet", ", ".join(busy))
+            stop.wait(1.0)
+        while not self._over(until, stop) and (left := self._left_over()):
+            self._apply(conn, left)
+        self.outbox.forget_idle_consumers(self.reclaim_idle_ms)
+
+    def _busy_others(self) -> list[str]:
+        return [c.name for c in self.outbox.consumers()
+                if c.name != self.outbox.consumer and c.idle_ms < self.reclaim_idle_ms]
+
+    def _left_over(self) -> list[Entry]:
+        """Entries pending on us (a previous session) or on quiet consumers, by id."""
+        entries = self.outbox.read_own(self.batch) + self.outbox.reclaim(
+            self.reclaim_idle_ms, self.batch)
+        return sorted({e.id: e for e in entries}.values(), key=lambda e: entry_number(e.id))
+
+    def _drain(self, conn: Connection, until: float, stop: threading.Event) -> None:
+        """Read, write, acknowledge; the next batch is read while this one is written."""
+        with ThreadPoolExecutor(1, thread_name_prefix="outbox-reader") as reader:
+            ahead = reader.submit(self._read, until)
+            while True:
+                batch = ahead.result()
+                over = self._over(until, stop)
+                if not over:
+                    ahead = reader.submit(self._read, until)
+                if batch.entries:
+                    self._write(conn, batch)
+                if over:
+                    return
+                if time.monotonic() - self._maintained >= MAINTAIN_EVERY_S:
+                    self._maintain(conn)
+
+    def _read(self, until: float) -> Batch:
+        wait_ms = min(self.block_ms, int((until - time.monotonic()) * 1000))
+        return prepare(self.outbox.read(self.batch, block_ms=max(1, wait_ms)))
+
+    def _apply(self, conn: Connection, entries: list[Entry]) -> None:
+        """Apply entries read some other way (left over, reclaimed)."""
+        self._write(conn, prepare(entries))
+
+    def _write(self, conn: Connection, batch: Batch) -> None:
+        """One batch, one transaction, then XACK."""
+        with conn.begin():
+            self.applied += apply_batch(conn, batch.events, batch.changes)
+        self.outbox.ack([e.id for e in batch.entries])
+
+    def _maintain(self, conn: Connection) -> None:
+        """Trim what every group acknowledged, forget those applied ids, catch stragglers."""
+        self._maintained = time.monotonic()
+        floor = self.outbox.trim()
+        if floor is not None:
+            with conn.begin():
+                AppliedEntries(conn).prune(entry_number(floor))
+        if stragglers := self.outbox.reclaim(self.reclaim_idle_ms, self.batch):
+            # Only a writer that lost its lock without noticing can have read these.
+            log.warning("postgres writer: %d entries read by a stale writer", len(stragglers))
+            self._apply(conn, stragglers)
+
+    def _leave(self, conn: Connection) -> None:
+        """A clean exit: nothing pending on us, so leave the group and free the lock."""
+        me = [c for c in self.outbox.consumers() if c.name == self.outbox.consumer]
+        if me and not me[0].pending:
+            self.outbox.remove_consumer(self.outbox.consumer)
+        conn.execute(UNLOCK)
+        conn.commit()

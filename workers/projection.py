@@ -1,0 +1,186 @@
+"""What a batch of outbox events does to Postgres, reduced to one row set per table.
+
+Pure: no I/O, so the whole mapping is testable without servers. The batch arrives in
+stream order, so "the last event wins" is a dict overwrite.
+
+What Postgres keeps, and why each is right when entries arrive once each, in order (the
+Postgres writer guarantees both; an entry seen twice is filtered out before this):
+
+* balances: the absolute ``balance_after`` the event carries, with the entry that set it
+  as a version. Absolute values mirror Redis exactly and heal any drift; the version
+  makes a stale write a no-op should entries ever come late.
+* stock: deltas (order lines, ``stock_delta``). ``order.*`` events carry no stock after,
+  and deltas add up the same in any order; the applied-entry claim in the same
+  transaction is what keeps a delta from being added twice.
+* coupon remaining: the ``remaining`` the issue carries; it only ever falls, so the
+  least value seen is the current one, in any order.
+* issued-coupon status, product name and price: absolute, versioned like balances.
+* sales per hour: deltas, like stock (a cancel takes its units out of the order's hour).
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from engine.events import (
+    AnyEvent,
+    BalanceCharged,
+    CouponCreated,
+    CouponIssued,
+    OrderCancelled,
+    OrderPaid,
+    ProductCreated,
+    ProductUpdated,
+)
+from engine.models import HistoryLine, Order
+from persistence.balances import BalanceRow, HistoryRow
+from persistence.catalog import ProductChangeRow, ProductDetails, ProductRow, StockMove
+from persistence.coupons import CouponRow, IssuedRow, IssuedState, Remaining
+from persistence.orders import Cancellation, LineRow, OrderRow, PaymentRow
+from persistence.sales import SalesRow
+
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+HOUR = timedelta(hours=1)
+
+
+def hour_of(order: Order) -> int:
+    """The UTC hour (since the epoch) an order's units count in, as the engine buckets them."""
+    return (order.created_at - EPOCH) // HOUR
+
+
+@dataclass
+class Changes:
+    """Every row a batch writes, one collection per table (dicts: the last write wins)."""
+
+    balances: dict[int, BalanceRow] = field(default_factory=dict)
+    history: list[HistoryRow] = field(default_factory=list)
+    products: list[ProductRow] = field(default_factory=list)
+    details: dict[int, ProductDetails] = field(default_factory=dict)
+    product_changes: list[ProductChangeRow] = field(default_factory=list)
+    stock: Counter[int] = field(default_factory=Counter)
+    sales: Counter[tuple[int, int]] = field(default_factory=Counter)
+    coupons: list[CouponRow] = field(default_factory=list)
+    remaining: dict[int, int] = field(default_factory=dict)
+    issued: list[IssuedRow] = field(default_factory=list)
+    issued_states: dict[int, IssuedState] = field(default_factory=dict)
+    orders: list[OrderRow] = field(default_factory=list)
+    lines: list[LineRow] = field(default_factory=list)
+    payments: list[PaymentRow] = field(default_factory=list)
+    cancels: list[Cancellation] = field(default_factory=list)
+
+    def stock_moves(self) -> list[StockMove]:
+        """Net stock change per product (products whose units cancel out are skipped)."""
+        return [StockMove(pid, delta) for pid, delta in sorted(self.stock.items()) if delta]
+
+    def sales_rows(self) -> list[SalesRow]:
+        """Net units per (hour, product) counter."""
+        return [SalesRow(hour, pid, units)
+                for (hour, pid), units in sorted(self.sales.items()) if units]
+
+    def remaining_rows(self) -> list[Remaining]:
+        """Each issued coupon's lowest remaining count of the batch."""
+        return [Remaining(cid, left) for cid, left in sorted(self.remaining.items())]
+
+    # -- one method per event ----------------------------------------------------------
+
+    def balance_charged(self, entry: int, event: BalanceCharged) -> None:
+        """A charge: the new balance and its CHARGE line."""
+        self._balance(event.user_id, event.balance_after, entry)
+        self._history(event.user_id, event.history)
+
+    def product_created(self, entry: int, event: ProductCreated) -> None:
+        """A new product, stock as created."""
+        p = event.product
+        self.products.append(
+            ProductRow(p.id, p.name, p.price, p.stock, p.stock, event.at, entry))
+
+    def product_updated(self, entry: int, event: ProductUpdated) -> None:
+        """A rename, reprice or restock: new details, a stock delta, a change record."""
+        p = event.product
+        self.details[p.id] = ProductDetails(p.id, p.name, p.price, entry)
+        self.stock[p.id] += event.stock_delta
+        self.product_changes.append(
+            ProductChangeRow(entry, p.id, event.stock_delta, p.name, p.price, event.at))
+
+    def coupon_created(self, entry: int, event: CouponCreated) -> None:
+        """A new coupon with all its units remaining."""
+        c = event.coupon
+        self.coupons.append(CouponRow(c.id, c.name, c.discount_type, c.discount_value,
+                                      c.total_quantity, c.remaining, c.valid_from,
+                                      c.valid_until, event.at))
+
+    def coupon_issued(self, entry: int, event: CouponIssued) -> None:
+        """A unit given to a user: the issued coupon and the coupon's lower remaining."""
+        i = event.issued
+        self.issued.append(IssuedRow(i.id, i.coupon_id, i.user_id, "AVAILABLE", None,
+                                     i.issued_at, i.expires_at, entry))
+        self.remaining[i.coupon_id] = min(event.remaining,
+                                          self.remaining.get(i.coupon_id, event.remaining))
+
+    def order_paid(self, entry: int, event: OrderPaid) -> None:
+        """An order: its rows, payment, balance, USE line, stock, sales, and coupon used."""
+        o = event.order
+        oid = int(o.id)
+        self.orders.append(OrderRow(oid, o.user_id, "PAID", o.total_amount, o.discount_amount,
+                                    o.paid_amount, o.issued_coupon_id, o.created_at, None))
+        self.payments.append(
+            PaymentRow(oid, o.user_id, o.paid_amount, "COMPLETED", o.created_at, None))
+        hour = hour_of(o)
+        for position, line in enumerate(o.items):
+            self.lines.append(LineRow(oid, position, line.product_id, line.name,
+                                      line.unit_price, line.quantity))
+            self.stock[line.product_id] -= line.quantity
+            self.sales[(hour, line.product_id)] += line.quantity
+        self._balance(o.user_id, event.balance_after, entry)
+        self._history(o.user_id, event.history)
+        if o.issued_coupon_id is not None:
+            self.issued_states[o.issued_coupon_id] = IssuedState(
+                o.issued_coupon_id, "USED", oid, entry)
+
+    def order_cancelled(self, entry: int, event: OrderCancelled) -> None:
+        """A cancel: status, refund, REFUND line, stock and sales back, coupon if restored."""
+        o = event.order
+        self.cancels.append(Cancellation(int(o.id), o.cancelled_at or event.at))
+        hour = hour_of(o)
+        for line in o.items:
+            self.stock[line.product_id] += line.quantity
+            self.sales[(hour, line.product_id)] -= line.quantity
+        self._balance(o.user_id, event.balance_after, entry)
+        self._history(o.user_id, event.history)
+        if event.coupon_restored and o.issued_coupon_id is not None:
+            self.issued_states[o.issued_coupon_id] = IssuedState(
+                o.issued_coupon_id, "AVAILABLE", None, entry)
+
+    # -- helpers -----------------------------------------------------------------------
+
+    def _balance(self, user_id: int, balance: int, entry: int) -> None:
+        self.balances[user_id] = BalanceRow(user_id, balance, entry)
+
+    def _history(self, user_id: int, line: HistoryLine | None) -> None:
+        if line is not None:
+            order_id = None if line.order_id is None else int(line.order_id)
+            self.history.append(HistoryRow(line.id, user_id, line.type, line.amount,
+                                           line.balance_after, order_id, line.created_at))
+
+
+_HANDLERS: dict[type[Any], Callable[[Changes, int, Any], None]] = {
+    BalanceCharged: Changes.balance_charged,
+    ProductCreated: Changes.product_created,
+    ProductUpdated: Changes.product_updated,
+    CouponCreated: Changes.coupon_created,
+    CouponIssued: Changes.coupon_issued,
+    OrderPaid: Changes.order_paid,
+    OrderCancelled: Changes.order_cancelled,
+}
+
+
+def project(events: Iterable[tuple[int, AnyEvent]]) -> Changes:
+    """The row sets of ``(entry number, event)`` pairs given in stream order."""
+    changes = Changes()
+    for entry, event in events:
+        _HANDLERS[type(event)](changes, entry, event)
+    return changes
