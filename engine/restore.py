@@ -1,0 +1,257 @@
+"""Redis state from a durable copy, and read back: the scripts' exact key layout, in Python.
+
+:class:`Restorer` writes what the Lua scripts would have written had they just run
+(``rushorder rebuild`` feeds it from Postgres): the same keys, hash fields, JSON documents
+and time formats, so every script and read answers the same afterwards. :class:`Snapshot`
+reads the same layout back for ``rushorder audit``. Both are synchronous redis-py: they
+are operator tools, not the hot path. Keep them in step with ``lua/*.lua``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from datetime import datetime
+from typing import Any
+
+import msgspec
+import redis
+
+from engine import keys
+from engine.models import Coupon, HistoryLine, IssuedCoupon, Order, Product
+from engine.outbox import entry_id
+
+HOUR_MS = 3_600_000
+_ENCODER = msgspec.json.Encoder()
+
+
+def iso(moment: datetime) -> str:
+    """RFC 3339 UTC with milliseconds, as ``iso()`` of ``lua/_lib.lua`` writes it."""
+    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
+
+
+def ms(moment: datetime) -> int:
+    """Epoch milliseconds."""
+    return round(moment.timestamp() * 1000)
+
+
+def history_json(line: HistoryLine) -> bytes:
+    """A history line as ``add_history`` stores it."""
+    return _ENCODER.encode({
+        "id": line.id, "type": line.type, "amount": line.amount,
+        "balance_after": line.balance_after, "order_id": line.order_id,
+        "created_at": iso(line.created_at)})
+
+
+def order_json(order: Order) -> bytes:
+    """An order document as ``take_order`` (and ``cancel_order``) store it."""
+    doc: dict[str, Any] = {
+        "id": order.id, "user_id": order.user_id, "status": order.status,
+        "items": [{"product_id": i.product_id, "name": i.name, "unit_price": i.unit_price,
+                   "quantity": i.quantity} for i in order.items],
+        "total_amount": order.total_amount, "discount_amount": order.discount_amount,
+        "paid_amount": order.paid_amount, "issued_coupon_id": order.issued_coupon_id,
+        "created_at": iso(order.created_at)}
+    if order.cancelled_at is not None:
+        doc["cancelled_at"] = iso(order.cancelled_at)
+    return _ENCODER.encode(doc)
+
+
+class Restorer:
+    """Queues a rebuild's writes on a pipeline and sends them ``chunk`` commands at a time."""
+
+    def __init__(self, client: redis.Redis, chunk: int = 5000) -> None:
+        self.client = client
+        self.pipe = client.pipeline(transaction=False)
+        self.chunk = chunk
+
+    def _queued(self) -> None:
+        if len(self.pipe) >= self.chunk:
+            self.pipe.execute()
+
+    def flush(self) -> None:
+        """Send what is queued."""
+        if len(self.pipe):
+            self.pipe.execute()
+
+    def balance(self, user_id: int, balance: int) -> None:
+        """A user's balance (``charge.lua``)."""
+        self.pipe.set(keys.balance(user_id), balance)
+        self._queued()
+
+    def history_line(self, user_id: int, line: HistoryLine) -> None:
+        """One history line, scored by its id (``add_history``)."""
+        self.pipe.zadd(keys.history(user_id), {history_json(line): line.id})
+        self._queued()
+
+    def product(self, product: Product) -> None:
+        """A product and its catalog entry (``create_product.lua``)."""
+        self.pipe.hset(keys.product(product.id), mapping={
+            "name": product.name, "price": product.price, "stock": product.stock})
+        self.pipe.zadd(keys.PRODUCTS, {str(product.id): product.id})
+        self._queued()
+
+    def coupon(self, coupon: Coupon) -> None:
+        """A coupon definition with its remaining count (``create_coupon.lua``)."""
+        self.pipe.hset(keys.coupon(coupon.id), mapping={
+            "id": coupon.id, "name": coupon.name, "discount_type": coupon.discount_type,
+            "discount_value": coupon.discount_value, "total_quantity": coupon.total_quantity,
+            "remaining": coupon.remaining, "valid_from": iso(coupon.valid_from),
+            "valid_until": iso(coupon.valid_until), "valid_from_ms": ms(coupon.valid_from),
+            "valid_until_ms": ms(coupon.valid_until)})
+        self._queued()
+
+    def issued_coupon(self, issued: IssuedCoupon) -> None:
+        """An issued coupon, its holder and the user's index (``issue_coupon.lua``)."""
+        self.pipe.hset(keys.issued_coupon(issued.id), mapping={
+            "id": issued.id, "coupon_id": issued.coupon_id, "user_id": issued.user_id,
+            "name": issued.name, "discount_type": issued.discount_type,
+            "discount_value": issued.discount_value, "status": issued.status,
+            "issued_at": iso(issued.issued_at), "expires_at": iso(issued.expires_at),
+            "expires_ms": ms(issued.expires_at), "order_id": issued.order_id or ""})
+        self.pipe.sadd(keys.coupon_holders(issued.coupon_id), issued.user_id)
+        self.pipe.zadd(keys.user_coupons(issued.user_id), {str(issued.id): issued.id})
+        self._queued()
+
+    def order(self, order: Order) -> None:
+        """An order and the user's index (``take_order``, ``cancel_order.lua``)."""
+        self.pipe.hset(keys.order(order.id), mapping={
+            "json": order_json(order), "user_id": order.user_id, "status": order.status,
+            "hour": ms(order.created_at) // HOUR_MS,
+            "icoupon": "" if order.issued_coupon_id is None else order.issued_coupon_id})
+        self.pipe.zadd(keys.user_orders(order.user_id), {order.id: int(order.id)})
+        self._queued()
+
+    def sales(self, now_hour: int, hours: int, units: Iterable[tuple[int, int, int]]) -> None:
+        """The hour buckets of the window ending at ``now_hour`` from ``(hour, product, units)``,
+        their sum and the roll-off mark, as ``roll_window`` would leave them."""
+        first = now_hour - hours + 1
+        window: dict[int, int] = {}
+        for hour, product_id, sold in units:
+            if first <= hour <= now_hour and sold > 0:
+                self.pipe.zadd(keys.sales_hour(hour), {str(product_id): sold})
+                window[product_id] = window.get(product_id, 0) + sold
+                self._queued()
+        if window:
+            self.pipe.zadd(keys.SALES_WINDOW, {str(pid): n for pid, n in window.items()})
+        self.pipe.set(keys.SALES_ROLLED, now_hour - hours)
+        self._queued()
+
+    def counters(self, last_ids: Mapping[str, int]) -> None:
+        """The id counters of ``{ro}:seq`` (hist, product, coupon, icoupon, order)."""
+        self.pipe.hset(keys.SEQ, mapping=dict(last_ids))  # type: ignore[arg-type]
+        self._queued()
+
+    def outbox(self, groups: Sequence[str], last_entry: int | None) -> None:
+        """An empty outbox with its consumer groups, its ids above the last one applied, so a
+        new event can never carry an id Postgres already recorded as applied."""
+        self.flush()
+        for group in groups:
+            try:
+                self.client.xgroup_create(keys.OUTBOX, group, id="0", mkstream=True)
+            except redis.ResponseError as exc:
+                if "BUSYGROUP" not in str(exc):
+                    raise
+        if last_entry is not None:
+            self.client.execute_command("XSETID", keys.OUTBOX, entry_id(last_entry))
+
+
+def every(key_of: Callable[[Any], str]) -> str:
+    """A SCAN pattern for ``key_of(id)`` of every id (``{ro}:bal:*`` for ``keys.balance``)."""
+    return key_of(0).removesuffix("0") + "*"
+
+
+def scan(client: redis.Redis, pattern: str) -> Iterator[bytes]:
+    """Every key matching ``pattern``."""
+    yield from client.scan_iter(match=pattern, count=1000)
+
+
+def state_keys(client: redis.Redis) -> Iterator[bytes]:
+    """Every rushorder key (``{ro}:*``) but the dead letters, which Postgres has no copy of."""
+    dead = keys.OUTBOX_DEAD.encode()
+    return (key for key in scan(client, f"{keys.TAG}:*") if key != dead)
+
+
+def holds_state(client: redis.Redis) -> bool:
+    """Some rushorder state is in Redis."""
+    return next(state_keys(client), None) is not None
+
+
+def clear_state(client: redis.Redis) -> int:
+    """Delete every rushorder state key; how many."""
+    gone = 0
+    batch: list[bytes] = []
+    for key in state_keys(client):
+        batch.append(key)
+        if len(batch) == 1000:
+            gone += int(client.unlink(*batch))
+            batch.clear()
+    if batch:
+        gone += int(client.unlink(*batch))
+    return gone
+
+
+class Snapshot:
+    """Reads the live state back in bulk: balances, stock, coupons, orders (for the audit)."""
+
+    def __init__(self, client: redis.Redis, chunk: int = 1000) -> None:
+        self.client = client
+        self.chunk = chunk
+
+    def _fields(self, keys_: list[bytes], *fields: str) -> list[list[bytes | None]]:
+        pipe = self.client.pipeline(transaction=False)
+        for key in keys_:
+            pipe.hmget(key, *fields)
+        return pipe.execute()  # type: ignore[no-any-return]
+
+    def _by_id(self, pattern: str, *fields: str) -> dict[int, list[bytes | None]]:
+        """``fields`` of every hash ``<prefix><id>`` matching ``pattern``, by id."""
+        found: dict[int, list[bytes | None]] = {}
+        batch: list[bytes] = []
+        for key in scan(self.client, pattern):
+            tail = key.rsplit(b":", 1)[1]
+            if tail.isdigit():
+                batch.append(key)
+            if len(batch) >= self.chunk:
+                found.update(self._pairs(batch, fields))
+                batch = []
+        found.update(self._pairs(batch, fields))
+        return found
+
+    def _pairs(self, batch: list[bytes], fields: Sequence[str]) -> dict[int, list[bytes | None]]:
+        values = self._fields(batch, *fields) if batch else []
+        return {int(k.rsplit(b":", 1)[1]): v for k, v in zip(batch, values, strict=True)}
+
+    def balances(self) -> dict[int, int]:
+        """Every user's balance."""
+        found: dict[int, int] = {}
+        names = list(scan(self.client, every(keys.balance)))
+        for start in range(0, len(names), self.chunk):
+            part = names[start:start + self.chunk]
+            for name, value in zip(part, self.client.mget(part), strict=True):
+                found[int(name.rsplit(b":", 1)[1])] = int(value or 0)
+        return found
+
+    def stock(self) -> dict[int, int]:
+        """Every product's live stock."""
+        return {pid: int(v[0] or 0)
+                for pid, v in self._by_id(every(keys.product), "stock").items()}
+
+    def coupons(self) -> dict[int, tuple[int, int, int]]:
+        """Every coupon's (total, remaining, holders)."""
+        found = self._by_id(every(keys.coupon), "total_quantity", "remaining")
+        pipe = self.client.pipeline(transaction=False)
+        for cid in found:
+            pipe.scard(keys.coupon_holders(cid))
+        holders = pipe.execute()
+        return {cid: (int(v[0] or 0), int(v[1] or 0), int(n))
+                for (cid, v), n in zip(found.items(), holders, strict=True)}
+
+    def issued_statuses(self) -> dict[int, str]:
+        """Every issued coupon's stored status."""
+        return {icid: (v[0] or b"").decode()
+                for icid, v in self._by_id(every(keys.issued_coupon), "status").items()}
+
+    def order_statuses(self) -> dict[int, str]:
+        """Every order's status."""
+        return {oid: (v[0] or b"").decode()
+                for oid, v in self._by_id(every(keys.order), "status").items()}

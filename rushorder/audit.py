@@ -1,0 +1,165 @@
+"""``rushorder audit``: does the state add up, and do Redis and Postgres agree?
+
+Run it on a quiet system (no writes arriving): it first waits for the outbox to drain,
+then checks
+
+* Redis and Postgres agree: balances, stock, coupon remaining, order and issued-coupon
+  statuses, key by key;
+* every user's balance is charges - uses + refunds (Postgres' history);
+* every product's stock is initial + restocks - sold + returned;
+* no coupon is issued beyond its quantity or twice to one user (Postgres and Redis);
+* every order has its lines and its payment, in the same status.
+
+It prints one line per check (and the first few offenders) and answers 0 when all pass.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import redis
+from sqlalchemy.engine import Connection
+
+from engine.outbox import POSTGRES, Outbox
+from engine.restore import Snapshot
+from persistence.balances import Balances
+from persistence.catalog import Catalog
+from persistence.coupons import Coupons
+from persistence.database import create_engine
+from persistence.orders import Orders
+from rushorder.settings import Settings
+
+SHOWN = 10  # offenders listed per check
+DRAIN_WAIT_S = 30.0
+
+
+@dataclass
+class Check:
+    """One rule: how many things it looked at and what broke it."""
+
+    name: str
+    checked: int = 0
+    problems: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        """Nothing broke the rule."""
+        return not self.problems
+
+    def render(self) -> str:
+        """``OK``/``FAIL`` line and the first offenders."""
+        head = f"{'OK  ' if self.ok else 'FAIL'} {self.name} ({self.checked} checked)"
+        shown = [f"       - {p}" for p in self.problems[:SHOWN]]
+        if len(self.problems) > SHOWN:
+            shown.append(f"       ... and {len(self.problems) - SHOWN} more")
+        return "\n".join([head, *shown])
+
+
+@dataclass
+class Report:
+    """Every check of one audit."""
+
+    checks: list[Check] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        """Every check passed."""
+        return all(check.ok for check in self.checks)
+
+    def render(self) -> str:
+        """The whole report, ending with a verdict line."""
+        failed = sum(not c.ok for c in self.checks)
+        verdict = "audit passed" if self.ok else f"audit FAILED: {failed} of {len(self.checks)}"
+        return "\n".join([*(c.render() for c in self.checks), verdict])
+
+
+def agree(name: str, redis_side: Mapping[int, Any], postgres: Mapping[int, Any],
+          what: str) -> Check:
+    """Redis and Postgres hold the same value for every id, and the same ids."""
+    check = Check(name, checked=len(redis_side.keys() | postgres.keys()))
+    for key in sorted(redis_side.keys() | postgres.keys()):
+        mine, theirs = redis_side.get(key, "absent"), postgres.get(key, "absent")
+        if mine != theirs:
+            check.problems.append(f"{what} {key}: redis {mine}, postgres {theirs}")
+    return check
+
+
+def drained(client: redis.Redis, wait_s: float) -> Check:
+    """The Postgres group has taken and applied every outbox entry (waits up to ``wait_s``)."""
+    outbox = Outbox(client, POSTGRES, "audit")
+    deadline = time.monotonic() + wait_s
+    while (left := outbox.backlog()) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    problems = [f"{left} outbox entries not yet in Postgres after {wait_s:.0f}s: are the "
+                "workers running? Redis/Postgres comparisons below are unreliable"] if left else []
+    return Check("outbox drained into Postgres", 1, problems)
+
+
+def comparisons(snap: Snapshot, conn: Connection) -> list[Check]:
+    """Redis and Postgres agree on every live value."""
+    return [
+        agree("balances agree", snap.balances(),
+              {u.id: u.balance for u in Balances(conn).all()}, "user"),
+        agree("stock agrees", snap.stock(), {p.id: p.stock for p in Catalog(conn).all()},
+              "product"),
+        agree("coupon remaining agrees", {c: v[1] for c, v in snap.coupons().items()},
+              {c.id: c.remaining for c in Coupons(conn).all()}, "coupon"),
+        agree("order statuses agree", snap.order_statuses(), Orders(conn).statuses(), "order"),
+        agree("issued coupon statuses agree", snap.issued_statuses(),
+              Coupons(conn).statuses(), "issued coupon"),
+    ]
+
+
+def ledgers(snap: Snapshot, conn: Connection) -> list[Check]:
+    """The rules that make the numbers add up."""
+    coupons = Coupons(conn)
+    users = sum(1 for _ in Balances(conn).all())
+    products = sum(1 for _ in Catalog(conn).all())
+    orders = len(Orders(conn).statuses())
+    redis_coupons = snap.coupons()
+    return [
+        Check("balance = charges - uses + refunds", users,
+             [f"user {m.user_id}: balance {m.balance}, history adds up to {m.from_history}"
+              for m in Balances(conn).ledger_mismatches()]),
+        Check("stock = initial + restocks - sold + returned", products,
+             [f"product {m.product_id}: stock {m.stock}, ledger says {m.from_ledger}"
+              for m in Catalog(conn).stock_mismatches()]),
+        Check("coupons issued within their quantity", len(redis_coupons),
+             [f"coupon {m.coupon_id}: {m.issued} issued of {m.total_quantity}, "
+              f"{m.remaining} remaining" for m in coupons.issue_mismatches()]
+             + [f"coupon {cid} (redis): {holders} holders of {total}, {left} remaining"
+                for cid, (total, left, holders) in redis_coupons.items()
+                if holders != total - left or left < 0]),
+        Check("no coupon issued twice to a user", len(redis_coupons),
+             [f"coupon {d.coupon_id}: user {d.user_id} holds {d.units}"
+              for d in coupons.issued_twice()]),
+        Check("orders have their lines and payment", orders,
+             [f"{i.rows} {i.rule}" for i in Orders(conn).inconsistencies()]),
+    ]
+
+
+def run_audit(client: redis.Redis, conn: Connection, wait_s: float = DRAIN_WAIT_S) -> Report:
+    """Every check, Redis read through ``client``, Postgres through ``conn``."""
+    snap = Snapshot(client)
+    steps: list[Callable[[], list[Check]]] = [
+        lambda: [drained(client, wait_s)], lambda: comparisons(snap, conn),
+        lambda: ledgers(snap, conn)]
+    return Report([check for step in steps for check in step()])
+
+
+def audit(settings: Settings, wait_s: float = DRAIN_WAIT_S) -> int:
+    """Print the audit report; 0 when every check passes, 1 otherwise."""
+    if not settings.redis_url or not settings.database_url:
+        raise ValueError("audit needs RUSHORDER_REDIS_URL and RUSHORDER_DATABASE_URL")
+    db = create_engine(settings.database_url)
+    try:
+        with redis.Redis.from_url(settings.redis_url) as client, db.connect() as conn, \
+                conn.execution_options(isolation_level="REPEATABLE READ").begin():
+            report = run_audit(client, conn, wait_s)
+    finally:
+        db.dispose()
+    print(report.render())
+    return 0 if report.ok else 1

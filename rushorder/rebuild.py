@@ -1,0 +1,164 @@
+"""``rushorder rebuild``: load Redis from Postgres, the durable copy, after Redis lost its data.
+
+Everything the engine answers from comes back: balances and history, products with stock,
+coupons with remaining units and holders, issued coupons with status, orders (their JSON
+answers and each user's index), the sales hour buckets of the top-5 window, and the id
+counters, so new ids never collide with old ones. Carts and idempotency records are not
+in Postgres and are lost. Postgres is read in one REPEATABLE READ snapshot.
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass, field
+
+import redis
+from sqlalchemy.engine import Connection
+
+from engine.models import Coupon, HistoryLine, IssuedCoupon, Order, OrderLine, Product
+from engine.outbox import GROUPS, Outbox
+from engine.restore import Restorer, clear_state, holds_state
+from persistence.balances import Balances, HistoryRow
+from persistence.catalog import Catalog, ProductRow
+from persistence.coupons import CouponRow, Coupons, HeldCoupon
+from persistence.database import create_engine
+from persistence.orders import FullOrder, Orders
+from persistence.outbox import AppliedEntries
+from persistence.sales import Sales
+from rushorder.settings import Settings
+
+
+class RebuildRefused(Exception):
+    """Raised when Redis holds state that a rebuild would overwrite or lose."""
+
+
+@dataclass
+class Loaded:
+    """How many of each thing went into Redis."""
+
+    counts: dict[str, int] = field(default_factory=dict)
+
+    def add(self, name: str, n: int = 1) -> None:
+        """Count ``n`` more ``name``."""
+        self.counts[name] = self.counts.get(name, 0) + n
+
+    def __str__(self) -> str:
+        return ", ".join(f"{n} {name}" for name, n in self.counts.items()) or "nothing"
+
+
+# -- Postgres rows as the engine's models ----------------------------------------------
+
+
+def history_line(row: HistoryRow) -> HistoryLine:
+    """A stored history line."""
+    return HistoryLine(id=row.id, type=row.type,  # type: ignore[arg-type]
+                       amount=row.amount, balance_after=row.balance_after,
+                       order_id=None if row.order_id is None else str(row.order_id),
+                       created_at=row.created_at)
+
+
+def product(row: ProductRow) -> Product:
+    """A stored product with its stock."""
+    return Product(id=row.id, name=row.name, price=row.price, stock=row.stock)
+
+
+def coupon(row: CouponRow) -> Coupon:
+    """A stored coupon with its remaining units."""
+    return Coupon(id=row.id, name=row.name, discount_type=row.discount_type,  # type: ignore[arg-type]
+                  discount_value=row.discount_value, total_quantity=row.total_quantity,
+                  remaining=row.remaining, valid_from=row.valid_from, valid_until=row.valid_until)
+
+
+def issued_coupon(row: HeldCoupon) -> IssuedCoupon:
+    """A stored issued coupon."""
+    return IssuedCoupon(
+        id=row.id, coupon_id=row.coupon_id, user_id=row.user_id, name=row.name,
+        discount_type=row.discount_type, discount_value=row.discount_value,  # type: ignore[arg-type]
+        status=row.status, issued_at=row.issued_at,  # type: ignore[arg-type]
+        expires_at=row.expires_at, order_id=None if row.order_id is None else str(row.order_id))
+
+
+def order(full: FullOrder) -> Order:
+    """A stored order with its lines, as the engine answers it."""
+    o = full.order
+    return Order(
+        id=str(o.id), user_id=o.user_id, status=o.status,  # type: ignore[arg-type]
+        items=[OrderLine(product_id=line.product_id, name=line.name, unit_price=line.unit_price,
+                         quantity=line.quantity) for line in full.lines],
+        total_amount=o.total_amount, discount_amount=o.discount_amount,
+        paid_amount=o.paid_amount, issued_coupon_id=o.issued_coupon_id,
+        created_at=o.created_at, cancelled_at=o.cancelled_at)
+
+
+# -- the rebuild ---------------------------------------------------------------------------
+
+
+def load(conn: Connection, restorer: Restorer, now_hour: int, window_hours: int) -> Loaded:
+    """Queue every write of a rebuild from Postgres; what was loaded."""
+    loaded = Loaded()
+    balances, catalog, coupons, orders = Balances(conn), Catalog(conn), Coupons(conn), Orders(conn)
+    for user in balances.all():
+        restorer.balance(user.id, user.balance)
+        loaded.add("balances")
+    for line in balances.history():
+        restorer.history_line(line.user_id, history_line(line))
+        loaded.add("history lines")
+    for row in catalog.all():
+        restorer.product(product(row))
+        loaded.add("products")
+    for crow in coupons.all():
+        restorer.coupon(coupon(crow))
+        loaded.add("coupons")
+    for held in coupons.held():
+        restorer.issued_coupon(issued_coupon(held))
+        loaded.add("issued coupons")
+    for full in orders.all():
+        restorer.order(order(full))
+        loaded.add("orders")
+    first_hour = now_hour - window_hours + 1
+    restorer.sales(now_hour, window_hours,
+                   ((s.hour, s.product_id, s.units) for s in Sales(conn).since(first_hour)))
+    last_coupon, last_issued = coupons.last_ids()
+    restorer.counters({"hist": balances.last_history_id(), "product": catalog.last_id(),
+                       "coupon": last_coupon, "icoupon": last_issued, "order": orders.last_id()})
+    restorer.outbox(GROUPS, AppliedEntries(conn).last())
+    return loaded
+
+
+def check_redis(client: redis.Redis, force: bool) -> None:
+    """Refuse to overwrite state, and (even forced) to drop events Postgres does not have."""
+    if not holds_state(client):
+        return
+    if not force:
+        raise RebuildRefused("Redis already holds rushorder state ({ro}:* keys); nothing was "
+                             "changed. Rebuild with --force to replace it with Postgres' copy.")
+    for group in GROUPS:
+        if backlog := Outbox(client, group, "rebuild").backlog():
+            raise RebuildRefused(
+                f"the outbox holds {backlog} events its {group} group has not taken yet; a "
+                "rebuild would lose them. Run the workers until the outbox drains, then "
+                "rebuild again.")
+
+
+def rebuild(settings: Settings, force: bool = False) -> int:
+    """Load Redis from Postgres when Redis is empty (or ``force``); 0 when done, 1 if refused."""
+    if not settings.redis_url or not settings.database_url:
+        raise ValueError("rebuild needs RUSHORDER_REDIS_URL and RUSHORDER_DATABASE_URL")
+    db = create_engine(settings.database_url)
+    with redis.Redis.from_url(settings.redis_url) as client:
+        try:
+            check_redis(client, force)
+        except RebuildRefused as exc:
+            print(f"rebuild refused: {exc}", file=sys.stderr)
+            return 1
+        cleared = clear_state(client)
+        now_hour = int(client.time()[0]) // 3600  # Redis' clock, as the scripts use
+        restorer = Restorer(client)
+        with db.connect() as conn, conn.execution_options(
+                isolation_level="REPEATABLE READ", postgresql_readonly=True).begin():
+            loaded = load(conn, restorer, now_hour, settings.top_window_hours)
+        restorer.flush()
+    db.dispose()
+    replaced = f" (replaced {cleared} keys)" if cleared else ""
+    print(f"rebuilt Redis from Postgres: {loaded}{replaced}")
+    return 0
