@@ -29,8 +29,8 @@ async def read_body(request: Request[Any, Any, Any], limit: int = MAX_BODY) -> b
     size = 0
     while True:
         message = await request.receive()
-        if message["type"] != "http.request":
-            break  # the client went away; nobody will read the answer
+        if message["type"] != "http.request":  # the client went away mid-body: do nothing
+            raise HTTPException(status_code=400, detail="body: the client disconnected")
         chunk = message.get("body", b"")
         size += len(chunk)
         if size > limit:
