@@ -31,9 +31,10 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Coroutine, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any, TypeVar, cast
 from urllib.parse import urlparse
 
 import redis
@@ -52,6 +53,7 @@ STOCK = 1_000_000_000
 BALANCE = 1_000_000
 BENCH_USER = 1  # the user of redis-benchmark's command
 TARGET_RPS, TARGET_RATIO = 25_000, 2.5
+T = TypeVar("T")
 
 
 # -- the server ----------------------------------------------------------------------------
@@ -185,12 +187,13 @@ def find_benchmark_tool() -> str | None:
     return None
 
 
-def run_loop(coro_factory: Callable[[], object], loop_name: str) -> object:
+def run_loop(coro_factory: Callable[[], Coroutine[Any, Any, T]], loop_name: str) -> T:
+    """Run a coroutine to completion on a fresh loop of the chosen kind."""
     if loop_name == "uvloop":
         import uvloop
 
-        return uvloop.run(coro_factory())  # type: ignore[arg-type]
-    return asyncio.run(coro_factory())  # type: ignore[arg-type]
+        return cast(T, uvloop.run(coro_factory()))
+    return asyncio.run(coro_factory())
 
 
 class Contention:
@@ -234,7 +237,7 @@ def measure(args: argparse.Namespace, url: str, tool: str | None) -> dict[str, l
     contention = Contention(url)
     for round_no in range(1, args.rounds + 1):
         for name, run in plan(args, url, tool, sha, rb_requests):
-            users, products = run_loop(lambda: seed(url), args.loop)  # type: ignore[misc]
+            users, products = run_loop(lambda: seed(url), args.loop)
             before, start = orders_placed(url), contention.snapshot()
             rps = run(users, products)
             others = Contention.others_percent(start, contention.snapshot())
@@ -252,23 +255,23 @@ def plan(args: argparse.Namespace, url: str, tool: str | None, sha: str,
     c, secs, loop = args.concurrency, args.seconds, args.loop
 
     def engine_run(callers: int) -> Callable[..., float]:
-        return lambda users, products: run_loop(  # type: ignore[return-value]
+        return lambda users, products: run_loop(
             lambda: engine_rps(url, callers, secs, users, products), loop)
 
-    def bench_run(pipeline: int) -> Callable[..., float]:
+    def bench_run(tool: str, pipeline: int) -> Callable[..., float]:
         def run(users: list[int], products: list[int]) -> float:
             command = benchmark_command(url, sha, products[0])
             if not rb_requests[pipeline]:  # size -n to last about --seconds
-                probe = redis_benchmark_rps(tool, url, command, c, pipeline, 20_000)  # type: ignore[arg-type]
+                probe = redis_benchmark_rps(tool, url, command, c, pipeline, 20_000)
                 rb_requests[pipeline] = max(20_000, int(probe * secs))
-            return redis_benchmark_rps(tool, url, command, c, pipeline, rb_requests[pipeline])  # type: ignore[arg-type]
+            return redis_benchmark_rps(tool, url, command, c, pipeline, rb_requests[pipeline])
         return run
 
     steps = [(f"engine coalesced ({c} tasks)", engine_run(c)),
              ("engine one by one (1 task)", engine_run(1))]
     if tool:
-        steps += [(f"redis-benchmark -c {c} -P 1", bench_run(1)),
-                  (f"redis-benchmark -c {c} -P 50", bench_run(50))]
+        steps += [(f"redis-benchmark -c {c} -P 1", bench_run(tool, 1)),
+                  (f"redis-benchmark -c {c} -P 50", bench_run(tool, 50))]
     return steps
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
 import redis
 import redis.asyncio as aioredis
@@ -37,6 +37,9 @@ def window(start_s: float = -3600, end_s: float = 3600) -> tuple[datetime, datet
     return now + timedelta(seconds=start_s), now + timedelta(seconds=end_s)
 
 
+Entries = list[tuple[bytes, dict[bytes, bytes]]]  # stream entries as redis-py answers them
+
+
 class Outbox:
     """Reads ``{ro}:outbox`` from a mark onwards, decoded."""
 
@@ -45,12 +48,12 @@ class Outbox:
 
     async def mark(self) -> bytes:
         """The id of the newest entry now ("0-0" when empty)."""
-        last = await self.client.xrevrange("{ro}:outbox", count=1)
+        last = cast(Entries, await self.client.xrevrange("{ro}:outbox", count=1))
         return last[0][0] if last else b"0-0"
 
     async def since(self, mark: bytes) -> list[AnyEvent]:
         """Every event appended after ``mark``, oldest first."""
-        entries = await self.client.xrange("{ro}:outbox", min=b"(" + mark)
+        entries = cast(Entries, await self.client.xrange("{ro}:outbox", min=b"(" + mark))
         return [events.decode(fields[b"e"]) for _, fields in entries]
 
     async def length(self) -> int:

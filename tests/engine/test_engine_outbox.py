@@ -121,6 +121,7 @@ async def test_cancel_emits_order_cancelled_with_refund_and_coupon_outcome(
     assert isinstance(event, OrderCancelled)
     assert (event.event_id, event.order, event.balance_after) == (
         f"{order.id}:cancelled", cancelled, 10_000)
+    assert event.history is not None
     assert (event.history.type, event.history.amount) == ("REFUND", 700)
     assert event.coupon_restored is not expire_first
 
