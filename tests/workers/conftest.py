@@ -1,0 +1,198 @@
+"""Fixtures of the workers' tests: real Redis, real Postgres, real worker processes.
+
+They run on the session's servers (``redis_url``/``database_url`` of tests/conftest.py)
+but apart from the other test folders: Redis logical DB 3 and the Postgres database
+``rushorder_workers_test``. Rebuild and audit look at the whole state, so each test starts
+from empty ones (both are this folder's own).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from urllib.parse import urlparse, urlunparse
+
+import psycopg
+import pytest
+import redis
+import sqlalchemy as sa
+from drain_support import TABLES, Platform, Process
+from psycopg import sql
+from sqlalchemy.engine import Engine as Database
+
+from engine import Engine
+from engine.models import Coupon, Product
+from engine.outbox import POSTGRES, Outbox
+from persistence.database import create_engine
+from persistence.migrate import upgrade
+from rushorder.servers import free_port
+from rushorder.settings import Settings
+from workers.postgres import PostgresWriter
+
+WORKERS_DB = 3  # engine tests use 1, API tests 2
+WORKERS_DATABASE = "rushorder_workers_test"
+
+
+def with_path(url: str, path: str) -> str:
+    """The same server URL with another path (Redis DB number, Postgres database)."""
+    return urlunparse(urlparse(url)._replace(path=path))
+
+
+@pytest.fixture(scope="session")
+def workers_redis_url(redis_url: str) -> str:
+    """Logical DB 3 of the session's Redis."""
+    return with_path(redis_url, f"/{WORKERS_DB}")
+
+
+@pytest.fixture(scope="session")
+def workers_database_url(database_url: str) -> str:
+    """Our own database on the session's Postgres, created and migrated once."""
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s",
+                              (WORKERS_DATABASE,)).fetchone()
+        if not exists:
+            conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(WORKERS_DATABASE)))
+    url = with_path(database_url, f"/{WORKERS_DATABASE}")
+    upgrade(url)
+    return url
+
+
+@pytest.fixture(scope="session")
+def wsettings(settings: Settings, workers_redis_url: str, workers_database_url: str) -> Settings:
+    """Settings on our DBs, tuned for tests: quick takeovers, short platform timeouts."""
+    return settings.replace(
+        redis_url=workers_redis_url, database_url=workers_database_url,
+        platform_port=free_port(), outbox_reclaim_idle_ms=1500, platform_timeout_s=0.5,
+        platform_max_attempts=4, outbox_batch=500)
+
+
+@pytest.fixture(scope="session")
+def db(workers_database_url: str) -> Iterator[Database]:
+    """A Postgres engine on our database, to look at what the workers wrote."""
+    engine = create_engine(workers_database_url)
+    yield engine
+    engine.dispose()
+
+
+@pytest.fixture
+def r(workers_redis_url: str) -> Iterator[redis.Redis]:
+    """A plain Redis client on our DB (bytes)."""
+    client = redis.Redis.from_url(workers_redis_url)
+    yield client
+    client.close()
+
+
+@pytest.fixture(autouse=True)
+def empty_state(r: redis.Redis, db: Database) -> None:
+    """Each test starts with empty Redis DB 3 and empty tables."""
+    r.flushdb()
+    with db.begin() as conn:
+        conn.execute(sa.text(f"TRUNCATE {', '.join(TABLES)}"))
+
+
+@pytest.fixture
+async def engine(workers_redis_url: str) -> AsyncIterator[Engine]:
+    """A fresh engine on our Redis DB."""
+    eng = Engine(workers_redis_url)
+    await eng.load()
+    yield eng
+    await eng.close()
+
+
+@pytest.fixture
+def funded_users(engine: Engine) -> Callable[[int, int], Awaitable[list[int]]]:
+    """``n`` users (ids 1..n) with ``balance`` won each."""
+
+    async def make(n: int, balance: int = 1_000_000) -> list[int]:
+        for user in range(1, n + 1):
+            await engine.charge(user, balance)
+        return list(range(1, n + 1))
+
+    return make
+
+
+@pytest.fixture
+def products(engine: Engine) -> Callable[..., Awaitable[list[Product]]]:
+    """``n`` products (1,000 won; ``stock`` units each)."""
+
+    async def make(n: int, stock: int = 1_000_000) -> list[Product]:
+        return [await engine.create_product(f"product {i}", 1_000, stock) for i in range(n)]
+
+    return make
+
+
+@pytest.fixture
+def coupon(engine: Engine) -> Callable[..., Awaitable[Coupon]]:
+    """A coupon valid from an hour ago to an hour from now."""
+
+    async def make(quantity: int = 10, kind: str = "FIXED", value: int = 300) -> Coupon:
+        now = datetime.now(UTC)
+        return await engine.create_coupon("test coupon", kind, value, quantity,  # type: ignore[arg-type]
+                                          now - timedelta(hours=1), now + timedelta(hours=1))
+
+    return make
+
+
+@pytest.fixture
+def writer(r: redis.Redis, db: Database) -> Callable[..., PostgresWriter]:
+    """An in-process Postgres writer (consumer ``name``) on our DBs."""
+
+    def make(name: str = "test-writer", reclaim_idle_ms: int = 1500) -> PostgresWriter:
+        outbox = Outbox(r, POSTGRES, name)
+        outbox.create_groups()
+        return PostgresWriter(outbox, db, batch=500, reclaim_idle_ms=reclaim_idle_ms,
+                              block_ms=100)
+
+    return make
+
+
+@pytest.fixture
+def drain(writer: Callable[..., PostgresWriter], r: redis.Redis) -> Callable[..., int]:
+    """Apply the whole outbox to Postgres in-process; entries applied."""
+
+    def run(timeout_s: float = 30.0) -> int:
+        w = writer("drain")
+        deadline = time.monotonic() + timeout_s
+        while w.outbox.backlog() and time.monotonic() < deadline:
+            w.run(time.monotonic() + 0.5, threading.Event())
+        assert not w.outbox.backlog(), "the outbox did not drain"
+        return w.applied
+
+    return run
+
+
+@pytest.fixture
+def spawn(wsettings: Settings, tmp_path: Path) -> Iterator[Callable[..., Process]]:
+    """Start child processes (``python -m module args``); all stopped at the end."""
+    started: list[Process] = []
+
+    def make(module: str, *args: str, settings: Settings | None = None) -> Process:
+        log = tmp_path / f"{module}-{'-'.join(args) or 'all'}-{len(started)}.log"
+        process = Process(settings or wsettings, log, module, *args).start()
+        started.append(process)
+        return process
+
+    yield make
+    for process in started:
+        process.stop()
+
+
+@pytest.fixture
+def worker(spawn: Callable[..., Process]) -> Callable[..., Process]:
+    """Start one worker process for a group (``postgres`` or ``platform``)."""
+
+    def make(group: str = POSTGRES, settings: Settings | None = None) -> Process:
+        return spawn("workers.main", group, settings=settings)
+
+    return make
+
+
+@pytest.fixture
+def platform(wsettings: Settings, tmp_path: Path) -> Iterator[Platform]:
+    """The mock data platform, running and answering."""
+    mock = Platform(wsettings, tmp_path / "platform.log").start()
+    yield mock
+    mock.process.stop()

@@ -1,0 +1,215 @@
+"""Helpers of the workers' tests: worker and platform processes, a cuttable TCP proxy, waits.
+
+(Named apart from tests/engine/support.py: test folders are not packages, so two modules
+called ``support`` would shadow each other.)
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import TypeVar
+
+import httpx
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine as Database
+
+from rushorder.settings import Settings
+
+T = TypeVar("T")
+REPO = Path(__file__).resolve().parents[2]
+TABLES = ("users", "balance_history", "products", "product_changes", "coupons",
+          "issued_coupons", "orders", "order_lines", "payments", "sales_hourly",
+          "outbox_applied")
+
+
+def wait_for(check: Callable[[], T], timeout_s: float = 30.0, every_s: float = 0.1,
+             what: str = "condition") -> T:
+    """Poll ``check`` until it answers something truthy; fail after ``timeout_s``."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        value = check()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout_s}s waiting for {what}")
+        time.sleep(every_s)
+
+
+def env_of(settings: Settings) -> dict[str, str]:
+    """The RUSHORDER_* environment that makes ``Settings.from_env()`` equal ``settings``."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RUSHORDER_")}
+    for name in settings.__struct_fields__:
+        value = getattr(settings, name)
+        if value is not None:
+            env[f"RUSHORDER_{name.upper()}"] = str(value)
+    env["PYTHONPATH"] = str(REPO)
+    env["PYTHONUNBUFFERED"] = "1"
+    return env
+
+
+def _die_with_us(args: list[str]) -> list[str]:
+    """The child gets SIGTERM if pytest dies (setpriv, where present)."""
+    setpriv = shutil.which("setpriv")
+    return [setpriv, "--pdeathsig", "TERM", *args] if setpriv else args
+
+
+class Process:
+    """A child process of the test (``python -m <module> <args>``), its output in a log."""
+
+    def __init__(self, settings: Settings, log: Path, module: str, *args: str) -> None:
+        self.log = log
+        self.argv = _die_with_us([sys.executable, "-m", module, *args])
+        self.env = env_of(settings)
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> Process:
+        """Start it (again)."""
+        with self.log.open("ab") as out:
+            self.proc = subprocess.Popen(self.argv, env=self.env, cwd=REPO,
+                                         stdout=out, stderr=subprocess.STDOUT)
+        return self
+
+    @property
+    def pid(self) -> int:
+        """Its pid."""
+        assert self.proc is not None
+        return self.proc.pid
+
+    def kill(self) -> None:
+        """SIGKILL, no chance to clean up."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(10)
+
+    def stop(self, timeout_s: float = 20.0) -> int | None:
+        """SIGTERM and wait (SIGKILL after ``timeout_s``); the exit code."""
+        if self.proc is None:
+            return None
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout_s)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(10)
+        return self.proc.returncode
+
+    def output(self) -> str:
+        """What it printed so far."""
+        return self.log.read_text(errors="replace") if self.log.exists() else ""
+
+
+def platform_up(url: str) -> bool:
+    """The mock platform answers ``GET /health``."""
+    try:
+        return httpx.get(f"{url}/health", timeout=1).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+class Platform:
+    """The mock platform process and a client to steer and inspect it."""
+
+    def __init__(self, settings: Settings, log: Path) -> None:
+        self.url = settings.platform_url
+        self.process = Process(settings, log, "rushorder.cli", "platform")
+
+    def start(self) -> Platform:
+        """Start it and wait until it answers."""
+        self.process.start()
+        wait_for(lambda: platform_up(self.url), 20, what="the mock platform")
+        return self
+
+    def control(self, mode: str, stall_s: float = 5.0) -> None:
+        """Switch the platform to ``ok``, ``fail`` or ``stall``."""
+        httpx.post(f"{self.url}/control", json={"mode": mode, "stall_s": stall_s},
+                   timeout=5).raise_for_status()
+
+    def events(self) -> dict[str, object]:
+        """``GET /events``: items in arrival order, received and duplicates counters."""
+        answer = httpx.get(f"{self.url}/events", timeout=5)
+        answer.raise_for_status()
+        return answer.json()  # type: ignore[no-any-return]
+
+    def event_ids(self) -> list[str]:
+        """The event ids kept, in arrival order."""
+        return [item["event_id"] for item in self.events()["items"]]  # type: ignore[attr-defined]
+
+
+class TcpProxy:
+    """Forwards a local port to a server; ``cut()`` drops every connection and refuses new
+    ones (the server looks down), ``restore()`` brings it back on the same port."""
+
+    def __init__(self, target_port: int) -> None:
+        self.target = ("127.0.0.1", target_port)
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = int(self.listener.getsockname()[1])
+        self.sockets: list[socket.socket] = []
+        self.lock = threading.Lock()
+        self._serve()
+
+    def _serve(self) -> None:
+        threading.Thread(target=self._accept, args=(self.listener,), daemon=True).start()
+
+    def _accept(self, listener: socket.socket) -> None:
+        while True:
+            try:
+                client, _ = listener.accept()
+                server = socket.create_connection(self.target)
+            except OSError:
+                return
+            with self.lock:
+                self.sockets += [client, server]
+            for a, b in ((client, server), (server, client)):
+                threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
+
+    @staticmethod
+    def _pipe(source: socket.socket, sink: socket.socket) -> None:
+        try:
+            while data := source.recv(65536):
+                sink.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for s in (source, sink):
+                with contextlib.suppress(OSError):
+                    s.shutdown(socket.SHUT_RDWR)
+
+    def cut(self) -> None:
+        """Close the port and every open connection."""
+        with contextlib.suppress(OSError):
+            self.listener.shutdown(socket.SHUT_RDWR)  # wakes the accept() (close alone may not)
+        self.listener.close()
+        with self.lock:
+            for s in self.sockets:
+                with contextlib.suppress(OSError):
+                    s.shutdown(socket.SHUT_RDWR)
+                s.close()
+            self.sockets.clear()
+
+    def restore(self) -> None:
+        """Listen again on the same port."""
+        self.listener = socket.create_server(("127.0.0.1", self.port))
+        self._serve()
+
+
+def counts(db: Database) -> dict[str, int]:
+    """Rows per table."""
+    with db.connect() as conn:
+        return {t: int(conn.scalar(sa.text(f"SELECT count(*) FROM {t}")) or 0) for t in TABLES}
+
+
+def scalar(db: Database, sql: str, **params: object) -> object:
+    """One value from Postgres."""
+    with db.connect() as conn:
+        return conn.scalar(sa.text(sql), params)

@@ -1,0 +1,95 @@
+"""The audit: passes on a good state, fails readably (and non-zero) on a broken one."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+
+import pytest
+import redis
+from sqlalchemy.engine import Engine as Database
+
+from engine import Engine
+from engine.models import Coupon, Product
+from rushorder.audit import audit
+from rushorder.settings import Settings
+
+
+async def some_business(engine: Engine, items: list[Product], coupon: Coupon) -> None:
+    """Charges, a restock, coupons issued and used, orders placed and one cancelled."""
+    await engine.update_product(items[0].id, stock_delta=10)
+    for user in (1, 2, 3):
+        await engine.charge(user, 50_000)
+        issued = await engine.issue_coupon(user, coupon.id)
+        order = await engine.place_order(user, [(items[0].id, user), (items[1].id, 1)],
+                                         issued.id)
+    await engine.cancel_order(3, order.id)
+
+
+@pytest.fixture
+async def good_state(
+    engine: Engine, drain: Callable[..., int], products: Callable[..., Awaitable[list[Product]]],
+    coupon: Callable[..., Awaitable[Coupon]],
+) -> None:
+    """A few users, products, coupons and orders, all applied to Postgres."""
+    await some_business(engine, await products(2, stock=100), await coupon(quantity=5))
+    drain()
+
+
+def run_audit(settings: Settings, capsys: pytest.CaptureFixture[str]) -> tuple[int, str]:
+    code = audit(settings, wait_s=1)
+    return code, capsys.readouterr().out
+
+
+@pytest.mark.usefixtures("good_state")
+def test_the_audit_passes_when_everything_adds_up(
+    wsettings: Settings, capsys: pytest.CaptureFixture[str],
+) -> None:
+    code, report = run_audit(wsettings, capsys)
+    assert code == 0, report
+    assert "FAIL" not in report and report.strip().endswith("audit passed")
+
+
+@pytest.mark.usefixtures("good_state")
+def test_the_audit_names_every_broken_rule(
+    wsettings: Settings, r: redis.Redis, db: Database, capsys: pytest.CaptureFixture[str],
+) -> None:
+    r.incrby("{ro}:bal:2", 700)  # Redis drifted from Postgres
+    r.sadd("{ro}:coupon:1:holders", 42)  # a holder with no unit behind it
+    with db.begin() as conn:
+        conn.exec_driver_sql("UPDATE products SET stock = stock - 3 WHERE id = 2")
+        conn.exec_driver_sql("UPDATE users SET balance = balance + 1 WHERE id = 1")
+        conn.exec_driver_sql(  # user 1 issued the same coupon twice
+            "INSERT INTO issued_coupons SELECT id + 100, coupon_id, user_id, status, order_id, "
+            "issued_at, expires_at, version FROM issued_coupons WHERE user_id = 1")
+        conn.exec_driver_sql("DELETE FROM payments WHERE order_id = 1")
+
+    code, report = run_audit(wsettings, capsys)
+
+    assert code == 1
+    expected = [
+        # user 2 paid 2 x 1,000 + 1,000 - 300 off = 2,700 of 50,000; Redis gained 700
+        "FAIL balances agree", "user 2: redis 48000, postgres 47300",
+        # product 2: 100 - 3 sold + 1 returned = 98; Postgres lost 3
+        "FAIL stock agrees", "product 2: redis 98, postgres 95",
+        "FAIL issued coupon statuses agree", "issued coupon 101: redis absent, postgres USED",
+        "FAIL balance = charges - uses + refunds", "user 1: balance 48301, history adds up to",
+        "FAIL stock = initial + restocks - sold + returned", "product 2: stock 95, ledger says 98",
+        "FAIL coupons issued within their quantity", "coupon 1: 4 issued of 5, 2 remaining",
+        "coupon 1 (redis): 4 holders of 5, 2 remaining",
+        "FAIL no coupon issued twice to a user", "coupon 1: user 1 holds 2",
+        "FAIL orders have their lines and payment", "1 orders without a payment",
+        "audit FAILED",
+    ]
+    for line in expected:
+        assert line in report, f"{line!r} not in:\n{report}"
+    assert "OK   order statuses agree" in report
+
+
+async def test_the_audit_fails_while_the_outbox_is_not_drained(
+    engine: Engine, wsettings: Settings, capsys: pytest.CaptureFixture[str],
+) -> None:
+    await engine.charge(1, 10_000)  # no worker: it stays in the outbox
+    code, report = run_audit(wsettings, capsys)
+    assert code == 1
+    assert "FAIL outbox drained into Postgres" in report
+    assert "1 outbox entries not yet in Postgres" in report

@@ -1,0 +1,110 @@
+"""The data platform: a forwarder process and the mock platform, failing, stalling, back."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable
+
+import httpx
+import pytest
+import redis
+from drain_support import Platform, Process, wait_for
+
+from engine import Engine
+from engine.models import Order, Product
+from engine.outbox import PLATFORM, DeadLetters, Outbox
+from rushorder.settings import Settings
+from workers.platform import replay_dead_letters
+
+
+async def orders_and_cancels(engine: Engine, item: Product, users: list[int]) -> set[str]:
+    """An order per user and a cancel of every other one; the event ids they emit."""
+    placed: list[Order] = [await engine.place_order(u, [(item.id, 1)]) for u in users]
+    for order in placed[::2]:
+        await engine.cancel_order(order.user_id, order.id)
+    return {f"{o.id}:paid" for o in placed} | {f"{o.id}:cancelled" for o in placed[::2]}
+
+
+@pytest.fixture
+def patient(wsettings: Settings) -> Settings:
+    """Enough attempts (backing off to ~30 s) to outlast the short outages of these tests."""
+    return wsettings.replace(platform_max_attempts=10)
+
+
+def delivered(platform: Platform, expected: set[str]) -> bool:
+    """Every expected event arrived, each once in the receiver's list."""
+    ids = platform.event_ids()
+    assert len(ids) == len(set(ids)), "an event is listed twice"
+    return set(ids) == expected
+
+
+def test_the_mock_platform_dedupes_by_event_id_and_lists_in_arrival_order(
+    platform: Platform,
+) -> None:
+    for event_id in ("2:paid", "1:paid", "2:paid"):
+        httpx.post(f"{platform.url}/events", timeout=5, json={
+            "event_id": event_id, "type": "order.paid", "occurred_at": "x", "order": {}})
+    listed = platform.events()
+    assert [i["event_id"] for i in listed["items"]] == ["2:paid", "1:paid"]  # type: ignore[index]
+    assert (listed["received"], listed["duplicates"]) == (3, 1)
+    platform.control("fail")
+    assert httpx.post(f"{platform.url}/events", json={"event_id": "3"}).status_code == 500
+    httpx.post(f"{platform.url}/reset").raise_for_status()
+    assert platform.events()["items"] == []
+
+
+async def test_a_platform_down_never_fails_an_order_and_gets_every_event_once_back(
+    engine: Engine, platform: Platform, worker: Callable[..., Process], patient: Settings,
+    funded_users: Callable[..., Awaitable[list[int]]],
+    products: Callable[..., Awaitable[list[Product]]],
+) -> None:
+    platform.control("fail")
+    worker(PLATFORM, settings=patient)
+    users, (item,) = await funded_users(30), await products(1)
+    started = time.monotonic()
+    expected = await orders_and_cancels(engine, item, users)
+    assert time.monotonic() - started < 5  # 45 writes, none waiting on the platform
+    time.sleep(1.5)
+    assert platform.event_ids() == []
+
+    platform.control("ok")
+    wait_for(lambda: delivered(platform, expected), 30, what="every event")
+    assert platform.events()["duplicates"] == 0  # a 500 keeps nothing, so nothing came twice
+
+
+async def test_a_stalling_platform_times_out_yet_lists_every_event_once(
+    engine: Engine, platform: Platform, worker: Callable[..., Process], patient: Settings,
+    funded_users: Callable[..., Awaitable[list[int]]],
+    products: Callable[..., Awaitable[list[Product]]],
+) -> None:
+    platform.control("stall", stall_s=1.0)  # longer than the forwarder's 0.5 s timeout
+    worker(PLATFORM, settings=patient)
+    users, (item,) = await funded_users(10), await products(1)
+    expected = await orders_and_cancels(engine, item, users)
+    time.sleep(2.5)
+    platform.control("ok")
+    wait_for(lambda: delivered(platform, expected), 30, what="every event")
+    assert platform.events()["received"] >= len(expected)
+
+
+async def test_events_that_never_get_through_are_dead_lettered_and_replayed_later(
+    engine: Engine, r: redis.Redis, platform: Platform, wsettings: Settings,
+    worker: Callable[..., Process], funded_users: Callable[..., Awaitable[list[int]]],
+    products: Callable[..., Awaitable[list[Product]]],
+) -> None:
+    platform.control("fail")
+    give_up_fast = wsettings.replace(platform_max_attempts=2)
+    worker(PLATFORM, settings=give_up_fast)
+    users, (item,) = await funded_users(6), await products(1)
+    expected = await orders_and_cancels(engine, item, users)
+    dead = DeadLetters(r)
+    wait_for(lambda: dead.count() == len(expected), 30, what="the dead letters")
+    assert Outbox(r, PLATFORM, "probe").backlog() == 0  # given up on, so acknowledged
+    assert platform.event_ids() == []
+
+    assert replay_dead_letters(give_up_fast) == 0  # still failing: all kept
+    assert dead.count() == len(expected)
+    platform.control("ok")
+    assert replay_dead_letters(give_up_fast) == len(expected)
+    assert dead.count() == 0
+    assert delivered(platform, expected)

@@ -1,0 +1,154 @@
+"""The Postgres writer in-process, on real Redis and Postgres: what lands, exactly once, in
+order; concurrent writers; trimming."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import redis
+from drain_support import counts, scalar
+from sqlalchemy.engine import Engine as Database
+
+from engine import Engine
+from engine.events import decode
+from engine.models import Coupon, Product
+from engine.outbox import PLATFORM, POSTGRES, Outbox, entry_number, next_id
+from workers.postgres import PostgresWriter, apply_batch
+
+
+async def test_every_kind_of_event_lands_in_postgres_as_redis_answers_it(
+    engine: Engine, db: Database, drain: Callable[..., int],
+    products: Callable[..., Awaitable[list[Product]]], coupon: Callable[..., Awaitable[Coupon]],
+) -> None:
+    a, b = await products(2, stock=100)
+    await engine.update_product(a.id, stock_delta=10, price=1_200, name="renamed")
+    c = await coupon(quantity=5)
+    await engine.charge(1, 100_000)
+    await engine.charge(2, 100_000)
+    issued = await engine.issue_coupon(1, c.id)
+    first = await engine.place_order(1, [(a.id, 2), (b.id, 1)], issued.id)
+    await engine.place_order(2, [(b.id, 3)])
+    await engine.cancel_order(1, first.id)
+    third = await engine.place_order(1, [(a.id, 1)], issued.id)
+
+    drain()
+
+    assert counts(db) | {"outbox_applied": 0} == {
+        "users": 2, "balance_history": 6, "products": 2, "product_changes": 1, "coupons": 1,
+        "issued_coupons": 1, "orders": 3, "order_lines": 4, "payments": 3, "sales_hourly": 2,
+        "outbox_applied": 0}
+    for user in (1, 2):
+        redis_balance = (await engine.balance(user)).balance
+        assert scalar(db, "SELECT balance FROM users WHERE id = :u", u=user) == redis_balance
+    for p in (a, b):
+        live = await engine.product(p.id)
+        assert scalar(db, "SELECT stock FROM products WHERE id = :p", p=p.id) == live.stock
+    assert scalar(db, "SELECT name || price FROM products WHERE id = :p", p=a.id) == "renamed1200"
+    assert scalar(db, "SELECT remaining FROM coupons") == (await engine.coupon(c.id)).remaining
+    assert scalar(db, "SELECT status || order_id FROM issued_coupons") == f"USED{third.id}"
+    assert scalar(db, "SELECT status FROM orders WHERE id = :o", o=int(first.id)) == "CANCELLED"
+    assert scalar(db, "SELECT status FROM payments WHERE order_id = :o",
+                  o=int(first.id)) == "CANCELLED"
+    assert scalar(db, "SELECT sum(units) FROM sales_hourly") == 4  # 3 of b, 1 of a
+
+
+async def test_a_batch_applied_twice_changes_nothing_the_second_time(
+    engine: Engine, db: Database, r: redis.Redis,
+    products: Callable[..., Awaitable[list[Product]]],
+) -> None:
+    (p,) = await products(1)
+    for user in range(1, 6):
+        await engine.charge(user, 10_000)
+        await engine.place_order(user, [(p.id, 2)])
+    stream: Any = r.xrange("{ro}:outbox")
+    events = [(entry_number(i.decode()), decode(f[b"e"])) for i, f in stream]
+    with db.begin() as conn:
+        assert apply_batch(conn, events) == len(events)
+    before = counts(db), scalar(db, "SELECT stock FROM products"), scalar(
+        db, "SELECT sum(balance) FROM users")
+    with db.begin() as conn:
+        assert apply_batch(conn, events) == 0
+    after = counts(db), scalar(db, "SELECT stock FROM products"), scalar(
+        db, "SELECT sum(balance) FROM users")
+    assert after == before
+    assert before[1] == (await engine.product(p.id)).stock
+
+
+async def test_entries_a_dead_writer_held_are_applied_once_and_before_newer_ones(
+    engine: Engine, db: Database, r: redis.Redis, writer: Callable[..., PostgresWriter],
+    funded_users: Callable[..., Awaitable[list[int]]],
+    products: Callable[..., Awaitable[list[Product]]],
+) -> None:
+    (p,) = await products(1)
+    await funded_users(1)
+    placed = await engine.place_order(1, [(p.id, 1)])
+    dead = Outbox(r, POSTGRES, "dead-writer")
+    dead.create_groups()
+    assert dead.read(100)  # delivered to a writer that then died before its commit
+    await engine.cancel_order(1, placed.id)  # newer: must not be applied before the paid
+
+    fresh = writer("new-writer", reclaim_idle_ms=500)
+    started = time.monotonic()
+    fresh.run(time.monotonic() + 3, threading.Event())
+
+    assert time.monotonic() - started >= 0.5  # waited for the dead writer to go quiet
+    assert scalar(db, "SELECT status FROM orders") == "CANCELLED"
+    assert counts(db)["orders"] == 1 and counts(db)["balance_history"] == 3
+    assert scalar(db, "SELECT balance FROM users") == (await engine.balance(1)).balance
+    assert fresh.outbox.backlog() == 0
+
+
+async def test_two_writers_at_once_take_turns_and_apply_every_order_once(
+    engine: Engine, db: Database, writer: Callable[..., PostgresWriter],
+    funded_users: Callable[..., Awaitable[list[int]]],
+    products: Callable[..., Awaitable[list[Product]]],
+) -> None:
+    users = await funded_users(50)
+    items = await products(3)
+    stop = threading.Event()
+    writers = [writer(f"writer-{n}") for n in range(2)]
+    threads = [threading.Thread(target=w.run, args=(time.monotonic() + 60, stop))
+               for w in writers]
+    for t in threads:
+        t.start()
+    try:
+        for round_ in range(20):
+            await asyncio.gather(*(engine.place_order(u, [(items[(u + round_) % 3].id, 1)])
+                                   for u in users))
+        outbox = writers[0].outbox
+        deadline = time.monotonic() + 30
+        while outbox.backlog() and time.monotonic() < deadline:
+            await asyncio.sleep(0.1)
+    finally:
+        stop.set()
+        for t in threads:
+            t.join(30)
+    assert counts(db)["orders"] == 1000 and counts(db)["payments"] == 1000
+    assert sum(w.applied for w in writers) == 1000 + 50 + 3  # orders, charges, products
+    for p in items:
+        assert scalar(db, "SELECT stock FROM products WHERE id = :p",
+                      p=p.id) == (await engine.product(p.id)).stock
+
+
+async def test_the_stream_is_trimmed_only_below_what_every_group_acknowledged(
+    r: redis.Redis, drain: Callable[..., int], funded_users: Callable[..., Awaitable[list[int]]],
+) -> None:
+    await funded_users(20)
+    forwarder = Outbox(r, PLATFORM, "forwarder")
+    postgres = Outbox(r, POSTGRES, "trimmer")
+    drain()
+    assert postgres.trim() == "0-1"  # the platform group has taken nothing yet
+    assert r.xlen("{ro}:outbox") == 20
+
+    taken = forwarder.read(5)
+    forwarder.ack([e.id for e in taken[:3]])
+    assert postgres.trim_floor() == taken[3].id  # the oldest entry still pending
+
+    forwarder.ack([e.id for e in taken[3:] + forwarder.read(100)])
+    newest: Any = r.xrevrange("{ro}:outbox", count=1)
+    last = newest[0][0].decode()
+    assert postgres.trim_floor() == next_id(last)  # everything acknowledged by both
