@@ -205,3 +205,36 @@ async def test_a_free_order_writes_no_use_line(
     assert order.status_code == 201 and order.json()["paid_amount"] == 0
     history = (await client.get("/api/v1/balance/history", headers=user.headers)).json()
     assert history["items"] == []
+
+
+async def test_cancel_keeps_an_expired_coupon_used(
+    client: httpx.AsyncClient, funded_user, new_product, new_coupon
+) -> None:
+    import asyncio
+
+    user, product = await funded_user(10_000), await new_product(price=1_000)
+    coupon = await new_coupon(discount_value=100, start_s=-10, end_s=1.5)
+    issued = (await client.post(f"/api/v1/coupons/{coupon['id']}/issue",
+                                headers=user.headers)).json()
+    order = (await client.post("/api/v1/orders", headers=user.headers, json={
+        "items": [line(product)], "issued_coupon_id": issued["id"]})).json()
+    await asyncio.sleep(2)
+    resp = await client.post(f"/api/v1/orders/{order['id']}/cancel", headers=user.headers)
+    assert resp.status_code == 200
+    assert await balance(client, user) == 10_000
+    mine = (await client.get("/api/v1/users/me/coupons", headers=user.headers)).json()
+    assert [c["status"] for c in mine["items"]] == ["USED"]
+
+
+async def test_a_refund_is_never_refused_for_the_balance_cap(
+    client: httpx.AsyncClient, funded_user, new_product
+) -> None:
+    user, product = await funded_user(10_000_000), await new_product(price=500_000)
+    order = (await client.post("/api/v1/orders", headers=user.headers,
+                               json={"items": [line(product)]})).json()
+    charge = await client.post("/api/v1/balance/charge", json={"amount": 500_000},
+                               headers=user.headers)
+    assert charge.json()["balance"] == 10_000_000
+    resp = await client.post(f"/api/v1/orders/{order['id']}/cancel", headers=user.headers)
+    assert resp.status_code == 200
+    assert await balance(client, user) == 10_500_000
