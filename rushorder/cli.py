@@ -139,7 +139,8 @@ SUBCOMMANDS: list[tuple[str, Command, str, str]] = [
 def _add_options(name: str, sub: argparse.ArgumentParser) -> None:
     """The few subcommand-specific options."""
     if name == "token":
-        sub.add_argument("user_id", type=int, help="the user id (the token's sub claim)")
+        sub.add_argument("--user", dest="user_id", type=int, required=True, metavar="N",
+                         help="the user id (the token's sub claim)")
         sub.add_argument("--admin", action="store_true", help="role=admin instead of user")
         sub.add_argument("--ttl-s", type=int, default=TOKEN_TTL_S,
                          help=f"seconds until the token expires (default {TOKEN_TTL_S})")
