@@ -45,8 +45,9 @@ def engine_of(settings: Settings) -> Engine:
     return Engine(settings.redis_url, policy_of(settings))
 
 
-def _lifespan(engine: Engine, owned: bool) -> Lifespan:
-    """Load the scripts at startup; close the engine at shutdown if the app made it."""
+def _lifespan(engine: Engine, owned: bool, metrics: Metrics) -> Lifespan:
+    """Load the scripts at startup and flush metrics while running; close the engine at
+    shutdown if the app made it."""
 
     @asynccontextmanager
     async def running(_: Litestar) -> AsyncIterator[None]:
@@ -55,7 +56,8 @@ def _lifespan(engine: Engine, owned: bool) -> Lifespan:
         except EngineUnavailable as exc:  # serve anyway: /health/ready says why, and
             log.warning("scripts not loaded at startup: %s", exc)  # EVALSHA loads on NOSCRIPT
         try:
-            yield
+            async with metrics.flushing():
+                yield
         finally:
             if owned:
                 await engine.close()
@@ -73,7 +75,7 @@ def create_app(settings: Settings, engine: Engine | None = None) -> Litestar:
     return Litestar(
         route_handlers=[*routers(api, Authenticator(settings.jwt_secret)),
                         *health.routes(engine, settings, metrics)],
-        lifespan=[_lifespan(engine, owned)],
+        lifespan=[_lifespan(engine, owned, metrics)],
         exception_handlers={Exception: problems.handle},
         middleware=[metrics.middleware],
         response_class=Answer,

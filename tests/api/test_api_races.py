@@ -131,9 +131,11 @@ async def test_metrics_of_a_server_sum_all_its_workers(
     client, route = http[0], "/api/v1/products/{product_id}"
     product = (await client.post("/api/v1/admin/products", headers=admin.headers,
                                  json={"name": "m", "price": 1, "stock": 1})).json()
+    await asyncio.sleep(1.5)  # each worker writes its tallies once a second
     before = requests_total((await client.get("/metrics")).text, route)
     # Many connections at once, so both workers of the server get some.
     await asyncio.gather(*(client.get(f"/api/v1/products/{product['id']}") for _ in range(200)))
+    await asyncio.sleep(1.5)
     for _ in range(5):  # whichever worker answers the scrape, it reads every worker's file
         after = requests_total((await client.get("/metrics")).text, route)
         assert after - before == 200
