@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from engine import Engine
-from engine.errors import OutOfStock, ProductNotFound
+from engine.errors import OutOfStock, ProductNotFound, ValidationFailed
 
 UNKNOWN_PRODUCT = 9_000_000_000
 
@@ -98,3 +98,13 @@ async def _all_products(engine: Engine, limit: int = 100) -> list:
         if page.next_cursor is None:
             return items
         cursor = page.next_cursor
+
+
+@pytest.mark.parametrize("cursor", ["abc", "-1", "1.5", "9" * 20])
+async def test_malformed_cursor_is_a_validation_error(engine, new_user, cursor) -> None:
+    user = await new_user()
+    for page in (engine.products, lambda **kw: engine.orders(user, **kw),
+                 lambda **kw: engine.history(user, **kw),
+                 lambda **kw: engine.user_coupons(user, **kw)):
+        with pytest.raises(ValidationFailed):
+            await page(cursor=cursor)
