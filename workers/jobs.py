@@ -22,7 +22,7 @@ from workers.context import current
 from workers.platform import Forwarder, Platform
 from workers.postgres import PostgresWriter
 
-JOB_BUDGET_S = 60.0
+JOB_BUDGET_S = 300.0  # a handover costs a few dozen round trips: not too often
 QUEUES = {POSTGRES: "rushorder-outbox-postgres", PLATFORM: "rushorder-outbox-platform"}
 
 

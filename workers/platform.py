@@ -141,7 +141,8 @@ class Forwarder:
         bodies, errors = self._bodies(entries)
         attempts = 0
         while bodies and attempts < self.max_attempts and not stop.is_set():
-            if attempts and stop.wait(self.backoff.delay(attempts)):
+            holding = [e.id for e in entries]
+            if attempts and not self._pause(self.backoff.delay(attempts), holding, stop):
                 break
             attempts += 1
             bodies, errors = self._attempt(pool, bodies, errors)
@@ -151,6 +152,17 @@ class Forwarder:
                 self.dead.add(entry, errors[entry.id], attempts)
                 log.error("platform forwarder: dead-lettered %s: %s", entry.id, errors[entry.id])
         self.outbox.ack([e.id for e in entries if e.id not in held])
+
+    def _pause(self, delay_s: float, holding: list[str], stop: threading.Event) -> bool:
+        """Wait before a retry, keeping the entries we hold fresh so that no other forwarder
+        takes them over as a dead one's; False if asked to stop meanwhile."""
+        until = time.monotonic() + delay_s
+        while (left := until - time.monotonic()) > 0:
+            self.outbox.touch(holding)
+            if stop.wait(min(left, self.reclaim_idle_ms / 3000)):
+                return False
+        self.outbox.touch(holding)
+        return True
 
     def _bodies(self, entries: Iterable[Entry]) -> tuple[dict[str, bytes], dict[str, str]]:
         """The deliveries of a batch by entry id, and entries that cannot be delivered at all."""

@@ -26,6 +26,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import NamedTuple
 
 import msgspec
+import psycopg
 import redis
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
@@ -36,6 +37,7 @@ from engine.outbox import Entry, Outbox, entry_number
 from persistence.balances import Balances
 from persistence.catalog import Catalog
 from persistence.coupons import Coupons
+from persistence.database import pipelined
 from persistence.orders import Orders
 from persistence.outbox import AppliedEntries
 from persistence.sales import Sales
@@ -46,6 +48,9 @@ log = logging.getLogger("rushorder.workers.postgres")
 
 LOCK = sa.text("SELECT pg_try_advisory_lock(hashtext(:name))")
 UNLOCK = sa.text("SELECT pg_advisory_unlock_all()")
+# Postgres or Redis away, or a batch Postgres refused: retried with backoff. (Errors of a
+# pipelined block come straight from psycopg, not wrapped by SQLAlchemy.)
+TROUBLE = (SQLAlchemyError, psycopg.Error, redis.RedisError)
 STANDBY_S = 0.5  # how often a writer without the lock tries again
 MAINTAIN_EVERY_S = 5.0  # trim the stream, prune applied entries, pick up stragglers
 
@@ -77,7 +82,8 @@ def apply_batch(
     fresh = AppliedEntries(conn).claim([entry for entry, _ in events])
     if changes is None or len(fresh) < len(events):
         changes = project(pair for pair in events if pair[0] in fresh)
-    write(conn, changes)
+    with pipelined(conn):  # a dozen statements, one round trip
+        write(conn, changes)
     return len(fresh)
 
 
@@ -95,6 +101,32 @@ def prepare(entries: list[Entry]) -> Batch:
     return Batch(entries, events, project(events))
 
 
+class Window:
+    """Entries committed since the last report, and the worst lag: commit time minus the
+    entry's own time (its stream id is Redis' clock at the XADD)."""
+
+    def __init__(self) -> None:
+        self.entries = 0
+        self.batches = 0
+        self.worst_ms = 0
+
+    def add(self, entries: Sequence[Entry]) -> None:
+        """A batch just committed."""
+        self.entries += len(entries)
+        self.batches += 1
+        oldest_ms = int(entries[0].id.split("-", 1)[0])
+        self.worst_ms = max(self.worst_ms, int(time.time() * 1000) - oldest_ms)
+
+    def report(self) -> str | None:
+        """One line about the window, then start a new one; None if nothing was applied."""
+        if not self.entries:
+            return None
+        line = (f"{self.entries} entries in {self.batches} batches; worst lag "
+                f"{self.worst_ms} ms from the event to its commit")
+        self.__init__()  # type: ignore[misc]
+        return line
+
+
 class PostgresWriter:
     """Drains the outbox's ``postgres`` group into Postgres while it holds the writer lock."""
 
@@ -110,6 +142,7 @@ class PostgresWriter:
         self.lock_name = f"rushorder:outbox:{outbox.group}"
         self.applied = 0  # entries applied by this writer, duplicates excluded
         self._maintained = 0.0
+        self._window = Window()
 
     def run(self, until: float, stop: threading.Event) -> int:
         """Apply batches until the ``time.monotonic()`` deadline or ``stop``; survives Postgres
@@ -122,7 +155,7 @@ class PostgresWriter:
                     backoff.reset()
                 else:
                     stop.wait(STANDBY_S)
-            except (SQLAlchemyError, redis.RedisError) as exc:
+            except TROUBLE as exc:
                 log.warning("postgres writer: %s: %s; retrying", type(exc).__name__, exc)
                 backoff.wait(stop)
             except msgspec.MsgspecError:
@@ -199,11 +232,14 @@ class PostgresWriter:
         """One batch, one transaction, then XACK."""
         with conn.begin():
             self.applied += apply_batch(conn, batch.events, batch.changes)
+        self._window.add(batch.entries)
         self.outbox.ack([e.id for e in batch.entries])
 
     def _maintain(self, conn: Connection) -> None:
         """Trim what every group acknowledged, forget those applied ids, catch stragglers."""
         self._maintained = time.monotonic()
+        if report := self._window.report():
+            log.info("postgres writer: %s", report)
         floor = self.outbox.trim()
         if floor is not None:
             with conn.begin():
