@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
+import threading
 import time
 from collections.abc import Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 import pytest
@@ -14,7 +17,8 @@ from engine import Engine
 from engine.models import Order, Product
 from engine.outbox import PLATFORM, DeadLetters, Outbox
 from rushorder.settings import Settings
-from workers.platform import replay_dead_letters
+from workers.backoff import Backoff
+from workers.platform import Forwarder, replay_dead_letters
 
 
 async def orders_and_cancels(engine: Engine, item: Product, users: list[int]) -> set[str]:
@@ -108,3 +112,37 @@ async def test_events_that_never_get_through_are_dead_lettered_and_replayed_late
     assert replay_dead_letters(give_up_fast) == len(expected)
     assert dead.count() == 0
     assert delivered(platform, expected)
+
+
+class Down:
+    """A platform that refuses everything (retryable), counting the posts."""
+
+    def __init__(self) -> None:
+        self.posts = 0
+
+    def post(self, body: bytes) -> tuple[bool, str | None]:
+        self.posts += 1
+        return True, "HTTP 503: down"
+
+
+async def test_a_forwarder_backing_off_keeps_its_events_from_other_forwarders(
+    engine: Engine, r: redis.Redis, funded_users: Callable[..., Awaitable[list[int]]],
+    products: Callable[..., Awaitable[list[Product]]],
+) -> None:
+    users, (item,) = await funded_users(3), await products(1)
+    await orders_and_cancels(engine, item, users)
+    down, outbox = Down(), Outbox(r, PLATFORM, "busy")
+    outbox.create_groups()
+    busy = Forwarder(outbox, DeadLetters(r), down,  # type: ignore[arg-type]
+                     max_attempts=50, reclaim_idle_ms=600, backoff=Backoff(0.5, 2.0))
+    stop = threading.Event()
+    with ThreadPoolExecutor(1) as pool:
+        running = pool.submit(busy.run, time.monotonic() + 30, stop)
+        try:
+            await asyncio.sleep(3)  # backing off in steps longer than 600 ms
+            assert Outbox(r, PLATFORM, "other").reclaim(600, 100) == []  # none looks abandoned
+        finally:
+            stop.set()
+            running.result(10)
+    assert down.posts >= 2 * 5  # it did retry (5 order events)
+    assert Outbox(r, PLATFORM, "probe").pending() == 5  # left pending for the next one

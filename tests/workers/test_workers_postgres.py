@@ -152,3 +152,30 @@ async def test_the_stream_is_trimmed_only_below_what_every_group_acknowledged(
     newest: Any = r.xrevrange("{ro}:outbox", count=1)
     last = newest[0][0].decode()
     assert postgres.trim_floor() == next_id(last)  # everything acknowledged by both
+
+
+async def test_a_batch_postgres_refuses_is_retried_never_skipped(
+    engine: Engine, db: Database, writer: Callable[..., PostgresWriter],
+) -> None:
+    with db.begin() as conn:  # Postgres refuses every history line for a while
+        conn.exec_driver_sql("ALTER TABLE balance_history ADD CONSTRAINT refuse CHECK (id < 0) "
+                             "NOT VALID")
+    try:
+        for user in (1, 2, 3):
+            await engine.charge(user, 10_000)
+        w = writer()
+        stop = threading.Event()
+        thread = threading.Thread(target=w.run, args=(time.monotonic() + 30, stop))
+        thread.start()
+        await asyncio.sleep(1.5)
+        assert counts(db)["users"] == 0  # refused, rolled back, and not acknowledged
+        assert w.outbox.backlog() == 3
+    finally:
+        with db.begin() as conn:
+            conn.exec_driver_sql("ALTER TABLE balance_history DROP CONSTRAINT refuse")
+    deadline = time.monotonic() + 15
+    while w.outbox.backlog() and time.monotonic() < deadline:
+        await asyncio.sleep(0.1)
+    stop.set()
+    thread.join(10)
+    assert counts(db)["users"] == 3 and counts(db)["balance_history"] == 3
