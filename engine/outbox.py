@@ -33,6 +33,11 @@ class Entry(msgspec.Struct, frozen=True):
     id: str
     data: bytes
 
+    @property
+    def ms(self) -> int:
+        """When it was added: Redis' clock, epoch milliseconds (the id's first part)."""
+        return int(self.id.split("-", 1)[0])
+
 
 def entry_number(entry_id: str) -> int:
     """The entry id ``ms-seq`` as one ordered integer (``ms * 1_000_000 + seq``) for SQL."""
@@ -175,6 +180,16 @@ class Outbox:
     def remove_consumer(self, name: str) -> None:
         """Forget a consumer (its pending entries go with it: only for one that holds none)."""
         self.client.xgroup_delconsumer(self.stream, self.group, name)
+
+    def leave(self) -> bool:
+        """Remove this consumer from the group if it holds nothing, so that nobody waits for
+        it to go quiet; whether it left."""
+        me = [c for c in self.consumers() if c.name == self.consumer]
+        if me and me[0].pending:
+            return False
+        if me:
+            self.remove_consumer(self.consumer)
+        return True
 
     def forget_idle_consumers(self, idle_ms: int) -> int:
         """Remove other consumers that hold nothing and were quiet for ``idle_ms``."""

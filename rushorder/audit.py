@@ -16,7 +16,7 @@ It prints one line per check (and the first few offenders) and answers 0 when al
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -98,56 +98,77 @@ def drained(client: redis.Redis, wait_s: float) -> Check:
     return Check("outbox drained into Postgres", 1, problems)
 
 
-def comparisons(snap: Snapshot, conn: Connection) -> list[Check]:
+@dataclass
+class Side:
+    """One store's live values, each by id."""
+
+    balances: dict[int, int]
+    stock: dict[int, int]
+    remaining: dict[int, int]
+    orders: dict[int, str]
+    issued: dict[int, str]
+
+
+def redis_side(snap: Snapshot, coupons: Mapping[int, tuple[int, int, int]]) -> Side:
+    """Redis' values (``coupons``: the snapshot's (total, remaining, holders) by id)."""
+    return Side(snap.balances(), snap.stock(), {c: v[1] for c, v in coupons.items()},
+                snap.order_statuses(), snap.issued_statuses())
+
+
+def postgres_side(conn: Connection) -> Side:
+    """Postgres' values."""
+    coupons = Coupons(conn)
+    return Side({u.id: u.balance for u in Balances(conn).all()},
+                {p.id: p.stock for p in Catalog(conn).all()},
+                {c.id: c.remaining for c in coupons.all()}, Orders(conn).statuses(),
+                coupons.statuses())
+
+
+def comparisons(redis_values: Side, postgres: Side) -> list[Check]:
     """Redis and Postgres agree on every live value."""
     return [
-        agree("balances agree", snap.balances(),
-              {u.id: u.balance for u in Balances(conn).all()}, "user"),
-        agree("stock agrees", snap.stock(), {p.id: p.stock for p in Catalog(conn).all()},
-              "product"),
-        agree("coupon remaining agrees", {c: v[1] for c, v in snap.coupons().items()},
-              {c.id: c.remaining for c in Coupons(conn).all()}, "coupon"),
-        agree("order statuses agree", snap.order_statuses(), Orders(conn).statuses(), "order"),
-        agree("issued coupon statuses agree", snap.issued_statuses(),
-              Coupons(conn).statuses(), "issued coupon"),
+        agree("balances agree", redis_values.balances, postgres.balances, "user"),
+        agree("stock agrees", redis_values.stock, postgres.stock, "product"),
+        agree("coupon remaining agrees", redis_values.remaining, postgres.remaining, "coupon"),
+        agree("order statuses agree", redis_values.orders, postgres.orders, "order"),
+        agree("issued coupon statuses agree", redis_values.issued, postgres.issued,
+              "issued coupon"),
     ]
 
 
-def ledgers(snap: Snapshot, conn: Connection) -> list[Check]:
+def ledgers(conn: Connection, postgres: Side,
+            redis_coupons: Mapping[int, tuple[int, int, int]]) -> list[Check]:
     """The rules that make the numbers add up."""
     coupons = Coupons(conn)
-    users = sum(1 for _ in Balances(conn).all())
-    products = sum(1 for _ in Catalog(conn).all())
-    orders = len(Orders(conn).statuses())
-    redis_coupons = snap.coupons()
     return [
-        Check("balance = charges - uses + refunds", users,
-             [f"user {m.user_id}: balance {m.balance}, history adds up to {m.from_history}"
-              for m in Balances(conn).ledger_mismatches()]),
-        Check("stock = initial + restocks - sold + returned", products,
-             [f"product {m.product_id}: stock {m.stock}, ledger says {m.from_ledger}"
-              for m in Catalog(conn).stock_mismatches()]),
-        Check("coupons issued within their quantity", len(redis_coupons),
-             [f"coupon {m.coupon_id}: {m.issued} issued of {m.total_quantity}, "
-              f"{m.remaining} remaining" for m in coupons.issue_mismatches()]
-             + [f"coupon {cid} (redis): {holders} holders of {total}, {left} remaining"
-                for cid, (total, left, holders) in redis_coupons.items()
-                if holders != total - left or left < 0]),
-        Check("no coupon issued twice to a user", len(redis_coupons),
-             [f"coupon {d.coupon_id}: user {d.user_id} holds {d.units}"
-              for d in coupons.issued_twice()]),
-        Check("orders have their lines and payment", orders,
-             [f"{i.rows} {i.rule}" for i in Orders(conn).inconsistencies()]),
+        Check("balance = charges - uses + refunds", len(postgres.balances),
+              [f"user {m.user_id}: balance {m.balance}, history adds up to {m.from_history}"
+               for m in Balances(conn).ledger_mismatches()]),
+        Check("stock = initial + restocks - sold + returned", len(postgres.stock),
+              [f"product {m.product_id}: stock {m.stock}, ledger says {m.from_ledger}"
+               for m in Catalog(conn).stock_mismatches()]),
+        Check("coupons issued within their quantity", len(postgres.remaining),
+              [f"coupon {m.coupon_id}: {m.issued} issued of {m.total_quantity}, "
+               f"{m.remaining} remaining" for m in coupons.issue_mismatches()]
+              + [f"coupon {cid} (redis): {holders} holders of {total}, {left} remaining"
+                 for cid, (total, left, holders) in redis_coupons.items()
+                 if holders != total - left or left < 0]),
+        Check("no coupon issued twice to a user", len(postgres.remaining),
+              [f"coupon {d.coupon_id}: user {d.user_id} holds {d.units}"
+               for d in coupons.issued_twice()]),
+        Check("orders have their lines and payment", len(postgres.orders),
+              [f"{i.rows} {i.rule}" for i in Orders(conn).inconsistencies()]),
     ]
 
 
 def run_audit(client: redis.Redis, conn: Connection, wait_s: float = DRAIN_WAIT_S) -> Report:
     """Every check, Redis read through ``client``, Postgres through ``conn``."""
+    drain = drained(client, wait_s)
     snap = Snapshot(client)
-    steps: list[Callable[[], list[Check]]] = [
-        lambda: [drained(client, wait_s)], lambda: comparisons(snap, conn),
-        lambda: ledgers(snap, conn)]
-    return Report([check for step in steps for check in step()])
+    redis_coupons = snap.coupons()
+    redis_values, postgres = redis_side(snap, redis_coupons), postgres_side(conn)
+    return Report([drain, *comparisons(redis_values, postgres),
+                   *ledgers(conn, postgres, redis_coupons)])
 
 
 def audit(settings: Settings, wait_s: float = DRAIN_WAIT_S) -> int:

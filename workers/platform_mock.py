@@ -52,14 +52,14 @@ class Receiver:
 
     def __init__(self) -> None:
         self.events: dict[str, Any] = {}
-        self.received = 0
-        self.duplicates = 0
-        self.mode: Mode = "ok"
-        self.stall_s = 5.0
+        self.reset()
 
     def reset(self) -> None:
-        """Forget everything."""
-        self.__init__()  # type: ignore[misc]
+        """Forget every event and counter; back to ``ok``."""
+        self.events.clear()
+        self.received = self.duplicates = 0
+        self.mode: Mode = "ok"
+        self.stall_s = 5.0
 
     async def post_event(self, body: bytes) -> tuple[int, Any]:
         """Keep an event once per ``event_id``."""

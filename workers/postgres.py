@@ -105,17 +105,13 @@ class Window:
     """Entries committed since the last report, and the worst lag: commit time minus the
     entry's own time (its stream id is Redis' clock at the XADD)."""
 
-    def __init__(self) -> None:
-        self.entries = 0
-        self.batches = 0
-        self.worst_ms = 0
+    entries = batches = worst_ms = 0
 
     def add(self, entries: Sequence[Entry]) -> None:
         """A batch just committed."""
         self.entries += len(entries)
         self.batches += 1
-        oldest_ms = int(entries[0].id.split("-", 1)[0])
-        self.worst_ms = max(self.worst_ms, int(time.time() * 1000) - oldest_ms)
+        self.worst_ms = max(self.worst_ms, int(time.time() * 1000) - entries[0].ms)
 
     def report(self) -> str | None:
         """One line about the window, then start a new one; None if nothing was applied."""
@@ -123,7 +119,7 @@ class Window:
             return None
         line = (f"{self.entries} entries in {self.batches} batches; worst lag "
                 f"{self.worst_ms} ms from the event to its commit")
-        self.__init__()  # type: ignore[misc]
+        self.entries = self.batches = self.worst_ms = 0
         return line
 
 
@@ -250,9 +246,7 @@ class PostgresWriter:
             self._apply(conn, stragglers)
 
     def _leave(self, conn: Connection) -> None:
-        """A clean exit: nothing pending on us, so leave the group and free the lock."""
-        me = [c for c in self.outbox.consumers() if c.name == self.outbox.consumer]
-        if me and not me[0].pending:
-            self.outbox.remove_consumer(self.outbox.consumer)
+        """A clean exit: everything acknowledged, so leave the group and free the lock."""
+        self.outbox.leave()
         conn.execute(UNLOCK)
         conn.commit()
