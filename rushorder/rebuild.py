@@ -11,11 +11,23 @@ from __future__ import annotations
 
 import sys
 from dataclasses import dataclass, field
+from typing import cast
 
 import redis
 from sqlalchemy.engine import Connection
 
-from engine.models import Coupon, HistoryLine, IssuedCoupon, Order, OrderLine, Product
+from engine.models import (
+    Coupon,
+    DiscountType,
+    HistoryLine,
+    HistoryType,
+    IssuedCoupon,
+    IssuedCouponStatus,
+    Order,
+    OrderLine,
+    OrderStatus,
+    Product,
+)
 from engine.outbox import GROUPS, Outbox
 from engine.restore import Restorer, clear_state, holds_state
 from persistence.balances import Balances, HistoryRow
@@ -49,11 +61,15 @@ class Loaded:
 # -- Postgres rows as the engine's models ----------------------------------------------
 
 
+def _order_id(order_id: int | None) -> str | None:
+    """Orders are numbered in Postgres and named by strings in the engine."""
+    return None if order_id is None else str(order_id)
+
+
 def history_line(row: HistoryRow) -> HistoryLine:
     """A stored history line."""
-    return HistoryLine(id=row.id, type=row.type,  # type: ignore[arg-type]
-                       amount=row.amount, balance_after=row.balance_after,
-                       order_id=None if row.order_id is None else str(row.order_id),
+    return HistoryLine(id=row.id, type=cast(HistoryType, row.type), amount=row.amount,
+                       balance_after=row.balance_after, order_id=_order_id(row.order_id),
                        created_at=row.created_at)
 
 
@@ -64,7 +80,7 @@ def product(row: ProductRow) -> Product:
 
 def coupon(row: CouponRow) -> Coupon:
     """A stored coupon with its remaining units."""
-    return Coupon(id=row.id, name=row.name, discount_type=row.discount_type,  # type: ignore[arg-type]
+    return Coupon(id=row.id, name=row.name, discount_type=cast(DiscountType, row.discount_type),
                   discount_value=row.discount_value, total_quantity=row.total_quantity,
                   remaining=row.remaining, valid_from=row.valid_from, valid_until=row.valid_until)
 
@@ -73,16 +89,16 @@ def issued_coupon(row: HeldCoupon) -> IssuedCoupon:
     """A stored issued coupon."""
     return IssuedCoupon(
         id=row.id, coupon_id=row.coupon_id, user_id=row.user_id, name=row.name,
-        discount_type=row.discount_type, discount_value=row.discount_value,  # type: ignore[arg-type]
-        status=row.status, issued_at=row.issued_at,  # type: ignore[arg-type]
-        expires_at=row.expires_at, order_id=None if row.order_id is None else str(row.order_id))
+        discount_type=cast(DiscountType, row.discount_type), discount_value=row.discount_value,
+        status=cast(IssuedCouponStatus, row.status), issued_at=row.issued_at,
+        expires_at=row.expires_at, order_id=_order_id(row.order_id))
 
 
 def order(full: FullOrder) -> Order:
     """A stored order with its lines, as the engine answers it."""
     o = full.order
     return Order(
-        id=str(o.id), user_id=o.user_id, status=o.status,  # type: ignore[arg-type]
+        id=str(o.id), user_id=o.user_id, status=cast(OrderStatus, o.status),
         items=[OrderLine(product_id=line.product_id, name=line.name, unit_price=line.unit_price,
                          quantity=line.quantity) for line in full.lines],
         total_amount=o.total_amount, discount_amount=o.discount_amount,

@@ -14,6 +14,7 @@ from datetime import UTC, datetime, timedelta
 import redis
 
 from engine import Engine, keys
+from engine.models import DiscountType
 from persistence.catalog import Catalog
 from persistence.database import create_engine
 from rushorder.settings import Settings
@@ -32,7 +33,7 @@ DEMO_PRODUCTS: list[tuple[str, int, int]] = [  # name, price (won), stock
     ("E-reader", 159_000, 90),
     ("Fitness band", 39_000, 1_000),
 ]
-DEMO_COUPONS: list[tuple[str, str, int, int]] = [  # name, type, value, quantity
+DEMO_COUPONS: list[tuple[str, DiscountType, int, int]] = [  # name, type, value, quantity
     ("Welcome 10% off", "PERCENT", 10, 1_000),
     ("Flash sale 5,000 won off", "FIXED", 5_000, 100),
 ]
@@ -59,7 +60,7 @@ async def load_demo(engine: Engine, now: datetime) -> None:
         await engine.create_product(name, price, stock)
     start, until = now - timedelta(minutes=1), now + timedelta(days=COUPON_DAYS)
     for name, kind, value, quantity in DEMO_COUPONS:
-        await engine.create_coupon(name, kind, value, quantity, start, until)  # type: ignore[arg-type]
+        await engine.create_coupon(name, kind, value, quantity, start, until)
 
 
 def seed_demo(settings: Settings) -> bool:
