@@ -70,14 +70,16 @@ local function emit(outbox, event)
   redis.call('XADD', outbox, '*', 'e', cjson.encode(event))
 end
 
--- A balance history line, stored newest-first-readable in the user's zset.
+-- A balance history line, stored newest-first-readable in the user's zset; answers the
+-- line and its JSON (`at` is already an RFC 3339 string).
 local function add_history(seq, hist, kind, amount, balance_after, order_id, at)
   local line = {
     id = redis.call('HINCRBY', seq, 'hist', 1), type = kind, amount = amount,
-    balance_after = balance_after, order_id = order_id or cjson.null, created_at = iso(at),
+    balance_after = balance_after, order_id = order_id or cjson.null, created_at = at,
   }
-  redis.call('ZADD', hist, line.id, cjson.encode(line))
-  return line
+  local doc = cjson.encode(line)
+  redis.call('ZADD', hist, line.id, doc)
+  return line, doc
 end
 
 -- The sales window: {ro}:sales:window holds the sum of the hour buckets newer than
@@ -169,10 +171,12 @@ local function take_order(k, user_id, lines, icid, hours)
     redis.call('ZINCRBY', k.window, it.quantity, it.product_id)
     it.stock = nil
   end
-  local history = cjson.null
+  local created = iso(now)
+  local history = 'null'
   if paid > 0 then
     balance = redis.call('DECRBY', k.balance, paid)
-    history = add_history(k.seq, k.history, 'USE', paid, balance, id, now)
+    local _, line = add_history(k.seq, k.history, 'USE', paid, balance, id, created)
+    history = line
   end
   if icid ~= '' then
     redis.call('HSET', k.icoupon, 'status', 'USED', 'order_id', id)
@@ -180,15 +184,18 @@ local function take_order(k, user_id, lines, icid, hours)
   local order = {
     id = id, user_id = user_id, status = 'PAID', items = items, total_amount = total,
     discount_amount = discount, paid_amount = paid,
-    issued_coupon_id = icid ~= '' and tonumber(icid) or cjson.null, created_at = iso(now),
+    issued_coupon_id = icid ~= '' and tonumber(icid) or cjson.null, created_at = created,
   }
   local doc = cjson.encode(order)
   local okey = k.order_prefix .. id
   redis.call('HSET', okey, 'json', doc, 'user_id', user_id, 'status', 'PAID', 'hour', hour,
     'icoupon', icid)
   redis.call('ZADD', k.user_orders, id, id)
-  emit(k.outbox, {type = 'order.paid', at = order.created_at, event_id = id .. ':paid',
-    order = order, balance_after = balance, history = history})
+  -- Built around the already-encoded order and history line: encoding them again
+  -- inside one big table was the costliest step of the script.
+  redis.call('XADD', k.outbox, '*', 'e', '{"type":"order.paid","at":"' .. created
+    .. '","event_id":"' .. id .. ':paid","order":' .. doc .. ',"balance_after":'
+    .. string.format('%d', balance) .. ',"history":' .. history .. '}')
   return ok(doc)
 end
 

@@ -25,10 +25,10 @@ if balance + amount > cap then
     .. (balance + amount) .. ', over the cap of ' .. cap, {balance = balance, cap = cap}))
 end
 
-local now = now_ms()
+local at = iso(now_ms())
 balance = redis.call('INCRBY', KEYS[1], amount)
-local line = add_history(KEYS[3], KEYS[2], 'CHARGE', amount, balance, nil, now)
-emit(KEYS[4], {type = 'balance.charged', at = iso(now), user_id = user_id, amount = amount,
+local line = add_history(KEYS[3], KEYS[2], 'CHARGE', amount, balance, nil, at)
+emit(KEYS[4], {type = 'balance.charged', at = at, user_id = user_id, amount = amount,
   balance_after = balance, history = line})
 return idem_store(KEYS[5], fp, ttl,
   ok(cjson.encode({user_id = user_id, balance = balance, charged = amount})))
