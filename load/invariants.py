@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import sys
+from collections import Counter
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any, TypeVar
@@ -267,6 +268,12 @@ async def check(host: str, ledger: Ledger, secret: str) -> list[Finding]:
         await api.close()
 
 
+def answers(ledger: Ledger) -> str:
+    """How the keyed requests were answered: per kind, done or refused with which code."""
+    counts = Counter(f"{op.kind} {'ok' if op.done else op.code or op.status}" for op in ledger.ops)
+    return "answers: " + ", ".join(f"{name} {n}" for name, n in sorted(counts.items()))
+
+
 def report(findings: list[Finding]) -> str:
     """The verdicts, one block per invariant."""
     lines = ["invariants:"]
@@ -287,6 +294,7 @@ def run(host: str, ledger_path: Path, secret: str) -> bool:
         return False
     findings = asyncio.run(check(host, ledger, secret))
     ledger.save(ledger_path)  # with the answers the settling got
+    print(answers(ledger))
     print(report(findings))
     return all(f.held for f in findings)
 
