@@ -94,6 +94,13 @@ def cmd_rebuild(settings: Settings, args: argparse.Namespace) -> int:
     return int(load("rushorder.rebuild", "rebuild")(settings, force=args.force))
 
 
+def cmd_replay(settings: Settings, args: argparse.Namespace) -> None:
+    """Send the data platform's dead letters again."""
+    _need(settings.redis_url, "RUSHORDER_REDIS_URL")
+    delivered = load("workers.platform", "replay_dead_letters")(settings)
+    print(f"{delivered} dead letter(s) delivered; the rest stay for another try")
+
+
 def cmd_audit(settings: Settings, args: argparse.Namespace) -> int:
     """Compare Redis with Postgres and report drift."""
     return int(load("rushorder.audit", "audit")(settings))
@@ -133,6 +140,9 @@ SUBCOMMANDS: list[tuple[str, Command, str, str]] = [
      "Refuses a non-empty Redis unless --force."),
     ("audit", cmd_audit, "check that Redis and Postgres agree",
      "Compare Redis with Postgres and report the differences; exits non-zero if any."),
+    ("replay", cmd_replay, "send the data platform's dead letters again",
+     "Events the forwarder gave up on wait in the dead-letter stream {ro}:outbox:dead; "
+     "this posts each once more to RUSHORDER_DATA_PLATFORM_URL and drops those delivered."),
 ]
 
 

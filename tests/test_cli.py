@@ -22,7 +22,7 @@ def test_help_lists_every_subcommand(capsys: pytest.CaptureFixture[str]) -> None
     out = capsys.readouterr().out
     assert all(f"    {name} " in out for name in NAMES)
     assert NAMES == ["up", "api", "worker", "platform", "migrate", "seed", "token",
-                     "rebuild", "audit"]
+                     "rebuild", "audit", "replay"]
 
 
 @pytest.mark.parametrize("name", NAMES)
