@@ -18,7 +18,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -31,18 +30,11 @@ sys.path.insert(0, str(ROOT))
 
 from api.auth import mint_token  # noqa: E402
 from engine import Engine  # noqa: E402
-from rushorder.servers import PostgresServer, RedisServer  # noqa: E402
+from rushorder.servers import PostgresServer, RedisServer, free_port  # noqa: E402
 from rushorder.settings import Settings  # noqa: E402
 
 USERS = 2000
 PRICE = 10
-
-
-def free_port() -> int:
-    """A TCP port nobody listens on now."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def need(tool: str, package: str) -> str:

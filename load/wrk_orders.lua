@@ -21,12 +21,5 @@ function request()
   return wrk.format("POST", "/api/v1/orders", headers, body)
 end
 
--- One JSON line the harness parses: throughput, latency percentiles (µs), errors.
-function done(summary, latency, requests)
-  local e = summary.errors
-  io.write(string.format(
-    'WRK_JSON {"requests":%d,"duration_us":%d,"p50_us":%d,"p99_us":%d,"non2xx":%d,'
-    .. '"socket_errors":%d}\n',
-    summary.requests, summary.duration, latency:percentile(50), latency:percentile(99),
-    e.status, e.connect + e.read + e.write + e.timeout))
-end
+-- The one-line JSON report (done) is shared with the plain GET runs.
+dofile(debug.getinfo(1, "S").source:match("@(.*/)") .. "wrk_report.lua")
