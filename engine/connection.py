@@ -110,7 +110,7 @@ class Connection:
                     loop.create_connection(lambda: _Protocol(self._lost), self._host, self._port),
                     self._timeout,
                 )
-            except (OSError, asyncio.TimeoutError) as exc:
+            except (TimeoutError, OSError) as exc:
                 raise EngineUnavailable(f"cannot reach Redis at {self._host}:{self._port}") from exc
             await self._handshake(protocol)
             self._protocol = protocol

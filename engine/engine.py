@@ -18,8 +18,17 @@ from engine import keys
 from engine.connection import Connection
 from engine.errors import ValidationFailed, raise_for
 from engine.models import (
-    Balance, Cart, Charge, Coupon, DiscountType, HistoryLine, IssuedCoupon, Order, Page,
-    Product, Top,
+    Balance,
+    Cart,
+    Charge,
+    Coupon,
+    DiscountType,
+    HistoryLine,
+    IssuedCoupon,
+    Order,
+    Page,
+    Product,
+    Top,
 )
 from engine.policy import MAX_ID, Idempotency, Policy
 from engine.scripts import Script, load_scripts

@@ -10,25 +10,25 @@ comes from data that only Redis has at run time (an id the script allocates, the
 Redis' clock, the lines of a stored order or cart) Python passes a *prefix* in ``KEYS[]``
 and the script appends the id; the prefix carries the hash tag, so the slot is the same.
 
-| key                               | type   | holds                                                   |
-|-----------------------------------|--------|---------------------------------------------------------|
-| {ro}:seq                          | hash   | id counters: hist, product, coupon, icoupon, order      |
-| {ro}:bal:<user>                   | string | balance in won                                          |
-| {ro}:hist:<user>                  | zset   | history lines (JSON), score = history id                |
-| {ro}:product:<id>                 | hash   | name, price, stock                                      |
-| {ro}:products                     | zset   | catalog index, score = member = product id              |
-| {ro}:coupon:<id>                  | hash   | coupon definition + live remaining                      |
-| {ro}:coupon:<id>:holders          | set    | users who hold this coupon (one each)                   |
-| {ro}:icoupon:<id>                 | hash   | an issued coupon: owner, status, order, window          |
-| {ro}:ucoupons:<user>              | zset   | a user's issued coupons, score = issued coupon id       |
-| {ro}:order:<id>                   | hash   | json (the answer), user, status, hour, icoupon          |
-| {ro}:uorders:<user>               | zset   | a user's orders, score = order id                       |
-| {ro}:cart:<user>                  | hash   | product id -> quantity                                  |
-| {ro}:sales:h:<hour>               | zset   | product -> units sold in that UTC hour (epoch // 3600)  |
-| {ro}:sales:window                 | zset   | product -> units in hour buckets not yet rolled off     |
-| {ro}:sales:rolled                 | string | the last hour rolled off the window                     |
-| {ro}:idem:<user>:<key>            | string | idempotency record: fingerprint, code, answer; 24 h TTL |
-| {ro}:outbox                       | stream | every state change, for Postgres and the data platform  |
+| key | type | holds |
+| --- | --- | --- |
+| {ro}:seq | hash | id counters: hist, product, coupon, icoupon, order |
+| {ro}:bal:<user> | string | balance in won |
+| {ro}:hist:<user> | zset | history lines (JSON), score = history id |
+| {ro}:product:<id> | hash | name, price, stock |
+| {ro}:products | zset | catalog index, score = member = product id |
+| {ro}:coupon:<id> | hash | coupon definition + live remaining |
+| {ro}:coupon:<id>:holders | set | users who hold this coupon (one each) |
+| {ro}:icoupon:<id> | hash | an issued coupon: owner, status, order, window |
+| {ro}:ucoupons:<user> | zset | a user's issued coupons, score = issued coupon id |
+| {ro}:order:<id> | hash | json (the answer), user, status, hour, icoupon |
+| {ro}:uorders:<user> | zset | a user's orders, score = order id |
+| {ro}:cart:<user> | hash | product id -> quantity |
+| {ro}:sales:h:<hour> | zset | product -> units sold in that UTC hour (epoch // 3600) |
+| {ro}:sales:window | zset | product -> units in hour buckets not yet rolled off |
+| {ro}:sales:rolled | string | the last hour rolled off the window |
+| {ro}:idem:<user>:<key> | string | idempotency record: fingerprint, code, answer; 24 h TTL |
+| {ro}:outbox | stream | every state change, for Postgres and the data platform |
 """
 
 from __future__ import annotations

@@ -175,7 +175,8 @@ def report(results: dict[str, list[dict]], args: argparse.Namespace) -> None:
               f"{o['p50_us'] / 1000:>10.1f} {o['p99_us'] / 1000:>10.1f} {o['non2xx']:>8}")
     health, orders = median(results["health"], "rps"), median(results["orders"], "rps")
     rowlock = median(results["rowlock"], "rps")
-    ratios = [o["rps"] / h["rps"] for h, o in zip(results["health"], results["orders"], strict=True)]
+    pairs = zip(results["health"], results["orders"], strict=True)
+    ratios = [o["rps"] / h["rps"] for h, o in pairs]
     p99 = median(results["orders"], "p99_us") / 1000
     non2xx = sum(o["non2xx"] + o["socket_errors"] for o in results["orders"])
     print(f"\nmedian: health {health:.0f}/s, orders {orders:.0f}/s, row-lock {rowlock:.0f} tps")
