@@ -29,6 +29,7 @@ and the script appends the id; the prefix carries the hash tag, so the slot is t
 | {ro}:sales:rolled | string | the last hour rolled off the window |
 | {ro}:idem:<user>:<key> | string | idempotency record: fingerprint, code, answer; 24 h TTL |
 | {ro}:outbox | stream | every state change, for Postgres and the data platform |
+| {ro}:outbox:dead | stream | events the platform forwarder gave up on (`rushorder replay`) |
 """
 
 from __future__ import annotations
