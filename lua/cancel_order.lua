@@ -35,7 +35,7 @@ for _, it in ipairs(order.items) do
 end
 redis.call('ZREMRANGEBYSCORE', KEYS[6], '-inf', 0)
 local balance = int(redis.call('GET', KEYS[2]))
-local history = cjson.null
+local history = 'null'
 if order.paid_amount > 0 then
   -- A refund is never refused for the balance cap.
   balance = redis.call('INCRBY', KEYS[2], order.paid_amount)
@@ -54,7 +54,7 @@ order.status = 'CANCELLED'
 order.cancelled_at = iso(now)
 local doc = cjson.encode(order)
 redis.call('HSET', KEYS[1], 'json', doc, 'status', 'CANCELLED')
-emit(KEYS[8], {type = 'order.cancelled', at = order.cancelled_at,
-  event_id = order.id .. ':cancelled', order = order, balance_after = balance,
-  history = history, coupon_restored = restored})
+emit_json(KEYS[8], 'order.cancelled', order.cancelled_at, '"event_id":"' .. order.id
+  .. ':cancelled","order":' .. doc .. ',"balance_after":' .. string.format('%d', balance)
+  .. ',"history":' .. history .. ',"coupon_restored":' .. tostring(restored))
 return idem_store(KEYS[9], fp, ttl, ok(doc))

@@ -28,7 +28,7 @@ end
 local at = iso(now_ms())
 balance = redis.call('INCRBY', KEYS[1], amount)
 local line = add_history(KEYS[3], KEYS[2], 'CHARGE', amount, balance, nil, at)
-emit(KEYS[4], {type = 'balance.charged', at = at, user_id = user_id, amount = amount,
-  balance_after = balance, history = line})
+emit_json(KEYS[4], 'balance.charged', at, string.format(
+  '"user_id":%d,"amount":%d,"balance_after":%d,"history":%s', user_id, amount, balance, line))
 return idem_store(KEYS[5], fp, ttl,
   ok(cjson.encode({user_id = user_id, balance = balance, charged = amount})))
