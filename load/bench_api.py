@@ -8,6 +8,7 @@ All three are measured in one run, interleaved, at the same concurrency, on this
 Redis runs as in the managed stack (AOF, appendfsync always). Prints medians and ratios.
 
 Usage: python load/bench_api.py [--seconds 10] [--rounds 3] [--connections 64]
+                                [--api-workers 2] [--api-server uvicorn|granian]
 """
 
 from __future__ import annotations
@@ -91,6 +92,8 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--connections", type=int, default=64)
     parser.add_argument("--api-workers", type=int, default=2)
+    parser.add_argument("--api-server", choices=("uvicorn", "granian"), default="uvicorn",
+                        help="RUSHORDER_API_SERVER of the API under test")
     args = parser.parse_args()
     need("wrk", "wrk")
     need("pgbench", "postgresql-client")
@@ -114,7 +117,8 @@ def main() -> None:
         env = {**os.environ, "RUSHORDER_REDIS_URL": redis.url,
                "RUSHORDER_DATABASE_URL": postgres.url,
                "RUSHORDER_HTTP_PORT": str(settings.http_port),
-               "RUSHORDER_API_WORKERS": str(args.api_workers), "RUSHORDER_LOG_LEVEL": "WARNING"}
+               "RUSHORDER_API_WORKERS": str(args.api_workers),
+               "RUSHORDER_API_SERVER": args.api_server, "RUSHORDER_LOG_LEVEL": "WARNING"}
         api = subprocess.Popen([sys.executable, "-m", "rushorder.cli", "api"], env=env,
                                cwd=ROOT, start_new_session=False)
         base = f"http://127.0.0.1:{settings.http_port}"
@@ -167,7 +171,7 @@ def median(rows: list[dict], field: str) -> float:
 def report(results: dict[str, list[dict]], args: argparse.Namespace) -> None:
     """Print per-round figures, medians and the ratios the targets are about."""
     print(f"\n{args.rounds} rounds x {args.seconds}s, {args.connections} connections, "
-          f"{args.api_workers} API workers, wrk -t2 and pgbench -j2 on the same 2-core box")
+          f"{args.api_workers} {args.api_server} API workers, wrk -t2 and pgbench -j2 on the same 2-core box")
     print(f"{'round':>5} {'health/s':>10} {'orders/s':>10} {'rowlock tps':>12} "
           f"{'ord p50 ms':>10} {'ord p99 ms':>10} {'non-2xx':>8}")
     for i, (h, o, r) in enumerate(zip(*results.values(), strict=True), 1):

@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Literal
 
 import msgspec
 
@@ -30,6 +31,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     http_host: str = "127.0.0.1"
     http_port: int = 8000
     api_workers: int = 2
+    # uvicorn answered orders ~20% faster here, granian plain reads ~15-25% faster (README).
+    api_server: Literal["uvicorn", "granian"] = "uvicorn"
     jwt_secret: str = DEV_JWT_SECRET
 
     # Mock data platform and the forwarder that feeds it.

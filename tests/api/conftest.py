@@ -180,7 +180,7 @@ def _deathsig(args: list[str]) -> list[str]:
 
 
 class ServerProcess:
-    """``api.server.serve`` in a child process (granian with its own workers)."""
+    """``api.server.serve`` in a child process (its server with its own workers)."""
 
     def __init__(self, settings: Settings, log: Path) -> None:
         self.settings = settings
@@ -210,7 +210,7 @@ class ServerProcess:
         raise AssertionError(f"{self.url} not ready: {self.log.read_text()[-3000:]}")
 
     def stop(self) -> None:
-        """SIGTERM (granian stops its workers), then kill if it hangs."""
+        """SIGTERM (the server stops its workers), then kill if it hangs."""
         self.proc.terminate()
         try:
             self.proc.wait(20)
@@ -223,10 +223,12 @@ class ServerProcess:
 def api_servers(
     api_settings: Settings, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[list[ServerProcess]]:
-    """Two API servers (two granian workers each) sharing the session's Redis and Postgres."""
+    """Two API servers, one of each kind (``api_server``), with two workers each, sharing the
+    session's Redis and Postgres."""
     logs = tmp_path_factory.mktemp("api-servers")
-    servers = [ServerProcess(api_settings.replace(http_port=free_port(), api_workers=2),
-                             logs / f"api-{i}.log") for i in range(2)]
+    servers = [ServerProcess(api_settings.replace(http_port=free_port(), api_workers=2,
+                                                  api_server=kind), logs / f"api-{kind}.log")
+               for kind in ("uvicorn", "granian")]
     try:
         for server in servers:
             server.wait_ready()

@@ -1,5 +1,6 @@
-"""Exact counts under races between two API server processes (two granian workers each)
-sharing one Redis: no oversell, no coupon twice, no balance below zero, money conserved."""
+"""Exact counts under races between two API server processes (one uvicorn, one granian, two
+workers each) sharing one Redis: no oversell, no coupon twice, no balance below zero, money
+conserved."""
 
 from __future__ import annotations
 
