@@ -171,7 +171,8 @@ def median(rows: list[dict], field: str) -> float:
 def report(results: dict[str, list[dict]], args: argparse.Namespace) -> None:
     """Print per-round figures, medians and the ratios the targets are about."""
     print(f"\n{args.rounds} rounds x {args.seconds}s, {args.connections} connections, "
-          f"{args.api_workers} {args.api_server} API workers, wrk -t2 and pgbench -j2 on the same 2-core box")
+          f"{args.api_workers} {args.api_server} API workers, wrk -t2 and pgbench -j2 "
+          "on the same 2-core box")
     print(f"{'round':>5} {'health/s':>10} {'orders/s':>10} {'rowlock tps':>12} "
           f"{'ord p50 ms':>10} {'ord p99 ms':>10} {'non-2xx':>8}")
     for i, (h, o, r) in enumerate(zip(*results.values(), strict=True), 1):
