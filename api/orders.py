@@ -1,12 +1,27 @@
-"""Order endpoints: place, read, list and cancel the caller's orders."""
+"""Order endpoints: place, read, list and cancel the caller's orders.
+
+POST /api/v1/orders is the flash sale's hot path, so besides its Litestar handler (which
+documents it and serves every spelling of the path Litestar routes, such as a trailing
+slash) it has a direct entrance, :func:`direct`, in front of Litestar's router. Driven
+in-process, Litestar's routing, hooks, signature model and middleware cost about 30 µs of
+the 48 µs of Python an order took; the direct entrance runs the very same steps
+(:func:`place`) without them.
+"""
 
 from __future__ import annotations
 
-from litestar import get, post
+from time import perf_counter
+from typing import Any
 
-from api.access import Routes
-from api.auth import UserRequest
-from api.docs import operation, problems
+from litestar import Request, get, post
+from litestar.types import ASGIApp, Receive, Scope, Send
+
+from api import problems
+from api.access import PREFIX, Routes
+from api.answers import Answer
+from api.auth import Authenticator, UserRequest
+from api.docs import operation
+from api.docs import problems as documented
 from api.idempotency import idempotency_of
 from api.inbound import read_body
 from api.metrics import Metrics
@@ -14,27 +29,58 @@ from api.requests import Cursor, Limit, OrderId, OrderIn, parse
 from engine import Engine
 from engine.models import Order, Page
 
+ORDERS_PATH = f"{PREFIX}/orders"
+
+
+async def place(engine: Engine, metrics: Metrics, user_id: int,
+                request: Request[Any, Any, Any]) -> Order:
+    """Read and check the body, place the order, count it: the one implementation of
+    POST /orders, for the Litestar handler and the direct entrance alike."""
+    body = await read_body(request)
+    data = parse(OrderIn, body)
+    placing = engine.place_order(user_id, data.lines(), data.issued_coupon_id,
+                                 idempotency_of(request, body))
+    return await metrics.count_order(placing)
+
+
+def direct(app: ASGIApp, engine: Engine, auth: Authenticator, metrics: Metrics) -> ASGIApp:
+    """``app`` with POST /api/v1/orders answered before it is routed: authenticated as the
+    user router does, answered and failed (``problems.handle``) as Litestar would, and
+    timed under the same route label."""
+
+    async def entrance(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["method"] != "POST" or scope["path"] != ORDERS_PATH:
+            await app(scope, receive, send)
+            return
+        start = perf_counter()
+        request: Request[Any, Any, Any] = Request(scope, receive, send)
+        try:
+            order = await place(engine, metrics, auth.identify(request).user_id, request)
+            answer = Answer(order, status_code=201)
+        except Exception as exc:  # every failure becomes its problem answer, as in Litestar
+            answer = problems.handle(request, exc)
+        await answer(scope, receive, send)
+        metrics.observe("POST", ORDERS_PATH, answer.status_code, perf_counter() - start)
+
+    return entrance
+
 
 def routes(engine: Engine, metrics: Metrics) -> Routes:
     """The order endpoints over ``engine``; placed and refused orders are counted."""
 
     @post("/orders", status_code=201, operation_class=operation(OrderIn, idempotent=True),
-          responses=problems(400, 401, 404, 409, 413, 422))
+          responses=documented(400, 401, 404, 409, 413, 422))
     async def place_order(request: UserRequest) -> Order:
         """Take stock of every line, the coupon and the balance in one atomic step, or
         nothing; honours Idempotency-Key."""
-        body = await read_body(request)
-        data = parse(OrderIn, body)
-        placing = engine.place_order(request.user.user_id, data.lines(), data.issued_coupon_id,
-                                     idempotency_of(request, body))
-        return await metrics.count_order(placing)
+        return await place(engine, metrics, request.user.user_id, request)
 
-    @get("/orders/{order_id:str}", responses=problems(401, 404))
+    @get("/orders/{order_id:str}", responses=documented(401, 404))
     async def get_order(request: UserRequest, order_id: OrderId) -> Order:
         """One of the caller's orders; anyone else's reads as not found."""
         return await engine.order(request.user.user_id, order_id)
 
-    @get("/orders", responses=problems(400, 401))
+    @get("/orders", responses=documented(400, 401))
     async def list_orders(
         request: UserRequest, limit: Limit = 20, cursor: Cursor = None
     ) -> Page[Order]:
@@ -43,7 +89,7 @@ def routes(engine: Engine, metrics: Metrics) -> Routes:
 
     @post("/orders/{order_id:str}/cancel", status_code=200,
           operation_class=operation(idempotent=True),
-          responses=problems(400, 401, 404, 409, 413, 422))
+          responses=documented(400, 401, 404, 409, 413, 422))
     async def cancel_order(request: UserRequest, order_id: OrderId) -> Order:
         """Cancel one of the caller's orders: stock, money and (if still valid) the coupon
         come back; honours Idempotency-Key."""

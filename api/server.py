@@ -55,6 +55,10 @@ def _uvicorn(settings: Settings) -> None:
                 workers=settings.api_workers, loop="uvloop", http="httptools",
                 interface="asgi3", lifespan="on", access_log=False, backlog=2048,
                 proxy_headers=False,  # no proxy sits in front by default; one ASGI layer less
+                # Longer than a client's or load balancer's idle timeout (commonly 60 s): a
+                # server that closes an idle connection first races the client's next
+                # request on it, which then fails with a reset (uvicorn's default is 5 s).
+                timeout_keep_alive=75,
                 log_level=settings.log_level.lower(), timeout_graceful_shutdown=10)
 
 

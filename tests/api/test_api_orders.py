@@ -238,3 +238,32 @@ async def test_a_refund_is_never_refused_for_the_balance_cap(
     resp = await client.post(f"/api/v1/orders/{order['id']}/cancel", headers=user.headers)
     assert resp.status_code == 200
     assert await balance(client, user) == 10_500_000
+
+
+async def test_the_direct_entrance_answers_as_the_routed_handler_does(
+    client: httpx.AsyncClient, funded_user, new_product
+) -> None:
+    """POST /api/v1/orders is answered before Litestar routes it (api.orders.direct); the
+    trailing-slash spelling still goes through Litestar's handler. Both must agree."""
+    user = await funded_user(10_000)
+    product = await new_product(price=1_000, stock=1)
+    forged = {"Authorization": "Bearer not.a.token"}
+    cases = [
+        ({}, {"items": [line(product)]}),  # no token
+        (forged, {"items": [line(product)]}),
+        (user.headers, {"items": []}),  # names the field
+        (user.headers, {"items": [line(product)], "surprise": 1}),
+        (user.headers, {"items": [{"product_id": 55555555, "quantity": 1}]}),
+        (user.headers, {"items": [line(product, 2)]}),  # out of stock
+    ]
+    for headers, body in cases:
+        direct, routed = [await client.post(path, headers=headers, json=body)
+                          for path in ("/api/v1/orders", "/api/v1/orders/")]
+        assert direct.status_code == routed.status_code >= 400, (body, direct.text)
+        assert direct.json() == routed.json()
+        assert direct.headers.get("www-authenticate") == routed.headers.get("www-authenticate")
+        assert direct.headers["content-type"] == routed.headers["content-type"]
+    placed = [await client.post(path, headers=user.headers, json={"items": [line(product)]})
+              for path in ("/api/v1/orders/", "/api/v1/orders")]
+    assert [p.status_code for p in placed] == [201, 409]  # one unit: the first one wins
+    assert placed[1].json()["code"] == "OUT_OF_STOCK"
