@@ -23,7 +23,7 @@ class Event(msgspec.Struct, frozen=True, kw_only=True, tag_field="type"):
     at: datetime
 
 
-class BalanceCharged(Event, tag="balance.charged"):
+class BalanceCharged(Event, frozen=True, tag="balance.charged"):
     """A user charged their balance."""
 
     user_id: int
@@ -32,33 +32,33 @@ class BalanceCharged(Event, tag="balance.charged"):
     history: HistoryLine
 
 
-class ProductCreated(Event, tag="product.created"):
+class ProductCreated(Event, frozen=True, tag="product.created"):
     """An admin created a product."""
 
     product: Product
 
 
-class ProductUpdated(Event, tag="product.updated"):
+class ProductUpdated(Event, frozen=True, tag="product.updated"):
     """An admin changed a product's name, price or stock; ``product`` is the state after."""
 
     product: Product
     stock_delta: int
 
 
-class CouponCreated(Event, tag="coupon.created"):
+class CouponCreated(Event, frozen=True, tag="coupon.created"):
     """An admin created a coupon."""
 
     coupon: Coupon
 
 
-class CouponIssued(Event, tag="coupon.issued"):
+class CouponIssued(Event, frozen=True, tag="coupon.issued"):
     """A user got one unit of a coupon."""
 
     issued: IssuedCoupon
     remaining: int
 
 
-class OrderPaid(Event, tag="order.paid"):
+class OrderPaid(Event, frozen=True, tag="order.paid"):
     """An order was placed and paid: stock, coupon and balance were taken."""
 
     event_id: str
@@ -67,7 +67,7 @@ class OrderPaid(Event, tag="order.paid"):
     history: HistoryLine | None
 
 
-class OrderCancelled(Event, tag="order.cancelled"):
+class OrderCancelled(Event, frozen=True, tag="order.cancelled"):
     """An order was cancelled: stock and money came back, the coupon if still valid."""
 
     event_id: str

@@ -21,14 +21,14 @@ class Model(msgspec.Struct, frozen=True, kw_only=True):
     """Base of every answer: immutable, keyword-only."""
 
 
-class Balance(Model):
+class Balance(Model, frozen=True):
     """A user's balance; 0 for a user never seen."""
 
     user_id: int
     balance: int
 
 
-class Charge(Model):
+class Charge(Model, frozen=True):
     """The answer to a charge."""
 
     user_id: int
@@ -36,7 +36,7 @@ class Charge(Model):
     charged: int
 
 
-class HistoryLine(Model):
+class HistoryLine(Model, frozen=True):
     """One balance movement."""
 
     id: int
@@ -47,7 +47,7 @@ class HistoryLine(Model):
     created_at: datetime
 
 
-class Product(Model):
+class Product(Model, frozen=True):
     """A product with its live stock."""
 
     id: int
@@ -56,7 +56,7 @@ class Product(Model):
     stock: int
 
 
-class TopProduct(Model):
+class TopProduct(Model, frozen=True):
     """One of the best sellers of the window."""
 
     rank: int
@@ -66,7 +66,7 @@ class TopProduct(Model):
     sold_quantity: int
 
 
-class Top(Model):
+class Top(Model, frozen=True):
     """The best sellers of the last ``top_window_hours`` hours."""
 
     items: list[TopProduct]
@@ -74,7 +74,7 @@ class Top(Model):
     window_end: datetime
 
 
-class Coupon(Model):
+class Coupon(Model, frozen=True):
     """A first-come-first-served coupon with its live remaining count."""
 
     id: int
@@ -87,7 +87,7 @@ class Coupon(Model):
     valid_until: datetime
 
 
-class IssuedCoupon(Model):
+class IssuedCoupon(Model, frozen=True):
     """A coupon held by a user."""
 
     id: int
@@ -102,7 +102,7 @@ class IssuedCoupon(Model):
     order_id: str | None = None
 
 
-class OrderLine(Model):
+class OrderLine(Model, frozen=True):
     """One product of an order, at the price paid."""
 
     product_id: int
@@ -111,7 +111,7 @@ class OrderLine(Model):
     quantity: int
 
 
-class Order(Model):
+class Order(Model, frozen=True):
     """An order and its payment."""
 
     id: str
@@ -126,7 +126,7 @@ class Order(Model):
     cancelled_at: datetime | None = None
 
 
-class CartLine(Model):
+class CartLine(Model, frozen=True):
     """One product in a cart, priced live."""
 
     product_id: int
@@ -137,7 +137,7 @@ class CartLine(Model):
     in_stock: bool
 
 
-class Cart(Model):
+class Cart(Model, frozen=True):
     """A user's cart, priced live."""
 
     items: list[CartLine]
@@ -147,7 +147,7 @@ class Cart(Model):
 T = TypeVar("T")
 
 
-class Page(Model, Generic[T]):
+class Page(Model, Generic[T], frozen=True):
     """One page of a list; ``next_cursor`` is None on the last page."""
 
     items: list[T]
