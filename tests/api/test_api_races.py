@@ -27,6 +27,16 @@ async def http(api_servers: list[ServerProcess]) -> AsyncIterator[list[httpx.Asy
 
 
 Call = Callable[[httpx.AsyncClient], Awaitable[httpx.Response]]
+UserCall = Callable[[httpx.AsyncClient, Actor], Awaitable[httpx.Response]]
+
+
+def _bind(call: UserCall, user: Actor) -> Call:
+    return lambda client: call(client, user)
+
+
+def each(users: list[Actor], call: UserCall) -> list[Call]:
+    """One call per user (in the users' order)."""
+    return [_bind(call, user) for user in users]
 
 
 async def spread(http: list[httpx.AsyncClient], calls: list[Call]) -> list[httpx.Response]:
@@ -35,9 +45,9 @@ async def spread(http: list[httpx.AsyncClient], calls: list[Call]) -> list[httpx
 
 
 async def funded(http: list[httpx.AsyncClient], users: list[Actor], amount: int) -> None:
-    answers = await spread(http, [
-        lambda c, u=u: c.post("/api/v1/balance/charge", json={"amount": amount}, headers=u.headers)
-        for u in users])
+    answers = await spread(http, each(
+        users, lambda c, u: c.post("/api/v1/balance/charge", json={"amount": amount},
+                                   headers=u.headers)))
     assert {a.status_code for a in answers} == {200}
 
 
@@ -49,14 +59,14 @@ async def test_100_units_800_buyers_exactly_100_sold_and_money_conserved(
     buyers = [new_user() for _ in range(800)]
     await funded(http, buyers, 1_000)
     body = {"items": [{"product_id": product["id"], "quantity": 1}]}
-    answers = await spread(http, [
-        lambda c, u=u: c.post("/api/v1/orders", json=body, headers=u.headers) for u in buyers])
+    answers = await spread(http, each(
+        buyers, lambda c, u: c.post("/api/v1/orders", json=body, headers=u.headers)))
     outcome = Counter((a.status_code, a.json().get("code")) for a in answers)
     assert outcome == {(201, None): 100, (409, "OUT_OF_STOCK"): 700}
     stock = (await http[1].get(f"/api/v1/products/{product['id']}")).json()["stock"]
     assert stock == 0
-    balances = await spread(http, [lambda c, u=u: c.get("/api/v1/balance", headers=u.headers)
-                                   for u in buyers])
+    balances = await spread(http, each(
+        buyers, lambda c, u: c.get("/api/v1/balance", headers=u.headers)))
     paid = sum(a.json()["paid_amount"] for a in answers if a.status_code == 201)
     assert paid == 100 * 1_000
     assert sum(b.json()["balance"] for b in balances) + paid == 800 * 1_000
@@ -73,16 +83,16 @@ async def test_50_coupons_600_requests_from_300_users_50_issued_none_twice(
     users = [new_user() for _ in range(300)]
     url = f"/api/v1/coupons/{coupon['id']}/issue"
     # Each user asks twice, once through each server.
-    answers = await spread(http, [lambda c, u=u: c.post(url, headers=u.headers)
-                                  for u in users for _ in range(2)])
+    answers = await spread(http, each(
+        [u for u in users for _ in range(2)], lambda c, u: c.post(url, headers=u.headers)))
     issued = [a.json() for a in answers if a.status_code == 201]
     assert len(issued) == 50
     assert len({i["user_id"] for i in issued}) == 50
     assert {a.json()["code"] for a in answers if a.status_code != 201} <= {
         "COUPON_SOLD_OUT", "COUPON_ALREADY_ISSUED"}
     assert (await http[1].get(f"/api/v1/coupons/{coupon['id']}")).json()["remaining"] == 0
-    held = await spread(http, [lambda c, u=u: c.get("/api/v1/users/me/coupons", headers=u.headers)
-                               for u in users])
+    held = await spread(http, each(
+        users, lambda c, u: c.get("/api/v1/users/me/coupons", headers=u.headers)))
     counts = Counter(sum(1 for c in h.json()["items"] if c["coupon_id"] == coupon["id"])
                      for h in held)
     assert counts == {1: 50, 0: 250}
