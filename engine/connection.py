@@ -36,20 +36,23 @@ class _Protocol(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self._transport = transport  # type: ignore[assignment]
 
-    def send(self, packed: bytes) -> asyncio.Future[Any]:
-        """Queue one packed command for this tick's write; resolves with its reply."""
+    def send(self, packed: bytes, now: bool = False) -> asyncio.Future[Any]:
+        """Queue one packed command for this tick's write (``now``: write it and what was
+        queued before it at once); resolves with its reply."""
         if self._transport is None:
             raise EngineUnavailable("connection to Redis lost")
-        if not self._out:
+        if not self._out and not now:
             self._loop.call_soon(self._flush)
         self._out.append(packed)
         fut = self._loop.create_future()
         self._waiting.append(fut)
+        if now:
+            self._flush()
         return fut
 
     def _flush(self) -> None:
         out, self._out = self._out, []
-        if self._transport is not None and not self._transport.is_closing():
+        if out and self._transport is not None and not self._transport.is_closing():
             self._transport.write(b"".join(out))
 
     def data_received(self, data: bytes) -> None:
@@ -98,6 +101,15 @@ class Connection:
         if isinstance(reply, ReplyError):
             raise reply
         return reply
+
+    def send_now(self, *args: Any) -> asyncio.Future[Any] | None:
+        """Write one command at once, after what this tick queued before it, rather than
+        when the tick ends. The future resolves with the raw reply: an error reply is a
+        :class:`ReplyError` result, not an exception. None when not connected: use
+        :meth:`execute`, which connects."""
+        if self._protocol is None:
+            return None
+        return self._protocol.send(hiredis.pack_command(args), now=True)
 
     async def _connect(self) -> _Protocol:
         self._connecting = self._connecting or asyncio.Lock()

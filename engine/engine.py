@@ -15,6 +15,7 @@ from typing import Any, TypeVar
 import msgspec
 
 from engine import keys
+from engine.batch import OrderBatcher
 from engine.connection import Connection
 from engine.errors import ValidationFailed, raise_for
 from engine.models import (
@@ -100,6 +101,7 @@ class Engine:
         self.policy = policy or Policy()
         self.conn = Connection(redis_url)
         self.scripts: dict[str, Script] = load_scripts()
+        self.batches = OrderBatcher(self.conn, self.scripts["place_orders"], self.policy)
 
     async def _run(self, name: str, keys_: list[str], args: list[Any]) -> list[bytes]:
         reply: list[bytes] = await self.scripts[name](self.conn, keys_, args)
@@ -238,31 +240,32 @@ class Engine:
 
     # -- orders ------------------------------------------------------------------------
 
-    def _order_keys(self, user_id: int, issued_coupon_id: int | None, idem_key: str) -> list[str]:
-        coupon_key = keys.issued_coupon(issued_coupon_id or 0)
-        return [
-            keys.balance(user_id), keys.history(user_id), keys.SEQ, keys.user_orders(user_id),
-            coupon_key, keys.ORDER_PREFIX, keys.SALES_HOUR_PREFIX, keys.SALES_WINDOW,
-            keys.SALES_ROLLED, keys.OUTBOX, idem_key,
-        ]
-
     async def place_order(
         self, user_id: int, items: Sequence[tuple[int, int]],
         issued_coupon_id: int | None = None, idem: Idempotency | None = None,
     ) -> Order:
         """Take stock of every ``(product_id, quantity)`` line, the coupon and the balance in
-        one atomic step, or change nothing."""
+        one atomic step, or change nothing. Concurrent calls share one script call
+        (:mod:`engine.batch`), never an outcome."""
+        return _answer(await self.batches.place(
+            *self._order(user_id, items, issued_coupon_id, idem)), Order)
+
+    def _order(
+        self, user_id: int, items: Sequence[tuple[int, int]], issued_coupon_id: int | None,
+        idem: Idempotency | None,
+    ) -> tuple[list[str], list[Any]]:
+        """One order's keys and arguments in place_orders.lua's layout, after the checks
+        Python can make alone."""
         self._check_lines(items)
         idem_key, fp = _idem(user_id, idem)
-        keys_ = self._order_keys(user_id, issued_coupon_id, idem_key)
+        keys_ = [keys.balance(user_id), keys.history(user_id), keys.user_orders(user_id),
+                 keys.issued_coupon(issued_coupon_id or 0), idem_key]
         args: list[Any] = [
-            user_id, "" if issued_coupon_id is None else issued_coupon_id, fp,
-            self.policy.idempotency_ttl_s, self.policy.top_window_hours,
-        ]
+            user_id, "" if issued_coupon_id is None else issued_coupon_id, fp, len(items)]
         for product_id, quantity in items:
             keys_.append(keys.product(product_id))
             args += (product_id, quantity)
-        return _answer(await self._run("place_order", keys_, args), Order)
+        return keys_, args
 
     def _check_lines(self, items: Sequence[tuple[int, int]]) -> None:
         p = self.policy
@@ -280,8 +283,12 @@ class Engine:
     ) -> Order:
         """Order everything in the cart; the bought lines leave it."""
         idem_key, fp = _idem(user_id, idem)
-        keys_ = self._order_keys(user_id, issued_coupon_id, idem_key)
-        keys_ += [keys.cart(user_id), keys.PRODUCT_PREFIX]
+        keys_ = [
+            keys.balance(user_id), keys.history(user_id), keys.SEQ, keys.user_orders(user_id),
+            keys.issued_coupon(issued_coupon_id or 0), keys.ORDER_PREFIX,
+            keys.SALES_HOUR_PREFIX, keys.SALES_WINDOW, keys.SALES_ROLLED, keys.OUTBOX,
+            idem_key, keys.cart(user_id), keys.PRODUCT_PREFIX,
+        ]
         args = [
             user_id, "" if issued_coupon_id is None else issued_coupon_id, fp,
             self.policy.idempotency_ttl_s, self.policy.top_window_hours,

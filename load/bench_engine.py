@@ -1,12 +1,13 @@
 """place_order calls/s from one Python process, beside redis-benchmark on the same script.
 
-Four measurements on the same Redis, in the same run:
-  * engine, coalesced: CONCURRENCY asyncio tasks share one Engine; every command issued in
-    one event-loop tick leaves in a single write (engine/connection.py), as in the API;
+Five measurements on the same Redis, in the same run:
+  * engine, coalesced: CONCURRENCY asyncio tasks share one Engine; the orders of one
+    event-loop tick leave as one place_orders call (engine/batch.py), as in the API;
   * engine, one by one: one task, each call awaited before the next: one EVALSHA round trip
-    at a time (the same Engine and script; the baseline that coalescing must beat);
+    per order (the same Engine and script; the baseline that coalescing must beat);
   * redis-benchmark -c CONCURRENCY -P 1 and -P 50: the C client sending EVALSHA of
-    lua/place_order.lua with the keys and arguments the Engine sends (one user, one product).
+    lua/place_orders.lua with one order, the keys and arguments the Engine sends (one user,
+    one product); and -P 1 with BATCH such orders per call, as a full coalesced batch.
 
 Every round starts from the same state (FLUSHDB; 100 products with 10^9 units at 10 won;
 USERS users with 1,000,000 won) and runs each measurement once, interleaved; the table shows
@@ -45,7 +46,6 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from engine import Engine, keys  # noqa: E402
-from engine.engine import _NO_KEY  # noqa: E402  (the placeholder slot the Engine sends)
 from rushorder.servers import find_redis, free_port  # noqa: E402
 
 USERS = 2_000
@@ -54,6 +54,7 @@ PRICE = 10
 STOCK = 1_000_000_000
 BALANCE = 1_000_000
 BENCH_USER = 1  # the user of redis-benchmark's command
+BATCH = 50  # orders per call of redis-benchmark's batched command (the Engine's cap)
 TARGET_RPS, TARGET_RATIO = 25_000, 2.5
 T = TypeVar("T")
 
@@ -154,19 +155,20 @@ async def engine_rps(url: str, callers: int, seconds: float, users: list[int],
     return done / elapsed
 
 
-def benchmark_command(url: str, sha: str, product_id: int) -> list[str]:
-    """EVALSHA place_order with exactly the keys and arguments Engine.place_order sends."""
+def benchmark_command(url: str, product_id: int, orders: int) -> list[str]:
+    """EVALSHA place_orders with exactly the keys and arguments Engine.place_order sends,
+    ``orders`` times the same one-line order."""
     engine = Engine(url)
-    user = BENCH_USER
-    order_keys = engine._order_keys(user, None, _NO_KEY) + [keys.product(product_id)]
-    args = [str(user), "", "", str(engine.policy.idempotency_ttl_s),
-            str(engine.policy.top_window_hours), str(product_id), "1"]
-    return ["EVALSHA", sha, str(len(order_keys)), *order_keys, *args]
+    order = engine._order(BENCH_USER, [(product_id, 1)], None, None)
+    keys_, args = engine.batches.layout([order] * orders)
+    sha = engine.scripts["place_orders"].sha
+    return ["EVALSHA", sha, str(len(keys_)), *keys_, *map(str, args)]
 
 
 def redis_benchmark_rps(tool: str, url: str, command: list[str], clients: int,
-                        pipeline: int, requests: int) -> float:
-    """redis-benchmark's requests/s for ``command``; every request must place an order."""
+                        pipeline: int, requests: int, orders: int) -> float:
+    """Orders/s of redis-benchmark sending ``command``; every request must place
+    ``orders`` orders."""
     parsed = urlparse(url)
     before = orders_placed(url)
     out = subprocess.run(
@@ -175,11 +177,11 @@ def redis_benchmark_rps(tool: str, url: str, command: list[str], clients: int,
          "-n", str(requests), "--csv", *command],
         capture_output=True, text=True, check=True).stdout
     placed = orders_placed(url) - before
-    if placed < requests:  # (with -P it may send a few more than -n)
+    if placed < requests * orders:  # (with -P it may send a few more than -n)
         sys.exit(f"redis-benchmark: {requests} requests placed only {placed} orders; "
                  f"not every command was a successful order:\n{' '.join(command)}")
     rows = list(csv.reader(io.StringIO(out)))
-    return float(rows[-1][1])
+    return float(rows[-1][1]) * orders
 
 
 # -- the run -------------------------------------------------------------------------------
@@ -241,25 +243,25 @@ class Contention:
 def measure(args: argparse.Namespace, url: str, tool: str | None) -> dict[str, list[float]]:
     """Each measurement once per round, interleaved, from the same seeded state."""
     results: dict[str, list[float]] = {}
-    sha = Engine(url).scripts["place_order"].sha
-    rb_requests = {1: 0, 50: 0}
+    rb_requests: dict[tuple[int, int], int] = {}
     contention = Contention(url)
     for round_no in range(1, args.rounds + 1):
-        for name, run in plan(args, url, tool, sha, rb_requests):
-            attempts: list[tuple[float, float, float]] = []  # others %, calls/s, us in Redis
+        for name, run in plan(args, url, tool, rb_requests):
+            attempts: list[tuple[float, float, float]] = []  # others %, orders/s, us in Redis
             for attempt in range(args.retries + 1):
                 if attempt:
                     time.sleep(args.pause)
                 users, products = run_loop(lambda: seed(url), args.loop)
                 before, start, spent = orders_placed(url), contention.snapshot(), script_time(url)
                 rps = run(users, products)
-                calls, usec = (b - a for a, b in zip(spent, script_time(url), strict=True))
+                _, usec = (b - a for a, b in zip(spent, script_time(url), strict=True))
+                placed = orders_placed(url) - before
                 others = Contention.others_percent(start, contention.snapshot())
-                attempts.append((others, rps, usec / max(calls, 1)))
+                attempts.append((others, rps, usec / max(placed, 1)))
                 disturbed = others > args.max_others
-                print(f"  round {round_no}: {name:<34} {rps:>10,.0f}/s "
-                      f"({orders_placed(url) - before:,} orders, {usec / max(calls, 1):.0f} us "
-                      f"each inside Redis; other processes used {others:.0f}% of the CPU)"
+                print(f"  round {round_no}: {name:<40} {rps:>10,.0f}/s "
+                      f"({placed:,} orders, {usec / max(placed, 1):.1f} us each inside "
+                      f"Redis; other processes used {others:.0f}% of the CPU)"
                       f"{' - disturbed' if disturbed else ''}", flush=True)
                 if not disturbed:
                     break
@@ -270,8 +272,8 @@ def measure(args: argparse.Namespace, url: str, tool: str | None) -> dict[str, l
     return results
 
 
-def plan(args: argparse.Namespace, url: str, tool: str | None, sha: str,
-         rb_requests: dict[int, int]) -> list[tuple[str, Callable[..., float]]]:
+def plan(args: argparse.Namespace, url: str, tool: str | None,
+         rb_requests: dict[tuple[int, int], int]) -> list[tuple[str, Callable[..., float]]]:
     """The measurements of one round, in order."""
     c, secs, loop = args.concurrency, args.seconds, args.loop
 
@@ -279,27 +281,31 @@ def plan(args: argparse.Namespace, url: str, tool: str | None, sha: str,
         return lambda users, products: run_loop(
             lambda: engine_rps(url, callers, secs, users, products), loop)
 
-    def bench_run(tool: str, pipeline: int) -> Callable[..., float]:
+    def bench_run(tool: str, pipeline: int, orders: int) -> Callable[..., float]:
         def run(users: list[int], products: list[int]) -> float:
-            command = benchmark_command(url, sha, products[0])
-            if not rb_requests[pipeline]:  # size -n to last about --seconds
-                probe = redis_benchmark_rps(tool, url, command, c, pipeline, 20_000)
-                rb_requests[pipeline] = max(20_000, int(probe * secs))
-            return redis_benchmark_rps(tool, url, command, c, pipeline, rb_requests[pipeline])
+            command = benchmark_command(url, products[0], orders)
+            shape = (pipeline, orders)
+            if shape not in rb_requests:  # size -n to last about --seconds
+                probe = redis_benchmark_rps(tool, url, command, c, pipeline, 20_000 // orders,
+                                            orders)
+                rb_requests[shape] = max(20_000, int(probe * secs)) // orders
+            return redis_benchmark_rps(tool, url, command, c, pipeline, rb_requests[shape],
+                                       orders)
         return run
 
     steps = [(f"engine coalesced ({c} tasks)", engine_run(c)),
              ("engine one by one (1 task)", engine_run(1))]
     if tool:
-        steps += [(f"redis-benchmark -c {c} -P 1", bench_run(tool, 1)),
-                  (f"redis-benchmark -c {c} -P 50", bench_run(tool, 50))]
+        steps += [(f"redis-benchmark -c {c} -P 1", bench_run(tool, 1, 1)),
+                  (f"redis-benchmark -c {c} -P 50", bench_run(tool, 50, 1)),
+                  (f"redis-benchmark -c {c} -P 1, {BATCH} per call", bench_run(tool, 1, BATCH))]
     return steps
 
 
 def report(results: dict[str, list[float]]) -> None:
     """The table of medians, and the targets."""
-    print(f"\n{'place_order, calls/s':<36}{'median':>10}   {'runs':<28}{'us in Redis':<13}"
-          "others' CPU")
+    print(f"\n{'place_order, orders/s':<42}{'median':>10}   {'runs':<28}"
+          f"{'us/order in Redis':<19}others' CPU")
     medians = {}
     for name, runs in results.items():
         if name.endswith((" others", " script")):
@@ -308,10 +314,10 @@ def report(results: dict[str, list[float]]) -> None:
         shown = "  ".join(f"{r:,.0f}" for r in runs)
         others = "  ".join(f"{o:.0f}%" for o in results[f"{name} others"])
         script_us = statistics.median(results[f"{name} script"])
-        print(f"{name:<36}{medians[name]:>10,.0f}   {shown:<28}{script_us:<13.0f}{others}")
+        print(f"{name:<42}{medians[name]:>10,.0f}   {shown:<28}{script_us:<19.1f}{others}")
     coalesced, single = list(medians.values())[:2]
     ceiling = 1e6 / statistics.median(results[f"{next(iter(medians))} script"])
-    print(f"\nRedis runs one script at a time: at the coalesced run's time per call inside "
+    print(f"\nRedis runs one script at a time: at the coalesced run's time per order inside "
           f"Redis, no client can place more than about {ceiling:,.0f} orders/s on this server.")
     ratio = coalesced / single
     print(f"\ncoalesced / one by one: {ratio:.2f}x (target >= {TARGET_RATIO}x: "

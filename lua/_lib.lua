@@ -76,11 +76,10 @@ local function emit_json(outbox, kind, at, body)
     .. '}')
 end
 
--- A balance history line, stored newest-first-readable in the user's zset; answers its
--- JSON (`at` is already an RFC 3339 string). Formatted, not cjson-encoded: an encode of a
--- table costs several times a string.format of the same fields.
-local function add_history(seq, hist, kind, amount, balance_after, order_id, at)
-  local id = redis.call('HINCRBY', seq, 'hist', 1)
+-- A balance history line with id `id`, stored newest-first-readable in the user's zset;
+-- answers its JSON (`at` is already an RFC 3339 string). Formatted, not cjson-encoded: an
+-- encode of a table costs several times a string.format of the same fields.
+local function add_history(hist, id, kind, amount, balance_after, order_id, at)
   local doc = string.format(
     '{"id":%d,"type":"%s","amount":%d,"balance_after":%d,"order_id":%s,"created_at":"%s"}',
     id, kind, amount, balance_after, order_id and '"' .. order_id .. '"' or 'null', at)
@@ -117,10 +116,33 @@ local function order_discount(total, dtype, dvalue)
   return d
 end
 
--- The order core shared by place_order and checkout_cart. `lines` is a list of
--- {pid, key, qty}; `k` holds the keys named below. Checks everything, then writes.
-local function take_order(k, user_id, lines, icid, hours)
-  local now = now_ms()
+-- What the orders of one script call share: the clock, the order and history id counters
+-- of {ro}:seq and the units sold per product. Counters and sales are kept in Lua and
+-- written once by close_orders: a script runs alone, so no other call sees them in between,
+-- and a batch of orders saves two counter writes per order, and the sales writes of every
+-- order whose products an earlier order of the batch already counted.
+-- `k` names seq, order_prefix, sales_prefix, window and outbox.
+local function open_orders(k, now)
+  local seq = redis.call('HMGET', k.seq, 'order', 'hist')
+  return {k = k, now = now, created = iso(now), hour = math.floor(now / 3600000),
+    order = tonumber(seq[1]) or 0, hist = tonumber(seq[2]) or 0, taken = false, sales = {}}
+end
+
+local function close_orders(c)
+  if not c.taken then return end
+  redis.call('HSET', c.k.seq, 'order', c.order, 'hist', c.hist)
+  local bucket = c.k.sales_prefix .. c.hour
+  for pid, units in pairs(c.sales) do
+    redis.call('ZINCRBY', bucket, units, pid)
+    redis.call('ZINCRBY', c.k.window, units, pid)
+  end
+end
+
+-- The order core shared by place_orders and checkout_cart: one order of `c` (open_orders;
+-- the caller has rolled the sales window to c.hour). `lines` is a list of {pid, key, qty};
+-- `u` names the user's balance, history, user_orders and icoupon keys. Checks everything,
+-- then writes.
+local function take_order(c, u, user_id, lines, icid)
   local items, seen = {}, {}
   if #lines == 0 then
     return fail('VALIDATION_ERROR', 'items: an order needs at least one line', {field = 'items'})
@@ -153,53 +175,50 @@ local function take_order(k, user_id, lines, icid, hours)
   end
   local discount = 0
   if icid ~= '' then
-    local c = redis.call('HMGET', k.icoupon, 'user_id', 'status', 'expires_ms',
+    local cp = redis.call('HMGET', u.icoupon, 'user_id', 'status', 'expires_ms',
       'discount_type', 'discount_value')
-    if c[1] ~= tostring(user_id) or c[2] ~= 'AVAILABLE' or now >= int(c[3]) then
+    if cp[1] ~= tostring(user_id) or cp[2] ~= 'AVAILABLE' or c.now >= int(cp[3]) then
       return fail('COUPON_NOT_USABLE', 'issued coupon ' .. icid ..
         ' is unknown, not yours, used or expired', {issued_coupon_id = tonumber(icid)})
     end
-    discount = order_discount(total, c[4], tonumber(c[5]))
+    discount = order_discount(total, cp[4], tonumber(cp[5]))
   end
   local paid = total - discount
-  local balance = int(redis.call('GET', k.balance))
+  local balance = int(redis.call('GET', u.balance))
   if balance < paid then
     return fail('INSUFFICIENT_BALANCE', 'balance ' .. balance .. ' is less than ' .. paid,
       {balance = balance, paid_amount = paid})
   end
   -- Every check passed: write.
-  local id = tostring(redis.call('HINCRBY', k.seq, 'order', 1))
-  local hour = math.floor(now / 3600000)
-  roll_window(k.sales_prefix, k.window, k.rolled, hour, hours)
-  local parts = {}
+  c.order, c.taken = c.order + 1, true
+  local id = string.format('%d', c.order)
+  local parts, sales = {}, c.sales
   for i, it in ipairs(items) do
     redis.call('HINCRBY', lines[i].key, 'stock', -it.quantity)
-    redis.call('ZINCRBY', k.sales_prefix .. hour, it.quantity, it.product_id)
-    redis.call('ZINCRBY', k.window, it.quantity, it.product_id)
+    sales[it.product_id] = (sales[it.product_id] or 0) + it.quantity
     parts[i] = string.format('{"product_id":%d,"name":%s,"unit_price":%d,"quantity":%d}',
       it.product_id, cjson.encode(it.name), it.unit_price, it.quantity)
   end
-  local created = iso(now)
   local history = 'null'
   if paid > 0 then
-    balance = redis.call('DECRBY', k.balance, paid)
-    history = add_history(k.seq, k.history, 'USE', paid, balance, id, created)
+    balance = redis.call('DECRBY', u.balance, paid)
+    c.hist = c.hist + 1
+    history = add_history(u.history, c.hist, 'USE', paid, balance, id, c.created)
   end
   if icid ~= '' then
-    redis.call('HSET', k.icoupon, 'status', 'USED', 'order_id', id)
+    redis.call('HSET', u.icoupon, 'status', 'USED', 'order_id', id)
   end
   -- The answer, the stored order and the event share one formatted document (see
   -- add_history for why it is not cjson-encoded).
   local doc = string.format('{"id":"%s","user_id":%d,"status":"PAID","items":[%s],'
     .. '"total_amount":%d,"discount_amount":%d,"paid_amount":%d,"issued_coupon_id":%s,'
     .. '"created_at":"%s"}', id, user_id, table.concat(parts, ','), total, discount, paid,
-    icid ~= '' and string.format('%d', tonumber(icid)) or 'null', created)
-  local okey = k.order_prefix .. id
-  redis.call('HSET', okey, 'json', doc, 'user_id', user_id, 'status', 'PAID', 'hour', hour,
-    'icoupon', icid)
-  redis.call('ZADD', k.user_orders, id, id)
-  emit_json(k.outbox, 'order.paid', created, '"event_id":"' .. id .. ':paid","order":' .. doc
-    .. ',"balance_after":' .. string.format('%d', balance) .. ',"history":' .. history)
+    icid ~= '' and string.format('%d', tonumber(icid)) or 'null', c.created)
+  redis.call('HSET', c.k.order_prefix .. id, 'json', doc, 'user_id', user_id, 'status',
+    'PAID', 'hour', c.hour, 'icoupon', icid)
+  redis.call('ZADD', u.user_orders, id, id)
+  emit_json(c.k.outbox, 'order.paid', c.created, '"event_id":"' .. id .. ':paid","order":'
+    .. doc .. ',"balance_after":' .. string.format('%d', balance) .. ',"history":' .. history)
   return ok(doc)
 end
 

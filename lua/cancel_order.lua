@@ -39,8 +39,8 @@ local history = 'null'
 if order.paid_amount > 0 then
   -- A refund is never refused for the balance cap.
   balance = redis.call('INCRBY', KEYS[2], order.paid_amount)
-  history = add_history(KEYS[4], KEYS[3], 'REFUND', order.paid_amount, balance, order.id,
-    iso(now))
+  history = add_history(KEYS[3], redis.call('HINCRBY', KEYS[4], 'hist', 1), 'REFUND',
+    order.paid_amount, balance, order.id, iso(now))
 end
 local restored = false
 if o[5] ~= '' then

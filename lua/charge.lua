@@ -27,7 +27,8 @@ end
 
 local at = iso(now_ms())
 balance = redis.call('INCRBY', KEYS[1], amount)
-local line = add_history(KEYS[3], KEYS[2], 'CHARGE', amount, balance, nil, at)
+local line = add_history(KEYS[2], redis.call('HINCRBY', KEYS[3], 'hist', 1), 'CHARGE', amount,
+  balance, nil, at)
 emit_json(KEYS[4], 'balance.charged', at, string.format(
   '"user_id":%d,"amount":%d,"balance_after":%d,"history":%s', user_id, amount, balance, line))
 return idem_store(KEYS[5], fp, ttl,

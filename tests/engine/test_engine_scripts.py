@@ -52,7 +52,7 @@ def test_the_real_scripts_leave_out_what_they_do_not_use() -> None:
     scripts = load_scripts()
     assert "take_order" not in defined(scripts["get_order"].source)
     assert {"take_order", "roll_window", "add_history"} <= set(
-        defined(scripts["place_order"].source))
+        defined(scripts["place_orders"].source))
 
 
 async def test_an_awkward_product_name_survives_the_order_its_event_and_the_cancel(

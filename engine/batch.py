@@ -1,0 +1,133 @@
+"""Orders placed in one event-loop tick leave as one ``place_orders`` call.
+
+The connection already sends a tick's commands in one write; this goes one step further
+for the hot path and packs the tick's orders into a single EVALSHA, because inside Redis
+each call has a cost of its own (parsing, building KEYS/ARGV, running the chunk, reading
+the clock, rolling the sales window) that a batch pays once. Each order is still checked
+and written all or nothing on its own, exactly as if it had been called alone: a batch
+only shares the call, never an outcome.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Coroutine
+from typing import Any
+
+from engine import keys
+from engine.connection import Connection, ReplyError
+from engine.policy import Policy
+from engine.scripts import Script
+
+# What a batch shares: the keys every order of place_orders.lua writes.
+_SHARED_KEYS = [keys.SEQ, keys.ORDER_PREFIX, keys.SALES_HOUR_PREFIX, keys.SALES_WINDOW,
+                keys.SALES_ROLLED, keys.OUTBOX]
+_ERR = b"ERR"
+
+# (order keys, order args, the caller's future)
+_Pending = tuple[list[str], list[Any], "asyncio.Future[list[bytes]]"]
+
+
+class OrderBatcher:
+    """Collects orders and sends them ``max_orders`` to a call.
+
+    A full batch is written at once, while the tick's other callers are still arriving, so
+    Redis runs it while Python prepares the next one; what is left goes when the tick ends.
+    A caller gets its own order's ``[code, payload]``; if the call fails as a whole (Redis
+    lost, refused the script) every caller of that batch gets the error, and if only its
+    order raised inside Redis, only that caller gets a :class:`ReplyError`.
+    """
+
+    def __init__(self, conn: Connection, script: Script, policy: Policy,
+                 max_orders: int = 16) -> None:
+        self._conn = conn
+        self._script = script
+        self._head = [str(policy.idempotency_ttl_s), str(policy.top_window_hours)]
+        self._max = max_orders
+        self._pending: list[_Pending] = []
+        self._tasks: set[asyncio.Task[None]] = set()  # strong references until done
+
+    async def place(self, order_keys: list[str], order_args: list[Any]) -> list[bytes]:
+        """One order's ``[code, payload]``; ``order_keys``/``order_args`` as the script's
+        per-order layout."""
+        loop = asyncio.get_running_loop()
+        if not self._pending:
+            loop.call_soon(self._flush)
+        fut: asyncio.Future[list[bytes]] = loop.create_future()
+        self._pending.append((order_keys, order_args, fut))
+        if len(self._pending) >= self._max:
+            self._flush()
+        reply = await fut
+        if reply[0] == _ERR:
+            raise ReplyError(reply[1].decode(errors="replace"))
+        return reply
+
+    def layout(self, orders: list[tuple[list[str], list[Any]]]) -> tuple[list[str], list[Any]]:
+        """The KEYS and ARGV of one call placing ``orders``."""
+        keys_ = list(_SHARED_KEYS)
+        args: list[Any] = [*self._head, len(orders)]
+        for order_keys, order_args in orders:
+            keys_ += order_keys
+            args += order_args
+        return keys_, args
+
+    def _flush(self) -> None:
+        # A caller cancelled before its batch left (a client gone) has no order placed.
+        batch = [pending for pending in self._pending if not pending[2].done()]
+        self._pending = []
+        if not batch:
+            return
+        keys_, args = self.layout([(order_keys, order_args) for order_keys, order_args, _ in batch])
+        sent = self._conn.send_now("EVALSHA", self._script.sha, len(keys_), *keys_, *args)
+        if sent is None:  # not connected yet: the script call connects (and loads)
+            self._spawn(self._call(batch, keys_, args))
+        else:
+            sent.add_done_callback(lambda reply: self._settle(batch, keys_, args, reply))
+
+    def _settle(self, batch: list[_Pending], keys_: list[str], args: list[Any],
+                sent: asyncio.Future[Any]) -> None:
+        if sent.cancelled():
+            error: BaseException = asyncio.CancelledError()
+        elif (exc := sent.exception()) is not None:
+            error = exc
+        elif isinstance(reply := sent.result(), ReplyError):
+            if str(reply).startswith("NOSCRIPT"):  # a restarted Redis: load, then call again
+                self._spawn(self._call(batch, keys_, args))
+                return
+            error = reply
+        else:
+            _deliver(batch, reply)
+            return
+        _fail(batch, error)
+
+    async def _call(self, batch: list[_Pending], keys_: list[str], args: list[Any]) -> None:
+        try:
+            flat: list[bytes] = await self._script(self._conn, keys_, args)
+        except BaseException as exc:
+            _fail(batch, exc)
+            if not isinstance(exc, Exception):
+                raise
+            return
+        _deliver(batch, flat)
+
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+
+def _deliver(batch: list[_Pending], flat: list[bytes]) -> None:
+    for i, (*_, fut) in enumerate(batch):
+        if not fut.done():
+            fut.set_result(flat[2 * i:2 * i + 2])
+
+
+def _fail(batch: list[_Pending], error: BaseException) -> None:
+    """Every caller of the batch learns what happened to its call."""
+    for *_, fut in batch:
+        if fut.done():
+            continue
+        if isinstance(error, asyncio.CancelledError):
+            fut.cancel()
+        else:
+            fut.set_exception(error)

@@ -1,0 +1,55 @@
+-- place_orders.lua: place one or more orders, each taking stock of every line, its coupon
+-- and the balance all or nothing, exactly as if each were its own call. The engine packs
+-- the orders that arrive in one event-loop tick into one call: per call, Redis parses a
+-- command, builds KEYS and ARGV and runs this chunk; per batch it reads the clock, rolls
+-- the sales window, and reads and writes the id counters and sales counts once
+-- (open_orders in _lib.lua).
+-- KEYS[1] seq {ro}:seq    KEYS[2] order prefix {ro}:order:   KEYS[3] sales hour prefix
+-- KEYS[4] sales window    KEYS[5] sales rolled               KEYS[6] outbox
+-- then per order: balance {ro}:bal:<user>, history {ro}:hist:<user>, user orders
+-- {ro}:uorders:<user>, issued coupon {ro}:icoupon:<id> (any key when none), idempotency
+-- record, and one product key per line.
+-- ARGV[1] idempotency TTL s; ARGV[2] sales window hours; ARGV[3] number of orders;
+-- then per order: user id, issued coupon id or '', fingerprint or '', number of lines,
+-- and a product id, quantity pair per line.
+-- Reply: a code and a payload per order, in order. Code: OK <order> | VALIDATION_ERROR |
+--   PRODUCT_NOT_FOUND | OUT_OF_STOCK | COUPON_NOT_USABLE | INSUFFICIENT_BALANCE |
+--   IDEMPOTENCY_KEY_REUSED, or ERR <message> when the order raised an error (the others
+--   of the batch are unaffected; as for a failed single call, it is not replayable).
+local ttl, hours, count = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
+local now = now_ms()
+-- Rolling first is safe whatever the orders do: the window only ever moves forward.
+roll_window(KEYS[3], KEYS[4], KEYS[5], math.floor(now / 3600000), hours)
+local c = open_orders({seq = KEYS[1], order_prefix = KEYS[2], sales_prefix = KEYS[3],
+  window = KEYS[4], outbox = KEYS[6]}, now)
+
+local function one(u, user_id, lines, icid, fp, idem)
+  return idem_replay(idem, fp) or idem_store(idem, fp, ttl, take_order(c, u, user_id, lines,
+    icid))
+end
+
+-- Nothing in this loop but `one` can raise, and pcall catches what it raises: close_orders
+-- must run, or the next call would hand out the ids this one used.
+local out = {}
+local ki, ai = 7, 4
+for _ = 1, count do
+  local user_id, icid, fp, n = tonumber(ARGV[ai]), ARGV[ai + 1], ARGV[ai + 2],
+    tonumber(ARGV[ai + 3]) or 0
+  local u = {balance = KEYS[ki], history = KEYS[ki + 1], user_orders = KEYS[ki + 2],
+    icoupon = KEYS[ki + 3]}
+  local idem = KEYS[ki + 4]
+  ki, ai = ki + 5, ai + 4
+  local lines = {}
+  for j = 1, n do
+    lines[j] = {pid = tonumber(ARGV[ai]), qty = tonumber(ARGV[ai + 1]), key = KEYS[ki]}
+    ki, ai = ki + 1, ai + 2
+  end
+  local done, res = pcall(one, u, user_id, lines, icid, fp, idem)
+  if not done then
+    res = {'ERR', type(res) == 'table' and tostring(res.err) or tostring(res)}
+  end
+  out[#out + 1] = res[1]
+  out[#out + 1] = res[2]
+end
+close_orders(c)
+return out
