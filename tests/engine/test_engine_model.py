@@ -102,8 +102,12 @@ class EngineVsModel(RuleBasedStateMachine):
               model_call: Callable[[Any], Any]) -> tuple[Outcome, Any]:
         """An idempotent write: replays must repeat the engine's first answer exactly."""
         idem = None if key is None else Idempotency(key, fingerprint)
+        return self.replayed(user, key, fingerprint, self.call(engine_call(idem)), model_call)
+
+    def replayed(self, user: int, key: str | None, fingerprint: str, got: Outcome,
+                 model_call: Callable[[Any], Any]) -> tuple[Outcome, Any]:
+        """:meth:`keyed` for an engine answer already in hand."""
         record = self.model.idempotency.get((user, key or ""))
-        got = self.call(engine_call(idem))
         want = self.expect(lambda: self.model.idempotent(
             user, key, fingerprint, lambda: model_call(got[1])), got)
         if record is not None and record[0] == fingerprint and key is not None:
@@ -227,6 +231,40 @@ class EngineVsModel(RuleBasedStateMachine):
             lambda idem: self.engine.place_order(user, lines, icid, idem),
             lambda ans: self.model.take_order(user, lines, icid, time.time(), ans and ans.id))
         return self.placed(user, got, want)
+
+    @rule(target=orders, batch=st.lists(st.tuples(WHO, LINES, COUPON_CHOICE, AS_OWNER, KEYS),
+                                        min_size=2, max_size=4))
+    def place_orders_at_once(
+        self, batch: list[tuple[int, list[tuple[int, int]], Any, bool, str | None]]
+    ) -> Any:
+        """Orders started together share one place_orders call (engine/batch.py): each must
+        answer as if placed alone, in the order they were started."""
+        specs = []
+        for who, lines, coupon, as_owner, key in batch:
+            user, icid = self.acting(self.users[who], coupon, as_owner)
+            specs.append((user, lines, icid, key, f"order {lines} {icid}"))
+        async def at_once() -> list[Any]:
+            return await asyncio.gather(*(
+                self.engine.place_order(user, lines, icid,
+                                        None if key is None else Idempotency(key, fingerprint))
+                for user, lines, icid, key, fingerprint in specs), return_exceptions=True)
+
+        results = self.loop.run_until_complete(at_once())
+        made = []
+        for (user, lines, icid, key, fingerprint), result in zip(specs, results, strict=True):
+            if isinstance(result, EngineError):
+                got: Outcome = result.code, None
+            elif isinstance(result, BaseException):
+                raise result
+            else:
+                got = "OK", result
+            event(f"place_orders_at_once: {got[0]}")
+            _, want = self.replayed(
+                user, key, fingerprint, got,
+                lambda ans, user=user, lines=lines, icid=icid: self.model.take_order(
+                    user, lines, icid, time.time(), ans and ans.id))
+            made += self.placed(user, got, want).values
+        return multiple(*made)
 
     @rule(target=orders, who=WHO, key=KEYS, coupon=COUPON_CHOICE, as_owner=AS_OWNER)
     def checkout(self, who: int, coupon: tuple[int, int] | None, as_owner: bool,
