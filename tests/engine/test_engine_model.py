@@ -229,8 +229,14 @@ class EngineVsModel(RuleBasedStateMachine):
         got, want = self.keyed(
             user, key, f"order {lines} {icid}",
             lambda idem: self.engine.place_order(user, lines, icid, idem),
-            lambda ans: self.model.take_order(user, lines, icid, time.time(), ans and ans.id))
+            self.model_order(user, lines, icid))
         return self.placed(user, got, want)
+
+    def model_order(self, user: int, lines: list[tuple[int, int]],
+                    icid: int | None) -> Callable[[Any], Any]:
+        """The model's side of an order, given the engine's answer (for its id)."""
+        return lambda ans: self.model.take_order(user, lines, icid, time.time(),
+                                                 ans and ans.id)
 
     @rule(target=orders, batch=st.lists(st.tuples(WHO, LINES, COUPON_CHOICE, AS_OWNER, KEYS),
                                         min_size=2, max_size=4))
@@ -259,10 +265,8 @@ class EngineVsModel(RuleBasedStateMachine):
             else:
                 got = "OK", result
             event(f"place_orders_at_once: {got[0]}")
-            _, want = self.replayed(
-                user, key, fingerprint, got,
-                lambda ans, user=user, lines=lines, icid=icid: self.model.take_order(
-                    user, lines, icid, time.time(), ans and ans.id))
+            _, want = self.replayed(user, key, fingerprint, got,
+                                    self.model_order(user, lines, icid))
             made += self.placed(user, got, want).values
         return multiple(*made)
 
