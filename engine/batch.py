@@ -3,9 +3,14 @@
 The connection already sends a tick's commands in one write; this goes one step further
 for the hot path and packs the tick's orders into a single EVALSHA, because inside Redis
 each call has a cost of its own (parsing, building KEYS/ARGV, running the chunk, reading
-the clock, rolling the sales window) that a batch pays once. Each order is still checked
-and written all or nothing on its own, exactly as if it had been called alone: a batch
-only shares the call, never an outcome.
+the clock, rolling the sales window, reading and writing the id counters) that a batch
+pays once. Each order is still checked and written all or nothing on its own, exactly as
+if it had been called alone: a batch only shares the call, never an outcome.
+
+Measured with load/bench_engine.py (64 callers, memory-only Valkey): one EVALSHA per
+order 14.9k orders/s; one call per tick 20.2k/s, Redis idle while Python handled a whole
+tick of replies; full batches written at once 23k/s (8, 16 and 32 orders a batch alike,
+50 lower); with the counters and sales written once per batch 26.9k/s.
 """
 
 from __future__ import annotations

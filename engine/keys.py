@@ -3,7 +3,8 @@
 All hot-path keys share the ``{ro}`` hash tag: an order touches one user, many products,
 a coupon, the sales counters and the outbox in one atomic script, and a Redis Cluster only
 runs a script whose keys live in one slot. (So a cluster would hold rushorder on one
-shard; Redis CPU, not memory, bounds us, and one shard does ~20k orders/s.)
+shard; Redis CPU, not memory, bounds us, and one shard took ~27k orders/s from one engine
+process, memory-only, on the 2-core machine of README's figures.)
 
 Python builds every key whose name it can know and passes it in ``KEYS[]``. Where a name
 comes from data that only Redis has at run time (an id the script allocates, the hour on
