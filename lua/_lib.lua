@@ -117,24 +117,42 @@ local function order_discount(total, dtype, dvalue)
 end
 
 -- What the orders of one script call share: the clock, the order and history id counters
--- of {ro}:seq and the units sold per product. Counters and sales are kept in Lua and
--- written once by close_orders: a script runs alone, so no other call sees them in between,
--- and a batch of orders saves two counter writes per order, and the sales writes of every
--- order whose products an earlier order of the batch already counted.
+-- of {ro}:seq, the products they read and the units they take and sell. Counters, stock
+-- and sales are kept in Lua and written once by close_orders: a script runs alone, so no
+-- other call sees them in between, and a batch of orders saves two counter writes per
+-- order and, for every product an earlier order of the batch already read (the hot
+-- product of a flash sale), its read, its stock write and its two sales writes.
 -- `k` names seq, order_prefix, sales_prefix, window and outbox.
 local function open_orders(k, now)
   local seq = redis.call('HMGET', k.seq, 'order', 'hist')
   return {k = k, now = now, created = iso(now), hour = math.floor(now / 3600000),
-    order = tonumber(seq[1]) or 0, hist = tonumber(seq[2]) or 0, taken = false, sales = {}}
+    order = tonumber(seq[1]) or 0, hist = tonumber(seq[2]) or 0, taken = false,
+    products = {}}
+end
+
+-- A product of the batch by key: {pid, name, price, stock (live within the batch),
+-- taken}, or nil when it does not exist.
+local function batch_product(c, key, pid)
+  local p = c.products[key]
+  if p then return p end
+  local raw = redis.call('HMGET', key, 'name', 'price', 'stock')
+  if not raw[1] then return nil end
+  p = {pid = pid, name = raw[1], price = tonumber(raw[2]), stock = tonumber(raw[3]),
+    taken = 0}
+  c.products[key] = p
+  return p
 end
 
 local function close_orders(c)
   if not c.taken then return end
   redis.call('HSET', c.k.seq, 'order', c.order, 'hist', c.hist)
   local bucket = c.k.sales_prefix .. c.hour
-  for pid, units in pairs(c.sales) do
-    redis.call('ZINCRBY', bucket, units, pid)
-    redis.call('ZINCRBY', c.k.window, units, pid)
+  for key, p in pairs(c.products) do
+    if p.taken > 0 then
+      redis.call('HINCRBY', key, 'stock', -p.taken)
+      redis.call('ZINCRBY', bucket, p.taken, p.pid)
+      redis.call('ZINCRBY', c.k.window, p.taken, p.pid)
+    end
   end
 end
 
@@ -157,13 +175,13 @@ local function take_order(c, u, user_id, lines, icid)
         {field = 'items', product_id = l.pid})
     end
     seen[l.pid] = true
-    local p = redis.call('HMGET', l.key, 'name', 'price', 'stock')
-    if not p[1] then
+    local p = batch_product(c, l.key, l.pid)
+    if not p then
       return fail('PRODUCT_NOT_FOUND', 'product ' .. l.pid .. ' does not exist',
         {product_id = l.pid})
     end
-    items[i] = {product_id = l.pid, name = p[1], unit_price = tonumber(p[2]),
-      quantity = l.qty, stock = tonumber(p[3])}
+    items[i] = {product_id = l.pid, name = p.name, unit_price = p.price, quantity = l.qty,
+      stock = p.stock, p = p}
   end
   local total = 0
   for i, it in ipairs(items) do
@@ -192,10 +210,9 @@ local function take_order(c, u, user_id, lines, icid)
   -- Every check passed: write.
   c.order, c.taken = c.order + 1, true
   local id = string.format('%d', c.order)
-  local parts, sales = {}, c.sales
+  local parts = {}
   for i, it in ipairs(items) do
-    redis.call('HINCRBY', lines[i].key, 'stock', -it.quantity)
-    sales[it.product_id] = (sales[it.product_id] or 0) + it.quantity
+    it.p.stock, it.p.taken = it.p.stock - it.quantity, it.p.taken + it.quantity
     parts[i] = string.format('{"product_id":%d,"name":%s,"unit_price":%d,"quantity":%d}',
       it.product_id, cjson.encode(it.name), it.unit_price, it.quantity)
   end

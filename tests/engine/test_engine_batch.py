@@ -96,7 +96,7 @@ async def test_one_key_twice_in_a_batch_places_one_order_and_answers_it_twice(
     assert (await engine.product(made.id)).stock == 99
 
 
-async def test_ids_counters_and_sales_of_a_batch_are_written_once_and_right(
+async def test_ids_counters_stock_and_sales_of_a_batch_are_written_once_and_right(
     engine, funded_user, new_product, r
 ) -> None:
     users = [await funded_user(10_000) for _ in range(6)]
@@ -116,6 +116,7 @@ async def test_ids_counters_and_sales_of_a_batch_are_written_once_and_right(
                                                         str(histories[-1].id).encode()]
     assert [await r.zscore(keys.SALES_WINDOW, p.id) - w
             for p, w in zip((a, b), window_before, strict=True)] == [9, 3]
+    assert [(await engine.product(p.id)).stock for p in (a, b)] == [91, 97]
     # The next call of any script continues the counters.
     assert (await engine.charge(users[0], 1_000)).balance == 10_000
     assert (await engine.history(users[0])).items[0].id == histories[-1].id + 1
