@@ -323,6 +323,9 @@ class RedisServer(_Server):
         try:
             with redis.Redis(port=self.port, socket_timeout=2) as client:
                 info = client.info("server")
+                # INFO answers while the AOF is still loading, when every other command
+                # gets -LOADING: ready means loaded.
+                loading = int(client.info("persistence").get("loading", 0))
         except redis.exceptions.BusyLoadingError:
             return False  # a big AOF takes a while to load
         except redis.exceptions.ConnectionError:
@@ -330,7 +333,7 @@ class RedisServer(_Server):
         if self.proc is not None and int(info["process_id"]) != self.proc.pid:
             raise self._failed(f"port {self.port} is served by another redis "
                                f"(pid {info['process_id']})")
-        return True
+        return not loading
 
 
 # ---------------------------------------------------------------------------------------
