@@ -122,10 +122,15 @@ end
 -- other call sees them in between, and a batch of orders saves two counter writes per
 -- order and, for every product an earlier order of the batch already read (the hot
 -- product of a flash sale), its read, its stock write and its two sales writes.
--- `k` names seq, order_prefix, sales_prefix, window and outbox.
-local function open_orders(k, now)
+-- `k` names seq, order_prefix, sales_prefix, window, rolled and outbox. The window is
+-- rolled to the current hour first, whatever the orders then do: it only ever moves
+-- forward, and every order of the call counts its units into that hour.
+local function open_orders(k, hours)
+  local now = now_ms()
+  local hour = math.floor(now / 3600000)
+  roll_window(k.sales_prefix, k.window, k.rolled, hour, hours)
   local seq = redis.call('HMGET', k.seq, 'order', 'hist')
-  return {k = k, now = now, created = iso(now), hour = math.floor(now / 3600000),
+  return {k = k, now = now, created = iso(now), hour = hour,
     order = tonumber(seq[1]) or 0, hist = tonumber(seq[2]) or 0, taken = false,
     products = {}}
 end
@@ -156,8 +161,8 @@ local function close_orders(c)
   end
 end
 
--- The order core shared by place_orders and checkout_cart: one order of `c` (open_orders;
--- the caller has rolled the sales window to c.hour). `lines` is a list of {pid, key, qty};
+-- The order core shared by place_orders and checkout_cart: one order of `c`
+-- (open_orders). `lines` is a list of {pid, key, qty};
 -- `u` names the user's balance, history, user_orders and icoupon keys. Checks everything,
 -- then writes.
 local function take_order(c, u, user_id, lines, icid)

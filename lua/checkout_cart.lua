@@ -25,10 +25,8 @@ for i = 1, #flat, 2 do
     key = KEYS[13] .. flat[i]}
 end
 table.sort(lines, function(a, b) return a.pid < b.pid end)
-local now = now_ms()
-roll_window(KEYS[7], KEYS[8], KEYS[9], math.floor(now / 3600000), hours)
 local c = open_orders({seq = KEYS[3], order_prefix = KEYS[6], sales_prefix = KEYS[7],
-  window = KEYS[8], outbox = KEYS[10]}, now)
+  window = KEYS[8], rolled = KEYS[9], outbox = KEYS[10]}, hours)
 local res = take_order(c, {balance = KEYS[1], history = KEYS[2], user_orders = KEYS[4],
   icoupon = KEYS[5]}, user_id, lines, icid)
 close_orders(c)

@@ -17,11 +17,8 @@
 --   IDEMPOTENCY_KEY_REUSED, or ERR <message> when the order raised an error (the others
 --   of the batch are unaffected; as for a failed single call, it is not replayable).
 local ttl, hours, count = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
-local now = now_ms()
--- Rolling first is safe whatever the orders do: the window only ever moves forward.
-roll_window(KEYS[3], KEYS[4], KEYS[5], math.floor(now / 3600000), hours)
 local c = open_orders({seq = KEYS[1], order_prefix = KEYS[2], sales_prefix = KEYS[3],
-  window = KEYS[4], outbox = KEYS[6]}, now)
+  window = KEYS[4], rolled = KEYS[5], outbox = KEYS[6]}, hours)
 
 local function one(u, user_id, lines, icid, fp, idem)
   return idem_replay(idem, fp) or idem_store(idem, fp, ttl, take_order(c, u, user_id, lines,
