@@ -83,7 +83,7 @@ class OrderBatcher:
         if not batch:
             return
         keys_, args = self.layout([(order_keys, order_args) for order_keys, order_args, _ in batch])
-        sent = self._conn.send_now("EVALSHA", self._script.sha, len(keys_), *keys_, *args)
+        sent = self._conn.send_now(*self._script.evalsha(keys_, args))
         if sent is None:  # not connected yet: the script call connects (and loads)
             self._spawn(self._call(batch, keys_, args))
         else:

@@ -31,15 +31,20 @@ class Script:
         self.source = source
         self.sha = hashlib.sha1(source.encode()).hexdigest()
 
+    def evalsha(self, keys: list[str], args: list[Any]) -> tuple[Any, ...]:
+        """The EVALSHA command calling this script with ``keys`` and ``args``."""
+        return ("EVALSHA", self.sha, len(keys), *keys, *args)
+
     async def __call__(self, conn: Connection, keys: list[str], args: list[Any]) -> Any:
         """EVALSHA, loading the script first if Redis does not know it."""
+        command = self.evalsha(keys, args)
         try:
-            return await conn.execute("EVALSHA", self.sha, len(keys), *keys, *args)
+            return await conn.execute(*command)
         except ReplyError as exc:
             if not str(exc).startswith("NOSCRIPT"):
                 raise
         await conn.execute("SCRIPT", "LOAD", self.source)
-        return await conn.execute("EVALSHA", self.sha, len(keys), *keys, *args)
+        return await conn.execute(*command)
 
 
 def helpers(library: str) -> list[tuple[str, str]]:
