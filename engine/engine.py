@@ -146,12 +146,8 @@ class Engine:
         self, user_id: int, limit: int = 20, cursor: str | None = None
     ) -> Page[HistoryLine]:
         """The user's balance history, newest first."""
-        top = f"({_cursor(cursor)}" if cursor else "+inf"
-        raw = await self.conn.execute(
-            "ZREVRANGEBYSCORE", keys.history(user_id), top, "-inf", "LIMIT", 0, limit + 1
-        )
-        items = _decoder(list[HistoryLine]).decode(b"[" + b",".join(raw) + b"]")
-        return _page(items, limit)
+        reply = await self._run("list_history", [keys.history(user_id)], [_cursor(cursor), limit])
+        return _page(_answer(reply, list[HistoryLine]), limit)
 
     # -- products ----------------------------------------------------------------------
 

@@ -15,7 +15,7 @@ and the script appends the id; the prefix carries the hash tag, so the slot is t
 | --- | --- | --- |
 | {ro}:seq | hash | id counters: hist, product, coupon, icoupon, order |
 | {ro}:bal:<user> | string | balance in won |
-| {ro}:hist:<user> | zset | history lines (JSON), score = history id |
+| {ro}:hist:<user> | list | history lines (JSON), in id order |
 | {ro}:product:<id> | hash | name, price, stock |
 | {ro}:products | zset | catalog index, score = member = product id |
 | {ro}:coupon:<id> | hash | coupon definition + live remaining |
@@ -23,7 +23,7 @@ and the script appends the id; the prefix carries the hash tag, so the slot is t
 | {ro}:icoupon:<id> | hash | an issued coupon: owner, status, order, window |
 | {ro}:ucoupons:<user> | zset | a user's issued coupons, score = issued coupon id |
 | {ro}:order:<id> | hash | json (the answer), user, status, hour, icoupon |
-| {ro}:uorders:<user> | zset | a user's orders, score = order id |
+| {ro}:uorders:<user> | list | a user's order ids, in id order |
 | {ro}:cart:<user> | hash | product id -> quantity |
 | {ro}:sales:h:<hour> | zset | product -> units sold in that UTC hour (epoch // 3600) |
 | {ro}:sales:window | zset | product -> units in hour buckets not yet rolled off |

@@ -79,8 +79,9 @@ class Restorer:
         self._queued()
 
     def history_line(self, user_id: int, line: HistoryLine) -> None:
-        """One history line, scored by its id (``add_history``)."""
-        self.pipe.zadd(keys.history(user_id), {history_json(line): line.id})
+        """One history line, appended (``add_history``): a user's lines must come in id
+        order."""
+        self.pipe.rpush(keys.history(user_id), history_json(line))
         self._queued()
 
     def product(self, product: Product) -> None:
@@ -113,12 +114,13 @@ class Restorer:
         self._queued()
 
     def order(self, order: Order) -> None:
-        """An order and the user's index (``take_order``, ``cancel_order.lua``)."""
+        """An order and the user's index (``take_order``, ``cancel_order.lua``): a user's
+        orders must come in id order."""
         self.pipe.hset(keys.order(order.id), mapping={
             "json": order_json(order), "user_id": order.user_id, "status": order.status,
             "hour": ms(order.created_at) // HOUR_MS,
             "icoupon": "" if order.issued_coupon_id is None else order.issued_coupon_id})
-        self.pipe.zadd(keys.user_orders(order.user_id), {order.id: int(order.id)})
+        self.pipe.rpush(keys.user_orders(order.user_id), order.id)
         self._queued()
 
     def sales(self, now_hour: int, hours: int, units: Iterable[tuple[int, int, int]]) -> None:

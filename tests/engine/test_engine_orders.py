@@ -275,6 +275,25 @@ async def test_another_users_order_reads_as_order_not_found(
         await engine.order(await new_user(), order.id)
 
 
+async def test_orders_list_answers_any_cursor_with_the_ids_below_it(
+    engine, funded_user, new_product
+) -> None:
+    """The cursor need not be one of the user's ids: another user's orders come between
+    theirs, and a client may send any digits. Every cursor from below the first id to
+    above the last gets exactly the user's ids below it, newest first."""
+    user, other, made = await funded_user(10_000), await funded_user(10_000), await new_product()
+    mine = []
+    for _ in range(6):
+        mine.append(int((await engine.place_order(user, [(made.id, 1)])).id))
+        await engine.place_order(other, [(made.id, 1)])
+    for cursor in range(mine[0] - 1, mine[-1] + 3):
+        page = await engine.orders(user, limit=2, cursor=str(cursor))
+        below = [i for i in reversed(mine) if i < cursor]
+        assert [int(o.id) for o in page.items] == below[:2], cursor
+        assert page.next_cursor == (str(below[1]) if len(below) > 2 else None), cursor
+    assert [int(o.id) for o in (await engine.orders(user, limit=10)).items] == mine[::-1]
+
+
 async def test_orders_list_newest_first_by_cursor(engine, funded_user, new_product) -> None:
     user, made = await funded_user(10_000), await new_product()
     placed = [(await engine.place_order(user, [(made.id, 1)])).id for _ in range(5)]
