@@ -21,6 +21,8 @@ import tempfile
 from rushorder.settings import Settings
 
 ASGI_TARGET = "api.asgi:app"
+# httptools, with one write() per answer (api.transport)
+HTTP_PROTOCOL = "api.transport:HttpToolsProtocol"
 
 
 def _shared_metrics() -> str:
@@ -52,7 +54,7 @@ def _uvicorn(settings: Settings) -> None:
     import uvicorn
 
     uvicorn.run(ASGI_TARGET, factory=True, host=settings.http_host, port=settings.http_port,
-                workers=settings.api_workers, loop="uvloop", http="httptools",
+                workers=settings.api_workers, loop="uvloop", http=HTTP_PROTOCOL,
                 interface="asgi3", lifespan="on", access_log=False, backlog=2048,
                 proxy_headers=False,  # no proxy sits in front by default; one ASGI layer less
                 # Longer than a client's or load balancer's idle timeout (commonly 60 s): a

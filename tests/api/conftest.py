@@ -26,6 +26,7 @@ import uvicorn
 from actors import Actor
 
 from api.app import create_app
+from api.server import HTTP_PROTOCOL
 from rushorder.servers import free_port
 from rushorder.settings import Settings
 
@@ -58,8 +59,11 @@ def api_settings(settings: Settings, api_redis_url: str) -> Settings:
 async def _serve(app: Any) -> AsyncIterator[str]:
     """Serve an ASGI app over HTTP on a free port until the fixture ends."""
     port = free_port()
+    # The production server's HTTP protocol (one write per answer), so every API test
+    # runs through it.
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, lifespan="on",
-                                           log_level="warning", access_log=False))
+                                           http=HTTP_PROTOCOL, log_level="warning",
+                                           access_log=False))
     task = asyncio.create_task(server.serve())
     for _ in range(500):
         if server.started or task.done():
