@@ -4,8 +4,9 @@ default) or granian (``settings.api_server``).
 Measured here with the whole stack on 2 cores (README): uvicorn + httptools answered
 POST /orders about 20% faster, because its event loop owns the sockets, while granian's
 Rust I/O threads hand each request to the Python loop and back, a cross-thread wake-up
-that an order (which waits on Redis) pays and an instant answer does not; granian
-answered plain reads 15-25% faster.
+that an order (which waits on Redis) pays and an instant answer does not. Since uvicorn
+writes each answer in one write() (``api.transport``) it answers plain reads ~18% faster
+too; granian answered them 15-25% faster before that.
 
 The worker processes import ``api.asgi:app`` and call it to build their own app (and
 their own engine and Redis connection); nothing is shared between them but the port,
