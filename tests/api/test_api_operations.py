@@ -151,3 +151,23 @@ async def test_interactive_docs_page(client: httpx.AsyncClient) -> None:
     resp = await client.get("/schema/swagger")
     assert resp.status_code == 200 and "text/html" in resp.headers["content-type"]
     assert "swagger" in resp.text.lower()
+
+
+def test_the_worker_factory_freezes_the_app_and_spaces_the_collector(monkeypatch) -> None:
+    """api.asgi:app, what each server worker calls, leaves the built app out of the
+    cyclic collector's passes and runs young passes every GC_THRESHOLDS[0] allocations."""
+    import gc
+
+    from api import asgi
+
+    before = gc.get_threshold()
+    monkeypatch.setenv("RUSHORDER_LOG_LEVEL", "WARNING")
+    monkeypatch.setenv("RUSHORDER_REDIS_URL", "redis://127.0.0.1:9/0")  # built, not started
+    try:
+        gc.unfreeze()
+        asgi.app()
+        assert gc.get_threshold() == asgi.GC_THRESHOLDS
+        assert gc.get_freeze_count() > 0
+    finally:
+        gc.unfreeze()
+        gc.set_threshold(*before)
