@@ -7,8 +7,16 @@ All three are measured in one run, interleaved, at the same concurrency, on this
     and the balance rows, then the writes) against a private Postgres.
 Redis runs as in the managed stack (AOF, appendfsync always). Prints medians and ratios.
 
+The API runs one worker process by default here, not the product's default of two: on
+this 2-core box Redis, its AOF fsync and the load generator need about one core, and a
+second API worker oversubscribes the CPU. Measured (interleaved fresh stacks, wrk -c64):
+one worker answered 11.1-12.8k orders/s against 8.9-10.7k for two, because Redis' fsync
+per loop iteration waits on a busy CPU (outside commands, an iteration took 0.57 ms
+against 1.4-1.9 ms). Size ``RUSHORDER_API_WORKERS`` to the cores the API has to itself;
+``--api-workers 2`` measures the other way.
+
 Usage: python load/bench_api.py [--seconds 10] [--rounds 3] [--connections 64]
-                                [--api-workers 2] [--api-server uvicorn|granian]
+                                [--api-workers 1] [--api-server uvicorn|granian]
 """
 
 from __future__ import annotations
@@ -91,7 +99,8 @@ def main() -> None:
     parser.add_argument("--seconds", type=int, default=10)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--connections", type=int, default=64)
-    parser.add_argument("--api-workers", type=int, default=2)
+    parser.add_argument("--api-workers", type=int, default=1,
+                        help="API worker processes (1: see above)")
     parser.add_argument("--api-server", choices=("uvicorn", "granian"), default="uvicorn",
                         help="RUSHORDER_API_SERVER of the API under test")
     args = parser.parse_args()
