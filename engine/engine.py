@@ -107,6 +107,13 @@ class Engine:
         reply: list[bytes] = await self.scripts[name](self.conn, keys_, args)
         return reply
 
+    async def _page_of(self, name: str, keys_: list[str], kind: Any, limit: int,
+                       cursor: str | None) -> Page[Any]:
+        """A page from one of the list scripts, which all take (cursor, limit) and answer
+        up to limit + 1 items."""
+        reply = await self._run(name, keys_, [_cursor(cursor), limit])
+        return _page(_answer(reply, list[kind]), limit)
+
     # -- lifecycle ---------------------------------------------------------------------
 
     async def load(self) -> None:
@@ -146,8 +153,8 @@ class Engine:
         self, user_id: int, limit: int = 20, cursor: str | None = None
     ) -> Page[HistoryLine]:
         """The user's balance history, newest first."""
-        reply = await self._run("list_history", [keys.history(user_id)], [_cursor(cursor), limit])
-        return _page(_answer(reply, list[HistoryLine]), limit)
+        return await self._page_of("list_history", [keys.history(user_id)], HistoryLine,
+                                   limit, cursor)
 
     # -- products ----------------------------------------------------------------------
 
@@ -177,10 +184,8 @@ class Engine:
 
     async def products(self, limit: int = 20, cursor: str | None = None) -> Page[Product]:
         """A page of the catalog by id ascending, with live stock."""
-        reply = await self._run(
-            "list_products", [keys.PRODUCTS, keys.PRODUCT_PREFIX], [_cursor(cursor), limit]
-        )
-        return _page(_answer(reply, list[Product]), limit)
+        return await self._page_of("list_products", [keys.PRODUCTS, keys.PRODUCT_PREFIX],
+                                   Product, limit, cursor)
 
     async def top(self) -> Top:
         """The best sellers of the last ``top_window_hours`` hours."""
@@ -228,11 +233,9 @@ class Engine:
         self, user_id: int, limit: int = 20, cursor: str | None = None
     ) -> Page[IssuedCoupon]:
         """The user's issued coupons, newest first, with live status."""
-        reply = await self._run(
+        return await self._page_of(
             "list_user_coupons", [keys.user_coupons(user_id), keys.ISSUED_COUPON_PREFIX],
-            [_cursor(cursor), limit],
-        )
-        return _page(_answer(reply, list[IssuedCoupon]), limit)
+            IssuedCoupon, limit, cursor)
 
     # -- orders ------------------------------------------------------------------------
 
@@ -312,10 +315,8 @@ class Engine:
 
     async def orders(self, user_id: int, limit: int = 20, cursor: str | None = None) -> Page[Order]:
         """The user's orders, newest first."""
-        reply = await self._run(
-            "list_orders", [keys.user_orders(user_id), keys.ORDER_PREFIX], [_cursor(cursor), limit]
-        )
-        return _page(_answer(reply, list[Order]), limit)
+        return await self._page_of("list_orders", [keys.user_orders(user_id), keys.ORDER_PREFIX],
+                                   Order, limit, cursor)
 
     # -- cart --------------------------------------------------------------------------
 
