@@ -11,15 +11,13 @@ WORKDIR /app
 COPY pyproject.toml README.md ./
 COPY rushorder ./rushorder
 COPY engine ./engine
-COPY lua ./lua
 COPY api ./api
 COPY workers ./workers
 COPY persistence ./persistence
 
-# Editable on purpose: engine/scripts.py reads ../lua next to the engine package, and
-# lua/ is not package data, so a plain `pip install .` would ship an engine without
-# its scripts. Servers come from the compose file, so no [servers] extra.
-RUN pip install -e . \
+# A plain install: the Lua scripts are package data of engine (engine/lua/*.lua).
+# Servers come from the compose file, so no [servers] extra.
+RUN pip install . \
  && useradd --system --no-create-home --shell /usr/sbin/nologin rushorder
 
 USER rushorder

@@ -4,7 +4,7 @@
 (``rushorder rebuild`` feeds it from Postgres): the same keys, hash fields, JSON documents
 and time formats, so every script and read answers the same afterwards. :class:`Snapshot`
 reads the same layout back for ``rushorder audit``. Both are synchronous redis-py: they
-are operator tools, not the hot path. Keep them in step with ``lua/*.lua``.
+are operator tools, not the hot path. Keep them in step with ``engine/lua/*.lua``.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ _ENCODER = msgspec.json.Encoder()
 
 
 def iso(moment: datetime) -> str:
-    """RFC 3339 UTC with milliseconds, as ``iso()`` of ``lua/_lib.lua`` writes it."""
+    """RFC 3339 UTC with milliseconds, as ``iso()`` of ``engine/lua/_lib.lua`` writes it."""
     return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
 
 

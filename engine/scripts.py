@@ -1,6 +1,9 @@
-"""The Lua scripts of ``lua/``, found by globbing, each linked with the helpers it uses.
+"""The Lua scripts of ``engine/lua/``, found by globbing, each linked with its helpers.
 
-``lua/_lib.lua`` holds the helpers as top-level ``local function`` blocks. Redis runs a
+The scripts are package data of ``engine`` and read with :mod:`importlib.resources`, so a
+plain (non-editable) ``pip install`` ships a working engine.
+
+``_lib.lua`` holds the helpers as top-level ``local function`` blocks. Redis runs a
 script's whole chunk on every call, so each helper costs a closure allocation per call
 whether it is used or not (about 2 µs for all of them, a twentieth of an order); a script
 therefore gets only the helpers its body names, and the ones those name in turn.
@@ -13,12 +16,13 @@ from __future__ import annotations
 
 import hashlib
 import re
-from pathlib import Path
+from importlib import resources
+from importlib.resources.abc import Traversable
 from typing import Any
 
 from engine.connection import Connection, ReplyError
 
-LUA_DIR = Path(__file__).resolve().parent.parent / "lua"
+LUA_DIR: Traversable = resources.files("engine") / "lua"
 LIBRARY = "_lib.lua"
 _HELPER = re.compile(r"^local function (\w+)\(", re.MULTILINE)
 
@@ -78,11 +82,12 @@ def link(library: str, body: str) -> str:
     return "".join(reversed(needed)) + body
 
 
-def load_scripts(lua_dir: Path = LUA_DIR) -> dict[str, Script]:
+def load_scripts(lua_dir: Traversable = LUA_DIR) -> dict[str, Script]:
     """Every ``*.lua`` of the folder but the library, by file stem."""
     library = (lua_dir / LIBRARY).read_text()
-    return {
-        path.stem: Script(path.stem, link(library, f"-- {path.name}\n{path.read_text()}"))
-        for path in sorted(lua_dir.glob("*.lua"))
-        if path.name != LIBRARY
-    }
+    scripts = {}
+    for path in sorted(lua_dir.iterdir(), key=lambda entry: entry.name):
+        if path.name.endswith(".lua") and path.name != LIBRARY:
+            name = path.name.removesuffix(".lua")
+            scripts[name] = Script(name, link(library, f"-- {path.name}\n{path.read_text()}"))
+    return scripts

@@ -6,7 +6,7 @@ Five measurements on the same Redis, in the same run:
   * engine, one by one: one task, each call awaited before the next: one EVALSHA round trip
     per order (the same Engine and script; the baseline that coalescing must beat);
   * redis-benchmark -c CONCURRENCY -P 1 and -P 50: the C client sending EVALSHA of
-    lua/place_orders.lua with one order, the keys and arguments the Engine sends (one user,
+    engine/lua/place_orders.lua with one order, the keys and arguments the Engine sends (one user,
     one product); and -P 1 with BATCH such orders per call, as a full coalesced batch.
 
 Every round starts from the same state (FLUSHDB; 100 products with 10^9 units at 10 won;
