@@ -42,7 +42,8 @@ def engine_of(settings: Settings) -> Engine:
     """An engine for the settings' Redis (it connects on first use)."""
     if not settings.redis_url:
         raise ValueError("the API needs RUSHORDER_REDIS_URL")
-    return Engine(settings.redis_url, policy_of(settings))
+    return Engine(settings.redis_url, policy_of(settings),
+                  reply_timeout_s=settings.redis_timeout_s)
 
 
 def _lifespan(engine: Engine, owned: bool, metrics: Metrics) -> Lifespan:

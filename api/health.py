@@ -15,7 +15,7 @@ from api.docs import problems
 from api.metrics import Metrics
 from api.problems import problem
 from engine import Engine
-from engine.errors import EngineError
+from engine.errors import EngineError, StateMissing
 from rushorder.settings import Settings
 
 PROBE_TIMEOUT_S = 2.0
@@ -31,11 +31,14 @@ LIVE = Liveness("ok")
 
 
 async def _redis(engine: Engine) -> str:
-    """Redis answers and knows every script (loading them if a restarted Redis lost them)."""
+    """Redis answers, holds live state and knows every script (loading them if a restarted
+    Redis lost them)."""
     try:
         if not await asyncio.wait_for(engine.ready(), PROBE_TIMEOUT_S):
             await asyncio.wait_for(engine.load(), PROBE_TIMEOUT_S)
         return "ok"
+    except StateMissing as exc:
+        return f"no live state: {exc.detail}"
     except (TimeoutError, EngineError, OSError) as exc:
         return f"unreachable: {exc!s:.200}"
 
@@ -66,7 +69,8 @@ def routes(engine: Engine, settings: Settings, metrics: Metrics) -> list[HTTPRou
 
     @get("/health/ready", responses=problems())
     async def ready() -> Answer:
-        """Redis and Postgres are reachable and the scripts are loaded; 503 otherwise."""
+        """Redis and Postgres are reachable, Redis holds live state and knows the scripts;
+        503 otherwise, saying why."""
         redis, postgres = await asyncio.gather(_redis(engine), _postgres(settings.database_url))
         checks = {"redis": redis, "postgres": postgres}
         if redis == "ok" and postgres in ("ok", "not configured"):

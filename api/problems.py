@@ -15,7 +15,6 @@ from litestar import Request
 from litestar.exceptions import HTTPException, ValidationException
 
 from api.answers import Answer
-from engine.connection import ReplyError
 from engine.errors import EngineError
 
 PROBLEM_JSON = "application/problem+json"
@@ -59,12 +58,6 @@ CODE_OF_STATUS: dict[int, str] = {
     413: "PAYLOAD_TOO_LARGE",
     503: "SERVICE_UNAVAILABLE",
 }
-
-# Redis answers these while it cannot serve (loading, busy script, out of memory,
-# replica): a wait-and-retry condition, not a bug.
-_UNAVAILABLE_REPLIES = ("LOADING", "BUSY", "OOM", "READONLY", "MASTERDOWN", "TRYAGAIN",
-                        "CLUSTERDOWN", "NOREPLICAS")
-
 
 class Problem(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
     """An RFC 9457 problem document with the contract's stable ``code``."""
@@ -125,9 +118,6 @@ def _from_http(request: Request[Any, Any, Any], exc: HTTPException) -> Answer:
 
 
 def _unexpected(request: Request[Any, Any, Any], exc: Exception) -> Answer:
-    if isinstance(exc, ReplyError) and str(exc).startswith(_UNAVAILABLE_REPLIES):
-        return problem("SERVICE_UNAVAILABLE", "the data store cannot serve right now",
-                       headers={"retry-after": "1"})
     log.exception("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
     return problem("INTERNAL_ERROR", "the server failed; this is a bug")
 

@@ -16,16 +16,15 @@ tick of replies; full batches written at once 23k/s (8, 16 and 32 orders a batch
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Coroutine
 from typing import Any
 
 from engine import keys
-from engine.connection import Connection, ReplyError
+from engine.connection import Connection, ReplyError, refusal
 from engine.policy import Policy
 from engine.scripts import Script
 
 # What a batch shares: the keys every order of place_orders.lua writes.
-_SHARED_KEYS = [keys.SEQ, keys.ORDER_PREFIX, keys.SALES_HOUR_PREFIX, keys.SALES_WINDOW,
+_SHARED_KEYS = [keys.LIVE, keys.SEQ, keys.ORDER_PREFIX, keys.SALES_HOUR_PREFIX, keys.SALES_WINDOW,
                 keys.SALES_ROLLED, keys.OUTBOX]
 _ERR = b"ERR"
 
@@ -50,7 +49,6 @@ class OrderBatcher:
         self._head = [str(policy.idempotency_ttl_s), str(policy.top_window_hours)]
         self._max = max_orders
         self._pending: list[_Pending] = []
-        self._tasks: set[asyncio.Task[None]] = set()  # strong references until done
 
     async def place(self, order_keys: list[str], order_args: list[Any]) -> list[bytes]:
         """One order's ``[code, payload]``; ``order_keys``/``order_args`` as the script's
@@ -63,8 +61,8 @@ class OrderBatcher:
         if len(self._pending) >= self._max:
             self._flush()
         reply = await fut
-        if reply[0] == _ERR:
-            raise ReplyError(reply[1].decode(errors="replace"))
+        if reply[0] == _ERR:  # this order raised inside Redis (pcall), alone of its batch
+            raise refusal(ReplyError(reply[1].decode(errors="replace")))
         return reply
 
     def layout(self, orders: list[tuple[list[str], list[Any]]]) -> tuple[list[str], list[Any]]:
@@ -83,42 +81,20 @@ class OrderBatcher:
         if not batch:
             return
         keys_, args = self.layout([(order_keys, order_args) for order_keys, order_args, _ in batch])
-        sent = self._conn.send_now(*self._script.evalsha(keys_, args))
-        if sent is None:  # not connected yet: the script call connects (and loads)
-            self._spawn(self._call(batch, keys_, args))
-        else:
-            sent.add_done_callback(lambda reply: self._settle(batch, keys_, args, reply))
+        sent = self._script.send(self._conn, keys_, args, now=True)
+        sent.add_done_callback(lambda reply: _settle(batch, reply))
 
-    def _settle(self, batch: list[_Pending], keys_: list[str], args: list[Any],
-                sent: asyncio.Future[Any]) -> None:
-        if sent.cancelled():
-            error: BaseException = asyncio.CancelledError()
-        elif (exc := sent.exception()) is not None:
-            error = exc
-        elif isinstance(reply := sent.result(), ReplyError):
-            if str(reply).startswith("NOSCRIPT"):  # a restarted Redis: load, then call again
-                self._spawn(self._call(batch, keys_, args))
-                return
-            error = reply
-        else:
-            _deliver(batch, reply)
-            return
-        _fail(batch, error)
 
-    async def _call(self, batch: list[_Pending], keys_: list[str], args: list[Any]) -> None:
-        try:
-            flat: list[bytes] = await self._script(self._conn, keys_, args)
-        except BaseException as exc:
-            _fail(batch, exc)
-            if not isinstance(exc, Exception):
-                raise
-            return
-        _deliver(batch, flat)
-
-    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
-        task = asyncio.ensure_future(coro)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+def _settle(batch: list[_Pending], sent: asyncio.Future[Any]) -> None:
+    """Every caller of the batch gets its order's reply, or what happened to the call."""
+    if sent.cancelled():
+        _fail(batch, asyncio.CancelledError())
+    elif (exc := sent.exception()) is not None:
+        _fail(batch, exc)
+    elif isinstance(reply := sent.result(), ReplyError):
+        _fail(batch, refusal(reply))
+    else:
+        _deliver(batch, reply)
 
 
 def _deliver(batch: list[_Pending], flat: list[bytes]) -> None:

@@ -7,6 +7,7 @@ turns the script's ``{code, payload}`` answer into a model or a domain error.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 from collections.abc import Sequence
 from datetime import datetime
@@ -17,7 +18,7 @@ import msgspec
 from engine import keys
 from engine.batch import OrderBatcher
 from engine.connection import Connection
-from engine.errors import ValidationFailed, raise_for
+from engine.errors import StateMissing, ValidationFailed, raise_for
 from engine.models import (
     Balance,
     Cart,
@@ -39,6 +40,8 @@ T = TypeVar("T")
 _DECODERS: dict[Any, msgspec.json.Decoder[Any]] = {}
 _ERROR = msgspec.json.Decoder(dict[str, Any])
 _NO_KEY = keys.idempotency(0, "-")  # a placeholder slot when no Idempotency-Key was sent
+_NO_STATE = ("Redis holds no live rushorder state (its data was lost or never loaded); "
+             "nothing is served from it until `rushorder rebuild` restores it from Postgres")
 
 
 def _decoder(kind: Any) -> msgspec.json.Decoder[Any]:
@@ -97,14 +100,16 @@ def _check_user(user_id: int) -> None:
 class Engine:
     """Typed async access to the scripts; one per process, shared by all its requests."""
 
-    def __init__(self, redis_url: str, policy: Policy | None = None) -> None:
+    def __init__(self, redis_url: str, policy: Policy | None = None,
+                 reply_timeout_s: float = 3.0) -> None:
         self.policy = policy or Policy()
-        self.conn = Connection(redis_url)
+        self.conn = Connection(redis_url, reply_timeout_s=reply_timeout_s)
         self.scripts: dict[str, Script] = load_scripts()
         self.batches = OrderBatcher(self.conn, self.scripts["place_orders"], self.policy)
 
     async def _run(self, name: str, keys_: list[str], args: list[Any]) -> list[bytes]:
-        reply: list[bytes] = await self.scripts[name](self.conn, keys_, args)
+        """Call a script with the live-state marker as its KEYS[1] (engine/state.py)."""
+        reply: list[bytes] = await self.scripts[name](self.conn, [keys.LIVE, *keys_], args)
         return reply
 
     async def _page_of(self, name: str, keys_: list[str], kind: Any, limit: int,
@@ -122,9 +127,14 @@ class Engine:
             await self.conn.execute("SCRIPT", "LOAD", script.source)
 
     async def ready(self) -> bool:
-        """Redis answers and knows every script."""
+        """Redis answers, holds live state (else :class:`StateMissing`) and knows every
+        script."""
         shas = [script.sha for script in self.scripts.values()]
-        return all(await self.conn.execute("SCRIPT", "EXISTS", *shas))
+        live, known = await asyncio.gather(self.conn.execute("EXISTS", keys.LIVE),
+                                           self.conn.execute("SCRIPT", "EXISTS", *shas))
+        if not live:
+            raise StateMissing(_NO_STATE)
+        return all(known)
 
     async def close(self) -> None:
         """Close the connection."""
@@ -134,7 +144,9 @@ class Engine:
 
     async def balance(self, user_id: int) -> Balance:
         """The user's balance (0 for a user never seen)."""
-        raw = await self.conn.execute("GET", keys.balance(user_id))
+        live, raw = await self.conn.execute("MGET", keys.LIVE, keys.balance(user_id))
+        if live is None:
+            raise StateMissing(_NO_STATE)
         return Balance(user_id=user_id, balance=int(raw or 0))
 
     async def charge(self, user_id: int, amount: int, idem: Idempotency | None = None) -> Charge:
@@ -340,7 +352,8 @@ class Engine:
 
     async def remove_cart_item(self, user_id: int, product_id: int) -> None:
         """Take a product out of the cart (absent is fine)."""
-        await self.conn.execute("HDEL", keys.cart(user_id), product_id)
+        _answer(await self._run("remove_cart_item", [keys.cart(user_id)], [product_id]),
+                type(None))
 
 
 def _order_id(order_id: str) -> str:

@@ -118,14 +118,25 @@ class IdempotencyKeyInFlight(EngineError):
 
 
 class EngineUnavailable(EngineError):
-    """Raised when Redis cannot be reached; the outcome of an in-flight write is unknown."""
+    """Raised when Redis cannot serve: unreachable, silent past the reply deadline, or
+    refusing for a while (loading, busy, out of memory, a replica, a cluster without
+    quorum); the outcome of an in-flight write is unknown, so only a retry under the same
+    Idempotency-Key is safe."""
 
     code = "SERVICE_UNAVAILABLE"
 
 
+class StateMissing(EngineUnavailable):
+    """Raised when Redis holds no live rushorder state (no marker, ``engine/state.py``): it
+    lost its data or was never loaded, and nothing is served from it until ``rushorder
+    rebuild`` restores it from Postgres. Scripts answer it as ``STATE_MISSING``."""
+
+    script_code = "STATE_MISSING"
+
+
 ERRORS: dict[str, type[EngineError]] = {
-    cls.code: cls
-    for cls in EngineError.__subclasses__()
+    **{cls.code: cls for cls in EngineError.__subclasses__()},
+    StateMissing.script_code: StateMissing,
 }
 
 

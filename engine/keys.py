@@ -13,6 +13,7 @@ and the script appends the id; the prefix carries the hash tag, so the slot is t
 
 | key | type | holds |
 | --- | --- | --- |
+| {ro}:live | string | the live-state marker (engine/state.py): no marker, nothing served |
 | {ro}:seq | hash | id counters: hist, product, coupon, icoupon, order |
 | {ro}:bal:<user> | string | balance in won |
 | {ro}:hist:<user> | list | history lines (JSON), in id order |
@@ -37,6 +38,9 @@ from __future__ import annotations
 
 TAG = "{ro}"
 
+# Every script's KEYS[1]: a Redis without it lost its data or was never loaded, and every
+# script refuses to read or write it (engine/state.py).
+LIVE = f"{TAG}:live"
 SEQ = f"{TAG}:seq"
 PRODUCTS = f"{TAG}:products"
 PRODUCT_PREFIX = f"{TAG}:product:"

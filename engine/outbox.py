@@ -6,18 +6,24 @@ until the consumer acknowledges it, so a consumer that dies mid-batch loses noth
 entries are claimed by another. The stream is trimmed only below what *every* group has
 acknowledged (Redis 7.0 has no ``XTRIM ... ACKED``), computed from XINFO GROUPS and
 XPENDING. Synchronous redis-py: the workers are plain processes, not event loops.
+
+Only a Redis that holds live state (``engine/state.py``) gets an outbox: the groups are
+made by ``open_outbox.lua``, which refuses without the marker, and a stream or group that
+vanished (Redis lost its data) raises :class:`OutboxGone` instead of being made again.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Sequence
-from typing import Any
+import functools
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from typing import Any, ParamSpec, TypeVar
 
 import msgspec
 import redis
 
 from engine import keys
 from engine.events import EVENT_FIELD
+from engine.scripts import load_scripts
 
 POSTGRES = "postgres"
 PLATFORM = "platform"
@@ -25,6 +31,38 @@ GROUPS = (POSTGRES, PLATFORM)  # created together, so trimming never outruns a g
 
 _SEQ_RANGE = 1_000_000
 _FIELD = EVENT_FIELD.encode()
+# What Redis answers about a stream or group that does not exist.
+_MISSING = ("NOGROUP", "ERR no such key", "ERR The XGROUP subcommand requires the key to exist")
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+class OutboxGone(Exception):
+    """Raised when the outbox stream or its group is gone, or may not be made, because
+    Redis holds no live state: it lost its data. Deliberately not a ``redis.RedisError``:
+    retrying does not help; the workers wait until ``rushorder rebuild`` restores it."""
+
+
+def _needs_group(method: Callable[P, R]) -> Callable[P, R]:
+    """Turn Redis' "no such group / key" into :class:`OutboxGone`."""
+
+    @functools.wraps(method)
+    def guarded(*args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            return method(*args, **kwargs)
+        except redis.ResponseError as exc:
+            if str(exc).startswith(_MISSING):
+                raise OutboxGone(f"the outbox or its group is gone ({exc}): Redis lost its "
+                                 "data; `rushorder rebuild` restores it from Postgres") from exc
+            raise
+
+    return guarded
+
+
+@functools.cache
+def _open_outbox_source() -> str:
+    return load_scripts()["open_outbox"].source
 
 
 class Entry(msgspec.Struct, frozen=True):
@@ -86,20 +124,21 @@ class Outbox:
         self.groups = tuple(groups)
 
     def create_groups(self) -> None:
-        """Create every known group (and the stream) if missing; each starts at the beginning."""
-        for group in self.groups:
-            try:
-                self.client.xgroup_create(self.stream, group, id="0", mkstream=True)
-            except redis.ResponseError as exc:
-                if "BUSYGROUP" not in str(exc):
-                    raise
+        """Create every known group (and the stream) if missing, each at the beginning of
+        the stream; :class:`OutboxGone` in a Redis that holds no live state."""
+        opened = self.client.register_script(_open_outbox_source())
+        code, detail = opened(keys=[keys.LIVE, self.stream], args=list(self.groups))
+        if code != b"OK":
+            raise OutboxGone(f"{_text(code)}: {_text(detail)}")
 
+    @_needs_group
     def read(self, count: int, block_ms: int | None = None) -> list[Entry]:
         """Up to ``count`` entries never delivered to this group, now pending on us."""
         reply: Any = self.client.xreadgroup(
             self.group, self.consumer, {self.stream: ">"}, count=count, block=block_ms)
         return _entries(reply[0][1]) if reply else []
 
+    @_needs_group
     def read_own(self, count: int) -> list[Entry]:
         """Entries already delivered to this very consumer and not yet acknowledged."""
         reply: Any = self.client.xreadgroup(
@@ -108,6 +147,7 @@ class Outbox:
         self.ack(_gone(raw))
         return _entries(raw)
 
+    @_needs_group
     def reclaim(self, min_idle_ms: int, count: int) -> list[Entry]:
         """Take over up to ``count`` entries pending on any consumer for ``min_idle_ms``.
 
@@ -125,6 +165,7 @@ class Outbox:
                 break
         return claimed
 
+    @_needs_group
     def touch(self, ids: Sequence[str]) -> None:
         """Reset the idle time of entries we hold and are still working on, so that nobody
         takes them over as a dead consumer's (XCLAIM JUSTID: no delivery is counted)."""
@@ -132,6 +173,7 @@ class Outbox:
             self.client.xclaim(self.stream, self.group, self.consumer, 0, list(ids),
                                justid=True)
 
+    @_needs_group
     def pending(self) -> int:
         """How many entries of this group are delivered and not acknowledged."""
         return int(self.client.xpending(self.stream, self.group)["pending"])
@@ -149,6 +191,7 @@ class Outbox:
                 return int(info["pending"]) + int(info.get("lag") or 0)
         return int(self.client.xlen(self.stream))
 
+    @_needs_group
     def trim_floor(self) -> str | None:
         """The smallest id some group still needs; None while a known group is missing."""
         infos = {_text(i["name"]): i for i in self.client.xinfo_groups(self.stream)}
@@ -172,11 +215,13 @@ class Outbox:
             self.client.xtrim(self.stream, minid=floor, approximate=True)
         return floor
 
+    @_needs_group
     def consumers(self) -> list[Consumer]:
         """This group's consumers, with what they hold and how long they have been quiet."""
         return [Consumer(_text(i["name"]), int(i["pending"]), int(i["idle"]))
                 for i in self.client.xinfo_consumers(self.stream, self.group)]
 
+    @_needs_group
     def remove_consumer(self, name: str) -> None:
         """Forget a consumer (its pending entries go with it: only for one that holds none)."""
         self.client.xgroup_delconsumer(self.stream, self.group, name)

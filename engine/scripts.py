@@ -8,19 +8,22 @@ script's whole chunk on every call, so each helper costs a closure allocation pe
 whether it is used or not (about 2 µs for all of them, a twentieth of an order); a script
 therefore gets only the helpers its body names, and the ones those name in turn.
 
-SHA1s are computed locally, so every call is an EVALSHA; a NOSCRIPT reply (a restarted or
-failed-over Redis) loads the script and retries the same call once.
+SHA1s are computed locally, so every call is an EVALSHA; a NOSCRIPT reply (a restarted,
+failed-over or flushed Redis) loads the script and sends the same call once more, in
+:meth:`Script.send` and nowhere else.
 """
 
 from __future__ import annotations
 
+import asyncio
+import functools
 import hashlib
 import re
 from importlib import resources
 from importlib.resources.abc import Traversable
 from typing import Any
 
-from engine.connection import Connection, ReplyError
+from engine.connection import Connection, ReplyError, refusal
 
 LUA_DIR: Traversable = resources.files("engine") / "lua"
 LIBRARY = "_lib.lua"
@@ -39,16 +42,58 @@ class Script:
         """The EVALSHA command calling this script with ``keys`` and ``args``."""
         return ("EVALSHA", self.sha, len(keys), *keys, *args)
 
-    async def __call__(self, conn: Connection, keys: list[str], args: list[Any]) -> Any:
-        """EVALSHA, loading the script first if Redis does not know it."""
+    def send(self, conn: Connection, keys: list[str], args: list[Any],
+             now: bool = False) -> asyncio.Future[Any]:
+        """Call the script; the future resolves with its raw reply (an error reply is a
+        :class:`ReplyError` result). The call is written as :meth:`Connection.send` writes
+        it (``now``: at once); if Redis does not know the script, it is loaded and the call
+        sent once more."""
         command = self.evalsha(keys, args)
+        answer: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+
+        def first(sent: asyncio.Future[Any]) -> None:
+            if answer.done() or not _unknown_script(sent):
+                _settle(answer, sent)
+                return
+            again = asyncio.ensure_future(self._load_and_send(conn, command))
+            again.add_done_callback(functools.partial(_settle, answer))
+
         try:
-            return await conn.execute(*command)
-        except ReplyError as exc:
-            if not str(exc).startswith("NOSCRIPT"):
-                raise
+            conn.send(*command, now=now).add_done_callback(first)
+        except Exception as exc:  # a connection lost this very tick: fail the call, not the loop
+            answer.set_exception(exc)
+        return answer
+
+    async def _load_and_send(self, conn: Connection, command: tuple[Any, ...]) -> Any:
         await conn.execute("SCRIPT", "LOAD", self.source)
-        return await conn.execute(*command)
+        return await conn.send(*command)
+
+    async def __call__(self, conn: Connection, keys: list[str], args: list[Any]) -> Any:
+        """The script's reply; an error reply raises (see :func:`refusal`)."""
+        reply = await self.send(conn, keys, args)
+        if isinstance(reply, ReplyError):
+            raise refusal(reply)
+        return reply
+
+
+def _unknown_script(sent: asyncio.Future[Any]) -> bool:
+    """The call was answered NOSCRIPT."""
+    return (not sent.cancelled() and sent.exception() is None
+            and isinstance(reply := sent.result(), ReplyError)
+            and str(reply).startswith("NOSCRIPT"))
+
+
+def _settle(answer: asyncio.Future[Any], done: asyncio.Future[Any]) -> None:
+    """Hand ``done``'s outcome (result, exception or cancellation) on to ``answer``."""
+    exc = None if done.cancelled() else done.exception()  # read even if unwanted: no warning
+    if answer.done():
+        return
+    if done.cancelled():
+        answer.cancel()
+    elif exc is not None:
+        answer.set_exception(exc)
+    else:
+        answer.set_result(done.result())
 
 
 def helpers(library: str) -> list[tuple[str, str]]:

@@ -1,7 +1,8 @@
 """``rushorder audit``: does the state add up, and do Redis and Postgres agree?
 
-Run it on a quiet system (no writes arriving): it first waits for the outbox to drain,
-then checks
+Run it on a quiet system (no writes arriving): it first checks that Redis holds live
+state (its marker: without it, Redis lost its data, and nothing else is compared), waits
+for the outbox to drain, then checks
 
 * Redis and Postgres agree: balances, stock, coupon remaining, order and issued-coupon
   statuses, key by key;
@@ -23,6 +24,7 @@ from typing import Any
 import redis
 from sqlalchemy.engine import Connection
 
+from engine import state
 from engine.outbox import POSTGRES, Outbox
 from engine.restore import Snapshot
 from persistence.balances import Balances
@@ -161,13 +163,23 @@ def ledgers(conn: Connection, postgres: Side,
     ]
 
 
+def live(client: redis.Redis) -> Check:
+    """Redis carries the live-state marker; without it, it lost its data (engine/state.py)."""
+    made = state.marker(client)
+    return Check(f"Redis holds live state{f' ({made.describe()})' if made else ''}", 1,
+                 [] if made else ["no live-state marker: Redis lost its data or was never "
+                                  "loaded; run `rushorder rebuild`"])
+
+
 def run_audit(client: redis.Redis, conn: Connection, wait_s: float = DRAIN_WAIT_S) -> Report:
     """Every check, Redis read through ``client``, Postgres through ``conn``."""
+    if not (marked := live(client)).ok:
+        return Report([marked])  # nothing to compare: the comparisons would all fail
     drain = drained(client, wait_s)
     snap = Snapshot(client)
     redis_coupons = snap.coupons()
     redis_values, postgres = redis_side(snap, redis_coupons), postgres_side(conn)
-    return Report([drain, *comparisons(redis_values, postgres),
+    return Report([marked, drain, *comparisons(redis_values, postgres),
                    *ledgers(conn, postgres, redis_coupons)])
 
 

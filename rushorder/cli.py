@@ -91,7 +91,8 @@ def cmd_token(settings: Settings, args: argparse.Namespace) -> None:
 
 def cmd_rebuild(settings: Settings, args: argparse.Namespace) -> int:
     """Rebuild Redis state from Postgres."""
-    return int(load("rushorder.rebuild", "rebuild")(settings, force=args.force))
+    return int(load("rushorder.rebuild", "rebuild")(settings, force=args.force,
+                                                   if_needed=args.if_needed))
 
 
 def cmd_replay(settings: Settings, args: argparse.Namespace) -> None:
@@ -136,8 +137,10 @@ SUBCOMMANDS: list[tuple[str, Command, str, str]] = [
     ("token", cmd_token, "print a signed JWT for a user id",
      "Print a bearer token signed with RUSHORDER_JWT_SECRET."),
     ("rebuild", cmd_rebuild, "rebuild Redis state from Postgres",
-     "Reload Redis state from Postgres, the durable copy (after losing Redis data). "
-     "Refuses a non-empty Redis unless --force."),
+     "Load Redis from Postgres, the durable copy, and mark its state live (the first "
+     "start, or after Redis lost its data). Refuses a Redis that holds live state unless "
+     "--force (or does nothing with --if-needed), and always refuses while the outbox "
+     "holds events Postgres does not have yet."),
     ("audit", cmd_audit, "check that Redis and Postgres agree",
      "Compare Redis with Postgres and report the differences; exits non-zero if any."),
     ("replay", cmd_replay, "send the data platform's dead letters again",
@@ -155,8 +158,12 @@ def _add_options(name: str, sub: argparse.ArgumentParser) -> None:
         sub.add_argument("--ttl-s", type=int, default=TOKEN_TTL_S,
                          help=f"seconds until the token expires (default {TOKEN_TTL_S})")
     elif name == "rebuild":
-        sub.add_argument("--force", action="store_true",
-                         help="rebuild even though Redis already holds data (overwrites it)")
+        mode = sub.add_mutually_exclusive_group()
+        mode.add_argument("--force", action="store_true",
+                          help="rebuild even though Redis holds live state (replaces it)")
+        mode.add_argument("--if-needed", action="store_true",
+                          help="rebuild only if Redis holds no live state; exit 0 either "
+                               "way (for deploy scripts and init containers)")
 
 
 def build_parser() -> argparse.ArgumentParser:

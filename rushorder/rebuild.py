@@ -5,6 +5,12 @@ coupons with remaining units and holders, issued coupons with status, orders (th
 answers and each user's index), the sales hour buckets of the top-5 window, and the id
 counters, so new ids never collide with old ones. Carts and idempotency records are not
 in Postgres and are lost. Postgres is read in one REPEATABLE READ snapshot.
+
+Whether to rebuild is decided on the live-state marker (``engine/state.py``): a Redis
+without it is rebuilt (on an empty database that is the first start, which makes the
+state and its outbox); one with it only with ``--force``. The marker is taken away before
+anything is checked or cleared and written again last, so no script serves from a Redis
+that is half loaded.
 """
 
 from __future__ import annotations
@@ -16,6 +22,7 @@ from typing import cast
 import redis
 from sqlalchemy.engine import Connection
 
+from engine import state
 from engine.models import (
     Coupon,
     DiscountType,
@@ -141,13 +148,10 @@ def load(conn: Connection, restorer: Restorer, now_hour: int, window_hours: int)
     return loaded
 
 
-def check_redis(client: redis.Redis, force: bool) -> None:
-    """Refuse to overwrite state, and (even forced) to drop events Postgres does not have."""
+def check_outbox(client: redis.Redis) -> None:
+    """Refuse to drop outbox events that Postgres does not have yet."""
     if not holds_state(client):
         return
-    if not force:
-        raise RebuildRefused("Redis already holds rushorder state ({ro}:* keys); nothing was "
-                             "changed. Rebuild with --force to replace it with Postgres' copy.")
     for group in GROUPS:
         if backlog := Outbox(client, group, "rebuild").backlog():
             raise RebuildRefused(
@@ -156,14 +160,37 @@ def check_redis(client: redis.Redis, force: bool) -> None:
                 "rebuild again.")
 
 
-def rebuild(settings: Settings, force: bool = False) -> int:
-    """Load Redis from Postgres when Redis is empty (or ``force``); 0 when done, 1 if refused."""
+def withdraw(client: redis.Redis, force: bool) -> state.Marker | None:
+    """Take the live-state marker away before anything is checked or cleared, so that no
+    write lands in between (every script refuses without it); the marker taken, if any.
+    A Redis that holds live state is replaced only with ``force``."""
+    made = state.marker(client)
+    if made is not None and not force:
+        raise RebuildRefused(f"Redis holds live state ({made.describe()}); nothing was "
+                             "changed. Rebuild with --force to replace it with Postgres' copy.")
+    if made is not None:
+        state.unmark(client)
+    try:
+        check_outbox(client)
+    except RebuildRefused:
+        if made is not None:
+            state.put(client, made)  # refused: as it was
+        raise
+    return made
+
+
+def rebuild(settings: Settings, force: bool = False, if_needed: bool = False) -> int:
+    """Load Redis from Postgres when Redis holds no live state (or ``force``), then mark it
+    live; 0 when done (or, ``if_needed``, when there was nothing to do), 1 if refused."""
     if not settings.redis_url or not settings.database_url:
         raise ValueError("rebuild needs RUSHORDER_REDIS_URL and RUSHORDER_DATABASE_URL")
     db = create_engine(settings.database_url)
     with redis.Redis.from_url(settings.redis_url) as client:
+        if if_needed and (made := state.marker(client)) is not None:
+            print(f"Redis holds live state ({made.describe()}): nothing to rebuild")
+            return 0
         try:
-            check_redis(client, force)
+            withdraw(client, force)
         except RebuildRefused as exc:
             print(f"rebuild refused: {exc}", file=sys.stderr)
             return 1
@@ -174,7 +201,9 @@ def rebuild(settings: Settings, force: bool = False) -> int:
                 isolation_level="REPEATABLE READ", postgresql_readonly=True).begin():
             loaded = load(conn, restorer, now_hour, settings.top_window_hours)
         restorer.flush()
+        made = state.mark(client, "a rebuild from Postgres" if loaded.counts
+                          else "a first start on an empty database")
     db.dispose()
     replaced = f" (replaced {cleared} keys)" if cleared else ""
-    print(f"rebuilt Redis from Postgres: {loaded}{replaced}")
+    print(f"rebuilt Redis from Postgres: {loaded}{replaced}; {made.describe()}")
     return 0

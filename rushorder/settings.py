@@ -26,6 +26,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     data_dir: str = "./.rushorder"
     redis_port: int = 6380
     pg_port: int = 5433
+    # The engine's deadline for any Redis reply: past it, every pending request answers
+    # 503 and the connection is made again (a stopped Redis must not hold requests).
+    redis_timeout_s: float = 3.0
 
     # HTTP API.
     http_host: str = "127.0.0.1"

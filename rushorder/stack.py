@@ -1,17 +1,17 @@
 """What ``rushorder up`` (``make up``) does: the whole stack in the foreground.
 
 Order: private Redis and Postgres (unless their URLs are set) -> migrate -> rebuild Redis
-from Postgres if Redis lost its data -> seed an empty database -> the mock platform, the
-outbox workers and the API as child processes (``python -m rushorder.cli <sub>``) with
-prefixed logs. Ctrl-C or SIGTERM stops the API, then the workers, then the platform, then
-the servers, and leaves no process behind. Every child runs in its own process group, so a
+from Postgres unless it holds live state (no marker: a first start, or a Redis that lost
+its data) -> seed an empty database -> the mock platform, the outbox workers and the API
+as child processes (``python -m rushorder.cli <sub>``) with prefixed logs. Ctrl-C or
+SIGTERM stops the API, then the workers, then the platform, then the servers, and leaves
+no process behind. Every child runs in its own process group, so a
 terminal's Ctrl-C reaches only this supervisor, which stops things in that order.
 """
 
 from __future__ import annotations
 
 import os
-import re
 import signal
 import subprocess
 import sys
@@ -114,36 +114,16 @@ class Child:
 # ---------------------------------------------------------------------------------------
 
 
-def psycopg_url(url: str) -> str:
-    """A SQLAlchemy-style ``postgresql+driver://`` URL in the form psycopg accepts."""
-    return re.sub(r"^postgresql\+\w+://", "postgresql://", url)
-
-
-def redis_is_empty(redis_url: str) -> bool:
-    """Redis holds no key at all (a fresh or lost data dir)."""
+def holds_live_state(redis_url: str) -> bool:
+    """Redis carries the live-state marker (engine/state.py). Counting keys would not do:
+    RQ's own keys, or an outbox stream recreated after a loss, make a Redis that lost its
+    data look full."""
     import redis
 
+    from engine import state
+
     with redis.Redis.from_url(redis_url) as client:
-        return int(client.dbsize()) == 0
-
-
-def postgres_has_rows(database_url: str) -> bool:
-    """Some table other than alembic's bookkeeping holds a row."""
-    import psycopg
-    from psycopg import sql
-
-    with psycopg.connect(psycopg_url(database_url)) as conn:
-        tables = conn.execute(
-            "SELECT table_schema, table_name FROM information_schema.tables "
-            "WHERE table_type = 'BASE TABLE' AND table_name <> 'alembic_version' "
-            "AND table_schema NOT IN ('pg_catalog', 'information_schema')").fetchall()
-        for schema, table in tables:
-            query = sql.SQL("SELECT EXISTS (SELECT 1 FROM {})").format(
-                sql.Identifier(schema, table))
-            row = conn.execute(query).fetchone()
-            if row is not None and row[0]:
-                return True
-    return False
+        return state.marker(client) is not None
 
 
 def http_ok(url: str) -> bool:
@@ -259,11 +239,12 @@ class Stack:
             raise StackError(f"`rushorder {name}` failed with exit code {child.returncode}")
 
     def prepare(self, resolved: Settings, env: dict[str, str]) -> None:
-        """Migrate, rebuild Redis if it lost its data, seed an empty database."""
+        """Migrate, rebuild Redis unless it holds live state, seed an empty database."""
         assert resolved.redis_url is not None and resolved.database_url is not None
         self.run_once("migrate", env)
-        if redis_is_empty(resolved.redis_url) and postgres_has_rows(resolved.database_url):
-            say("up", "redis is empty but postgres holds data: rebuilding redis from postgres")
+        if not holds_live_state(resolved.redis_url):
+            say("up", "redis holds no live state (a first start, or it lost its data): "
+                      "loading it from postgres")
             self.run_once("rebuild", env)
         self.run_once("seed", env)
 

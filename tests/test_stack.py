@@ -7,13 +7,12 @@ import signal
 import subprocess
 import sys
 import time
-import uuid
 from pathlib import Path
 
-import psycopg
 import redis
 
-from rushorder.stack import Child, postgres_has_rows, psycopg_url, redis_is_empty
+from engine import keys, state
+from rushorder.stack import Child, holds_live_state
 
 
 def _alive(pid: int) -> bool:
@@ -42,29 +41,14 @@ def test_stopping_a_child_kills_what_it_started() -> None:
     assert not any(_alive(int(pid)) for pid in grandchildren)
 
 
-def test_postgres_has_rows_sees_any_user_table(database_url: str) -> None:
-    table = f"t_{uuid.uuid4().hex[:8]}"
-    with psycopg.connect(database_url, autocommit=True) as conn:
-        conn.execute(f"CREATE SCHEMA IF NOT EXISTS probe_{table}")
-        conn.execute(f"CREATE TABLE probe_{table}.{table} (v int)")
-        conn.execute(f"INSERT INTO probe_{table}.{table} VALUES (1)")
-    try:
-        assert postgres_has_rows(database_url.replace("postgresql://", "postgresql+psycopg://"))
-    finally:
-        with psycopg.connect(database_url, autocommit=True) as conn:
-            conn.execute(f"DROP SCHEMA probe_{table} CASCADE")
-
-
-def test_redis_is_empty_looks_at_the_urls_database(redis_url: str) -> None:
-    empty_db = redis_url.rsplit("/", 1)[0] + "/15"
-    with redis.Redis.from_url(empty_db) as client:
+def test_live_state_is_the_marker_not_a_key_count(redis_url: str) -> None:
+    db = redis_url.rsplit("/", 1)[0] + "/15"
+    with redis.Redis.from_url(db) as client:
         client.flushdb()
-        assert redis_is_empty(empty_db)
-        client.set("k", 1)
-        assert not redis_is_empty(empty_db)
+        client.set("rq:workers", 1)  # RQ's keys, or a recreated outbox, do not make it live
+        client.xadd(keys.OUTBOX, {"e": "{}"})
+        assert not holds_live_state(db)
+        state.mark(client, "tests")
+        assert holds_live_state(db)
         client.flushdb()
-
-
-def test_psycopg_url_drops_the_sqlalchemy_driver() -> None:
-    assert psycopg_url("postgresql+psycopg://u@h:1/d") == "postgresql://u@h:1/d"
-    assert psycopg_url("postgresql://u@h:1/d") == "postgresql://u@h:1/d"
+        assert not holds_live_state(db)

@@ -8,18 +8,25 @@ before a fork is used after it.
 
 from __future__ import annotations
 
+import logging
 import os
 import socket
 import threading
+import time
 from functools import cached_property
 
 import httpx
 import redis
 from sqlalchemy.engine import Engine
 
+from engine import state
 from engine.outbox import DeadLetters, Outbox
 from persistence.database import create_engine
 from rushorder.settings import Settings
+
+log = logging.getLogger("rushorder.workers")
+
+STATE_POLL_S = 2.0
 
 
 class WorkerContext:
@@ -32,6 +39,7 @@ class WorkerContext:
         self.redis_url = settings.redis_url
         self.stop = threading.Event()  # set by SIGTERM/SIGINT: jobs finish their batch, return
         self.consumer = f"{socket.gethostname()}:{os.getpid()}"
+        self.state_lost = False  # said once, not on every job, until the state is back
 
     @cached_property
     def redis(self) -> redis.Redis:
@@ -57,6 +65,26 @@ class WorkerContext:
         outbox = Outbox(self.redis, group, self.consumer)
         outbox.create_groups()
         return outbox
+
+    def wait_for_live_state(self, why: str, until: float) -> bool:
+        """Redis lost its data: write nothing and make nothing (least of all a new, empty
+        outbox) until a rebuild marks the state live again, the ``time.monotonic()``
+        deadline passes or we are asked to stop. Whether the state is back."""
+        if not self.state_lost:
+            log.error("outbox worker stopped: %s. It reads, writes and creates nothing until "
+                      "the live state is back, then resumes by itself.", why)
+            self.state_lost = True
+        while not self.stop.is_set() and time.monotonic() < until:
+            try:
+                made = state.marker(self.redis)
+            except redis.RedisError:
+                made = None
+            if made is not None:
+                log.warning("outbox worker resumes: %s", made.describe())
+                self.state_lost = False
+                return True
+            self.stop.wait(STATE_POLL_S)
+        return False
 
     def dead_letters(self) -> DeadLetters:
         """The forwarder's dead-letter stream."""

@@ -3,6 +3,8 @@
 One job runs many batches (RQ manages some hundreds of jobs a second; the outbox carries
 thousands of events), for ``JOB_BUDGET_S`` seconds, then enqueues its successor. RQ may
 lose or repeat a job, and that is harmless: the stream, not RQ, says what is left to do.
+A job that finds the outbox gone (Redis lost its data) waits, writing and making nothing,
+until a rebuild marks the state live again (``WorkerContext.wait_for_live_state``).
 A lost successor is replaced by the worker's maintenance (:func:`ensure_job`, every few
 seconds while idle); a repeated one runs beside the first, and both stay correct (the
 Postgres writers take turns, the forwarders share the group).
@@ -17,7 +19,7 @@ import redis
 from rq import Queue
 from rq.job import Job
 
-from engine.outbox import PLATFORM, POSTGRES
+from engine.outbox import PLATFORM, POSTGRES, OutboxGone
 from workers.context import current
 from workers.platform import Forwarder, Platform
 from workers.postgres import PostgresWriter
@@ -30,10 +32,14 @@ def drain_to_postgres(budget_s: float = JOB_BUDGET_S) -> int:
     """Apply the outbox to Postgres for ``budget_s`` seconds; entries applied."""
     ctx = current()
     s = ctx.settings
+    until = time.monotonic() + budget_s
     try:
         writer = PostgresWriter(ctx.outbox(POSTGRES), ctx.db, batch=s.outbox_batch,
                                 reclaim_idle_ms=s.outbox_reclaim_idle_ms)
-        return writer.run(time.monotonic() + budget_s, ctx.stop)
+        return writer.run(until, ctx.stop)
+    except OutboxGone as exc:
+        ctx.wait_for_live_state(str(exc), until)
+        return 0
     finally:
         ensure_job(POSTGRES, ctx.redis)
 
@@ -42,12 +48,16 @@ def forward_to_platform(budget_s: float = JOB_BUDGET_S) -> int:
     """Forward order events to the data platform for ``budget_s`` seconds; events delivered."""
     ctx = current()
     s = ctx.settings
+    until = time.monotonic() + budget_s
     try:
         forwarder = Forwarder(ctx.outbox(PLATFORM), ctx.dead_letters(),
                               Platform(ctx.http, s.platform_url),
                               max_attempts=s.platform_max_attempts,
                               reclaim_idle_ms=s.outbox_reclaim_idle_ms)
-        return forwarder.run(time.monotonic() + budget_s, ctx.stop)
+        return forwarder.run(until, ctx.stop)
+    except OutboxGone as exc:
+        ctx.wait_for_live_state(str(exc), until)
+        return 0
     finally:
         ensure_job(PLATFORM, ctx.redis)
 

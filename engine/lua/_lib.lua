@@ -36,6 +36,17 @@ local function fail(code, detail, context)
   return {code, cjson.encode({detail = detail, context = context or {}})}
 end
 
+-- Nil while the live-state marker (KEYS[1] of every script) exists, else the refusal to
+-- answer: a Redis without it lost its data or was never loaded, so an empty balance,
+-- catalog or order list there is not the truth, and a write there would be lost with it
+-- (engine/state.py). One EXISTS per call.
+local function state_missing(marker)
+  if redis.call('EXISTS', marker) == 1 then return nil end
+  return fail('STATE_MISSING', 'Redis holds no live rushorder state (its data was lost or ' ..
+    'never loaded); nothing is served from it until `rushorder rebuild` restores it from ' ..
+    'Postgres')
+end
+
 -- A JSON array from already-encoded elements (cjson would encode an empty table as {}).
 local function json_array(parts)
   return '[' .. table.concat(parts, ',') .. ']'

@@ -1,35 +1,38 @@
 -- charge.lua: add money to a user's prepaid balance.
--- KEYS[1] balance   {ro}:bal:<user>      string, won
--- KEYS[2] history   {ro}:hist:<user>     zset of history lines
--- KEYS[3] seq       {ro}:seq             id counters
--- KEYS[4] outbox    {ro}:outbox          stream
--- KEYS[5] idem      {ro}:idem:<user>:<k> idempotency record
+-- KEYS[1] live marker {ro}:live: without it, every reply is STATE_MISSING (engine/state.py)
+-- KEYS[2] balance   {ro}:bal:<user>      string, won
+-- KEYS[3] history   {ro}:hist:<user>     list of history lines (JSON)
+-- KEYS[4] seq       {ro}:seq             id counters
+-- KEYS[5] outbox    {ro}:outbox          stream
+-- KEYS[6] idem      {ro}:idem:<user>:<k> idempotency record
 -- ARGV[1] user id; ARGV[2] amount (won, as sent); ARGV[3] idempotency fingerprint or '';
 -- ARGV[4] idempotency TTL s; ARGV[5..8] policy: min, max, unit, balance cap
 -- Reply: OK {"user_id","balance","charged"} | INVALID_AMOUNT | BALANCE_LIMIT_EXCEEDED
+local missing = state_missing(KEYS[1])
+if missing then return missing end
 local user_id, amount, fp, ttl = tonumber(ARGV[1]), tonumber(ARGV[2]), ARGV[3], ARGV[4]
 local min, max, unit, cap = tonumber(ARGV[5]), tonumber(ARGV[6]), tonumber(ARGV[7]),
   tonumber(ARGV[8])
 
-local replay = idem_replay(KEYS[5], fp)
+local replay = idem_replay(KEYS[6], fp)
 if replay then return replay end
 
 if not amount or amount ~= math.floor(amount) or amount < min or amount > max
     or amount % unit ~= 0 then
-  return idem_store(KEYS[5], fp, ttl, fail('INVALID_AMOUNT', 'amount must be a multiple of '
+  return idem_store(KEYS[6], fp, ttl, fail('INVALID_AMOUNT', 'amount must be a multiple of '
     .. unit .. ' between ' .. min .. ' and ' .. max, {field = 'amount'}))
 end
-local balance = int(redis.call('GET', KEYS[1]))
+local balance = int(redis.call('GET', KEYS[2]))
 if balance + amount > cap then
-  return idem_store(KEYS[5], fp, ttl, fail('BALANCE_LIMIT_EXCEEDED', 'balance would be '
+  return idem_store(KEYS[6], fp, ttl, fail('BALANCE_LIMIT_EXCEEDED', 'balance would be '
     .. (balance + amount) .. ', over the cap of ' .. cap, {balance = balance, cap = cap}))
 end
 
 local at = iso(now_ms())
-balance = redis.call('INCRBY', KEYS[1], amount)
-local line = add_history(KEYS[2], redis.call('HINCRBY', KEYS[3], 'hist', 1), 'CHARGE', amount,
+balance = redis.call('INCRBY', KEYS[2], amount)
+local line = add_history(KEYS[3], redis.call('HINCRBY', KEYS[4], 'hist', 1), 'CHARGE', amount,
   balance, nil, at)
-emit_json(KEYS[4], 'balance.charged', at, string.format(
+emit_json(KEYS[5], 'balance.charged', at, string.format(
   '"user_id":%d,"amount":%d,"balance_after":%d,"history":%s', user_id, amount, balance, line))
-return idem_store(KEYS[5], fp, ttl,
+return idem_store(KEYS[6], fp, ttl,
   ok(cjson.encode({user_id = user_id, balance = balance, charged = amount})))

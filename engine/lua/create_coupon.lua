@@ -1,8 +1,11 @@
 -- create_coupon.lua: define a first-come-first-served coupon.
--- KEYS[1] seq {ro}:seq   KEYS[2] coupon prefix {ro}:coupon:   KEYS[3] outbox
+-- KEYS[1] live marker {ro}:live: without it, every reply is STATE_MISSING (engine/state.py)
+-- KEYS[2] seq {ro}:seq   KEYS[3] coupon prefix {ro}:coupon:   KEYS[4] outbox
 -- ARGV[1] name; ARGV[2] FIXED|PERCENT; ARGV[3] discount value; ARGV[4] total quantity;
 -- ARGV[5] valid_from (epoch ms); ARGV[6] valid_until (epoch ms)
 -- Reply: OK <coupon> | VALIDATION_ERROR (window is empty)
+local missing = state_missing(KEYS[1])
+if missing then return missing end
 local name, dtype, dvalue, qty = ARGV[1], ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4])
 local from_ms, until_ms = tonumber(ARGV[5]), tonumber(ARGV[6])
 
@@ -11,12 +14,12 @@ if from_ms >= until_ms then
     {field = 'valid_until'})
 end
 
-local id = redis.call('HINCRBY', KEYS[1], 'coupon', 1)
+local id = redis.call('HINCRBY', KEYS[2], 'coupon', 1)
 local coupon = {id = id, name = name, discount_type = dtype, discount_value = dvalue,
   total_quantity = qty, remaining = qty, valid_from = iso(from_ms), valid_until = iso(until_ms)}
-redis.call('HSET', KEYS[2] .. id, 'id', id, 'name', name, 'discount_type', dtype,
+redis.call('HSET', KEYS[3] .. id, 'id', id, 'name', name, 'discount_type', dtype,
   'discount_value', dvalue, 'total_quantity', qty, 'remaining', qty,
   'valid_from', coupon.valid_from, 'valid_until', coupon.valid_until,
   'valid_from_ms', from_ms, 'valid_until_ms', until_ms)
-emit(KEYS[3], {type = 'coupon.created', at = iso(now_ms()), coupon = coupon})
+emit(KEYS[4], {type = 'coupon.created', at = iso(now_ms()), coupon = coupon})
 return ok(cjson.encode(coupon))

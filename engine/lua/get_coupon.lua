@@ -1,7 +1,10 @@
 -- get_coupon.lua: one coupon with its live remaining count.
--- KEYS[1] coupon {ro}:coupon:<id>
+-- KEYS[1] live marker {ro}:live: without it, every reply is STATE_MISSING (engine/state.py)
+-- KEYS[2] coupon {ro}:coupon:<id>
 -- Reply: OK <coupon> | COUPON_NOT_FOUND
-local c = redis.call('HMGET', KEYS[1], 'id', 'name', 'discount_type', 'discount_value',
+local missing = state_missing(KEYS[1])
+if missing then return missing end
+local c = redis.call('HMGET', KEYS[2], 'id', 'name', 'discount_type', 'discount_value',
   'total_quantity', 'remaining', 'valid_from', 'valid_until')
 if not c[1] then return fail('COUPON_NOT_FOUND', 'no such coupon') end
 return ok(cjson.encode({id = tonumber(c[1]), name = c[2], discount_type = c[3],

@@ -1,9 +1,12 @@
 -- get_product.lua: one product with live stock.
--- KEYS[1] product {ro}:product:<id>
+-- KEYS[1] live marker {ro}:live: without it, every reply is STATE_MISSING (engine/state.py)
+-- KEYS[2] product {ro}:product:<id>
 -- ARGV[1] product id
 -- Reply: OK <product> | PRODUCT_NOT_FOUND
+local missing = state_missing(KEYS[1])
+if missing then return missing end
 local id = tonumber(ARGV[1])
-local p = redis.call('HMGET', KEYS[1], 'name', 'price', 'stock')
+local p = redis.call('HMGET', KEYS[2], 'name', 'price', 'stock')
 if not p[1] then
   return fail('PRODUCT_NOT_FOUND', 'product ' .. id .. ' does not exist', {product_id = id})
 end

@@ -1,10 +1,13 @@
 -- list_products.lua: a page of the catalog by id ascending, with live stock.
--- KEYS[1] catalog index {ro}:products   KEYS[2] product prefix {ro}:product:
+-- KEYS[1] live marker {ro}:live: without it, every reply is STATE_MISSING (engine/state.py)
+-- KEYS[2] catalog index {ro}:products   KEYS[3] product prefix {ro}:product:
 -- ARGV[1] cursor (last id seen) or ''; ARGV[2] page size
 -- Reply: OK [<product>...] (up to size + 1, so the caller knows if more follow)
+local missing = state_missing(KEYS[1])
+if missing then return missing end
 local parts = {}
-for _, id in ipairs(page_ids(KEYS[1], ARGV[1], tonumber(ARGV[2]), false)) do
-  local p = redis.call('HMGET', KEYS[2] .. id, 'name', 'price', 'stock')
+for _, id in ipairs(page_ids(KEYS[2], ARGV[1], tonumber(ARGV[2]), false)) do
+  local p = redis.call('HMGET', KEYS[3] .. id, 'name', 'price', 'stock')
   parts[#parts + 1] = cjson.encode({id = tonumber(id), name = p[1], price = tonumber(p[2]),
     stock = tonumber(p[3])})
 end

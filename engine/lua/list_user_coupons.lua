@@ -1,12 +1,15 @@
 -- list_user_coupons.lua: a page of a user's issued coupons, newest first; an AVAILABLE
 -- coupon past its expiry reads as EXPIRED.
--- KEYS[1] user coupons {ro}:ucoupons:<user>   KEYS[2] issued coupon prefix {ro}:icoupon:
+-- KEYS[1] live marker {ro}:live: without it, every reply is STATE_MISSING (engine/state.py)
+-- KEYS[2] user coupons {ro}:ucoupons:<user>   KEYS[3] issued coupon prefix {ro}:icoupon:
 -- ARGV[1] cursor (last id seen) or ''; ARGV[2] page size
 -- Reply: OK [<issued coupon>...] (up to size + 1)
+local missing = state_missing(KEYS[1])
+if missing then return missing end
 local now = now_ms()
 local parts = {}
-for _, id in ipairs(page_ids(KEYS[1], ARGV[1], tonumber(ARGV[2]), true)) do
-  local c = redis.call('HMGET', KEYS[2] .. id, 'coupon_id', 'user_id', 'name',
+for _, id in ipairs(page_ids(KEYS[2], ARGV[1], tonumber(ARGV[2]), true)) do
+  local c = redis.call('HMGET', KEYS[3] .. id, 'coupon_id', 'user_id', 'name',
     'discount_type', 'discount_value', 'status', 'issued_at', 'expires_at', 'expires_ms',
     'order_id')
   local status = c[6]

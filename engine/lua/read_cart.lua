@@ -1,4 +1,7 @@
 -- read_cart.lua: the cart priced with live prices and stock.
--- KEYS[1] cart {ro}:cart:<user>   KEYS[2] product prefix {ro}:product:
+-- KEYS[1] live marker {ro}:live: without it, every reply is STATE_MISSING (engine/state.py)
+-- KEYS[2] cart {ro}:cart:<user>   KEYS[3] product prefix {ro}:product:
 -- Reply: OK <cart>
-return ok(cart_doc(KEYS[1], KEYS[2]))
+local missing = state_missing(KEYS[1])
+if missing then return missing end
+return ok(cart_doc(KEYS[2], KEYS[3]))

@@ -27,6 +27,7 @@ from actors import Actor
 
 from api.app import create_app
 from api.server import HTTP_PROTOCOL
+from engine import state
 from rushorder.servers import free_port
 from rushorder.settings import Settings
 
@@ -43,10 +44,11 @@ def with_db(url: str, db: int) -> str:
 
 @pytest.fixture(scope="session")
 def api_redis_url(redis_url: str) -> str:
-    """DB 2 of the session's Redis, flushed once at the start."""
+    """DB 2 of the session's Redis, flushed once at the start, holding live state."""
     url = with_db(redis_url, API_DB)
     with redis.Redis.from_url(url) as client:
         client.flushdb()
+        state.mark(client, "tests")
     return url
 
 

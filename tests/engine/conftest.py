@@ -20,7 +20,7 @@ import redis
 import redis.asyncio as aioredis
 from support import USER_SEQ, Outbox, window
 
-from engine import Engine
+from engine import Engine, state
 from engine.models import Coupon, IssuedCoupon, Product
 from rushorder.servers import find_redis, free_port
 
@@ -75,7 +75,10 @@ def engine_redis_url(request: pytest.FixtureRequest) -> str:
         base = request.getfixturevalue("redis_url")
     except pytest.FixtureLookupError:
         base = request.getfixturevalue("throwaway_redis_url")
-    return with_db(base, ENGINE_DB)
+    url = with_db(base, ENGINE_DB)
+    with redis.Redis.from_url(url) as client:
+        state.mark(client, "tests")  # the engine's tests run on live state
+    return url
 
 
 @pytest.fixture

@@ -8,17 +8,19 @@ from typing import Any, cast
 import redis
 import redis.asyncio as aioredis
 
-from engine import Engine, events
+from engine import Engine, events, keys, state
 from engine.events import AnyEvent
 
 USER_SEQ = "test:engine:user"  # the last user id handed out (outside {ro}: not the engine's)
+LIVE_MARKER = b'{"origin":"tests","at_ms":0}'  # what engine.state.mark writes, for async clients
 
 
 async def flush_db(client: aioredis.Redis) -> None:
-    """FLUSHDB without rewinding the user-id counter: what a test writes after its flush
-    must never meet a later test's "new" user."""
+    """FLUSHDB without rewinding the user-id counter (what a test writes after its flush
+    must never meet a later test's "new" user), then live state again: an empty shop."""
     last = await client.get(USER_SEQ)
     await client.flushdb()
+    await client.set(keys.LIVE, LIVE_MARKER)
     if last is not None:
         await client.set(USER_SEQ, last)
 
@@ -27,6 +29,7 @@ def flush_db_sync(client: redis.Redis) -> int:
     """:func:`flush_db` for sync callers; answers the last user id handed out."""
     last = int(client.get(USER_SEQ) or 0)
     client.flushdb()
+    state.mark(client, "tests")
     client.set(USER_SEQ, last)
     return last
 

@@ -26,19 +26,19 @@ from engine.models import Order
 def calls_of(engine: Engine) -> Iterator[list[int]]:
     """The number of orders of each place_orders call written while inside."""
     sent: list[int] = []
-    real = engine.conn.send_now
+    real = engine.conn.send
     sha = engine.scripts["place_orders"].sha
 
-    def spy(*args: Any) -> Any:
+    def spy(*args: Any, now: bool = False) -> Any:
         if args[:2] == ("EVALSHA", sha):
             sent.append(int(args[2 + int(args[2]) + 3]))  # ARGV[3], the number of orders
-        return real(*args)
+        return real(*args, now=now)
 
-    engine.conn.send_now = spy  # type: ignore[method-assign]
+    engine.conn.send = spy  # type: ignore[method-assign]
     try:
         yield sent
     finally:
-        engine.conn.send_now = real  # type: ignore[method-assign]
+        engine.conn.send = real  # type: ignore[method-assign]
 
 
 async def outcomes(calls: list[Any]) -> list[Any]:

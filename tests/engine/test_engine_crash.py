@@ -9,7 +9,7 @@ from pathlib import Path
 
 import redis
 
-from engine import Engine, events, keys
+from engine import Engine, events, keys, state
 from engine.errors import EngineUnavailable
 from engine.models import Order
 from rushorder.servers import RedisServer, free_port
@@ -44,6 +44,8 @@ async def test_a_redis_killed_mid_flood_keeps_every_answered_order_and_nothing_t
 ) -> None:
     server = RedisServer(tmp_path / "redis", free_port()).start()
     try:
+        with redis.Redis.from_url(server.url) as client:
+            state.mark(client, "tests")  # in the AOF like everything else: back after the crash
         engine = Engine(server.url)
         product = await engine.create_product("hot", PRICE, STOCK)
         await asyncio.gather(*(engine.charge(u, BALANCE) for u in USERS))

@@ -23,7 +23,7 @@ from drain_support import TABLES, Platform, Process
 from psycopg import sql
 from sqlalchemy.engine import Engine as Database
 
-from engine import Engine
+from engine import Engine, state
 from engine.models import Coupon, Product
 from engine.outbox import POSTGRES, Outbox
 from persistence.database import create_engine
@@ -87,8 +87,10 @@ def r(workers_redis_url: str) -> Iterator[redis.Redis]:
 
 @pytest.fixture(autouse=True)
 def empty_state(r: redis.Redis, db: Database) -> None:
-    """Each test starts with empty Redis DB 3 and empty tables."""
+    """Each test starts with empty Redis DB 3 holding live state, and empty tables (an
+    empty shop, as a first start makes it)."""
     r.flushdb()
+    state.mark(r, "tests")
     with db.begin() as conn:
         conn.execute(sa.text(f"TRUNCATE {', '.join(TABLES)}"))
 

@@ -17,12 +17,14 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import httpx
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine as Database
 
+from engine import Engine
+from engine.models import Coupon, Product
 from rushorder.settings import Settings
 
 T = TypeVar("T")
@@ -213,3 +215,35 @@ def scalar(db: Database, sql: str, **params: object) -> object:
     """One value from Postgres."""
     with db.connect() as conn:
         return conn.scalar(sa.text(sql), params)
+
+
+async def answers(engine: Engine, users: list[int], items: list[Product],
+                  coupons: list[Coupon]) -> dict[str, Any]:
+    """Everything a client can read that Postgres keeps."""
+    return {
+        "products": await engine.products(limit=100),
+        "each product": [await engine.product(p.id) for p in items],
+        "top": (await engine.top()).items,
+        "coupons": [await engine.coupon(c.id) for c in coupons],
+        "balances": [await engine.balance(u) for u in users],
+        "history": [await engine.history(u, limit=100) for u in users],
+        "orders": [await engine.orders(u, limit=100) for u in users],
+        "each order": [await engine.order(u, o.id) for u in users
+                       for o in (await engine.orders(u, limit=100)).items],
+        "user coupons": [await engine.user_coupons(u, limit=100) for u in users],
+    }
+
+
+async def busy_day(engine: Engine, items: list[Product], coupons: list[Coupon]) -> list[int]:
+    """Charges, restocks, coupons issued and used, orders placed and cancelled."""
+    users = list(range(1, 9))
+    await engine.update_product(items[0].id, stock_delta=25, price=1_500)
+    for user in users:
+        await engine.charge(user, 200_000)
+        issued = await engine.issue_coupon(user, coupons[user % 2].id)
+        first = await engine.place_order(user, [(items[user % 3].id, user), (items[3].id, 1)],
+                                         issued.id)
+        await engine.place_order(user, [(items[(user + 1) % 3].id, 2)])
+        if user % 3 == 0:
+            await engine.cancel_order(user, first.id)
+    return users

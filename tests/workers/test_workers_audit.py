@@ -93,3 +93,17 @@ async def test_the_audit_fails_while_the_outbox_is_not_drained(
     assert code == 1
     assert "FAIL outbox drained into Postgres" in report
     assert "1 outbox entries not yet in Postgres" in report
+
+
+@pytest.mark.usefixtures("good_state")
+def test_the_audit_of_a_redis_without_live_state_says_so_and_compares_nothing(
+    wsettings: Settings, r: redis.Redis, capsys: pytest.CaptureFixture[str],
+) -> None:
+    r.flushdb()
+    code, report = run_audit(wsettings, capsys)
+    assert code == 1
+    assert report.splitlines() == [
+        "FAIL Redis holds live state (1 checked)",
+        "       - no live-state marker: Redis lost its data or was never loaded; run "
+        "`rushorder rebuild`",
+        "audit FAILED: 1 of 1"]

@@ -2,50 +2,20 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable
-from typing import Any
 
 import pytest
 import redis
+from drain_support import answers, busy_day
 
-from engine import Engine
+from engine import Engine, state
 from engine.errors import CouponAlreadyIssued
 from engine.models import Coupon, Product
 from engine.outbox import PLATFORM, Outbox
 from rushorder.rebuild import rebuild
 from rushorder.settings import Settings
-
-
-async def answers(engine: Engine, users: list[int], items: list[Product],
-                  coupons: list[Coupon]) -> dict[str, Any]:
-    """Everything a client can read that Postgres keeps."""
-    return {
-        "products": await engine.products(limit=100),
-        "each product": [await engine.product(p.id) for p in items],
-        "top": (await engine.top()).items,
-        "coupons": [await engine.coupon(c.id) for c in coupons],
-        "balances": [await engine.balance(u) for u in users],
-        "history": [await engine.history(u, limit=100) for u in users],
-        "orders": [await engine.orders(u, limit=100) for u in users],
-        "each order": [await engine.order(u, o.id) for u in users
-                       for o in (await engine.orders(u, limit=100)).items],
-        "user coupons": [await engine.user_coupons(u, limit=100) for u in users],
-    }
-
-
-async def busy_day(engine: Engine, items: list[Product], coupons: list[Coupon]) -> list[int]:
-    """Charges, restocks, coupons issued and used, orders placed and cancelled."""
-    users = list(range(1, 9))
-    await engine.update_product(items[0].id, stock_delta=25, price=1_500)
-    for user in users:
-        await engine.charge(user, 200_000)
-        issued = await engine.issue_coupon(user, coupons[user % 2].id)
-        first = await engine.place_order(user, [(items[user % 3].id, user), (items[3].id, 1)],
-                                         issued.id)
-        await engine.place_order(user, [(items[(user + 1) % 3].id, 2)])
-        if user % 3 == 0:
-            await engine.cancel_order(user, first.id)
-    return users
+from rushorder.stack import Stack
 
 
 async def test_a_rebuilt_redis_answers_exactly_as_before(
@@ -80,6 +50,8 @@ async def test_rebuild_refuses_a_redis_with_state_unless_forced(
 
     assert rebuild(wsettings) == 1
     assert "--force" in capsys.readouterr().err
+    assert rebuild(wsettings, if_needed=True) == 0  # live state: nothing to do, and fine
+    assert "nothing to rebuild" in capsys.readouterr().out
     assert rebuild(wsettings, force=True) == 1  # would lose the unapplied event
     assert "drains" in capsys.readouterr().err
     assert (await engine.product(item.id)).stock == 15  # nothing was touched
@@ -92,3 +64,37 @@ async def test_rebuild_refuses_a_redis_with_state_unless_forced(
     assert rebuild(wsettings, force=True) == 0
     assert r.get("{ro}:bal:99") is None
     assert (await engine.product(item.id)).stock == 15
+
+
+async def test_make_up_rebuilds_a_redis_without_the_marker_however_full_it_looks(
+    engine: Engine, r: redis.Redis, wsettings: Settings, drain: Callable[..., int],
+    products: Callable[..., Awaitable[list[Product]]], coupon: Callable[..., Awaitable[Coupon]],
+) -> None:
+    items = await products(4, stock=500)
+    coupons = [await coupon(quantity=20), await coupon(quantity=20)]
+    users = await busy_day(engine, items, coupons)
+    before = await answers(engine, users, items, coupons)
+    drain()
+    r.flushdb()  # lost; then what RQ and a worker of old would have left in it
+    r.set("rq:workers", "x")
+    r.xgroup_create("{ro}:outbox", PLATFORM, mkstream=True)
+
+    stack = Stack(wsettings)
+    await asyncio.to_thread(stack.prepare, wsettings, stack.child_env(wsettings))
+    assert state.marker(r) is not None
+    assert await answers(engine, users, items, coupons) == before
+
+
+async def test_make_up_leaves_a_redis_with_the_marker_as_it_is(
+    engine: Engine, r: redis.Redis, wsettings: Settings, drain: Callable[..., int],
+    products: Callable[..., Awaitable[list[Product]]],
+) -> None:
+    (item,) = await products(1, stock=10)
+    await engine.put_cart_item(1, item.id, 2)  # carts live only in Redis: a rebuild drops them
+    drain()
+    made = state.marker(r)
+
+    stack = Stack(wsettings)
+    await asyncio.to_thread(stack.prepare, wsettings, stack.child_env(wsettings))
+    assert state.marker(r) == made
+    assert [line.quantity for line in (await engine.cart(1)).items] == [2]

@@ -1,0 +1,70 @@
+"""The live-state marker: does this Redis hold rushorder's live state?
+
+Redis holds the live state and Postgres the durable copy. A Redis that lost its data
+(FLUSHALL, a lost disk, a failover to an empty replica) would otherwise answer like a
+new, empty shop: balances of 0, no catalog, ids from 1 again, and writes that Postgres
+can never put in order with what it already holds. So the state carries a marker of its
+own, ``{ro}:live``, written only where live state is made: by ``rushorder rebuild`` once
+Postgres' copy is loaded (on an empty database, that is the very first start).
+
+* Every script checks it first (KEYS[1], ``state_missing`` in ``engine/lua/_lib.lua``)
+  and answers ``STATE_MISSING`` without it: the API answers 503, ``/health/ready`` fails.
+* The workers never recreate the outbox without it (``engine/lua/open_outbox.lua``).
+* ``make up`` and ``rushorder rebuild`` decide on it, not on counting keys, which RQ's own
+  keys or a recreated stream would fool.
+
+Synchronous redis-py: the operator tools and the workers use it; the engine checks the
+marker inside its scripts.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import msgspec
+import redis
+
+from engine import keys
+
+_DECODER = msgspec.json.Decoder()
+
+
+class Marker(msgspec.Struct, frozen=True, kw_only=True):
+    """What made this Redis' live state, and when (Redis' clock, epoch ms)."""
+
+    origin: str
+    at_ms: int
+
+    def describe(self) -> str:
+        """One line for logs and refusals."""
+        at = datetime.fromtimestamp(self.at_ms / 1000, UTC).isoformat(timespec="seconds")
+        return f"live state made by {self.origin} at {at}"
+
+
+def marker(client: redis.Redis) -> Marker | None:
+    """The marker, or None when this Redis holds no live rushorder state."""
+    raw = client.get(keys.LIVE)
+    if raw is None:
+        return None
+    try:
+        return msgspec.convert(_DECODER.decode(raw), Marker)  # type: ignore[arg-type]
+    except msgspec.MsgspecError:
+        return Marker(origin=f"unknown ({raw!r:.60})", at_ms=0)
+
+
+def mark(client: redis.Redis, origin: str) -> Marker:
+    """Declare this Redis' state live: every script serves from it from now on."""
+    seconds, micros = client.time()
+    made = Marker(origin=origin, at_ms=int(seconds) * 1000 + int(micros) // 1000)
+    put(client, made)
+    return made
+
+
+def put(client: redis.Redis, made: Marker) -> None:
+    """Write a marker as it is (to put back one that was withdrawn for a moment)."""
+    client.set(keys.LIVE, msgspec.json.encode(made))
+
+
+def unmark(client: redis.Redis) -> bool:
+    """Withdraw the marker (first step of a rebuild): from now on every script refuses."""
+    return bool(client.delete(keys.LIVE))
