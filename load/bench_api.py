@@ -34,11 +34,13 @@ import tempfile
 import time
 from pathlib import Path
 
+import redis as redispy  # `redis` names the bench's server below
+
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from api.auth import mint_token  # noqa: E402
-from engine import Engine  # noqa: E402
+from engine import Engine, state  # noqa: E402
 from rushorder.servers import PostgresServer, RedisServer, free_port  # noqa: E402
 from rushorder.settings import Settings  # noqa: E402
 
@@ -60,6 +62,8 @@ def need(tool: str, package: str) -> str:
 
 async def seed(redis_url: str) -> int:
     """One hot product with stock for the whole run, and USERS users with full balances."""
+    with redispy.Redis.from_url(redis_url) as client:
+        state.mark(client, "bench_api")  # a new, empty shop
     engine = Engine(redis_url)
     product = await engine.create_product("hot item", PRICE, 1_000_000_000)
     for _ in range(10):

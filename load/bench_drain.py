@@ -42,7 +42,7 @@ import redis
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from engine import Engine  # noqa: E402
+from engine import Engine, state  # noqa: E402
 from engine.outbox import POSTGRES, Outbox  # noqa: E402
 from persistence.migrate import upgrade  # noqa: E402
 from rushorder.servers import PostgresServer, RedisServer, free_port  # noqa: E402
@@ -233,6 +233,8 @@ def pct(values: list[float], p: float) -> float:
 async def bench(args: argparse.Namespace, redis_url: str, database_url: str, log: Path) -> None:
     upgrade(database_url)
     settings = Settings(redis_url=redis_url, database_url=database_url, log_level="WARNING")
+    with redis.Redis.from_url(redis_url) as client:
+        state.mark(client, "bench_drain")  # a new, empty shop
     engine = Engine(redis_url)
     await engine.load()
     products = [(await engine.create_product(f"p{i}", 1_000 + 500 * i, 10**9)).id

@@ -45,7 +45,7 @@ import redis
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from engine import Engine, keys  # noqa: E402
+from engine import Engine, keys, state  # noqa: E402
 from rushorder.servers import find_redis, free_port  # noqa: E402
 
 USERS = 2_000
@@ -103,6 +103,7 @@ async def seed(url: str) -> tuple[list[int], list[int]]:
     """A clean database: products with endless stock, users with plenty of money."""
     with redis.Redis.from_url(url) as client:
         client.flushdb()
+        state.mark(client, "bench_engine")  # a new, empty shop
     engine = Engine(url)
     await engine.load()
     made = await asyncio.gather(
