@@ -85,7 +85,7 @@ def cmd_seed(settings: Settings, args: argparse.Namespace) -> None:
 
 def cmd_token(settings: Settings, args: argparse.Namespace) -> None:
     """Print a signed JWT for a user (or an admin)."""
-    mint = load("api.auth", "mint_token")
+    mint = load("rushorder.tokens", "mint_token")
     print(mint(settings.jwt_secret, args.user_id, admin=args.admin, ttl_s=args.ttl_s))
 
 

@@ -138,7 +138,7 @@ def http_ok(url: str) -> bool:
 def mint_token(settings: Settings, user_id: int, admin: bool) -> str:
     """A bearer token for the banner, or why there is none."""
     try:
-        from api.auth import mint_token as mint
+        from rushorder.tokens import mint_token as mint
 
         with warnings.catch_warnings():
             if settings.jwt_secret == DEV_JWT_SECRET:  # the banner already says it is weak
