@@ -32,7 +32,7 @@ from persistence.catalog import Catalog
 from persistence.coupons import Coupons
 from persistence.database import create_engine
 from persistence.orders import Orders
-from rushorder.settings import Settings
+from rushorder.settings import MissingSetting, Settings
 
 SHOWN = 10  # offenders listed per check
 DRAIN_WAIT_S = 30.0
@@ -186,7 +186,7 @@ def run_audit(client: redis.Redis, conn: Connection, wait_s: float = DRAIN_WAIT_
 def audit(settings: Settings, wait_s: float = DRAIN_WAIT_S) -> int:
     """Print the audit report; 0 when every check passes, 1 otherwise."""
     if not settings.redis_url or not settings.database_url:
-        raise ValueError("audit needs RUSHORDER_REDIS_URL and RUSHORDER_DATABASE_URL")
+        raise MissingSetting("audit", "redis_url", "database_url")
     db = create_engine(settings.database_url)
     try:
         with redis.Redis.from_url(settings.redis_url) as client, db.connect() as conn, \

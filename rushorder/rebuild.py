@@ -44,7 +44,7 @@ from persistence.database import create_engine
 from persistence.orders import FullOrder, Orders
 from persistence.outbox import AppliedEntries
 from persistence.sales import Sales
-from rushorder.settings import Settings
+from rushorder.settings import MissingSetting, Settings
 
 
 class RebuildRefused(Exception):
@@ -183,7 +183,7 @@ def rebuild(settings: Settings, force: bool = False, if_needed: bool = False) ->
     """Load Redis from Postgres when Redis holds no live state (or ``force``), then mark it
     live; 0 when done (or, ``if_needed``, when there was nothing to do), 1 if refused."""
     if not settings.redis_url or not settings.database_url:
-        raise ValueError("rebuild needs RUSHORDER_REDIS_URL and RUSHORDER_DATABASE_URL")
+        raise MissingSetting("rebuild", "redis_url", "database_url")
     db = create_engine(settings.database_url)
     with redis.Redis.from_url(settings.redis_url) as client:
         if if_needed and (made := state.marker(client)) is not None:

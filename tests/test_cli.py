@@ -39,13 +39,6 @@ def test_each_subcommand_has_help(name: str, capsys: pytest.CaptureFixture[str])
     assert capsys.readouterr().out.startswith(f"usage: rushorder {name}")
 
 
-def test_a_command_without_its_server_url_exits_2(
-        monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
-    monkeypatch.delenv("RUSHORDER_DATABASE_URL", raising=False)
-    assert main(["migrate"]) == 2
-    assert "RUSHORDER_DATABASE_URL is not set" in capsys.readouterr().err
-
-
 # Runs `rushorder token` as the console script does, then lists what got imported.
 TOKEN_AND_MODULES = """
 import json, sys
