@@ -139,6 +139,8 @@ Configuration comes from RUSHORDER_* environment variables (see README.md); unse
 RUSHORDER_REDIS_URL / RUSHORDER_DATABASE_URL make `up` start private servers, and make
 the other commands use the servers of the `up` running from RUSHORDER_DATA_DIR."""
 
+PROGRESS_HELP = (" Progress goes to stderr: a bar on a terminal, otherwise a line per stage and "
+                 "every 5 s.")
 SERVERS_HELP = (" A server URL left unset is taken from the `rushorder up` running from "
                 "RUSHORDER_DATA_DIR (its stack.json); with none running, the command says "
                 "what to set and exits 2.")
@@ -166,10 +168,10 @@ SUBCOMMANDS: list[tuple[str, Command, str, str]] = [
      "Load Redis from Postgres, the durable copy, and mark its state live (the first "
      "start, or after Redis lost its data). Refuses a Redis that holds live state unless "
      "--force (or does nothing with --if-needed), and always refuses while the outbox "
-     "holds events Postgres does not have yet." + SERVERS_HELP),
+     "holds events Postgres does not have yet." + PROGRESS_HELP + SERVERS_HELP),
     ("audit", cmd_audit, "check that Redis and Postgres agree",
      "Compare Redis with Postgres and report the differences; exits 1 if any."
-     + SERVERS_HELP),
+     + PROGRESS_HELP + SERVERS_HELP),
     ("replay", cmd_replay, "send the data platform's dead letters again",
      "Events the forwarder gave up on wait in the dead-letter stream {ro}:outbox:dead; "
      "this posts each once more to the data platform and drops those delivered. The "

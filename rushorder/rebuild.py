@@ -44,6 +44,7 @@ from persistence.database import create_engine
 from persistence.orders import FullOrder, Orders
 from persistence.outbox import AppliedEntries
 from persistence.sales import Sales
+from rushorder.progress import Progress
 from rushorder.settings import MissingSetting, Settings
 
 
@@ -53,13 +54,16 @@ class RebuildRefused(Exception):
 
 @dataclass
 class Loaded:
-    """How many of each thing went into Redis."""
+    """How many of each thing went into Redis (shown as it goes on ``progress``)."""
 
     counts: dict[str, int] = field(default_factory=dict)
+    progress: Progress | None = None
 
     def add(self, name: str, n: int = 1) -> None:
         """Count ``n`` more ``name``."""
         self.counts[name] = self.counts.get(name, 0) + n
+        if self.progress is not None:
+            self.progress.advance(n)
 
     def __str__(self) -> str:
         return ", ".join(f"{n} {name}" for name, n in self.counts.items()) or "nothing"
@@ -117,8 +121,24 @@ def order(full: FullOrder) -> Order:
 
 
 def load(conn: Connection, restorer: Restorer, now_hour: int, window_hours: int) -> Loaded:
-    """Queue every write of a rebuild from Postgres; what was loaded."""
-    loaded = Loaded()
+    """Queue every write of a rebuild from Postgres, with progress on stderr; what was
+    loaded."""
+    with Progress("rebuild") as progress:
+        progress.stage("counting rows in postgres")
+        progress.stage("rows from postgres into redis", total=rows_to_load(conn), unit="rows")
+        return queue_writes(conn, restorer, now_hour, window_hours, Loaded(progress=progress))
+
+
+def rows_to_load(conn: Connection) -> int:
+    """The rows a rebuild writes one by one (all but the sales window and the counters)."""
+    balances, coupons = Balances(conn), Coupons(conn)
+    return (balances.count() + balances.count_history() + Catalog(conn).count()
+            + coupons.count() + coupons.count_held() + Orders(conn).count())
+
+
+def queue_writes(conn: Connection, restorer: Restorer, now_hour: int, window_hours: int,
+                 loaded: Loaded) -> Loaded:
+    """Queue every write of a rebuild from Postgres, counting into ``loaded``."""
     balances, catalog, coupons, orders = Balances(conn), Catalog(conn), Coupons(conn), Orders(conn)
     for user in balances.all():
         restorer.balance(user.id, user.balance)
