@@ -22,7 +22,7 @@ from api.docs import openapi_config
 from api.metrics import Metrics
 from engine import Engine, Policy
 from engine.errors import EngineUnavailable
-from rushorder.settings import Settings
+from rushorder.settings import MissingSetting, Settings
 
 log = logging.getLogger("rushorder.api")
 
@@ -41,7 +41,7 @@ def policy_of(settings: Settings) -> Policy:
 def engine_of(settings: Settings) -> Engine:
     """An engine for the settings' Redis (it connects on first use)."""
     if not settings.redis_url:
-        raise ValueError("the API needs RUSHORDER_REDIS_URL")
+        raise MissingSetting("the API", "redis_url")
     return Engine(settings.redis_url, policy_of(settings),
                   reply_timeout_s=settings.redis_timeout_s)
 

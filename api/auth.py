@@ -1,4 +1,5 @@
-"""Identity: HS256 bearer JWTs (sub = user id, role = user | admin, exp).
+"""Identity: HS256 bearer JWTs (sub = user id, role = user | admin, exp), minted by
+``rushorder.tokens``, verified here.
 
 Authentication runs as a Litestar ``before_request`` hook on the routers that need it, so
 it happens before the body is read (auth wins over validation) and costs one call. Route
@@ -18,8 +19,8 @@ from litestar.exceptions import NotAuthorizedException, PermissionDeniedExceptio
 
 from api.inbound import header
 from engine.policy import MAX_ID
+from rushorder.tokens import ALGORITHM, CLAIMS
 
-ALGORITHM = "HS256"
 MAX_TOKEN = 4096
 _CHALLENGE = {"WWW-Authenticate": 'Bearer realm="rushorder"'}
 
@@ -30,13 +31,6 @@ class Identity(msgspec.Struct, frozen=True):
     user_id: int
     admin: bool
     expires_at: float
-
-
-def mint_token(secret: str, user_id: int, admin: bool = False, ttl_s: int = 3600) -> str:
-    """A signed token for ``user_id`` (the CLI, the tests and the load scripts use it)."""
-    claims = {"sub": str(user_id), "role": "admin" if admin else "user",
-              "exp": int(time.time()) + ttl_s}
-    return jwt.encode(claims, secret, algorithm=ALGORITHM)
 
 
 def _unauthorized(detail: str) -> NotAuthorizedException:
@@ -86,7 +80,7 @@ class Authenticator:
             raise _unauthorized("token: too long")
         try:
             claims = jwt.decode(token, self._secret, algorithms=[ALGORITHM],
-                                options={"require": ["exp", "sub", "role"]})
+                                options={"require": list(CLAIMS)})
         except jwt.ExpiredSignatureError:
             raise _unauthorized("token: expired") from None
         except jwt.PyJWTError as exc:

@@ -39,10 +39,10 @@ import redis as redispy  # `redis` names the bench's server below
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from api.auth import mint_token  # noqa: E402
 from engine import Engine, state  # noqa: E402
 from rushorder.servers import PostgresServer, RedisServer, free_port  # noqa: E402
 from rushorder.settings import Settings  # noqa: E402
+from rushorder.tokens import mint_token  # noqa: E402
 
 USERS = 2000
 PRICE = 10

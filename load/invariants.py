@@ -35,8 +35,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from ledger import Ledger, Op, Tally  # noqa: E402
 
-from api.auth import mint_token  # noqa: E402
 from rushorder.settings import Settings  # noqa: E402
+from rushorder.tokens import mint_token  # noqa: E402
 
 CONCURRENCY = 32
 SETTLE_TRIES = 10

@@ -39,8 +39,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import storefront  # noqa: E402
 from ledger import IN_FLIGHT, Ledger, Op, OpKind  # noqa: E402
 
-from api.auth import mint_token  # noqa: E402
 from rushorder.settings import Settings  # noqa: E402
+from rushorder.tokens import mint_token  # noqa: E402
 
 log = logging.getLogger("rushorder.load")
 logging.getLogger("httpx").setLevel(logging.WARNING)  # the setup's requests are not news

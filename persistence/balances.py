@@ -75,6 +75,14 @@ class Balances:
         query = sa.select(*HISTORY.c).order_by(HISTORY.c.user_id, HISTORY.c.id)
         return (HistoryRow(*row) for row in stream(self.conn, query))
 
+    def count(self) -> int:
+        """How many users have a balance."""
+        return int(self.conn.scalar(sa.select(sa.func.count()).select_from(USERS)) or 0)
+
+    def count_history(self) -> int:
+        """How many history lines there are."""
+        return int(self.conn.scalar(sa.select(sa.func.count()).select_from(HISTORY)) or 0)
+
     def last_history_id(self) -> int:
         """The largest history id given out (0 if none)."""
         return largest(self.conn, HISTORY.c.id)

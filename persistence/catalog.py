@@ -103,6 +103,10 @@ class Catalog:
         query = sa.select(*columns(PRODUCTS, ProductRow)).order_by(PRODUCTS.c.id)
         return (ProductRow(*row) for row in stream(self.conn, query))
 
+    def count(self) -> int:
+        """How many products there are."""
+        return int(self.conn.scalar(sa.select(sa.func.count()).select_from(PRODUCTS)) or 0)
+
     def last_id(self) -> int:
         """The largest product id given out (0 if none)."""
         return largest(self.conn, PRODUCTS.c.id)

@@ -139,6 +139,14 @@ class Coupons:
                  .order_by(ISSUED.c.id))
         return (HeldCoupon(*row) for row in stream(self.conn, query))
 
+    def count(self) -> int:
+        """How many coupons there are."""
+        return int(self.conn.scalar(sa.select(sa.func.count()).select_from(COUPONS)) or 0)
+
+    def count_held(self) -> int:
+        """How many coupons have been issued."""
+        return int(self.conn.scalar(sa.select(sa.func.count()).select_from(ISSUED)) or 0)
+
     def last_ids(self) -> tuple[int, int]:
         """The largest coupon id and issued coupon id given out (0 if none)."""
         return largest(self.conn, COUPONS.c.id), largest(self.conn, ISSUED.c.id)

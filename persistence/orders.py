@@ -118,6 +118,10 @@ class Orders:
         query = sa.select(ORDERS.c.id, ORDERS.c.status)
         return {int(oid): str(status) for oid, status in stream(self.conn, query)}
 
+    def count(self) -> int:
+        """How many orders there are."""
+        return int(self.conn.scalar(sa.select(sa.func.count()).select_from(ORDERS)) or 0)
+
     def last_id(self) -> int:
         """The largest order id given out (0 if none)."""
         return largest(self.conn, ORDERS.c.id)

@@ -11,7 +11,8 @@ for the outbox to drain, then checks
 * no coupon is issued beyond its quantity or twice to one user (Postgres and Redis);
 * every order has its lines and its payment, in the same status.
 
-It prints one line per check (and the first few offenders) and answers 0 when all pass.
+It prints one line per check (and the first few offenders) and answers 0 when all pass;
+its stages and the values compared show on stderr as it goes (``rushorder.progress``).
 """
 
 from __future__ import annotations
@@ -32,7 +33,8 @@ from persistence.catalog import Catalog
 from persistence.coupons import Coupons
 from persistence.database import create_engine
 from persistence.orders import Orders
-from rushorder.settings import Settings
+from rushorder.progress import Progress
+from rushorder.settings import MissingSetting, Settings
 
 SHOWN = 10  # offenders listed per check
 DRAIN_WAIT_S = 30.0
@@ -79,22 +81,28 @@ class Report:
 
 
 def agree(name: str, redis_side: Mapping[int, Any], postgres: Mapping[int, Any],
-          what: str) -> Check:
+          what: str, progress: Progress | None = None) -> Check:
     """Redis and Postgres hold the same value for every id, and the same ids."""
     check = Check(name, checked=len(redis_side.keys() | postgres.keys()))
     for key in sorted(redis_side.keys() | postgres.keys()):
         mine, theirs = redis_side.get(key, "absent"), postgres.get(key, "absent")
         if mine != theirs:
             check.problems.append(f"{what} {key}: redis {mine}, postgres {theirs}")
+        if progress is not None:
+            progress.advance()
     return check
 
 
-def drained(client: redis.Redis, wait_s: float) -> Check:
+def drained(client: redis.Redis, wait_s: float, progress: Progress) -> Check:
     """The Postgres group has taken and applied every outbox entry (waits up to ``wait_s``)."""
     outbox = Outbox(client, POSTGRES, "audit")
     deadline = time.monotonic() + wait_s
-    while (left := outbox.backlog()) and time.monotonic() < deadline:
+    left = outbox.backlog()
+    progress.stage("outbox drain into postgres", total=left, unit="entries")
+    while left and time.monotonic() < deadline:
         time.sleep(0.2)
+        left, before = outbox.backlog(), left
+        progress.advance(max(0, before - left))
     problems = [f"{left} outbox entries not yet in Postgres after {wait_s:.0f}s: are the "
                 "workers running? Redis/Postgres comparisons below are unreliable"] if left else []
     return Check("outbox drained into Postgres", 1, problems)
@@ -126,16 +134,19 @@ def postgres_side(conn: Connection) -> Side:
                 coupons.statuses())
 
 
-def comparisons(redis_values: Side, postgres: Side) -> list[Check]:
+def comparisons(redis_values: Side, postgres: Side, progress: Progress) -> list[Check]:
     """Redis and Postgres agree on every live value."""
-    return [
-        agree("balances agree", redis_values.balances, postgres.balances, "user"),
-        agree("stock agrees", redis_values.stock, postgres.stock, "product"),
-        agree("coupon remaining agrees", redis_values.remaining, postgres.remaining, "coupon"),
-        agree("order statuses agree", redis_values.orders, postgres.orders, "order"),
-        agree("issued coupon statuses agree", redis_values.issued, postgres.issued,
-              "issued coupon"),
+    pairs: list[tuple[str, Mapping[int, Any], Mapping[int, Any], str]] = [
+        ("balances agree", redis_values.balances, postgres.balances, "user"),
+        ("stock agrees", redis_values.stock, postgres.stock, "product"),
+        ("coupon remaining agrees", redis_values.remaining, postgres.remaining, "coupon"),
+        ("order statuses agree", redis_values.orders, postgres.orders, "order"),
+        ("issued coupon statuses agree", redis_values.issued, postgres.issued,
+         "issued coupon"),
     ]
+    total = sum(len(mine.keys() | theirs.keys()) for _, mine, theirs, _ in pairs)
+    progress.stage("comparing redis with postgres", total=total, unit="values")
+    return [agree(name, mine, theirs, what, progress) for name, mine, theirs, what in pairs]
 
 
 def ledgers(conn: Connection, postgres: Side,
@@ -171,27 +182,35 @@ def live(client: redis.Redis) -> Check:
                                   "loaded; run `rushorder rebuild`"])
 
 
-def run_audit(client: redis.Redis, conn: Connection, wait_s: float = DRAIN_WAIT_S) -> Report:
-    """Every check, Redis read through ``client``, Postgres through ``conn``."""
+def run_audit(client: redis.Redis, conn: Connection, progress: Progress,
+              wait_s: float = DRAIN_WAIT_S) -> Report:
+    """Every check, Redis read through ``client``, Postgres through ``conn``; each stage
+    shown on ``progress``."""
+    progress.stage("live-state marker")
     if not (marked := live(client)).ok:
         return Report([marked])  # nothing to compare: the comparisons would all fail
-    drain = drained(client, wait_s)
+    drain = drained(client, wait_s, progress)
+    progress.stage("reading redis")
     snap = Snapshot(client)
     redis_coupons = snap.coupons()
-    redis_values, postgres = redis_side(snap, redis_coupons), postgres_side(conn)
-    return Report([marked, drain, *comparisons(redis_values, postgres),
-                   *ledgers(conn, postgres, redis_coupons)])
+    redis_values = redis_side(snap, redis_coupons)
+    progress.stage("reading postgres")
+    postgres = postgres_side(conn)
+    compared = comparisons(redis_values, postgres, progress)
+    progress.stage("checking the ledgers")
+    return Report([marked, drain, *compared, *ledgers(conn, postgres, redis_coupons)])
 
 
 def audit(settings: Settings, wait_s: float = DRAIN_WAIT_S) -> int:
     """Print the audit report; 0 when every check passes, 1 otherwise."""
     if not settings.redis_url or not settings.database_url:
-        raise ValueError("audit needs RUSHORDER_REDIS_URL and RUSHORDER_DATABASE_URL")
+        raise MissingSetting("audit", "redis_url", "database_url")
     db = create_engine(settings.database_url)
     try:
-        with redis.Redis.from_url(settings.redis_url) as client, db.connect() as conn, \
+        with Progress("audit") as progress, redis.Redis.from_url(settings.redis_url) as client, \
+                db.connect() as conn, \
                 conn.execution_options(isolation_level="REPEATABLE READ").begin():
-            report = run_audit(client, conn, wait_s)
+            report = run_audit(client, conn, progress, wait_s)
     finally:
         db.dispose()
     print(report.render())

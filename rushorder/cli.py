@@ -3,6 +3,11 @@
 Every subcommand builds :class:`Settings` from ``RUSHORDER_*`` variables and hands it to
 the function that does the work. Those functions are imported inside each subcommand so
 that ``rushorder --help`` stays fast and one missing part does not break the others.
+
+A subcommand that needs Redis or Postgres resolves their URLs here, before it starts the
+part that uses them: an unset URL is taken from the ``rushorder up`` running from
+``RUSHORDER_DATA_DIR`` (``rushorder.stackfile``), and if there is none the command stops
+with one line saying what to set.
 """
 
 from __future__ import annotations
@@ -16,7 +21,7 @@ from typing import Any
 
 import msgspec
 
-from rushorder.settings import Settings
+from rushorder.settings import MissingSetting, Settings
 
 TOKEN_TTL_S = 7 * 24 * 3600
 
@@ -36,11 +41,31 @@ def load(module: str, name: str) -> Callable[..., Any]:
     return target  # type: ignore[no-any-return]
 
 
-def _need(value: str | None, variable: str) -> str:
-    """A server URL the command cannot run without."""
-    if not value:
-        raise CommandError(f"{variable} is not set (`rushorder up` sets it for its children)")
-    return value
+SERVER_URLS = {"redis_url": "RUSHORDER_REDIS_URL", "database_url": "RUSHORDER_DATABASE_URL"}
+
+
+def servers(settings: Settings, *needed: str) -> Settings:
+    """``settings`` with every unset server URL taken from the ``rushorder up`` running from
+    the data dir; a CommandError saying what to set if one of ``needed`` stays unset."""
+    unset = [field for field in SERVER_URLS if getattr(settings, field) is None]
+    if not unset:
+        return settings
+    from rushorder import stackfile
+
+    try:
+        return stackfile.fill(settings, stackfile.find(settings, unset))
+    except stackfile.NotRunning as exc:
+        missing = [SERVER_URLS[field] for field in unset if field in needed]
+        if missing:
+            raise CommandError(what_to_set(missing, str(exc))) from None
+        return settings
+
+
+def what_to_set(variables: list[str], why: str) -> str:
+    """One line: which variables are unset, why no running stack stands in, what to do."""
+    if len(variables) == 1:
+        return f"{variables[0]} is not set and {why} (start `make up`, or set {variables[0]})"
+    return f"{' and '.join(variables)} are not set and {why} (start `make up`, or set them)"
 
 
 # ---------------------------------------------------------------------------------------
@@ -55,15 +80,12 @@ def cmd_up(settings: Settings, args: argparse.Namespace) -> int:
 
 def cmd_api(settings: Settings, args: argparse.Namespace) -> None:
     """Serve the HTTP API."""
-    _need(settings.redis_url, "RUSHORDER_REDIS_URL")
-    load("api.server", "serve")(settings)
+    load("api.server", "serve")(servers(settings, "redis_url"))
 
 
 def cmd_worker(settings: Settings, args: argparse.Namespace) -> None:
     """Run one outbox worker."""
-    _need(settings.redis_url, "RUSHORDER_REDIS_URL")
-    _need(settings.database_url, "RUSHORDER_DATABASE_URL")
-    load("workers.main", "run")(settings)
+    load("workers.main", "run")(servers(settings, "redis_url", "database_url"))
 
 
 def cmd_platform(settings: Settings, args: argparse.Namespace) -> None:
@@ -73,38 +95,37 @@ def cmd_platform(settings: Settings, args: argparse.Namespace) -> None:
 
 def cmd_migrate(settings: Settings, args: argparse.Namespace) -> None:
     """Bring the Postgres schema to the newest revision."""
-    database_url = _need(settings.database_url, "RUSHORDER_DATABASE_URL")
-    load("persistence.migrate", "upgrade")(database_url)
+    load("persistence.migrate", "upgrade")(servers(settings, "database_url").database_url)
 
 
 def cmd_seed(settings: Settings, args: argparse.Namespace) -> None:
     """Load the demo catalog into an empty database."""
-    seeded = load("rushorder.seed", "seed_demo")(settings)
+    seeded = load("rushorder.seed", "seed_demo")(servers(settings, "redis_url", "database_url"))
     print("demo catalog loaded" if seeded else "database not empty: demo catalog not loaded")
 
 
 def cmd_token(settings: Settings, args: argparse.Namespace) -> None:
     """Print a signed JWT for a user (or an admin)."""
-    mint = load("api.auth", "mint_token")
+    mint = load("rushorder.tokens", "mint_token")
     print(mint(settings.jwt_secret, args.user_id, admin=args.admin, ttl_s=args.ttl_s))
 
 
 def cmd_rebuild(settings: Settings, args: argparse.Namespace) -> int:
     """Rebuild Redis state from Postgres."""
-    return int(load("rushorder.rebuild", "rebuild")(settings, force=args.force,
+    resolved = servers(settings, "redis_url", "database_url")
+    return int(load("rushorder.rebuild", "rebuild")(resolved, force=args.force,
                                                    if_needed=args.if_needed))
 
 
 def cmd_replay(settings: Settings, args: argparse.Namespace) -> None:
     """Send the data platform's dead letters again."""
-    _need(settings.redis_url, "RUSHORDER_REDIS_URL")
-    delivered = load("workers.platform", "replay_dead_letters")(settings)
+    delivered = load("workers.platform", "replay_dead_letters")(servers(settings, "redis_url"))
     print(f"{delivered} dead letter(s) delivered; the rest stay for another try")
 
 
 def cmd_audit(settings: Settings, args: argparse.Namespace) -> int:
     """Compare Redis with Postgres and report drift."""
-    return int(load("rushorder.audit", "audit")(settings))
+    return int(load("rushorder.audit", "audit")(servers(settings, "redis_url", "database_url")))
 
 
 # ---------------------------------------------------------------------------------------
@@ -115,7 +136,14 @@ DESCRIPTION = """\
 rushorder: an e-commerce order service that stays correct under flash-sale load.
 
 Configuration comes from RUSHORDER_* environment variables (see README.md); unset
-RUSHORDER_REDIS_URL / RUSHORDER_DATABASE_URL make `up` start private servers."""
+RUSHORDER_REDIS_URL / RUSHORDER_DATABASE_URL make `up` start private servers, and make
+the other commands use the servers of the `up` running from RUSHORDER_DATA_DIR."""
+
+PROGRESS_HELP = (" Progress goes to stderr: a bar on a terminal, otherwise a line per stage and "
+                 "every 5 s.")
+SERVERS_HELP = (" A server URL left unset is taken from the `rushorder up` running from "
+                "RUSHORDER_DATA_DIR (its stack.json); with none running, the command says "
+                "what to set and exits 2.")
 
 SUBCOMMANDS: list[tuple[str, Command, str, str]] = [
     ("up", cmd_up, "run the whole stack in the foreground (make up)",
@@ -124,28 +152,31 @@ SUBCOMMANDS: list[tuple[str, Command, str, str]] = [
      "an empty database, then run the API, the outbox workers and the mock data platform "
      "with prefixed logs. Prints URLs and ready-to-use tokens. Ctrl-C stops everything."),
     ("api", cmd_api, "serve the HTTP API (RUSHORDER_API_WORKERS processes)",
-     "Serve the HTTP API on RUSHORDER_HTTP_HOST:RUSHORDER_HTTP_PORT; blocks."),
+     "Serve the HTTP API on RUSHORDER_HTTP_HOST:RUSHORDER_HTTP_PORT; blocks." + SERVERS_HELP),
     ("worker", cmd_worker, "run one outbox worker (Redis -> Postgres, data platform)",
      "Drain the Redis outbox into Postgres and forward order events to the data "
-     "platform; blocks."),
+     "platform; blocks." + SERVERS_HELP),
     ("platform", cmd_platform, "serve the mock data platform",
      "Serve the mock data platform on RUSHORDER_PLATFORM_PORT: POST/GET /events; blocks."),
     ("migrate", cmd_migrate, "upgrade the Postgres schema to the newest revision",
-     "Run the Alembic migrations against RUSHORDER_DATABASE_URL."),
+     "Run the Alembic migrations against RUSHORDER_DATABASE_URL." + SERVERS_HELP),
     ("seed", cmd_seed, "load the demo catalog into an empty database",
-     "Load the demo products and coupons, only if the database holds none."),
+     "Load the demo products and coupons, only if the database holds none." + SERVERS_HELP),
     ("token", cmd_token, "print a signed JWT for a user id",
      "Print a bearer token signed with RUSHORDER_JWT_SECRET."),
     ("rebuild", cmd_rebuild, "rebuild Redis state from Postgres",
      "Load Redis from Postgres, the durable copy, and mark its state live (the first "
      "start, or after Redis lost its data). Refuses a Redis that holds live state unless "
      "--force (or does nothing with --if-needed), and always refuses while the outbox "
-     "holds events Postgres does not have yet."),
+     "holds events Postgres does not have yet." + PROGRESS_HELP + SERVERS_HELP),
     ("audit", cmd_audit, "check that Redis and Postgres agree",
-     "Compare Redis with Postgres and report the differences; exits non-zero if any."),
+     "Compare Redis with Postgres and report the differences; exits 1 if any."
+     + PROGRESS_HELP + SERVERS_HELP),
     ("replay", cmd_replay, "send the data platform's dead letters again",
      "Events the forwarder gave up on wait in the dead-letter stream {ro}:outbox:dead; "
-     "this posts each once more to RUSHORDER_DATA_PLATFORM_URL and drops those delivered."),
+     "this posts each once more to the data platform and drops those delivered. The "
+     "platform is RUSHORDER_DATA_PLATFORM_URL; unset, the running `rushorder up`'s, else "
+     "the mock on RUSHORDER_PLATFORM_PORT." + SERVERS_HELP),
 ]
 
 
@@ -190,7 +221,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         return args.func(settings, args) or 0
-    except CommandError as exc:
+    except (CommandError, MissingSetting) as exc:
         print(f"rushorder {args.command}: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

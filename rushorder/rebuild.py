@@ -44,7 +44,8 @@ from persistence.database import create_engine
 from persistence.orders import FullOrder, Orders
 from persistence.outbox import AppliedEntries
 from persistence.sales import Sales
-from rushorder.settings import Settings
+from rushorder.progress import Progress
+from rushorder.settings import MissingSetting, Settings
 
 
 class RebuildRefused(Exception):
@@ -53,13 +54,16 @@ class RebuildRefused(Exception):
 
 @dataclass
 class Loaded:
-    """How many of each thing went into Redis."""
+    """How many of each thing went into Redis (shown as it goes on ``progress``)."""
 
     counts: dict[str, int] = field(default_factory=dict)
+    progress: Progress | None = None
 
     def add(self, name: str, n: int = 1) -> None:
         """Count ``n`` more ``name``."""
         self.counts[name] = self.counts.get(name, 0) + n
+        if self.progress is not None:
+            self.progress.advance(n)
 
     def __str__(self) -> str:
         return ", ".join(f"{n} {name}" for name, n in self.counts.items()) or "nothing"
@@ -117,8 +121,24 @@ def order(full: FullOrder) -> Order:
 
 
 def load(conn: Connection, restorer: Restorer, now_hour: int, window_hours: int) -> Loaded:
-    """Queue every write of a rebuild from Postgres; what was loaded."""
-    loaded = Loaded()
+    """Queue every write of a rebuild from Postgres, with progress on stderr; what was
+    loaded."""
+    with Progress("rebuild") as progress:
+        progress.stage("counting rows in postgres")
+        progress.stage("rows from postgres into redis", total=rows_to_load(conn), unit="rows")
+        return queue_writes(conn, restorer, now_hour, window_hours, Loaded(progress=progress))
+
+
+def rows_to_load(conn: Connection) -> int:
+    """The rows a rebuild writes one by one (all but the sales window and the counters)."""
+    balances, coupons = Balances(conn), Coupons(conn)
+    return (balances.count() + balances.count_history() + Catalog(conn).count()
+            + coupons.count() + coupons.count_held() + Orders(conn).count())
+
+
+def queue_writes(conn: Connection, restorer: Restorer, now_hour: int, window_hours: int,
+                 loaded: Loaded) -> Loaded:
+    """Queue every write of a rebuild from Postgres, counting into ``loaded``."""
     balances, catalog, coupons, orders = Balances(conn), Catalog(conn), Coupons(conn), Orders(conn)
     for user in balances.all():
         restorer.balance(user.id, user.balance)
@@ -183,7 +203,7 @@ def rebuild(settings: Settings, force: bool = False, if_needed: bool = False) ->
     """Load Redis from Postgres when Redis holds no live state (or ``force``), then mark it
     live; 0 when done (or, ``if_needed``, when there was nothing to do), 1 if refused."""
     if not settings.redis_url or not settings.database_url:
-        raise ValueError("rebuild needs RUSHORDER_REDIS_URL and RUSHORDER_DATABASE_URL")
+        raise MissingSetting("rebuild", "redis_url", "database_url")
     db = create_engine(settings.database_url)
     with redis.Redis.from_url(settings.redis_url) as client:
         if if_needed and (made := state.marker(client)) is not None:

@@ -17,7 +17,7 @@ from engine import Engine, keys
 from engine.models import DiscountType
 from persistence.catalog import Catalog
 from persistence.database import create_engine
-from rushorder.settings import Settings
+from rushorder.settings import MissingSetting, Settings
 
 DEMO_PRODUCTS: list[tuple[str, int, int]] = [  # name, price (won), stock
     ("Wireless earbuds", 59_000, 500),
@@ -66,7 +66,7 @@ async def load_demo(engine: Engine, now: datetime) -> None:
 def seed_demo(settings: Settings) -> bool:
     """Load the demo catalog if the database is empty; whether it did."""
     if not settings.redis_url or not settings.database_url:
-        raise ValueError("seed needs RUSHORDER_REDIS_URL and RUSHORDER_DATABASE_URL")
+        raise MissingSetting("seed", "redis_url", "database_url")
     if not is_empty(settings):
         return False
 

@@ -17,6 +17,18 @@ import msgspec
 DEV_JWT_SECRET = "rushorder-dev-secret-change-me-before-prod"
 
 
+class MissingSetting(ValueError):
+    """Raised when a part is started without a setting it cannot run without (a server URL).
+
+    The CLI resolves the server URLs before it starts a part, so this is a programming
+    error; if one gets through anyway, the CLI shows it as one line, not a traceback.
+    """
+
+    def __init__(self, who: str, *fields: str) -> None:
+        self.variables = [f"RUSHORDER_{field.upper()}" for field in fields]
+        super().__init__(f"{who} needs {' and '.join(self.variables)}")
+
+
 class Settings(msgspec.Struct, frozen=True, kw_only=True):
     """The whole configuration; field ``x`` comes from ``RUSHORDER_X``."""
 

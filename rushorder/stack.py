@@ -3,10 +3,12 @@
 Order: private Redis and Postgres (unless their URLs are set) -> migrate -> rebuild Redis
 from Postgres unless it holds live state (no marker: a first start, or a Redis that lost
 its data) -> seed an empty database -> the mock platform, the outbox workers and the API
-as child processes (``python -m rushorder.cli <sub>``) with prefixed logs. Ctrl-C or
-SIGTERM stops the API, then the workers, then the platform, then the servers, and leaves
-no process behind. Every child runs in its own process group, so a
-terminal's Ctrl-C reaches only this supervisor, which stops things in that order.
+as child processes (``python -m rushorder.cli <sub>``) with prefixed logs. While it runs,
+``<data_dir>/stack.json`` says where its servers are, so that other ``rushorder`` commands
+find them (``rushorder.stackfile``). Ctrl-C or SIGTERM stops the API, then the workers,
+then the platform, then the servers, and leaves no process behind. Every child runs in its
+own process group, so a terminal's Ctrl-C reaches only this supervisor, which stops things
+in that order.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import IO
 
+from rushorder import stackfile
 from rushorder.servers import PostgresServer, RedisServer, die_with_parent, port_in_use
 from rushorder.settings import DEV_JWT_SECRET, Settings
 
@@ -138,7 +141,7 @@ def http_ok(url: str) -> bool:
 def mint_token(settings: Settings, user_id: int, admin: bool) -> str:
     """A bearer token for the banner, or why there is none."""
     try:
-        from api.auth import mint_token as mint
+        from rushorder.tokens import mint_token as mint
 
         with warnings.catch_warnings():
             if settings.jwt_secret == DEV_JWT_SECRET:  # the banner already says it is weak
@@ -311,6 +314,7 @@ class Stack:
             try:
                 self._preflight()
                 resolved = self.start_servers()
+                stackfile.publish(resolved)
                 env = self.child_env(resolved)
                 self.prepare(resolved, env)
                 self._check_stopping()
@@ -324,6 +328,7 @@ class Stack:
                 say("up", str(exc))
                 return 0 if self.stopping.is_set() else 1
             finally:
+                stackfile.withdraw(self.settings.data_path, os.getpid())
                 self.stop_children()
                 self.stop_servers()
                 say("up", "stopped")
@@ -351,6 +356,8 @@ def print_banner(stack: Stack, resolved: Settings, ready: bool) -> None:
         f"  redis      {_server_line(stack.redis, s.redis_url)}",
         f"  postgres   {_server_line(stack.postgres, s.database_url)}",
         f"  data dir   {Path(s.data_dir)}",
+        f"  stack file {stackfile.path_in(Path(s.data_dir))}  (other rushorder commands "
+        "find these servers through it)",
         f"  user token (user {DEMO_USER_ID}):   {user}",
         f"  admin token (user {DEMO_ADMIN_ID}): {admin}",
         *(["  (signed with the built-in dev secret: set RUSHORDER_JWT_SECRET for real use)"]

@@ -2,15 +2,21 @@
 
 from __future__ import annotations
 
+import json
+import os
 import re
+import subprocess
+import sys
 from pathlib import Path
 
+import jwt
 import pytest
 
 from rushorder.cli import SUBCOMMANDS, main
 from rushorder.settings import Settings
 
-README = Path(__file__).resolve().parent.parent / "README.md"
+ROOT = Path(__file__).resolve().parent.parent
+README = ROOT / "README.md"
 
 NAMES = [name for name, *_ in SUBCOMMANDS]
 
@@ -33,11 +39,25 @@ def test_each_subcommand_has_help(name: str, capsys: pytest.CaptureFixture[str])
     assert capsys.readouterr().out.startswith(f"usage: rushorder {name}")
 
 
-def test_a_command_without_its_server_url_exits_2(
-        monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
-    monkeypatch.delenv("RUSHORDER_DATABASE_URL", raising=False)
-    assert main(["migrate"]) == 2
-    assert "RUSHORDER_DATABASE_URL is not set" in capsys.readouterr().err
+# Runs `rushorder token` as the console script does, then lists what got imported.
+TOKEN_AND_MODULES = """
+import json, sys
+from rushorder.cli import main
+code = main(["token", "--user", "1"])
+print(json.dumps(sorted(sys.modules)), file=sys.stderr)
+sys.exit(code)
+"""
+
+
+def test_token_mints_without_loading_the_api() -> None:
+    env = {**os.environ, "RUSHORDER_JWT_SECRET": "a-test-secret-of-at-least-32-bytes!"}
+    done = subprocess.run([sys.executable, "-c", TOKEN_AND_MODULES], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=60, check=True)
+    claims = jwt.decode(done.stdout.strip(), env["RUSHORDER_JWT_SECRET"], algorithms=["HS256"])
+    assert (claims["sub"], claims["role"]) == ("1", "user")
+    modules = json.loads(done.stderr)
+    assert "rushorder.tokens" in modules
+    assert [m for m in modules if m.split(".")[0] in ("litestar", "api")] == []
 
 
 def test_a_bad_setting_exits_2(monkeypatch: pytest.MonkeyPatch,

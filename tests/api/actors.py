@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import httpx
 
-from api.auth import mint_token
+from rushorder.tokens import mint_token
 
 PROBLEM_KEYS = {"type", "title", "status", "detail", "code"}
 

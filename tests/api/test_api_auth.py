@@ -11,7 +11,7 @@ import pytest
 from actors import Actor, assert_problem
 from conftest import SECRET
 
-from api.auth import mint_token
+from rushorder.tokens import mint_token
 
 USER_ROUTES = [
     ("GET", "/api/v1/balance"), ("POST", "/api/v1/balance/charge"),

@@ -10,7 +10,9 @@ from sqlalchemy.engine import Engine as Database
 
 from engine import Engine
 from engine.models import Coupon, Product
+from rushorder import progress
 from rushorder.audit import audit
+from rushorder.cli import main
 from rushorder.settings import Settings
 
 
@@ -107,3 +109,26 @@ def test_the_audit_of_a_redis_without_live_state_says_so_and_compares_nothing(
         "       - no live-state marker: Redis lost its data or was never loaded; run "
         "`rushorder rebuild`",
         "audit FAILED: 1 of 1"]
+
+
+@pytest.mark.usefixtures("good_state")
+def test_the_audit_through_the_cli_shows_its_stages_and_the_values_compared(
+    wsettings: Settings, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
+) -> None:
+    monkeypatch.setattr(progress, "LINE_EVERY_S", 0.0)  # a line per value instead of per 5 s
+    monkeypatch.setenv("RUSHORDER_REDIS_URL", wsettings.redis_url or "")
+    monkeypatch.setenv("RUSHORDER_DATABASE_URL", wsettings.database_url or "")
+
+    assert main(["audit"]) == 0
+
+    out, err = capsys.readouterr()
+    shown = [line.split(", ")[0] for line in err.splitlines()]
+    # 3 balances, 2 products, 1 coupon, 3 orders, 3 issued coupons
+    comparing = [f"audit: comparing redis with postgres: {n}/12 values ({100 * n / 12:.0f}%)"
+                 for n in range(13)]
+    assert shown == ["audit: live-state marker",
+                     "audit: outbox drain into postgres: 0/0 entries (100%)",
+                     "audit: reading redis", "audit: reading postgres", *comparing,
+                     "audit: checking the ledgers",
+                     "audit: checking the ledgers; done in " + shown[-1].rsplit(" ", 1)[1]]
+    assert out.strip().endswith("audit passed")

@@ -13,6 +13,8 @@ from engine import Engine, state
 from engine.errors import CouponAlreadyIssued
 from engine.models import Coupon, Product
 from engine.outbox import PLATFORM, Outbox
+from rushorder import progress
+from rushorder.cli import main
 from rushorder.rebuild import rebuild
 from rushorder.settings import Settings
 from rushorder.stack import Stack
@@ -98,3 +100,29 @@ async def test_make_up_leaves_a_redis_with_the_marker_as_it_is(
     await asyncio.to_thread(stack.prepare, wsettings, stack.child_env(wsettings))
     assert state.marker(r) == made
     assert [line.quantity for line in (await engine.cart(1)).items] == [2]
+
+
+async def test_a_rebuild_through_the_cli_shows_its_progress(
+    engine: Engine, r: redis.Redis, wsettings: Settings, drain: Callable[..., int],
+    products: Callable[..., Awaitable[list[Product]]], monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    await products(3)
+    await engine.charge(1, 10_000)  # a balance and its history line: 5 rows in all
+    drain()
+    r.flushdb()
+    monkeypatch.setattr(progress, "LINE_EVERY_S", 0.0)  # a line per row instead of per 5 s
+    monkeypatch.setenv("RUSHORDER_REDIS_URL", wsettings.redis_url or "")
+    monkeypatch.setenv("RUSHORDER_DATABASE_URL", wsettings.database_url or "")
+
+    assert main(["rebuild"]) == 0
+
+    out, err = capsys.readouterr()
+    shown = err.splitlines()
+    assert shown[:2] == ["rebuild: counting rows in postgres",
+                         "rebuild: rows from postgres into redis: 0/5 rows (0%)"]
+    assert [line.split(", ")[0] for line in shown[2:-1]] == [
+        f"rebuild: rows from postgres into redis: {n}/5 rows ({n * 20}%)" for n in range(1, 6)]
+    assert shown[-1].startswith("rebuild: rows from postgres into redis: 5/5 rows (100%)")
+    assert "; done in " in shown[-1]
+    assert out.startswith("rebuilt Redis from Postgres: 1 balances, 1 history lines, 3 products")
