@@ -78,9 +78,19 @@ def cmd_up(settings: Settings, args: argparse.Namespace) -> int:
     return int(load("rushorder.stack", "run")(settings))
 
 
+def engine_url(settings: Settings) -> Settings:
+    """``settings`` once its Redis URL is one the engine's client speaks (checked here, so
+    a bad one is one line, not a traceback in every API worker)."""
+    try:
+        load("engine.connection", "parse_url")(settings.redis_url)
+    except ValueError as exc:
+        raise CommandError(f"RUSHORDER_REDIS_URL: {exc}") from None
+    return settings
+
+
 def cmd_api(settings: Settings, args: argparse.Namespace) -> None:
     """Serve the HTTP API."""
-    load("api.server", "serve")(servers(settings, "redis_url"))
+    load("api.server", "serve")(engine_url(servers(settings, "redis_url")))
 
 
 def cmd_worker(settings: Settings, args: argparse.Namespace) -> None:
@@ -100,7 +110,8 @@ def cmd_migrate(settings: Settings, args: argparse.Namespace) -> None:
 
 def cmd_seed(settings: Settings, args: argparse.Namespace) -> None:
     """Load the demo catalog into an empty database."""
-    seeded = load("rushorder.seed", "seed_demo")(servers(settings, "redis_url", "database_url"))
+    seeded = load("rushorder.seed", "seed_demo")(
+        engine_url(servers(settings, "redis_url", "database_url")))
     print("demo catalog loaded" if seeded else "database not empty: demo catalog not loaded")
 
 

@@ -81,3 +81,14 @@ def test_readme_settings_table_shows_the_real_defaults() -> None:
         value = getattr(defaults, field)
         shown = "unset" if value is None else f"`{value}`"
         assert rows[field.upper()].strip() == shown, field
+
+
+@pytest.mark.parametrize("command", ["api", "seed"])
+def test_a_redis_url_the_engine_cannot_speak_is_one_line(
+        command: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setenv("RUSHORDER_REDIS_URL", "rediss://127.0.0.1:6379/0")
+    monkeypatch.setenv("RUSHORDER_DATABASE_URL", "postgresql://u@127.0.0.1:1/d")
+    assert main([command]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"rushorder {command}: RUSHORDER_REDIS_URL: Redis URL") and \
+        "TLS" in err and err.count("\n") == 1
