@@ -22,9 +22,13 @@ class Bounds:
     low: int
     high: int
 
+    def __contains__(self, value: object) -> bool:
+        """Whether ``value`` is an integer (not a bool, not a float) within the bounds."""
+        return type(value) is int and self.low <= value <= self.high
+
     def check(self, value: int, field: str) -> None:
         """Refuse ``value`` unless it is an integer within the bounds, naming ``field``."""
-        if type(value) is not int or not self.low <= value <= self.high:
+        if value not in self:
             raise ValidationFailed(
                 f"{field}: must be an integer from {self.low} to {self.high}", field=field)
 
@@ -61,8 +65,7 @@ DISCOUNT_VALUE = Bounds(min(b.low for b in DISCOUNT.values()),
 
 def check_idempotency_key(key: str) -> None:
     """Refuse a key that is not 1 to 255 printable ASCII characters."""
-    if not (IDEMPOTENCY_KEY_LENGTH.low <= len(key) <= IDEMPOTENCY_KEY_LENGTH.high
-            and key.isascii() and key.isprintable()):
+    if not (len(key) in IDEMPOTENCY_KEY_LENGTH and key.isascii() and key.isprintable()):
         raise ValidationFailed(
             f"Idempotency-Key: {IDEMPOTENCY_KEY_LENGTH.low} to {IDEMPOTENCY_KEY_LENGTH.high} "
             "printable ASCII characters", field="Idempotency-Key")
