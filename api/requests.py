@@ -53,7 +53,7 @@ class Body(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True
 
 class ChargeIn(Body, frozen=True):
     """POST /balance/charge. The amount is left to the engine's configured charge policy, so
-    that a refusal carries the contract's INVALID_AMOUNT code."""
+    that a refusal carries the contract's INVALID_AMOUNT code (api.docs states the policy)."""
 
     amount: int
 
