@@ -18,7 +18,7 @@ from litestar import Request
 from litestar.exceptions import NotAuthorizedException, PermissionDeniedException
 
 from api.inbound import header
-from engine.policy import MAX_ID
+from engine.limits import ID
 from rushorder.tokens import ALGORITHM, CLAIMS
 
 MAX_TOKEN = 4096
@@ -40,7 +40,7 @@ def _unauthorized(detail: str) -> NotAuthorizedException:
 def _identity(claims: dict[str, Any]) -> Identity:
     sub, role = claims.get("sub"), claims.get("role")
     if not (isinstance(sub, str) and sub.isascii() and sub.isdigit() and len(sub) <= 19
-            and 1 <= int(sub) <= MAX_ID):
+            and int(sub) in ID):
         raise _unauthorized("token: sub must be a user id in decimal")
     if role not in ("user", "admin"):
         raise _unauthorized("token: role must be user or admin")

@@ -6,7 +6,7 @@ from litestar import get, post
 
 from api.access import Routes
 from api.auth import UserRequest
-from api.docs import operation, problems
+from api.docs import charge_schema, operation, problems
 from api.idempotency import idempotency_of
 from api.inbound import read_body
 from api.requests import ChargeIn, Cursor, Limit, parse
@@ -22,7 +22,9 @@ def routes(engine: Engine) -> Routes:
         """The caller's balance (0 for a user never seen)."""
         return await engine.balance(request.user.user_id)
 
-    @post("/balance/charge", status_code=200, operation_class=operation(ChargeIn, idempotent=True),
+    @post("/balance/charge", status_code=200,
+          operation_class=operation(ChargeIn, idempotent=True,
+                                    schema=charge_schema(engine.policy)),
           responses=problems(400, 401, 409, 413, 422))
     async def charge(request: UserRequest) -> Charge:
         """Add money to the caller's balance; honours Idempotency-Key."""

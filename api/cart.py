@@ -6,13 +6,17 @@ from litestar import delete, get, post, put
 
 from api.access import Routes
 from api.auth import UserRequest
-from api.docs import operation, problems
+from api.docs import link, operation, problems
 from api.idempotency import idempotency_of
 from api.inbound import read_body
 from api.metrics import Metrics
+from api.orders import ORDER_LINKS
 from api.requests import CartItemIn, CheckoutIn, PathId, parse, positive_id
 from engine import Engine
 from engine.models import Cart, Order
+
+# What a client does next with the cart it has filled.
+CART_LINKS = {"check_out": link("checkout", "Order what the cart holds")}
 
 
 def routes(engine: Engine, metrics: Metrics) -> Routes:
@@ -23,7 +27,8 @@ def routes(engine: Engine, metrics: Metrics) -> Routes:
         """The caller's cart with live prices and stock."""
         return await engine.cart(request.user.user_id)
 
-    @put("/cart/items/{product_id:str}", operation_class=operation(CartItemIn),
+    @put("/cart/items/{product_id:str}",
+         operation_class=operation(CartItemIn, links={200: CART_LINKS}),
          responses=problems(400, 401, 404, 409, 413))
     async def put_cart_item(request: UserRequest, product_id: PathId) -> Cart:
         """Set a product's quantity in the cart (checked against live stock)."""
@@ -37,7 +42,8 @@ def routes(engine: Engine, metrics: Metrics) -> Routes:
         pid = positive_id(product_id, "product_id")
         await engine.remove_cart_item(request.user.user_id, pid)
 
-    @post("/cart/checkout", status_code=201, operation_class=operation(CheckoutIn, idempotent=True),
+    @post("/cart/checkout", status_code=201,
+          operation_class=operation(CheckoutIn, idempotent=True, links={201: ORDER_LINKS}),
           responses=problems(400, 401, 404, 409, 413, 422))
     async def checkout(request: UserRequest) -> Order:
         """Order everything in the cart; the bought lines leave it; honours Idempotency-Key."""

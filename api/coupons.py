@@ -8,18 +8,33 @@ from litestar import Request, get, post
 
 from api.access import Routes
 from api.auth import UserRequest
-from api.docs import operation, problems
+from api.docs import ANSWER_ID, coupon_schema, link, operation, problems
 from api.idempotency import idempotency_of
 from api.inbound import read_body
 from api.requests import CouponIn, Cursor, Limit, PathId, parse, positive_id
 from engine import Engine
 from engine.models import Coupon, IssuedCoupon, Page
 
+# What a client does next with a coupon it has defined or read, and with one issued to it.
+COUPON_LINKS = {
+    "read_coupon": link("get_coupon", "Read the coupon again, with live remaining",
+                        path={"coupon_id": ANSWER_ID}),
+    "issue_coupon": link("issue_coupon", "Ask for one unit of it", path={"coupon_id": ANSWER_ID}),
+}
+ISSUED_LINKS = {
+    "order_with_coupon": link("place_order", "Use it on an order",
+                              body={"issued_coupon_id": ANSWER_ID}),
+    "check_out_with_coupon": link("checkout", "Use it on the cart's checkout",
+                                  body={"issued_coupon_id": ANSWER_ID}),
+}
+
 
 def routes(engine: Engine) -> Routes:
     """The coupon endpoints over ``engine``."""
 
-    @post("/coupons", status_code=201, operation_class=operation(CouponIn),
+    @post("/coupons", status_code=201,
+          operation_class=operation(CouponIn, schema=coupon_schema(),
+                                    links={201: COUPON_LINKS}),
           responses=problems(400, 401, 403, 413))
     async def create_coupon(request: Request[Any, Any, Any]) -> Coupon:
         """Define a coupon (admin)."""
@@ -28,13 +43,14 @@ def routes(engine: Engine) -> Routes:
             data.name, data.discount_type, data.discount_value, data.total_quantity,
             data.valid_from, data.valid_until)
 
-    @get("/coupons/{coupon_id:str}", responses=problems(400, 404))
+    @get("/coupons/{coupon_id:str}", operation_class=operation(links={200: COUPON_LINKS}),
+         responses=problems(400, 404))
     async def get_coupon(coupon_id: PathId) -> Coupon:
         """One coupon with its live remaining count."""
         return await engine.coupon(positive_id(coupon_id, "coupon_id"))
 
     @post("/coupons/{coupon_id:str}/issue", status_code=201,
-          operation_class=operation(idempotent=True),
+          operation_class=operation(idempotent=True, links={201: ISSUED_LINKS}),
           responses=problems(400, 401, 404, 409, 413, 422))
     async def issue_coupon(request: UserRequest, coupon_id: PathId) -> IssuedCoupon:
         """Give the caller one unit of the coupon, once per user; honours Idempotency-Key."""

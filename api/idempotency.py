@@ -9,13 +9,14 @@ from litestar import Request
 
 from api.inbound import header
 from engine.errors import ValidationFailed
+from engine.limits import IDEMPOTENCY_KEY_LENGTH
 from engine.policy import Idempotency
 
 HEADER = b"idempotency-key"
 
 
 def _printable_ascii(raw: bytes) -> bool:
-    return 1 <= len(raw) <= 255 and raw.isascii() and raw.decode().isprintable()
+    return len(raw) in IDEMPOTENCY_KEY_LENGTH and raw.isascii() and raw.decode().isprintable()
 
 
 def fingerprint(request: Request[Any, Any, Any], body: bytes) -> str:
@@ -33,6 +34,7 @@ def idempotency_of(request: Request[Any, Any, Any], body: bytes) -> Idempotency 
     if raw is None:
         return None
     if not _printable_ascii(raw):
-        raise ValidationFailed(
-            "Idempotency-Key: 1 to 255 printable ASCII characters", field="Idempotency-Key")
+        raise ValidationFailed(f"Idempotency-Key: {IDEMPOTENCY_KEY_LENGTH.low} to "
+                               f"{IDEMPOTENCY_KEY_LENGTH.high} printable ASCII characters",
+                               field="Idempotency-Key")
     return Idempotency(raw.decode(), fingerprint(request, body))

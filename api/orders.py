@@ -19,7 +19,7 @@ from api import problems
 from api.access import PREFIX, Routes
 from api.answers import Answer
 from api.auth import Authenticator, UserRequest
-from api.docs import operation
+from api.docs import ANSWER_ID, link, operation
 from api.docs import problems as documented
 from api.idempotency import idempotency_of
 from api.inbound import read_body
@@ -29,6 +29,13 @@ from engine import Engine
 from engine.models import Order, Page
 
 ORDERS_PATH = f"{PREFIX}/orders"
+
+# What a client does next with an order it has placed or read.
+ORDER_LINKS = {
+    "read_order": link("get_order", "Read the order again", path={"order_id": ANSWER_ID}),
+    "cancel_order": link("cancel_order", "Cancel it (a second time: ORDER_NOT_CANCELLABLE)",
+                         path={"order_id": ANSWER_ID}),
+}
 
 
 async def place(engine: Engine, metrics: Metrics, user_id: int,
@@ -72,14 +79,16 @@ def direct(app: ASGIApp, engine: Engine, auth: Authenticator, metrics: Metrics) 
 def routes(engine: Engine, metrics: Metrics) -> Routes:
     """The order endpoints over ``engine``; placed and refused orders are counted."""
 
-    @post("/orders", status_code=201, operation_class=operation(OrderIn, idempotent=True),
+    @post("/orders", status_code=201,
+          operation_class=operation(OrderIn, idempotent=True, links={201: ORDER_LINKS}),
           responses=documented(400, 401, 404, 409, 413, 422))
     async def place_order(request: UserRequest) -> Order:
         """Take stock of every line, the coupon and the balance in one atomic step, or
         nothing; honours Idempotency-Key."""
         return await place(engine, metrics, request.user.user_id, request)
 
-    @get("/orders/{order_id:str}", responses=documented(401, 404))
+    @get("/orders/{order_id:str}", operation_class=operation(links={200: ORDER_LINKS}),
+         responses=documented(401, 404))
     async def get_order(request: UserRequest, order_id: OrderId) -> Order:
         """One of the caller's orders; anyone else's reads as not found."""
         return await engine.order(request.user.user_id, order_id)
@@ -92,7 +101,7 @@ def routes(engine: Engine, metrics: Metrics) -> Routes:
         return await engine.orders(request.user.user_id, limit, cursor or None)
 
     @post("/orders/{order_id:str}/cancel", status_code=200,
-          operation_class=operation(idempotent=True),
+          operation_class=operation(idempotent=True, links={200: ORDER_LINKS}),
           responses=documented(400, 401, 404, 409, 413, 422))
     async def cancel_order(request: UserRequest, order_id: OrderId) -> Order:
         """Cancel one of the caller's orders: stock, money and (if still valid) the coupon

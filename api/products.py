@@ -7,11 +7,22 @@ from typing import Any
 from litestar import Request, get, patch, post
 
 from api.access import Routes
-from api.docs import operation, problems
+from api.docs import ANSWER_ID, link, operation, problems
 from api.inbound import read_body
 from api.requests import Cursor, Limit, PathId, ProductIn, ProductPatch, parse, positive_id
 from engine import Engine
 from engine.models import Page, Product, Top
+
+# What a client does next with a product it has made or read.
+PRODUCT_LINKS = {
+    "read_product": link("get_product", "Read the product again, with live stock",
+                         path={"product_id": ANSWER_ID}),
+    "update_product": link("update_product", "Rename, reprice or restock it (admin)",
+                           path={"product_id": ANSWER_ID}),
+    "order_product": link("place_order", "Order one unit of it",
+                          body={"items": [{"product_id": ANSWER_ID, "quantity": 1}]}),
+    "put_in_cart": link("put_cart_item", "Put it in the cart", path={"product_id": ANSWER_ID}),
+}
 
 
 def routes(engine: Engine) -> Routes:
@@ -27,19 +38,22 @@ def routes(engine: Engine) -> Routes:
         """The 5 best sellers of the last 72 hours (paid, not cancelled), ties by smaller id."""
         return await engine.top()
 
-    @get("/products/{product_id:str}", responses=problems(400, 404))
+    @get("/products/{product_id:str}", operation_class=operation(links={200: PRODUCT_LINKS}),
+         responses=problems(400, 404))
     async def get_product(product_id: PathId) -> Product:
         """One product with live stock."""
         return await engine.product(positive_id(product_id, "product_id"))
 
-    @post("/products", status_code=201, operation_class=operation(ProductIn),
+    @post("/products", status_code=201,
+          operation_class=operation(ProductIn, links={201: PRODUCT_LINKS}),
           responses=problems(400, 401, 403, 413))
     async def create_product(request: Request[Any, Any, Any]) -> Product:
         """Add a product to the catalog (admin)."""
         data = parse(ProductIn, await read_body(request))
         return await engine.create_product(data.name, data.price, data.stock)
 
-    @patch("/products/{product_id:str}", operation_class=operation(ProductPatch),
+    @patch("/products/{product_id:str}",
+           operation_class=operation(ProductPatch, links={200: PRODUCT_LINKS}),
            responses=problems(400, 401, 403, 404, 409, 413))
     async def update_product(request: Request[Any, Any, Any], product_id: PathId) -> Product:
         """Rename, reprice or restock a product; stock never goes below 0 (admin)."""

@@ -1,9 +1,10 @@
 """What clients send: one frozen, strict msgspec Struct per request body, and how to read one.
 
 Bodies are decoded straight from bytes in one strict pass (no ``"10"`` for ``10``, no
-unknown fields); a failure names the offending field. Ranges are the contract's
-(shared/API.md); rules that need live state (stock, balance, coupon windows) stay in
-the engine's scripts.
+unknown fields); a failure names the offending field. Every range is the engine's own
+(:mod:`engine.limits`, which the engine enforces too), so the bounds here and the OpenAPI
+document made from them never drift from what the engine accepts; rules that need live
+state (stock, balance, coupon windows) stay in the engine's scripts.
 """
 
 from __future__ import annotations
@@ -16,18 +17,33 @@ import msgspec
 from litestar.params import Parameter, PathParameter
 from msgspec import Meta
 
+from engine import limits
 from engine.errors import ValidationFailed
-from engine.policy import MAX_ID
+from engine.limits import Bounds
 
 T = TypeVar("T")
 
-Id = Annotated[int, Meta(ge=1, le=MAX_ID)]
-Name = Annotated[str, Meta(min_length=1, max_length=200)]
-Price = Annotated[int, Meta(ge=1, le=100_000_000)]
-Stock = Annotated[int, Meta(ge=0, le=1_000_000_000)]
-StockDelta = Annotated[int, Meta(ge=-1_000_000_000, le=1_000_000_000)]
-Quantity = Annotated[int, Meta(ge=1, le=1_000)]
-Count = Annotated[int, Meta(ge=1, le=10_000_000)]
+
+def within(bounds: Bounds) -> Meta:
+    """msgspec's bounds of an integer in ``bounds``."""
+    return Meta(ge=bounds.low, le=bounds.high)
+
+
+def sized(bounds: Bounds) -> Meta:
+    """msgspec's bounds of a string or list whose length is in ``bounds``."""
+    return Meta(min_length=bounds.low, max_length=bounds.high)
+
+
+Id = Annotated[int, within(limits.ID)]
+Name = Annotated[str, sized(limits.NAME_LENGTH)]
+Price = Annotated[int, within(limits.PRICE)]
+Stock = Annotated[int, within(limits.STOCK)]
+StockDelta = Annotated[int, within(limits.STOCK_DELTA)]
+Quantity = Annotated[int, within(limits.QUANTITY)]
+CartQuantity = Annotated[int, within(limits.CART_QUANTITY)]
+CouponQuantity = Annotated[int, within(limits.COUPON_QUANTITY)]
+# Whatever the type; each type's own range is CouponIn's to check (and api.docs' to document).
+DiscountValue = Annotated[int, within(limits.DISCOUNT_VALUE)]
 Moment = Annotated[datetime, Meta(tz=True, description="RFC 3339 with a UTC offset")]
 
 
@@ -36,8 +52,8 @@ class Body(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True
 
 
 class ChargeIn(Body, frozen=True):
-    """POST /balance/charge. The amount policy (multiple of 10, 1,000..1,000,000) is the
-    engine's, so that a refusal carries the contract's INVALID_AMOUNT code."""
+    """POST /balance/charge. The amount is left to the engine's configured charge policy, so
+    that a refusal carries the contract's INVALID_AMOUNT code (api.docs states the policy)."""
 
     amount: int
 
@@ -59,18 +75,20 @@ class ProductPatch(Body, frozen=True):
 
 
 class CouponIn(Body, frozen=True):
-    """POST /admin/coupons."""
+    """POST /admin/coupons; valid_from must be before valid_until."""
 
     name: Name
     discount_type: Literal["FIXED", "PERCENT"]
-    discount_value: Count
-    total_quantity: Count
+    discount_value: DiscountValue
+    total_quantity: CouponQuantity
     valid_from: Moment
     valid_until: Moment
 
     def __post_init__(self) -> None:
-        if self.discount_type == "PERCENT" and self.discount_value > 100:
-            raise ValueError("discount_value: a PERCENT discount is 1 to 100")
+        bounds = limits.DISCOUNT[self.discount_type]
+        if not bounds.low <= self.discount_value <= bounds.high:
+            raise ValueError(f"discount_value: a {self.discount_type} discount is "
+                             f"{bounds.low} to {bounds.high}")
         if self.valid_from >= self.valid_until:
             raise ValueError("valid_until: must be after valid_from")
 
@@ -83,9 +101,9 @@ class OrderLineIn(Body, frozen=True):
 
 
 class OrderIn(Body, frozen=True):
-    """POST /orders: 1..50 lines, each product at most once."""
+    """POST /orders: each product on one line at most."""
 
-    items: Annotated[list[OrderLineIn], Meta(min_length=1, max_length=50)]
+    items: Annotated[list[OrderLineIn], sized(limits.ORDER_LINES)]
     issued_coupon_id: Id | None = None
 
     def __post_init__(self) -> None:
@@ -100,7 +118,7 @@ class OrderIn(Body, frozen=True):
 class CartItemIn(Body, frozen=True):
     """PUT /cart/items/{product_id}."""
 
-    quantity: Quantity
+    quantity: CartQuantity
 
 
 class CheckoutIn(Body, frozen=True):
@@ -141,18 +159,27 @@ def parse(kind: type[T], body: bytes) -> T:
         raise ValidationFailed(f"body: not valid JSON ({exc})", field="body") from None
 
 
+_ID_DIGITS = len(str(limits.MAX_ID))
+
+
 def positive_id(value: str, field: str) -> int:
     """A path segment that must be a positive integer id (no sign, no spaces, ASCII digits)."""
-    if value.isascii() and value.isdigit() and len(value) <= 19 and 1 <= int(value) <= MAX_ID:
+    if (value.isascii() and value.isdigit() and len(value) <= _ID_DIGITS
+            and int(value) in limits.ID):
         return int(value)
     raise ValidationFailed(f"{field}: must be a positive integer id", field=field)
 
 
-Limit = Annotated[int, Parameter(ge=1, le=100, description="page size, 1..100")]
+Limit = Annotated[int, Parameter(
+    ge=limits.PAGE_SIZE.low, le=limits.PAGE_SIZE.high,
+    description=f"page size, {limits.PAGE_SIZE.low}..{limits.PAGE_SIZE.high}")]
 Cursor = Annotated[str | None, Parameter(
     description="next_cursor of the previous page (empty or absent: the first page)")]
+# 1..MAX_ID as digits: MAX_ID is all nines, so "no leading zero, at most its digits" is
+# exactly that range.
+ID_PATTERN = f"^[1-9][0-9]{{0,{_ID_DIGITS - 1}}}$"
 # The pattern is documentation only (schema_extra): handlers check ids with positive_id,
 # which is cheaper than Litestar's validation and answers the same 400.
 PathId = Annotated[str, PathParameter(description="a positive integer id",
-                                      schema_extra={"pattern": "^[1-9][0-9]{0,13}$"})]
+                                      schema_extra={"pattern": ID_PATTERN})]
 OrderId = Annotated[str, PathParameter(description="an order id, as the order answered it")]

@@ -15,7 +15,7 @@ from typing import Any, TypeVar
 
 import msgspec
 
-from engine import keys
+from engine import keys, limits
 from engine.batch import OrderBatcher
 from engine.connection import Connection
 from engine.errors import StateMissing, ValidationFailed, raise_for
@@ -32,7 +32,7 @@ from engine.models import (
     Product,
     Top,
 )
-from engine.policy import MAX_ID, Idempotency, Policy
+from engine.policy import Idempotency, Policy
 from engine.scripts import Script, load_scripts
 
 T = TypeVar("T")
@@ -84,6 +84,7 @@ def _idem(user_id: int, idem: Idempotency | None) -> tuple[str, str]:
     _check_user(user_id)
     if idem is None:
         return _NO_KEY, ""
+    limits.check_idempotency_key(idem.key)
     # Hashed: the record is "fingerprint\ncode\npayload", so a raw fingerprint holding a
     # newline (method\npath\nbody) would never match itself again.
     digest = hashlib.sha256(idem.fingerprint.encode()).hexdigest()
@@ -93,8 +94,34 @@ def _idem(user_id: int, idem: Idempotency | None) -> tuple[str, str]:
 def _check_user(user_id: int) -> None:
     # Lua prints numbers with 14 significant digits, so a larger id would come back
     # mangled from the scripts (and into the outbox).
-    if not 1 <= user_id <= MAX_ID:
-        raise ValidationFailed(f"user id must be 1..{MAX_ID}", field="user_id")
+    limits.ID.check(user_id, "user_id")
+
+
+def _check_issued_coupon(issued_coupon_id: int | None) -> None:
+    """An order may name no coupon; a named one must be an id."""
+    if issued_coupon_id is not None:
+        limits.ID.check(issued_coupon_id, "issued_coupon_id")
+
+
+def _check_lines(items: Sequence[tuple[int, int]]) -> None:
+    """An order's lines: as many as ORDER_LINES allows, each product once, ids and quantities
+    in range."""
+    limits.ORDER_LINES.check_length(items, "items", "lines")
+    if len({product_id for product_id, _ in items}) != len(items):
+        raise ValidationFailed("items: a product may appear only once", field="items")
+    for product_id, quantity in items:
+        limits.ID.check(product_id, "items.product_id")
+        limits.QUANTITY.check(quantity, "items.quantity")
+
+
+def _check_coupon(name: str, discount_type: DiscountType, discount_value: int,
+                  total_quantity: int) -> None:
+    """A coupon's fields; the window (valid_from < valid_until) is the script's to check."""
+    limits.NAME_LENGTH.check_length(name, "name", "characters")
+    if discount_type not in limits.DISCOUNT:
+        raise ValidationFailed("discount_type: FIXED or PERCENT", field="discount_type")
+    limits.DISCOUNT[discount_type].check(discount_value, "discount_value")
+    limits.COUPON_QUANTITY.check(total_quantity, "total_quantity")
 
 
 class Engine:
@@ -116,6 +143,7 @@ class Engine:
                        cursor: str | None) -> Page[Any]:
         """A page from one of the list scripts, which all take (cursor, limit) and answer
         up to limit + 1 items."""
+        limits.PAGE_SIZE.check(limit, "limit")
         reply = await self._run(name, keys_, [_cursor(cursor), limit])
         return _page(_answer(reply, list[kind]), limit)
 
@@ -165,6 +193,7 @@ class Engine:
         self, user_id: int, limit: int = 20, cursor: str | None = None
     ) -> Page[HistoryLine]:
         """The user's balance history, newest first."""
+        _check_user(user_id)
         return await self._page_of("list_history", [keys.history(user_id)], HistoryLine,
                                    limit, cursor)
 
@@ -172,6 +201,9 @@ class Engine:
 
     async def create_product(self, name: str, price: int, stock: int) -> Product:
         """Add a product to the catalog."""
+        limits.NAME_LENGTH.check_length(name, "name", "characters")
+        limits.PRICE.check(price, "price")
+        limits.STOCK.check(stock, "stock")
         reply = await self._run(
             "create_product", [keys.SEQ, keys.PRODUCTS, keys.PRODUCT_PREFIX, keys.OUTBOX],
             [name, price, stock],
@@ -183,6 +215,12 @@ class Engine:
         stock_delta: int = 0,
     ) -> Product:
         """Rename, reprice or restock (``stock_delta`` may be negative, never below 0)."""
+        limits.ID.check(product_id, "product_id")
+        if name is not None:
+            limits.NAME_LENGTH.check_length(name, "name", "characters")
+        if price is not None:
+            limits.PRICE.check(price, "price")
+        limits.STOCK_DELTA.check(stock_delta, "stock_delta")
         reply = await self._run(
             "update_product", [keys.product(product_id), keys.OUTBOX],
             [product_id, name or "", "" if price is None else price, stock_delta],
@@ -191,6 +229,7 @@ class Engine:
 
     async def product(self, product_id: int) -> Product:
         """One product with live stock."""
+        limits.ID.check(product_id, "product_id")
         reply = await self._run("get_product", [keys.product(product_id)], [product_id])
         return _answer(reply, Product)
 
@@ -216,6 +255,7 @@ class Engine:
         total_quantity: int, valid_from: datetime, valid_until: datetime,
     ) -> Coupon:
         """Define a first-come-first-served coupon."""
+        _check_coupon(name, discount_type, discount_value, total_quantity)
         reply = await self._run(
             "create_coupon", [keys.SEQ, keys.COUPON_PREFIX, keys.OUTBOX],
             [name, discount_type, discount_value, total_quantity,
@@ -225,6 +265,7 @@ class Engine:
 
     async def coupon(self, coupon_id: int) -> Coupon:
         """One coupon with its live remaining count."""
+        limits.ID.check(coupon_id, "coupon_id")
         reply = await self._run("get_coupon", [keys.coupon(coupon_id)], [])
         return _answer(reply, Coupon)
 
@@ -232,6 +273,7 @@ class Engine:
         self, user_id: int, coupon_id: int, idem: Idempotency | None = None
     ) -> IssuedCoupon:
         """Give the user one unit of the coupon, first come first served, once per user."""
+        limits.ID.check(coupon_id, "coupon_id")
         idem_key, fp = _idem(user_id, idem)
         reply = await self._run(
             "issue_coupon",
@@ -245,6 +287,7 @@ class Engine:
         self, user_id: int, limit: int = 20, cursor: str | None = None
     ) -> Page[IssuedCoupon]:
         """The user's issued coupons, newest first, with live status."""
+        _check_user(user_id)
         return await self._page_of(
             "list_user_coupons", [keys.user_coupons(user_id), keys.ISSUED_COUPON_PREFIX],
             IssuedCoupon, limit, cursor)
@@ -267,7 +310,8 @@ class Engine:
     ) -> tuple[list[str], list[Any]]:
         """One order's keys and arguments in place_orders.lua's layout, after the checks
         Python can make alone."""
-        self._check_lines(items)
+        _check_lines(items)
+        _check_issued_coupon(issued_coupon_id)
         idem_key, fp = _idem(user_id, idem)
         keys_ = [keys.balance(user_id), keys.history(user_id), keys.user_orders(user_id),
                  keys.issued_coupon(issued_coupon_id or 0), idem_key]
@@ -278,21 +322,11 @@ class Engine:
             args += (product_id, quantity)
         return keys_, args
 
-    def _check_lines(self, items: Sequence[tuple[int, int]]) -> None:
-        p = self.policy
-        if not 1 <= len(items) <= p.order_max_lines:
-            raise ValidationFailed(
-                f"items: an order has 1 to {p.order_max_lines} lines", field="items")
-        if len({product_id for product_id, _ in items}) != len(items):
-            raise ValidationFailed("items: a product may appear only once", field="items")
-        if not all(1 <= quantity <= p.max_quantity for _, quantity in items):
-            raise ValidationFailed(
-                f"items: quantity is 1 to {p.max_quantity}", field="items.quantity")
-
     async def checkout(
         self, user_id: int, issued_coupon_id: int | None = None, idem: Idempotency | None = None
     ) -> Order:
         """Order everything in the cart; the bought lines leave it."""
+        _check_issued_coupon(issued_coupon_id)
         idem_key, fp = _idem(user_id, idem)
         keys_ = [
             keys.balance(user_id), keys.history(user_id), keys.SEQ, keys.user_orders(user_id),
@@ -322,11 +356,13 @@ class Engine:
 
     async def order(self, user_id: int, order_id: str) -> Order:
         """One of the user's orders (another user's reads as not found)."""
+        _check_user(user_id)
         reply = await self._run("get_order", [keys.order(_order_id(order_id))], [user_id])
         return _answer(reply, Order)
 
     async def orders(self, user_id: int, limit: int = 20, cursor: str | None = None) -> Page[Order]:
         """The user's orders, newest first."""
+        _check_user(user_id)
         return await self._page_of("list_orders", [keys.user_orders(user_id), keys.ORDER_PREFIX],
                                    Order, limit, cursor)
 
@@ -334,19 +370,19 @@ class Engine:
 
     async def cart(self, user_id: int) -> Cart:
         """The user's cart, priced live."""
+        _check_user(user_id)
         reply = await self._run("read_cart", [keys.cart(user_id), keys.PRODUCT_PREFIX], [])
         return _answer(reply, Cart)
 
     async def put_cart_item(self, user_id: int, product_id: int, quantity: int) -> Cart:
         """Set a product's quantity in the cart (checked against live stock)."""
         _check_user(user_id)
-        if not 1 <= quantity <= self.policy.max_quantity:
-            raise ValidationFailed(
-                f"quantity: 1 to {self.policy.max_quantity}", field="quantity")
+        limits.ID.check(product_id, "product_id")
+        limits.CART_QUANTITY.check(quantity, "quantity")
         reply = await self._run(
             "put_cart_item",
             [keys.cart(user_id), keys.product(product_id), keys.PRODUCT_PREFIX],
-            [product_id, quantity, self.policy.cart_max_lines],
+            [product_id, quantity, limits.CART_LINES],
         )
         return _answer(reply, Cart)
 
