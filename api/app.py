@@ -22,6 +22,7 @@ from api.docs import openapi_config
 from api.metrics import Metrics
 from engine import Engine, Policy
 from engine.errors import EngineUnavailable
+from persistence.archive import PostgresArchive
 from rushorder.settings import MissingSetting, Settings
 
 log = logging.getLogger("rushorder.api")
@@ -39,11 +40,13 @@ def policy_of(settings: Settings) -> Policy:
 
 
 def engine_of(settings: Settings) -> Engine:
-    """An engine for the settings' Redis (it connects on first use)."""
+    """An engine for the settings' Redis, reading what Redis settled from the settings'
+    Postgres (both connect on first use)."""
     if not settings.redis_url:
         raise MissingSetting("the API", "redis_url")
+    archive = PostgresArchive(settings.database_url) if settings.database_url else None
     return Engine(settings.redis_url, policy_of(settings),
-                  reply_timeout_s=settings.redis_timeout_s)
+                  reply_timeout_s=settings.redis_timeout_s, archive=archive)
 
 
 def _lifespan(engine: Engine, owned: bool, metrics: Metrics) -> Lifespan:
@@ -62,6 +65,7 @@ def _lifespan(engine: Engine, owned: bool, metrics: Metrics) -> Lifespan:
         finally:
             if owned:
                 await engine.close()
+                await engine.archive.close()
 
     return running
 

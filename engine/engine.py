@@ -10,15 +10,22 @@ from __future__ import annotations
 import asyncio
 import hashlib
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 import msgspec
 
 from engine import keys, limits
+from engine.archive import Archive, NoArchive, Reader
 from engine.batch import OrderBatcher
 from engine.connection import Connection
-from engine.errors import StateMissing, ValidationFailed, raise_for
+from engine.errors import (
+    EngineUnavailable,
+    OrderNotFound,
+    StateMissing,
+    ValidationFailed,
+    raise_for,
+)
 from engine.models import (
     Balance,
     Cart,
@@ -33,6 +40,7 @@ from engine.models import (
     Top,
 )
 from engine.policy import Idempotency, Policy
+from engine.restore import issued_fields, order_fields
 from engine.scripts import Script, load_scripts
 
 T = TypeVar("T")
@@ -75,6 +83,60 @@ def _page(items: list[Any], limit: int) -> Page[Any]:
     return Page(items=items, next_cursor=str(items[-1].id) if more else None)
 
 
+BRING_BACK_TRIES = 4  # ARCHIVED, ARCHIVED_COUPON, the cancel; one more after a RETRY
+_ASKED = msgspec.json.Decoder(dict[str, int])
+_FIELDS = msgspec.json.Encoder()
+
+
+class OrdersTail(msgspec.Struct, frozen=True):
+    """list_orders.lua's page of the user's list: ids, orders (None: dropped), floor."""
+
+    floor: int
+    ids: list[int]
+    orders: list[Order | None]
+
+
+class HistoryTail(msgspec.Struct, frozen=True):
+    """list_history.lua's lines and floor."""
+
+    floor: int
+    lines: list[HistoryLine]
+
+
+class CouponsTail(msgspec.Struct, frozen=True):
+    """list_user_coupons.lua's coupons and floor."""
+
+    floor: int
+    coupons: list[IssuedCoupon]
+
+
+def _bound(cursor: str) -> int | None:
+    """The exclusive upper bound of a page's ids (None: the first page)."""
+    return int(cursor) if cursor else None
+
+
+def _below(bound: int | None, ceiling: int) -> int:
+    """The tighter of two exclusive upper bounds."""
+    return ceiling if bound is None else min(bound, ceiling)
+
+
+def _as_of_now(issued: IssuedCoupon) -> IssuedCoupon:
+    """A stored issued coupon as Redis would show it: AVAILABLE past its expiry is EXPIRED."""
+    if issued.status == "AVAILABLE" and issued.expires_at <= datetime.now(UTC):
+        return msgspec.structs.replace(issued, status="EXPIRED")
+    return issued
+
+
+def _asked(reply: list[bytes], field: str = "asked_ms") -> int:
+    """A value of an ARCHIVED / ARCHIVED_COUPON answer's payload."""
+    return _ASKED.decode(reply[1])[field]
+
+
+def _fields(fields: dict[str, str | int]) -> bytes:
+    """Hash fields as the JSON object bring_back reads (every value a string)."""
+    return _FIELDS.encode({name: str(value) for name, value in fields.items()})
+
+
 def _ms(moment: datetime) -> int:
     return int(moment.timestamp() * 1000)
 
@@ -95,6 +157,13 @@ def _check_user(user_id: int) -> None:
     # Lua prints numbers with 14 significant digits, so a larger id would come back
     # mangled from the scripts (and into the outbox).
     limits.ID.check(user_id, "user_id")
+
+
+def _list_of(user_id: int, limit: int, cursor: str | None) -> str:
+    """Check a user's list request; the cursor as the scripts take it."""
+    _check_user(user_id)
+    limits.PAGE_SIZE.check(limit, "limit")
+    return _cursor(cursor)
 
 
 def _check_issued_coupon(issued_coupon_id: int | None) -> None:
@@ -128,8 +197,9 @@ class Engine:
     """Typed async access to the scripts; one per process, shared by all its requests."""
 
     def __init__(self, redis_url: str, policy: Policy | None = None,
-                 reply_timeout_s: float = 3.0) -> None:
+                 reply_timeout_s: float = 3.0, archive: Archive | None = None) -> None:
         self.policy = policy or Policy()
+        self.archive = Reader(archive or NoArchive())
         self.conn = Connection(redis_url, reply_timeout_s=reply_timeout_s)
         self.scripts: dict[str, Script] = load_scripts()
         self.batches = OrderBatcher(self.conn, self.scripts["place_orders"], self.policy)
@@ -192,10 +262,18 @@ class Engine:
     async def history(
         self, user_id: int, limit: int = 20, cursor: str | None = None
     ) -> Page[HistoryLine]:
-        """The user's balance history, newest first."""
-        _check_user(user_id)
-        return await self._page_of("list_history", [keys.history(user_id)], HistoryLine,
-                                   limit, cursor)
+        """The user's balance history, newest first: Redis' tail, then what only the
+        durable record holds (lines never change, so either copy will do)."""
+        at = _list_of(user_id, limit, cursor)
+        tail = _answer(await self._run("list_history", [keys.history(user_id),
+                                                        keys.floor(user_id)], [at, limit]),
+                       HistoryTail)
+        items = tail.lines
+        if tail.floor and len(items) <= limit:  # Redis ran out below the cursor
+            edge = _below(items[-1].id if items else _bound(at), tail.floor + 1)
+            items = [*items, *await self.archive.history_below(user_id, edge,
+                                                               limit + 1 - len(items))]
+        return _page(items, limit)
 
     # -- products ----------------------------------------------------------------------
 
@@ -286,11 +364,20 @@ class Engine:
     async def user_coupons(
         self, user_id: int, limit: int = 20, cursor: str | None = None
     ) -> Page[IssuedCoupon]:
-        """The user's issued coupons, newest first, with live status."""
-        _check_user(user_id)
-        return await self._page_of(
-            "list_user_coupons", [keys.user_coupons(user_id), keys.ISSUED_COUPON_PREFIX],
-            IssuedCoupon, limit, cursor)
+        """The user's issued coupons, newest first, with live status: Redis keeps the
+        usable ones, so a page may mix its copies with the durable record's."""
+        at = _list_of(user_id, limit, cursor)
+        tail = _answer(await self._run(
+            "list_user_coupons", [keys.user_coupons(user_id), keys.ISSUED_COUPON_PREFIX,
+                                  keys.floor(user_id)], [at, limit]), CouponsTail)
+        items = tail.coupons
+        complete = len(items) > limit and items[limit].id > tail.floor
+        if tail.floor and not complete:  # some below the cursor may be stored only
+            stored = await self.archive.coupons_below(
+                user_id, _below(_bound(at), tail.floor + 1), limit + 1)
+            merged = {c.id: _as_of_now(c) for c in stored} | {c.id: c for c in items}
+            items = sorted(merged.values(), key=lambda c: c.id, reverse=True)[:limit + 1]
+        return _page(items, limit)
 
     # -- orders ------------------------------------------------------------------------
 
@@ -343,28 +430,74 @@ class Engine:
     async def cancel_order(
         self, user_id: int, order_id: str, idem: Idempotency | None = None
     ) -> Order:
-        """Cancel the user's order: stock, money and (if still valid) the coupon come back."""
+        """Cancel the user's order: stock, money and (if still valid) the coupon come back.
+
+        An order Redis no longer holds (settled) is read in the durable record and brought
+        back by the script itself (``bring_back`` in ``_lib.lua``), with its coupon."""
         idem_key, fp = _idem(user_id, idem)
-        reply = await self._run(
-            "cancel_order",
-            [keys.order(_order_id(order_id)), keys.balance(user_id), keys.history(user_id),
-             keys.SEQ, keys.SALES_HOUR_PREFIX, keys.SALES_WINDOW, keys.SALES_ROLLED,
-             keys.OUTBOX, idem_key, keys.PRODUCT_PREFIX, keys.ISSUED_COUPON_PREFIX],
-            [user_id, fp, self.policy.idempotency_ttl_s, self.policy.top_window_hours],
-        )
-        return _answer(reply, Order)
+        oid = _order_id(order_id)
+        keys_ = [keys.order(oid), keys.balance(user_id), keys.history(user_id), keys.SEQ,
+                 keys.SALES_HOUR_PREFIX, keys.SALES_WINDOW, keys.SALES_ROLLED, keys.OUTBOX,
+                 idem_key, keys.PRODUCT_PREFIX, keys.ISSUED_COUPON_PREFIX, keys.floor(user_id),
+                 keys.user_coupons(user_id), keys.RETENTION]
+        first: list[Any] = [user_id, fp, self.policy.idempotency_ttl_s,
+                            self.policy.top_window_hours, oid]
+        args = first
+        for _ in range(BRING_BACK_TRIES):
+            reply = await self._run("cancel_order", keys_, args)
+            code = reply[0]
+            if code == b"ARCHIVED":
+                found = await self.archive.order(int(oid))
+                args = [*first, _asked(reply), "absent" if found is None else
+                        _fields(order_fields(found))]
+            elif code == b"ARCHIVED_COUPON":
+                coupon = await self.archive.issued_coupon(int(_asked(reply, "issued_coupon_id")))
+                args = [*args[:7], _asked(reply), "absent" if coupon is None else
+                        _fields(issued_fields(coupon))]
+            elif code == b"RETRY":
+                args = first
+            else:
+                return _answer(reply, Order)
+        raise EngineUnavailable("the settled order could not be brought back in time; retry")
 
     async def order(self, user_id: int, order_id: str) -> Order:
-        """One of the user's orders (another user's reads as not found)."""
+        """One of the user's orders (another user's reads as not found): from Redis, or from
+        the durable record once Redis dropped it."""
         _check_user(user_id)
-        reply = await self._run("get_order", [keys.order(_order_id(order_id))], [user_id])
-        return _answer(reply, Order)
+        oid = _order_id(order_id)
+        reply = await self._run("get_order", [keys.order(oid), keys.floor(user_id)],
+                                [user_id, oid])
+        if reply[0] != b"ARCHIVED":
+            return _answer(reply, Order)
+        found = await self.archive.order(int(oid))
+        if found is None or found.user_id != user_id:
+            raise OrderNotFound("no such order")
+        return found
 
     async def orders(self, user_id: int, limit: int = 20, cursor: str | None = None) -> Page[Order]:
-        """The user's orders, newest first."""
-        _check_user(user_id)
-        return await self._page_of("list_orders", [keys.user_orders(user_id), keys.ORDER_PREFIX],
-                                   Order, limit, cursor)
+        """The user's orders, newest first: Redis' tail, then what only the durable record
+        holds, each as Redis has it if Redis has it at all (brought back to be cancelled)."""
+        at = _list_of(user_id, limit, cursor)
+        tail = _answer(await self._run(
+            "list_orders", [keys.user_orders(user_id), keys.ORDER_PREFIX, keys.floor(user_id)],
+            [at, limit]), OrdersTail)
+        dropped = [i for i, o in zip(tail.ids, tail.orders, strict=True) if o is None]
+        stored = await self.archive.orders(user_id, dropped)
+        items = [o or stored[i] for i, o in zip(tail.ids, tail.orders, strict=True)
+                 if o or i in stored]
+        if tail.floor and len(tail.ids) <= limit:  # the list ran out below the cursor
+            older = await self.archive.orders_below(
+                user_id, tail.ids[-1] if tail.ids else _bound(at), limit + 1 - len(items))
+            items += await self._as_in_redis(older)
+        return _page(items, limit)
+
+    async def _as_in_redis(self, orders: list[Order]) -> list[Order]:
+        """Stored orders, each replaced by Redis' copy where Redis holds one."""
+        if not orders:
+            return orders
+        reply = await self._run("read_orders", [keys.ORDER_PREFIX], [o.id for o in orders])
+        return [mine or o for o, mine in zip(orders, _answer(reply, list[Order | None]),
+                                             strict=True)]
 
     # -- cart --------------------------------------------------------------------------
 

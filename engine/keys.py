@@ -6,6 +6,10 @@ runs a script whose keys live in one slot. (So a cluster would hold rushorder on
 shard; Redis CPU, not memory, bounds us, and one shard took ~27k orders/s from one engine
 process, memory-only, on the 2-core machine of README's figures.)
 
+``entry`` (orders, issued coupons) is the outbox id of the last change: Redis drops them
+once Postgres has committed that change and the retention has passed (settle.lua), and a
+user's floor then says where Redis' copy ends and Postgres takes over.
+
 Python builds every key whose name it can know and passes it in ``KEYS[]``. Where a name
 comes from data that only Redis has at run time (an id the script allocates, the hour on
 Redis' clock, the lines of a stored order or cart) Python passes a *prefix* in ``KEYS[]``
@@ -21,15 +25,18 @@ and the script appends the id; the prefix carries the hash tag, so the slot is t
 | {ro}:products | zset | catalog index, score = member = product id |
 | {ro}:coupon:<id> | hash | coupon definition + live remaining |
 | {ro}:coupon:<id>:holders | set | users who hold this coupon (one each) |
-| {ro}:icoupon:<id> | hash | an issued coupon: owner, status, order, window |
+| {ro}:icoupon:<id> | hash | an issued coupon: owner, status, order, window, entry |
 | {ro}:ucoupons:<user> | zset | a user's issued coupons, score = issued coupon id |
-| {ro}:order:<id> | hash | json (the answer), user, status, hour, icoupon |
+| {ro}:order:<id> | hash | json (the answer), user, status, hour, icoupon, entry |
 | {ro}:uorders:<user> | list | a user's order ids, in id order |
 | {ro}:cart:<user> | hash | product id -> quantity |
 | {ro}:sales:h:<hour> | zset | product -> units sold in that UTC hour (epoch // 3600) |
 | {ro}:sales:window | zset | product -> units in hour buckets not yet rolled off |
 | {ro}:sales:rolled | string | the last hour rolled off the window |
 | {ro}:idem:<user>:<key> | string | idempotency record: fingerprint, code, answer; 24 h TTL |
+| {ro}:floor:<user> | hash | o, h, c: the user's highest order/line/coupon id dropped |
+| {ro}:settle | list | committed batches waiting out the retention (settle.lua) |
+| {ro}:retention | string | the retention settle.lua last used, ms (bring_back's window) |
 | {ro}:outbox | stream | every state change, for Postgres and the data platform |
 | {ro}:outbox:dead | stream | events the platform forwarder gave up on (`rushorder replay`) |
 """
@@ -51,6 +58,12 @@ SALES_HOUR_PREFIX = f"{TAG}:sales:h:"
 SALES_WINDOW = f"{TAG}:sales:window"
 SALES_ROLLED = f"{TAG}:sales:rolled"
 OUTBOX = f"{TAG}:outbox"
+SETTLE = f"{TAG}:settle"
+RETENTION = f"{TAG}:retention"
+HISTORY_PREFIX = f"{TAG}:hist:"
+USER_ORDERS_PREFIX = f"{TAG}:uorders:"
+USER_COUPONS_PREFIX = f"{TAG}:ucoupons:"
+FLOOR_PREFIX = f"{TAG}:floor:"
 
 
 def balance(user_id: int) -> str:
@@ -60,7 +73,7 @@ def balance(user_id: int) -> str:
 
 def history(user_id: int) -> str:
     """The user's balance history lines."""
-    return f"{TAG}:hist:{user_id}"
+    return f"{HISTORY_PREFIX}{user_id}"
 
 
 def product(product_id: int) -> str:
@@ -85,7 +98,7 @@ def issued_coupon(issued_coupon_id: int) -> str:
 
 def user_coupons(user_id: int) -> str:
     """The user's issued coupons."""
-    return f"{TAG}:ucoupons:{user_id}"
+    return f"{USER_COUPONS_PREFIX}{user_id}"
 
 
 def order(order_id: str) -> str:
@@ -95,7 +108,12 @@ def order(order_id: str) -> str:
 
 def user_orders(user_id: int) -> str:
     """The user's orders."""
-    return f"{TAG}:uorders:{user_id}"
+    return f"{USER_ORDERS_PREFIX}{user_id}"
+
+
+def floor(user_id: int) -> str:
+    """The highest ids of the user's that Redis dropped once Postgres had them."""
+    return f"{FLOOR_PREFIX}{user_id}"
 
 
 def cart(user_id: int) -> str:

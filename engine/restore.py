@@ -56,6 +56,26 @@ def order_json(order: Order) -> bytes:
     return _ENCODER.encode(doc)
 
 
+def issued_fields(issued: IssuedCoupon, entry: str = "0-0") -> dict[str, str | int]:
+    """An issued coupon's hash fields as ``issue_coupon.lua`` writes them; ``entry`` is the
+    outbox entry of its last change ("0-0": one Postgres already holds)."""
+    return {
+        "id": issued.id, "coupon_id": issued.coupon_id, "user_id": issued.user_id,
+        "name": issued.name, "discount_type": issued.discount_type,
+        "discount_value": issued.discount_value, "status": issued.status,
+        "issued_at": iso(issued.issued_at), "expires_at": iso(issued.expires_at),
+        "expires_ms": ms(issued.expires_at), "order_id": issued.order_id or "", "entry": entry}
+
+
+def order_fields(order: Order, entry: str = "0-0") -> dict[str, str | int]:
+    """An order's hash fields as ``take_order`` and ``cancel_order.lua`` write them."""
+    return {
+        "json": order_json(order).decode(), "user_id": order.user_id, "status": order.status,
+        "hour": ms(order.created_at) // HOUR_MS,
+        "icoupon": "" if order.issued_coupon_id is None else order.issued_coupon_id,
+        "entry": entry}
+
+
 class Restorer:
     """Queues a rebuild's writes on a pipeline and sends them ``chunk`` commands at a time."""
 
@@ -103,12 +123,8 @@ class Restorer:
 
     def issued_coupon(self, issued: IssuedCoupon) -> None:
         """An issued coupon, its holder and the user's index (``issue_coupon.lua``)."""
-        self.pipe.hset(keys.issued_coupon(issued.id), mapping={
-            "id": issued.id, "coupon_id": issued.coupon_id, "user_id": issued.user_id,
-            "name": issued.name, "discount_type": issued.discount_type,
-            "discount_value": issued.discount_value, "status": issued.status,
-            "issued_at": iso(issued.issued_at), "expires_at": iso(issued.expires_at),
-            "expires_ms": ms(issued.expires_at), "order_id": issued.order_id or ""})
+        self.pipe.hset(keys.issued_coupon(issued.id),
+                       mapping=issued_fields(issued))  # type: ignore[arg-type]
         self.pipe.sadd(keys.coupon_holders(issued.coupon_id), issued.user_id)
         self.pipe.zadd(keys.user_coupons(issued.user_id), {str(issued.id): issued.id})
         self._queued()
@@ -116,10 +132,7 @@ class Restorer:
     def order(self, order: Order) -> None:
         """An order and the user's index (``take_order``, ``cancel_order.lua``): a user's
         orders must come in id order."""
-        self.pipe.hset(keys.order(order.id), mapping={
-            "json": order_json(order), "user_id": order.user_id, "status": order.status,
-            "hour": ms(order.created_at) // HOUR_MS,
-            "icoupon": "" if order.issued_coupon_id is None else order.issued_coupon_id})
+        self.pipe.hset(keys.order(order.id), mapping=order_fields(order))  # type: ignore[arg-type]
         self.pipe.rpush(keys.user_orders(order.user_id), order.id)
         self._queued()
 

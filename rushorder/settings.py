@@ -41,6 +41,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     # The engine's deadline for any Redis reply: past it, every pending request answers
     # 503 and the connection is made again (a stopped Redis must not hold requests).
     redis_timeout_s: float = 3.0
+    # How long Redis keeps an order, history line or used coupon once Postgres has it
+    # (engine/settle.py): reads of the recent tail never need Postgres.
+    redis_retention_s: float = 600.0
 
     # HTTP API.
     http_host: str = "127.0.0.1"

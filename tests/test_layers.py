@@ -29,9 +29,11 @@ LEAVES = ("rushorder", "rushorder.settings", "rushorder.tokens", "rushorder.serv
 MAY_IMPORT: dict[str, tuple[str, ...]] = {
     "engine": (),
     "persistence": (),
-    "api": ("engine", "rushorder.settings", "rushorder.tokens"),
+    # persistence.archive: the durable record's reads of what Redis settled (the engine
+    # takes it as an engine.archive.Archive; the app factory makes it).
+    "api": ("engine", "persistence.archive", "rushorder.settings", "rushorder.tokens"),
     "workers": ("persistence", "engine.outbox", "engine.events", "engine.models",
-                "engine.state", "rushorder.settings"),
+                "engine.state", "engine.settle", "rushorder.settings"),
     "rushorder leaf": (),
     "rushorder top": PACKAGES,
 }

@@ -35,7 +35,8 @@ def drain_to_postgres(budget_s: float = JOB_BUDGET_S) -> int:
     until = time.monotonic() + budget_s
     try:
         writer = PostgresWriter(ctx.outbox(POSTGRES), ctx.db, batch=s.outbox_batch,
-                                reclaim_idle_ms=s.outbox_reclaim_idle_ms)
+                                reclaim_idle_ms=s.outbox_reclaim_idle_ms,
+                                retention_s=s.redis_retention_s)
         return writer.run(until, ctx.stop)
     except OutboxGone as exc:
         ctx.wait_for_live_state(str(exc), until)

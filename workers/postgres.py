@@ -34,6 +34,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from engine.events import AnyEvent, decode
 from engine.outbox import Entry, Outbox, entry_number
+from engine.settle import Settler, record
 from persistence.balances import Balances
 from persistence.catalog import Catalog
 from persistence.coupons import Coupons
@@ -128,7 +129,7 @@ class PostgresWriter:
 
     def __init__(
         self, outbox: Outbox, db: Engine, *, batch: int = 1000, reclaim_idle_ms: int = 30_000,
-        block_ms: int = 1000,
+        block_ms: int = 1000, retention_s: float = 600.0,
     ) -> None:
         self.outbox = outbox
         self.db = db
@@ -136,6 +137,7 @@ class PostgresWriter:
         self.reclaim_idle_ms = reclaim_idle_ms
         self.block_ms = block_ms
         self.lock_name = f"rushorder:outbox:{outbox.group}"
+        self.settler = Settler(outbox.client, retention_s)
         self.applied = 0  # entries applied by this writer, duplicates excluded
         self._maintained = 0.0
         self._window = Window()
@@ -228,6 +230,7 @@ class PostgresWriter:
         """One batch, one transaction, then XACK."""
         with conn.begin():
             self.applied += apply_batch(conn, batch.events, batch.changes)
+        self.settler.committed(record(batch.entries[-1].id, (e for _, e in batch.events)))
         self._window.add(batch.entries)
         self.outbox.ack([e.id for e in batch.entries])
 
@@ -240,6 +243,7 @@ class PostgresWriter:
         if floor is not None:
             with conn.begin():
                 AppliedEntries(conn).prune(entry_number(floor))
+        self.settler.settle_all()
         if stragglers := self.outbox.reclaim(self.reclaim_idle_ms, self.batch):
             # Only a writer that lost its lock without noticing can have read these.
             log.warning("postgres writer: %d entries read by a stale writer", len(stragglers))

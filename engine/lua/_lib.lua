@@ -77,14 +77,16 @@ local function idem_store(key, fp, ttl, res)
   return res
 end
 
+-- Both answer the event's entry id ("ms-seq"), which orders and issued coupons keep as
+-- `entry`: the change Postgres must have committed before Redis may drop them (settle.lua).
 local function emit(outbox, event)
-  redis.call('XADD', outbox, '*', 'e', cjson.encode(event))
+  return redis.call('XADD', outbox, '*', 'e', cjson.encode(event))
 end
 
 -- An event whose members are already JSON: `body` is the text after `"type"` and `"at"`.
 local function emit_json(outbox, kind, at, body)
-  redis.call('XADD', outbox, '*', 'e', '{"type":"' .. kind .. '","at":"' .. at .. '",' .. body
-    .. '}')
+  return redis.call('XADD', outbox, '*', 'e', '{"type":"' .. kind .. '","at":"' .. at .. '",'
+    .. body .. '}')
 end
 
 -- A balance history line with id `id`, appended to the user's list; answers its JSON
@@ -120,6 +122,56 @@ local function roll_window(prefix, window, rolled_key, now_hour, hours)
   end
   redis.call('SET', rolled_key, last_out)
   return last_out
+end
+
+-- Whether Redis may have dropped the user's `id` of a kind ('o' orders, 'h' history lines,
+-- 'c' issued coupons) once Postgres had it: ids up to the user's floor (settle.lua).
+local function archived(floor, kind, id)
+  local highest = int(redis.call('HGET', floor, kind))
+  return highest > 0 and tonumber(id) <= highest
+end
+
+-- Put back a paid order (and its issued coupon) that settle.lua dropped once Postgres had
+-- it, from the copy the engine read in Postgres; nil once done (or when Redis has its own
+-- copy, which then wins), else the answer to give instead: a refusal, or RETRY and
+-- ARCHIVED_COUPON, after which the engine calls again. `k` names the order key, the
+-- issued-coupon prefix, the caller's user-coupons key and the retention key, and the
+-- caller's user id. A copy is taken only if it was read after
+-- Redis answered that it no longer holds the thing (the ARCHIVED / ARCHIVED_COUPON answers
+-- at `asked_ms`) and reaches Redis within a window of that answer: 5 s, or a quarter of
+-- the retention settle.lua last used (k.retention), if less. Then it is current: a change
+-- to it after the answer would have put it back into Redis, and could be dropped again
+-- only once committed and older than the retention, so after the window; a change before
+-- the answer was committed before its drop, which came first.
+local function bring_back(k, now, asked_ms, order_json, coupon_asked_ms, coupon_json)
+  if redis.call('EXISTS', k.order) == 1 then return nil end
+  local window = math.min(5000, (tonumber(redis.call('GET', k.retention)) or 600000) / 4)
+  if now - asked_ms > window then return {'RETRY', '{}'} end
+  local o = cjson.decode(order_json)
+  -- Refusals need no copy in Redis (it would stay there: nothing changes it again).
+  if o.user_id ~= k.user_id then return fail('ORDER_NOT_FOUND', 'no such order') end
+  if o.status ~= 'PAID' then
+    return fail('ORDER_NOT_CANCELLABLE', 'the order is already cancelled')
+  end
+  local coupon = o.icoupon ~= '' and k.coupons .. o.icoupon or nil
+  if coupon and redis.call('EXISTS', coupon) == 0 then
+    if coupon_json == nil or coupon_json == '' then
+      return {'ARCHIVED_COUPON', string.format('{"asked_ms":%d,"issued_coupon_id":%s}', now,
+        o.icoupon)}
+    end
+    if now - coupon_asked_ms > window then return {'RETRY', '{}'} end
+    if coupon_json ~= 'absent' then
+      local c = cjson.decode(coupon_json)
+      redis.call('HSET', coupon, 'id', c.id, 'coupon_id', c.coupon_id, 'user_id', c.user_id,
+        'name', c.name, 'discount_type', c.discount_type, 'discount_value', c.discount_value,
+        'status', c.status, 'issued_at', c.issued_at, 'expires_at', c.expires_at,
+        'expires_ms', c.expires_ms, 'order_id', c.order_id, 'entry', '0-0')
+      redis.call('ZADD', k.user_coupons, c.id, c.id)
+    end
+  end
+  redis.call('HSET', k.order, 'json', o.json, 'user_id', o.user_id, 'status', o.status,
+    'hour', o.hour, 'icoupon', o.icoupon, 'entry', '0-0')
+  return nil
 end
 
 local function order_discount(total, dtype, dvalue)
@@ -240,20 +292,21 @@ local function take_order(c, u, user_id, lines, icid)
     c.hist = c.hist + 1
     history = add_history(u.history, c.hist, 'USE', paid, balance, id, c.created)
   end
-  if icid ~= '' then
-    redis.call('HSET', u.icoupon, 'status', 'USED', 'order_id', id)
-  end
   -- The answer, the stored order and the event share one formatted document (see
   -- add_history for why it is not cjson-encoded).
   local doc = string.format('{"id":"%s","user_id":%d,"status":"PAID","items":[%s],'
     .. '"total_amount":%d,"discount_amount":%d,"paid_amount":%d,"issued_coupon_id":%s,'
     .. '"created_at":"%s"}', id, user_id, table.concat(parts, ','), total, discount, paid,
     icid ~= '' and string.format('%d', tonumber(icid)) or 'null', c.created)
+  local entry = emit_json(c.k.outbox, 'order.paid', c.created, '"event_id":"' .. id
+    .. ':paid","order":' .. doc .. ',"balance_after":' .. string.format('%d', balance)
+    .. ',"history":' .. history)
+  if icid ~= '' then
+    redis.call('HSET', u.icoupon, 'status', 'USED', 'order_id', id, 'entry', entry)
+  end
   redis.call('HSET', c.k.order_prefix .. id, 'json', doc, 'user_id', user_id, 'status',
-    'PAID', 'hour', c.hour, 'icoupon', icid)
+    'PAID', 'hour', c.hour, 'icoupon', icid, 'entry', entry)
   redis.call('RPUSH', u.user_orders, id)
-  emit_json(c.k.outbox, 'order.paid', c.created, '"event_id":"' .. id .. ':paid","order":'
-    .. doc .. ',"balance_after":' .. string.format('%d', balance) .. ',"history":' .. history)
   return ok(doc)
 end
 

@@ -1,21 +1,44 @@
 -- cancel_order.lua: give back stock, money and (if still valid) the coupon; only once.
+-- An order Redis dropped once Postgres had it (settle.lua) is brought back first: the
+-- first call answers ARCHIVED, the engine reads the order from Postgres and calls again
+-- with its hash fields (see bring_back in _lib.lua for why that copy is current).
 -- KEYS[1] live marker {ro}:live: without it, every reply is STATE_MISSING (engine/state.py)
 -- KEYS[2] order {ro}:order:<id>       KEYS[3] balance {ro}:bal:<user>
 -- KEYS[4] history {ro}:hist:<user>    KEYS[5] seq {ro}:seq
 -- KEYS[6] sales hour prefix           KEYS[7] sales window    KEYS[8] sales rolled
 -- KEYS[9] outbox                      KEYS[10] idempotency record
 -- KEYS[11] product prefix {ro}:product:   KEYS[12] issued coupon prefix {ro}:icoupon:
+-- KEYS[13] floor {ro}:floor:<user>    KEYS[14] user coupons {ro}:ucoupons:<user>
+-- KEYS[15] retention {ro}:retention (settle.lua's, for bring_back's window)
 -- ARGV[1] user id; ARGV[2] fingerprint or ''; ARGV[3] idempotency TTL s;
--- ARGV[4] sales window hours
--- Reply: OK <order> | ORDER_NOT_FOUND | ORDER_NOT_CANCELLABLE | IDEMPOTENCY_KEY_REUSED
+-- ARGV[4] sales window hours; ARGV[5] order id; then only when bringing an order back:
+-- ARGV[6] the asked_ms of the ARCHIVED answer; ARGV[7] the order's hash fields as a JSON
+-- object, or 'absent' when Postgres has no such order; ARGV[8] the asked_ms of the
+-- ARCHIVED_COUPON answer or ''; ARGV[9] its issued coupon's hash fields as a JSON object,
+-- 'absent', or ''
+-- Reply: OK <order> | ORDER_NOT_FOUND | ORDER_NOT_CANCELLABLE | IDEMPOTENCY_KEY_REUSED |
+--   ARCHIVED {"asked_ms"}, ARCHIVED_COUPON {"asked_ms","issued_coupon_id"} and RETRY (a
+--   copy came too late): none is kept as the Idempotency-Key's answer, the engine calls
+--   again with what Postgres has
 local missing = state_missing(KEYS[1])
 if missing then return missing end
-local user_id, fp, ttl, hours = ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4])
+local user_id, fp, ttl, hours, oid = ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4]), ARGV[5]
+local back = ARGV[7]
 
 local replay = idem_replay(KEYS[10], fp)
 if replay then return replay end
 
+local now = now_ms()
+if back and back ~= 'absent' then
+  local wait = bring_back({order = KEYS[2], coupons = KEYS[12], user_coupons = KEYS[14],
+    retention = KEYS[15], user_id = user_id}, now, tonumber(ARGV[6]), back, tonumber(ARGV[8]), ARGV[9])
+  if wait and (wait[1] == 'RETRY' or wait[1] == 'ARCHIVED_COUPON') then return wait end
+  if wait then return idem_store(KEYS[10], fp, ttl, wait) end
+end
 local o = redis.call('HMGET', KEYS[2], 'json', 'user_id', 'status', 'hour', 'icoupon')
+if not o[1] and not back and archived(KEYS[13], 'o', oid) then
+  return {'ARCHIVED', string.format('{"asked_ms":%d}', now)}
+end
 if not o[1] or o[2] ~= user_id then
   return idem_store(KEYS[10], fp, ttl, fail('ORDER_NOT_FOUND', 'no such order'))
 end
@@ -24,7 +47,6 @@ if o[3] ~= 'PAID' then
     fail('ORDER_NOT_CANCELLABLE', 'the order is already cancelled'))
 end
 
-local now = now_ms()
 local order = cjson.decode(o[1])
 local hour = tonumber(o[4])
 local rolled = roll_window(KEYS[6], KEYS[7], KEYS[8], math.floor(now / 3600000), hours)
@@ -45,19 +67,17 @@ if order.paid_amount > 0 then
   history = add_history(KEYS[4], redis.call('HINCRBY', KEYS[5], 'hist', 1), 'REFUND',
     order.paid_amount, balance, order.id, iso(now))
 end
-local restored = false
-if o[5] ~= '' then
-  local ic = KEYS[12] .. o[5]
-  if now < int(redis.call('HGET', ic, 'expires_ms')) then
-    redis.call('HSET', ic, 'status', 'AVAILABLE', 'order_id', '')
-    restored = true
-  end
-end
+local ic = o[5] ~= '' and KEYS[12] .. o[5] or nil
+local restored = ic ~= nil and now < int(redis.call('HGET', ic, 'expires_ms'))
 order.status = 'CANCELLED'
 order.cancelled_at = iso(now)
 local doc = cjson.encode(order)
-redis.call('HSET', KEYS[2], 'json', doc, 'status', 'CANCELLED')
-emit_json(KEYS[9], 'order.cancelled', order.cancelled_at, '"event_id":"' .. order.id
-  .. ':cancelled","order":' .. doc .. ',"balance_after":' .. string.format('%d', balance)
-  .. ',"history":' .. history .. ',"coupon_restored":' .. tostring(restored))
+local entry = emit_json(KEYS[9], 'order.cancelled', order.cancelled_at, '"event_id":"'
+  .. order.id .. ':cancelled","order":' .. doc .. ',"balance_after":'
+  .. string.format('%d', balance) .. ',"history":' .. history .. ',"coupon_restored":'
+  .. tostring(restored))
+if restored then
+  redis.call('HSET', ic, 'status', 'AVAILABLE', 'order_id', '', 'entry', entry)
+end
+redis.call('HSET', KEYS[2], 'json', doc, 'status', 'CANCELLED', 'entry', entry)
 return idem_store(KEYS[10], fp, ttl, ok(doc))

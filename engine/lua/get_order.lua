@@ -1,10 +1,14 @@
 -- get_order.lua: one order, only for its owner.
 -- KEYS[1] live marker {ro}:live: without it, every reply is STATE_MISSING (engine/state.py)
--- KEYS[2] order {ro}:order:<id>
--- ARGV[1] user id
--- Reply: OK <order> | ORDER_NOT_FOUND (unknown, or another user's)
+-- KEYS[2] order {ro}:order:<id>   KEYS[3] floor {ro}:floor:<user>
+-- ARGV[1] user id; ARGV[2] order id
+-- Reply: OK <order> | ORDER_NOT_FOUND (unknown, or another user's) | ARCHIVED (not in
+--   Redis, but the user's orders up to this id may be in Postgres only: read it there)
 local missing = state_missing(KEYS[1])
 if missing then return missing end
 local o = redis.call('HMGET', KEYS[2], 'json', 'user_id')
-if not o[1] or o[2] ~= ARGV[1] then return fail('ORDER_NOT_FOUND', 'no such order') end
-return ok(o[1])
+if o[1] and o[2] == ARGV[1] then return ok(o[1]) end
+if not o[1] and archived(KEYS[3], 'o', ARGV[2]) then
+  return {'ARCHIVED', '{}'}
+end
+return fail('ORDER_NOT_FOUND', 'no such order')

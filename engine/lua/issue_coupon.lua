@@ -37,10 +37,11 @@ local id = redis.call('HINCRBY', KEYS[5], 'icoupon', 1)
 local issued = {id = id, coupon_id = tonumber(c[1]), user_id = user_id, name = c[2],
   discount_type = c[3], discount_value = tonumber(c[4]), status = 'AVAILABLE',
   issued_at = iso(now), expires_at = c[8]}
+local entry = emit(KEYS[6], {type = 'coupon.issued', at = issued.issued_at, issued = issued,
+  remaining = remaining})
 redis.call('HSET', KEYS[8] .. id, 'id', id, 'coupon_id', c[1], 'user_id', user_id,
   'name', c[2], 'discount_type', c[3], 'discount_value', c[4], 'status', 'AVAILABLE',
-  'issued_at', issued.issued_at, 'expires_at', c[8], 'expires_ms', c[7], 'order_id', '')
+  'issued_at', issued.issued_at, 'expires_at', c[8], 'expires_ms', c[7], 'order_id', '',
+  'entry', entry)
 redis.call('ZADD', KEYS[4], id, id)
-emit(KEYS[6], {type = 'coupon.issued', at = issued.issued_at, issued = issued,
-  remaining = remaining})
 return idem_store(KEYS[7], fp, ttl, ok(cjson.encode(issued)))

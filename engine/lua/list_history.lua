@@ -1,8 +1,13 @@
--- list_history.lua: a page of a user's balance history, newest first.
+-- list_history.lua: a page of a user's balance history, newest first, as far as Redis
+-- holds it.
 -- KEYS[1] live marker {ro}:live: without it, every reply is STATE_MISSING (engine/state.py)
 -- KEYS[2] history {ro}:hist:<user> (list of history lines as JSON, ascending ids)
+-- KEYS[3] floor {ro}:floor:<user>
 -- ARGV[1] cursor (last id seen) or ''; ARGV[2] page size
--- Reply: OK [<line>...] (up to size + 1)
+-- Reply: OK {"floor", "lines"}: up to size + 1 lines below the cursor, and the highest
+--   line id of the user's that Redis dropped (settle.lua: every line up to it is in
+--   Postgres only, every line above it is here)
 local missing = state_missing(KEYS[1])
 if missing then return missing end
-return ok(json_array(page_list(KEYS[2], ARGV[1], tonumber(ARGV[2]), history_id)))
+return ok(string.format('{"floor":%d,"lines":%s}', int(redis.call('HGET', KEYS[3], 'h')),
+  json_array(page_list(KEYS[2], ARGV[1], tonumber(ARGV[2]), history_id))))

@@ -1,9 +1,12 @@
--- list_user_coupons.lua: a page of a user's issued coupons, newest first; an AVAILABLE
--- coupon past its expiry reads as EXPIRED.
+-- list_user_coupons.lua: a page of a user's issued coupons, newest first, as far as Redis
+-- holds them; an AVAILABLE coupon past its expiry reads as EXPIRED.
 -- KEYS[1] live marker {ro}:live: without it, every reply is STATE_MISSING (engine/state.py)
 -- KEYS[2] user coupons {ro}:ucoupons:<user>   KEYS[3] issued coupon prefix {ro}:icoupon:
+-- KEYS[4] floor {ro}:floor:<user>
 -- ARGV[1] cursor (last id seen) or ''; ARGV[2] page size
--- Reply: OK [<issued coupon>...] (up to size + 1)
+-- Reply: OK {"floor", "coupons"}: up to size + 1 coupons below the cursor, and the highest
+--   id of the user's that Redis dropped (settle.lua drops used and expired ones: any at or
+--   below it may be in Postgres only)
 local missing = state_missing(KEYS[1])
 if missing then return missing end
 local now = now_ms()
@@ -19,4 +22,5 @@ for _, id in ipairs(page_ids(KEYS[2], ARGV[1], tonumber(ARGV[2]), true)) do
     discount_value = tonumber(c[5]), status = status, issued_at = c[7], expires_at = c[8],
     order_id = c[10] ~= '' and c[10] or cjson.null})
 end
-return ok(json_array(parts))
+return ok(string.format('{"floor":%d,"coupons":%s}', int(redis.call('HGET', KEYS[4], 'c')),
+  json_array(parts)))

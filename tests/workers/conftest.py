@@ -26,6 +26,7 @@ from sqlalchemy.engine import Engine as Database
 from engine import Engine, state
 from engine.models import Coupon, Product
 from engine.outbox import POSTGRES, Outbox
+from persistence.archive import PostgresArchive
 from persistence.database import create_engine
 from persistence.migrate import upgrade
 from rushorder.servers import free_port
@@ -96,12 +97,13 @@ def empty_state(r: redis.Redis, db: Database) -> None:
 
 
 @pytest.fixture
-async def engine(workers_redis_url: str) -> AsyncIterator[Engine]:
-    """A fresh engine on our Redis DB."""
-    eng = Engine(workers_redis_url)
+async def engine(workers_redis_url: str, workers_database_url: str) -> AsyncIterator[Engine]:
+    """A fresh engine on our Redis DB, reading what Redis settled from our Postgres."""
+    eng = Engine(workers_redis_url, archive=PostgresArchive(workers_database_url))
     await eng.load()
     yield eng
     await eng.close()
+    await eng.archive.close()
 
 
 @pytest.fixture

@@ -1,0 +1,13 @@
+-- read_orders.lua: the orders Redis holds among some ids (those read in Postgres: Redis'
+-- copy of one it brought back to cancel is newer).
+-- KEYS[1] live marker {ro}:live: without it, every reply is STATE_MISSING (engine/state.py)
+-- KEYS[2] order prefix {ro}:order:
+-- ARGV: order ids
+-- Reply: OK [<order> | null, ...] in the ids' order
+local missing = state_missing(KEYS[1])
+if missing then return missing end
+local parts = {}
+for i, id in ipairs(ARGV) do
+  parts[i] = redis.call('HGET', KEYS[2] .. id, 'json') or 'null'
+end
+return ok(json_array(parts))

@@ -1,0 +1,106 @@
+-- settle.lua: drop from Redis what Postgres has held for a while. The Postgres writer
+-- appends one record per committed batch to {ro}:settle (engine/settle.py); once a record
+-- is older than the retention, the orders, history lines and used or expired issued
+-- coupons it names leave Redis, unless they changed since (their `entry` is newer than
+-- the record's): a later record names them again. Each user's floor ({ro}:floor:<user>,
+-- fields o, h, c) keeps the highest id dropped, so that reads know where Postgres takes
+-- over. No decision needs what is dropped: an order comes back to be cancelled
+-- (bring_back in _lib.lua), a used or expired coupon can never be used.
+-- KEYS[1] live marker {ro}:live: without it, every reply is STATE_MISSING (engine/state.py)
+-- KEYS[2] settle records {ro}:settle (list of JSON {"entry", "orders": [[id, user]...],
+--   "lines": [[user, highest id]...], "coupons": [[id, user]...]}, ids as strings)
+-- KEYS[3] order prefix {ro}:order:         KEYS[4] issued coupon prefix {ro}:icoupon:
+-- KEYS[5] history prefix {ro}:hist:        KEYS[6] user orders prefix {ro}:uorders:
+-- KEYS[7] user coupons prefix {ro}:ucoupons:   KEYS[8] floor prefix {ro}:floor:
+-- KEYS[9] retention {ro}:retention (string, ms): the retention this call settles with,
+--   kept for bring_back's window
+-- ARGV[1] retention ms (1,000 at least); ARGV[2] most records this call
+-- Reply: OK {"records", "orders", "lines", "coupons", "left"}: what was settled, and how
+--   many records wait (younger than the retention, or beyond this call's share)
+local missing = state_missing(KEYS[1])
+if missing then return missing end
+local retention, most = math.max(tonumber(ARGV[1]), 1000), tonumber(ARGV[2])
+local now = now_ms()
+redis.call('SET', KEYS[9], retention)
+local done = {records = 0, orders = 0, lines = 0, coupons = 0}
+
+-- Stream ids "ms-seq" as {ms, seq}, and whether `a` is no later than `b`.
+local function entry_of(id)
+  local ms, seq = string.match(id, '^(%d+)-(%d+)$')
+  return {tonumber(ms), tonumber(seq)}
+end
+local function not_after(a, b)
+  return a[1] < b[1] or (a[1] == b[1] and a[2] <= b[2])
+end
+
+local function raise_floor(user, field, id)
+  local key = KEYS[8] .. user
+  if int(redis.call('HGET', key, field)) < tonumber(id) then
+    redis.call('HSET', key, field, id)
+  end
+end
+
+local function settle_orders(rec, upto)
+  local users = {}
+  for _, pair in ipairs(rec.orders or {}) do
+    local key = KEYS[3] .. pair[1]
+    local entry = redis.call('HGET', key, 'entry')
+    if entry and not_after(entry_of(entry), upto) then
+      redis.call('DEL', key)
+      raise_floor(pair[2], 'o', pair[1])
+      users[pair[2]] = true
+      done.orders = done.orders + 1
+    end
+  end
+  for user in pairs(users) do  -- the list's head, up to the first order still held
+    local list = KEYS[6] .. user
+    while true do
+      local head = redis.call('LINDEX', list, 0)
+      if not head or redis.call('EXISTS', KEYS[3] .. head) == 1 then break end
+      redis.call('LPOP', list)
+    end
+  end
+end
+
+local function settle_lines(rec)
+  for _, pair in ipairs(rec.lines or {}) do
+    local list, upto, last = KEYS[5] .. pair[1], tonumber(pair[2]), nil
+    while true do
+      local head = redis.call('LINDEX', list, 0)
+      if not head or history_id(head) > upto then break end
+      last = history_id(head)
+      redis.call('LPOP', list)
+      done.lines = done.lines + 1
+    end
+    if last then raise_floor(pair[1], 'h', string.format('%d', last)) end
+  end
+end
+
+local function settle_coupons(rec, upto)
+  for _, pair in ipairs(rec.coupons or {}) do
+    local key = KEYS[4] .. pair[1]
+    local c = redis.call('HMGET', key, 'entry', 'status', 'expires_ms')
+    if c[1] and not_after(entry_of(c[1]), upto)
+        and (c[2] ~= 'AVAILABLE' or now >= int(c[3])) then
+      redis.call('DEL', key)
+      redis.call('ZREM', KEYS[7] .. pair[2], pair[1])
+      raise_floor(pair[2], 'c', pair[1])
+      done.coupons = done.coupons + 1
+    end
+  end
+end
+
+while done.records < most do
+  local raw = redis.call('LINDEX', KEYS[2], 0)
+  if not raw then break end
+  local rec = cjson.decode(raw)
+  local upto = entry_of(rec.entry)
+  if upto[1] > now - retention then break end
+  settle_orders(rec, upto)
+  settle_lines(rec)
+  settle_coupons(rec, upto)
+  redis.call('LPOP', KEYS[2])
+  done.records = done.records + 1
+end
+return ok(string.format('{"records":%d,"orders":%d,"lines":%d,"coupons":%d,"left":%d}',
+  done.records, done.orders, done.lines, done.coupons, redis.call('LLEN', KEYS[2])))

@@ -1,0 +1,109 @@
+"""Settling: Redis keeps the live working set and a recent tail; Postgres the history.
+
+Every order, history line and issued coupon would otherwise stay in Redis forever, about
+a kilobyte an order. Once the Postgres writer has committed a batch it appends a record of
+what the batch touched (:func:`record`, :meth:`Settler.committed`); once a record is older
+than the retention, ``engine/lua/settle.lua`` drops those orders, history lines and used
+or expired issued coupons from Redis, unless they changed since, and raises each user's
+floor so that reads know where Postgres takes over (``engine/archive.py``). What decides
+an order stays: balances, stock, coupon counters and holders, usable coupons; a settled
+order comes back into Redis to be cancelled.
+
+Synchronous redis-py: the Postgres writer, a worker process, calls it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import msgspec
+import redis
+
+from engine import keys
+from engine.events import AnyEvent, BalanceCharged, CouponIssued, OrderCancelled, OrderPaid
+from engine.outbox import OutboxGone
+from engine.scripts import load_scripts
+
+MIN_RETENTION_S = 1.0  # settle.lua's own floor; minutes are what production wants
+_ENCODER = msgspec.json.Encoder()
+
+
+class Record(msgspec.Struct, frozen=True):
+    """What one committed batch touched, up to its last outbox entry; ids as strings."""
+
+    entry: str
+    orders: list[tuple[str, str]]  # (order id, user)
+    lines: list[tuple[str, str]]  # (user, highest history line id)
+    coupons: list[tuple[str, str]]  # (issued coupon id, user)
+
+
+class Settled(msgspec.Struct, frozen=True):
+    """What one settle.lua call dropped, and how many records wait."""
+
+    records: int
+    orders: int
+    lines: int
+    coupons: int
+    left: int
+
+
+def record(last_entry: str, events: Iterable[AnyEvent]) -> Record:
+    """The record of a batch of events whose last outbox entry is ``last_entry``."""
+    orders: dict[str, str] = {}
+    lines: dict[int, int] = {}
+    coupons: dict[str, str] = {}
+    for event in events:
+        if isinstance(event, OrderPaid | OrderCancelled):
+            order = event.order
+            orders[order.id] = str(order.user_id)
+            if order.issued_coupon_id is not None:
+                coupons[str(order.issued_coupon_id)] = str(order.user_id)
+            user, line = order.user_id, event.history
+        elif isinstance(event, BalanceCharged):
+            user, line = event.user_id, event.history
+        elif isinstance(event, CouponIssued):
+            coupons[str(event.issued.id)] = str(event.issued.user_id)
+            continue
+        else:
+            continue
+        if line is not None:
+            lines[user] = max(line.id, lines.get(user, 0))
+    return Record(entry=last_entry, orders=list(orders.items()),
+                  lines=[(str(u), str(h)) for u, h in lines.items()],
+                  coupons=list(coupons.items()))
+
+
+class Settler:
+    """The writer's side of settling, on one Redis client that does not decode."""
+
+    def __init__(self, client: redis.Redis, retention_s: float) -> None:
+        self.client = client
+        self.retention_ms = int(max(retention_s, MIN_RETENTION_S) * 1000)
+        self._script = client.register_script(load_scripts()["settle"].source)
+
+    def committed(self, made: Record) -> None:
+        """A batch is in Postgres: its record waits out the retention."""
+        if made.orders or made.lines or made.coupons:
+            self.client.rpush(keys.SETTLE, _ENCODER.encode(made))
+
+    def settle(self, most: int = 20) -> Settled:
+        """Drop what the records older than the retention name (up to ``most`` records)."""
+        code, payload = self._script(
+            keys=[keys.LIVE, keys.SETTLE, keys.ORDER_PREFIX, keys.ISSUED_COUPON_PREFIX,
+                  keys.HISTORY_PREFIX, keys.USER_ORDERS_PREFIX, keys.USER_COUPONS_PREFIX,
+                  keys.FLOOR_PREFIX, keys.RETENTION],
+            args=[self.retention_ms, most])
+        if code != b"OK":  # STATE_MISSING: Redis lost its data, and its outbox with it
+            raise OutboxGone(f"settle.lua: {code.decode()}: {payload.decode()}")
+        return msgspec.json.decode(payload, type=Settled)
+
+    def settle_all(self, most: int = 20) -> Settled:
+        """Settle until no record old enough is left; the totals."""
+        records = orders = lines = coupons = 0
+        while True:
+            done = self.settle(most)
+            records, orders = records + done.records, orders + done.orders
+            lines, coupons = lines + done.lines, coupons + done.coupons
+            if done.records < most:
+                return Settled(records=records, orders=orders, lines=lines,
+                               coupons=coupons, left=done.left)

@@ -1,0 +1,114 @@
+"""The durable record's read side for the API: what Redis dropped once Postgres had it.
+
+The engine's reads page across Redis' recent tail and this (``engine/archive.py`` is the
+interface): a user's orders, history lines and issued coupons below an id, and single
+orders and issued coupons. Each read is one indexed query (``(user_id, id)`` on every
+table; an order's lines come in the same query). Rows are the contract's documents as
+plain dicts; the engine turns them into its models.
+
+Async (SQLAlchemy's asyncio engine over psycopg 3): it serves the API's event loop. The
+pool is made when the archive is, inside the process that uses it, and connects on the
+first read.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, cast
+
+import sqlalchemy as sa
+from sqlalchemy.dialects.postgresql import aggregate_order_by
+from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+
+from persistence.coupons import COUPONS, ISSUED
+from persistence.database import sqlalchemy_url
+from persistence.models import HistoryLine, Order, OrderLine
+
+ORDERS = cast(sa.Table, Order.__table__)
+LINES = cast(sa.Table, OrderLine.__table__)
+HISTORY = cast(sa.Table, HistoryLine.__table__)
+QUERY_TIMEOUT_MS = 2_000  # a read the API waits for: a slow Postgres is a 503, not a hang
+
+_LINE = sa.func.json_build_object("product_id", LINES.c.product_id, "name", LINES.c.name,
+                                  "unit_price", LINES.c.unit_price,
+                                  "quantity", LINES.c.quantity)
+_ITEMS = (
+    sa.select(sa.func.json_agg(aggregate_order_by(_LINE, LINES.c.position)))
+    .where(LINES.c.order_id == ORDERS.c.id)
+    .scalar_subquery()
+)
+_ORDER = sa.select(
+    ORDERS.c.id, ORDERS.c.user_id, ORDERS.c.status, _ITEMS.label("items"),
+    ORDERS.c.total_amount, ORDERS.c.discount_amount, ORDERS.c.paid_amount,
+    ORDERS.c.issued_coupon_id, ORDERS.c.created_at, ORDERS.c.cancelled_at)
+_ISSUED = sa.select(
+    ISSUED.c.id, ISSUED.c.coupon_id, ISSUED.c.user_id, COUPONS.c.name,
+    COUPONS.c.discount_type, COUPONS.c.discount_value, ISSUED.c.status, ISSUED.c.issued_at,
+    ISSUED.c.expires_at, ISSUED.c.order_id,
+).join(COUPONS, COUPONS.c.id == ISSUED.c.coupon_id)
+_HISTORY = sa.select(HISTORY.c.id, HISTORY.c.type, HISTORY.c.amount, HISTORY.c.balance_after,
+                     HISTORY.c.order_id, HISTORY.c.created_at)
+
+
+def _below(query: sa.Select[Any], table: sa.Table, user_id: int, below: int | None,
+           limit: int) -> sa.Select[Any]:
+    """A user's rows with ids under ``below`` (None: all), newest first."""
+    query = query.where(table.c.user_id == user_id)
+    if below is not None:
+        query = query.where(table.c.id < below)
+    return query.order_by(table.c.id.desc()).limit(limit)
+
+
+class PostgresArchive:
+    """Reads of the durable record, each one indexed query (see ``engine.archive``)."""
+
+    unavailable: tuple[type[BaseException], ...] = (OperationalError, DBAPIError, OSError,
+                                                    TimeoutError)
+
+    def __init__(self, database_url: str, pool_size: int = 4) -> None:
+        self.db: AsyncEngine = create_async_engine(
+            sqlalchemy_url(database_url), pool_size=pool_size, max_overflow=4,
+            pool_pre_ping=True, pool_recycle=1800,
+            connect_args={"connect_timeout": 3,
+                          "options": f"-c statement_timeout={QUERY_TIMEOUT_MS}"})
+
+    async def _rows(self, query: sa.Select[Any]) -> list[dict[str, Any]]:
+        async with self.db.connect() as conn:
+            return [dict(row) for row in (await conn.execute(query)).mappings()]
+
+    async def _one(self, query: sa.Select[Any]) -> dict[str, Any] | None:
+        rows = await self._rows(query)
+        return rows[0] if rows else None
+
+    async def order(self, order_id: int) -> dict[str, Any] | None:
+        """One order with its lines, whoever owns it."""
+        return await self._one(_ORDER.where(ORDERS.c.id == order_id))
+
+    async def orders(self, user_id: int, ids: Sequence[int]) -> list[dict[str, Any]]:
+        """The user's orders among ``ids``."""
+        return await self._rows(_ORDER.where(ORDERS.c.user_id == user_id,
+                                             ORDERS.c.id.in_(list(ids))))
+
+    async def orders_below(self, user_id: int, below: int | None,
+                           limit: int) -> list[dict[str, Any]]:
+        """The user's orders below an id, newest first."""
+        return await self._rows(_below(_ORDER, ORDERS, user_id, below, limit))
+
+    async def history_below(self, user_id: int, below: int | None,
+                            limit: int) -> list[dict[str, Any]]:
+        """The user's history lines below an id, newest first."""
+        return await self._rows(_below(_HISTORY, HISTORY, user_id, below, limit))
+
+    async def coupons_below(self, user_id: int, below: int | None,
+                            limit: int) -> list[dict[str, Any]]:
+        """The user's issued coupons below an id, newest first, as stored."""
+        return await self._rows(_below(_ISSUED, ISSUED, user_id, below, limit))
+
+    async def issued_coupon(self, issued_id: int) -> dict[str, Any] | None:
+        """One issued coupon."""
+        return await self._one(_ISSUED.where(ISSUED.c.id == issued_id))
+
+    async def close(self) -> None:
+        """Close the pool."""
+        await self.db.dispose()
