@@ -12,10 +12,11 @@ from prometheus_client import CONTENT_TYPE_LATEST
 
 from api.answers import Answer
 from api.docs import problems
-from api.metrics import Metrics
+from api.metrics import Metrics, redis_lines
 from api.problems import problem
 from engine import Engine
 from engine.errors import EngineError, StateMissing
+from engine.gauges import MB
 from rushorder.settings import Settings
 
 PROBE_TIMEOUT_S = 2.0
@@ -59,8 +60,22 @@ async def _postgres(url: str | None) -> str:
         return f"unreachable: {exc!s:.200}"
 
 
+async def _memory(engine: Engine, high_water: int) -> str:
+    """Redis' memory is under the high-water mark (unchecked when Redis is unreachable:
+    the redis check says so)."""
+    try:
+        used = (await asyncio.wait_for(engine.gauges(), PROBE_TIMEOUT_S)).used_memory
+    except (TimeoutError, EngineError):
+        return "ok"
+    if high_water and used >= high_water:
+        return (f"{used / MB:.0f} MB used, at or over the high-water mark of "
+                f"{high_water / MB:.0f} MB (RUSHORDER_REDIS_MEMORY_HIGH_WATER_MB)")
+    return "ok"
+
+
 def routes(engine: Engine, settings: Settings, metrics: Metrics) -> list[HTTPRouteHandler]:
     """Liveness, readiness and metrics of this process."""
+    high_water = settings.redis_memory_high_water_mb * MB
 
     @get("/health/live", sync_to_thread=False)
     def live() -> Liveness:
@@ -71,16 +86,22 @@ def routes(engine: Engine, settings: Settings, metrics: Metrics) -> list[HTTPRou
     async def ready() -> Answer:
         """Redis and Postgres are reachable, Redis holds live state and knows the scripts;
         503 otherwise, saying why."""
-        redis, postgres = await asyncio.gather(_redis(engine), _postgres(settings.database_url))
-        checks = {"redis": redis, "postgres": postgres}
-        if redis == "ok" and postgres in ("ok", "not configured"):
+        redis, postgres, memory = await asyncio.gather(
+            _redis(engine), _postgres(settings.database_url), _memory(engine, high_water))
+        checks = {"redis": redis, "postgres": postgres, "redis_memory": memory}
+        if redis == "ok" and postgres in ("ok", "not configured") and memory == "ok":
             return Answer({"status": "ready", "checks": checks})
-        return problem("SERVICE_UNAVAILABLE", f"not ready: redis {redis}, postgres {postgres}",
-                       context=checks)
+        return problem("SERVICE_UNAVAILABLE", f"not ready: redis {redis}, postgres "
+                       f"{postgres}, redis memory {memory}", context=checks)
 
-    @get("/metrics", media_type=CONTENT_TYPE_LATEST, sync_to_thread=False)
-    def scrape() -> bytes:
-        """Prometheus text: requests and latency by route and status, orders by outcome."""
-        return metrics.exposition()
+    @get("/metrics", media_type=CONTENT_TYPE_LATEST)
+    async def scrape() -> bytes:
+        """Prometheus text: requests and latency by route and status, orders by outcome;
+        Redis' memory and the outbox's backlog and lag per consumer group."""
+        try:
+            gauges = await asyncio.wait_for(engine.gauges(), PROBE_TIMEOUT_S)
+        except (TimeoutError, EngineError):
+            gauges = None  # Redis away: the process' own metrics still tell a lot
+        return metrics.exposition() + redis_lines(gauges, high_water)
 
     return [live, ready, scrape]

@@ -25,11 +25,40 @@ from prometheus_client import CollectorRegistry, Counter, Histogram, generate_la
 from prometheus_client.multiprocess import MultiProcessCollector
 
 from engine.errors import EngineError
+from engine.gauges import Gauges
 
 T = TypeVar("T")
 
 BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
 FLUSH_EVERY_S = 1.0
+
+
+def redis_lines(gauges: Gauges | None, high_water: int) -> bytes:
+    """Prometheus text of Redis' memory and the outbox (the same from every process: read
+    from Redis at scrape time); nothing when Redis could not be read."""
+    if gauges is None:
+        return b""
+    lines = [
+        "# HELP rushorder_redis_used_memory_bytes Redis' used_memory.",
+        "# TYPE rushorder_redis_used_memory_bytes gauge",
+        f"rushorder_redis_used_memory_bytes {gauges.used_memory}",
+        "# HELP rushorder_redis_memory_high_water_bytes Readiness fails at or above this.",
+        "# TYPE rushorder_redis_memory_high_water_bytes gauge",
+        f"rushorder_redis_memory_high_water_bytes {high_water}",
+        "# HELP rushorder_outbox_length Entries in the outbox stream.",
+        "# TYPE rushorder_outbox_length gauge",
+        f"rushorder_outbox_length {gauges.outbox_length}",
+        "# HELP rushorder_outbox_backlog Entries a consumer group has not acknowledged.",
+        "# TYPE rushorder_outbox_backlog gauge",
+        *(f'rushorder_outbox_backlog{{group="{name}"}} {group.backlog}'
+          for name, group in sorted(gauges.groups.items())),
+        "# HELP rushorder_outbox_oldest_unacked_age_seconds How long a group's oldest "
+        "unacknowledged entry has waited.",
+        "# TYPE rushorder_outbox_oldest_unacked_age_seconds gauge",
+        *(f'rushorder_outbox_oldest_unacked_age_seconds{{group="{name}"}} '
+          f'{group.oldest_age_s:.3f}' for name, group in sorted(gauges.groups.items())),
+    ]
+    return ("\n".join(lines) + "\n").encode()
 
 
 def multiprocess() -> bool:

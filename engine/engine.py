@@ -15,7 +15,7 @@ from typing import Any, TypeVar
 
 import msgspec
 
-from engine import keys, limits
+from engine import gauges, keys, limits
 from engine.archive import Archive, NoArchive, Reader
 from engine.batch import OrderBatcher
 from engine.connection import Connection
@@ -26,6 +26,7 @@ from engine.errors import (
     ValidationFailed,
     raise_for,
 )
+from engine.gauges import Gauges
 from engine.models import (
     Balance,
     Cart,
@@ -233,6 +234,10 @@ class Engine:
         if not live:
             raise StateMissing(_NO_STATE)
         return all(known)
+
+    async def gauges(self) -> Gauges:
+        """Redis' memory and the outbox's backlog and lag per consumer group, read now."""
+        return await gauges.read(self.conn)
 
     async def close(self) -> None:
         """Close the connection."""

@@ -121,13 +121,22 @@ class Restorer:
             "valid_until_ms": ms(coupon.valid_until)})
         self._queued()
 
-    def issued_coupon(self, issued: IssuedCoupon) -> None:
-        """An issued coupon, its holder and the user's index (``issue_coupon.lua``)."""
-        self.pipe.hset(keys.issued_coupon(issued.id),
-                       mapping=issued_fields(issued))  # type: ignore[arg-type]
+    def issued_coupon(self, issued: IssuedCoupon, whole: bool = True) -> None:
+        """An issued coupon's holder and, if ``whole``, the coupon and the user's index
+        (``issue_coupon.lua``); a used or expired one of long ago stays in Postgres only."""
         self.pipe.sadd(keys.coupon_holders(issued.coupon_id), issued.user_id)
-        self.pipe.zadd(keys.user_coupons(issued.user_id), {str(issued.id): issued.id})
+        if whole:
+            self.pipe.hset(keys.issued_coupon(issued.id),
+                           mapping=issued_fields(issued))  # type: ignore[arg-type]
+            self.pipe.zadd(keys.user_coupons(issued.user_id), {str(issued.id): issued.id})
         self._queued()
+
+    def floors(self, kind: str, highest: Mapping[int, int]) -> None:
+        """Users' floors of one kind ('o' orders, 'h' history lines, 'c' issued coupons):
+        the highest id of theirs that Redis does not hold (``settle.lua``)."""
+        for user, top in highest.items():
+            self.pipe.hset(keys.floor(user), kind, top)
+            self._queued()
 
     def order(self, order: Order) -> None:
         """An order and the user's index (``take_order``, ``cancel_order.lua``): a user's
@@ -265,6 +274,15 @@ class Snapshot:
         """Every issued coupon's stored status."""
         return {icid: (v[0] or b"").decode()
                 for icid, v in self._by_id(every(keys.issued_coupon), "status").items()}
+
+    def floors(self) -> dict[int, dict[str, int]]:
+        """Every user's floors (settle.lua): kind ('o', 'h', 'c') to the highest id that
+        Redis dropped, by user."""
+        found: dict[int, dict[str, int]] = {}
+        for key in scan(self.client, every(keys.floor)):
+            raw: dict[bytes, bytes] = self.client.hgetall(key)  # type: ignore[assignment]
+            found[int(key.rsplit(b":", 1)[1])] = {k.decode(): int(v) for k, v in raw.items()}
+        return found
 
     def order_statuses(self) -> dict[int, str]:
         """Every order's status."""

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from datetime import datetime
-from typing import cast
+from typing import Any, cast
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
@@ -70,10 +70,25 @@ class Balances:
         query = sa.select(USERS.c.id, USERS.c.balance, USERS.c.version)
         return (BalanceRow(*row) for row in stream(self.conn, query))
 
-    def history(self) -> Iterator[HistoryRow]:
-        """Every history line, by user then id."""
-        query = sa.select(*HISTORY.c).order_by(HISTORY.c.user_id, HISTORY.c.id)
+    def history(self, since: datetime | None = None) -> Iterator[HistoryRow]:
+        """Every history line, by user then id; with ``since``, only the lines above each
+        user's floor (:meth:`history_floors`): Redis' recent tail."""
+        query = sa.select(*HISTORY.c)
+        if since is not None:
+            floors = self._floors(since).subquery()
+            query = query.outerjoin(floors, floors.c.user_id == HISTORY.c.user_id).where(
+                HISTORY.c.id > sa.func.coalesce(floors.c.top, 0))
+        query = query.order_by(HISTORY.c.user_id, HISTORY.c.id)
         return (HistoryRow(*row) for row in stream(self.conn, query))
+
+    def history_floors(self, since: datetime) -> dict[int, int]:
+        """Each user's newest history line written before ``since``, by user."""
+        return {int(user): int(top) for user, top in stream(self.conn, self._floors(since))}
+
+    @staticmethod
+    def _floors(since: datetime) -> sa.Select[Any]:
+        return (sa.select(HISTORY.c.user_id, sa.func.max(HISTORY.c.id).label("top"))
+                .where(HISTORY.c.created_at < since).group_by(HISTORY.c.user_id))
 
     def count(self) -> int:
         """How many users have a balance."""

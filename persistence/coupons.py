@@ -72,6 +72,7 @@ class HeldCoupon(Row):
     name: str
     discount_type: str
     discount_value: int
+    version: int  # the outbox entry of its last change (ms * 1,000,000 + seq)
 
 
 class IssueMismatch(Row):
@@ -134,7 +135,8 @@ class Coupons:
     def held(self) -> Iterator[HeldCoupon]:
         """Every issued coupon with its coupon's name and discount, by id."""
         query = (sa.select(*(ISSUED.c[f] for f in IssuedRow.__struct_fields__ if f != "version"),
-                           COUPONS.c.name, COUPONS.c.discount_type, COUPONS.c.discount_value)
+                           COUPONS.c.name, COUPONS.c.discount_type, COUPONS.c.discount_value,
+                           ISSUED.c.version)
                  .select_from(ISSUED.join(COUPONS, COUPONS.c.id == ISSUED.c.coupon_id))
                  .order_by(ISSUED.c.id))
         return (HeldCoupon(*row) for row in stream(self.conn, query))
@@ -169,6 +171,11 @@ class Coupons:
                  .group_by(ISSUED.c.coupon_id, ISSUED.c.user_id)
                  .having(sa.func.count() > 1).order_by(ISSUED.c.coupon_id, ISSUED.c.user_id))
         return [DoubleIssue(*row) for row in self.conn.execute(query)]
+
+    def owners(self) -> dict[int, int]:
+        """Every issued coupon's user, by id."""
+        return {int(i): int(u) for i, u in self.conn.execute(sa.select(ISSUED.c.id,
+                                                                         ISSUED.c.user_id))}
 
     def statuses(self) -> dict[int, str]:
         """Every issued coupon's stored status."""

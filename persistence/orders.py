@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 from datetime import datetime
 from itertools import groupby
-from typing import cast
+from typing import Any, cast
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
@@ -102,16 +102,37 @@ class Orders:
                                       PAYMENTS.c.status == "COMPLETED")
             .values(status="CANCELLED", cancelled_at=new.c.cancelled_at))
 
-    def all(self) -> Iterator[FullOrder]:
-        """Every order with its lines, by id."""
+    def all(self, since: datetime | None = None) -> Iterator[FullOrder]:
+        """Every order with its lines, by id; with ``since``, only the orders above each
+        user's floor (:meth:`floors`): Redis' recent tail."""
         query = (sa.select(*ORDERS.c, *LINES.c)
-                 .select_from(ORDERS.join(LINES, LINES.c.order_id == ORDERS.c.id))
-                 .order_by(ORDERS.c.id, LINES.c.position))
+                 .select_from(ORDERS.join(LINES, LINES.c.order_id == ORDERS.c.id)))
+        if since is not None:
+            floors = self._floors(since).subquery()
+            query = query.outerjoin(floors, floors.c.user_id == ORDERS.c.user_id).where(
+                ORDERS.c.id > sa.func.coalesce(floors.c.top, 0))
+        query = query.order_by(ORDERS.c.id, LINES.c.position)
         width = len(ORDERS.c)
         for _, rows in groupby(stream(self.conn, query), key=lambda row: row[0]):
             group = list(rows)
             head = OrderRow(*group[0][:width])
             yield FullOrder(head, [LineRow(*row[width:]) for row in group])
+
+    def floors(self, since: datetime) -> dict[int, int]:
+        """Each user's newest order whose last change (paid, or cancelled) came before
+        ``since``, by user: Redis holds every order of the user's above it after a rebuild."""
+        return {int(user): int(top) for user, top in stream(self.conn, self._floors(since))}
+
+    @staticmethod
+    def _floors(since: datetime) -> sa.Select[Any]:
+        changed = sa.func.coalesce(ORDERS.c.cancelled_at, ORDERS.c.created_at)
+        return (sa.select(ORDERS.c.user_id, sa.func.max(ORDERS.c.id).label("top"))
+                .where(changed < since).group_by(ORDERS.c.user_id))
+
+    def owners(self) -> dict[int, int]:
+        """Every order's user, by id."""
+        query = sa.select(ORDERS.c.id, ORDERS.c.user_id)
+        return {int(oid): int(user) for oid, user in stream(self.conn, query)}
 
     def statuses(self) -> dict[int, str]:
         """Every order's status, by id."""

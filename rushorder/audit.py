@@ -125,13 +125,26 @@ def redis_side(snap: Snapshot, coupons: Mapping[int, tuple[int, int, int]]) -> S
                 snap.order_statuses(), snap.issued_statuses())
 
 
-def postgres_side(conn: Connection) -> Side:
-    """Postgres' values."""
-    coupons = Coupons(conn)
+def postgres_side(conn: Connection, redis_values: Side,
+                  floors: Mapping[int, Mapping[str, int]]) -> Side:
+    """Postgres' values, of orders and issued coupons only those Redis must hold: the ones
+    above their user's floor (or held anyway); below it, Redis settled them."""
+    coupons, orders = Coupons(conn), Orders(conn)
     return Side({u.id: u.balance for u in Balances(conn).all()},
                 {p.id: p.stock for p in Catalog(conn).all()},
-                {c.id: c.remaining for c in coupons.all()}, Orders(conn).statuses(),
-                coupons.statuses())
+                {c.id: c.remaining for c in coupons.all()},
+                unsettled(orders.statuses(), orders.owners(), floors, "o", redis_values.orders),
+                unsettled(coupons.statuses(), coupons.owners(), floors, "c",
+                          redis_values.issued))
+
+
+def unsettled(values: Mapping[int, str], owners: Mapping[int, int],
+              floors: Mapping[int, Mapping[str, int]], kind: str,
+              held: Mapping[int, str]) -> dict[int, str]:
+    """``values`` without those Redis settled: at or below their owner's floor of ``kind``
+    and not held by Redis (an order brought back to be cancelled is held again)."""
+    return {i: v for i, v in values.items()
+            if i in held or i > floors.get(owners.get(i, 0), {}).get(kind, 0)}
 
 
 def comparisons(redis_values: Side, postgres: Side, progress: Progress) -> list[Check]:
@@ -194,8 +207,9 @@ def run_audit(client: redis.Redis, conn: Connection, progress: Progress,
     snap = Snapshot(client)
     redis_coupons = snap.coupons()
     redis_values = redis_side(snap, redis_coupons)
+    floors = snap.floors()
     progress.stage("reading postgres")
-    postgres = postgres_side(conn)
+    postgres = postgres_side(conn, redis_values, floors)
     compared = comparisons(redis_values, postgres, progress)
     progress.stage("checking the ledgers")
     return Report([marked, drain, *compared, *ledgers(conn, postgres, redis_coupons)])

@@ -1,10 +1,13 @@
 """``rushorder rebuild``: load Redis from Postgres, the durable copy, after Redis lost its data.
 
-Everything the engine answers from comes back: balances and history, products with stock,
-coupons with remaining units and holders, issued coupons with status, orders (their JSON
-answers and each user's index), the sales hour buckets of the top-5 window, and the id
-counters, so new ids never collide with old ones. Carts and idempotency records are not
-in Postgres and are lost. Postgres is read in one REPEATABLE READ snapshot.
+What the engine decides on comes back whole: balances, products with stock, coupons with
+remaining units and holders, usable issued coupons, the sales hour buckets of the top-5
+window and the id counters (so new ids never collide with old ones). Of orders, history
+lines and used coupons only the recent tail comes back, what changed within the retention
+(``RUSHORDER_REDIS_RETENTION_S``); the rest stays in Postgres below each user's floor,
+exactly as settle.lua would have left it, and reads find it there. Carts and idempotency
+records are not in Postgres and are lost. Postgres is read in one REPEATABLE READ
+snapshot.
 
 Whether to rebuild is decided on the live-state marker (``engine/state.py``): a Redis
 without it is rebuilt (on an empty database that is the first start, which makes the
@@ -17,6 +20,7 @@ from __future__ import annotations
 
 import sys
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import cast
 
 import redis
@@ -36,7 +40,7 @@ from engine.models import (
     Product,
 )
 from engine.outbox import GROUPS, Outbox
-from engine.restore import Restorer, clear_state, holds_state
+from engine.restore import HOUR_MS, Restorer, clear_state, holds_state
 from persistence.balances import Balances, HistoryRow
 from persistence.catalog import Catalog, ProductRow
 from persistence.coupons import CouponRow, Coupons, HeldCoupon
@@ -120,13 +124,17 @@ def order(full: FullOrder) -> Order:
 # -- the rebuild ---------------------------------------------------------------------------
 
 
-def load(conn: Connection, restorer: Restorer, now_hour: int, window_hours: int) -> Loaded:
+def load(conn: Connection, restorer: Restorer, now_ms: int, window_hours: int,
+         retention_s: float) -> Loaded:
     """Queue every write of a rebuild from Postgres, with progress on stderr; what was
-    loaded."""
+    loaded. Orders, history lines and used coupons of more than ``retention_s`` ago stay in
+    Postgres only, below their users' floors, as settle.lua would have left them."""
+    since = datetime.fromtimestamp(now_ms / 1000 - retention_s, UTC)
     with Progress("rebuild") as progress:
         progress.stage("counting rows in postgres")
         progress.stage("rows from postgres into redis", total=rows_to_load(conn), unit="rows")
-        return queue_writes(conn, restorer, now_hour, window_hours, Loaded(progress=progress))
+        return queue_writes(conn, restorer, now_ms // HOUR_MS, window_hours, since,
+                            Loaded(progress=progress))
 
 
 def rows_to_load(conn: Connection) -> int:
@@ -137,13 +145,14 @@ def rows_to_load(conn: Connection) -> int:
 
 
 def queue_writes(conn: Connection, restorer: Restorer, now_hour: int, window_hours: int,
-                 loaded: Loaded) -> Loaded:
+                 since: datetime, loaded: Loaded) -> Loaded:
     """Queue every write of a rebuild from Postgres, counting into ``loaded``."""
     balances, catalog, coupons, orders = Balances(conn), Catalog(conn), Coupons(conn), Orders(conn)
     for user in balances.all():
         restorer.balance(user.id, user.balance)
         loaded.add("balances")
-    for line in balances.history():
+    restorer.floors("h", balances.history_floors(since))
+    for line in balances.history(since):
         restorer.history_line(line.user_id, history_line(line))
         loaded.add("history lines")
     for row in catalog.all():
@@ -152,10 +161,16 @@ def queue_writes(conn: Connection, restorer: Restorer, now_hour: int, window_hou
     for crow in coupons.all():
         restorer.coupon(coupon(crow))
         loaded.add("coupons")
+    coupon_floors: dict[int, int] = {}
     for held in coupons.held():
-        restorer.issued_coupon(issued_coupon(held))
+        whole = in_tail(held, since)
+        restorer.issued_coupon(issued_coupon(held), whole)
+        if not whole:
+            coupon_floors[held.user_id] = held.id  # by id: the last is the highest
         loaded.add("issued coupons")
-    for full in orders.all():
+    restorer.floors("c", coupon_floors)
+    restorer.floors("o", orders.floors(since))
+    for full in orders.all(since):
         restorer.order(order(full))
         loaded.add("orders")
     first_hour = now_hour - window_hours + 1
@@ -166,6 +181,12 @@ def queue_writes(conn: Connection, restorer: Restorer, now_hour: int, window_hou
                        "coupon": last_coupon, "icoupon": last_issued, "order": orders.last_id()})
     restorer.outbox(GROUPS, AppliedEntries(conn).last())
     return loaded
+
+
+def in_tail(held: HeldCoupon, since: datetime) -> bool:
+    """An issued coupon Redis holds: usable, or changed since ``since``."""
+    usable = held.status == "AVAILABLE" and held.expires_at > datetime.now(UTC)
+    return usable or held.version // 1_000_000 >= since.timestamp() * 1000
 
 
 def check_outbox(client: redis.Redis) -> None:
@@ -215,11 +236,12 @@ def rebuild(settings: Settings, force: bool = False, if_needed: bool = False) ->
             print(f"rebuild refused: {exc}", file=sys.stderr)
             return 1
         cleared = clear_state(client)
-        now_hour = int(client.time()[0]) // 3600  # Redis' clock, as the scripts use
+        seconds, micros = client.time()  # Redis' clock, as the scripts use
         restorer = Restorer(client)
         with db.connect() as conn, conn.execution_options(
                 isolation_level="REPEATABLE READ", postgresql_readonly=True).begin():
-            loaded = load(conn, restorer, now_hour, settings.top_window_hours)
+            loaded = load(conn, restorer, int(seconds) * 1000 + int(micros) // 1000,
+                          settings.top_window_hours, settings.redis_retention_s)
         restorer.flush()
         made = state.mark(client, "a rebuild from Postgres" if loaded.counts
                           else "a first start on an empty database")

@@ -44,6 +44,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     # How long Redis keeps an order, history line or used coupon once Postgres has it
     # (engine/settle.py): reads of the recent tail never need Postgres.
     redis_retention_s: float = 600.0
+    # /health/ready fails at or above this much Redis memory (0: never), so a load
+    # balancer stops sending orders before Redis refuses them (noeviction).
+    redis_memory_high_water_mb: int = 4096
 
     # HTTP API.
     http_host: str = "127.0.0.1"

@@ -37,7 +37,8 @@ async def test_live(client: httpx.AsyncClient) -> None:
 async def test_ready_checks_redis_scripts_and_postgres(client: httpx.AsyncClient) -> None:
     resp = await client.get("/health/ready")
     assert resp.status_code == 200, resp.text
-    assert resp.json() == {"status": "ready", "checks": {"redis": "ok", "postgres": "ok"}}
+    assert resp.json() == {"status": "ready", "checks": {"redis": "ok", "postgres": "ok",
+                                                         "redis_memory": "ok"}}
 
 
 async def test_ready_reloads_scripts_a_restarted_redis_lost(
@@ -75,7 +76,8 @@ async def test_ready_without_a_database_url_checks_redis_only(
     async for url in serve_app(create_app(api_settings.replace(database_url=None))):
         async with httpx.AsyncClient(base_url=url) as http:
             resp = await http.get("/health/ready")
-    assert resp.json()["checks"] == {"redis": "ok", "postgres": "not configured"}
+    assert resp.json()["checks"] == {"redis": "ok", "postgres": "not configured",
+                                     "redis_memory": "ok"}
 
 
 SAMPLE = re.compile(r"^(?P<name>\w+)(?:\{(?P<labels>.*)\})? (?P<value>\S+)$")
@@ -171,3 +173,42 @@ def test_the_worker_factory_freezes_the_app_and_spaces_the_collector(monkeypatch
     finally:
         gc.unfreeze()
         gc.set_threshold(*before)
+
+
+async def test_redis_memory_over_the_high_water_mark_is_not_ready_and_says_why(
+    serve_app, api_settings: Settings
+) -> None:
+    async for url in serve_app(create_app(api_settings.replace(redis_memory_high_water_mb=1))):
+        async with httpx.AsyncClient(base_url=url) as http:
+            doc = assert_problem(await http.get("/health/ready"), 503, "SERVICE_UNAVAILABLE",
+                                 names="high-water mark of 1 MB")
+            assert doc["context"]["redis"] == "ok"
+            assert "RUSHORDER_REDIS_MEMORY_HIGH_WATER_MB" in doc["context"]["redis_memory"]
+            scraped = (await http.get("/metrics")).text
+    assert "rushorder_redis_memory_high_water_bytes 1048576" in scraped
+
+
+async def test_metrics_show_redis_memory_and_each_groups_backlog_and_oldest_age(
+    client: httpx.AsyncClient, api_redis_url: str, funded_user
+) -> None:
+    import redis
+
+    with redis.Redis.from_url(api_redis_url) as r:
+        for group in ("postgres", "platform"):
+            try:
+                r.xgroup_create("{ro}:outbox", group, id="0", mkstream=True)
+            except redis.ResponseError:
+                pass  # already there
+        await funded_user(1_000)  # an event nobody acknowledges here
+        backlog = {g: int(i["pending"]) + int(i["lag"] or 0)
+                   for g, i in ((i["name"].decode(), i) for i in r.xinfo_groups("{ro}:outbox"))}
+        scraped = (await client.get("/metrics")).text
+    used = re.search(r"^rushorder_redis_used_memory_bytes (\d+)$", scraped, re.M)
+    assert used and int(used.group(1)) > 100_000
+    for group in ("postgres", "platform"):
+        shown = re.search(rf'^rushorder_outbox_backlog{{group="{group}"}} (\d+)$', scraped, re.M)
+        assert shown and int(shown.group(1)) >= backlog[group] > 0
+        age = re.search(rf'^rushorder_outbox_oldest_unacked_age_seconds{{group="{group}"}} '
+                        r"([\d.]+)$", scraped, re.M)
+        assert age and float(age.group(1)) > 0
+    assert re.search(r"^rushorder_outbox_length \d+$", scraped, re.M)

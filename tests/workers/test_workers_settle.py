@@ -19,6 +19,9 @@ from engine.errors import EngineUnavailable, OrderNotCancellable, OrderNotFound
 from engine.models import Coupon, Page, Product
 from engine.settle import Settled, Settler
 from persistence.archive import PostgresArchive
+from rushorder.audit import audit
+from rushorder.rebuild import rebuild
+from rushorder.settings import Settings
 
 RETENTION_S = 1.0
 T = TypeVar("T")
@@ -237,3 +240,29 @@ async def test_another_users_settled_order_is_not_found_and_not_brought_back(
             await call
     assert not r.exists(keys.order(placed.id))
     assert (await engine.order(owner, placed.id)) == placed
+
+
+async def test_a_rebuild_loads_the_working_set_and_the_tail_and_answers_as_before(
+    engine: Engine, r: redis.Redis, wsettings: Settings, settle: Callable[[], Settled],
+    drain: Callable[..., int], capsys: pytest.CaptureFixture[str],
+    products: Callable[..., Awaitable[list[Product]]], coupon: Callable[..., Awaitable[Coupon]],
+) -> None:
+    items = await products(4, stock=500)
+    coupons = [await coupon(quantity=20, kind="PERCENT", value=10), await coupon(quantity=20)]
+    users = await busy_day(engine, items, coupons)
+    settle()
+    time.sleep(1.0)  # the day is over 2 s old
+    tail = await engine.place_order(users[0], [(items[0].id, 1)])  # newer than the retention
+    before = await answers(engine, users, items, coupons)
+    drain()
+
+    r.flushdb()  # Redis lost everything
+    retention = time.time() - tail.created_at.timestamp() + 1.0  # the tail, not the day
+    assert rebuild(wsettings.replace(redis_retention_s=retention)) == 0
+    assert order_keys(r) == [keys.order(tail.id).encode()]  # only the tail came back
+    assert await answers(engine, users, items, coupons) == before
+    assert audit(wsettings, wait_s=5) == 0, capsys.readouterr().out
+
+    r.hdel(keys.floor(users[1]), "o")  # Redis forgets that it settled a user's orders
+    assert audit(wsettings, wait_s=5) == 1
+    assert "order statuses agree" in capsys.readouterr().out

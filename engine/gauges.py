@@ -1,0 +1,81 @@
+"""How full Redis is and how far behind the write-behind runs: for /metrics and readiness.
+
+Read on demand (a scrape, a readiness probe), in one pipelined round trip plus one per
+consumer group: Redis' memory, the outbox's length, and per consumer group the events not
+yet acknowledged and the age of the oldest of them (the one that has waited longest,
+delivered or not: the lag an operator cares about).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import msgspec
+
+from engine import keys
+from engine.connection import Connection, ReplyError
+
+MB = 1024 * 1024
+
+
+class Group(msgspec.Struct, frozen=True, kw_only=True):
+    """One consumer group of the outbox."""
+
+    backlog: int  # delivered and not acknowledged, plus never delivered
+    oldest_age_s: float  # how long the oldest of those has waited (0 when none)
+
+
+class Gauges(msgspec.Struct, frozen=True, kw_only=True):
+    """Redis' memory and the outbox's state, read now."""
+
+    used_memory: int
+    maxmemory: int
+    outbox_length: int
+    groups: dict[str, Group]
+
+
+def _info(raw: bytes) -> dict[str, str]:
+    return dict(line.split(":", 1) for line in raw.decode().splitlines() if ":" in line)
+
+
+def _pairs(flat: list[Any]) -> dict[str, Any]:
+    return {flat[i].decode(): flat[i + 1] for i in range(0, len(flat), 2)}
+
+
+def _ms(entry: bytes) -> int:
+    return int(entry.split(b"-", 1)[0])
+
+
+async def _groups(conn: Connection) -> list[dict[str, Any]]:
+    try:
+        return [_pairs(group) for group in await conn.execute("XINFO", "GROUPS", keys.OUTBOX)]
+    except ReplyError:  # no outbox yet (or any more): nothing waits
+        return []
+
+
+async def _oldest_ms(conn: Connection, group: dict[str, Any]) -> int | None:
+    """The stream time of the group's oldest unacknowledged entry, if any."""
+    if int(group["pending"]):
+        summary = await conn.execute("XPENDING", keys.OUTBOX, group["name"])
+        return _ms(summary[1])
+    after = b"(" + group["last-delivered-id"]
+    first = await conn.execute("XRANGE", keys.OUTBOX, after, "+", "COUNT", 1)
+    return _ms(first[0][0]) if first else None
+
+
+async def read(conn: Connection) -> Gauges:
+    """The gauges, now."""
+    info, length, groups, now = await asyncio.gather(
+        conn.execute("INFO", "memory"), conn.execute("XLEN", keys.OUTBOX), _groups(conn),
+        conn.execute("TIME"))
+    now_ms = int(now[0]) * 1000 + int(now[1]) // 1000
+    oldest = await asyncio.gather(*(_oldest_ms(conn, group) for group in groups))
+    memory = _info(info)
+    return Gauges(
+        used_memory=int(memory["used_memory"]), maxmemory=int(memory.get("maxmemory", 0)),
+        outbox_length=int(length),
+        groups={group["name"].decode(): Group(
+            backlog=int(group["pending"]) + int(group.get("lag") or 0),
+            oldest_age_s=max(0, now_ms - at) / 1000 if at is not None else 0.0)
+            for group, at in zip(groups, oldest, strict=True)})
