@@ -1,0 +1,205 @@
+"""Does Redis' memory stay flat under a long sale? Orders through the engine, the whole
+write-behind running (the outbox workers and the mock platform, as ``make up`` runs them),
+Redis' ``used_memory`` printed every ``--step`` orders.
+
+Private Redis and Postgres (as ``make up`` runs them), ``--users`` users and ``--products``
+products with stock for the whole run; orders of 1 to 3 lines at ``--rate`` orders/s (kept
+under what one Postgres writer applies, so that the writer's lag stays short), without
+Idempotency-Keys (their 24 h records are measured on their own, at the end). Redis keeps
+a settled order for ``--retention`` seconds (RUSHORDER_REDIS_RETENTION_S), then drops it.
+
+Reported: used_memory per step and its growth; after the last step, once the outbox has
+drained and the retention passed, the bytes per settled order left in Redis (memory now
+minus memory before the first order, over the orders); the bytes of an idempotency
+record; and read latencies of settled orders and history from Postgres (p50, p99).
+
+    python load/bench_memory.py [--orders 1000000] [--step 100000] [--rate 4000]
+                                [--retention 30]
+
+``make bench`` runs it with --orders 60000 --step 20000 (about a minute).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import random
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import redis
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from engine import Engine, Idempotency, keys, state  # noqa: E402
+from engine.outbox import GROUPS, Outbox  # noqa: E402
+from persistence.archive import PostgresArchive  # noqa: E402
+from persistence.migrate import upgrade  # noqa: E402
+from rushorder.servers import PostgresServer, RedisServer, free_port  # noqa: E402
+from rushorder.settings import Settings  # noqa: E402
+
+MB = 1024 * 1024
+
+
+def child(settings: Settings, log: Path, *args: str) -> subprocess.Popen[bytes]:
+    """``rushorder <args>`` with the settings in its environment."""
+    env = {**os.environ, "PYTHONPATH": str(REPO), **{
+        f"RUSHORDER_{k.upper()}": str(getattr(settings, k))
+        for k in settings.__struct_fields__ if getattr(settings, k) is not None}}
+    with log.open("ab") as out:
+        return subprocess.Popen([sys.executable, "-m", "rushorder.cli", *args], env=env,
+                                cwd=REPO, stdout=out, stderr=subprocess.STDOUT)
+
+
+def used(client: redis.Redis) -> int:
+    """Redis' used_memory, bytes."""
+    return int(client.info("memory")["used_memory"])
+
+
+def backlog(client: redis.Redis) -> int:
+    """What some consumer group has not acknowledged yet (the larger of the two)."""
+    return max(Outbox(client, group, "bench").backlog() for group in GROUPS)
+
+
+async def place(engine: Engine, users: int, products: list[int], n: int, rate: int,
+                rng: random.Random) -> None:
+    """``n`` orders at ``rate`` orders/s."""
+    pending: set[asyncio.Task[object]] = set()
+    started, placed = time.monotonic(), 0
+    while placed < n:
+        due = min(n, int((time.monotonic() - started) * rate)) - placed
+        for _ in range(due):
+            lines = rng.sample(products, rng.randint(1, 3))
+            task = asyncio.ensure_future(engine.place_order(
+                rng.randint(1, users), [(p, rng.randint(1, 2)) for p in lines]))
+            pending.add(task)
+            task.add_done_callback(pending.discard)
+        placed += due
+        await asyncio.sleep(0.005)
+    await asyncio.gather(*pending)
+
+
+async def settled_all(client: redis.Redis, retention_s: float) -> None:
+    """Wait until the outbox has drained, then the retention and a maintenance pass of the
+    writer (every 5 s), then until no settle record is due."""
+    while backlog(client):
+        await asyncio.sleep(0.5)
+    await asyncio.sleep(retention_s + 6)
+    while client.llen(keys.SETTLE) > 1:
+        await asyncio.sleep(1)
+
+
+def pct(values: list[float], p: float) -> float:
+    """The p-th percentile (nearest rank)."""
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(p / 100 * len(ordered)))]
+
+
+async def reads(engine: Engine, users: int, rng: random.Random, n: int = 300) -> str:
+    """Latencies of reads that go to Postgres: settled orders (lists, one order) and history."""
+    lists, singles, history = [], [], []
+    for _ in range(n):
+        user = rng.randint(1, users)
+        t0 = time.perf_counter()
+        page = await engine.orders(user, limit=20)
+        t1 = time.perf_counter()
+        await engine.history(user, limit=20)
+        t2 = time.perf_counter()
+        lists.append(t1 - t0)
+        history.append(t2 - t1)
+        if page.items:
+            t3 = time.perf_counter()
+            await engine.order(user, page.items[-1].id)
+            singles.append(time.perf_counter() - t3)
+    return "; ".join(f"{name} p50 {pct(v, 50) * 1000:.2f} ms p99 {pct(v, 99) * 1000:.2f} ms"
+                     for name, v in (("GET /orders", lists), ("GET /orders/{id}", singles),
+                                     ("GET /balance/history", history)) if v)
+
+
+async def idempotency_bytes(engine: Engine, client: redis.Redis, product: int) -> int:
+    """What one idempotency record of an order costs in Redis."""
+    order = await engine.place_order(1, [(product, 1)], idem=Idempotency("bench-key", "fp"))
+    record = keys.idempotency(1, "bench-key")
+    assert order.id and client.exists(record)
+    return int(client.memory_usage(record) or 0)
+
+
+async def bench(args: argparse.Namespace, root: Path) -> None:
+    redis_server = RedisServer(root / "redis", free_port()).start()
+    postgres = PostgresServer(root / "pg", free_port()).start()
+    procs: list[subprocess.Popen[bytes]] = []
+    try:
+        upgrade(postgres.url)
+        settings = Settings(redis_url=redis_server.url, database_url=postgres.url,
+                            platform_port=free_port(), redis_retention_s=args.retention,
+                            log_level="WARNING")
+        client = redis.Redis.from_url(redis_server.url)
+        state.mark(client, "bench_memory")
+        Outbox(client, GROUPS[0], "bench").create_groups()
+        engine = Engine(redis_server.url, archive=PostgresArchive(postgres.url))
+        await engine.load()
+        products = [(await engine.create_product(f"p{i}", 100 + i, 10**9)).id
+                    for i in range(args.products)]
+        for start in range(1, args.users + 1, 1000):
+            await asyncio.gather(*(engine.charge(u, 1_000_000)
+                                   for u in range(start, min(args.users + 1, start + 1000))))
+        procs = [child(settings, root / "platform.log", "platform"),
+                 child(settings, root / "worker.log", "worker")]
+        await settled_all(client, args.retention)  # the setup's history lines too
+        base = used(client)
+        print(f"setup: {args.users} users, {args.products} products; used_memory "
+              f"{base / MB:.1f} MB; retention {args.retention:g} s, {args.rate} orders/s; "
+              f"logs in {root}", flush=True)
+        rng, steps, start = random.Random(7), [], time.monotonic()
+        for done in range(args.step, args.orders + 1, args.step):
+            await place(engine, args.users, products, args.step, args.rate, rng)
+            steps.append(used(client))
+            growth = "" if len(steps) < 2 else f" ({(steps[-1] / steps[-2] - 1) * 100:+.1f}%)"
+            print(f"{done:>9,} orders at {time.monotonic() - start:6.0f} s: used_memory "
+                  f"{steps[-1] / MB:7.1f} MB{growth}; outbox backlog {backlog(client):,}",
+                  flush=True)
+        await settled_all(client, args.retention)
+        settled = used(client)
+        left = client.llen(keys.SETTLE)
+        print(f"drained and settled: used_memory {settled / MB:.1f} MB; "
+              f"{(settled - base) / args.orders:.1f} bytes per settled order left in Redis "
+              f"(idempotency records excluded); {left} settle records waiting", flush=True)
+        print(f"an order's idempotency record: "
+              f"{await idempotency_bytes(engine, client, products[0])} bytes (24 h)")
+        print(f"reads from Postgres: {await reads(engine, args.users, rng)}")
+        await engine.close()
+        await engine.archive.close()
+    finally:
+        for proc in procs:
+            proc.terminate()
+        for proc in procs:
+            proc.wait(30)
+        postgres.stop()
+        redis_server.stop()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--orders", type=int, default=60_000)
+    parser.add_argument("--step", type=int, default=20_000)
+    parser.add_argument("--rate", type=int, default=4_000, help="orders/s")
+    parser.add_argument("--retention", type=float, default=10.0,
+                        help="RUSHORDER_REDIS_RETENTION_S of the run, seconds")
+    parser.add_argument("--users", type=int, default=10_000)
+    parser.add_argument("--products", type=int, default=100)
+    args = parser.parse_args()
+    root = Path(tempfile.mkdtemp(prefix="rushorder-memory-"))
+    try:
+        asyncio.run(bench(args, root))
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
