@@ -14,6 +14,12 @@ one per worker process): they take turns through a Postgres session advisory loc
   everything and removes itself from the group, so the next one need not wait.
 * Every batch claims its entry ids in ``outbox_applied`` in the same transaction: an entry
   applied twice (a crash between COMMIT and XACK) changes nothing the second time.
+* A batch is first written as new (:func:`apply_new`): the claim and every write in one
+  pipeline (one round trip), with plain INSERTs. Should an entry have been applied before,
+  its claim raises a unique violation, the transaction rolls back, and the batch is written
+  again the careful way (:func:`apply_batch`): claim first, project only the entries that
+  were new, and keep any row already there (ON CONFLICT DO NOTHING), so that no row
+  Postgres holds can refuse an event the engine committed.
 """
 
 from __future__ import annotations
@@ -55,10 +61,11 @@ STANDBY_S = 0.5  # how often a writer without the lock tries again
 MAINTAIN_EVERY_S = 5.0  # trim the stream, prune applied entries, pick up stragglers
 
 
-def write(conn: Connection, changes: Changes) -> None:
-    """Write a batch's row sets: parents before the rows that refer to them."""
-    balances, catalog, coupons = Balances(conn), Catalog(conn), Coupons(conn)
-    orders = Orders(conn)
+def write(conn: Connection, changes: Changes, *, fresh: bool = False) -> None:
+    """Write a batch's row sets: parents before the rows that refer to them. ``fresh``: every
+    row comes from an entry claimed as new in this transaction (plain INSERTs)."""
+    balances, catalog = Balances(conn, fresh=fresh), Catalog(conn, fresh=fresh)
+    coupons, orders = Coupons(conn, fresh=fresh), Orders(conn, fresh=fresh)
     balances.set(list(changes.balances.values()))
     balances.add_history(changes.history)
     catalog.add(changes.products)
@@ -70,8 +77,18 @@ def write(conn: Connection, changes: Changes) -> None:
     coupons.lower_remaining(changes.remaining_rows())
     coupons.issue(changes.issued)
     coupons.set_states(list(changes.issued_states.values()))
-    orders.add(changes.orders, changes.lines, changes.payments)
+    orders.add(changes.orders, changes.lines)
     orders.cancel(changes.cancels)
+
+
+def apply_new(conn: Connection, events: Sequence[tuple[int, AnyEvent]], changes: Changes) -> int:
+    """Apply entries none of which was applied before, in the caller's transaction, in one
+    round trip; how many (all). Raises ``psycopg.errors.UniqueViolation`` if one was: the
+    caller then rolls back and uses :func:`apply_batch`."""
+    with pipelined(conn):
+        AppliedEntries(conn).claim_new([entry for entry, _ in events])
+        write(conn, changes, fresh=True)
+    return len(events)
 
 
 def apply_batch(
@@ -226,8 +243,14 @@ class PostgresWriter:
 
     def _write(self, conn: Connection, batch: Batch) -> None:
         """One batch, one transaction, then XACK."""
-        with conn.begin():
-            self.applied += apply_batch(conn, batch.events, batch.changes)
+        try:
+            with conn.begin():
+                self.applied += apply_new(conn, batch.events, batch.changes)
+        except psycopg.errors.UniqueViolation:
+            log.info("postgres writer: %d entries from %s include some applied before; "
+                     "applying the rest", len(batch.entries), batch.entries[0].id)
+            with conn.begin():
+                self.applied += apply_batch(conn, batch.events)
         self._window.add(batch.entries)
         self.outbox.ack([e.id for e in batch.entries])
 
