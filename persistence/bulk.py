@@ -33,16 +33,31 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.postgresql.psycopg import PGDialect_psycopg
 from sqlalchemy.engine import Connection
 from sqlalchemy.sql.elements import ClauseElement
-from sqlalchemy.sql.selectable import TableValuedAlias
 from sqlalchemy.types import TypeEngine
 
 ROWS = "rows"  # the bind parameter that carries a statement's rows as JSON
 _ENCODER = msgspec.json.Encoder()
 _DIALECT = PGDialect_psycopg()
+_KEYS: dict[str, str] = {}  # field name -> its short JSON key, the same in every Row
 
 
-class Row(msgspec.Struct, gc=False):
-    """Base of every row a repository writes or reads: positional, and light (no GC)."""
+def _short_key(field: str) -> str:
+    """A short JSON key per field name (``a``, ``b``, ... ``ba``): Postgres lexes every key of
+    every row, and the names were more than half of the bytes."""
+    if field not in _KEYS:
+        n, key = len(_KEYS), ""
+        while True:
+            n, digit = divmod(n, 26)
+            key = chr(ord("a") + digit) + key
+            if not n:
+                break
+        _KEYS[field] = key
+    return _KEYS[field]
+
+
+class Row(msgspec.Struct, gc=False, rename=_short_key):
+    """Base of every row a repository writes or reads: positional, and light (no GC); in
+    JSON each field has a short key (see :func:`relation`)."""
 
 
 def encode(rows: Sequence[Row]) -> str:
@@ -50,18 +65,19 @@ def encode(rows: Sequence[Row]) -> str:
     return _ENCODER.encode(rows).decode()
 
 
-def relation(
-    name: str, row: type[Row], types: Mapping[str, TypeEngine[Any]]
-) -> TableValuedAlias:
+def relation(name: str, row: type[Row], types: Mapping[str, TypeEngine[Any]]) -> sa.Subquery:
     """The ``rows`` parameter as a relation ``name(field, ...)`` of ``row``'s fields;
     ``types`` gives each field's SQL type."""
     data = sa.bindparam(ROWS, type_=sa.Text)
-    columns = [sa.column(field, types[field]) for field in row.__struct_fields__]
-    return (sa.func.json_to_recordset(sa.cast(data, pg.JSON)).table_valued(*columns)
-            .render_derived(name=name, with_types=True))
+    fields = zip(row.__struct_fields__, row.__struct_encode_fields__, strict=True)
+    columns = [sa.column(key, types[field]) for field, key in fields]
+    keyed = (sa.func.json_to_recordset(sa.cast(data, pg.JSON)).table_valued(*columns)
+             .render_derived(name=f"{name}_json", with_types=True))
+    return sa.select(*(keyed.c[key].label(field) for field, key in zip(
+        row.__struct_fields__, row.__struct_encode_fields__, strict=True))).subquery(name)
 
 
-def rows_of(table: sa.Table, row: type[Row]) -> TableValuedAlias:
+def rows_of(table: sa.Table, row: type[Row]) -> sa.Subquery:
     """The ``rows`` parameter as a relation typed like ``table``'s columns of the same names."""
     return relation(f"new_{table.name}", row, {c.name: c.type for c in table.columns})
 
