@@ -14,12 +14,12 @@ one per worker process): they take turns through a Postgres session advisory loc
   everything and removes itself from the group, so the next one need not wait.
 * Every batch claims its entry ids in ``outbox_applied`` in the same transaction: an entry
   applied twice (a crash between COMMIT and XACK) changes nothing the second time.
-* A batch is first written as new (:func:`apply_new`): the claim and every write in one
-  pipeline (one round trip), with plain INSERTs. Should an entry have been applied before,
-  its claim raises a unique violation, the transaction rolls back, and the batch is written
-  again the careful way (:func:`apply_batch`): claim first, project only the entries that
-  were new, and keep any row already there (ON CONFLICT DO NOTHING), so that no row
-  Postgres holds can refuse an event the engine committed.
+* A batch is first written as new (:func:`apply_new`): BEGIN, the claim, every write and
+  COMMIT in one pipeline (one round trip), with plain INSERTs. Should an entry have been
+  applied before, its claim raises a unique violation, the transaction rolls back, and the
+  batch is written again the careful way (:func:`apply_batch`): claim first, project only
+  the entries that were new, and keep any row already there (ON CONFLICT DO NOTHING), so
+  that no row Postgres holds can refuse an event the engine committed.
 """
 
 from __future__ import annotations
@@ -43,7 +43,7 @@ from engine.outbox import Entry, Outbox, entry_number
 from persistence.balances import Balances
 from persistence.catalog import Catalog
 from persistence.coupons import Coupons
-from persistence.database import pipelined
+from persistence.database import autocommit, pipelined, transaction
 from persistence.orders import Orders
 from persistence.outbox import AppliedEntries
 from persistence.sales import Sales
@@ -189,6 +189,7 @@ class PostgresWriter:
                 conn.rollback()
                 return False
             conn.commit()
+            conn = autocommit(conn)  # each batch is a transaction() of ours
             try:
                 self._take_over(conn, until, stop)
                 self._drain(conn, until, stop)
@@ -244,13 +245,14 @@ class PostgresWriter:
     def _write(self, conn: Connection, batch: Batch) -> None:
         """One batch, one transaction, then XACK."""
         try:
-            with conn.begin():
-                self.applied += apply_new(conn, batch.events, batch.changes)
+            with transaction(conn):
+                applied = apply_new(conn, batch.events, batch.changes)
         except psycopg.errors.UniqueViolation:
             log.info("postgres writer: %d entries from %s include some applied before; "
                      "applying the rest", len(batch.entries), batch.entries[0].id)
-            with conn.begin():
-                self.applied += apply_batch(conn, batch.events)
+            with transaction(conn):
+                applied = apply_batch(conn, batch.events)
+        self.applied += applied
         self._window.add(batch.entries)
         self.outbox.ack([e.id for e in batch.entries])
 
@@ -260,9 +262,8 @@ class PostgresWriter:
         if report := self._window.report():
             log.info("postgres writer: %s", report)
         floor = self.outbox.trim()
-        if floor is not None:
-            with conn.begin():
-                AppliedEntries(conn).prune(entry_number(floor))
+        if floor is not None:  # one statement: autocommitted
+            AppliedEntries(conn).prune(entry_number(floor))
         if stragglers := self.outbox.reclaim(self.reclaim_idle_ms, self.batch):
             # Only a writer that lost its lock without noticing can have read these.
             log.warning("postgres writer: %d entries read by a stale writer", len(stragglers))
@@ -272,4 +273,3 @@ class PostgresWriter:
         """A clean exit: everything acknowledged, so leave the group and free the lock."""
         self.outbox.leave()
         conn.execute(UNLOCK)
-        conn.commit()
