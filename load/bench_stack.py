@@ -22,7 +22,7 @@ outside the bench that used the CPU meanwhile are reported too: a figure measure
 others were busy is not this code's figure.
 
 Usage: python load/bench_stack.py [--seconds 8] [--rounds 1] [--connections 64]
-                                  [--api-workers 1] [--workers 1] [--keep-log]
+                                  [--api-workers 1] [--workers 1] [--repo DIR] [--keep-log]
 """
 
 from __future__ import annotations
@@ -74,6 +74,7 @@ class Stack:
     tmp: Path
     api_workers: int
     workers: int
+    repo: Path = ROOT  # the checkout whose code the stack runs
     ports: dict[str, int] = field(default_factory=lambda: {
         name: free_port() for name in ("HTTP", "REDIS", "PG", "PLATFORM")})
     proc: subprocess.Popen[bytes] | None = None
@@ -104,15 +105,17 @@ class Stack:
         env.update(RUSHORDER_DATA_DIR=str(self.tmp / "data"), RUSHORDER_JWT_SECRET=SECRET,
                    RUSHORDER_API_WORKERS=str(self.api_workers),
                    RUSHORDER_WORKERS=str(self.workers))
+        if self.repo != ROOT:  # children run `python -m rushorder.cli`: this comes first
+            env["PYTHONPATH"] = str(self.repo)
         return env
 
     def start(self) -> Stack:
         """Start ``rushorder up`` and wait until the API is ready."""
         script = Path(sys.executable).with_name("rushorder")
-        argv = [str(script), "up"] if script.exists() else [
+        argv = [str(script), "up"] if script.exists() and self.repo == ROOT else [
             sys.executable, "-m", "rushorder.cli", "up"]
         with self.log.open("wb") as out:
-            self.proc = subprocess.Popen(argv, env=self.env(), cwd=ROOT,
+            self.proc = subprocess.Popen(argv, env=self.env(), cwd=self.repo,
                                          stdin=subprocess.DEVNULL, stdout=out,
                                          stderr=subprocess.STDOUT)
         deadline = time.monotonic() + READY_TIMEOUT_S
@@ -324,7 +327,7 @@ def report(health: list[dict], orders: list[OrdersRound], rowlock: list[dict],
     print(f"\nwhole stack (rushorder up: API x{args.api_workers}, {args.workers} outbox "
           f"worker(s), mock platform, Redis, Postgres); {args.rounds} rounds x "
           f"{args.seconds}s, {args.connections} connections, wrk -t2 and pgbench -j2 on the "
-          "same box")
+          f"same box; code from {args.repo}")
     print(f"{'round':>5} {'health/s':>9} {'orders/s':>9} {'ratio':>6} {'rowlock':>8} "
           f"{'ord p99':>8} {'non-2xx':>7} {'in pg':>7} {'left pg/pf':>12} "
           f"{'drain pg/pf s':>14} {'others %':>8}")
@@ -396,6 +399,9 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--api-workers", type=int, default=1,
                         help="RUSHORDER_API_WORKERS (1: see load/bench_api.py)")
     parser.add_argument("--workers", type=int, default=1, help="RUSHORDER_WORKERS")
+    parser.add_argument("--repo", type=Path, default=ROOT, metavar="DIR",
+                        help="run the stack from this checkout (to compare two trees with "
+                             "the same bench)")
     parser.add_argument("--keep-log", action="store_true",
                         help="keep the temp folder with up.log instead of removing it")
     return parser.parse_args()
@@ -434,7 +440,7 @@ def main() -> None:
     need("wrk", "wrk")
     need("pgbench", "postgresql-client")
     tmp = Path(tempfile.mkdtemp(prefix="rushorder-bench-stack-"))
-    stack = Stack(tmp, args.api_workers, args.workers)
+    stack = Stack(tmp, args.api_workers, args.workers, args.repo.resolve())
     try:
         bench(stack.start(), args)
     finally:
