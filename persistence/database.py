@@ -45,7 +45,8 @@ def create_engine(database_url: str, pool_size: int = 2) -> Engine:
     )
 
 
-def _driver(conn: Connection) -> psycopg.Connection[Any]:
+def driver(conn: Connection) -> psycopg.Connection[Any]:
+    """The psycopg connection under a SQLAlchemy one (same session, same transaction)."""
     return conn.connection.driver_connection  # type: ignore[return-value]
 
 
@@ -54,11 +55,11 @@ def pipelined(conn: Connection) -> Iterator[None]:
     """Send the statements executed inside as one psycopg pipeline: one round trip for all
     of them (their results, and any error, arrive when the block ends; reading a result
     inside costs a round trip of its own). Inside a pipeline already, it adds nothing."""
-    driver = _driver(conn)
-    if driver.pgconn.pipeline_status != PipelineStatus.OFF:
+    psycopg_conn = driver(conn)
+    if psycopg_conn.pgconn.pipeline_status != PipelineStatus.OFF:
         yield
         return
-    with driver.pipeline():
+    with psycopg_conn.pipeline():
         yield
 
 
@@ -75,14 +76,14 @@ def transaction(conn: Connection) -> Iterator[None]:
     transaction is rolled back and the error raised. For a connection in autocommit mode
     (:func:`autocommit`): psycopg would otherwise open each transaction with a BEGIN of its
     own and wait for its answer, and SQLAlchemy's COMMIT would wait for another."""
-    driver = _driver(conn)
+    psycopg_conn = driver(conn)
     try:
-        with driver.pipeline():
-            driver.execute(b"BEGIN")
+        with psycopg_conn.pipeline():
+            psycopg_conn.execute(b"BEGIN")
             yield
-            driver.execute(b"COMMIT")
+            psycopg_conn.execute(b"COMMIT")
     except BaseException:
-        if driver.info.transaction_status != TransactionStatus.IDLE:
+        if psycopg_conn.info.transaction_status != TransactionStatus.IDLE:
             with suppress(psycopg.Error):  # a broken connection: the caller's error tells
-                driver.execute(b"ROLLBACK")
+                psycopg_conn.execute(b"ROLLBACK")
         raise
