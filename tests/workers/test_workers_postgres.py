@@ -302,3 +302,26 @@ async def test_a_new_batch_whose_entry_was_applied_raises_and_leaves_nothing_beh
 
     assert counts(db)["orders"] == 2 and counts(db)["balance_history"] == 3
     assert scalar(db, "SELECT stock FROM products") == (await engine.product(p.id)).stock
+
+
+async def test_a_writer_that_keeps_up_lingers_and_commits_a_trickle_in_few_batches(
+    engine: Engine, db: Database, writer: Callable[..., PostgresWriter],
+) -> None:
+    w = writer(linger_ms=200)
+    stop = threading.Event()
+    thread = threading.Thread(target=w.run, args=(time.monotonic() + 30, stop))
+    thread.start()
+    try:
+        started = time.monotonic()
+        for user in range(1, 201):  # a charge every ~5 ms for ~1 s
+            await engine.charge(user, 10_000)
+            await asyncio.sleep(0.005)
+        elapsed = time.monotonic() - started
+        deadline = time.monotonic() + 10
+        while w.outbox.backlog() and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+    finally:
+        stop.set()
+        thread.join(10)
+    assert w.applied == 200 and counts(db)["users"] == 200
+    assert w.batches <= elapsed / 0.2 + 3  # one batch per linger, not one per charge
