@@ -5,19 +5,26 @@ Private Redis and Postgres (fsync on, as ``make up`` runs them), orders placed t
 from the balance: an order, its lines, its payment and a USE history line), and ONE
 worker process (``python -m workers.main postgres``: the RQ worker and its drain job).
 
-1. backlog: ``--backlog`` orders wait in the outbox; the worker starts and drains them.
-   Applied orders/s: how fast one worker empties a backlog.
+1. backlog: ``--backlog`` orders wait in the outbox while the worker, started and idle, is
+   paused (SIGSTOP); then it resumes and drains them. Applied orders/s: how fast one
+   running worker empties a backlog (its start-up is not in the figure).
 2. flat out: orders as fast as one client process places them, the worker draining at
    the same time (the two share the machine's cores with Redis and Postgres).
 3. steady: ``--rate`` orders/s for ``--seconds``; the lag from each order's answer to
    the moment its row is visible in Postgres (polled every 5 ms), p50/p99/max.
 
-    python load/bench_drain.py [--backlog 50000] [--rate 1000] [--seconds 20]
-                               [--max-others 25 --retries 3]
+    python load/bench_drain.py [--backlog 50000] [--flat-out 50000] [--rate 1000]
+                               [--seconds 20] [--max-others 25 --retries 3]
+                               [--batch 1000] [--worker-repo DIR]
 
-Each phase reports the share of the CPU that processes outside the bench used meanwhile:
-on a shared machine a figure measured while others were busy is not this code's figure,
-and --max-others repeats the lag phase until the machine was quiet enough.
+A phase given 0 orders (or 0 seconds) is skipped; --worker-repo runs the worker from
+another checkout, so that two trees are compared by the same bench.
+
+Each phase reports the CPU seconds per 1,000 orders of the worker process and of Postgres
+(all its processes but the bench's own polling session) from ``/proc``, and the share of
+the CPU that processes outside the bench used meanwhile: on a shared machine a figure
+measured while others were busy is not this code's figure, and --max-others repeats the
+lag phase until the machine was quiet enough.
 """
 
 from __future__ import annotations
@@ -27,15 +34,17 @@ import asyncio
 import os
 import random
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+import cpu
 import psycopg
 import redis
 
@@ -52,13 +61,13 @@ CHARGE = 1_000_000
 
 
 @contextmanager
-def servers() -> Iterator[tuple[str, str]]:
-    """Private Redis and Postgres in a temp dir; their URLs."""
+def servers() -> Iterator[tuple[RedisServer, PostgresServer]]:
+    """Private Redis and Postgres in a temp dir."""
     root = Path(tempfile.mkdtemp(prefix="rushorder-bench-"))
     redis_server = RedisServer(root / "redis", free_port()).start()
     postgres = PostgresServer(root / "postgres", free_port()).start()
     try:
-        yield redis_server.url, postgres.url
+        yield redis_server, postgres
     finally:
         postgres.stop()
         redis_server.stop()
@@ -68,25 +77,43 @@ def servers() -> Iterator[tuple[str, str]]:
 class Worker:
     """One ``workers.main postgres`` process."""
 
-    def __init__(self, settings: Settings, log: Path) -> None:
+    def __init__(self, settings: Settings, log: Path, repo: Path = REPO) -> None:
         env = {f"RUSHORDER_{k.upper()}": str(v) for k, v in
                ((k, getattr(settings, k)) for k in settings.__struct_fields__) if v is not None}
         self.args = [sys.executable, "-m", "workers.main", POSTGRES]
-        self.env = {**os.environ, **env, "PYTHONPATH": str(REPO)}
+        self.env = {**os.environ, **env, "PYTHONPATH": str(repo)}
+        self.repo = repo
         self.log = log
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
         """Start it."""
         with self.log.open("ab") as out:
-            self.proc = subprocess.Popen(self.args, env=self.env, cwd=REPO, stdout=out,
+            self.proc = subprocess.Popen(self.args, env=self.env, cwd=self.repo, stdout=out,
                                          stderr=subprocess.STDOUT)
 
     def stop(self) -> None:
         """SIGTERM and wait."""
         if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGCONT)
             self.proc.terminate()
             self.proc.wait(30)
+
+    def pause(self) -> None:
+        """SIGSTOP: it keeps its connections and its place in the group, and does nothing."""
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        """SIGCONT."""
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGCONT)
+
+    @property
+    def pid(self) -> int:
+        """Its pid."""
+        assert self.proc is not None
+        return self.proc.pid
 
 
 class Orders:
@@ -132,6 +159,8 @@ class Watcher:
 
     def __init__(self, database_url: str) -> None:
         self.conn = psycopg.connect(database_url, autocommit=True)
+        self.backend = int(self.conn.execute("SELECT pg_backend_pid()")
+                           .fetchone()[0])  # type: ignore[index]
         self.seen: dict[int, float] = {}
         self.last = int(self.conn.execute("SELECT coalesce(max(id), 0) FROM orders")
                         .fetchone()[0])  # type: ignore[index]
@@ -162,45 +191,44 @@ class Watcher:
 
 
 class Cpu:
-    """How much of the machine processes outside this bench used (this process, the worker,
-    Redis and Postgres are ours): a figure measured while others were busy is not ours."""
+    """CPU seconds of the worker and of Postgres over a phase (``/proc``), and the share of
+    the machine that processes outside the bench (this process, the worker, Redis and
+    Postgres are ours) used meanwhile."""
 
-    @staticmethod
-    def _ours() -> int:
-        parents: dict[int, int] = {}
-        ticks: dict[int, int] = {}
-        for entry in os.listdir("/proc"):
-            if entry.isdigit():
-                try:
-                    with open(f"/proc/{entry}/stat") as stat:
-                        fields = stat.read().rsplit(")", 1)[1].split()
-                except OSError:
-                    continue
-                parents[int(entry)] = int(fields[1])
-                ticks[int(entry)] = sum(int(v) for v in fields[11:15])  # utime..cstime
+    def __init__(self, worker: Worker, postgres: PostgresServer, redis_server: RedisServer,
+                 skip: int | None = None) -> None:
+        self.roots = {"worker": worker.pid, "postgres": postgres.pid or 0,
+                      "redis": redis_server.pid or 0}
+        self.skip = skip  # the bench's own Postgres session (the watcher's polling)
 
-        def ours(pid: int) -> bool:
-            while pid > 1:
-                if pid == os.getpid():
-                    return True
-                pid = parents.get(pid, 0)
-            return False
-
-        return sum(t for pid, t in ticks.items() if ours(pid))
+    def _read(self) -> tuple[dict[str, int], int, tuple[int, int]]:
+        rows = cpu.table()
+        mine = cpu.tree_ticks([os.getpid()], rows)[os.getpid()]  # the servers are our children
+        if self.skip is not None:
+            rows.pop(self.skip, None)
+        ticks = cpu.tree_ticks(self.roots.values(), rows)
+        return ({name: ticks[pid] for name, pid in self.roots.items()}, mine, cpu.machine())
 
     def __enter__(self) -> Cpu:
-        self.start = self._snapshot()
+        self.start = self._read()
         return self
 
     def __exit__(self, *exc: object) -> None:
-        end = self._snapshot()
-        total, busy, ours = (b - a for a, b in zip(self.start, end, strict=True))
-        self.others_percent = max(0.0, 100 * (busy - ours) / total) if total else 0.0
+        self.stop()
 
-    def _snapshot(self) -> tuple[int, int, int]:
-        with open("/proc/stat") as stat:
-            values = [int(v) for v in stat.readline().split()[1:]]
-        return sum(values), sum(values) - values[3] - values[4], self._ours()
+    def stop(self) -> None:
+        """End the phase (once; leaving the block then changes nothing)."""
+        if hasattr(self, "seconds"):
+            return
+        (ticks, mine, machine), (ticks0, mine0, machine0) = self._read(), self.start
+        self.seconds = {name: (ticks[name] - ticks0[name]) * cpu.TICK_S for name in ticks}
+        self.others_percent = cpu.others_percent(machine0, machine, mine - mine0)
+
+    def per_thousand(self, orders: int) -> str:
+        """The phase's CPU per 1,000 orders, as the report prints it."""
+        k = 1000 / max(orders, 1)
+        return (f"CPU s per 1,000 orders: worker {self.seconds['worker'] * k:.3f}, "
+                f"postgres {self.seconds['postgres'] * k:.3f}")
 
 
 def wait_until(check: object, timeout_s: float) -> None:
@@ -230,9 +258,10 @@ def pct(values: list[float], p: float) -> float:
     return values[min(len(values) - 1, int(p / 100 * len(values)))]
 
 
-async def bench(args: argparse.Namespace, redis_url: str, database_url: str, log: Path) -> None:
+async def setup(args: argparse.Namespace, redis_url: str, database_url: str,
+                worker: Worker) -> tuple[Engine, list[int]]:
+    """Users charged and products made, all applied; the engine and the product ids."""
     upgrade(database_url)
-    settings = Settings(redis_url=redis_url, database_url=database_url, log_level="WARNING")
     with redis.Redis.from_url(redis_url) as client:
         state.mark(client, "bench_drain")  # a new, empty shop
     engine = Engine(redis_url)
@@ -242,55 +271,95 @@ async def bench(args: argparse.Namespace, redis_url: str, database_url: str, log
     for start in range(1, args.users + 1, 500):
         await asyncio.gather(*(engine.charge(u, CHARGE)
                                for u in range(start, min(args.users + 1, start + 500))))
-    worker = Worker(settings, log)
     outbox = Outbox(redis.Redis.from_url(redis_url), POSTGRES, "bench")
     outbox.create_groups()
     worker.start()
     wait_until(lambda: not outbox.backlog(), 120)  # the setup's events are in
-    worker.stop()
-    print(f"setup: {args.users} users charged, {args.products} products; worker log {log}")
+    print(f"setup: {args.users} users charged, {args.products} products; worker pid "
+          f"{worker.pid} ({worker.repo}), log {worker.log}")
+    return engine, products
 
-    orders = Orders(engine, args.users, products)
+
+async def backlog_phase(args: argparse.Namespace, orders: Orders, worker: Worker,
+                        cpu_of: Callable[[int], Cpu], database_url: str) -> None:
+    """Phase 1: a backlog placed while the worker is paused, then drained."""
+    worker.pause()
     started = time.monotonic()
     await orders.burst(args.backlog)
     placed_s = time.monotonic() - started
-    with Watcher(database_url) as watcher, Cpu() as cpu:
-        worker.start()
+    with Watcher(database_url) as watcher, cpu_of(watcher.backend) as usage:
+        worker.resume()
         rate = applied_rate(watcher, args.backlog, 300)
+        usage.stop()
     print(f"1. backlog:  {args.backlog} orders placed in {placed_s:.1f}s "
-          f"({args.backlog / placed_s:.0f}/s); one worker applied them at {rate:.0f} orders/s "
-          f"[others used {cpu.others_percent:.0f}% of the CPU]")
+          f"({args.backlog / placed_s:.0f}/s); one worker applied them at {rate:.0f} orders/s; "
+          f"{usage.per_thousand(args.backlog)} [others used {usage.others_percent:.0f}% "
+          "of the CPU]")
 
-    orders = Orders(engine, args.users, products)
-    with Watcher(database_url) as watcher, Cpu() as cpu:
+
+async def flat_out_phase(args: argparse.Namespace, orders: Orders, cpu_of: Callable[[int], Cpu],
+                         database_url: str) -> None:
+    """Phase 2: orders as fast as one client goes, the worker draining meanwhile."""
+    with Watcher(database_url) as watcher, cpu_of(watcher.backend) as usage:
         started = time.time()
         await orders.burst(args.flat_out)
         placed_s = time.time() - started
         wait_until(lambda: watcher.count() >= args.flat_out, 300)
+        usage.stop()
         total_s = max(watcher.seen.values()) - started
         behind_ms = (max(watcher.seen.values()) - max(orders.answered.values())) * 1000
     applied = args.flat_out / total_s
     print(f"2. flat out: {args.flat_out} orders placed at {args.flat_out / placed_s:.0f}/s "
           f"(one client, as fast as it goes) while one worker drained: {applied:.0f} "
-          f"orders/s applied, the last one in Postgres {behind_ms:.0f} ms after its answer "
-          f"[others used {cpu.others_percent:.0f}% of the CPU]")
+          f"orders/s applied, the last one in Postgres {behind_ms:.0f} ms after its answer; "
+          f"{usage.per_thousand(args.flat_out)} [others used {usage.others_percent:.0f}% "
+          "of the CPU]")
 
+
+async def steady_phase(args: argparse.Namespace, engine: Engine, products: list[int],
+                       cpu_of: Callable[[int], Cpu], database_url: str) -> None:
+    """Phase 3: a steady rate; the answer-to-commit lag (again while the machine was busy)."""
     for attempt in range(1, args.retries + 2):
         orders = Orders(engine, args.users, products)
-        with Watcher(database_url) as watcher, Cpu() as cpu:
+        with Watcher(database_url) as watcher, cpu_of(watcher.backend) as usage:
             await orders.steady(args.rate, args.seconds)
             wait_until(lambda: watcher.count() >= len(orders.answered), 60)  # noqa: B023
+            usage.stop()
             lags = lags_ms(orders, watcher)
-        kept = cpu.others_percent <= args.max_others or attempt > args.retries
+        kept = usage.others_percent <= args.max_others or attempt > args.retries
         print(f"3. steady:   {len(lags)} orders at {args.rate}/s for {args.seconds:.0f}s; "
               f"answer-to-commit lag p50 {pct(lags, 50):.0f} ms, p99 {pct(lags, 99):.0f} ms, "
-              f"max {lags[-1]:.0f} ms [others used {cpu.others_percent:.0f}% of the CPU]"
+              f"max {lags[-1]:.0f} ms; {usage.per_thousand(len(lags))} "
+              f"[others used {usage.others_percent:.0f}% of the CPU]"
               + ("" if kept else " - busy machine, again"))
         if kept:
             break
         await asyncio.sleep(args.pause)
-    worker.stop()
-    await engine.close()
+
+
+async def bench(args: argparse.Namespace, redis_server: RedisServer,
+                postgres: PostgresServer, log: Path) -> None:
+    """The three phases on one worker (a phase given 0 orders or seconds is skipped)."""
+    settings = Settings(redis_url=redis_server.url, database_url=postgres.url,
+                        log_level="WARNING", outbox_batch=args.batch)
+    worker = Worker(settings, log, args.worker_repo)
+    engine, products = await setup(args, redis_server.url, postgres.url, worker)
+
+    def cpu_of(skip: int) -> Cpu:
+        return Cpu(worker, postgres, redis_server, skip)
+
+    try:
+        if args.backlog:
+            await backlog_phase(args, Orders(engine, args.users, products), worker, cpu_of,
+                                postgres.url)
+        if args.flat_out:
+            await flat_out_phase(args, Orders(engine, args.users, products), cpu_of,
+                                 postgres.url)
+        if args.seconds:
+            await steady_phase(args, engine, products, cpu_of, postgres.url)
+    finally:
+        worker.stop()
+        await engine.close()
 
 
 def main() -> int:
@@ -305,11 +374,16 @@ def main() -> int:
                         help="repeat phase 3 when other processes used more of the CPU")
     parser.add_argument("--retries", type=int, default=3, help="repeats of phase 3 allowed")
     parser.add_argument("--pause", type=float, default=10.0, help="seconds between repeats")
+    parser.add_argument("--batch", type=int, default=Settings().outbox_batch,
+                        help="RUSHORDER_OUTBOX_BATCH of the worker")
+    parser.add_argument("--worker-repo", type=Path, default=REPO, metavar="DIR",
+                        help="run the worker from this checkout (to compare two trees with "
+                             "the same bench; the schema is this tree's)")
     args = parser.parse_args()
-    with servers() as (redis_url, database_url):
-        log = Path(tempfile.gettempdir()) / "bench_drain_worker.log"
+    with servers() as (redis_server, postgres):
+        log = Path(tempfile.gettempdir()) / f"bench_drain_worker-{os.getpid()}.log"
         log.unlink(missing_ok=True)
-        asyncio.run(bench(args, redis_url, database_url, log))
+        asyncio.run(bench(args, redis_server, postgres, log))
     return 0
 
 

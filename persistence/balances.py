@@ -8,8 +8,9 @@ from typing import Any, cast
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
+from sqlalchemy.sql.elements import ClauseElement
 
-from persistence.bulk import Row, insert_rows, largest, stream
+from persistence.bulk import Insert, Row, Statement, insert_rows, largest, stream
 from persistence.models import HistoryLine, User
 
 USERS = cast(sa.Table, User.__table__)
@@ -44,26 +45,33 @@ class LedgerMismatch(Row):
     from_history: int
 
 
-class Balances:
-    """Repository of users' balances and balance history."""
+def _set_balances() -> ClauseElement:
+    stmt = insert_rows(USERS, BalanceRow)
+    return stmt.on_conflict_do_update(
+        index_elements=[USERS.c.id],
+        set_={"balance": stmt.excluded.balance, "version": stmt.excluded.version},
+        where=USERS.c.version < stmt.excluded.version)
 
-    def __init__(self, conn: Connection) -> None:
+
+SET_BALANCES = Statement(_set_balances)
+ADD_HISTORY = Insert.of(HISTORY, HistoryRow)
+
+
+class Balances:
+    """Repository of users' balances and balance history. ``fresh``: rows written come from
+    outbox entries just claimed, so none can be there yet (see ``persistence.bulk``)."""
+
+    def __init__(self, conn: Connection, *, fresh: bool = False) -> None:
         self.conn = conn
+        self.fresh = fresh
 
     def set(self, rows: Sequence[BalanceRow]) -> None:
         """Store balances; a row older than the stored one (by outbox entry) changes nothing."""
-        if not rows:
-            return
-        stmt = insert_rows(USERS, rows)
-        self.conn.execute(stmt.on_conflict_do_update(
-            index_elements=[USERS.c.id],
-            set_={"balance": stmt.excluded.balance, "version": stmt.excluded.version},
-            where=USERS.c.version < stmt.excluded.version))
+        SET_BALANCES.run(self.conn, rows)
 
     def add_history(self, rows: Sequence[HistoryRow]) -> None:
-        """Record history lines (a line already there is kept)."""
-        if rows:
-            self.conn.execute(insert_rows(HISTORY, rows).on_conflict_do_nothing())
+        """Record history lines (unless fresh, a line already there is kept)."""
+        ADD_HISTORY.run(self.conn, rows, fresh=self.fresh)
 
     def all(self) -> Iterator[BalanceRow]:
         """Every user's balance."""

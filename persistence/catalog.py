@@ -8,8 +8,9 @@ from typing import cast
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
+from sqlalchemy.sql.elements import ClauseElement
 
-from persistence.bulk import Row, columns, insert_rows, largest, relation, stream
+from persistence.bulk import Insert, Row, Statement, columns, largest, relation, stream
 from persistence.models import Order, OrderLine, Product, ProductChange
 
 PRODUCTS = cast(sa.Table, Product.__table__)
@@ -63,40 +64,50 @@ class StockMismatch(Row):
     from_ledger: int
 
 
-class Catalog:
-    """Repository of products and their stock."""
-
-    def __init__(self, conn: Connection) -> None:
-        self.conn = conn
-
-    def add(self, rows: Sequence[ProductRow]) -> None:
-        """Create products (one already there is kept)."""
-        if rows:
-            self.conn.execute(insert_rows(PRODUCTS, rows).on_conflict_do_nothing())
-
-    def set_details(self, rows: Sequence[ProductDetails]) -> None:
-        """Rename and reprice; details older than the stored ones (by entry) change nothing."""
-        if not rows:
-            return
-        new = relation("details", rows, {"id": sa.BigInteger(), "name": sa.Text(),
-                                          "price": sa.BigInteger(), "version": sa.BigInteger()})
-        self.conn.execute(
-            sa.update(PRODUCTS)
+def _set_details() -> ClauseElement:
+    new = relation("details", ProductDetails, {"id": sa.BigInteger(), "name": sa.Text(),
+                                               "price": sa.BigInteger(),
+                                               "version": sa.BigInteger()})
+    return (sa.update(PRODUCTS)
             .where(PRODUCTS.c.id == new.c.id, PRODUCTS.c.version < new.c.version)
             .values(name=new.c.name, price=new.c.price, version=new.c.version))
 
+
+def _move_stock() -> ClauseElement:
+    new = relation("moves", StockMove, {"id": sa.BigInteger(), "delta": sa.BigInteger()})
+    return (sa.update(PRODUCTS).where(PRODUCTS.c.id == new.c.id)
+            .values(stock=PRODUCTS.c.stock + new.c.delta))
+
+
+ADD_PRODUCTS = Insert.of(PRODUCTS, ProductRow)
+SET_DETAILS = Statement(_set_details)
+MOVE_STOCK = Statement(_move_stock)
+RECORD_CHANGES = Insert.of(CHANGES, ProductChangeRow)
+
+
+class Catalog:
+    """Repository of products and their stock. ``fresh``: rows written come from outbox
+    entries just claimed, so none can be there yet (see ``persistence.bulk``)."""
+
+    def __init__(self, conn: Connection, *, fresh: bool = False) -> None:
+        self.conn = conn
+        self.fresh = fresh
+
+    def add(self, rows: Sequence[ProductRow]) -> None:
+        """Create products (unless fresh, one already there is kept)."""
+        ADD_PRODUCTS.run(self.conn, rows, fresh=self.fresh)
+
+    def set_details(self, rows: Sequence[ProductDetails]) -> None:
+        """Rename and reprice; details older than the stored ones (by entry) change nothing."""
+        SET_DETAILS.run(self.conn, rows)
+
     def move_stock(self, rows: Sequence[StockMove]) -> None:
         """Add each delta to its product's stock."""
-        if not rows:
-            return
-        new = relation("moves", rows, {"id": sa.BigInteger(), "delta": sa.BigInteger()})
-        self.conn.execute(sa.update(PRODUCTS).where(PRODUCTS.c.id == new.c.id)
-                          .values(stock=PRODUCTS.c.stock + new.c.delta))
+        MOVE_STOCK.run(self.conn, rows)
 
     def record_changes(self, rows: Sequence[ProductChangeRow]) -> None:
         """Keep the admin changes: the restocks the stock audit adds up."""
-        if rows:
-            self.conn.execute(insert_rows(CHANGES, rows).on_conflict_do_nothing())
+        RECORD_CHANGES.run(self.conn, rows, fresh=self.fresh)
 
     def all(self) -> Iterator[ProductRow]:
         """Every product with its live stock, by id."""

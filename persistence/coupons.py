@@ -8,8 +8,9 @@ from typing import cast
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
+from sqlalchemy.sql.elements import ClauseElement
 
-from persistence.bulk import Row, columns, insert_rows, largest, relation, stream
+from persistence.bulk import Insert, Row, Statement, columns, largest, relation, stream
 from persistence.models import Coupon, IssuedCoupon
 
 COUPONS = cast(sa.Table, Coupon.__table__)
@@ -92,40 +93,49 @@ class DoubleIssue(Row):
     units: int
 
 
-class Coupons:
-    """Repository of coupons and issued coupons."""
+def _lower_remaining() -> ClauseElement:
+    new = relation("remaining", Remaining, {"id": sa.BigInteger(), "remaining": sa.BigInteger()})
+    return (sa.update(COUPONS).where(COUPONS.c.id == new.c.id)
+            .values(remaining=sa.func.least(COUPONS.c.remaining, new.c.remaining)))
 
-    def __init__(self, conn: Connection) -> None:
+
+def _set_states() -> ClauseElement:
+    new = relation("states", IssuedState, {"id": sa.BigInteger(), "status": sa.Text(),
+                                           "order_id": sa.BigInteger(),
+                                           "version": sa.BigInteger()})
+    return (sa.update(ISSUED).where(ISSUED.c.id == new.c.id, ISSUED.c.version < new.c.version)
+            .values(status=new.c.status, order_id=new.c.order_id, version=new.c.version))
+
+
+ADD_COUPONS = Insert.of(COUPONS, CouponRow)
+LOWER_REMAINING = Statement(_lower_remaining)
+ISSUE = Insert.of(ISSUED, IssuedRow)
+SET_STATES = Statement(_set_states)
+
+
+class Coupons:
+    """Repository of coupons and issued coupons. ``fresh``: rows written come from outbox
+    entries just claimed, so none can be there yet (see ``persistence.bulk``)."""
+
+    def __init__(self, conn: Connection, *, fresh: bool = False) -> None:
         self.conn = conn
+        self.fresh = fresh
 
     def add(self, rows: Sequence[CouponRow]) -> None:
-        """Create coupons (one already there is kept)."""
-        if rows:
-            self.conn.execute(insert_rows(COUPONS, rows).on_conflict_do_nothing())
+        """Create coupons (unless fresh, one already there is kept)."""
+        ADD_COUPONS.run(self.conn, rows, fresh=self.fresh)
 
     def lower_remaining(self, rows: Sequence[Remaining]) -> None:
         """Lower each coupon's remaining units; remaining only ever falls, so the least wins."""
-        if not rows:
-            return
-        new = relation("remaining", rows, {"id": sa.BigInteger(), "remaining": sa.BigInteger()})
-        self.conn.execute(
-            sa.update(COUPONS).where(COUPONS.c.id == new.c.id)
-            .values(remaining=sa.func.least(COUPONS.c.remaining, new.c.remaining)))
+        LOWER_REMAINING.run(self.conn, rows)
 
     def issue(self, rows: Sequence[IssuedRow]) -> None:
-        """Record issued coupons (one already there is kept)."""
-        if rows:
-            self.conn.execute(insert_rows(ISSUED, rows).on_conflict_do_nothing())
+        """Record issued coupons (unless fresh, one already there is kept)."""
+        ISSUE.run(self.conn, rows, fresh=self.fresh)
 
     def set_states(self, rows: Sequence[IssuedState]) -> None:
         """Mark issued coupons used or available; states older than the stored one are ignored."""
-        if not rows:
-            return
-        new = relation("states", rows, {"id": sa.BigInteger(), "status": sa.Text(),
-                                         "order_id": sa.BigInteger(), "version": sa.BigInteger()})
-        self.conn.execute(
-            sa.update(ISSUED).where(ISSUED.c.id == new.c.id, ISSUED.c.version < new.c.version)
-            .values(status=new.c.status, order_id=new.c.order_id, version=new.c.version))
+        SET_STATES.run(self.conn, rows)
 
     def all(self) -> Iterator[CouponRow]:
         """Every coupon, by id."""

@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from datetime import datetime
 from itertools import groupby
 from typing import Any, cast
 
 import sqlalchemy as sa
+from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.engine import Connection
+from sqlalchemy.sql.elements import ClauseElement
 
-from persistence.bulk import Row, insert_rows, largest, relation, stream
+from persistence.bulk import Insert, Row, Statement, largest, relation, rows_of, stream
 from persistence.models import Order, OrderLine, Payment
 
 ORDERS = cast(sa.Table, Order.__table__)
@@ -43,15 +45,17 @@ class LineRow(Row):
     quantity: int
 
 
-class PaymentRow(Row):
-    """An order's payment from the balance."""
+class PaidOrder(Row):
+    """An order as paid, the way the writer records it: its status is PAID, and its payment
+    is its paid amount from the user's balance at its own time (so the one row gives both)."""
 
-    order_id: int
+    id: int
     user_id: int
-    amount: int
-    status: str
-    paid_at: datetime
-    cancelled_at: datetime | None
+    total_amount: int
+    discount_amount: int
+    paid_amount: int
+    issued_coupon_id: int | None
+    created_at: datetime
 
 
 class Cancellation(Row):
@@ -75,32 +79,55 @@ class Inconsistency(Row):
     rows: int
 
 
+def _add_paid(kept: bool) -> ClauseElement:
+    """Orders and their payments from one relation of PaidOrder rows, in one statement."""
+    paid = sa.select(*rows_of(ORDERS, PaidOrder).c).cte("paid")
+    fields = list(PaidOrder.__struct_fields__)
+    orders = pg_insert(ORDERS).from_select(
+        [*fields, "status"], sa.select(*(paid.c[f] for f in fields), sa.literal("PAID")))
+    payments = pg_insert(PAYMENTS).from_select(
+        ["order_id", "user_id", "amount", "status", "paid_at"],
+        sa.select(paid.c.id, paid.c.user_id, paid.c.paid_amount, sa.literal("COMPLETED"),
+                  paid.c.created_at))
+    if kept:
+        orders, payments = orders.on_conflict_do_nothing(), payments.on_conflict_do_nothing()
+    return payments.add_cte(orders.cte("paid_orders"))
+
+
+def _cancel(table: sa.Table, key: sa.Column[int], active: str) -> Callable[[], ClauseElement]:
+    def build() -> ClauseElement:
+        new = relation("cancels", Cancellation, {"id": sa.BigInteger(),
+                                                  "cancelled_at": sa.DateTime(timezone=True)})
+        return (sa.update(table).where(key == new.c.id, table.c.status == active)
+                .values(status="CANCELLED", cancelled_at=new.c.cancelled_at))
+
+    return build
+
+
+ADD_PAID = Insert(_add_paid)
+ADD_LINES = Insert.of(LINES, LineRow)
+CANCEL_ORDERS = Statement(_cancel(ORDERS, ORDERS.c.id, "PAID"))
+CANCEL_PAYMENTS = Statement(_cancel(PAYMENTS, PAYMENTS.c.order_id, "COMPLETED"))
+
+
 class Orders:
-    """Repository of orders, order lines and payments."""
+    """Repository of orders, order lines and payments. ``fresh``: rows written come from
+    outbox entries just claimed, so none can be there yet (see ``persistence.bulk``)."""
 
-    def __init__(self, conn: Connection) -> None:
+    def __init__(self, conn: Connection, *, fresh: bool = False) -> None:
         self.conn = conn
+        self.fresh = fresh
 
-    def add(self, orders: Sequence[OrderRow], lines: Sequence[LineRow],
-            payments: Sequence[PaymentRow]) -> None:
-        """Record paid orders with their lines and payments (ones already there are kept)."""
-        for table, rows in ((ORDERS, orders), (LINES, lines), (PAYMENTS, payments)):
-            if rows:
-                self.conn.execute(insert_rows(table, rows).on_conflict_do_nothing())
+    def add(self, orders: Sequence[PaidOrder], lines: Sequence[LineRow]) -> None:
+        """Record paid orders with their payments and lines (unless fresh, ones already
+        there are kept)."""
+        ADD_PAID.run(self.conn, orders, fresh=self.fresh)
+        ADD_LINES.run(self.conn, lines, fresh=self.fresh)
 
     def cancel(self, rows: Sequence[Cancellation]) -> None:
         """Mark paid orders and their payments cancelled."""
-        if not rows:
-            return
-        new = relation("cancels", rows, {"id": sa.BigInteger(),
-                                          "cancelled_at": sa.DateTime(timezone=True)})
-        self.conn.execute(
-            sa.update(ORDERS).where(ORDERS.c.id == new.c.id, ORDERS.c.status == "PAID")
-            .values(status="CANCELLED", cancelled_at=new.c.cancelled_at))
-        self.conn.execute(
-            sa.update(PAYMENTS).where(PAYMENTS.c.order_id == new.c.id,
-                                      PAYMENTS.c.status == "COMPLETED")
-            .values(status="CANCELLED", cancelled_at=new.c.cancelled_at))
+        CANCEL_ORDERS.run(self.conn, rows)
+        CANCEL_PAYMENTS.run(self.conn, rows)
 
     def all(self, since: datetime | None = None) -> Iterator[FullOrder]:
         """Every order with its lines, by id; with ``since``, only the orders above each

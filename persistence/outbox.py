@@ -8,7 +8,7 @@ from typing import cast
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from persistence.bulk import Row, insert_rows
+from persistence.bulk import Row, Statement, insert_rows
 from persistence.models import AppliedEntry
 
 APPLIED = cast(sa.Table, AppliedEntry.__table__)
@@ -18,6 +18,11 @@ class EntryRow(Row):
     """One outbox entry, numbered ``ms * 1_000_000 + seq``."""
 
     entry: int
+
+
+CLAIM = Statement(lambda: insert_rows(APPLIED, EntryRow).on_conflict_do_nothing()
+                  .returning(APPLIED.c.entry))
+CLAIM_NEW = Statement(lambda: insert_rows(APPLIED, EntryRow))
 
 
 class AppliedEntries:
@@ -32,10 +37,13 @@ class AppliedEntries:
         A concurrent transaction claiming the same entry makes this wait for its outcome,
         so two workers never both apply one entry.
         """
-        if not entries:
-            return set()
-        stmt = insert_rows(APPLIED, [EntryRow(e) for e in entries]).on_conflict_do_nothing()
-        return set(self.conn.scalars(stmt.returning(APPLIED.c.entry)))
+        cursor = CLAIM.run(self.conn, [EntryRow(e) for e in entries])
+        return {int(row[0]) for row in cursor} if cursor is not None else set()
+
+    def claim_new(self, entries: Sequence[int]) -> None:
+        """Mark entries applied that none applied before: a plain INSERT, which raises
+        ``psycopg.errors.UniqueViolation`` (now, or at the end of a pipeline) if one was."""
+        CLAIM_NEW.run(self.conn, [EntryRow(e) for e in entries])
 
     def prune(self, below: int) -> int:
         """Forget entries below ``below`` (never redelivered), keeping the newest one."""

@@ -7,8 +7,9 @@ from typing import cast
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
+from sqlalchemy.sql.elements import ClauseElement
 
-from persistence.bulk import Row, insert_rows, stream
+from persistence.bulk import Row, Statement, insert_rows, stream
 from persistence.models import SalesHour
 
 SALES = cast(sa.Table, SalesHour.__table__)
@@ -22,6 +23,16 @@ class SalesRow(Row):
     units: int
 
 
+def _add_units() -> ClauseElement:
+    stmt = insert_rows(SALES, SalesRow)
+    return stmt.on_conflict_do_update(
+        index_elements=[SALES.c.hour, SALES.c.product_id],
+        set_={"units": SALES.c.units + stmt.excluded.units})
+
+
+ADD_UNITS = Statement(_add_units)
+
+
 class Sales:
     """Repository of the hourly sales counters."""
 
@@ -30,12 +41,7 @@ class Sales:
 
     def add(self, rows: Sequence[SalesRow]) -> None:
         """Add units to each (hour, product) counter."""
-        if not rows:
-            return
-        stmt = insert_rows(SALES, rows)
-        self.conn.execute(stmt.on_conflict_do_update(
-            index_elements=[SALES.c.hour, SALES.c.product_id],
-            set_={"units": SALES.c.units + stmt.excluded.units}))
+        ADD_UNITS.run(self.conn, rows)
 
     def since(self, first_hour: int) -> Iterator[SalesRow]:
         """Every non-zero counter of ``first_hour`` and later, by hour."""

@@ -40,7 +40,7 @@ from engine.models import HistoryLine, Order
 from persistence.balances import BalanceRow, HistoryRow
 from persistence.catalog import ProductChangeRow, ProductDetails, ProductRow, StockMove
 from persistence.coupons import CouponRow, IssuedRow, IssuedState, Remaining
-from persistence.orders import Cancellation, LineRow, OrderRow, PaymentRow
+from persistence.orders import Cancellation, LineRow, PaidOrder
 from persistence.sales import SalesRow
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -67,9 +67,8 @@ class Changes:
     remaining: dict[int, int] = field(default_factory=dict)
     issued: list[IssuedRow] = field(default_factory=list)
     issued_states: dict[int, IssuedState] = field(default_factory=dict)
-    orders: list[OrderRow] = field(default_factory=list)
+    orders: list[PaidOrder] = field(default_factory=list)  # each with its payment
     lines: list[LineRow] = field(default_factory=list)
-    payments: list[PaymentRow] = field(default_factory=list)
     cancels: list[Cancellation] = field(default_factory=list)
 
     def stock_moves(self) -> list[StockMove]:
@@ -125,10 +124,8 @@ class Changes:
         """An order: its rows, payment, balance, USE line, stock, sales, and coupon used."""
         o = event.order
         oid = int(o.id)
-        self.orders.append(OrderRow(oid, o.user_id, "PAID", o.total_amount, o.discount_amount,
-                                    o.paid_amount, o.issued_coupon_id, o.created_at, None))
-        self.payments.append(
-            PaymentRow(oid, o.user_id, o.paid_amount, "COMPLETED", o.created_at, None))
+        self.orders.append(PaidOrder(oid, o.user_id, o.total_amount, o.discount_amount,
+                                     o.paid_amount, o.issued_coupon_id, o.created_at))
         hour = hour_of(o)
         for position, line in enumerate(o.items):
             self.lines.append(LineRow(oid, position, line.product_id, line.name,

@@ -31,7 +31,7 @@ from persistence.database import create_engine
 from persistence.migrate import upgrade
 from rushorder.servers import free_port
 from rushorder.settings import Settings
-from workers.postgres import PostgresWriter
+from workers.postgres import LINGER_MS, PostgresWriter
 
 WORKERS_DB = 3  # engine tests use 1, API tests 2
 WORKERS_DATABASE = "rushorder_workers_test"
@@ -144,11 +144,12 @@ def coupon(engine: Engine) -> Callable[..., Awaitable[Coupon]]:
 def writer(r: redis.Redis, db: Database) -> Callable[..., PostgresWriter]:
     """An in-process Postgres writer (consumer ``name``) on our DBs."""
 
-    def make(name: str = "test-writer", reclaim_idle_ms: int = 1500) -> PostgresWriter:
+    def make(name: str = "test-writer", reclaim_idle_ms: int = 1500,
+             linger_ms: int = LINGER_MS) -> PostgresWriter:
         outbox = Outbox(r, POSTGRES, name)
         outbox.create_groups()
         return PostgresWriter(outbox, db, batch=500, reclaim_idle_ms=reclaim_idle_ms,
-                              block_ms=100)
+                              block_ms=100, linger_ms=linger_ms)
 
     return make
 

@@ -9,7 +9,10 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+import psycopg
+import pytest
 import redis
+import sqlalchemy as sa
 from drain_support import counts, scalar
 from sqlalchemy.engine import Engine as Database
 
@@ -17,7 +20,8 @@ from engine import Engine
 from engine.events import decode
 from engine.models import Coupon, Product
 from engine.outbox import PLATFORM, POSTGRES, Outbox, entry_number, next_id
-from workers.postgres import PostgresWriter, apply_batch
+from workers.postgres import PostgresWriter, apply_batch, apply_new
+from workers.projection import project
 
 
 async def test_every_kind_of_event_lands_in_postgres_as_redis_answers_it(
@@ -179,3 +183,145 @@ async def test_a_batch_postgres_refuses_is_retried_never_skipped(
     stop.set()
     thread.join(10)
     assert counts(db)["users"] == 3 and counts(db)["balance_history"] == 3
+
+
+AWKWARD_NAMES = ["tab\there", "new\nline", 'quote " and \\ backslash', "it's", "\\N",
+                 "comma, {brace} [bracket]", "ünïcødé 한글 🛒", "  spaced  ", "null"]
+
+
+async def test_awkward_product_names_reach_postgres_exactly_as_the_engine_has_them(
+    engine: Engine, db: Database, drain: Callable[..., int],
+    funded_users: Callable[..., Awaitable[list[int]]],
+) -> None:
+    items = [await engine.create_product(name, 100, 10) for name in AWKWARD_NAMES]
+    await funded_users(1)
+    await engine.place_order(1, [(p.id, 1) for p in items])
+    await engine.update_product(items[0].id, name="renamed\t\"again\"\\")
+
+    drain()
+
+    with db.connect() as conn:
+        stored: dict[int, str] = dict(conn.execute(sa.text("SELECT id, name FROM products")).all())
+        lines = conn.execute(sa.text("SELECT name FROM order_lines ORDER BY position")).all()
+        change = conn.scalar(sa.text("SELECT name FROM product_changes"))
+    assert stored == {p.id: (await engine.product(p.id)).name for p in items}
+    assert [name for (name,) in lines] == AWKWARD_NAMES
+    assert change == stored[items[0].id] == "renamed\t\"again\"\\"
+
+
+async def test_postgres_keeps_the_engines_ids_and_each_orders_payment_and_lines(
+    engine: Engine, db: Database, drain: Callable[..., int],
+    funded_users: Callable[..., Awaitable[list[int]]],
+    products: Callable[..., Awaitable[list[Product]]], coupon: Callable[..., Awaitable[Coupon]],
+) -> None:
+    a, b = await products(2)
+    await funded_users(3)
+    held = await engine.issue_coupon(2, (await coupon(value=300)).id)
+    placed = [await engine.place_order(u, [(a.id, u), (b.id, 1)], held.id if u == 2 else None)
+              for u in (3, 1, 2)]
+    assert placed[2].paid_amount == placed[2].total_amount - 300
+    await engine.cancel_order(1, placed[1].id)
+
+    drain()
+
+    with db.connect() as conn:
+        orders = conn.execute(sa.text(
+            "SELECT o.id, o.user_id, o.status, o.paid_amount, o.created_at, p.user_id, "
+            "p.amount, p.status, p.paid_at FROM orders o JOIN payments p ON p.order_id = o.id "
+            "ORDER BY o.id")).all()
+        lines = conn.execute(sa.text("SELECT order_id, position, product_id, quantity "
+                                     "FROM order_lines ORDER BY order_id, position")).all()
+        history = conn.execute(sa.text("SELECT id, user_id, type, order_id FROM "
+                                       "balance_history ORDER BY id")).all()
+    assert [(o[0], o[1], o[2], o[3], o[4]) for o in orders] == [
+        (int(o.id), o.user_id, "CANCELLED" if o is placed[1] else "PAID", o.paid_amount,
+         o.created_at) for o in placed]
+    assert all((o[5], o[6], o[8]) == (o[1], o[3], o[4]) for o in orders)
+    assert [o[7] for o in orders] == ["COMPLETED", "CANCELLED", "COMPLETED"]
+    assert lines == [(int(o.id), pos, p, q) for o in placed
+                     for pos, (p, q) in enumerate([(a.id, o.user_id), (b.id, 1)])]
+    engine_lines = {u: (await engine.history(u)).items for u in (1, 2, 3)}
+    assert history == sorted(
+        (line.id, u, line.type, None if line.order_id is None else int(line.order_id))
+        for u, items in engine_lines.items() for line in items)
+    assert len(history) == 3 + 3 + 1  # charges, uses, one refund
+    assert scalar(db, "SELECT status || order_id FROM issued_coupons") == f"USED{placed[2].id}"
+
+
+async def test_a_batch_with_some_entries_applied_before_applies_only_the_others_once(
+    engine: Engine, db: Database, r: redis.Redis, writer: Callable[..., PostgresWriter],
+    funded_users: Callable[..., Awaitable[list[int]]],
+    products: Callable[..., Awaitable[list[Product]]],
+) -> None:
+    (p,) = await products(1)
+    await funded_users(10)
+    for user in range(1, 11):
+        await engine.place_order(user, [(p.id, 1)])
+    stream: Any = r.xrange("{ro}:outbox")
+    events = [(entry_number(i.decode()), decode(f[b"e"])) for i, f in stream]
+    with db.begin() as conn:  # a writer that committed every other entry, then died
+        assert apply_batch(conn, events[::2]) == len(events[::2])
+
+    w = writer()
+    w.run(time.monotonic() + 2, threading.Event())  # its batch is new, then careful
+
+    assert w.applied == len(events) - len(events[::2])
+    assert counts(db) | {"outbox_applied": 0} == {
+        "users": 10, "balance_history": 20, "products": 1, "product_changes": 0,
+        "coupons": 0, "issued_coupons": 0, "orders": 10, "order_lines": 10, "payments": 10,
+        "sales_hourly": 1, "outbox_applied": 0}
+    assert scalar(db, "SELECT stock FROM products") == (await engine.product(p.id)).stock
+    assert scalar(db, "SELECT sum(balance) FROM users") == 10 * (1_000_000 - 1_000)
+    assert w.outbox.backlog() == 0
+
+
+async def test_a_new_batch_whose_entry_was_applied_raises_and_leaves_nothing_behind(
+    engine: Engine, db: Database, r: redis.Redis,
+    products: Callable[..., Awaitable[list[Product]]],
+) -> None:
+    (p,) = await products(1)
+    await engine.charge(1, 10_000)
+    await engine.place_order(1, [(p.id, 1)])
+    stream: Any = r.xrange("{ro}:outbox")
+    events = [(entry_number(i.decode()), decode(f[b"e"])) for i, f in stream]
+    with db.begin() as conn:  # the charge (the middle entry) was applied before
+        apply_batch(conn, events[1:2])
+    before = counts(db)
+
+    with db.connect() as conn:
+        with pytest.raises(psycopg.errors.UniqueViolation), conn.begin():
+            apply_new(conn, events, project(events))
+        assert counts(db) == before  # rolled back whole
+        with conn.begin():  # the same session goes on, the careful way
+            assert apply_batch(conn, events) == len(events) - 1
+        await engine.place_order(1, [(p.id, 2)])
+        newest: Any = r.xrevrange("{ro}:outbox", count=1)
+        later = [(entry_number(i.decode()), decode(f[b"e"])) for i, f in newest]
+        with conn.begin():  # and new batches after it: its prepared statements still work
+            assert apply_new(conn, later, project(later)) == 1
+
+    assert counts(db)["orders"] == 2 and counts(db)["balance_history"] == 3
+    assert scalar(db, "SELECT stock FROM products") == (await engine.product(p.id)).stock
+
+
+async def test_a_writer_that_keeps_up_lingers_and_commits_a_trickle_in_few_batches(
+    engine: Engine, db: Database, writer: Callable[..., PostgresWriter],
+) -> None:
+    w = writer(linger_ms=200)
+    stop = threading.Event()
+    thread = threading.Thread(target=w.run, args=(time.monotonic() + 30, stop))
+    thread.start()
+    try:
+        started = time.monotonic()
+        for user in range(1, 201):  # a charge every ~5 ms for ~1 s
+            await engine.charge(user, 10_000)
+            await asyncio.sleep(0.005)
+        elapsed = time.monotonic() - started
+        deadline = time.monotonic() + 10
+        while w.outbox.backlog() and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+    finally:
+        stop.set()
+        thread.join(10)
+    assert w.applied == 200 and counts(db)["users"] == 200
+    assert w.batches <= elapsed / 0.2 + 3  # one batch per linger, not one per charge

@@ -1,0 +1,455 @@
+"""The whole stack under load: ``rushorder up`` with its workers and mock platform running.
+
+``rushorder up`` starts as a child, exactly as a user runs it (a private data dir in a temp
+folder, free ports through RUSHORDER_* variables). The bench creates its users and one hot
+product through the engine, waits until the workers have applied them, then runs rounds of:
+
+  * health: wrk on ``GET /health/live`` (the framework's floor on this stack);
+  * orders: wrk POSTing one unit of the hot product as many users (load/wrk_orders.lua),
+    then the drain: until both consumer groups (``postgres`` and ``platform``) have no
+    backlog left, i.e. every order is in Postgres and at the platform;
+  * row-lock: pgbench running load/rowlock_order.sql (SELECT ... FOR UPDATE on the product
+    and the balance rows, then the writes) on the stack's own Postgres, in a database of its
+    own: the same server, settings and disk the outbox writer uses. It runs after the
+    drain, when the workers are idle, so it shares the box as bench_api's baseline does.
+
+CPU time comes from ``/proc``: every process under the ``up`` supervisor is attributed to the
+kind of its top child (api, worker, platform, redis, postgres, up itself), and the worker's
+two processes are told apart by their sockets (the Postgres writer holds a connection to
+Postgres, the platform forwarder does not). A kind's CPU seconds per 1,000 orders are taken
+over the orders round plus its drain, divided by the orders that reached Postgres. Processes
+outside the bench that used the CPU meanwhile are reported too: a figure measured while
+others were busy is not this code's figure.
+
+Usage: python load/bench_stack.py [--seconds 8] [--rounds 1] [--connections 64]
+                                  [--api-workers 1] [--workers 1] [--repo DIR] [--keep-log]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import resource
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import cpu
+import psycopg
+import redis
+from bench_api import PRICE, USERS, need, pgbench, seed, wrk
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from api.auth import mint_token  # noqa: E402
+from engine import Engine  # noqa: E402
+from engine.outbox import GROUPS, Outbox  # noqa: E402
+from rushorder.servers import free_port  # noqa: E402
+from rushorder.stack import http_ok  # noqa: E402
+
+SECRET = "bench-stack-secret-of-at-least-32-bytes"
+KINDS = ("api", "redis", "worker", "writer", "forwarder", "postgres", "platform", "up")
+READY_TIMEOUT_S = 120
+DRAIN_TIMEOUT_S = 300
+
+
+# ---------------------------------------------------------------------------------------
+# The stack
+# ---------------------------------------------------------------------------------------
+
+
+@dataclass
+class Stack:
+    """``rushorder up`` as a child process on free ports, in a temp data dir."""
+
+    tmp: Path
+    api_workers: int
+    workers: int
+    repo: Path = ROOT  # the checkout whose code the stack runs
+    ports: dict[str, int] = field(default_factory=lambda: {
+        name: free_port() for name in ("HTTP", "REDIS", "PG", "PLATFORM")})
+    proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def log(self) -> Path:
+        """What ``up`` printed (every child's output, prefixed)."""
+        return self.tmp / "up.log"
+
+    @property
+    def api(self) -> str:
+        """The API's base URL."""
+        return f"http://127.0.0.1:{self.ports['HTTP']}"
+
+    @property
+    def redis_url(self) -> str:
+        """The stack's private Redis."""
+        return f"redis://127.0.0.1:{self.ports['REDIS']}/0"
+
+    def pg_url(self, database: str = "rushorder") -> str:
+        """A database of the stack's private Postgres."""
+        return f"postgresql://postgres@127.0.0.1:{self.ports['PG']}/{database}"
+
+    def env(self) -> dict[str, str]:
+        """Ours without any RUSHORDER_* (a URL set there would skip the private servers)."""
+        env = {k: v for k, v in os.environ.items() if not k.startswith("RUSHORDER_")}
+        env.update({f"RUSHORDER_{name}_PORT": str(port) for name, port in self.ports.items()})
+        env.update(RUSHORDER_DATA_DIR=str(self.tmp / "data"), RUSHORDER_JWT_SECRET=SECRET,
+                   RUSHORDER_API_WORKERS=str(self.api_workers),
+                   RUSHORDER_WORKERS=str(self.workers))
+        if self.repo != ROOT:  # children run `python -m rushorder.cli`: this comes first
+            env["PYTHONPATH"] = str(self.repo)
+        return env
+
+    def start(self) -> Stack:
+        """Start ``rushorder up`` and wait until the API is ready."""
+        script = Path(sys.executable).with_name("rushorder")
+        argv = [str(script), "up"] if script.exists() and self.repo == ROOT else [
+            sys.executable, "-m", "rushorder.cli", "up"]
+        with self.log.open("wb") as out:
+            self.proc = subprocess.Popen(argv, env=self.env(), cwd=self.repo,
+                                         stdin=subprocess.DEVNULL, stdout=out,
+                                         stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + READY_TIMEOUT_S
+        while not http_ok(self.api + "/health/ready"):
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                self.stop()
+                sys.exit(f"rushorder up did not become ready; see {self.log}")
+            time.sleep(0.25)
+        return self
+
+    def stop(self) -> None:
+        """SIGTERM: ``up`` stops the API, the workers, the platform, then the servers."""
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            self.proc.wait(90)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+
+
+# ---------------------------------------------------------------------------------------
+# CPU time by process kind, from /proc
+# ---------------------------------------------------------------------------------------
+
+
+def _kind_of_top(argv: list[str]) -> str:
+    """The kind of a direct child of ``up``, from its command line."""
+    # Redis rewrites its title ("valkey-server 127.0.0.1:6380"), Postgres too.
+    program = Path(argv[0].split()[0]).name if argv and argv[0].strip() else ""
+    if program in ("redis-server", "valkey-server"):
+        return "redis"
+    if program in ("postgres", "postgres:"):
+        return "postgres"
+    if "rushorder.cli" in argv:
+        sub = argv[argv.index("rushorder.cli") + 1:]
+        return sub[0] if sub and sub[0] in ("api", "worker", "platform") else "up"
+    return "up"
+
+
+def _sockets_to(port: int) -> set[str]:
+    """Inodes of the TCP sockets whose remote end is 127.0.0.1:``port`` (or ::1)."""
+    inodes: set[str] = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            with open(table) as f:
+                rows = f.read().splitlines()[1:]
+        except OSError:
+            continue
+        for row in rows:
+            cols = row.split()
+            if int(cols[2].rsplit(":", 1)[1], 16) == port:
+                inodes.add(cols[9])
+    return inodes
+
+
+def _holds(pid: int, inodes: set[str]) -> bool:
+    """``pid`` has one of these sockets open."""
+    try:
+        links = [os.readlink(f"/proc/{pid}/fd/{fd}") for fd in os.listdir(f"/proc/{pid}/fd")]
+    except OSError:
+        return False
+    return any(link.startswith("socket:[") and link[8:-1] in inodes for link in links)
+
+
+class Processes:
+    """CPU ticks of every process under ``root``, by kind (see the module docstring)."""
+
+    def __init__(self, root: int, pg_port: int) -> None:
+        self.root = root
+        self.pg_port = pg_port
+        self.roles: dict[int, str] = {}  # worker processes: writer or forwarder
+
+    def ticks(self) -> Counter[str]:
+        """Ticks by kind now; ``worker`` is the sum of ``writer``, ``forwarder`` and the rest."""
+        stats = cpu.table()
+        kids = cpu.children(stats)
+        totals: Counter[str] = Counter()
+        if self.root in stats:
+            totals["up"] += stats[self.root][1]
+        for top in kids.get(self.root, []):
+            kind = _kind_of_top(cpu.cmdline(top))
+            for pid in cpu.subtree(top, kids):
+                totals[kind] += stats[pid][1]
+                if kind == "worker" and pid != top and (role := self._role(pid)):
+                    totals[role] += stats[pid][1]
+        return totals
+
+    def _role(self, pid: int) -> str | None:
+        """A worker's child: the Postgres writer holds a connection to Postgres (None: the
+        multiprocessing resource tracker)."""
+        if pid not in self.roles:
+            if any("resource_tracker" in a for a in cpu.cmdline(pid)):
+                return None
+            self.roles[pid] = ("writer" if _holds(pid, _sockets_to(self.pg_port))
+                               else "forwarder")
+        return self.roles[pid]
+
+
+def own_ticks() -> int:
+    """This process's CPU and its reaped children's (wrk, pgbench), in ticks."""
+    own, kids = (resource.getrusage(who) for who in (resource.RUSAGE_SELF,
+                                                        resource.RUSAGE_CHILDREN))
+    return round((own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime) / cpu.TICK_S)
+
+
+def wrk_seconds() -> float:
+    """CPU seconds of the reaped children so far (wrk and pgbench)."""
+    kids = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return kids.ru_utime + kids.ru_stime
+
+
+# ---------------------------------------------------------------------------------------
+# Drain and counts
+# ---------------------------------------------------------------------------------------
+
+
+def drain(client: redis.Redis, since: float) -> dict[str, float]:
+    """Wait until every group has no backlog; seconds from ``since`` until each had none."""
+    outboxes = {group: Outbox(client, group, "bench") for group in GROUPS}
+    done: dict[str, float] = {}
+    deadline = time.monotonic() + DRAIN_TIMEOUT_S
+    while len(done) < len(outboxes):
+        for group, outbox in outboxes.items():
+            if group not in done and not outbox.backlog():
+                done[group] = time.monotonic() - since
+        if time.monotonic() > deadline:
+            sys.exit(f"the outbox did not drain in {DRAIN_TIMEOUT_S}s: {done}")
+        time.sleep(0.05)
+    return done
+
+
+def backlog(client: redis.Redis) -> dict[str, int]:
+    """Entries each group has not acknowledged yet."""
+    return {group: Outbox(client, group, "bench").backlog() for group in GROUPS}
+
+
+def orders_in_postgres(pg_url: str) -> int:
+    """How many orders the writer has applied."""
+    with psycopg.connect(pg_url) as conn:
+        row = conn.execute("SELECT count(*) FROM orders").fetchone()
+    return int(row[0]) if row else 0
+
+
+def prepare_rowlock(stack: Stack) -> str:
+    """A database ``rowlock`` on the stack's Postgres with the row-lock schema; its URL."""
+    with psycopg.connect(stack.pg_url(), autocommit=True) as conn:
+        conn.execute("DROP DATABASE IF EXISTS rowlock")
+        conn.execute("CREATE DATABASE rowlock")
+    url = stack.pg_url("rowlock")
+    subprocess.run(["psql", "-q", url, "-v", f"users={USERS}",
+                    "-f", str(ROOT / "load/rowlock_schema.sql")], check=True,
+                   capture_output=True)
+    return url
+
+
+# ---------------------------------------------------------------------------------------
+# One round
+# ---------------------------------------------------------------------------------------
+
+
+@dataclass
+class OrdersRound:
+    """One orders run with its drain: what wrk saw, what Postgres got, CPU by kind."""
+
+    wrk: dict
+    orders: int  # orders that reached Postgres in this round
+    left: dict[str, int]  # each group's backlog when the load stopped
+    drained_s: dict[str, float]  # each group's drain time after the load stopped
+    window_s: float
+    cpu_s: dict[str, float]  # CPU seconds by kind over load + drain
+    others_percent: float
+
+    def per_thousand(self, kind: str) -> float:
+        """CPU seconds of ``kind`` per 1,000 orders."""
+        return self.cpu_s.get(kind, 0.0) / max(self.orders, 1) * 1000
+
+
+def run_orders(stack: Stack, procs: Processes, client: redis.Redis, args: argparse.Namespace,
+               wrk_env: dict[str, str]) -> OrdersRound:
+    """Orders for ``args.seconds``, then the drain; CPU attributed over both."""
+    before_orders = orders_in_postgres(stack.pg_url())
+    ticks, machine, own, load_s = procs.ticks(), cpu.machine(), own_ticks(), wrk_seconds()
+    started = time.monotonic()
+    stats = wrk(stack.api + "/", str(ROOT / "load/wrk_orders.lua"), args.seconds,
+                args.connections, wrk_env)
+    stopped = time.monotonic()
+    wrk_cpu = wrk_seconds() - load_s
+    left = backlog(client)
+    drained = drain(client, stopped)
+    ticks_after, machine_after, own_after = procs.ticks(), cpu.machine(), own_ticks()
+    seconds = {kind: (ticks_after[kind] - ticks[kind]) * cpu.TICK_S for kind in KINDS}
+    seconds["wrk"] = wrk_cpu
+    ours = sum(ticks_after[k] - ticks[k] for k in KINDS if k not in ("writer", "forwarder"))
+    others = cpu.others_percent(machine, machine_after, ours + own_after - own)
+    return OrdersRound(stats, orders_in_postgres(stack.pg_url()) - before_orders, left,
+                       drained, time.monotonic() - started, seconds, others)
+
+
+# ---------------------------------------------------------------------------------------
+# Report
+# ---------------------------------------------------------------------------------------
+
+
+def report(health: list[dict], orders: list[OrdersRound], rowlock: list[dict],
+           args: argparse.Namespace) -> None:
+    """Per-round figures, medians, CPU per 1,000 orders by kind, and the targets."""
+    print(f"\nwhole stack (rushorder up: API x{args.api_workers}, {args.workers} outbox "
+          f"worker(s), mock platform, Redis, Postgres); {args.rounds} rounds x "
+          f"{args.seconds}s, {args.connections} connections, wrk -t2 and pgbench -j2 on the "
+          f"same box; code from {args.repo}")
+    print(f"{'round':>5} {'health/s':>9} {'orders/s':>9} {'ratio':>6} {'rowlock':>8} "
+          f"{'ord p99':>8} {'non-2xx':>7} {'in pg':>7} {'left pg/pf':>12} "
+          f"{'drain pg/pf s':>14} {'others %':>8}")
+    for i, (h, o, r) in enumerate(zip(health, orders, rowlock, strict=True), 1):
+        w = o.wrk
+        print(f"{i:>5} {h['rps']:>9.0f} {w['rps']:>9.0f} {w['rps'] / h['rps']:>6.2f} "
+              f"{r['rps']:>8.0f} {w['p99_us'] / 1000:>8.1f} "
+              f"{w['non2xx'] + w['socket_errors']:>7} {o.orders:>7} "
+              f"{o.left['postgres']:>5}/{o.left['platform']:<6} "
+              f"{o.drained_s['postgres']:>6.1f}/{o.drained_s['platform']:<7.1f} "
+              f"{o.others_percent:>8.0f}")
+    kinds = [*KINDS, "wrk"]
+    print("\nCPU seconds per 1,000 orders over the orders run plus its drain "
+          "(worker = writer + forwarder + its supervisor):")
+    print(f"{'round':>5} " + " ".join(f"{k:>9}" for k in kinds))
+    for i, o in enumerate(orders, 1):
+        print(f"{i:>5} " + " ".join(f"{o.per_thousand(k):>9.3f}" for k in kinds))
+    per_kind = {k: statistics.median(o.per_thousand(k) for o in orders) for k in kinds}
+    print("  med " + " ".join(f"{per_kind[k]:>9.3f}" for k in kinds))
+
+    health_rps = statistics.median(h["rps"] for h in health)
+    orders_rps = statistics.median(o.wrk["rps"] for o in orders)
+    rowlock_tps = statistics.median(r["rps"] for r in rowlock)
+    ratio = statistics.median(o.wrk["rps"] / h["rps"] for h, o in zip(health, orders,
+                                                                       strict=True))
+    non2xx = sum(o.wrk["non2xx"] + o.wrk["socket_errors"] for o in orders)
+    drain_pg = statistics.median(o.drained_s["postgres"] for o in orders)
+    drain_pf = statistics.median(o.drained_s["platform"] for o in orders)
+    print(f"\nmedian: health {health_rps:.0f}/s, orders {orders_rps:.0f}/s, "
+          f"row-lock {rowlock_tps:.0f} tps; drained {drain_pg:.1f} s (postgres) and "
+          f"{drain_pf:.1f} s (platform) after the load stopped")
+    print(f"orders/health {ratio:.2f}x (target >= 0.35x)")
+    print(f"orders/row-lock {orders_rps / rowlock_tps:.1f}x (target >= 20x)")
+    print(f"non-2xx or socket errors: {non2xx} (target 0)")
+
+
+def check_books(stack: Stack, product_id: int) -> None:
+    """Every unit sold in Redis is an order in Postgres, and Postgres' stock agrees."""
+
+    async def redis_stock() -> int:
+        engine = Engine(stack.redis_url)
+        stock = (await engine.product(product_id)).stock
+        await engine.close()
+        return stock
+
+    sold = 1_000_000_000 - asyncio.run(redis_stock())
+    with psycopg.connect(stack.pg_url()) as conn:
+        row = conn.execute("SELECT stock FROM products WHERE id = %s", (product_id,)).fetchone()
+        lines = conn.execute("SELECT coalesce(sum(quantity), 0) FROM order_lines "
+                             "WHERE product_id = %s", (product_id,)).fetchone()
+    pg_stock = int(row[0]) if row else None
+    pg_sold = int(lines[0]) if lines else 0
+    print(f"books: {sold} units sold in Redis, {pg_sold} in Postgres' order lines, Postgres "
+          f"stock {'agrees' if pg_stock == 1_000_000_000 - sold else 'DIFFERS'} "
+          f"(every order was {PRICE} won)")
+
+
+# ---------------------------------------------------------------------------------------
+# Main
+# ---------------------------------------------------------------------------------------
+
+
+def parse_args() -> argparse.Namespace:
+    """The command line."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--seconds", type=int, default=8, help="length of each wrk/pgbench run")
+    parser.add_argument("--rounds", type=int, default=1)
+    parser.add_argument("--connections", type=int, default=64)
+    parser.add_argument("--api-workers", type=int, default=1,
+                        help="RUSHORDER_API_WORKERS (1: see load/bench_api.py)")
+    parser.add_argument("--workers", type=int, default=1, help="RUSHORDER_WORKERS")
+    parser.add_argument("--repo", type=Path, default=ROOT, metavar="DIR",
+                        help="run the stack from this checkout (to compare two trees with "
+                             "the same bench)")
+    parser.add_argument("--keep-log", action="store_true",
+                        help="keep the temp folder with up.log instead of removing it")
+    return parser.parse_args()
+
+
+def bench(stack: Stack, args: argparse.Namespace) -> None:
+    """Seed, warm up, run the rounds, report."""
+    assert stack.proc is not None
+    client = redis.Redis.from_url(stack.redis_url)
+    product_id = asyncio.run(seed(stack.redis_url))
+    tokens = stack.tmp / "tokens.txt"
+    tokens.write_text("\n".join(mint_token(SECRET, u, ttl_s=86_400)
+                                for u in range(1, USERS + 1)) + "\n")
+    rowlock_url = prepare_rowlock(stack)
+    wrk_env = {"TOKENS": str(tokens), "PRODUCT_ID": str(product_id)}
+    # Warm up: scripts loaded, connections open, caches filled; then everything applied.
+    wrk(stack.api + "/", str(ROOT / "load/wrk_orders.lua"), 2, args.connections, wrk_env)
+    drain(client, time.monotonic())
+    procs = Processes(stack.proc.pid, stack.ports["PG"])
+    health: list[dict] = []
+    orders: list[OrdersRound] = []
+    rowlock: list[dict] = []
+    for _ in range(args.rounds):
+        health.append(wrk(stack.api + "/health/live", str(ROOT / "load/wrk_report.lua"),
+                          args.seconds, args.connections, {}))
+        orders.append(run_orders(stack, procs, client, args, wrk_env))
+        rowlock.append(pgbench(rowlock_url, args.seconds, args.connections))
+    report(health, orders, rowlock, args)
+    check_books(stack, product_id)
+    client.close()
+
+
+def main() -> None:
+    """Start the stack, bench it, stop it."""
+    args = parse_args()
+    need("wrk", "wrk")
+    need("pgbench", "postgresql-client")
+    tmp = Path(tempfile.mkdtemp(prefix="rushorder-bench-stack-"))
+    stack = Stack(tmp, args.api_workers, args.workers, args.repo.resolve())
+    try:
+        bench(stack.start(), args)
+    finally:
+        stack.stop()
+        if args.keep_log:
+            print(f"log: {stack.log}")
+        else:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
