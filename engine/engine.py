@@ -247,6 +247,7 @@ class Engine:
 
     async def balance(self, user_id: int) -> Balance:
         """The user's balance (0 for a user never seen)."""
+        _check_user(user_id)
         live, raw = await self.conn.execute("MGET", keys.LIVE, keys.balance(user_id))
         if live is None:
             raise StateMissing(_NO_STATE)
@@ -306,7 +307,8 @@ class Engine:
         limits.STOCK_DELTA.check(stock_delta, "stock_delta")
         reply = await self._run(
             "update_product", [keys.product(product_id), keys.OUTBOX],
-            [product_id, name or "", "" if price is None else price, stock_delta],
+            [product_id, name or "", "" if price is None else price, stock_delta,
+             limits.STOCK.high],
         )
         return _answer(reply, Product)
 
@@ -526,6 +528,8 @@ class Engine:
 
     async def remove_cart_item(self, user_id: int, product_id: int) -> None:
         """Take a product out of the cart (absent is fine)."""
+        _check_user(user_id)
+        limits.ID.check(product_id, "product_id")
         _answer(await self._run("remove_cart_item", [keys.cart(user_id)], [product_id]),
                 type(None))
 

@@ -57,6 +57,12 @@ REFUSED: dict[str, tuple[Call, str]] = {
     "stock_delta under -1,000,000,000": (
         lambda e, t: e.update_product(t.product, stock_delta=-1_000_000_001), "stock_delta"),
     "update of product 0": (lambda e, t: e.update_product(0, stock_delta=1), "product_id"),
+    "restock over 1,000,000,000 units in all": (  # the product holds 5,000
+        lambda e, t: e.update_product(t.product, stock_delta=1_000_000_000 - 4_999),
+        "stock_delta"),
+    "balance of user 0": (lambda e, t: e.balance(0), "user_id"),
+    "cart removal for user 0": (lambda e, t: e.remove_cart_item(0, t.product), "user_id"),
+    "cart removal of product 0": (lambda e, t: e.remove_cart_item(t.user, 0), "product_id"),
     "read of product 0": (lambda e, t: e.product(0), "product_id"),
     "read of a product id over 14 digits": (lambda e, t: e.product(MAX_ID + 1), "product_id"),
     "PERCENT 150": (coupon(kind="PERCENT", value=150), "discount_value"),
@@ -103,7 +109,7 @@ ACCEPTED: dict[str, Call] = {
         "n" * 200, 100_000_000, 1_000_000_000),
     "product at every lower bound": lambda e, t: e.create_product("n", 1, 0),
     "update at every bound": lambda e, t: e.update_product(
-        t.product, name="n" * 200, price=100_000_000, stock_delta=1_000_000_000),
+        t.product, name="n" * 200, price=100_000_000, stock_delta=1_000_000_000 - 5_000),
     "PERCENT 100": coupon(kind="PERCENT", value=100),
     "PERCENT 1": coupon(kind="PERCENT", value=1),
     "FIXED 10,000,000 of 10,000,000": coupon(value=10_000_000, quantity=10_000_000),
