@@ -106,5 +106,7 @@ async def test_user_ids_beyond_14_digits_are_refused_and_change_nothing(engine, 
     before = await engine.conn.execute("XLEN", "{ro}:outbox")
     with pytest.raises(ValidationFailed):
         await engine.charge(user, 1_000)
-    assert (await engine.balance(user)).balance == 0
+    with pytest.raises(ValidationFailed):
+        await engine.balance(user)  # not even readable
+    assert not await engine.conn.execute("EXISTS", f"{{ro}}:bal:{user}")
     assert await engine.conn.execute("XLEN", "{ro}:outbox") == before
