@@ -8,7 +8,6 @@ import time
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 
-import httpx
 import pytest
 import redis
 from drain_support import Platform, Process, wait_for
@@ -40,21 +39,6 @@ def delivered(platform: Platform, expected: set[str]) -> bool:
     ids = platform.event_ids()
     assert len(ids) == len(set(ids)), "an event is listed twice"
     return set(ids) == expected
-
-
-def test_the_mock_platform_dedupes_by_event_id_and_lists_in_arrival_order(
-    platform: Platform,
-) -> None:
-    for event_id in ("2:paid", "1:paid", "2:paid"):
-        httpx.post(f"{platform.url}/events", timeout=5, json={
-            "event_id": event_id, "type": "order.paid", "occurred_at": "x", "order": {}})
-    listed = platform.events()
-    assert [i["event_id"] for i in listed["items"]] == ["2:paid", "1:paid"]  # type: ignore[index]
-    assert (listed["received"], listed["duplicates"]) == (3, 1)
-    platform.control("fail")
-    assert httpx.post(f"{platform.url}/events", json={"event_id": "3"}).status_code == 500
-    httpx.post(f"{platform.url}/reset").raise_for_status()
-    assert platform.events()["items"] == []
 
 
 async def test_a_platform_down_never_fails_an_order_and_gets_every_event_once_back(
