@@ -49,9 +49,10 @@ import redis
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from bench_drain import Cpu, Orders, pct, wait_until  # noqa: E402
+import cpu  # noqa: E402
+from bench_drain import Orders, pct, wait_until  # noqa: E402
 
-from engine import Engine  # noqa: E402
+from engine import Engine, state  # noqa: E402
 from engine.outbox import PLATFORM, Outbox  # noqa: E402
 from rushorder.servers import RedisServer, free_port  # noqa: E402
 from rushorder.settings import Settings  # noqa: E402
@@ -101,6 +102,22 @@ class Child:
         if self.proc is not None and self.proc.poll() is None:
             self.proc.terminate()
             self.proc.wait(30)
+
+
+class Others:
+    """The share of the machine that processes outside the bench used over a phase (this
+    process, the forwarder, the mock and Redis are ours: our children)."""
+
+    def _read(self) -> tuple[int, tuple[int, int]]:
+        return cpu.tree_ticks([os.getpid()])[os.getpid()], cpu.machine()
+
+    def __enter__(self) -> Others:
+        self.start = self._read()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        (mine, machine), (mine0, machine0) = self._read(), self.start
+        self.others_percent = cpu.others_percent(machine0, machine, mine - mine0)
 
 
 class Mock:
@@ -193,6 +210,7 @@ class Bench:
     async def setup(self) -> None:
         """Products, funded users, the mock, then the backlog, placed once: each run of
         phase 1 reads it again from the start through a new ``platform`` group."""
+        state.mark(self.redis, "bench_forward")  # a new, empty shop
         await self.engine.load()
         self.products = [(await self.engine.create_product(f"p{i}", 1_000 + 500 * i, 10**9)).id
                          for i in range(self.args.products)]
@@ -214,7 +232,7 @@ class Bench:
         self.mock.reset()
         self.rewind()
         fwd = self.forwarder(client, in_flight)
-        with Cpu() as cpu:
+        with Others() as others:
             fwd.start()
             wait_until(lambda: self.mock.kept() > 0, 60)
             kept0, fwd0, mock0 = self.mock.kept(), fwd.cpu_s(), self.mock.child.cpu_s()
@@ -227,7 +245,7 @@ class Bench:
         per_k = 1000 / max(1, self.args.backlog - kept0)
         return {"rate": (self.args.backlog - len(first_ids)) / max(span, 1e-9),
                 "fwd_ms": (fwd1 - fwd0) * 1000 * per_k, "mock_ms": (mock1 - mock0) * 1000 * per_k,
-                "requests": len(arrivals), "others": cpu.others_percent}
+                "requests": len(arrivals), "others": others.others_percent}
 
     async def steady(self, in_flight: int) -> tuple[str, float]:
         """``--rate`` orders/s for ``--seconds`` while a forwarder runs; the lags, reported,
@@ -237,7 +255,7 @@ class Bench:
         wait_until(lambda: self.outbox.consumers(), 60)  # its job reads (blocked, empty)
         start_id = f"{int(time.time() * 1000)}-0"
         orders = self.orders()
-        with Cpu() as cpu:
+        with Others() as others:
             await orders.steady(self.args.rate, self.args.seconds)
             wait_until(lambda: self.mock.kept() >= len(orders.answered), 300)
         fwd.stop()
@@ -252,8 +270,8 @@ class Bench:
                 f"lag outbox entry -> platform p50 {pct(from_entry, 50):.0f} ms, p99 "
                 f"{pct(from_entry, 99):.0f} ms, max {from_entry[-1]:.0f} ms; order answer -> "
                 f"platform p50 {pct(from_answer, 50):.0f} ms, p99 {pct(from_answer, 99):.0f} "
-                f"ms; {requests} requests [others used {cpu.others_percent:.0f}% of the CPU]",
-                cpu.others_percent)
+                f"ms; {requests} requests [others used {others.others_percent:.0f}% of the CPU]",
+                others.others_percent)
 
     def entry_times(self, start_id: str) -> Iterator[tuple[str, int]]:
         """``(event_id, entry ms)`` of every order event added since ``start_id``."""
