@@ -232,13 +232,15 @@ class Bench:
         self.mock.reset()
         self.rewind()
         fwd = self.forwarder(client, in_flight)
-        with Others() as others:
-            fwd.start()
-            wait_until(lambda: self.mock.kept() > 0, 60)
-            kept0, fwd0, mock0 = self.mock.kept(), fwd.cpu_s(), self.mock.child.cpu_s()
-            wait_until(lambda: self.mock.kept() >= self.args.backlog, 300)
-            fwd1, mock1 = fwd.cpu_s(), self.mock.child.cpu_s()
-        fwd.stop()
+        try:
+            with Others() as others:
+                fwd.start()
+                wait_until(lambda: self.mock.kept() > 0, 60)
+                kept0, fwd0, mock0 = self.mock.kept(), fwd.cpu_s(), self.mock.child.cpu_s()
+                wait_until(lambda: self.mock.kept() >= self.args.backlog, 300)
+                fwd1, mock1 = fwd.cpu_s(), self.mock.child.cpu_s()
+        finally:
+            fwd.stop()
         arrivals = self.mock.arrivals()
         first_t, first_ids = arrivals[0]
         span = arrivals[-1][0] - first_t
@@ -252,13 +254,15 @@ class Bench:
         and the share of the CPU others used meanwhile."""
         self.mock.reset()
         fwd = self.forwarder(self.args.clients[0], in_flight).start()
-        wait_until(lambda: self.outbox.consumers(), 60)  # its job reads (blocked, empty)
-        start_id = f"{int(time.time() * 1000)}-0"
-        orders = self.orders()
-        with Others() as others:
-            await orders.steady(self.args.rate, self.args.seconds)
-            wait_until(lambda: self.mock.kept() >= len(orders.answered), 300)
-        fwd.stop()
+        try:
+            wait_until(lambda: self.outbox.consumers(), 60)  # its job reads (blocked, empty)
+            start_id = f"{int(time.time() * 1000)}-0"
+            orders = self.orders()
+            with Others() as others:
+                await orders.steady(self.args.rate, self.args.seconds)
+                wait_until(lambda: self.mock.kept() >= len(orders.answered), 300)
+        finally:
+            fwd.stop()
         arrived = {eid: t for t, ids in self.mock.arrivals() for eid in ids}
         from_answer = sorted((arrived[f"{oid}:paid"] - at) * 1000
                              for oid, at in orders.answered.items())
