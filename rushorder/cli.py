@@ -168,7 +168,8 @@ SUBCOMMANDS: list[tuple[str, Command, str, str]] = [
      "Drain the Redis outbox into Postgres and forward order events to the data "
      "platform; blocks." + SERVERS_HELP),
     ("platform", cmd_platform, "serve the mock data platform",
-     "Serve the mock data platform on RUSHORDER_PLATFORM_PORT: POST/GET /events; blocks."),
+     "Serve the mock data platform on RUSHORDER_PLATFORM_PORT: POST /events, POST "
+     "/events/batch, GET /events, POST /control (fail, throttle, stall, reject); blocks."),
     ("migrate", cmd_migrate, "upgrade the Postgres schema to the newest revision",
      "Run the Alembic migrations against RUSHORDER_DATABASE_URL." + SERVERS_HELP),
     ("seed", cmd_seed, "load the demo catalog into an empty database",

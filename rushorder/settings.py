@@ -9,9 +9,10 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 import msgspec
+from msgspec import Meta
 
 # Only for a laptop: `make up` warns when it is in use. 32+ bytes, as HS256 wants.
 DEV_JWT_SECRET = "rushorder-dev-secret-change-me-before-prod"
@@ -61,6 +62,11 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     data_platform_url: str | None = None
     platform_timeout_s: float = 2.0
     platform_max_attempts: int = 8
+    # batch: POST /events/batch (the mock's, and the analytics sinks' way); single: POST /events.
+    platform_mode: Literal["batch", "single"] = "batch"
+    platform_batch: Annotated[int, Meta(ge=1, le=500)] = 500  # events per batch request
+    platform_in_flight: Annotated[int, Meta(ge=1, le=16)] = 1  # batches in flight per stream
+    platform_client: Literal["aiohttp", "httpx"] = "aiohttp"
 
     # Outbox workers.
     workers: int = 1

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import random
 import threading
+import time
 
 
 class Backoff:
@@ -26,3 +28,20 @@ class Backoff:
     def reset(self) -> None:
         """The server answered again."""
         self.failures = 0
+
+    async def pause(self, stop: threading.Event) -> None:
+        """:meth:`wait` inside an event loop: other tasks run meanwhile."""
+        self.failures += 1
+        await sleep_unless_stopped(self.delay(self.failures), stop)
+
+
+async def sleep_unless_stopped(seconds: float, stop: threading.Event,
+                               poll_s: float = 0.05) -> bool:
+    """Sleep ``seconds`` in an event loop, waking every ``poll_s`` to look at ``stop`` (set
+    from a signal handler or another thread); False if it was set before the end."""
+    deadline = time.monotonic() + seconds
+    while (left := deadline - time.monotonic()) > 0:
+        if stop.is_set():
+            return False
+        await asyncio.sleep(min(left, poll_s))
+    return not stop.is_set()

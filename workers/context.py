@@ -15,7 +15,6 @@ import threading
 import time
 from functools import cached_property
 
-import httpx
 import redis
 from sqlalchemy.engine import Engine
 
@@ -23,6 +22,7 @@ from engine import state
 from engine.outbox import DeadLetters, Outbox
 from persistence.database import create_engine
 from rushorder.settings import Settings
+from workers.platform_http import Platform
 
 log = logging.getLogger("rushorder.workers")
 
@@ -55,10 +55,9 @@ class WorkerContext:
         return create_engine(self.settings.database_url)
 
     @cached_property
-    def http(self) -> httpx.Client:
-        """The data platform's HTTP client: keep-alive, one timeout per delivery."""
-        limits = httpx.Limits(max_connections=32, max_keepalive_connections=32)
-        return httpx.Client(timeout=self.settings.platform_timeout_s, limits=limits)
+    def platform(self) -> Platform:
+        """The data platform (its pooled HTTP client is opened by each forwarder run)."""
+        return Platform.from_settings(self.settings)
 
     def outbox(self, group: str) -> Outbox:
         """This process's consumer of one group (every group exists once this returns)."""
@@ -92,7 +91,7 @@ class WorkerContext:
 
     def close(self) -> None:
         """Close whatever was opened."""
-        for name, closer in (("redis", "close"), ("db", "dispose"), ("http", "close")):
+        for name, closer in (("redis", "close"), ("db", "dispose")):
             if name in self.__dict__:
                 getattr(self.__dict__.pop(name), closer)()
 

@@ -21,7 +21,7 @@ from rq.job import Job
 
 from engine.outbox import PLATFORM, POSTGRES, OutboxGone
 from workers.context import current
-from workers.platform import Forwarder, Platform
+from workers.platform import Forwarder
 from workers.postgres import PostgresWriter
 
 JOB_BUDGET_S = 300.0  # a handover costs a few dozen round trips: not too often
@@ -51,8 +51,8 @@ def forward_to_platform(budget_s: float = JOB_BUDGET_S) -> int:
     s = ctx.settings
     until = time.monotonic() + budget_s
     try:
-        forwarder = Forwarder(ctx.outbox(PLATFORM), ctx.dead_letters(),
-                              Platform(ctx.http, s.platform_url),
+        forwarder = Forwarder([ctx.outbox(PLATFORM)], ctx.dead_letters(), ctx.platform,
+                              in_flight=s.platform_in_flight,
                               max_attempts=s.platform_max_attempts,
                               reclaim_idle_ms=s.outbox_reclaim_idle_ms)
         return forwarder.run(until, ctx.stop)

@@ -2,45 +2,57 @@
 once, with the event's stable ``event_id`` (the receiver dedupes).
 
 It is the outbox's ``platform`` group, so orders never wait on the platform: they only
-append to the outbox. A batch is posted concurrently; the events that fail are retried with
-exponential backoff up to ``max_attempts`` times, then kept in the dead-letter stream for an
-operator to replay (:func:`replay_dead_letters`). Entries are acknowledged only once
-delivered or dead-lettered, so a forwarder that dies loses nothing: another claims its
-entries after ``reclaim_idle_ms``. Forwarders may run side by side; order does not matter.
+append to the outbox. The forwarder is one event loop (inside the synchronous RQ job)
+driving *lanes*: each lane reads a batch from its stream (``XREADGROUP``, in a thread:
+the outbox client is synchronous redis-py), sends it (``POST /events/batch``, or one
+``POST /events`` per event in single mode, :mod:`workers.platform_http`), and
+acknowledges it once the platform answered 2xx. A request that got no answer, 408, 429 or
+5xx is sent again whole, with exponential backoff, up to ``max_attempts`` times; then its
+events go to the dead-letter stream. So do the events the platform rejected, and only
+those. A lane holds one batch at a time; a forwarder runs ``in_flight`` lanes per stream
+and takes several streams at once. Entries are acknowledged only once delivered or
+dead-lettered, so a forwarder that dies loses nothing: another claims its entries after
+``reclaim_idle_ms``. Forwarders may run side by side; order does not matter.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
+from typing import TypeVar
 
-import httpx
 import msgspec
 import redis
 
-from engine.events import OrderCancelled, OrderPaid, decode
 from engine.models import Order
 from engine.outbox import DeadLetters, Entry, Outbox
 from rushorder.settings import Settings
-from workers.backoff import Backoff
+from workers.backoff import Backoff, sleep_unless_stopped
+from workers.platform_http import Item, Outcome, Platform, Request, Session
 
 log = logging.getLogger("rushorder.workers.platform")
 
 ORDER_EVENTS = frozenset({"order.paid", "order.cancelled"})
-PARALLEL = 16  # posts in flight at once per forwarder
+T = TypeVar("T")
 
 
-class _Kind(msgspec.Struct):
+class _OrderEvent(msgspec.Struct, frozen=True):
+    """What the platform needs of an outbox event (the rest is skipped, not decoded)."""
+
     type: str
+    event_id: str | None = None
+    at: datetime | None = None
+    order: Order | None = None
 
 
 class Delivery(msgspec.Struct, frozen=True, kw_only=True):
-    """The body of ``POST /events``: the contract's shape."""
+    """The body of ``POST /events`` (and an element of a batch): the contract's shape."""
 
     event_id: str
     type: str
@@ -48,7 +60,7 @@ class Delivery(msgspec.Struct, frozen=True, kw_only=True):
     order: Order
 
 
-_KIND = msgspec.json.Decoder(_Kind)
+_EVENT = msgspec.json.Decoder(_OrderEvent)
 _ENCODER = msgspec.json.Encoder()
 
 
@@ -56,163 +68,260 @@ class Undeliverable(Exception):
     """Raised when an outbox entry cannot be turned into a delivery (never retried)."""
 
 
-def delivery_of(data: bytes) -> bytes | None:
-    """The platform's body for an outbox event, or None for events the platform never gets."""
+def delivery_of(data: bytes) -> tuple[str, bytes] | None:
+    """The ``event_id`` and platform body of an outbox event, or None for events the platform
+    never gets."""
     try:
-        kind = _KIND.decode(data).type
-        event = decode(data) if kind in ORDER_EVENTS else None
+        event = _EVENT.decode(data)
     except msgspec.MsgspecError as exc:
-        raise Undeliverable(f"undecodable order event: {exc}") from exc
-    if not isinstance(event, OrderPaid | OrderCancelled):
+        raise Undeliverable(f"undecodable outbox event: {exc}") from exc
+    if event.type not in ORDER_EVENTS:
         return None
-    return _ENCODER.encode(
-        Delivery(event_id=event.event_id, type=kind, occurred_at=event.at, order=event.order))
+    if event.event_id is None or event.at is None or event.order is None:
+        raise Undeliverable(f"an {event.type} event without event_id, at or order")
+    return event.event_id, _ENCODER.encode(Delivery(
+        event_id=event.event_id, type=event.type, occurred_at=event.at, order=event.order))
 
 
-class Platform:
-    """The platform's ``POST /events``, one delivery per call."""
+class Sent(msgspec.Struct, frozen=True):
+    """A request's last outcome after ``attempts`` tries; None if a stop came first."""
 
-    def __init__(self, http: httpx.Client, url: str) -> None:
-        self.http = http
-        self.url = url.rstrip("/") + "/events"
+    request: Request
+    outcome: Outcome | None
+    attempts: int
 
-    def post(self, body: bytes) -> tuple[bool, str | None]:
-        """Deliver one body: ``(retryable, error)``; error None once the platform took it."""
-        try:
-            answer = self.http.post(self.url, content=body,
-                                    headers={"content-type": "application/json"})
-        except httpx.HTTPError as exc:
-            return True, f"{type(exc).__name__}: {exc}"
-        if answer.is_success:
-            return True, None
-        # The platform refusing the body itself will refuse it again: no point retrying.
-        retryable = answer.status_code >= 500 or answer.status_code in (408, 429)
-        return retryable, f"HTTP {answer.status_code}: {answer.text[:200]}"
+
+class Settled(msgspec.Struct):
+    """What to do with a read batch: events delivered, dead letters, entries to acknowledge."""
+
+    delivered: int = 0
+    dead: list[tuple[Entry, str, int]] = []
+    ack: list[str] = []
 
 
 class Forwarder:
-    """Drains the outbox's ``platform`` group into the data platform."""
+    """Drains the outbox's ``platform`` group, of one stream or several, into the platform."""
 
     def __init__(
-        self, outbox: Outbox, dead: DeadLetters, platform: Platform, *, batch: int = 200,
-        max_attempts: int = 8, reclaim_idle_ms: int = 30_000, block_ms: int = 1000,
-        backoff: Backoff | None = None,
+        self, outboxes: Sequence[Outbox], dead: DeadLetters, platform: Platform, *,
+        in_flight: int = 1, max_attempts: int = 8, reclaim_idle_ms: int = 30_000,
+        block_ms: int = 1000, backoff: Backoff | None = None,
     ) -> None:
-        self.outbox = outbox
+        self.outboxes = list(outboxes)
         self.dead = dead
         self.platform = platform
-        self.batch = batch
+        self.in_flight = in_flight
         self.max_attempts = max_attempts
         self.reclaim_idle_ms = reclaim_idle_ms
         self.block_ms = block_ms
         self.backoff = backoff or Backoff(base_s=0.25, cap_s=30.0)
         self.delivered = 0
+        self._pool: ThreadPoolExecutor | None = None
+
+    @property
+    def lanes(self) -> int:
+        """Batches in flight at once: ``in_flight`` per stream."""
+        return self.in_flight * len(self.outboxes)
 
     def run(self, until: float, stop: threading.Event) -> int:
-        """Forward until the ``time.monotonic()`` deadline or ``stop``; events delivered."""
+        """Forward until the ``time.monotonic()`` deadline or ``stop``; events delivered.
+
+        Redis errors are retried; any other error of an outbox call ends the run with it.
+        """
         before = self.delivered
-        trouble = Backoff()
-        with ThreadPoolExecutor(PARALLEL, thread_name_prefix="platform-post") as pool:
-            while not (stop.is_set() or time.monotonic() >= until):
-                try:
-                    self._step(pool, until, stop)
-                    trouble.reset()
-                except redis.RedisError as exc:
-                    log.warning("platform forwarder: %s: %s; retrying", type(exc).__name__, exc)
-                    trouble.wait(stop)
+        asyncio.run(self._run(until, stop))
         self._leave()
         return self.delivered - before
 
-    def _step(self, pool: ThreadPoolExecutor, until: float, stop: threading.Event) -> None:
-        entries = self.outbox.reclaim(self.reclaim_idle_ms, self.batch)
-        if not entries:
-            wait_ms = min(self.block_ms, int((until - time.monotonic()) * 1000))
-            entries = self.outbox.read(self.batch, block_ms=max(1, wait_ms))
-        if entries:
-            self.forward(pool, entries, stop)
+    async def _run(self, until: float, stop: threading.Event) -> None:
+        connections = self.lanes * self.platform.parallel
+        with ThreadPoolExecutor(self.lanes + 1, thread_name_prefix="platform-outbox") as pool:
+            self._pool = pool
+            async with self.platform.session(connections) as session:
+                await _all_or_first_error([
+                    asyncio.create_task(self._lane(outbox, session, until, stop))
+                    for outbox in self.outboxes for _ in range(self.in_flight)])
 
-    def forward(
-        self, pool: ThreadPoolExecutor, entries: list[Entry], stop: threading.Event
-    ) -> None:
-        """Deliver a batch, retrying failures; dead-letter what never goes through; XACK.
+    async def _call(self, fn: Callable[..., T], *args: object) -> T:
+        """A blocking outbox call, in our thread pool so that the loop runs on."""
+        return await asyncio.get_running_loop().run_in_executor(self._pool, fn, *args)
 
-        Asked to stop before giving up on an event, the forwarder leaves it pending (not
-        acknowledged) for the next one.
-        """
-        bodies, errors = self._bodies(entries)
-        attempts = 0
-        while bodies and attempts < self.max_attempts and not stop.is_set():
-            holding = [e.id for e in entries]
-            if attempts and not self._pause(self.backoff.delay(attempts), holding, stop):
-                break
-            attempts += 1
-            bodies, errors = self._attempt(pool, bodies, errors)
-        held = bodies if attempts < self.max_attempts else {}
-        for entry in entries:
-            if entry.id in errors and entry.id not in held:
-                self.dead.add(entry, errors[entry.id], attempts)
-                log.error("platform forwarder: dead-lettered %s: %s", entry.id, errors[entry.id])
-        self.outbox.ack([e.id for e in entries if e.id not in held])
-
-    def _pause(self, delay_s: float, holding: list[str], stop: threading.Event) -> bool:
-        """Wait before a retry, keeping the entries we hold fresh so that no other forwarder
-        takes them over as a dead one's; False if asked to stop meanwhile."""
-        until = time.monotonic() + delay_s
-        while (left := until - time.monotonic()) > 0:
-            self.outbox.touch(holding)
-            if stop.wait(min(left, self.reclaim_idle_ms / 3000)):
-                return False
-        self.outbox.touch(holding)
-        return True
-
-    def _bodies(self, entries: Iterable[Entry]) -> tuple[dict[str, bytes], dict[str, str]]:
-        """The deliveries of a batch by entry id, and entries that cannot be delivered at all."""
-        bodies: dict[str, bytes] = {}
-        errors: dict[str, str] = {}
-        for entry in entries:
+    async def _lane(self, outbox: Outbox, session: Session, until: float,
+                    stop: threading.Event) -> None:
+        """Batch after batch from one stream, one at a time, until the deadline or ``stop``."""
+        trouble = Backoff()
+        reclaim_at = 0.0
+        while not (stop.is_set() or time.monotonic() >= until):
             try:
-                if (body := delivery_of(entry.data)) is not None:
-                    bodies[entry.id] = body
-            except Undeliverable as exc:
-                errors[entry.id] = str(exc)
-        return bodies, errors
+                entries = []
+                if time.monotonic() >= reclaim_at:
+                    entries = await self._reclaim(outbox)
+                    reclaim_at = 0.0 if entries else time.monotonic() + self.reclaim_every_s
+                entries = entries or await self._read(outbox, until)
+                if entries:
+                    await self.forward(outbox, session, entries, stop)
+                trouble.reset()
+            except redis.RedisError as exc:
+                log.warning("platform forwarder: %s: %s; retrying", type(exc).__name__, exc)
+                await trouble.pause(stop)
 
-    def _attempt(
-        self, pool: ThreadPoolExecutor, bodies: dict[str, bytes], errors: dict[str, str]
-    ) -> tuple[dict[str, bytes], dict[str, str]]:
-        """Post every body once; what is left to retry, and the errors so far."""
-        results = dict(zip(bodies, pool.map(self.platform.post, bodies.values()), strict=True))
-        retry: dict[str, bytes] = {}
-        for entry_id, (retryable, error) in results.items():
-            if error is None:
-                self.delivered += 1
-                errors.pop(entry_id, None)
-                continue
-            errors[entry_id] = error
-            if retryable:
-                retry[entry_id] = bodies[entry_id]
-        return retry, errors
+    @property
+    def reclaim_every_s(self) -> float:
+        """How often a lane looks for entries a dead forwarder held: they are only taken
+        once idle for ``reclaim_idle_ms``, so a tenth of it delays a takeover by at most 10%
+        and spares a round trip per batch."""
+        return self.reclaim_idle_ms / 10_000
+
+    async def _reclaim(self, outbox: Outbox) -> list[Entry]:
+        return await self._call(outbox.reclaim, self.reclaim_idle_ms, self.platform.batch)
+
+    async def _read(self, outbox: Outbox, until: float) -> list[Entry]:
+        wait_ms = min(self.block_ms, int((until - time.monotonic()) * 1000))
+        return await self._call(outbox.read, self.platform.batch, max(1, wait_ms))
+
+    async def forward(self, outbox: Outbox, session: Session, entries: list[Entry],
+                      stop: threading.Event) -> None:
+        """Deliver a batch, retrying failed requests; dead-letter what the platform rejected or
+        what never went through; XACK. Asked to stop while backing off, the forwarder leaves
+        the batch's undelivered entries pending (not acknowledged) for the next one."""
+        by_id = {entry.id: entry for entry in entries}
+        items, undeliverable = _items(entries)
+        keeper = asyncio.create_task(self._keep_fresh(outbox, list(by_id)))
+        try:
+            sent = await self._send_all(session, self.platform.requests(items), stop)
+        finally:
+            await _cancel(keeper)
+        settled = _settle(by_id, sent, undeliverable)
+        for entry, error, _ in settled.dead:
+            log.error("platform forwarder: dead-lettered %s: %s", entry.id, error)
+        await self._call(self._write, outbox, settled)
+        self.delivered += settled.delivered
+
+    def _write(self, outbox: Outbox, settled: Settled) -> None:
+        """Dead letters first, then the acknowledgement: a crash between repeats, never loses."""
+        for entry, error, attempts in settled.dead:
+            self.dead.add(entry, error, attempts)
+        outbox.ack(settled.ack)
+
+    async def _send_all(self, session: Session, requests: list[Request],
+                        stop: threading.Event) -> list[Sent]:
+        """Send each request until it is answered for good; ``platform.parallel`` at once."""
+        gate = asyncio.Semaphore(self.platform.parallel)
+
+        async def one(request: Request) -> Sent:
+            async with gate:
+                return await self._send(session, request, stop)
+
+        return list(await asyncio.gather(*(one(r) for r in requests)))
+
+    async def _send(self, session: Session, request: Request, stop: threading.Event) -> Sent:
+        """One request, again after a backoff while it may be retried."""
+        attempt = 0
+        while True:
+            attempt += 1
+            outcome = await session.send(request)
+            if outcome.retry is None or attempt >= self.max_attempts:
+                return Sent(request, outcome, attempt)
+            if not await sleep_unless_stopped(self.backoff.delay(attempt), stop):
+                return Sent(request, None, attempt)
+
+    async def _keep_fresh(self, outbox: Outbox, ids: list[str]) -> None:
+        """Reset the idle time of the entries we hold while we work on them, so that no other
+        forwarder takes them over as a dead one's."""
+        while True:
+            await asyncio.sleep(self.reclaim_idle_ms / 3000)
+            try:
+                await self._call(outbox.touch, ids)
+            except redis.RedisError as exc:
+                log.warning("platform forwarder: touch: %s: %s", type(exc).__name__, exc)
 
     def _leave(self) -> None:
         """Leave the group if we hold nothing (tidy, not needed: forwarders never wait)."""
-        with contextlib.suppress(redis.RedisError):
-            self.outbox.leave()
+        for outbox in self.outboxes:
+            with contextlib.suppress(redis.RedisError):
+                outbox.leave()
+
+
+def _items(entries: Iterable[Entry]) -> tuple[list[Item], dict[str, str]]:
+    """The platform's items of a batch, and the entries that cannot be delivered at all."""
+    items: list[Item] = []
+    undeliverable: dict[str, str] = {}
+    for entry in entries:
+        try:
+            if (delivery := delivery_of(entry.data)) is not None:
+                items.append(Item(entry.id, *delivery))
+        except Undeliverable as exc:
+            undeliverable[entry.id] = str(exc)
+    return items, undeliverable
+
+
+def _settle(by_id: dict[str, Entry], sent: list[Sent],
+            undeliverable: dict[str, str]) -> Settled:
+    """Sort a batch's entries: delivered, dead (rejected, refused, out of attempts), held
+    (a stop came first: left pending), or not the platform's (acknowledged)."""
+    settled = Settled(dead=[(by_id[key], error, 0) for key, error in undeliverable.items()])
+    held: set[str] = set()
+    for one in sent:
+        outcome = one.outcome
+        for item in one.request.items:
+            if outcome is None:
+                held.add(item.key)
+            elif error := outcome.retry or outcome.refused or outcome.rejected.get(item.event_id):
+                settled.dead.append((by_id[item.key], error, one.attempts))
+            else:
+                settled.delivered += 1
+    settled.ack = [key for key in by_id if key not in held]
+    return settled
+
+
+async def _cancel(task: asyncio.Task[None]) -> None:
+    """Cancel a helper task; an error it died of (other than a Redis one) is raised here."""
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+
+
+async def _all_or_first_error(tasks: list[asyncio.Task[None]]) -> None:
+    """Wait for every task; on the first error, cancel the others and raise that error
+    itself (not an ExceptionGroup: callers catch it by its own type)."""
+    done, pending = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
+    for task in pending:
+        task.cancel()
+    await asyncio.gather(*pending, return_exceptions=True)
+    for task in done:
+        task.result()
 
 
 def replay_dead_letters(settings: Settings) -> int:
-    """Send every dead letter to the platform once more; those delivered leave the dead-letter
-    stream. How many were delivered (the rest stay for another try)."""
+    """Send every dead letter to the platform once more (in batches in batch mode); those
+    delivered leave the dead-letter stream. How many were delivered (the rest stay)."""
     if not settings.redis_url:
         raise ValueError("replaying dead letters needs RUSHORDER_REDIS_URL")
-    delivered = 0
-    with redis.Redis.from_url(settings.redis_url) as client, \
-            httpx.Client(timeout=settings.platform_timeout_s) as http:
-        dead, platform = DeadLetters(client), Platform(http, settings.platform_url)
-        for letter in dead.all():
-            body = delivery_of(letter.data)
-            if body is not None and platform.post(body)[1] is not None:
-                continue
-            dead.remove([letter.id])
-            delivered += body is not None
+    with redis.Redis.from_url(settings.redis_url) as client:
+        dead = DeadLetters(client)
+        delivered = asyncio.run(_replay(dead, Platform.from_settings(settings)))
         log.info("replayed %d dead letters, %d left", delivered, dead.count())
+    return delivered
+
+
+async def _replay(dead: DeadLetters, platform: Platform) -> int:
+    """One try for every dead letter; remove those taken (and those the platform never gets)."""
+    items: list[Item] = []
+    for letter in dead.all():
+        try:
+            delivery = delivery_of(letter.data)
+        except Undeliverable:
+            continue  # it stays: nothing an operator can replay as is
+        if delivery is None:
+            dead.remove([letter.id])
+        else:
+            items.append(Item(letter.id, *delivery))
+    delivered = 0
+    async with platform.session() as session:
+        for request in platform.requests(items):
+            outcome = await session.send(request)
+            taken = [i.key for i in request.items
+                     if outcome.taken and i.event_id not in outcome.rejected]
+            dead.remove(taken)
+            delivered += len(taken)
     return delivered

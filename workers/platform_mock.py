@@ -3,16 +3,30 @@
 Endpoints (JSON):
 
 * ``POST /events`` ``{"event_id", "type", "occurred_at", "order"}``: 202 when new, 200 when
-  ``event_id`` was already received (deduped: kept once); 400 without an ``event_id``.
+  ``event_id`` was already received (deduped: kept once); 400 without an ``event_id``; 422
+  when a rejection rule (below) refuses it.
+* ``POST /events/batch`` ``[<event>, ...]`` (at most :data:`MAX_BATCH` events and
+  :data:`MAX_BODY` bytes, else 413): each event is kept, counted as a duplicate, or
+  rejected on its own; 200 ``{"accepted": n, "duplicates": n, "rejected": [{"event_id",
+  "index", "error"}]}`` (``event_id`` null for an element that has none); 400 when the
+  body is not a JSON array.
 * ``GET /events``: ``{"items": [...], "received": n, "duplicates": n}``, items in arrival
-  order; ``received`` counts every accepted POST, duplicates included.
-* ``POST /control`` ``{"mode": "ok"|"fail"|"stall", "stall_s": 5.0}``: make ``POST /events``
-  answer normally, answer 500 (keeping nothing), or answer normally after ``stall_s``
-  seconds (what a slow platform does: the sender times out, yet the event is kept).
-* ``POST /reset``: forget every event, back to ``ok``.  ``GET /health``: 200.
+  order, as sent; ``received`` counts every accepted event, duplicates included.
+* ``GET /stats``: the counters alone (events, requests by endpoint, failures answered, the
+  most POSTs of events handled at once).
+* ``GET /arrivals``: ``{"items": [[t, [event_id, ...]], ...]}``: when (epoch seconds) each
+  request's new events were kept, for measuring lag.
+* ``POST /control`` ``{"mode": "ok"|"fail"|"throttle"|"stall", "stall_s": 5.0,
+  "reject_pattern": null, "reject_every": 0}``: make both POSTs answer normally, answer
+  500 or 429 (keeping nothing), or answer normally after ``stall_s`` seconds (what a slow
+  platform does: the sender times out, yet the events are kept). ``reject_pattern`` (a
+  regular expression searched in ``event_id``) and ``reject_every`` (every Nth new
+  ``event_id``) refuse chosen events; a refused ``event_id`` stays refused.
+* ``POST /reset``: forget every event and rule, back to ``ok``.  ``GET /health``: 200.
 
 A plain asyncio HTTP/1.1 server with keep-alive: one process, no framework, so a test can
-start and stop it in a fraction of a second.
+start and stop it in a fraction of a second. A batch is decoded once into raw elements and
+kept as sent, so it takes a few microseconds an event.
 """
 
 from __future__ import annotations
@@ -20,7 +34,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import re
 import signal
+import time
+from collections.abc import Awaitable, Iterable
 from http import HTTPStatus
 from typing import Any, Literal
 
@@ -30,8 +47,10 @@ from rushorder.settings import Settings
 
 log = logging.getLogger("rushorder.platform")
 
-Mode = Literal["ok", "fail", "stall"]
-MAX_BODY = 1 << 20
+Mode = Literal["ok", "fail", "throttle", "stall"]
+MAX_BODY = 1 << 20  # bytes of one request body
+MAX_BATCH = 500  # events of one POST /events/batch
+_DISCARD_LIMIT = 64 << 20  # a larger body is not even read: the connection is dropped
 
 
 class Control(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -39,79 +58,222 @@ class Control(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
 
     mode: Mode
     stall_s: float = 5.0
+    reject_pattern: str | None = None
+    reject_every: int = 0
 
 
 class Incoming(msgspec.Struct, frozen=True):
-    """What ``POST /events`` needs to find in a body (the rest is kept as sent)."""
+    """What the platform needs to find in an event (the rest is kept as sent)."""
 
     event_id: str
+
+
+class Rejection(msgspec.Struct, frozen=True):
+    """One event of a batch the platform refused, and why."""
+
+    event_id: str | None
+    index: int
+    error: str
+
+
+class BatchAnswer(msgspec.Struct):
+    """The answer to ``POST /events/batch``."""
+
+    accepted: int = 0
+    duplicates: int = 0
+    rejected: list[Rejection] = msgspec.field(default_factory=list)
+
+
+class Request(msgspec.Struct):
+    """One HTTP request; ``body`` is None when it was over :data:`MAX_BODY` (discarded)."""
+
+    method: str
+    path: str
+    headers: dict[str, str]
+    body: bytes | None
+    length: int
+
+
+_INCOMING = msgspec.json.Decoder(Incoming)
+_BATCH = msgspec.json.Decoder(list[msgspec.Raw])
+_CONTROL = msgspec.json.Decoder(Control)
+
+
+class Rules:
+    """Which events the platform refuses: by ``event_id`` pattern, or every Nth new one."""
+
+    def __init__(self, control: Control | None = None) -> None:
+        self.pattern = re.compile(control.reject_pattern) if control and control.reject_pattern \
+            else None
+        self.every = control.reject_every if control else 0
+        self.refused: dict[str, str] = {}
+        self.seen = 0
+
+    def refusal(self, event_id: str) -> str | None:
+        """Why ``event_id`` is refused, or None (called once per new event)."""
+        if event_id in self.refused:
+            return self.refused[event_id]
+        error = None
+        if self.pattern is not None and self.pattern.search(event_id):
+            error = f"event_id matches {self.pattern.pattern!r} (mock rule)"
+        elif self.every:
+            self.seen += 1
+            if self.seen % self.every == 0:
+                error = f"every {self.every}th event is refused (mock rule)"
+        if error is not None:
+            self.refused[event_id] = error
+        return error
 
 
 class Receiver:
     """The platform's state: the events kept, and how it behaves."""
 
     def __init__(self) -> None:
-        self.events: dict[str, Any] = {}
+        self.events: dict[str, msgspec.Raw] = {}
+        self.arrivals: list[tuple[float, list[str]]] = []
+        self.in_flight = 0  # POSTs of events being handled now
         self.reset()
 
     def reset(self) -> None:
-        """Forget every event and counter; back to ``ok``."""
+        """Forget every event, counter and rule; back to ``ok``."""
         self.events.clear()
-        self.received = self.duplicates = 0
+        self.arrivals.clear()
+        self.received = self.duplicates = self.rejected = 0
+        self.requests = {"single": 0, "batch": 0, "failed": 0}
+        self.most_in_flight = 0  # the most POSTs of events handled at once
         self.mode: Mode = "ok"
         self.stall_s = 5.0
+        self.rules = Rules()
 
-    async def post_event(self, body: bytes) -> tuple[int, Any]:
-        """Keep an event once per ``event_id``."""
+    async def _misbehave(self) -> tuple[int, Any] | None:
+        """The answer of a failing or throttling platform; a stalling one sleeps first."""
         if self.mode == "fail":
+            self.requests["failed"] += 1
             return 500, {"detail": "the platform is failing (mock mode 'fail')"}
+        if self.mode == "throttle":
+            self.requests["failed"] += 1
+            return 429, {"detail": "too many requests (mock mode 'throttle')"}
         if self.mode == "stall":
             await asyncio.sleep(self.stall_s)
-        try:
-            event_id = msgspec.json.decode(body, type=Incoming).event_id
-            event = msgspec.json.decode(body)
-        except msgspec.MsgspecError as exc:
-            return 400, {"detail": f"bad event: {exc}"}
+        return None
+
+    def _keep(self, event_id: str, raw: msgspec.Raw) -> bool:
+        """Keep a new event; False if it was already kept (a duplicate)."""
         self.received += 1
         if event_id in self.events:
             self.duplicates += 1
+            return False
+        self.events[event_id] = raw
+        return True
+
+    async def post_event(self, body: bytes) -> tuple[int, Any]:
+        """Keep one event once per ``event_id``."""
+        self.requests["single"] += 1
+        if (trouble := await self._misbehave()) is not None:
+            return trouble
+        try:
+            event_id = _INCOMING.decode(body).event_id
+        except msgspec.MsgspecError as exc:
+            return 400, {"detail": f"bad event: {exc}"}
+        if event_id not in self.events and (error := self.rules.refusal(event_id)):
+            self.rejected += 1
+            return 422, {"event_id": event_id, "detail": error}
+        if not self._keep(event_id, msgspec.Raw(body)):
             return 200, {"event_id": event_id, "duplicate": True}
-        self.events[event_id] = event
+        self.arrivals.append((time.time(), [event_id]))
         return 202, {"event_id": event_id, "duplicate": False}
 
-    def control(self, body: bytes) -> tuple[int, Any]:
-        """Switch between ok, fail and stall."""
+    async def post_batch(self, body: bytes) -> tuple[int, Any]:
+        """Keep each event of a JSON array once per ``event_id``; answer per event."""
+        self.requests["batch"] += 1
+        if (trouble := await self._misbehave()) is not None:
+            return trouble
         try:
-            wanted = msgspec.json.decode(body, type=Control)
+            elements = _BATCH.decode(body)
         except msgspec.MsgspecError as exc:
+            return 400, {"detail": f"the body must be a JSON array of events: {exc}"}
+        if len(elements) > MAX_BATCH:
+            return 413, {"detail": f"{len(elements)} events in one batch; at most {MAX_BATCH}"}
+        answer, kept = self._batch(elements)
+        self.arrivals.append((time.time(), kept))
+        return 200, answer
+
+    def _batch(self, elements: Iterable[msgspec.Raw]) -> tuple[BatchAnswer, list[str]]:
+        answer, kept = BatchAnswer(), []
+        for index, raw in enumerate(elements):
+            try:
+                event_id = _INCOMING.decode(raw).event_id
+            except msgspec.MsgspecError as exc:
+                answer.rejected.append(Rejection(None, index, f"bad event: {exc}"))
+                continue
+            if event_id not in self.events and (error := self.rules.refusal(event_id)):
+                answer.rejected.append(Rejection(event_id, index, error))
+            elif self._keep(event_id, raw):
+                kept.append(event_id)
+            else:
+                answer.duplicates += 1
+        answer.accepted = len(kept)
+        self.rejected += len(answer.rejected)
+        return answer, kept
+
+    def control(self, body: bytes) -> tuple[int, Any]:
+        """Switch between ok, fail, throttle and stall; set the rejection rules."""
+        try:
+            wanted = _CONTROL.decode(body)
+            rules = Rules(wanted)
+        except (msgspec.MsgspecError, re.error) as exc:
             return 400, {"detail": f"bad control: {exc}"}
-        self.mode, self.stall_s = wanted.mode, wanted.stall_s
-        return 200, {"mode": self.mode, "stall_s": self.stall_s}
+        self.mode, self.stall_s, self.rules = wanted.mode, wanted.stall_s, rules
+        return 200, msgspec.to_builtins(wanted)
+
+    def stats(self) -> dict[str, Any]:
+        """The counters."""
+        return {"kept": len(self.events), "received": self.received,
+                "duplicates": self.duplicates, "rejected": self.rejected,
+                "requests": dict(self.requests), "most_in_flight": self.most_in_flight}
 
     def listing(self) -> dict[str, Any]:
         """Every kept event in arrival order, with the counters."""
         return {"items": list(self.events.values()), "received": self.received,
                 "duplicates": self.duplicates}
 
-    async def route(self, method: str, path: str, body: bytes) -> tuple[int, Any]:
+    async def route(self, request: Request) -> tuple[int, Any]:
         """One request's status and JSON answer."""
-        path = path.split("?", 1)[0]
+        method, path = request.method, request.path.split("?", 1)[0]
+        if request.body is None:
+            return 413, {"detail": f"a body of {request.length} bytes; at most {MAX_BODY}"}
+        if (method, path) == ("POST", "/events/batch"):
+            return await self._counted(self.post_batch(request.body))
         if (method, path) == ("POST", "/events"):
-            return await self.post_event(body)
-        if (method, path) == ("GET", "/events"):
-            return 200, self.listing()
+            return await self._counted(self.post_event(request.body))
+        if method == "GET" and path in self._views:
+            return 200, self._views[path](self)
         if (method, path) == ("POST", "/control"):
-            return self.control(body)
+            return self.control(request.body)
         if (method, path) == ("POST", "/reset"):
             self.reset()
             return 200, {"mode": self.mode}
-        if (method, path) == ("GET", "/health"):
-            return 200, {"status": "ok"}
         return 404, {"detail": f"no route {method} {path}"}
 
+    async def _counted(self, handling: Awaitable[tuple[int, Any]]) -> tuple[int, Any]:
+        """Handle a POST of events, keeping count of how many are handled at once."""
+        self.in_flight += 1
+        self.most_in_flight = max(self.most_in_flight, self.in_flight)
+        try:
+            return await handling
+        finally:
+            self.in_flight -= 1
 
-async def _read_request(reader: asyncio.StreamReader) -> tuple[str, str, dict[str, str], bytes]:
-    """One HTTP/1.1 request: method, path, lower-cased headers, body."""
+    _views = {
+        "/events": listing,
+        "/stats": stats,
+        "/arrivals": lambda self: {"items": self.arrivals},
+        "/health": lambda self: {"status": "ok"},
+    }
+
+
+async def _read_request(reader: asyncio.StreamReader) -> Request:
+    """One HTTP/1.1 request; a body over :data:`MAX_BODY` is read and dropped."""
     head = await reader.readuntil(b"\r\n\r\n")
     lines = head.decode("latin-1").split("\r\n")
     method, path, _ = lines[0].split(" ", 2)
@@ -121,16 +283,28 @@ async def _read_request(reader: asyncio.StreamReader) -> tuple[str, str, dict[st
             name, value = line.split(":", 1)
             headers[name.strip().lower()] = value.strip()
     length = int(headers.get("content-length", "0"))
+    if length > _DISCARD_LIMIT:
+        raise ValueError("body far too large")
     if length > MAX_BODY:
-        raise ValueError("body too large")
+        await _discard(reader, length)
+        return Request(method, path, headers, None, length)
     body = await reader.readexactly(length) if length else b""
-    return method, path, headers, body
+    return Request(method, path, headers, body, length)
+
+
+async def _discard(reader: asyncio.StreamReader, length: int) -> None:
+    while length > 0:
+        chunk = await reader.read(min(length, 1 << 16))
+        if not chunk:
+            raise asyncio.IncompleteReadError(b"", length)
+        length -= len(chunk)
 
 
 def _response(status: int, answer: Any, keep_alive: bool) -> bytes:
     body = msgspec.json.encode(answer)
+    extra = "retry-after: 1\r\n" if status == 429 else ""
     head = (f"HTTP/1.1 {status} {HTTPStatus(status).phrase}\r\n"
-            f"content-type: application/json\r\ncontent-length: {len(body)}\r\n"
+            f"content-type: application/json\r\ncontent-length: {len(body)}\r\n{extra}"
             f"connection: {'keep-alive' if keep_alive else 'close'}\r\n\r\n")
     return head.encode() + body
 
@@ -142,14 +316,15 @@ def handler(receiver: Receiver) -> Any:
                                writer: asyncio.StreamWriter) -> None:
         try:
             while True:
-                method, path, headers, body = await _read_request(reader)
-                keep_alive = headers.get("connection", "").lower() != "close"
-                status, answer = await receiver.route(method, path, body)
+                request = await _read_request(reader)
+                keep_alive = request.headers.get("connection", "").lower() != "close"
+                status, answer = await receiver.route(request)
                 writer.write(_response(status, answer, keep_alive))
                 await writer.drain()
                 if not keep_alive:
                     break
-        except (asyncio.IncompleteReadError, ConnectionError, ValueError):
+        except (asyncio.IncompleteReadError, asyncio.LimitOverrunError, ConnectionError,
+                ValueError):
             pass  # the client went away, or spoke something that is not HTTP/1.1
         finally:
             writer.close()

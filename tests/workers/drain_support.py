@@ -132,10 +132,17 @@ class Platform:
         wait_for(lambda: platform_up(self.url), 20, what="the mock platform")
         return self
 
-    def control(self, mode: str, stall_s: float = 5.0) -> None:
-        """Switch the platform to ``ok``, ``fail`` or ``stall``."""
-        httpx.post(f"{self.url}/control", json={"mode": mode, "stall_s": stall_s},
+    def control(self, mode: str, stall_s: float = 5.0, **rules: object) -> None:
+        """Switch the platform to ``ok``, ``fail``, ``throttle`` or ``stall``; ``rules``:
+        ``reject_pattern`` and ``reject_every`` (see workers.platform_mock)."""
+        httpx.post(f"{self.url}/control", json={"mode": mode, "stall_s": stall_s, **rules},
                    timeout=5).raise_for_status()
+
+    def stats(self) -> dict[str, Any]:
+        """``GET /stats``: kept, received, duplicates, rejected, requests by endpoint."""
+        answer = httpx.get(f"{self.url}/stats", timeout=5)
+        answer.raise_for_status()
+        return answer.json()  # type: ignore[no-any-return]
 
     def events(self) -> dict[str, object]:
         """``GET /events``: items in arrival order, received and duplicates counters."""
