@@ -50,11 +50,11 @@ from bench_api import PRICE, USERS, need, pgbench, seed, wrk
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from api.auth import mint_token  # noqa: E402
 from engine import Engine  # noqa: E402
 from engine.outbox import GROUPS, Outbox  # noqa: E402
 from rushorder.servers import free_port  # noqa: E402
 from rushorder.stack import http_ok  # noqa: E402
+from rushorder.tokens import mint_token  # noqa: E402
 
 SECRET = "bench-stack-secret-of-at-least-32-bytes"
 KINDS = ("api", "redis", "worker", "writer", "forwarder", "postgres", "platform", "up")
