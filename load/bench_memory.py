@@ -38,6 +38,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from engine import Engine, Idempotency, keys, state  # noqa: E402
+from engine.errors import EngineUnavailable  # noqa: E402
 from engine.outbox import GROUPS, Outbox  # noqa: E402
 from persistence.archive import PostgresArchive  # noqa: E402
 from persistence.migrate import upgrade  # noqa: E402
@@ -62,13 +63,28 @@ def used(client: redis.Redis) -> int:
     return int(client.info("memory")["used_memory"])
 
 
+def dataset(client: redis.Redis) -> int:
+    """The bytes of the data itself (MEMORY STATS' dataset.bytes: used_memory without
+    client and AOF buffers, the script cache and Redis' own overhead)."""
+    return int(client.memory_stats()["dataset.bytes"])
+
+
 def backlog(client: redis.Redis) -> int:
     """What some consumer group has not acknowledged yet (the larger of the two)."""
     return max(Outbox(client, group, "bench").backlog() for group in GROUPS)
 
 
+async def order(engine: Engine, user: int, lines: list[tuple[int, int]],
+                refused: list[int]) -> None:
+    """One order; a 503 (Redis past the reply deadline) is counted, not fatal."""
+    try:
+        await engine.place_order(user, lines)
+    except EngineUnavailable:
+        refused[0] += 1
+
+
 async def place(engine: Engine, users: int, products: list[int], n: int, rate: int,
-                rng: random.Random) -> None:
+                rng: random.Random, refused: list[int]) -> None:
     """``n`` orders at ``rate`` orders/s."""
     pending: set[asyncio.Task[object]] = set()
     started, placed = time.monotonic(), 0
@@ -76,8 +92,9 @@ async def place(engine: Engine, users: int, products: list[int], n: int, rate: i
         due = min(n, int((time.monotonic() - started) * rate)) - placed
         for _ in range(due):
             lines = rng.sample(products, rng.randint(1, 3))
-            task = asyncio.ensure_future(engine.place_order(
-                rng.randint(1, users), [(p, rng.randint(1, 2)) for p in lines]))
+            task = asyncio.ensure_future(order(
+                engine, rng.randint(1, users), [(p, rng.randint(1, 2)) for p in lines],
+                refused))
             pending.add(task)
             task.add_done_callback(pending.discard)
         placed += due
@@ -93,6 +110,23 @@ async def settled_all(client: redis.Redis, retention_s: float) -> None:
     await asyncio.sleep(retention_s + 6)
     while client.llen(keys.SETTLE) > 1:
         await asyncio.sleep(1)
+
+
+def census(client: redis.Redis) -> str:
+    """What Redis holds now: keys and bytes per kind of key (``MEMORY USAGE`` of each), and
+    what used_memory counts beside the data (MEMORY STATS)."""
+    kinds: dict[str, list[int]] = {}
+    for key in client.scan_iter(count=1000):
+        kind = key.decode().split(":")[1] if key.startswith(b"{ro}:") else key.decode()[:10]
+        entry = kinds.setdefault(kind, [0, 0])
+        entry[0] += 1
+        entry[1] += int(client.memory_usage(key, samples=0) or 0)
+    named = {str(k): v for k, v in client.memory_stats().items()}
+    parts = ", ".join(f"{kind} {n:,} keys {size / MB:.1f} MB"
+                      for kind, (n, size) in sorted(kinds.items(), key=lambda kv: -kv[1][1]))
+    return (f"{parts}; dataset {int(named['dataset.bytes']) / MB:.1f} MB, overhead "
+            f"{int(named['overhead.total']) / MB:.1f} MB (AOF buffer "
+            f"{int(named['aof.buffer']) / MB:.1f} MB)")
 
 
 def pct(values: list[float], p: float) -> float:
@@ -152,27 +186,36 @@ async def bench(args: argparse.Namespace, root: Path) -> None:
         procs = [child(settings, root / "platform.log", "platform"),
                  child(settings, root / "worker.log", "worker")]
         await settled_all(client, args.retention)  # the setup's history lines too
-        base = used(client)
+        base, base_data = used(client), dataset(client)
+        print(f"before the first order: {census(client)}", flush=True)
         print(f"setup: {args.users} users, {args.products} products; used_memory "
               f"{base / MB:.1f} MB; retention {args.retention:g} s, {args.rate} orders/s; "
               f"logs in {root}", flush=True)
-        rng, steps, start = random.Random(7), [], time.monotonic()
+        client.config_set("latency-monitor-threshold", 100)  # ms: what stalled Redis, if anything
+        rng, steps, start, refused = random.Random(7), [], time.monotonic(), [0]
         for done in range(args.step, args.orders + 1, args.step):
-            await place(engine, args.users, products, args.step, args.rate, rng)
+            await place(engine, args.users, products, args.step, args.rate, rng, refused)
             steps.append(used(client))
             growth = "" if len(steps) < 2 else f" ({(steps[-1] / steps[-2] - 1) * 100:+.1f}%)"
             print(f"{done:>9,} orders at {time.monotonic() - start:6.0f} s: used_memory "
-                  f"{steps[-1] / MB:7.1f} MB{growth}; outbox backlog {backlog(client):,}",
-                  flush=True)
+                  f"{steps[-1] / MB:7.1f} MB{growth}; outbox backlog {backlog(client):,}; "
+                  f"503s so far {refused[0]}", flush=True)
         await settled_all(client, args.retention)
-        settled = used(client)
+        settled, settled_data = used(client), dataset(client)
         left = client.llen(keys.SETTLE)
-        print(f"drained and settled: used_memory {settled / MB:.1f} MB; "
-              f"{(settled - base) / args.orders:.1f} bytes per settled order left in Redis "
-              f"(idempotency records excluded); {left} settle records waiting", flush=True)
+        print(f"drained and settled: used_memory {settled / MB:.1f} MB "
+              f"({(settled - base) / args.orders:.1f} bytes an order more than before the "
+              f"first), data {(settled_data - base_data) / args.orders:.1f} bytes per settled "
+              f"order left in Redis (idempotency records excluded); {left} settle records "
+              f"waiting; {refused[0]} orders answered 503", flush=True)
+        print(f"what is left: {census(client)}", flush=True)
         print(f"an order's idempotency record: "
               f"{await idempotency_bytes(engine, client, products[0])} bytes (24 h)")
         print(f"reads from Postgres: {await reads(engine, args.users, rng)}")
+        stalls = [(e[0].decode(), e[2], e[3])
+                  for e in client.execute_command("LATENCY", "LATEST")]
+        print(f"AOF rewrites during the run: {client.info('persistence')['aof_rewrites']}; "
+              f"Redis stalls over 100 ms (LATENCY LATEST: event, last ms, max ms): {stalls}")
         await engine.close()
         await engine.archive.close()
     finally:
