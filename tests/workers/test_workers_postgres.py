@@ -325,3 +325,17 @@ async def test_a_writer_that_keeps_up_lingers_and_commits_a_trickle_in_few_batch
         thread.join(10)
     assert w.applied == 200 and counts(db)["users"] == 200
     assert w.batches <= elapsed / 0.2 + 3  # one batch per linger, not one per charge
+
+
+def test_trimming_removes_every_acknowledged_entry_however_many(r: redis.Redis) -> None:
+    postgres, platform = Outbox(r, POSTGRES, "trimmer"), Outbox(r, PLATFORM, "trimmer")
+    postgres.create_groups()
+    pipe = r.pipeline(transaction=False)
+    for n in range(1_250):
+        pipe.xadd("{ro}:outbox", {"e": f"{n}"})
+    pipe.execute()
+    for outbox in (postgres, platform):
+        while taken := outbox.read(500):
+            outbox.ack([e.id for e in taken])
+    postgres.trim(step=100)  # many steps of at most 100, as Redis' LIMIT allows
+    assert r.xlen("{ro}:outbox") < 100  # only what shares a node with the newest is left
