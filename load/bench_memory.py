@@ -124,6 +124,12 @@ def census(client: redis.Redis) -> str:
     named = {str(k): v for k, v in client.memory_stats().items()}
     parts = ", ".join(f"{kind} {n:,} keys {size / MB:.1f} MB"
                       for kind, (n, size) in sorted(kinds.items(), key=lambda kv: -kv[1][1]))
+    groups = [(g["name"].decode(), g["pending"], g["last-delivered-id"].decode())
+              for g in client.xinfo_groups(keys.OUTBOX)] if client.exists(keys.OUTBOX) else []
+    first = client.xrange(keys.OUTBOX, count=1)
+    parts += (f"; outbox {client.xlen(keys.OUTBOX):,} entries from "
+              f"{first[0][0].decode() if first else '-'}, groups (pending, last delivered) "
+              f"{groups}")
     return (f"{parts}; dataset {int(named['dataset.bytes']) / MB:.1f} MB, overhead "
             f"{int(named['overhead.total']) / MB:.1f} MB (AOF buffer "
             f"{int(named['aof.buffer']) / MB:.1f} MB)")
