@@ -14,6 +14,9 @@ Synchronous redis-py: the Postgres writer, a worker process, calls it.
 
 from __future__ import annotations
 
+import logging
+import threading
+import time
 from collections.abc import Iterable
 
 import msgspec
@@ -28,6 +31,9 @@ MIN_RETENTION_S = 1.0  # settle.lua's own floor; minutes are what production wan
 # Things a settle.lua call drops at most, so that no call holds Redis long: each costs a
 # handful of commands (~10 µs); a batch of 1,000 orders in one call held it ~0.7 s.
 CHUNK = 200
+PIPELINED = 8  # settle.lua calls sent in one round trip
+IDLE_S = 0.5  # how often a settler with nothing due looks again
+log = logging.getLogger("rushorder.settle")
 _ENCODER = msgspec.json.Encoder()
 
 
@@ -104,24 +110,51 @@ class Settler:
         if parts:
             self.client.rpush(keys.SETTLE, *parts)
 
-    def settle(self, most: int = 1) -> Settled:
-        """Drop what the records older than the retention name (up to ``most`` records)."""
-        code, payload = self._script(
-            keys=[keys.LIVE, keys.SETTLE, keys.ORDER_PREFIX, keys.ISSUED_COUPON_PREFIX,
-                  keys.HISTORY_PREFIX, keys.USER_ORDERS_PREFIX, keys.USER_COUPONS_PREFIX,
-                  keys.FLOOR_PREFIX, keys.RETENTION],
-            args=[self.retention_ms, most])
-        if code != b"OK":  # STATE_MISSING: Redis lost its data, and its outbox with it
-            raise OutboxGone(f"settle.lua: {code.decode()}: {payload.decode()}")
-        return msgspec.json.decode(payload, type=Settled)
+    def settle(self, calls: int = PIPELINED) -> Settled:
+        """Drop what the records older than the retention name: ``calls`` settle.lua calls
+        of one record each, sent in one round trip (each call short, the round trip once)."""
+        pipe = self.client.pipeline(transaction=False)
+        for _ in range(calls):
+            self._script(keys=[keys.LIVE, keys.SETTLE, keys.ORDER_PREFIX,
+                               keys.ISSUED_COUPON_PREFIX, keys.HISTORY_PREFIX,
+                               keys.USER_ORDERS_PREFIX, keys.USER_COUPONS_PREFIX,
+                               keys.FLOOR_PREFIX, keys.RETENTION],
+                         args=[self.retention_ms, 1], client=pipe)
+        answers = [_answer(code, payload) for code, payload in pipe.execute()]
+        return Settled(records=sum(a.records for a in answers),
+                       orders=sum(a.orders for a in answers),
+                       lines=sum(a.lines for a in answers),
+                       coupons=sum(a.coupons for a in answers), left=answers[-1].left)
 
-    def settle_all(self, most: int = 1) -> Settled:
+    def settle_all(self, calls: int = PIPELINED) -> Settled:
         """Settle until no record old enough is left; the totals."""
         records = orders = lines = coupons = 0
         while True:
-            done = self.settle(most)
+            done = self.settle(calls)
             records, orders = records + done.records, orders + done.orders
             lines, coupons = lines + done.lines, coupons + done.coupons
-            if done.records < most:
+            if done.records < calls:
                 return Settled(records=records, orders=orders, lines=lines,
                                coupons=coupons, left=done.left)
+
+    def run(self, until: float, *stops: threading.Event, idle_s: float = IDLE_S) -> None:
+        """Settle what falls due until the ``time.monotonic()`` deadline or one of ``stops``
+        is set, on a thread of its own beside the Postgres writer: settling must never hold
+        up writing (when it ran between batches, a busy Redis' round trips kept the writer
+        settling for seconds while the outbox grew). Redis errors are retried; a Redis that
+        lost its state ends it (the writer finds out on its own)."""
+        while not any(s.is_set() for s in stops) and time.monotonic() < until:
+            try:
+                if self.settle().records < PIPELINED:
+                    stops[0].wait(idle_s)
+            except OutboxGone:
+                return
+            except redis.RedisError as exc:
+                log.warning("settler: %s: %s; retrying", type(exc).__name__, exc)
+                stops[0].wait(idle_s)
+
+
+def _answer(code: bytes, payload: bytes) -> Settled:
+    if code != b"OK":  # STATE_MISSING: Redis lost its data, and its outbox with it
+        raise OutboxGone(f"settle.lua: {code.decode()}: {payload.decode()}")
+    return msgspec.json.decode(payload, type=Settled)

@@ -168,9 +168,22 @@ class PostgresWriter:
 
     def run(self, until: float, stop: threading.Event) -> int:
         """Apply batches until the ``time.monotonic()`` deadline or ``stop``; survives Postgres
-        and Redis going away (it retries with backoff). Entries applied."""
+        and Redis going away (it retries with backoff). Entries applied. What it commits is
+        settled meanwhile by a thread of its own (``engine.settle``)."""
         before = self.applied
         backoff = Backoff()
+        ended = threading.Event()
+        settler = threading.Thread(target=self.settler.run, args=(until, stop, ended),
+                                   name="settler", daemon=True)
+        settler.start()
+        try:
+            self._run(until, stop, backoff)
+        finally:
+            ended.set()
+            settler.join()
+        return self.applied - before
+
+    def _run(self, until: float, stop: threading.Event, backoff: Backoff) -> None:
         while not self._over(until, stop):
             try:
                 if self._session(until, stop):
@@ -185,7 +198,6 @@ class PostgresWriter:
                 # Postgres) and retry until an upgraded worker takes over.
                 log.exception("postgres writer: undecodable outbox entry; retrying")
                 backoff.wait(stop)
-        return self.applied - before
 
     @staticmethod
     def _over(until: float, stop: threading.Event) -> bool:
@@ -281,7 +293,6 @@ class PostgresWriter:
         floor = self.outbox.trim()
         if floor is not None:  # one statement: autocommitted
             AppliedEntries(conn).prune(entry_number(floor))
-        self.settler.settle_all()
         if stragglers := self.outbox.reclaim(self.reclaim_idle_ms, self.batch):
             # Only a writer that lost its lock without noticing can have read these.
             log.warning("postgres writer: %d entries read by a stale writer", len(stragglers))

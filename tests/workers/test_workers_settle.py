@@ -5,6 +5,7 @@ coupons leave Redis, and every read, list and cancel of them behaves exactly as 
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from typing import TypeVar
@@ -17,11 +18,13 @@ from sqlalchemy.engine import Engine as Database
 from engine import Engine, keys
 from engine.errors import EngineUnavailable, OrderNotCancellable, OrderNotFound
 from engine.models import Coupon, Page, Product
+from engine.outbox import POSTGRES, Outbox
 from engine.settle import Settled, Settler
 from persistence.archive import PostgresArchive
 from rushorder.audit import audit
 from rushorder.rebuild import rebuild
 from rushorder.settings import Settings
+from workers.postgres import PostgresWriter
 
 RETENTION_S = 1.0
 T = TypeVar("T")
@@ -266,3 +269,19 @@ async def test_a_rebuild_loads_the_working_set_and_the_tail_and_answers_as_befor
     r.hdel(keys.floor(users[1]), "o")  # Redis forgets that it settled a user's orders
     assert audit(wsettings, wait_s=5) == 1
     assert "order statuses agree" in capsys.readouterr().out
+
+
+async def test_the_writer_settles_what_it_committed_beside_its_writing(
+    engine: Engine, r: redis.Redis, db: Database,
+    funded_users: Callable[..., Awaitable[list[int]]],
+    products: Callable[..., Awaitable[list[Product]]],
+) -> None:
+    (user,) = await funded_users(1, 100_000)
+    (item,) = await products(1)
+    placed = [await engine.place_order(user, [(item.id, 1)]) for _ in range(5)]
+    outbox = Outbox(r, POSTGRES, "settling-writer")
+    outbox.create_groups()
+    writer = PostgresWriter(outbox, db, batch=500, block_ms=100, retention_s=RETENTION_S)
+    await asyncio.to_thread(writer.run, time.monotonic() + RETENTION_S + 2, threading.Event())
+    assert writer.applied > 0 and order_keys(r) == []  # settled by the writer's own settler
+    assert (await engine.orders(user, limit=10)).items == placed[::-1]
