@@ -124,6 +124,7 @@ async def test_a_flushed_redis_serves_nothing_and_a_rebuild_brings_every_answer_
 
         assert rebuild(wsettings) == 0
         assert await answers(engine, users, items, coupons) == before
+        await engine.charge(users[0], 10_000)  # the load may have spent all of it
         placed = await engine.place_order(users[0], [(items[0].id, 1)])
         wait_for(lambda: scalar(db, "SELECT count(*) FROM orders WHERE id = :id",
                                 id=int(placed.id)) == 1, 30, what="the workers to resume")
