@@ -261,6 +261,26 @@ async def top_of(engine: Engine) -> list[Seller]:
             for i, p in zip(top.items, products, strict=True)]
 
 
+def label(value: object) -> str:
+    """A Prometheus label value, escaped as the text format wants."""
+    return str(value).replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+
+
+def top_lines(top: list[Seller] | None) -> bytes:
+    """Prometheus text of the top 5 and their stock (for /metrics); nothing when unread."""
+    if top is None:
+        return b""
+    lines = []
+    for metric, what, value_of in (
+            ("rushorder_top_sold_units", "Units sold in the top-5 window, of each of the top 5.",
+             lambda p: p.sold_quantity),
+            ("rushorder_top_stock", "Live stock of each of the top 5.", lambda p: p.stock)):
+        lines += [f"# HELP {metric} {what}", f"# TYPE {metric} gauge"]
+        lines += [f'{metric}{{rank="{p.rank}",product_id="{p.product_id}",'
+                  f'name="{label(p.name)}"}} {value_of(p)}' for p in top]
+    return ("\n".join(lines) + "\n").encode()
+
+
 async def live_state(engine: Engine) -> str:
     """"ok", or why Redis serves nothing."""
     try:

@@ -71,6 +71,9 @@ def redis_lines(gauges: Gauges | None, high_water: int) -> bytes:
         "# TYPE rushorder_outbox_oldest_unacked_age_seconds gauge",
         *(f'rushorder_outbox_oldest_unacked_age_seconds{{group="{name}"}} '
           f'{group.oldest_age_s:.3f}' for name, group in sorted(gauges.groups.items())),
+        "# HELP rushorder_outbox_dead_letters Events the platform forwarder gave up on.",
+        "# TYPE rushorder_outbox_dead_letters gauge",
+        f"rushorder_outbox_dead_letters {gauges.dead_letters}",
     ]
     return ("\n".join(lines) + "\n").encode()
 

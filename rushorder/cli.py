@@ -129,8 +129,12 @@ def cmd_rebuild(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_replay(settings: Settings, args: argparse.Namespace) -> None:
-    """Send the data platform's dead letters again."""
-    delivered = load("workers.platform", "replay_dead_letters")(servers(settings, "redis_url"))
+    """Send the data platform's dead letters again, showing how far it got."""
+    from rushorder.progress import Progress
+
+    replay = load("workers.platform", "replay_dead_letters")
+    with Progress("replay") as progress:
+        delivered = replay(servers(settings, "redis_url"), progress=progress)
     print(f"{delivered} dead letter(s) delivered; the rest stay for another try")
 
 
@@ -188,7 +192,8 @@ SUBCOMMANDS: list[tuple[str, Command, str, str]] = [
      "Events the forwarder gave up on wait in the dead-letter stream {ro}:outbox:dead; "
      "this posts each once more to the data platform and drops those delivered. The "
      "platform is RUSHORDER_DATA_PLATFORM_URL; unset, the running `rushorder up`'s, else "
-     "the mock on RUSHORDER_PLATFORM_PORT." + SERVERS_HELP),
+     "the mock on RUSHORDER_PLATFORM_PORT. The console's Replay button (/ops) asks a "
+     "running platform forwarder to do the same." + PROGRESS_HELP + SERVERS_HELP),
 ]
 
 

@@ -121,6 +121,10 @@ async def test_the_feed_counts_what_every_api_process_placed_and_refused(
     assert fed["outbox"]["length"] >= 7 and fed["dead_letters"] == {"count": 0, "oldest": []}
     assert fed["redis"]["used_bytes"] > 0 and fed["live_state"] == "ok"
     assert fed["problems"] == []
+    scraped = (await one.get("/metrics")).text  # the same counts, this process's alone
+    assert "rushorder_orders_placed_total 5.0" in scraped
+    assert f'rushorder_top_stock{{rank="1",product_id="{product}",name="hot"}} 1' in scraped
+    assert "rushorder_outbox_dead_letters 0" in scraped
 
 
 async def test_the_feed_and_the_replay_need_an_admin(
