@@ -64,6 +64,14 @@
   }
   const chartColours = new Map();
 
+  // The smallest of 4 x (1, 2, 2.5 or 5 x 10^k) that holds ``most``: round tick labels.
+  function niceTop(most) {
+    const raw = most / 4;
+    const magnitude = Math.pow(10, Math.floor(Math.log10(raw)));
+    const step = [1, 2, 2.5, 5, 10].map((m) => m * magnitude).find((s) => s >= raw);
+    return 4 * step;
+  }
+
   function drawChart(seconds) {
     const canvas = $("chart");
     const ratio = window.devicePixelRatio || 1;
@@ -82,10 +90,9 @@
         series.get(code)[i] = n;
       }
     }
-    let top = 1;
-    for (const values of series.values()) top = Math.max(top, ...values);
-    const step = Math.pow(10, Math.floor(Math.log10(top)));
-    top = Math.ceil(top / step) * step;
+    let most = 1;
+    for (const values of series.values()) most = Math.max(most, ...values);
+    const top = niceTop(most);
 
     const left = 46, right = 8, upper = 8, lower = 20;
     const w = width - left - right, h = height - upper - lower;
@@ -103,7 +110,7 @@
       g.lineTo(left + w, y(v));
       g.stroke();
       g.textAlign = "right";
-      g.fillText(number(v, v < 10 && v % 1 ? 1 : 0), left - 6, y(v) + 4);
+      g.fillText(number(v, v % 1 ? (v * 10) % 1 ? 2 : 1 : 0), left - 6, y(v) + 4);
     }
     g.textAlign = "center";
     for (let m = 5; m >= 0; m--) {
@@ -157,19 +164,21 @@
 
   function renderDead(dead) {
     $("dead-count").textContent = dead ? number(dead.count) : "\u2013";
-    rows("dead", dead ? dead.oldest : [], (d) => [
-      cell(d.entry), cell(d.event_id || d.type || "?"), cell(String(d.attempts), "num"),
-      cell(d.error),
-    ], "none");
+    rows("dead", dead ? dead.oldest : [], (d) => {
+      const error = cell(d.error.length > 60 ? d.error.slice(0, 57) + "\u2026" : d.error, "error-text");
+      error.title = d.error;
+      return [cell(d.entry, "entry"), cell(d.event_id || d.type || "?"),
+        cell(String(d.attempts), "num"), error];
+    }, "none");
   }
 
   function done(worker) {
     const c = worker.counters;
     if (worker.group === "postgres") {
-      return `${number(c.batches || 0)} batches, ${number(c.entries || 0)} entries`;
+      return `entries ${number(c.entries || 0)} \u00b7 batches ${number(c.batches || 0)}`;
     }
-    return `${number(c.forwarded || 0)} forwarded, ${number(c.retries || 0)} retried, ` +
-      `${number(c.dead_lettered || 0)} dead`;
+    return `forwarded ${number(c.forwarded || 0)} \u00b7 retried ${number(c.retries || 0)}` +
+      ` \u00b7 dead ${number(c.dead_lettered || 0)} \u00b7 replayed ${number(c.replayed || 0)}`;
   }
 
   function renderWorkers(workers) {
@@ -198,8 +207,11 @@
     bar.classList.toggle("over", redis.over_high_water);
     mark.hidden = !redis.high_water_bytes;
     mark.style.left = `calc(${(100 * redis.high_water_bytes) / scale}% - 2px)`;
+    const share = redis.high_water_bytes
+      ? ` (${number((100 * redis.used_bytes) / redis.high_water_bytes, 1)}%)` : "";
     const water = redis.high_water_bytes
-      ? `high-water mark ${mb(redis.high_water_bytes)}${redis.over_high_water ? " (over: not ready)" : ""}`
+      ? `high-water mark ${mb(redis.high_water_bytes)}${share}` +
+        (redis.over_high_water ? ": over it, /health/ready fails" : "")
       : "no high-water mark";
     $("memory").textContent = `${mb(redis.used_bytes)} used; ${water}` +
       (redis.maxmemory_bytes ? `; maxmemory ${mb(redis.maxmemory_bytes)}` : "");
