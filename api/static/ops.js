@@ -144,7 +144,7 @@
     $("refused-codes").textContent = codes(feed.refused_per_s, 1);
     const l = feed.latency;
     $("latency").textContent = `${ms(l.p50_ms)} / ${ms(l.p99_ms)} ms`;
-    $("latency-count").textContent = `${number(l.count)} orders in the last ${l.window_s} s`;
+    $("latency-count").textContent = `${number(l.count)} order requests in the last ${l.window_s} s`;
     $("requests-per-s").textContent = rate(feed.requests_per_s);
     $("errors-per-s").textContent = `5xx ${rate(feed.errors_per_s)}/s`;
     $("placed-window").textContent = number(feed.placed_in_window);
