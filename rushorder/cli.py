@@ -170,7 +170,8 @@ SUBCOMMANDS: list[tuple[str, Command, str, str]] = [
      "Serve the HTTP API on RUSHORDER_HTTP_HOST:RUSHORDER_HTTP_PORT; blocks." + SERVERS_HELP),
     ("worker", cmd_worker, "run one outbox worker (Redis -> Postgres, data platform)",
      "Drain the Redis outbox into Postgres and forward order events to the data "
-     "platform; blocks." + SERVERS_HELP),
+     "platform, one process each; both beat for the console (/ops), and their metrics are "
+     "served on RUSHORDER_WORKER_METRICS_PORT; blocks." + SERVERS_HELP),
     ("platform", cmd_platform, "serve the mock data platform",
      "Serve the mock data platform on RUSHORDER_PLATFORM_PORT: POST /events, POST "
      "/events/batch, GET /events, POST /control (fail, throttle, stall, reject); blocks."),

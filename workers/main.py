@@ -33,7 +33,7 @@ from rq import SimpleWorker
 
 from engine.outbox import GROUPS, PLATFORM
 from rushorder.settings import Settings
-from workers.context import current, install
+from workers.context import WorkerContext, current, install
 from workers.heartbeat import Heartbeats
 from workers.jobs import QUEUES, ensure_job
 from workers.metrics import serve, served
@@ -62,10 +62,12 @@ class OutboxWorker(SimpleWorker):
         super().request_stop(signum, frame)
 
 
-def work(settings: Settings, group: str, metrics_port: int | None = None) -> None:
-    """Run one RQ worker for ``group``'s queue in this process until it is told to stop;
-    its heartbeat names ``metrics_port`` as where its metrics are served."""
-    ctx = install(settings, group)
+def work(settings: Settings, group: str, metrics_port: int | None = None,
+         ctx: WorkerContext | None = None) -> None:
+    """Run one RQ worker for ``group``'s queue in this process until it is told to stop (in
+    ``ctx``, or a context installed now); its heartbeat names ``metrics_port`` as where its
+    metrics are served."""
+    ctx = ctx or install(settings, group)
     assert settings.redis_url is not None
     connection = redis.Redis.from_url(settings.redis_url)
     worker = OutboxWorker([QUEUES[group]], connection=connection,
@@ -86,10 +88,10 @@ def work(settings: Settings, group: str, metrics_port: int | None = None) -> Non
 
 def work_alone(settings: Settings, group: str) -> None:
     """One worker process without a supervisor, serving its own metrics."""
-    stop = serve(settings.worker_metrics_port, settings.http_host,
-                 install(settings, group).metrics.registry)
+    ctx = install(settings, group)
+    stop = serve(settings.worker_metrics_port, settings.http_host, ctx.metrics.registry)
     try:
-        work(settings, group, settings.worker_metrics_port if stop else None)
+        work(settings, group, settings.worker_metrics_port if stop else None, ctx)
     finally:
         if stop is not None:
             stop()

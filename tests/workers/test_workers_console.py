@@ -112,14 +112,19 @@ async def test_a_console_replay_delivers_every_dead_letter_once_and_writes_postg
 
 async def test_every_worker_process_beats_and_a_killed_one_shows_dead(
     console: httpx.AsyncClient, worker: Callable[..., Process], platform: Platform,
+    wsettings: Settings,
 ) -> None:
-    writer, forwarder = worker(POSTGRES), worker(PLATFORM)
+    port = free_port()
+    writer, forwarder = worker(POSTGRES), worker(PLATFORM, wsettings.replace(
+        worker_metrics_port=port))  # alone, it serves its own metrics
     found = await fed_until(console, lambda f: sum(w["alive"] for w in f["workers"]) == 2)
     by_group = {w["group"]: w for w in found["workers"]}
     assert set(by_group) == {POSTGRES, PLATFORM}
     assert by_group[POSTGRES]["process"].endswith(f":{writer.pid}")
     assert by_group[PLATFORM]["process"].endswith(f":{forwarder.pid}")
     assert all(w["beat_age_s"] < 3 and w["state"] == "working" for w in found["workers"])
+    assert (by_group[POSTGRES]["metrics_port"], by_group[PLATFORM]["metrics_port"]) == (None, port)
+    assert scrape(port)[("rushorder_worker_heartbeat_timestamp_seconds", PLATFORM)] > 0
 
     writer.kill()
     gone = await fed_until(console, lambda f: not next(
