@@ -21,6 +21,6 @@ RUN pip install . \
  && useradd --system --no-create-home --shell /usr/sbin/nologin rushorder
 
 USER rushorder
-EXPOSE 8000 8100
+EXPOSE 8000 8100 9101
 ENTRYPOINT ["rushorder"]
 CMD ["--help"]

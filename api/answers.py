@@ -7,7 +7,7 @@ choose its ``response_class``, so this one is both the Response and the ASGI app
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import msgspec
@@ -49,6 +49,7 @@ class Answer(Response[Any]):
         status_code: int = 200,
         media_type: Any = JSON,
         headers: Mapping[str, str] | None = None,
+        cookies: Sequence[str] = (),
         **_unused: Any,
     ) -> None:
         media = str(getattr(media_type, "value", media_type))
@@ -59,6 +60,7 @@ class Answer(Response[Any]):
             (b"content-type", media.encode()), (b"content-length", str(len(self.body)).encode())]
         if headers:
             raw += [(name.lower().encode(), value.encode()) for name, value in headers.items()]
+        raw += [(b"set-cookie", cookie.encode()) for cookie in cookies]  # one header each
         self._raw_headers = raw
 
     def to_asgi_response(  # type: ignore[override]  # Litestar passes more, all unused

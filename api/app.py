@@ -14,7 +14,7 @@ from contextlib import AbstractAsyncContextManager, asynccontextmanager
 
 from litestar import Litestar
 
-from api import balance, cart, coupons, health, orders, problems, products
+from api import balance, cart, console, coupons, health, orders, problems, products
 from api.access import routers
 from api.answers import Answer
 from api.auth import Authenticator
@@ -22,6 +22,7 @@ from api.docs import openapi_config
 from api.metrics import Metrics
 from engine import Engine, Policy
 from engine.errors import EngineUnavailable
+from engine.gauges import MB
 from persistence.archive import PostgresArchive
 from rushorder.settings import MissingSetting, Settings
 
@@ -50,8 +51,8 @@ def engine_of(settings: Settings) -> Engine:
 
 
 def _lifespan(engine: Engine, owned: bool, metrics: Metrics) -> Lifespan:
-    """Load the scripts at startup and flush metrics while running; close the engine at
-    shutdown if the app made it."""
+    """Load the scripts at startup and flush metrics while running (handing the console its
+    tallies each second); close the engine at shutdown if the app made it."""
 
     @asynccontextmanager
     async def running(_: Litestar) -> AsyncIterator[None]:
@@ -60,7 +61,7 @@ def _lifespan(engine: Engine, owned: bool, metrics: Metrics) -> Lifespan:
         except EngineUnavailable as exc:  # serve anyway: /health/ready says why, and
             log.warning("scripts not loaded at startup: %s", exc)  # EVALSHA loads on NOSCRIPT
         try:
-            async with metrics.flushing():
+            async with metrics.flushing(engine.console.tally):
                 yield
         finally:
             if owned:
@@ -78,8 +79,9 @@ def create_app(settings: Settings, engine: Engine | None = None) -> Litestar:
     auth = Authenticator(settings.jwt_secret)
     api = [balance.routes(engine), products.routes(engine), coupons.routes(engine),
            orders.routes(engine, metrics), cart.routes(engine, metrics)]
+    ops = console.routes(engine, auth, settings.redis_memory_high_water_mb * MB)
     app = Litestar(
-        route_handlers=[*routers(api, auth), *health.routes(engine, settings, metrics)],
+        route_handlers=[*routers(api, auth), *health.routes(engine, settings, metrics), *ops],
         lifespan=[_lifespan(engine, owned, metrics)],
         exception_handlers={Exception: problems.handle},
         middleware=[metrics.middleware],

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable
+from typing import TypeVar
 
 import msgspec
 import psycopg
@@ -11,6 +13,7 @@ from litestar.handlers import HTTPRouteHandler
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from api.answers import Answer
+from api.console import top_lines, top_of
 from api.docs import problems
 from api.metrics import Metrics, redis_lines
 from api.problems import problem
@@ -18,6 +21,8 @@ from engine import Engine
 from engine.errors import EngineError, StateMissing
 from engine.gauges import MB
 from rushorder.settings import Settings
+
+T = TypeVar("T")
 
 PROBE_TIMEOUT_S = 2.0
 
@@ -73,6 +78,15 @@ async def _memory(engine: Engine, high_water: int) -> str:
     return "ok"
 
 
+async def _read(reading: Awaitable[T]) -> T | None:
+    """What Redis answered, or None if it did not in time (the process' own metrics still
+    tell a lot) or holds no live state."""
+    try:
+        return await asyncio.wait_for(reading, PROBE_TIMEOUT_S)
+    except (TimeoutError, EngineError):
+        return None
+
+
 def routes(engine: Engine, settings: Settings, metrics: Metrics) -> list[HTTPRouteHandler]:
     """Liveness, readiness and metrics of this process."""
     high_water = settings.redis_memory_high_water_mb * MB
@@ -97,11 +111,9 @@ def routes(engine: Engine, settings: Settings, metrics: Metrics) -> list[HTTPRou
     @get("/metrics", media_type=CONTENT_TYPE_LATEST)
     async def scrape() -> bytes:
         """Prometheus text: requests and latency by route and status, orders by outcome;
-        Redis' memory and the outbox's backlog and lag per consumer group."""
-        try:
-            gauges = await asyncio.wait_for(engine.gauges(), PROBE_TIMEOUT_S)
-        except (TimeoutError, EngineError):
-            gauges = None  # Redis away: the process' own metrics still tell a lot
-        return metrics.exposition() + redis_lines(gauges, high_water)
+        Redis' memory, the outbox's backlog and lag per consumer group, the dead letters;
+        the top 5 and their stock."""
+        gauges, top = await asyncio.gather(_read(engine.gauges()), _read(top_of(engine)))
+        return metrics.exposition() + redis_lines(gauges, high_water) + top_lines(top)
 
     return [live, ready, scrape]

@@ -9,14 +9,22 @@ run any other way (tests, a single uvicorn) keeps plain in-process values.
 A multiprocess write costs ~3 µs (lock, getpid, mmap write) and a request needs three, so
 requests and orders are tallied in plain Python and written once a second (and before
 every scrape of this process): another worker's latest second may be missing from a scrape.
+
+What each flush writes is also added up for the operators' console
+(:meth:`Metrics.console_counts`): orders placed and refused by code, requests, 5xx and the
+order route's latency buckets, which the app hands to the engine once a second
+(``Engine.console.tally``), so that the console shows the sum over every API process on
+every host, per second.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from bisect import bisect_left
-from collections.abc import AsyncIterator, Awaitable
+from collections import Counter as Tallies
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from time import perf_counter
 from typing import Any, TypeVar
 
@@ -28,9 +36,15 @@ from engine.errors import EngineError
 from engine.gauges import Gauges
 
 T = TypeVar("T")
+Publish = Callable[[Mapping[str, int]], Awaitable[object]]
+
+log = logging.getLogger("rushorder.api")
 
 BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
 FLUSH_EVERY_S = 1.0
+PUBLISH_TIMEOUT_S = 1.0
+# The order route whose latency the console shows (as its Prometheus labels say it).
+ORDER_ROUTE = ("POST", "/api/v1/orders")
 
 
 def redis_lines(gauges: Gauges | None, high_water: int) -> bytes:
@@ -57,6 +71,9 @@ def redis_lines(gauges: Gauges | None, high_water: int) -> bytes:
         "# TYPE rushorder_outbox_oldest_unacked_age_seconds gauge",
         *(f'rushorder_outbox_oldest_unacked_age_seconds{{group="{name}"}} '
           f'{group.oldest_age_s:.3f}' for name, group in sorted(gauges.groups.items())),
+        "# HELP rushorder_outbox_dead_letters Events the platform forwarder gave up on.",
+        "# TYPE rushorder_outbox_dead_letters gauge",
+        f"rushorder_outbox_dead_letters {gauges.dead_letters}",
     ]
     return ("\n".join(lines) + "\n").encode()
 
@@ -82,10 +99,15 @@ class _Tally:
         self.total += seconds
         self.buckets[bisect_left(BUCKETS, seconds)] += 1
 
-    def flush(self) -> None:
-        """Write the tally to the metrics, as many ``observe`` calls would have."""
+    def flush(self, console: Tallies[str] | None = None) -> None:
+        """Write the tally to the metrics, as many ``observe`` calls would have; add the
+        latency buckets to ``console`` if given."""
         if not self.count:
             return
+        if console is not None:
+            for i, n in enumerate(self.buckets):
+                if n:
+                    console[f"lat:{i}"] += n
         self.counter.inc(self.count)
         # prometheus_client has no batch observe; these are the values observe() updates.
         self.histogram._sum.inc(self.total)
@@ -119,6 +141,8 @@ class Metrics:
         self._tallies: dict[tuple[str, str, int], _Tally] = {}
         self._placed = 0
         self._rejected: dict[str, int] = {}
+        self._console: Tallies[str] = Tallies()  # flushed, not yet handed to the console
+        self._publish_failed = False
 
     def observe(self, method: str, route: str, status: int, seconds: float) -> None:
         """Count one answered request and its latency."""
@@ -130,31 +154,61 @@ class Metrics:
         tally.add(seconds)
 
     def flush(self) -> None:
-        """Write every tally to the metrics."""
-        for tally in self._tallies.values():
-            tally.flush()
+        """Write every tally to the metrics (and add it to the console's counts)."""
+        console = self._console
+        for (method, route, status), tally in self._tallies.items():
+            if tally.count:
+                console["requests"] += tally.count
+                if status >= 500:
+                    console["errors"] += tally.count
+            tally.flush(console if (method, route) == ORDER_ROUTE else None)
         if self._placed:
             self.orders_placed.inc(self._placed)
+            console["placed"] += self._placed
             self._placed = 0
         for code, n in self._rejected.items():
             self.orders_rejected.labels(code).inc(n)
+            console[f"refused:{code}"] += n
         self._rejected.clear()
 
+    def console_counts(self) -> dict[str, int]:
+        """What was flushed since the last call: ``placed``, ``refused:<CODE>``,
+        ``requests``, ``errors`` (5xx) and the order route's ``lat:<bucket index>``."""
+        counts, self._console = dict(self._console), Tallies()
+        return counts
+
+    async def publish(self, publish: Publish | None) -> None:
+        """Flush, and hand the console's counts to ``publish``; counts it could not take
+        (Redis away) are dropped, said once until it takes them again."""
+        self.flush()
+        counts = self.console_counts()
+        if publish is None or not counts:
+            return
+        try:
+            await asyncio.wait_for(publish(counts), PUBLISH_TIMEOUT_S)
+            self._publish_failed = False
+        except Exception as exc:  # never the flush loop's end: it keeps /metrics going
+            if not self._publish_failed:
+                log.warning("console tallies not written (dropped until Redis takes them "
+                            "again): %s", exc)
+            self._publish_failed = True
+
     @contextlib.asynccontextmanager
-    async def flushing(self) -> AsyncIterator[None]:
-        """Flush once a second while the app runs, and a last time when it stops."""
+    async def flushing(self, publish: Publish | None = None) -> AsyncIterator[None]:
+        """Flush once a second while the app runs, and a last time when it stops; each
+        time, hand the console's counts to ``publish``."""
 
         async def every_second() -> None:
             while True:
                 await asyncio.sleep(FLUSH_EVERY_S)
-                self.flush()
+                await self.publish(publish)
 
         task = asyncio.create_task(every_second())
         try:
             yield
         finally:
             task.cancel()
-            self.flush()
+            await self.publish(publish)
 
     async def count_order(self, placing: Awaitable[T]) -> T:
         """Await an order being placed, counting it as placed or rejected by code."""

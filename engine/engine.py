@@ -19,6 +19,7 @@ from engine import gauges, keys, limits
 from engine.archive import Archive, NoArchive, Reader
 from engine.batch import OrderBatcher
 from engine.connection import Connection
+from engine.console import Console
 from engine.errors import (
     EngineUnavailable,
     OrderNotFound,
@@ -204,6 +205,7 @@ class Engine:
         self.conn = Connection(redis_url, reply_timeout_s=reply_timeout_s)
         self.scripts: dict[str, Script] = load_scripts()
         self.batches = OrderBatcher(self.conn, self.scripts["place_orders"], self.policy)
+        self.console = Console(self.conn, self.scripts)  # the operators' console (reads no state)
 
     async def _run(self, name: str, keys_: list[str], args: list[Any]) -> list[bytes]:
         """Call a script with the live-state marker as its KEYS[1] (engine/state.py)."""

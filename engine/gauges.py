@@ -3,7 +3,7 @@
 Read on demand (a scrape, a readiness probe), in one pipelined round trip plus one per
 consumer group: Redis' memory, the outbox's length, and per consumer group the events not
 yet acknowledged and the age of the oldest of them (the one that has waited longest,
-delivered or not: the lag an operator cares about).
+delivered or not: the lag an operator cares about); and the dead letters waiting.
 """
 
 from __future__ import annotations
@@ -33,6 +33,7 @@ class Gauges(msgspec.Struct, frozen=True, kw_only=True):
     maxmemory: int
     outbox_length: int
     groups: dict[str, Group]
+    dead_letters: int = 0  # events the platform forwarder gave up on, waiting for a replay
 
 
 def _info(raw: bytes) -> dict[str, str]:
@@ -66,15 +67,15 @@ async def _oldest_ms(conn: Connection, group: dict[str, Any]) -> int | None:
 
 async def read(conn: Connection) -> Gauges:
     """The gauges, now."""
-    info, length, groups, now = await asyncio.gather(
+    info, length, groups, now, dead = await asyncio.gather(
         conn.execute("INFO", "memory"), conn.execute("XLEN", keys.OUTBOX), _groups(conn),
-        conn.execute("TIME"))
+        conn.execute("TIME"), conn.execute("XLEN", keys.OUTBOX_DEAD))
     now_ms = int(now[0]) * 1000 + int(now[1]) // 1000
     oldest = await asyncio.gather(*(_oldest_ms(conn, group) for group in groups))
     memory = _info(info)
     return Gauges(
         used_memory=int(memory["used_memory"]), maxmemory=int(memory.get("maxmemory", 0)),
-        outbox_length=int(length),
+        outbox_length=int(length), dead_letters=int(dead),
         groups={group["name"].decode(): Group(
             backlog=int(group["pending"]) + int(group.get("lag") or 0),
             oldest_age_s=max(0, now_ms - at) / 1000 if at is not None else 0.0)

@@ -39,6 +39,10 @@ and the script appends the id; the prefix carries the hash tag, so the slot is t
 | {ro}:retention | string | the retention settle.lua last used, ms (bring_back's window) |
 | {ro}:outbox | stream | every state change, for Postgres and the data platform |
 | {ro}:outbox:dead | stream | events the platform forwarder gave up on (`rushorder replay`) |
+| {ro}:ops:s:<second> | hash | API tallies of one second (epoch s), all processes summed; 10 min |
+| {ro}:ops:workers | hash | worker process (host:pid) -> its last heartbeat (JSON) |
+| {ro}:ops:replay:asked | list | ids of replay requests from the console, for a platform forwarder |
+| {ro}:ops:replay:<id> | string | a replay request's state and answer (JSON); 10 min TTL |
 """
 
 from __future__ import annotations
@@ -134,3 +138,21 @@ def idempotency(user_id: int, key: str) -> str:
 # Dead letters of the data-platform forwarder (a stream: fields e, entry, error, attempts).
 # Outside the hot path; it shares the {ro} tag only to stay in the outbox's slot.
 OUTBOX_DEAD = f"{TAG}:outbox:dead"
+
+
+# The operators' console (engine/console.py, engine/heartbeat.py, engine/replays.py): no
+# script touches these; they live beside the state, not in it (a rebuild need not restore
+# them), and share the {ro} tag only to stay in the same slot.
+OPS_SECOND_PREFIX = f"{TAG}:ops:s:"
+OPS_WORKERS = f"{TAG}:ops:workers"
+OPS_REPLAY_ASKED = f"{TAG}:ops:replay:asked"
+
+
+def ops_second(second: int) -> str:
+    """The API's tallies of one second (epoch seconds)."""
+    return f"{OPS_SECOND_PREFIX}{second}"
+
+
+def ops_replay(request_id: str) -> str:
+    """One replay request's state and answer."""
+    return f"{TAG}:ops:replay:{request_id}"

@@ -76,7 +76,7 @@ class Stack:
     workers: int
     repo: Path = ROOT  # the checkout whose code the stack runs
     ports: dict[str, int] = field(default_factory=lambda: {
-        name: free_port() for name in ("HTTP", "REDIS", "PG", "PLATFORM")})
+        name: free_port() for name in ("HTTP", "REDIS", "PG", "PLATFORM", "WORKER_METRICS")})
     proc: subprocess.Popen[bytes] | None = None
 
     @property

@@ -8,8 +8,9 @@ Without --host it starts `rushorder up` on free ports in a temp data dir, waits 
 API is ready, runs locust, checks the invariants (load/invariants.py), then stops the
 stack with SIGINT (its clean shutdown). Reports go to load/reports/: <scenario>.html
 (locust's HTML report), <scenario>_stats.csv etc., <scenario>-ledger.json (every request
-that moved money, stock or coupons, with its answer). Arguments it does not know are
-passed to locust (e.g. --hot-stock 300 --coupon-quantity 50).
+that moved money, stock or coupons, with its answer). While locust runs, a live line shows
+the API's requests/s, orders/s, refusals by code and 5xx, from its /metrics (load/live.py).
+Arguments it does not know are passed to locust (e.g. --hot-stock 300 --coupon-quantity 50).
 
 Exit code: 2 if the stack, the admin setup or locust itself failed, 1 if an invariant
 broke, else locust's (1 when it counted failures: a 5xx, no answer, an unexpected refusal).
@@ -29,6 +30,7 @@ import urllib.request
 from pathlib import Path
 
 from ledger import Ledger
+from live import LiveLine
 
 LOAD_DIR = Path(__file__).resolve().parent
 REPORTS = LOAD_DIR / "reports"
@@ -63,7 +65,8 @@ def start_stack(data_dir: Path, log: Path,
     port = free_port()
     env = {**env, "RUSHORDER_DATA_DIR": str(data_dir), "RUSHORDER_HTTP_PORT": str(port),
            "RUSHORDER_REDIS_PORT": str(free_port()), "RUSHORDER_PG_PORT": str(free_port()),
-           "RUSHORDER_PLATFORM_PORT": str(free_port())}
+           "RUSHORDER_PLATFORM_PORT": str(free_port()),
+           "RUSHORDER_WORKER_METRICS_PORT": str(free_port())}
     with log.open("wb") as out:
         proc = subprocess.Popen([sys.executable, "-m", "rushorder.cli", "up"], env=env,
                                 stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT)
@@ -134,7 +137,12 @@ def check(args: argparse.Namespace, host: str, secret: str) -> bool:
 
 def run(args: argparse.Namespace, host: str, env: dict[str, str], secret: str) -> int:
     """Locust, then the invariants; the exit code (see the module docstring)."""
-    code = run_locust(args, host, env)
+    live = LiveLine(host)
+    live.start()
+    try:
+        code = run_locust(args, host, env)
+    finally:
+        live.finish()
     print(throughput(report_paths(args.scenario)[2]))
     held = check(args, host, secret)
     html = report_paths(args.scenario)[0]

@@ -129,8 +129,12 @@ def cmd_rebuild(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_replay(settings: Settings, args: argparse.Namespace) -> None:
-    """Send the data platform's dead letters again."""
-    delivered = load("workers.platform", "replay_dead_letters")(servers(settings, "redis_url"))
+    """Send the data platform's dead letters again, showing how far it got."""
+    from rushorder.progress import Progress
+
+    replay = load("workers.platform", "replay_dead_letters")
+    with Progress("replay") as progress:
+        delivered = replay(servers(settings, "redis_url"), progress=progress)
     print(f"{delivered} dead letter(s) delivered; the rest stay for another try")
 
 
@@ -166,7 +170,8 @@ SUBCOMMANDS: list[tuple[str, Command, str, str]] = [
      "Serve the HTTP API on RUSHORDER_HTTP_HOST:RUSHORDER_HTTP_PORT; blocks." + SERVERS_HELP),
     ("worker", cmd_worker, "run one outbox worker (Redis -> Postgres, data platform)",
      "Drain the Redis outbox into Postgres and forward order events to the data "
-     "platform; blocks." + SERVERS_HELP),
+     "platform, one process each; both beat for the console (/ops), and their metrics are "
+     "served on RUSHORDER_WORKER_METRICS_PORT; blocks." + SERVERS_HELP),
     ("platform", cmd_platform, "serve the mock data platform",
      "Serve the mock data platform on RUSHORDER_PLATFORM_PORT: POST /events, POST "
      "/events/batch, GET /events, POST /control (fail, throttle, stall, reject); blocks."),
@@ -188,7 +193,8 @@ SUBCOMMANDS: list[tuple[str, Command, str, str]] = [
      "Events the forwarder gave up on wait in the dead-letter stream {ro}:outbox:dead; "
      "this posts each once more to the data platform and drops those delivered. The "
      "platform is RUSHORDER_DATA_PLATFORM_URL; unset, the running `rushorder up`'s, else "
-     "the mock on RUSHORDER_PLATFORM_PORT." + SERVERS_HELP),
+     "the mock on RUSHORDER_PLATFORM_PORT. The console's Replay button (/ops) asks a "
+     "running platform forwarder to do the same." + PROGRESS_HELP + SERVERS_HELP),
 ]
 
 

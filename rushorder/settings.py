@@ -70,6 +70,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
 
     # Outbox workers.
     workers: int = 1
+    # Each `rushorder worker` serves its processes' metrics here (0: nowhere); `make up`
+    # gives worker n this port + n - 1.
+    worker_metrics_port: int = 9101
     outbox_batch: int = 1000
     outbox_reclaim_idle_ms: int = 30_000
 

@@ -256,7 +256,8 @@ class Stack:
         if self.settings.data_platform_url is None:
             self.children.append(Child("platform", "platform", env).start())
         for n in range(1, self.settings.workers + 1):
-            self.children.append(Child(f"worker-{n}", "worker", env).start())
+            self.children.append(Child(f"worker-{n}", "worker", worker_env(
+                env, self.settings.worker_metrics_port, n)).start())
         self.children.append(Child("api", "api", env).start())
 
     def wait_ready(self) -> bool:
@@ -334,6 +335,20 @@ class Stack:
                 say("up", "stopped")
 
 
+def worker_env(env: dict[str, str], metrics_port: int, n: int) -> dict[str, str]:
+    """Worker ``n``'s environment: its own metrics port (``metrics_port + n - 1``; 0: none)."""
+    return {**env, "RUSHORDER_WORKER_METRICS_PORT": str(metrics_port + n - 1 if metrics_port
+                                                          else 0)}
+
+
+def worker_metrics(s: Settings) -> str:
+    """Where the workers' metrics are, for the banner."""
+    if not s.worker_metrics_port:
+        return "no metrics (RUSHORDER_WORKER_METRICS_PORT=0)"
+    ports = [s.worker_metrics_port + n for n in range(s.workers)]
+    return f"metrics on http://{s.http_host}:{'/metrics, :'.join(map(str, ports))}/metrics"
+
+
 def _server_line(server: RedisServer | PostgresServer | None, url: str | None) -> str:
     if server is None:
         return f"{url}  (external)"
@@ -351,8 +366,9 @@ def print_banner(stack: Stack, resolved: Settings, ready: bool) -> None:
         "",
         "rushorder is up" if ready else "rushorder started, but the API is NOT ready yet",
         f"  API        {api}  ({s.api_workers} processes; OpenAPI at {api}/schema)",
+        f"  console    {api}/ops  (sign in with the admin token below)",
         f"  platform   {platform}",
-        f"  workers    {s.workers} outbox worker(s)",
+        f"  workers    {s.workers} outbox worker(s); {worker_metrics(s)}",
         f"  redis      {_server_line(stack.redis, s.redis_url)}",
         f"  postgres   {_server_line(stack.postgres, s.database_url)}",
         f"  data dir   {Path(s.data_dir)}",

@@ -32,8 +32,11 @@ MAY_IMPORT: dict[str, tuple[str, ...]] = {
     # persistence.archive: the durable record's reads of what Redis settled (the engine
     # takes it as an engine.archive.Archive; the app factory makes it).
     "api": ("engine", "persistence.archive", "rushorder.settings", "rushorder.tokens"),
+    # engine.heartbeat, engine.replays: the console's side channel, whose key layout and
+    # wire format the workers (writers) share with the engine (the reader), as for the outbox.
     "workers": ("persistence", "engine.outbox", "engine.events", "engine.models",
-                "engine.state", "engine.settle", "rushorder.settings"),
+                "engine.state", "engine.settle", "engine.heartbeat", "engine.replays",
+                "rushorder.settings"),
     "rushorder leaf": (),
     "rushorder top": PACKAGES,
 }

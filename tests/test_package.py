@@ -1,5 +1,6 @@
-"""The package installs whole: a built wheel carries every Lua script and migration, and an
-engine loaded from the wheel alone (no source tree on the path) finds its scripts."""
+"""The package installs whole: a built wheel carries every Lua script, migration and file of
+the console's page, and an engine loaded from the wheel alone (no source tree on the path)
+finds its scripts."""
 
 from __future__ import annotations
 
@@ -31,7 +32,7 @@ def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return built
 
 
-def test_the_wheel_carries_every_lua_script_and_migration(wheel: Path) -> None:
+def test_the_wheel_carries_every_lua_script_migration_and_console_file(wheel: Path) -> None:
     names = set(zipfile.ZipFile(wheel).namelist())
     scripts = {f"engine/lua/{p.name}" for p in (ROOT / "engine" / "lua").glob("*.lua")}
     migrations = {f"persistence/migrations/versions/{p.name}"
@@ -39,6 +40,8 @@ def test_the_wheel_carries_every_lua_script_and_migration(wheel: Path) -> None:
     assert "engine/lua/_lib.lua" in scripts and "engine/lua/place_orders.lua" in scripts
     assert scripts <= names
     assert migrations <= names and "persistence/migrations/env.py" in names
+    page = {f"api/static/{p.name}" for p in (ROOT / "api" / "static").iterdir()}
+    assert "api/static/ops.js" in page and page <= names
 
 
 def test_an_engine_from_the_wheel_alone_loads_every_script(

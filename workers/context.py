@@ -8,12 +8,15 @@ before a fork is used after it.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import socket
 import threading
 import time
+from collections.abc import Iterator
 from functools import cached_property
+from typing import TypeVar
 
 import redis
 from sqlalchemy.engine import Engine
@@ -22,9 +25,11 @@ from engine import state
 from engine.outbox import DeadLetters, Outbox
 from persistence.database import create_engine
 from rushorder.settings import Settings
+from workers.metrics import CountedDeadLetters, CountedOutbox, WorkerMetrics
 from workers.platform_http import Platform
 
 log = logging.getLogger("rushorder.workers")
+J = TypeVar("J")
 
 STATE_POLL_S = 2.0
 
@@ -32,7 +37,7 @@ STATE_POLL_S = 2.0
 class WorkerContext:
     """One worker process's settings and lazily made clients."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, group: str = "all") -> None:
         if not settings.redis_url:
             raise ValueError("the outbox workers need RUSHORDER_REDIS_URL")
         self.settings = settings
@@ -40,6 +45,8 @@ class WorkerContext:
         self.stop = threading.Event()  # set by SIGTERM/SIGINT: jobs finish their batch, return
         self.consumer = f"{socket.gethostname()}:{os.getpid()}"
         self.state_lost = False  # said once, not on every job, until the state is back
+        self.metrics = WorkerMetrics(group)
+        self.job: object | None = None  # the running writer or forwarder (see running())
 
     @cached_property
     def redis(self) -> redis.Redis:
@@ -61,7 +68,7 @@ class WorkerContext:
 
     def outbox(self, group: str) -> Outbox:
         """This process's consumer of one group (every group exists once this returns)."""
-        outbox = Outbox(self.redis, group, self.consumer)
+        outbox = CountedOutbox(self.redis, group, self.consumer, metrics=self.metrics)
         outbox.create_groups()
         return outbox
 
@@ -86,8 +93,19 @@ class WorkerContext:
         return False
 
     def dead_letters(self) -> DeadLetters:
-        """The forwarder's dead-letter stream."""
-        return DeadLetters(self.redis)
+        """The forwarder's dead-letter stream (what goes in is counted)."""
+        return CountedDeadLetters(self.redis, self.metrics)
+
+    @contextlib.contextmanager
+    def running(self, job: J) -> Iterator[J]:
+        """Run ``job`` (a writer or forwarder) as this process's: the heartbeat copies its
+        counts into the metrics while it runs, and once more when it ends."""
+        self.job = job
+        try:
+            yield job
+        finally:
+            self.metrics.sync(job)
+            self.job = None
 
     def close(self) -> None:
         """Close whatever was opened."""
@@ -99,12 +117,13 @@ class WorkerContext:
 _current: WorkerContext | None = None
 
 
-def install(settings: Settings) -> WorkerContext:
-    """Make ``settings`` this process's context (replacing any earlier one)."""
+def install(settings: Settings, group: str = "all") -> WorkerContext:
+    """Make ``settings`` this process's context, working for ``group`` (replacing any
+    earlier one)."""
     global _current
     if _current is not None:
         _current.close()
-    _current = WorkerContext(settings)
+    _current = WorkerContext(settings, group)
     return _current
 
 

@@ -37,7 +37,8 @@ def drain_to_postgres(budget_s: float = JOB_BUDGET_S) -> int:
         writer = PostgresWriter(ctx.outbox(POSTGRES), ctx.db, batch=s.outbox_batch,
                                 reclaim_idle_ms=s.outbox_reclaim_idle_ms,
                                 retention_s=s.redis_retention_s)
-        return writer.run(until, ctx.stop)
+        with ctx.running(writer):
+            return writer.run(until, ctx.stop)
     except OutboxGone as exc:
         ctx.wait_for_live_state(str(exc), until)
         return 0
@@ -55,7 +56,8 @@ def forward_to_platform(budget_s: float = JOB_BUDGET_S) -> int:
                               in_flight=s.platform_in_flight,
                               max_attempts=s.platform_max_attempts,
                               reclaim_idle_ms=s.outbox_reclaim_idle_ms)
-        return forwarder.run(until, ctx.stop)
+        with ctx.running(forwarder):
+            return forwarder.run(until, ctx.stop)
     except OutboxGone as exc:
         ctx.wait_for_live_state(str(exc), until)
         return 0

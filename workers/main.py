@@ -6,7 +6,13 @@ jobs in-process (``SimpleWorker``: no fork per job, so connections live as long 
 process). A process that dies is started again; SIGTERM or SIGINT stops both, each after
 its current batch.
 
-``python -m workers.main [postgres|platform]`` runs a single worker process (tests do).
+Each process beats (``workers/heartbeat.py``: its liveness for the console and the
+sampling of its metrics); the platform process also takes the console's replay requests
+(``workers/replays.py``). The supervisor serves the processes' summed metrics on
+``RUSHORDER_WORKER_METRICS_PORT`` (``workers/metrics.py``).
+
+``python -m workers.main [postgres|platform]`` runs a single worker process (tests do),
+serving its own metrics on that port.
 """
 
 from __future__ import annotations
@@ -18,16 +24,20 @@ import os
 import signal
 import sys
 import threading
+from collections.abc import Callable
 from types import FrameType
 from typing import Any
 
 import redis
 from rq import SimpleWorker
 
-from engine.outbox import GROUPS
+from engine.outbox import GROUPS, PLATFORM
 from rushorder.settings import Settings
-from workers.context import current, install
+from workers.context import WorkerContext, current, install
+from workers.heartbeat import Heartbeats
 from workers.jobs import QUEUES, ensure_job
+from workers.metrics import serve, served
+from workers.replays import ReplayListener
 
 log = logging.getLogger("rushorder.workers")
 
@@ -52,18 +62,39 @@ class OutboxWorker(SimpleWorker):
         super().request_stop(signum, frame)
 
 
-def work(settings: Settings, group: str) -> None:
-    """Run one RQ worker for ``group``'s queue in this process until it is told to stop."""
-    install(settings)
+def work(settings: Settings, group: str, metrics_port: int | None = None,
+         ctx: WorkerContext | None = None) -> None:
+    """Run one RQ worker for ``group``'s queue in this process until it is told to stop (in
+    ``ctx``, or a context installed now); its heartbeat names ``metrics_port`` as where its
+    metrics are served."""
+    ctx = ctx or install(settings, group)
     assert settings.redis_url is not None
     connection = redis.Redis.from_url(settings.redis_url)
     worker = OutboxWorker([QUEUES[group]], connection=connection,
                           maintenance_interval=MAINTENANCE_S, worker_ttl=WORKER_TTL_S)
+    helpers: list[Heartbeats | ReplayListener] = [Heartbeats(ctx, group, metrics_port)]
+    if group == PLATFORM:
+        helpers.append(ReplayListener(ctx))
+    for helper in helpers:
+        helper.start()
     try:
         worker.work(logging_level=settings.log_level.upper(), with_scheduler=False)
     finally:
+        for helper in helpers:
+            helper.finish()
         current().close()
         connection.close()
+
+
+def work_alone(settings: Settings, group: str) -> None:
+    """One worker process without a supervisor, serving its own metrics."""
+    ctx = install(settings, group)
+    stop = serve(settings.worker_metrics_port, settings.http_host, ctx.metrics.registry)
+    try:
+        work(settings, group, settings.worker_metrics_port if stop else None, ctx)
+    finally:
+        if stop is not None:
+            stop()
 
 
 def setup_logging(settings: Settings, label: str = "%(name)s") -> None:
@@ -74,11 +105,11 @@ def setup_logging(settings: Settings, label: str = "%(name)s") -> None:
         logging.getLogger("httpx").setLevel(logging.WARNING)
 
 
-def _child(settings: Settings, group: str, parent: int) -> None:
+def _child(settings: Settings, group: str, parent: int, metrics_port: int | None) -> None:
     """A worker process started by :func:`run`: it leaves when its parent does."""
     _die_with(parent)
     setup_logging(settings, group)
-    work(settings, group)
+    work(settings, group, metrics_port)
 
 
 def _die_with(parent: int) -> None:
@@ -93,12 +124,20 @@ def _die_with(parent: int) -> None:
 
 
 def run(settings: Settings) -> None:
-    """Supervise one worker process per consumer group until SIGTERM/SIGINT."""
+    """Supervise one worker process per consumer group until SIGTERM/SIGINT, serving their
+    metrics."""
+    with served(settings.worker_metrics_port, settings.http_host) as metrics:
+        _supervise(settings, metrics.port, metrics.process_died)
+
+
+def _supervise(settings: Settings, metrics_port: int | None,
+               died: Callable[[int], None]) -> None:
     spawn = multiprocessing.get_context("spawn")
     stopping = threading.Event()
 
     def start(group: str) -> Any:
-        process = spawn.Process(target=_child, args=(settings, group, os.getpid()),
+        process = spawn.Process(target=_child,
+                                args=(settings, group, os.getpid(), metrics_port),
                                 name=f"rushorder-{group}", daemon=False)
         process.start()
         return process
@@ -114,6 +153,7 @@ def run(settings: Settings) -> None:
             if not process.is_alive():
                 log.warning("%s worker exited with %s; starting another", group,
                             process.exitcode)
+                died(process.pid)
                 processes[group] = start(group)
     _stop_all(list(processes.values()))
 
@@ -136,7 +176,7 @@ def main(argv: list[str]) -> int:
     settings = Settings.from_env()
     setup_logging(settings)
     if len(argv) > 1 and argv[1] in GROUPS:
-        work(settings, argv[1])
+        work_alone(settings, argv[1])
     else:
         run(settings)
     return 0

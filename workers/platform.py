@@ -35,6 +35,7 @@ from engine.outbox import DeadLetters, Entry, Outbox
 from rushorder.settings import Settings
 from workers.backoff import Backoff, sleep_unless_stopped
 from workers.platform_http import Item, Outcome, Platform, Request, Session
+from workers.progress import Progress, Quiet
 
 log = logging.getLogger("rushorder.workers.platform")
 
@@ -116,6 +117,7 @@ class Forwarder:
         self.block_ms = block_ms
         self.backoff = backoff or Backoff(base_s=0.25, cap_s=30.0)
         self.delivered = 0
+        self.retries = 0  # events sent again (workers/metrics.py counts them)
         self._pool: ThreadPoolExecutor | None = None
 
     @property
@@ -224,6 +226,7 @@ class Forwarder:
                 return Sent(request, outcome, attempt)
             if not await sleep_unless_stopped(self.backoff.delay(attempt), stop):
                 return Sent(request, None, attempt)
+            self.retries += len(request.items)
 
     async def _keep_fresh(self, outbox: Outbox, ids: list[str]) -> None:
         """Reset the idle time of the entries we hold while we work on them, so that no other
@@ -292,28 +295,33 @@ async def _all_or_first_error(tasks: list[asyncio.Task[None]]) -> None:
         task.result()
 
 
-def replay_dead_letters(settings: Settings) -> int:
+def replay_dead_letters(settings: Settings, progress: Progress | None = None) -> int:
     """Send every dead letter to the platform once more (in batches in batch mode); those
-    delivered leave the dead-letter stream. How many were delivered (the rest stay)."""
+    delivered leave the dead-letter stream. How many were delivered (the rest stay).
+    ``progress`` is told how many there are and each one handled."""
     if not settings.redis_url:
         raise ValueError("replaying dead letters needs RUSHORDER_REDIS_URL")
+    shown = progress or Quiet()
     with redis.Redis.from_url(settings.redis_url) as client:
         dead = DeadLetters(client)
-        delivered = asyncio.run(_replay(dead, Platform.from_settings(settings)))
+        shown.stage("dead letters to the platform", total=dead.count(), unit="letters")
+        delivered = asyncio.run(_replay(dead, Platform.from_settings(settings), shown))
         log.info("replayed %d dead letters, %d left", delivered, dead.count())
     return delivered
 
 
-async def _replay(dead: DeadLetters, platform: Platform) -> int:
+async def _replay(dead: DeadLetters, platform: Platform, shown: Progress) -> int:
     """One try for every dead letter; remove those taken (and those the platform never gets)."""
     items: list[Item] = []
     for letter in dead.all():
         try:
             delivery = delivery_of(letter.data)
         except Undeliverable:
+            shown.advance()
             continue  # it stays: nothing an operator can replay as is
         if delivery is None:
             dead.remove([letter.id])
+            shown.advance()
         else:
             items.append(Item(letter.id, *delivery))
     delivered = 0
@@ -324,4 +332,5 @@ async def _replay(dead: DeadLetters, platform: Platform) -> int:
                      if outcome.taken and i.event_id not in outcome.rejected]
             dead.remove(taken)
             delivered += len(taken)
+            shown.advance(len(request.items))
     return delivered

@@ -67,7 +67,7 @@ def wsettings(settings: Settings, workers_redis_url: str, workers_database_url: 
     return settings.replace(
         redis_url=workers_redis_url, database_url=workers_database_url,
         platform_port=free_port(), outbox_reclaim_idle_ms=1500, platform_timeout_s=0.5,
-        platform_max_attempts=4, outbox_batch=500)
+        platform_max_attempts=4, outbox_batch=500, worker_metrics_port=0)
 
 
 @pytest.fixture(scope="session")

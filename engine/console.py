@@ -1,0 +1,137 @@
+"""What the operators' console reads and asks of Redis (``GET /api/v1/admin/ops``).
+
+* **Tallies.** Every API process adds what it answered since its last tally (orders placed
+  and refused by code, requests, 5xx, the order route's latency buckets) to one hash per
+  second of Redis' clock, ``{ro}:ops:s:<second>`` (``ops_tally.lua``), kept ten minutes. A
+  second's hash is thus the sum over every API process on every host, and the console's
+  chart of the last minutes is there whoever serves the page, since whenever.
+* **Heartbeats** of the worker processes (``engine/heartbeat.py``).
+* **Dead letters**: how many, and the oldest few.
+* **Replay requests** for a platform forwarder (``engine/replays.py``).
+
+Reads need no live state (like the gauges: the console must show a Redis that lost it);
+every write goes through a script that refuses without it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Mapping
+from typing import Any
+
+import msgspec
+
+from engine import heartbeat, keys, replays
+from engine.connection import Connection
+from engine.errors import raise_for
+from engine.events import EVENT_FIELD
+from engine.heartbeat import Heartbeat
+from engine.replays import ReplayState
+from engine.scripts import Script
+
+KEEP_SECONDS_S = 600  # how long a second's tallies are kept
+_ERROR = msgspec.json.Decoder(dict[str, Any])
+
+
+class DeadLetterSummary(msgspec.Struct, frozen=True, kw_only=True):
+    """A dead letter as the console lists it."""
+
+    id: str  # its id in the dead-letter stream
+    entry: str  # the outbox entry it came from
+    type: str | None  # the event's type (order.paid, ...)
+    event_id: str | None
+    error: str
+    attempts: int
+
+
+class _Kind(msgspec.Struct):
+    type: str | None = None
+    event_id: str | None = None
+
+
+_KIND = msgspec.json.Decoder(_Kind)
+
+
+def _ok(reply: list[bytes]) -> bytes:
+    """An OK payload, or the domain error the script answered with, raised."""
+    code, payload = reply
+    if code != b"OK":
+        error = _ERROR.decode(payload)
+        raise_for(code.decode(), error.get("detail", ""), error.get("context") or {})
+    return payload
+
+
+def _tally(raw: list[bytes]) -> dict[str, int]:
+    """An HGETALL reply of a second's hash as field -> count."""
+    return {raw[i].decode(): int(raw[i + 1]) for i in range(0, len(raw), 2)}
+
+
+def _summary(letter_id: bytes, flat: list[bytes]) -> DeadLetterSummary:
+    fields = {flat[i]: flat[i + 1] for i in range(0, len(flat), 2)}
+    try:
+        kind = _KIND.decode(fields.get(EVENT_FIELD.encode(), b"{}"))
+    except msgspec.MsgspecError:
+        kind = _Kind()
+    return DeadLetterSummary(
+        id=letter_id.decode(), entry=fields.get(b"entry", b"").decode(), type=kind.type,
+        event_id=kind.event_id, error=fields.get(b"error", b"").decode(errors="replace"),
+        attempts=int(fields.get(b"attempts", b"0")))
+
+
+class Console:
+    """The console's reads and requests over the engine's connection and scripts."""
+
+    def __init__(self, conn: Connection, scripts: Mapping[str, Script]) -> None:
+        self.conn = conn
+        self.scripts = scripts
+
+    async def _run(self, name: str, keys_: list[str], args: list[Any]) -> bytes:
+        return _ok(await self.scripts[name](self.conn, [keys.LIVE, *keys_], args))
+
+    async def now_ms(self) -> int:
+        """Redis' clock, epoch ms (the tallies' and heartbeats' clock)."""
+        seconds, micros = await self.conn.execute("TIME")
+        return int(seconds) * 1000 + int(micros) // 1000
+
+    async def tally(self, counts: Mapping[str, int]) -> int:
+        """Add counts to the current second's tallies; the second (epoch s)."""
+        args: list[Any] = [KEEP_SECONDS_S]
+        for field, n in counts.items():
+            args += (field, n)
+        return int(await self._run("ops_tally", [keys.OPS_SECOND_PREFIX], args))
+
+    async def seconds(self, first: int, last: int) -> dict[int, dict[str, int]]:
+        """The tallies of every second from ``first`` to ``last`` (epoch s, both included)
+        that has any, by second."""
+        span = range(first, last + 1)
+        raw = await asyncio.gather(*(self.conn.execute("HGETALL", keys.ops_second(s))
+                                     for s in span))
+        return {s: _tally(r) for s, r in zip(span, raw, strict=True) if r}
+
+    async def heartbeats(self) -> list[Heartbeat]:
+        """Every worker process's last heartbeat, by process."""
+        raw = await self.conn.execute("HGETALL", keys.OPS_WORKERS)
+        beats = (heartbeat.decode(raw[i + 1]) for i in range(0, len(raw), 2))
+        return sorted((b for b in beats if b is not None), key=lambda b: (b.group, b.process))
+
+    async def dead_letters(self, limit: int = 5) -> tuple[int, list[DeadLetterSummary]]:
+        """How many dead letters wait, and the oldest ``limit`` of them."""
+        count, oldest = await asyncio.gather(
+            self.conn.execute("XLEN", keys.OUTBOX_DEAD),
+            self.conn.execute("XRANGE", keys.OUTBOX_DEAD, "-", "+", "COUNT", limit))
+        return int(count), [_summary(letter_id, flat) for letter_id, flat in oldest]
+
+    async def ask_replay(self, request_id: str) -> None:
+        """Queue a replay of the dead letters for a platform forwarder."""
+        await self._run("ask_replay", [keys.OPS_REPLAY_ASKED, keys.ops_replay(request_id)],
+                        [request_id, msgspec.json.encode(replays.ASKED),
+                         int(replays.KEEP_S * 1000)])
+
+    async def replay(self, request_id: str) -> ReplayState | None:
+        """How a replay request goes (None: unknown, or expired)."""
+        raw = await self.conn.execute("GET", keys.ops_replay(request_id))
+        return None if raw is None else replays.decode(raw)
+
+    async def withdraw_replay(self, request_id: str) -> bool:
+        """Take a request nobody took back out of the queue; False if a forwarder has it."""
+        return bool(await self.conn.execute("LREM", keys.OPS_REPLAY_ASKED, 0, request_id))

@@ -1,0 +1,14 @@
+-- ask_replay.lua: the console asks a platform forwarder to replay the dead letters
+-- (engine/replays.py): the request's state is written first, then its id queued.
+-- KEYS[1] live marker {ro}:live: without it, every reply is STATE_MISSING (engine/state.py)
+-- KEYS[2] asked {ro}:ops:replay:asked (list of request ids, oldest first)
+-- KEYS[3] the request's state {ro}:ops:replay:<id>
+-- ARGV[1] request id
+-- ARGV[2] its state, JSON ({"state": "asked", ...})
+-- ARGV[3] how long the state is kept, ms
+-- Reply: OK null
+local missing = state_missing(KEYS[1])
+if missing then return missing end
+redis.call('SET', KEYS[3], ARGV[2], 'PX', ARGV[3])
+redis.call('RPUSH', KEYS[2], ARGV[1])
+return ok('null')
