@@ -169,5 +169,6 @@ def test_the_console_shows_a_sale_and_its_replay_empties_the_dead_letters(
                          what="no dead letter left on the page")
     ids = event_ids(stack.platform)
     assert len(ids) == len(set(ids)) == 15  # every paid order once, the replayed included
-    assert browser.text("placed-window") == "15"
+    browser.wait_for("document.getElementById('placed-window').textContent === '15'",
+                     what="all 15 orders on the page (it refreshes every second or two)")
     assert browser.text("problems") == ""
