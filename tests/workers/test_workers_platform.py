@@ -303,3 +303,31 @@ async def test_a_forwarder_backing_off_keeps_its_events_from_other_forwarders(
             running.result(10)
     assert down.transport.posts >= 2  # it did retry (one batch of 5 order events)
     assert Outbox(r, PLATFORM, "probe").pending() == 5  # left pending for the next one
+
+
+async def test_a_forwarder_that_keeps_up_lingers_and_posts_a_trickle_in_few_batches(
+    engine: Engine, r: redis.Redis, platform: Platform, wsettings: Settings,
+    funded_users: Callable[..., Awaitable[list[int]]],
+    products: Callable[..., Awaitable[list[Product]]],
+) -> None:
+    users, (item,) = await funded_users(100), await products(1)
+    outbox = Outbox(r, PLATFORM, "trickle")
+    outbox.create_groups()
+    forwarder = Forwarder([outbox], DeadLetters(r), PlatformApi.from_settings(wsettings),
+                          block_ms=100, linger_ms=200)
+    stop = threading.Event()
+    thread = threading.Thread(target=forwarder.run, args=(time.monotonic() + 30, stop))
+    thread.start()
+    try:
+        started = time.monotonic()
+        expected = set()
+        for user in users:  # an order every ~5 ms for ~0.5-1 s
+            expected.add(f"{(await engine.place_order(user, [(item.id, 1)])).id}:paid")
+            await asyncio.sleep(0.005)
+        elapsed = time.monotonic() - started
+        wait_for(lambda: delivered(platform, expected), 10, what="the forwarder")
+    finally:
+        stop.set()
+        thread.join(10)
+    # one request per linger, not one per order (without it: ~one per order)
+    assert platform.stats()["requests"]["batch"] <= elapsed / 0.2 + 3
