@@ -16,6 +16,8 @@ from typing import NamedTuple, TextIO
 
 from prometheus_client.parser import text_string_to_metric_families
 
+from rushorder.progress import StatusLine
+
 EVERY_S = 1.0
 LINE_EVERY_S = 5.0
 
@@ -73,11 +75,10 @@ class LiveLine(threading.Thread):
                  every_s: float = EVERY_S, line_every_s: float = LINE_EVERY_S) -> None:
         super().__init__(name="live-line", daemon=True)
         self.host = host
-        self.stream = sys.stdout if stream is None else stream
-        self.terminal = self.stream.isatty() if terminal is None else terminal
+        self.line = StatusLine(sys.stdout if stream is None else stream, terminal)
+        self.terminal = self.line.terminal
         self.every_s, self.line_every_s = every_s, line_every_s
         self.finished = threading.Event()
-        self._drawn = 0
 
     def run(self) -> None:
         """Sample, show, repeat."""
@@ -89,25 +90,15 @@ class LiveLine(threading.Thread):
             if before is not None and after is not None:
                 due = self.terminal or after.at - written >= self.line_every_s
                 if due:
-                    self.show(describe(before, after, started))
+                    self.line.show(describe(before, after, started))
                     written = after.at
                     before = after
             else:
                 before = after
 
-    def show(self, text: str) -> None:
-        """Redraw the line on a terminal, else write a line."""
-        if self.terminal:
-            self.stream.write(f"\r{text}{' ' * max(0, self._drawn - len(text))}")
-            self._drawn = len(text)
-        else:
-            self.stream.write(text + "\n")
-        self.stream.flush()
-
     def finish(self) -> None:
         """Stop, and end the terminal's line."""
         self.finished.set()
         self.join(5)
-        if self.terminal and self._drawn:
-            self.stream.write("\n")
-            self.stream.flush()
+        if self.line.drawn:
+            self.line.end()

@@ -28,6 +28,31 @@ def duration(seconds: float) -> str:
     return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes}:{secs:02d}"
 
 
+class StatusLine:
+    """One line of status on a stream: redrawn in place on a terminal, else written anew."""
+
+    def __init__(self, stream: TextIO, terminal: bool | None = None) -> None:
+        self.stream = stream
+        self.terminal = stream.isatty() if terminal is None else terminal
+        self.drawn = 0  # width of the line last drawn, to blank what a shorter one leaves
+
+    def show(self, text: str) -> None:
+        """Redraw the line on a terminal, else write a line."""
+        if self.terminal:
+            self.stream.write(f"\r{text}{' ' * max(0, self.drawn - len(text))}")
+            self.drawn = len(text)
+        else:
+            self.stream.write(text + "\n")
+        self.stream.flush()
+
+    def end(self) -> None:
+        """End the terminal's line (a log's lines are ended already)."""
+        if self.terminal:
+            self.stream.write("\n")
+            self.stream.flush()
+            self.drawn = 0
+
+
 class Progress:
     """The progress of one job in stages, each counting its items (of a total, if known).
 
@@ -39,8 +64,8 @@ class Progress:
                  every_s: float | None = None, clock: Callable[[], float] = time.monotonic,
                  ) -> None:
         self.job = job
-        self.stream = sys.stderr if stream is None else stream
-        self.terminal = self.stream.isatty() if terminal is None else terminal
+        self.line = StatusLine(sys.stderr if stream is None else stream, terminal)
+        self.terminal = self.line.terminal
         default = REDRAW_EVERY_S if self.terminal else LINE_EVERY_S
         self.every_s = default if every_s is None else every_s
         self.clock = clock
@@ -48,7 +73,6 @@ class Progress:
         self.name, self.unit, self.done = "", "items", 0
         self.total: int | None = None
         self._due = self.started + self.every_s
-        self._drawn = 0  # width of the bar last drawn, to blank what a shorter one leaves
 
     def stage(self, name: str, total: int | None = None, unit: str = "items") -> None:
         """Start the next part of the job, counting from 0 (of ``total`` items if known)."""
@@ -69,9 +93,8 @@ class Progress:
             now = self.clock()
             self._show(f"{self._text(now, final=True)}; done in {duration(now - self.started)}",
                        now)
-        if self.terminal and (self._drawn or not failed):
-            self.stream.write("\n")
-            self.stream.flush()
+        if self.line.drawn or not failed:
+            self.line.end()
 
     def __enter__(self) -> Progress:
         return self
@@ -109,10 +132,5 @@ class Progress:
 
     def _show(self, text: str, now: float) -> None:
         """Write a line, or on a terminal redraw the bar over the last one."""
-        if self.terminal:
-            self.stream.write(f"\r{text}{' ' * max(0, self._drawn - len(text))}")
-            self._drawn = len(text)
-        else:
-            self.stream.write(text + "\n")
-        self.stream.flush()
+        self.line.show(text)
         self._due = now + self.every_s
