@@ -12,15 +12,17 @@ Postgres writers take turns, the forwarders share the group).
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable
+from typing import Protocol
 
 import redis
 from rq import Queue
 from rq.job import Job
 
 from engine.outbox import PLATFORM, POSTGRES, OutboxGone
-from workers.context import current
+from workers.context import WorkerContext, current
 from workers.platform import Forwarder
 from workers.postgres import PostgresWriter
 
@@ -28,41 +30,49 @@ JOB_BUDGET_S = 300.0  # a handover costs a few dozen round trips: not too often
 QUEUES = {POSTGRES: "rushorder-outbox-postgres", PLATFORM: "rushorder-outbox-platform"}
 
 
-def drain_to_postgres(budget_s: float = JOB_BUDGET_S) -> int:
-    """Apply the outbox to Postgres for ``budget_s`` seconds; entries applied."""
+class _Drainer(Protocol):
+    """A writer or forwarder: drains its group until the deadline or the stop."""
+
+    def run(self, until: float, stop: threading.Event) -> int: ...
+
+
+def _drain(group: str, make: Callable[[WorkerContext], _Drainer], budget_s: float) -> int:
+    """Run the drainer ``make`` builds for ``budget_s`` seconds, then enqueue the successor.
+    An outbox found gone (Redis lost its data) is waited out, not recreated."""
     ctx = current()
-    s = ctx.settings
     until = time.monotonic() + budget_s
     try:
-        writer = PostgresWriter(ctx.outbox(POSTGRES), ctx.db, batch=s.outbox_batch,
-                                reclaim_idle_ms=s.outbox_reclaim_idle_ms,
-                                retention_s=s.redis_retention_s)
-        with ctx.running(writer):
-            return writer.run(until, ctx.stop)
+        with ctx.running(make(ctx)) as drainer:
+            return drainer.run(until, ctx.stop)
     except OutboxGone as exc:
         ctx.wait_for_live_state(str(exc), until)
         return 0
     finally:
-        ensure_job(POSTGRES, ctx.redis)
+        ensure_job(group, ctx.redis)
+
+
+def _writer(ctx: WorkerContext) -> PostgresWriter:
+    s = ctx.settings
+    return PostgresWriter(ctx.outbox(POSTGRES), ctx.db, batch=s.outbox_batch,
+                          reclaim_idle_ms=s.outbox_reclaim_idle_ms,
+                          retention_s=s.redis_retention_s)
+
+
+def _forwarder(ctx: WorkerContext) -> Forwarder:
+    s = ctx.settings
+    return Forwarder([ctx.outbox(PLATFORM)], ctx.dead_letters(), ctx.platform,
+                     in_flight=s.platform_in_flight, max_attempts=s.platform_max_attempts,
+                     reclaim_idle_ms=s.outbox_reclaim_idle_ms)
+
+
+def drain_to_postgres(budget_s: float = JOB_BUDGET_S) -> int:
+    """Apply the outbox to Postgres for ``budget_s`` seconds; entries applied."""
+    return _drain(POSTGRES, _writer, budget_s)
 
 
 def forward_to_platform(budget_s: float = JOB_BUDGET_S) -> int:
     """Forward order events to the data platform for ``budget_s`` seconds; events delivered."""
-    ctx = current()
-    s = ctx.settings
-    until = time.monotonic() + budget_s
-    try:
-        forwarder = Forwarder([ctx.outbox(PLATFORM)], ctx.dead_letters(), ctx.platform,
-                              in_flight=s.platform_in_flight,
-                              max_attempts=s.platform_max_attempts,
-                              reclaim_idle_ms=s.outbox_reclaim_idle_ms)
-        with ctx.running(forwarder):
-            return forwarder.run(until, ctx.stop)
-    except OutboxGone as exc:
-        ctx.wait_for_live_state(str(exc), until)
-        return 0
-    finally:
-        ensure_job(PLATFORM, ctx.redis)
+    return _drain(PLATFORM, _forwarder, budget_s)
 
 
 JOBS: dict[str, Callable[[float], int]] = {
