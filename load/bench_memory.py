@@ -8,7 +8,9 @@ under what one Postgres writer applies, so that the writer's lag stays short), w
 Idempotency-Keys (their 24 h records are measured on their own, at the end). Redis keeps
 a settled order for ``--retention`` seconds (RUSHORDER_REDIS_RETENTION_S), then drops it.
 
-Reported: used_memory per step and its growth; after the last step, once the outbox has
+Reported: used_memory per step and its growth (with the data's bytes and the key count,
+which tell a tail longer at that instant from memory that stays), and its range after the
+first step; after the last step, once the outbox has
 drained and the retention passed, the bytes per settled order left in Redis (memory now
 minus memory before the first order, over the orders); the bytes of an idempotency
 record; and read latencies of settled orders and history from Postgres (p50, p99).
@@ -203,9 +205,18 @@ async def bench(args: argparse.Namespace, root: Path) -> None:
             await place(engine, args.users, products, args.step, args.rate, rng, refused)
             steps.append(used(client))
             growth = "" if len(steps) < 2 else f" ({(steps[-1] / steps[-2] - 1) * 100:+.1f}%)"
+            # The keys (mostly the tail's orders and history lines) and the data's own bytes
+            # tell a tail that is longer at this instant from growth that stays.
             print(f"{done:>9,} orders at {time.monotonic() - start:6.0f} s: used_memory "
-                  f"{steps[-1] / MB:7.1f} MB{growth}; outbox backlog {backlog(client):,}; "
+                  f"{steps[-1] / MB:7.1f} MB{growth}, data {dataset(client) / MB:.1f} MB, "
+                  f"{client.dbsize():,} keys; outbox backlog {backlog(client):,}; "
                   f"503s so far {refused[0]}", flush=True)
+        if len(steps) > 1:
+            first, later = steps[0], steps[1:]
+            print(f"after the first step: used_memory {min(later) / MB:.1f}-"
+                  f"{max(later) / MB:.1f} MB ({(min(later) / first - 1) * 100:+.1f}% to "
+                  f"{(max(later) / first - 1) * 100:+.1f}% of the first), last "
+                  f"{(later[-1] / first - 1) * 100:+.1f}%", flush=True)
         await settled_all(client, args.retention)
         settled, settled_data = used(client), dataset(client)
         left = client.llen(keys.SETTLE)
