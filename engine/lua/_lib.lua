@@ -174,6 +174,20 @@ local function bring_back(k, now, asked_ms, order_json, coupon_asked_ms, coupon_
   return nil
 end
 
+-- An issued coupon's status as read at `now` (epoch ms): the stored one (AVAILABLE or
+-- USED), except that an AVAILABLE coupon whose window has closed (now >= expires_ms)
+-- reads EXPIRED, which is never stored (Issued.status_at in tests/engine/model.py).
+local function coupon_status_at(status, expires_ms, now)
+  if status == 'AVAILABLE' and now >= int(expires_ms) then return 'EXPIRED' end
+  return status
+end
+
+-- Whether an issued coupon in `status` is usable at `now`: AVAILABLE and not expired
+-- (whose it is, is the caller's to check).
+local function coupon_usable(status, expires_ms, now)
+  return coupon_status_at(status, expires_ms, now) == 'AVAILABLE'
+end
+
 local function order_discount(total, dtype, dvalue)
   local d
   if dtype == 'PERCENT' then d = math.floor(total * dvalue / 100) else d = dvalue end
@@ -265,7 +279,7 @@ local function take_order(c, u, user_id, lines, icid)
   if icid ~= '' then
     local cp = redis.call('HMGET', u.icoupon, 'user_id', 'status', 'expires_ms',
       'discount_type', 'discount_value')
-    if cp[1] ~= tostring(user_id) or cp[2] ~= 'AVAILABLE' or c.now >= int(cp[3]) then
+    if cp[1] ~= tostring(user_id) or not coupon_usable(cp[2], cp[3], c.now) then
       return fail('COUPON_NOT_USABLE', 'issued coupon ' .. icid ..
         ' is unknown, not yours, used or expired', {issued_coupon_id = tonumber(icid)})
     end

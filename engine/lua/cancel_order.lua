@@ -68,7 +68,9 @@ if order.paid_amount > 0 then
     order.paid_amount, balance, order.id, iso(now))
 end
 local ic = o[5] ~= '' and KEYS[12] .. o[5] or nil
-local restored = ic ~= nil and now < int(redis.call('HGET', ic, 'expires_ms'))
+-- The coupon comes back only if it would be usable once AVAILABLE again: not expired.
+local restored = ic ~= nil
+  and coupon_usable('AVAILABLE', redis.call('HGET', ic, 'expires_ms'), now)
 order.status = 'CANCELLED'
 order.cancelled_at = iso(now)
 local doc = cjson.encode(order)

@@ -80,8 +80,7 @@ local function settle_coupons(rec, upto)
   for _, pair in ipairs(rec.coupons or {}) do
     local key = KEYS[4] .. pair[1]
     local c = redis.call('HMGET', key, 'entry', 'status', 'expires_ms')
-    if c[1] and not_after(entry_of(c[1]), upto)
-        and (c[2] ~= 'AVAILABLE' or now >= int(c[3])) then
+    if c[1] and not_after(entry_of(c[1]), upto) and not coupon_usable(c[2], c[3], now) then
       redis.call('DEL', key)
       redis.call('ZREM', KEYS[7] .. pair[2], pair[1])
       raise_floor(pair[2], 'c', pair[1])
