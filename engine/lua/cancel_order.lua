@@ -2,6 +2,7 @@
 -- An order Redis dropped once Postgres had it (settle.lua) is brought back first: the
 -- first call answers ARCHIVED, the engine reads the order from Postgres and calls again
 -- with its hash fields (see bring_back in _lib.lua for why that copy is current).
+-- Rules in plain Python: tests/engine/model.py, Shop.cancel (replays: Shop.idempotent).
 -- KEYS[1] live marker {ro}:live: without it, every reply is STATE_MISSING (engine/state.py)
 -- KEYS[2] order {ro}:order:<id>       KEYS[3] balance {ro}:bal:<user>
 -- KEYS[4] history {ro}:hist:<user>    KEYS[5] seq {ro}:seq

@@ -1,5 +1,6 @@
 -- list_user_coupons.lua: a page of a user's issued coupons, newest first, as far as Redis
 -- holds them; an AVAILABLE coupon past its expiry reads as EXPIRED.
+-- Rules in plain Python: tests/engine/model.py, Issued.status_at.
 -- KEYS[1] live marker {ro}:live: without it, every reply is STATE_MISSING (engine/state.py)
 -- KEYS[2] user coupons {ro}:ucoupons:<user>   KEYS[3] issued coupon prefix {ro}:icoupon:
 -- KEYS[4] floor {ro}:floor:<user>
