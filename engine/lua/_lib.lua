@@ -174,6 +174,20 @@ local function bring_back(k, now, asked_ms, order_json, coupon_asked_ms, coupon_
   return nil
 end
 
+-- An issued coupon's status as read at `now` (epoch ms): the stored one (AVAILABLE or
+-- USED), except that an AVAILABLE coupon whose window has closed (now >= expires_ms)
+-- reads EXPIRED, which is never stored (Issued.status_at in tests/engine/model.py).
+local function coupon_status_at(status, expires_ms, now)
+  if status == 'AVAILABLE' and now >= int(expires_ms) then return 'EXPIRED' end
+  return status
+end
+
+-- Whether an issued coupon in `status` is usable at `now`: AVAILABLE and not expired
+-- (whose it is, is the caller's to check).
+local function coupon_usable(status, expires_ms, now)
+  return coupon_status_at(status, expires_ms, now) == 'AVAILABLE'
+end
+
 local function order_discount(total, dtype, dvalue)
   local d
   if dtype == 'PERCENT' then d = math.floor(total * dvalue / 100) else d = dvalue end
@@ -226,58 +240,79 @@ local function close_orders(c)
   end
 end
 
--- The order core shared by place_orders and checkout_cart: one order of `c`
--- (open_orders). `lines` is a list of {pid, key, qty};
--- `u` names the user's balance, history, user_orders and icoupon keys. Checks everything,
--- then writes.
-local function take_order(c, u, user_id, lines, icid)
-  local items, seen = {}, {}
+-- The order's lines as items {product_id, name, unit_price, quantity, stock, p} in the
+-- order sent, or nil and the refusal: at least one line, and line by line a positive
+-- whole quantity, a product named once, a product that exists (Shop.check_lines and
+-- Shop._product).
+local function order_lines(c, lines)
   if #lines == 0 then
-    return fail('VALIDATION_ERROR', 'items: an order needs at least one line', {field = 'items'})
+    return nil, fail('VALIDATION_ERROR', 'items: an order needs at least one line',
+      {field = 'items'})
   end
+  local items, seen = {}, {}
   for i, l in ipairs(lines) do
     if not l.qty or l.qty < 1 or l.qty ~= math.floor(l.qty) then
-      return fail('VALIDATION_ERROR', 'items: quantity must be a positive integer',
+      return nil, fail('VALIDATION_ERROR', 'items: quantity must be a positive integer',
         {field = 'items', product_id = l.pid})
     end
     if seen[l.pid] then
-      return fail('VALIDATION_ERROR', 'items: product ' .. l.pid .. ' appears twice',
+      return nil, fail('VALIDATION_ERROR', 'items: product ' .. l.pid .. ' appears twice',
         {field = 'items', product_id = l.pid})
     end
     seen[l.pid] = true
     local p = batch_product(c, l.key, l.pid)
     if not p then
-      return fail('PRODUCT_NOT_FOUND', 'product ' .. l.pid .. ' does not exist',
+      return nil, fail('PRODUCT_NOT_FOUND', 'product ' .. l.pid .. ' does not exist',
         {product_id = l.pid})
     end
     items[i] = {product_id = l.pid, name = p.name, unit_price = p.price, quantity = l.qty,
       stock = p.stock, p = p}
   end
+  return items
+end
+
+-- The items' total at their unit prices, or nil and the refusal for the first line that
+-- asks for more units than its product has left.
+local function order_price(items)
   local total = 0
-  for i, it in ipairs(items) do
+  for _, it in ipairs(items) do
     if it.stock < it.quantity then
-      return fail('OUT_OF_STOCK', 'product ' .. it.product_id .. ' has ' .. it.stock ..
+      return nil, fail('OUT_OF_STOCK', 'product ' .. it.product_id .. ' has ' .. it.stock ..
         ' left, ' .. it.quantity .. ' asked', {product_id = it.product_id, stock = it.stock})
     end
     total = total + it.unit_price * it.quantity
   end
-  local discount = 0
-  if icid ~= '' then
-    local cp = redis.call('HMGET', u.icoupon, 'user_id', 'status', 'expires_ms',
-      'discount_type', 'discount_value')
-    if cp[1] ~= tostring(user_id) or cp[2] ~= 'AVAILABLE' or c.now >= int(cp[3]) then
-      return fail('COUPON_NOT_USABLE', 'issued coupon ' .. icid ..
-        ' is unknown, not yours, used or expired', {issued_coupon_id = tonumber(icid)})
-    end
-    discount = order_discount(total, cp[4], tonumber(cp[5]))
+  return total
+end
+
+-- What issued coupon `icid` ('' for none, u.icoupon its key) takes off `total` at `now`,
+-- or nil and the refusal: the coupon must be the user's and usable (Shop._discount).
+local function coupon_discount(u, user_id, icid, total, now)
+  if icid == '' then return 0 end
+  local cp = redis.call('HMGET', u.icoupon, 'user_id', 'status', 'expires_ms',
+    'discount_type', 'discount_value')
+  if cp[1] ~= tostring(user_id) or not coupon_usable(cp[2], cp[3], now) then
+    return nil, fail('COUPON_NOT_USABLE', 'issued coupon ' .. icid ..
+      ' is unknown, not yours, used or expired', {issued_coupon_id = tonumber(icid)})
   end
-  local paid = total - discount
+  return order_discount(total, cp[4], tonumber(cp[5]))
+end
+
+-- The user's balance, or nil and the refusal when it is less than `paid`.
+local function order_balance(u, paid)
   local balance = int(redis.call('GET', u.balance))
   if balance < paid then
-    return fail('INSUFFICIENT_BALANCE', 'balance ' .. balance .. ' is less than ' .. paid,
+    return nil, fail('INSUFFICIENT_BALANCE', 'balance ' .. balance .. ' is less than ' .. paid,
       {balance = balance, paid_amount = paid})
   end
-  -- Every check passed: write.
+  return balance
+end
+
+-- Once every check passed: take the items' units (in `c`, written by close_orders), pay
+-- from `balance`, use the coupon, store the order and append its history line and event.
+-- Answers OK and the order.
+local function write_order(c, u, user_id, icid, items, total, discount, balance)
+  local paid = total - discount
   c.order, c.taken = c.order + 1, true
   local id = string.format('%d', c.order)
   local parts = {}
@@ -308,6 +343,24 @@ local function take_order(c, u, user_id, lines, icid)
     'PAID', 'hour', c.hour, 'icoupon', icid, 'entry', entry)
   redis.call('RPUSH', u.user_orders, id)
   return ok(doc)
+end
+
+-- The order core shared by place_orders and checkout_cart: one order of `c`
+-- (open_orders). `lines` is a list of {pid, key, qty};
+-- `u` names the user's balance, history, user_orders and icoupon keys. Checks every rule,
+-- in the contract's order (Shop.take_order in tests/engine/model.py), then writes; each
+-- check answers its value, or nil and the refusal that ends the order.
+local function take_order(c, u, user_id, lines, icid)
+  local items, total, discount, balance, refused
+  items, refused = order_lines(c, lines)
+  if refused then return refused end
+  total, refused = order_price(items)
+  if refused then return refused end
+  discount, refused = coupon_discount(u, user_id, icid, total, c.now)
+  if refused then return refused end
+  balance, refused = order_balance(u, total - discount)
+  if refused then return refused end
+  return write_order(c, u, user_id, icid, items, total, discount, balance)
 end
 
 -- The cart priced live: lines by product id, with the stock check of each line.

@@ -1,6 +1,7 @@
 -- beat.lua: one worker process' heartbeat for the console (engine/heartbeat.py), stamped
 -- with Redis' clock so that every host's beats compare; heartbeats of processes quiet for
 -- longer than ARGV[3] are forgotten on the way.
+-- Rules: outside the contract, so none in tests/engine/model.py (console bookkeeping).
 -- KEYS[1] live marker {ro}:live: without it, every reply is STATE_MISSING (engine/state.py)
 -- KEYS[2] heartbeats {ro}:ops:workers (hash: process -> heartbeat JSON with beat_ms)
 -- ARGV[1] this process' field (host:pid)

@@ -2,6 +2,7 @@
 -- An order Redis dropped once Postgres had it (settle.lua) is brought back first: the
 -- first call answers ARCHIVED, the engine reads the order from Postgres and calls again
 -- with its hash fields (see bring_back in _lib.lua for why that copy is current).
+-- Rules in plain Python: tests/engine/model.py, Shop.cancel (replays: Shop.idempotent).
 -- KEYS[1] live marker {ro}:live: without it, every reply is STATE_MISSING (engine/state.py)
 -- KEYS[2] order {ro}:order:<id>       KEYS[3] balance {ro}:bal:<user>
 -- KEYS[4] history {ro}:hist:<user>    KEYS[5] seq {ro}:seq
@@ -68,7 +69,9 @@ if order.paid_amount > 0 then
     order.paid_amount, balance, order.id, iso(now))
 end
 local ic = o[5] ~= '' and KEYS[12] .. o[5] or nil
-local restored = ic ~= nil and now < int(redis.call('HGET', ic, 'expires_ms'))
+-- The coupon comes back only if it would be usable once AVAILABLE again: not expired.
+local restored = ic ~= nil
+  and coupon_usable('AVAILABLE', redis.call('HGET', ic, 'expires_ms'), now)
 order.status = 'CANCELLED'
 order.cancelled_at = iso(now)
 local doc = cjson.encode(order)

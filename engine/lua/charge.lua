@@ -1,4 +1,5 @@
 -- charge.lua: add money to a user's prepaid balance.
+-- Rules in plain Python: tests/engine/model.py, Shop.charge (replays: Shop.idempotent).
 -- KEYS[1] live marker {ro}:live: without it, every reply is STATE_MISSING (engine/state.py)
 -- KEYS[2] balance   {ro}:bal:<user>      string, won
 -- KEYS[3] history   {ro}:hist:<user>     list of history lines (JSON)

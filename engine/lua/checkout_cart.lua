@@ -1,4 +1,5 @@
 -- checkout_cart.lua: place an order of everything in the cart; bought lines leave the cart.
+-- Rules in plain Python: tests/engine/model.py, Shop.checkout (replays: Shop.idempotent).
 -- KEYS[1] live marker {ro}:live: without it, every reply is STATE_MISSING (engine/state.py)
 -- KEYS[2] balance {ro}:bal:<user>    KEYS[3] history {ro}:hist:<user>
 -- KEYS[4] seq {ro}:seq               KEYS[5] user orders {ro}:uorders:<user>

@@ -1,4 +1,5 @@
 -- create_coupon.lua: define a first-come-first-served coupon.
+-- Rules in plain Python: tests/engine/model.py, Shop.create_coupon.
 -- KEYS[1] live marker {ro}:live: without it, every reply is STATE_MISSING (engine/state.py)
 -- KEYS[2] seq {ro}:seq   KEYS[3] coupon prefix {ro}:coupon:   KEYS[4] outbox
 -- ARGV[1] name; ARGV[2] FIXED|PERCENT; ARGV[3] discount value; ARGV[4] total quantity;

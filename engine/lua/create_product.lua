@@ -1,4 +1,5 @@
 -- create_product.lua: add a product to the catalog.
+-- Rules in plain Python: tests/engine/model.py, Shop.create_product.
 -- KEYS[1] live marker {ro}:live: without it, every reply is STATE_MISSING (engine/state.py)
 -- KEYS[2] seq {ro}:seq   KEYS[3] catalog index {ro}:products
 -- KEYS[4] product prefix {ro}:product:   KEYS[5] outbox

@@ -1,4 +1,5 @@
 -- get_coupon.lua: one coupon with its live remaining count.
+-- Rules in plain Python: tests/engine/model.py, a coupon of Shop.coupons.
 -- KEYS[1] live marker {ro}:live: without it, every reply is STATE_MISSING (engine/state.py)
 -- KEYS[2] coupon {ro}:coupon:<id>
 -- Reply: OK <coupon> | COUPON_NOT_FOUND

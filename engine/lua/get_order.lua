@@ -1,4 +1,5 @@
 -- get_order.lua: one order, only for its owner.
+-- Rules in plain Python: tests/engine/model.py, an order of Shop.orders (its owner's only).
 -- KEYS[1] live marker {ro}:live: without it, every reply is STATE_MISSING (engine/state.py)
 -- KEYS[2] order {ro}:order:<id>   KEYS[3] floor {ro}:floor:<user>
 -- ARGV[1] user id; ARGV[2] order id

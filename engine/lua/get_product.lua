@@ -1,4 +1,5 @@
 -- get_product.lua: one product with live stock.
+-- Rules in plain Python: tests/engine/model.py, Shop._product.
 -- KEYS[1] live marker {ro}:live: without it, every reply is STATE_MISSING (engine/state.py)
 -- KEYS[2] product {ro}:product:<id>
 -- ARGV[1] product id

@@ -1,4 +1,5 @@
 -- issue_coupon.lua: give one unit of a coupon to a user, first come first served.
+-- Rules in plain Python: tests/engine/model.py, Shop.issue (replays: Shop.idempotent).
 -- KEYS[1] live marker {ro}:live: without it, every reply is STATE_MISSING (engine/state.py)
 -- KEYS[2] coupon {ro}:coupon:<id>     KEYS[3] holders {ro}:coupon:<id>:holders
 -- KEYS[4] user coupons {ro}:ucoupons:<user>   KEYS[5] seq {ro}:seq

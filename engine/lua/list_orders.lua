@@ -1,4 +1,5 @@
 -- list_orders.lua: a page of a user's orders, newest first, as far as Redis holds them.
+-- Rules in plain Python: tests/engine/model.py, the user's orders of Shop.orders.
 -- KEYS[1] live marker {ro}:live: without it, every reply is STATE_MISSING (engine/state.py)
 -- KEYS[2] user orders {ro}:uorders:<user> (list of order ids, ascending)
 -- KEYS[3] order prefix {ro}:order:   KEYS[4] floor {ro}:floor:<user>

@@ -1,4 +1,5 @@
 -- list_products.lua: a page of the catalog by id ascending, with live stock.
+-- Rules in plain Python: tests/engine/model.py, Shop.products.
 -- KEYS[1] live marker {ro}:live: without it, every reply is STATE_MISSING (engine/state.py)
 -- KEYS[2] catalog index {ro}:products   KEYS[3] product prefix {ro}:product:
 -- ARGV[1] cursor (last id seen) or ''; ARGV[2] page size

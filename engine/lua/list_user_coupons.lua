@@ -1,5 +1,6 @@
 -- list_user_coupons.lua: a page of a user's issued coupons, newest first, as far as Redis
 -- holds them; an AVAILABLE coupon past its expiry reads as EXPIRED.
+-- Rules in plain Python: tests/engine/model.py, Issued.status_at.
 -- KEYS[1] live marker {ro}:live: without it, every reply is STATE_MISSING (engine/state.py)
 -- KEYS[2] user coupons {ro}:ucoupons:<user>   KEYS[3] issued coupon prefix {ro}:icoupon:
 -- KEYS[4] floor {ro}:floor:<user>
@@ -15,8 +16,7 @@ for _, id in ipairs(page_ids(KEYS[2], ARGV[1], tonumber(ARGV[2]), true)) do
   local c = redis.call('HMGET', KEYS[3] .. id, 'coupon_id', 'user_id', 'name',
     'discount_type', 'discount_value', 'status', 'issued_at', 'expires_at', 'expires_ms',
     'order_id')
-  local status = c[6]
-  if status == 'AVAILABLE' and now >= tonumber(c[9]) then status = 'EXPIRED' end
+  local status = coupon_status_at(c[6], c[9], now)
   parts[#parts + 1] = cjson.encode({id = tonumber(id), coupon_id = tonumber(c[1]),
     user_id = tonumber(c[2]), name = c[3], discount_type = c[4],
     discount_value = tonumber(c[5]), status = status, issued_at = c[7], expires_at = c[8],

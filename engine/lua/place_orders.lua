@@ -4,6 +4,7 @@
 -- command, builds KEYS and ARGV and runs this chunk; per batch it reads the clock, rolls
 -- the sales window, and reads and writes the id counters and sales counts once
 -- (open_orders in _lib.lua).
+-- Rules in plain Python: tests/engine/model.py, Shop.take_order (replays: Shop.idempotent).
 -- KEYS[1] live marker {ro}:live: without it, every reply is STATE_MISSING (engine/state.py)
 -- KEYS[2] seq {ro}:seq    KEYS[3] order prefix {ro}:order:   KEYS[4] sales hour prefix
 -- KEYS[5] sales window    KEYS[6] sales rolled               KEYS[7] outbox

@@ -1,4 +1,5 @@
 -- read_cart.lua: the cart priced with live prices and stock.
+-- Rules in plain Python: tests/engine/model.py, Shop.carts priced from Shop.products.
 -- KEYS[1] live marker {ro}:live: without it, every reply is STATE_MISSING (engine/state.py)
 -- KEYS[2] cart {ro}:cart:<user>   KEYS[3] product prefix {ro}:product:
 -- Reply: OK <cart>

@@ -1,5 +1,6 @@
 -- read_orders.lua: the orders Redis holds among some ids (those read in Postgres: Redis'
 -- copy of one it brought back to cancel is newer).
+-- Rules in plain Python: tests/engine/model.py, orders of Shop.orders.
 -- KEYS[1] live marker {ro}:live: without it, every reply is STATE_MISSING (engine/state.py)
 -- KEYS[2] order prefix {ro}:order:
 -- ARGV: order ids

@@ -1,4 +1,5 @@
 -- remove_cart_item.lua: take a product out of the cart (absent is fine).
+-- Rules in plain Python: tests/engine/model.py, Shop.remove_cart_item.
 -- KEYS[1] live marker {ro}:live: without it, every reply is STATE_MISSING (engine/state.py)
 -- KEYS[2] cart {ro}:cart:<user>
 -- ARGV[1] product id

@@ -6,6 +6,7 @@
 -- fields o, h, c) keeps the highest id dropped, so that reads know where Postgres takes
 -- over. No decision needs what is dropped: an order comes back to be cancelled
 -- (bring_back in _lib.lua), a used or expired coupon can never be used.
+-- Rules: tests/engine/model.py drops nothing; "used or expired" is its Issued.status_at.
 -- KEYS[1] live marker {ro}:live: without it, every reply is STATE_MISSING (engine/state.py)
 -- KEYS[2] settle records {ro}:settle (list of JSON {"entry", "orders": [[id, user]...],
 --   "lines": [[user, highest id]...], "coupons": [[id, user]...]}, ids as strings)
@@ -80,8 +81,7 @@ local function settle_coupons(rec, upto)
   for _, pair in ipairs(rec.coupons or {}) do
     local key = KEYS[4] .. pair[1]
     local c = redis.call('HMGET', key, 'entry', 'status', 'expires_ms')
-    if c[1] and not_after(entry_of(c[1]), upto)
-        and (c[2] ~= 'AVAILABLE' or now >= int(c[3])) then
+    if c[1] and not_after(entry_of(c[1]), upto) and not coupon_usable(c[2], c[3], now) then
       redis.call('DEL', key)
       redis.call('ZREM', KEYS[7] .. pair[2], pair[1])
       raise_floor(pair[2], 'c', pair[1])

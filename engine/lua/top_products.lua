@@ -1,5 +1,6 @@
 -- top_products.lua: the best sellers of the window (the current hour and the hours-1
 -- before it), ties by smaller product id. Rolls expired hour buckets off first.
+-- Rules in plain Python: tests/engine/model.py, Shop.top.
 -- KEYS[1] live marker {ro}:live: without it, every reply is STATE_MISSING (engine/state.py)
 -- KEYS[2] sales hour prefix {ro}:sales:h:   KEYS[3] sales window   KEYS[4] sales rolled
 -- KEYS[5] product prefix {ro}:product:

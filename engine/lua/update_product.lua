@@ -1,4 +1,5 @@
 -- update_product.lua: change a product's name, price and/or stock (by a delta).
+-- Rules in plain Python: tests/engine/model.py, Shop.update_product.
 -- KEYS[1] live marker {ro}:live: without it, every reply is STATE_MISSING (engine/state.py)
 -- KEYS[2] product {ro}:product:<id>   KEYS[3] outbox
 -- ARGV[1] product id; ARGV[2] new name or ''; ARGV[3] new price or '';
