@@ -5,7 +5,8 @@
 -- the record's): a later record names them again. Each user's floor ({ro}:floor:<user>,
 -- fields o, h, c) keeps the highest id dropped, so that reads know where Postgres takes
 -- over. No decision needs what is dropped: an order comes back to be cancelled
--- (bring_back in _lib.lua), a used or expired coupon can never be used.
+-- (bring_back in _lib.lua), and so does a used coupon its order's cancel gives back; an
+-- expired one can never be used again.
 -- Rules: tests/engine/model.py drops nothing; "used or expired" is its Issued.status_at.
 -- KEYS[1] live marker {ro}:live: without it, every reply is STATE_MISSING (engine/state.py)
 -- KEYS[2] settle records {ro}:settle (list of JSON {"entry", "orders": [[id, user]...],
