@@ -24,7 +24,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine as Database
 
 from engine import Engine
-from engine.models import Coupon, Product
+from engine.models import Coupon, Order, Product
 from rushorder.settings import Settings
 
 T = TypeVar("T")
@@ -254,3 +254,11 @@ async def busy_day(engine: Engine, items: list[Product], coupons: list[Coupon]) 
         if user % 3 == 0:
             await engine.cancel_order(user, first.id)
     return users
+
+
+async def orders_and_cancels(engine: Engine, item: Product, users: list[int]) -> set[str]:
+    """An order per user and a cancel of every other one; the event ids they emit."""
+    placed: list[Order] = [await engine.place_order(u, [(item.id, 1)]) for u in users]
+    for order in placed[::2]:
+        await engine.cancel_order(order.user_id, order.id)
+    return {f"{o.id}:paid" for o in placed} | {f"{o.id}:cancelled" for o in placed[::2]}

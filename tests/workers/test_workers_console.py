@@ -12,14 +12,14 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 import httpx
 import pytest
 import redis
-from drain_support import REPO, Platform, Process, counts, env_of, wait_for
+from drain_support import REPO, Platform, Process, counts, env_of, orders_and_cancels, wait_for
 from litestar.testing import AsyncTestClient
 from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy.engine import Engine as Database
 
 from api.app import create_app
 from engine import Engine
-from engine.models import Order, Product
+from engine.models import Product
 from engine.outbox import PLATFORM, POSTGRES, DeadLetters, Entry, Outbox
 from rushorder.servers import free_port
 from rushorder.settings import Settings
@@ -27,14 +27,6 @@ from rushorder.tokens import mint_token
 from workers.platform import replay_dead_letters
 
 SECRET = "workers-console-tests-secret-of-32-bytes+"
-
-
-async def orders_and_cancels(engine: Engine, item: Product, users: list[int]) -> set[str]:
-    """An order per user and a cancel of every other one; the event ids they emit."""
-    placed: list[Order] = [await engine.place_order(u, [(item.id, 1)]) for u in users]
-    for order in placed[::2]:
-        await engine.cancel_order(order.user_id, order.id)
-    return {f"{o.id}:paid" for o in placed} | {f"{o.id}:cancelled" for o in placed[::2]}
 
 
 @pytest.fixture

@@ -15,10 +15,10 @@ from typing import Any
 import msgspec
 import pytest
 import redis
-from drain_support import Platform, Process, wait_for
+from drain_support import Platform, Process, orders_and_cancels, wait_for
 
 from engine import Engine, keys
-from engine.models import Order, Product
+from engine.models import Product
 from engine.outbox import PLATFORM, DeadLetters, Entry, Outbox
 from rushorder.settings import Settings
 from workers.backoff import Backoff
@@ -27,14 +27,6 @@ from workers.platform_http import Platform as PlatformApi
 from workers.platform_http import Session
 
 MODES = ["batch", "single"]
-
-
-async def orders_and_cancels(engine: Engine, item: Product, users: list[int]) -> set[str]:
-    """An order per user and a cancel of every other one; the event ids they emit."""
-    placed: list[Order] = [await engine.place_order(u, [(item.id, 1)]) for u in users]
-    for order in placed[::2]:
-        await engine.cancel_order(order.user_id, order.id)
-    return {f"{o.id}:paid" for o in placed} | {f"{o.id}:cancelled" for o in placed[::2]}
 
 
 @pytest.fixture
