@@ -47,7 +47,8 @@ def engine_of(settings: Settings) -> Engine:
         raise MissingSetting("the API", "redis_url")
     archive = PostgresArchive(settings.database_url) if settings.database_url else None
     return Engine(settings.redis_url, policy_of(settings),
-                  reply_timeout_s=settings.redis_timeout_s, archive=archive)
+                  reply_timeout_s=settings.redis_timeout_s, archive=archive,
+                  groups=settings.groups)
 
 
 def _lifespan(engine: Engine, owned: bool, metrics: Metrics) -> Lifespan:

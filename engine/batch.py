@@ -11,6 +11,10 @@ Measured with load/bench_engine.py (64 callers, memory-only Valkey): one EVALSHA
 order 14.9k orders/s; one call per tick 20.2k/s, Redis idle while Python handled a whole
 tick of replies; full batches written at once 23k/s (8, 16 and 32 orders a batch alike,
 50 lower); with the counters and sales written once per batch 26.9k/s.
+
+A call writes one user group's counters, sales and outbox (engine/keys.py), so a batch
+holds the orders of one group: each group has its batch, and every group's call of a tick
+leaves in the same write.
 """
 
 from __future__ import annotations
@@ -23,9 +27,6 @@ from engine.connection import Connection, ReplyError, refusal
 from engine.policy import Policy
 from engine.scripts import Script
 
-# What a batch shares: the keys every order of place_orders.lua writes.
-_SHARED_KEYS = [keys.LIVE, keys.SEQ, keys.ORDER_PREFIX, keys.SALES_HOUR_PREFIX, keys.SALES_WINDOW,
-                keys.SALES_ROLLED, keys.OUTBOX]
 _ERR = b"ERR"
 
 # (order keys, order args, the caller's future)
@@ -33,7 +34,7 @@ _Pending = tuple[list[str], list[Any], "asyncio.Future[list[bytes]]"]
 
 
 class OrderBatcher:
-    """Collects orders and sends them ``max_orders`` to a call.
+    """Collects each group's orders and sends them ``max_orders`` to a call.
 
     A full batch is written at once, while the tick's other callers are still arriving, so
     Redis runs it while Python prepares the next one; what is left goes when the tick ends.
@@ -42,46 +43,59 @@ class OrderBatcher:
     order raised inside Redis, only that caller gets a :class:`ReplyError`.
     """
 
-    def __init__(self, conn: Connection, script: Script, policy: Policy,
+    def __init__(self, conn: Connection, script: Script, policy: Policy, layout: keys.Layout,
                  max_orders: int = 16) -> None:
         self._conn = conn
         self._script = script
-        self._head = [str(policy.idempotency_ttl_s), str(policy.top_window_hours)]
+        self._ttl, self._hours = str(policy.idempotency_ttl_s), str(policy.top_window_hours)
+        self._groups = str(layout.groups)
         self._max = max_orders
-        self._pending: list[_Pending] = []
+        self._pending: dict[keys.Group, list[_Pending]] = {}
+        self.calls = 0  # place_orders calls sent (bench_engine prints orders per call)
 
-    async def place(self, order_keys: list[str], order_args: list[Any]) -> list[bytes]:
+    async def place(self, group: keys.Group, order_keys: list[str],
+                    order_args: list[Any]) -> list[bytes]:
         """One order's ``[code, payload]``; ``order_keys``/``order_args`` as the script's
-        per-order layout."""
+        per-order layout, every key but the products' of ``group``."""
         loop = asyncio.get_running_loop()
         if not self._pending:
-            loop.call_soon(self._flush)
+            loop.call_soon(self._flush_all)
         fut: asyncio.Future[list[bytes]] = loop.create_future()
-        self._pending.append((order_keys, order_args, fut))
-        if len(self._pending) >= self._max:
-            self._flush()
+        pending = self._pending.setdefault(group, [])
+        pending.append((order_keys, order_args, fut))
+        if len(pending) >= self._max:
+            self._flush(group)
         reply = await fut
         if reply[0] == _ERR:  # this order raised inside Redis (pcall), alone of its batch
             raise refusal(ReplyError(reply[1].decode(errors="replace")))
         return reply
 
-    def layout(self, orders: list[tuple[list[str], list[Any]]]) -> tuple[list[str], list[Any]]:
-        """The KEYS and ARGV of one call placing ``orders``."""
-        keys_ = list(_SHARED_KEYS)
-        args: list[Any] = [*self._head, len(orders)]
+    def layout(self, group: keys.Group,
+               orders: list[tuple[list[str], list[Any]]]) -> tuple[list[str], list[Any]]:
+        """The KEYS and ARGV of one call placing ``orders`` of ``group``'s users."""
+        keys_ = [keys.LIVE, group.seq, group.order_prefix, group.sales_hour_prefix,
+                 group.sales_window, group.sales_rolled, group.outbox]
+        args: list[Any] = [self._ttl, self._hours, group.index, self._groups, len(orders)]
         for order_keys, order_args in orders:
             keys_ += order_keys
             args += order_args
         return keys_, args
 
-    def _flush(self) -> None:
+    def _flush_all(self) -> None:
+        """The tick's end: every group's batch, in one write (the connection's)."""
+        groups = list(self._pending)
+        for i, group in enumerate(groups):
+            self._flush(group, now=i == len(groups) - 1)
+
+    def _flush(self, group: keys.Group, now: bool = True) -> None:
         # A caller cancelled before its batch left (a client gone) has no order placed.
-        batch = [pending for pending in self._pending if not pending[2].done()]
-        self._pending = []
+        batch = [pending for pending in self._pending.pop(group, []) if not pending[2].done()]
         if not batch:
             return
-        keys_, args = self.layout([(order_keys, order_args) for order_keys, order_args, _ in batch])
-        sent = self._script.send(self._conn, keys_, args, now=True)
+        keys_, args = self.layout(group, [(order_keys, order_args)
+                                          for order_keys, order_args, _ in batch])
+        self.calls += 1
+        sent = self._script.send(self._conn, keys_, args, now=now)
         sent.add_done_callback(lambda reply: _settle(batch, reply))
 
 

@@ -2,7 +2,8 @@
 
 This is the only code that touches Redis state. Each method builds its keys (``keys``),
 calls one script over the shared pipelining :class:`~engine.connection.Connection`, and
-turns the script's ``{code, payload}`` answer into a model or a domain error.
+turns the script's ``{code, payload}`` answer into a model or a domain error. A user's
+request runs over its group's keys (``keys.Layout.of``); the top 5 asks every group.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from typing import Any, TypeVar
 
 import msgspec
 
-from engine import gauges, keys, limits
+from engine import gauges, keys, limits, state
 from engine.archive import Archive, NoArchive, Reader
 from engine.batch import OrderBatcher
 from engine.connection import Connection
@@ -40,6 +41,7 @@ from engine.models import (
     Page,
     Product,
     Top,
+    TopProduct,
 )
 from engine.policy import Idempotency, Policy
 from engine.restore import issued_fields, order_fields
@@ -49,7 +51,6 @@ T = TypeVar("T")
 
 _DECODERS: dict[Any, msgspec.json.Decoder[Any]] = {}
 _ERROR = msgspec.json.Decoder(dict[str, Any])
-_NO_KEY = keys.idempotency(0, "-")  # a placeholder slot when no Idempotency-Key was sent
 _NO_STATE = ("Redis holds no live rushorder state (its data was lost or never loaded); "
              "nothing is served from it until `rushorder rebuild` restores it from Postgres")
 
@@ -88,6 +89,14 @@ def _page(items: list[Any], limit: int) -> Page[Any]:
 BRING_BACK_TRIES = 4  # ARCHIVED, ARCHIVED_COUPON, the cancel; one more after a RETRY
 _ASKED = msgspec.json.Decoder(dict[str, int])
 _FIELDS = msgspec.json.Encoder()
+
+
+class _GroupTop(msgspec.Struct, frozen=True):
+    """group_top.lua's answer: Redis' clock, the group's head, whether more products sold."""
+
+    now_ms: int
+    head: list[tuple[int, int]]
+    more: bool
 
 
 class OrdersTail(msgspec.Struct, frozen=True):
@@ -143,16 +152,16 @@ def _ms(moment: datetime) -> int:
     return int(moment.timestamp() * 1000)
 
 
-def _idem(user_id: int, idem: Idempotency | None) -> tuple[str, str]:
+def _idem(group: keys.Group, user_id: int, idem: Idempotency | None) -> tuple[str, str]:
     """Check the acting user's id, then the idempotency record's key and fingerprint."""
     _check_user(user_id)
     if idem is None:
-        return _NO_KEY, ""
+        return group.idempotency(0, "-"), ""  # a placeholder key in the group's slot
     limits.check_idempotency_key(idem.key)
     # Hashed: the record is "fingerprint\ncode\npayload", so a raw fingerprint holding a
     # newline (method\npath\nbody) would never match itself again.
     digest = hashlib.sha256(idem.fingerprint.encode()).hexdigest()
-    return keys.idempotency(user_id, idem.key), digest
+    return group.idempotency(user_id, idem.key), digest
 
 
 def _check_user(user_id: int) -> None:
@@ -199,18 +208,27 @@ class Engine:
     """Typed async access to the scripts; one per process, shared by all its requests."""
 
     def __init__(self, redis_url: str, policy: Policy | None = None,
-                 reply_timeout_s: float = 3.0, archive: Archive | None = None) -> None:
+                 reply_timeout_s: float = 3.0, archive: Archive | None = None,
+                 groups: int = keys.DEFAULT_GROUPS) -> None:
         self.policy = policy or Policy()
         self.archive = Reader(archive or NoArchive())
+        self.layout = keys.layout(groups)
         self.conn = Connection(redis_url, reply_timeout_s=reply_timeout_s)
         self.scripts: dict[str, Script] = load_scripts()
-        self.batches = OrderBatcher(self.conn, self.scripts["place_orders"], self.policy)
+        self.batches = OrderBatcher(self.conn, self.scripts["place_orders"], self.policy,
+                                    self.layout)
         self.console = Console(self.conn, self.scripts)  # the operators' console (reads no state)
 
     async def _run(self, name: str, keys_: list[str], args: list[Any]) -> list[bytes]:
         """Call a script with the live-state marker as its KEYS[1] (engine/state.py)."""
         reply: list[bytes] = await self.scripts[name](self.conn, [keys.LIVE, *keys_], args)
         return reply
+
+    def _group(self, user_id: int) -> tuple[keys.Group, list[int]]:
+        """The user's group, and the (index, groups) arguments of the scripts that make
+        ids."""
+        group = self.layout.of(user_id)
+        return group, [group.index, self.layout.groups]
 
     async def _page_of(self, name: str, keys_: list[str], kind: Any, limit: int,
                        cursor: str | None) -> Page[Any]:
@@ -231,15 +249,17 @@ class Engine:
         """Redis answers, holds live state (else :class:`StateMissing`) and knows every
         script."""
         shas = [script.sha for script in self.scripts.values()]
-        live, known = await asyncio.gather(self.conn.execute("EXISTS", keys.LIVE),
+        live, known = await asyncio.gather(self.conn.execute("GET", keys.LIVE),
                                            self.conn.execute("SCRIPT", "EXISTS", *shas))
-        if not live:
+        if live is None:
             raise StateMissing(_NO_STATE)
+        if (mismatch := state.decode(live).mismatch(self.layout.groups)) is not None:
+            raise StateMissing(mismatch)
         return all(known)
 
     async def gauges(self) -> Gauges:
         """Redis' memory and the outbox's backlog and lag per consumer group, read now."""
-        return await gauges.read(self.conn)
+        return await gauges.read(self.conn, self.layout)
 
     async def close(self) -> None:
         """Close the connection."""
@@ -250,7 +270,8 @@ class Engine:
     async def balance(self, user_id: int) -> Balance:
         """The user's balance (0 for a user never seen)."""
         _check_user(user_id)
-        live, raw = await self.conn.execute("MGET", keys.LIVE, keys.balance(user_id))
+        live, raw = await self.conn.execute("MGET", keys.LIVE,
+                                            self.layout.of(user_id).balance(user_id))
         if live is None:
             raise StateMissing(_NO_STATE)
         return Balance(user_id=user_id, balance=int(raw or 0))
@@ -258,12 +279,13 @@ class Engine:
     async def charge(self, user_id: int, amount: int, idem: Idempotency | None = None) -> Charge:
         """Add ``amount`` won to the balance, within the charge policy and the cap."""
         p = self.policy
-        idem_key, fp = _idem(user_id, idem)
+        g, ids = self._group(user_id)
+        idem_key, fp = _idem(g, user_id, idem)
         reply = await self._run(
             "charge",
-            [keys.balance(user_id), keys.history(user_id), keys.SEQ, keys.OUTBOX, idem_key],
+            [g.balance(user_id), g.history(user_id), g.seq, g.outbox, idem_key],
             [user_id, amount, fp, p.idempotency_ttl_s,
-             p.charge_min, p.charge_max, p.charge_unit, p.balance_max],
+             p.charge_min, p.charge_max, p.charge_unit, p.balance_max, *ids],
         )
         return _answer(reply, Charge)
 
@@ -273,9 +295,9 @@ class Engine:
         """The user's balance history, newest first: Redis' tail, then what only the
         durable record holds (lines never change, so either copy will do)."""
         at = _list_of(user_id, limit, cursor)
-        tail = _answer(await self._run("list_history", [keys.history(user_id),
-                                                        keys.floor(user_id)], [at, limit]),
-                       HistoryTail)
+        g = self.layout.of(user_id)
+        tail = _answer(await self._run("list_history", [g.history(user_id), g.floor(user_id)],
+                                       [at, limit]), HistoryTail)
         items = tail.lines
         if tail.floor and len(items) <= limit:  # Redis ran out below the cursor
             edge = _below(items[-1].id if items else _bound(at), tail.floor + 1)
@@ -326,14 +348,53 @@ class Engine:
                                    Product, limit, cursor)
 
     async def top(self) -> Top:
-        """The best sellers of the last ``top_window_hours`` hours."""
-        p = self.policy
-        reply = await self._run(
-            "top_products",
-            [keys.SALES_HOUR_PREFIX, keys.SALES_WINDOW, keys.SALES_ROLLED, keys.PRODUCT_PREFIX],
-            [p.top_window_hours, p.top_size],
-        )
-        return _answer(reply, Top)
+        """The best sellers of the last ``top_window_hours`` hours, over every group.
+
+        Units sold add up across groups, so the top of the sums is merged from the groups'
+        heads (Fagin's threshold algorithm): each group gives its ``k`` best, the heads'
+        products are counted exactly in every group, and a product in no head sold at most
+        the sum of the groups' ``k``-th counts. While that bound could still reach the
+        last place, ``k`` grows."""
+        p, n = self.policy, self.policy.top_size
+        k = 2 * n
+        while True:
+            heads = await asyncio.gather(*(self._run(
+                "group_top", [g.sales_hour_prefix, g.sales_window, g.sales_rolled],
+                [p.top_window_hours, k]) for g in self.layout.all))
+            answers = [_answer(reply, _GroupTop) for reply in heads]
+            candidates = sorted({pid for a in answers for pid, _ in a.head})
+            totals = await self._sold(candidates)
+            ranked = sorted(candidates, key=lambda pid: (-totals[pid], pid))[:n]
+            bound = sum(a.head[-1][1] for a in answers if a.more)
+            if len(ranked) == n and totals[ranked[-1]] > bound or bound == 0:
+                break
+            k *= 4
+        now_ms = max(a.now_ms for a in answers)
+        hour = now_ms // 3_600_000
+        details = await asyncio.gather(*(self.conn.execute(
+            "HMGET", keys.product(pid), "name", "price") for pid in ranked))
+        return Top(
+            items=[TopProduct(rank=i, product_id=pid, name=name.decode(), price=int(price),
+                              sold_quantity=totals[pid])
+                   for i, (pid, (name, price)) in enumerate(zip(ranked, details, strict=True),
+                                                            start=1)],
+            window_start=datetime.fromtimestamp(
+                (hour - p.top_window_hours + 1) * 3600, UTC),
+            window_end=datetime.fromtimestamp(now_ms / 1000, UTC))
+
+    async def _sold(self, pids: list[int]) -> dict[int, int]:
+        """Units of each product in the groups' windows, summed (read right after
+        group_top rolled them)."""
+        totals = dict.fromkeys(pids, 0)
+        if not pids:
+            return totals
+        scores = await asyncio.gather(*(self.conn.execute("ZMSCORE", g.sales_window, *pids)
+                                        for g in self.layout.all))
+        for row in scores:
+            for pid, units in zip(pids, row, strict=True):
+                if units is not None:
+                    totals[pid] += int(float(units))
+        return totals
 
     # -- coupons -----------------------------------------------------------------------
 
@@ -361,12 +422,13 @@ class Engine:
     ) -> IssuedCoupon:
         """Give the user one unit of the coupon, first come first served, once per user."""
         limits.ID.check(coupon_id, "coupon_id")
-        idem_key, fp = _idem(user_id, idem)
+        g, ids = self._group(user_id)
+        idem_key, fp = _idem(g, user_id, idem)
         reply = await self._run(
             "issue_coupon",
-            [keys.coupon(coupon_id), keys.coupon_holders(coupon_id), keys.user_coupons(user_id),
-             keys.SEQ, keys.OUTBOX, idem_key, keys.ISSUED_COUPON_PREFIX],
-            [user_id, fp, self.policy.idempotency_ttl_s],
+            [keys.coupon(coupon_id), g.holders(coupon_id), g.user_coupons(user_id),
+             g.seq, g.outbox, idem_key, g.issued_coupon_prefix],
+            [user_id, fp, self.policy.idempotency_ttl_s, *ids],
         )
         return _answer(reply, IssuedCoupon)
 
@@ -376,9 +438,10 @@ class Engine:
         """The user's issued coupons, newest first, with live status: Redis keeps the
         usable ones, so a page may mix its copies with the durable record's."""
         at = _list_of(user_id, limit, cursor)
+        g = self.layout.of(user_id)
         tail = _answer(await self._run(
-            "list_user_coupons", [keys.user_coupons(user_id), keys.ISSUED_COUPON_PREFIX,
-                                  keys.floor(user_id)], [at, limit]), CouponsTail)
+            "list_user_coupons", [g.user_coupons(user_id), g.issued_coupon_prefix,
+                                  g.floor(user_id)], [at, limit]), CouponsTail)
         items = tail.coupons
         complete = len(items) > limit and items[limit].id > tail.floor
         if tail.floor and not complete:  # some below the cursor may be stored only
@@ -397,20 +460,21 @@ class Engine:
         """Take stock of every ``(product_id, quantity)`` line, the coupon and the balance in
         one atomic step, or change nothing. Concurrent calls share one script call
         (:mod:`engine.batch`), never an outcome."""
+        group = self.layout.of(user_id)
         return _answer(await self.batches.place(
-            *self._order(user_id, items, issued_coupon_id, idem)), Order)
+            group, *self._order(group, user_id, items, issued_coupon_id, idem)), Order)
 
     def _order(
-        self, user_id: int, items: Sequence[tuple[int, int]], issued_coupon_id: int | None,
-        idem: Idempotency | None,
+        self, g: keys.Group, user_id: int, items: Sequence[tuple[int, int]],
+        issued_coupon_id: int | None, idem: Idempotency | None,
     ) -> tuple[list[str], list[Any]]:
         """One order's keys and arguments in place_orders.lua's layout, after the checks
         Python can make alone."""
         _check_lines(items)
         _check_issued_coupon(issued_coupon_id)
-        idem_key, fp = _idem(user_id, idem)
-        keys_ = [keys.balance(user_id), keys.history(user_id), keys.user_orders(user_id),
-                 keys.issued_coupon(issued_coupon_id or 0), idem_key]
+        idem_key, fp = _idem(g, user_id, idem)
+        keys_ = [g.balance(user_id), g.history(user_id), g.user_orders(user_id),
+                 g.issued_coupon(issued_coupon_id or 0), idem_key]
         args: list[Any] = [
             user_id, "" if issued_coupon_id is None else issued_coupon_id, fp, len(items)]
         for product_id, quantity in items:
@@ -423,16 +487,17 @@ class Engine:
     ) -> Order:
         """Order everything in the cart; the bought lines leave it."""
         _check_issued_coupon(issued_coupon_id)
-        idem_key, fp = _idem(user_id, idem)
+        g, ids = self._group(user_id)
+        idem_key, fp = _idem(g, user_id, idem)
         keys_ = [
-            keys.balance(user_id), keys.history(user_id), keys.SEQ, keys.user_orders(user_id),
-            keys.issued_coupon(issued_coupon_id or 0), keys.ORDER_PREFIX,
-            keys.SALES_HOUR_PREFIX, keys.SALES_WINDOW, keys.SALES_ROLLED, keys.OUTBOX,
-            idem_key, keys.cart(user_id), keys.PRODUCT_PREFIX,
+            g.balance(user_id), g.history(user_id), g.seq, g.user_orders(user_id),
+            g.issued_coupon(issued_coupon_id or 0), g.order_prefix,
+            g.sales_hour_prefix, g.sales_window, g.sales_rolled, g.outbox,
+            idem_key, g.cart(user_id), keys.PRODUCT_PREFIX,
         ]
         args = [
             user_id, "" if issued_coupon_id is None else issued_coupon_id, fp,
-            self.policy.idempotency_ttl_s, self.policy.top_window_hours,
+            self.policy.idempotency_ttl_s, self.policy.top_window_hours, *ids,
         ]
         return _answer(await self._run("checkout_cart", keys_, args), Order)
 
@@ -443,14 +508,17 @@ class Engine:
 
         An order Redis no longer holds (settled) is read in the durable record and brought
         back by the script itself (``bring_back`` in ``_lib.lua``), with its coupon."""
-        idem_key, fp = _idem(user_id, idem)
+        g, ids = self._group(user_id)
+        idem_key, fp = _idem(g, user_id, idem)
         oid = _order_id(order_id)
-        keys_ = [keys.order(oid), keys.balance(user_id), keys.history(user_id), keys.SEQ,
-                 keys.SALES_HOUR_PREFIX, keys.SALES_WINDOW, keys.SALES_ROLLED, keys.OUTBOX,
-                 idem_key, keys.PRODUCT_PREFIX, keys.ISSUED_COUPON_PREFIX, keys.floor(user_id),
-                 keys.user_coupons(user_id), keys.RETENTION]
+        # The caller's group, not the id's: an order is only ever its owner's, and a rebuild
+        # into another group count keeps old ids (Layout.owner would no longer match).
+        keys_ = [g.order(oid), g.balance(user_id), g.history(user_id), g.seq,
+                 g.sales_hour_prefix, g.sales_window, g.sales_rolled, g.outbox,
+                 idem_key, keys.PRODUCT_PREFIX, g.issued_coupon_prefix, g.floor(user_id),
+                 g.user_coupons(user_id), g.retention]
         first: list[Any] = [user_id, fp, self.policy.idempotency_ttl_s,
-                            self.policy.top_window_hours, oid]
+                            self.policy.top_window_hours, oid, *ids]
         args = first
         for _ in range(BRING_BACK_TRIES):
             reply = await self._run("cancel_order", keys_, args)
@@ -461,7 +529,7 @@ class Engine:
                         _fields(order_fields(found))]
             elif code == b"ARCHIVED_COUPON":
                 coupon = await self.archive.issued_coupon(int(_asked(reply, "issued_coupon_id")))
-                args = [*args[:7], _asked(reply), "absent" if coupon is None else
+                args = [*args[:len(first) + 2], _asked(reply), "absent" if coupon is None else
                         _fields(issued_fields(coupon))]
             elif code == b"RETRY":
                 args = first
@@ -474,8 +542,8 @@ class Engine:
         the durable record once Redis dropped it."""
         _check_user(user_id)
         oid = _order_id(order_id)
-        reply = await self._run("get_order", [keys.order(oid), keys.floor(user_id)],
-                                [user_id, oid])
+        g = self.layout.of(user_id)
+        reply = await self._run("get_order", [g.order(oid), g.floor(user_id)], [user_id, oid])
         if reply[0] != b"ARCHIVED":
             return _answer(reply, Order)
         found = await self.archive.order(int(oid))
@@ -487,8 +555,9 @@ class Engine:
         """The user's orders, newest first: Redis' tail, then what only the durable record
         holds, each as Redis has it if Redis has it at all (brought back to be cancelled)."""
         at = _list_of(user_id, limit, cursor)
+        g = self.layout.of(user_id)
         tail = _answer(await self._run(
-            "list_orders", [keys.user_orders(user_id), keys.ORDER_PREFIX, keys.floor(user_id)],
+            "list_orders", [g.user_orders(user_id), g.order_prefix, g.floor(user_id)],
             [at, limit]), OrdersTail)
         dropped = [i for i, o in zip(tail.ids, tail.orders, strict=True) if o is None]
         stored = await self.archive.orders(user_id, dropped)
@@ -497,14 +566,14 @@ class Engine:
         if tail.floor and len(tail.ids) <= limit:  # the list ran out below the cursor
             older = await self.archive.orders_below(
                 user_id, tail.ids[-1] if tail.ids else _bound(at), limit + 1 - len(items))
-            items += await self._as_in_redis(older)
+            items += await self._as_in_redis(g, older)
         return _page(items, limit)
 
-    async def _as_in_redis(self, orders: list[Order]) -> list[Order]:
+    async def _as_in_redis(self, g: keys.Group, orders: list[Order]) -> list[Order]:
         """Stored orders, each replaced by Redis' copy where Redis holds one."""
         if not orders:
             return orders
-        reply = await self._run("read_orders", [keys.ORDER_PREFIX], [o.id for o in orders])
+        reply = await self._run("read_orders", [g.order_prefix], [o.id for o in orders])
         return [mine or o for o, mine in zip(orders, _answer(reply, list[Order | None]),
                                              strict=True)]
 
@@ -513,7 +582,8 @@ class Engine:
     async def cart(self, user_id: int) -> Cart:
         """The user's cart, priced live."""
         _check_user(user_id)
-        reply = await self._run("read_cart", [keys.cart(user_id), keys.PRODUCT_PREFIX], [])
+        reply = await self._run("read_cart", [self.layout.of(user_id).cart(user_id),
+                                              keys.PRODUCT_PREFIX], [])
         return _answer(reply, Cart)
 
     async def put_cart_item(self, user_id: int, product_id: int, quantity: int) -> Cart:
@@ -523,7 +593,8 @@ class Engine:
         limits.CART_QUANTITY.check(quantity, "quantity")
         reply = await self._run(
             "put_cart_item",
-            [keys.cart(user_id), keys.product(product_id), keys.PRODUCT_PREFIX],
+            [self.layout.of(user_id).cart(user_id), keys.product(product_id),
+             keys.PRODUCT_PREFIX],
             [product_id, quantity, limits.CART_LINES],
         )
         return _answer(reply, Cart)
@@ -532,8 +603,8 @@ class Engine:
         """Take a product out of the cart (absent is fine)."""
         _check_user(user_id)
         limits.ID.check(product_id, "product_id")
-        _answer(await self._run("remove_cart_item", [keys.cart(user_id)], [product_id]),
-                type(None))
+        _answer(await self._run("remove_cart_item", [self.layout.of(user_id).cart(user_id)],
+                                [product_id]), type(None))
 
 
 def _order_id(order_id: str) -> str:

@@ -1,10 +1,23 @@
 """Every Redis key rushorder uses, built here and nowhere else.
 
-All hot-path keys share the ``{ro}`` hash tag: an order touches one user, many products,
-a coupon, the sales counters and the outbox in one atomic script, and a Redis Cluster only
-runs a script whose keys live in one slot. (So a cluster would hold rushorder on one
-shard; Redis CPU, not memory, bounds us, and one shard took ~27k orders/s from one engine
-process, memory-only, on the 2-core machine of README's figures.)
+The state is laid out in **user groups** (issue 15): a user belongs to one of
+``RUSHORDER_GROUPS`` groups by a stable hash of its id (:func:`group_of`), and a group
+holds its users' balances, history, carts, orders, issued coupons, once-per-user coupon
+marks and idempotency records, with its own id counters, outbox stream, hourly sales
+counters and settle list (:class:`Group`). Everything a user's request writes is in its
+group, so each request stays one atomic script over one group's keys. The catalog
+(products, coupons, the catalog's own outbox stream, dead letters, the console's keys)
+lives beside the groups.
+
+Today every group's keys still carry the one hash tag ``{ro}`` (``{ro}:g<i>:...``): the
+scripts still read the catalog's stock and coupon counts, so everything must stay in one
+Redis Cluster slot. Giving each group a hash tag of its own (one slot per group, spread
+over a cluster's primaries) is :data:`GROUP_TAG`'s one line once stock and coupon
+quantity are split into a reserve and per-group allotments.
+
+Ids carry their group: a group's counter ``n`` makes id ``n * groups + group``
+(:meth:`Layout.make_id`), so order ids, history lines and issued coupons stay unique
+across groups and ``id % groups`` names the group that wrote it.
 
 ``entry`` (orders, issued coupons) is the outbox id of the last change: Redis drops them
 once Postgres has committed that change and the retention has passed (settle.lua), and a
@@ -15,39 +28,57 @@ comes from data that only Redis has at run time (an id the script allocates, the
 Redis' clock, the lines of a stored order or cart) Python passes a *prefix* in ``KEYS[]``
 and the script appends the id; the prefix carries the hash tag, so the slot is the same.
 
+Catalog keys (``{ro}``):
+
 | key | type | holds |
 | --- | --- | --- |
 | {ro}:live | string | the live-state marker (engine/state.py): no marker, nothing served |
-| {ro}:seq | hash | id counters: hist, product, coupon, icoupon, order |
-| {ro}:bal:<user> | string | balance in won |
-| {ro}:hist:<user> | list | history lines (JSON), in id order |
+| {ro}:seq | hash | catalog id counters: product, coupon |
 | {ro}:product:<id> | hash | name, price, stock |
 | {ro}:products | zset | catalog index, score = member = product id |
 | {ro}:coupon:<id> | hash | coupon definition + live remaining |
-| {ro}:coupon:<id>:holders | set | users who hold this coupon (one each) |
-| {ro}:icoupon:<id> | hash | an issued coupon: owner, status, order, window, entry |
-| {ro}:ucoupons:<user> | zset | a user's issued coupons, score = issued coupon id |
-| {ro}:order:<id> | hash | json (the answer), user, status, hour, icoupon, entry |
-| {ro}:uorders:<user> | list | a user's order ids, in id order |
-| {ro}:cart:<user> | hash | product id -> quantity |
-| {ro}:sales:h:<hour> | zset | product -> units sold in that UTC hour (epoch // 3600) |
-| {ro}:sales:window | zset | product -> units in hour buckets not yet rolled off |
-| {ro}:sales:rolled | string | the last hour rolled off the window |
-| {ro}:idem:<user>:<key> | string | idempotency record: fingerprint, code, answer; 24 h TTL |
-| {ro}:floor:<user> | hash | o, h, c: the user's highest order/line/coupon id dropped |
-| {ro}:settle | list | committed batches waiting out the retention (settle.lua) |
-| {ro}:retention | string | the retention settle.lua last used, ms (bring_back's window) |
-| {ro}:outbox | stream | every state change, for Postgres and the data platform |
+| {ro}:outbox | stream | the catalog's changes (products, coupons), for Postgres and the platform |
 | {ro}:outbox:dead | stream | events the platform forwarder gave up on (`rushorder replay`) |
 | {ro}:ops:s:<second> | hash | API tallies of one second (epoch s), all processes summed; 10 min |
 | {ro}:ops:workers | hash | worker process (host:pid) -> its last heartbeat (JSON) |
 | {ro}:ops:replay:asked | list | ids of replay requests from the console, for a platform forwarder |
 | {ro}:ops:replay:<id> | string | a replay request's state and answer (JSON); 10 min TTL |
+
+Group keys (``<g>`` is the group's prefix, ``{ro}:g<i>`` today):
+
+| key | type | holds |
+| --- | --- | --- |
+| <g>:seq | hash | the group's id counters: hist, icoupon, order |
+| <g>:outbox | stream | every change of the group's users, for Postgres and the platform |
+| <g>:bal:<user> | string | balance in won |
+| <g>:hist:<user> | list | history lines (JSON), in id order |
+| <g>:coupon:<id>:holders | set | the group's users who hold this coupon (one each) |
+| <g>:icoupon:<id> | hash | an issued coupon: owner, status, order, window, entry |
+| <g>:ucoupons:<user> | zset | a user's issued coupons, score = issued coupon id |
+| <g>:order:<id> | hash | json (the answer), user, status, hour, icoupon, entry |
+| <g>:uorders:<user> | list | a user's order ids, in id order |
+| <g>:cart:<user> | hash | product id -> quantity |
+| <g>:sales:h:<hour> | zset | product -> units the group sold in that UTC hour (epoch // 3600) |
+| <g>:sales:window | zset | product -> units in hour buckets not yet rolled off |
+| <g>:sales:rolled | string | the last hour rolled off the window |
+| <g>:idem:<user>:<key> | string | idempotency record: fingerprint, code, answer; 24 h TTL |
+| <g>:floor:<user> | hash | o, h, c: the user's highest order/line/coupon id dropped |
+| <g>:settle | list | committed batches waiting out the retention (settle.lua) |
+| <g>:retention | string | the retention settle.lua last used, ms (bring_back's window) |
 """
 
 from __future__ import annotations
 
+import functools
+import zlib
+
 TAG = "{ro}"
+# RUSHORDER_GROUPS' default (rushorder/settings.py says the same; tests/test_settings.py
+# holds them together): chosen by load/bench_engine.py, see the README's "User groups".
+DEFAULT_GROUPS = 16
+# The hash tag of group i's keys. One slot for all of them until the scripts stop reading
+# the catalog's stock and coupon counts (see the module's docstring).
+GROUP_TAG = TAG + ":g%d"
 
 # Every script's KEYS[1]: a Redis without it lost its data or was never loaded, and every
 # script refuses to read or write it (engine/state.py).
@@ -55,29 +86,11 @@ LIVE = f"{TAG}:live"
 SEQ = f"{TAG}:seq"
 PRODUCTS = f"{TAG}:products"
 PRODUCT_PREFIX = f"{TAG}:product:"
-ORDER_PREFIX = f"{TAG}:order:"
 COUPON_PREFIX = f"{TAG}:coupon:"
-ISSUED_COUPON_PREFIX = f"{TAG}:icoupon:"
-SALES_HOUR_PREFIX = f"{TAG}:sales:h:"
-SALES_WINDOW = f"{TAG}:sales:window"
-SALES_ROLLED = f"{TAG}:sales:rolled"
+# The catalog's changes (product.*, coupon.created): a stream of its own beside the
+# groups' streams, read by the same consumers (Layout.outboxes).
 OUTBOX = f"{TAG}:outbox"
-SETTLE = f"{TAG}:settle"
-RETENTION = f"{TAG}:retention"
-HISTORY_PREFIX = f"{TAG}:hist:"
-USER_ORDERS_PREFIX = f"{TAG}:uorders:"
-USER_COUPONS_PREFIX = f"{TAG}:ucoupons:"
-FLOOR_PREFIX = f"{TAG}:floor:"
-
-
-def balance(user_id: int) -> str:
-    """The user's balance counter."""
-    return f"{TAG}:bal:{user_id}"
-
-
-def history(user_id: int) -> str:
-    """The user's balance history lines."""
-    return f"{HISTORY_PREFIX}{user_id}"
+CATALOG_SOURCE = -1
 
 
 def product(product_id: int) -> str:
@@ -87,62 +100,131 @@ def product(product_id: int) -> str:
 
 def coupon(coupon_id: int) -> str:
     """One coupon definition."""
-    return f"{TAG}:coupon:{coupon_id}"
+    return f"{COUPON_PREFIX}{coupon_id}"
 
 
-def coupon_holders(coupon_id: int) -> str:
-    """The set of users holding a coupon."""
-    return f"{TAG}:coupon:{coupon_id}:holders"
+def group_of(user_id: int, groups: int) -> int:
+    """The group of a user: a stable hash of its id (the same in every process and every
+    release; Python's hash() of a str is salted per process)."""
+    return zlib.crc32(str(user_id).encode()) % groups
 
 
-def issued_coupon(issued_coupon_id: int) -> str:
-    """One issued coupon."""
-    return f"{TAG}:icoupon:{issued_coupon_id}"
+class Group:
+    """The keys of one user group (see the module's table)."""
+
+    def __init__(self, index: int) -> None:
+        self.index = index
+        self.tag = p = GROUP_TAG % index
+        self.seq = f"{p}:seq"
+        self.outbox = f"{p}:outbox"
+        self.settle = f"{p}:settle"
+        self.retention = f"{p}:retention"
+        self.order_prefix = f"{p}:order:"
+        self.issued_coupon_prefix = f"{p}:icoupon:"
+        self.history_prefix = f"{p}:hist:"
+        self.user_orders_prefix = f"{p}:uorders:"
+        self.user_coupons_prefix = f"{p}:ucoupons:"
+        self.floor_prefix = f"{p}:floor:"
+        self.sales_hour_prefix = f"{p}:sales:h:"
+        self.sales_window = f"{p}:sales:window"
+        self.sales_rolled = f"{p}:sales:rolled"
+
+    def __repr__(self) -> str:
+        return f"Group({self.index})"
+
+    def balance(self, user_id: int) -> str:
+        """The user's balance counter."""
+        return f"{self.tag}:bal:{user_id}"
+
+    def history(self, user_id: int) -> str:
+        """The user's balance history lines."""
+        return f"{self.history_prefix}{user_id}"
+
+    def user_orders(self, user_id: int) -> str:
+        """The user's orders."""
+        return f"{self.user_orders_prefix}{user_id}"
+
+    def user_coupons(self, user_id: int) -> str:
+        """The user's issued coupons."""
+        return f"{self.user_coupons_prefix}{user_id}"
+
+    def floor(self, user_id: int) -> str:
+        """The highest ids of the user's that Redis dropped once Postgres had them."""
+        return f"{self.floor_prefix}{user_id}"
+
+    def cart(self, user_id: int) -> str:
+        """The user's cart."""
+        return f"{self.tag}:cart:{user_id}"
+
+    def idempotency(self, user_id: int, key: str) -> str:
+        """The idempotency record of one user's key."""
+        return f"{self.tag}:idem:{user_id}:{key}"
+
+    def order(self, order_id: str | int) -> str:
+        """One order."""
+        return f"{self.order_prefix}{order_id}"
+
+    def issued_coupon(self, issued_coupon_id: int) -> str:
+        """One issued coupon."""
+        return f"{self.issued_coupon_prefix}{issued_coupon_id}"
+
+    def holders(self, coupon_id: int) -> str:
+        """The group's users who hold a coupon (a user holds a coupon at most once, and
+        all of a user's coupons are in its group)."""
+        return f"{self.tag}:coupon:{coupon_id}:holders"
+
+    def sales_hour(self, hour: int) -> str:
+        """Units the group sold per product in one UTC hour (hours since the epoch)."""
+        return f"{self.sales_hour_prefix}{hour}"
 
 
-def user_coupons(user_id: int) -> str:
-    """The user's issued coupons."""
-    return f"{USER_COUPONS_PREFIX}{user_id}"
+class Layout:
+    """The groups of a data set of ``groups`` groups (fixed for the life of the data)."""
+
+    def __init__(self, groups: int) -> None:
+        if groups < 1:
+            raise ValueError(f"groups: at least 1, not {groups}")
+        self.groups = groups
+        self.all = [Group(i) for i in range(groups)]
+        # The consumers read every group's stream, then the catalog's to its end: an event
+        # of a group names only products and coupons created before it, so they are read
+        # in the same round (workers apply the catalog's events first).
+        self.outboxes = [g.outbox for g in self.all] + [OUTBOX]
+        # What Postgres calls each stream (outbox_applied.stream): a group's index, -1 the
+        # catalog's (the one stream of before the groups, too).
+        self.sources = {g.outbox: g.index for g in self.all} | {OUTBOX: CATALOG_SOURCE}
+
+    def of(self, user_id: int) -> Group:
+        """The group of a user."""
+        return self.all[group_of(user_id, self.groups)]
+
+    def owner(self, thing_id: int) -> Group:
+        """The group that made an id (an order, history line or issued coupon)."""
+        return self.all[thing_id % self.groups]
+
+    def make_id(self, counter: int, group: int) -> int:
+        """The id a group's ``counter``-th thing gets (Lua: group_id in _lib.lua)."""
+        return counter * self.groups + group
+
+    def counter(self, thing_id: int) -> int:
+        """The inverse of :meth:`make_id`: the counter value that made an id."""
+        return thing_id // self.groups
 
 
-def order(order_id: str) -> str:
-    """One order."""
-    return f"{ORDER_PREFIX}{order_id}"
+@functools.cache
+def layout(groups: int) -> Layout:
+    """The layout of ``groups`` groups (one shared object per count)."""
+    return Layout(groups)
 
 
-def user_orders(user_id: int) -> str:
-    """The user's orders."""
-    return f"{USER_ORDERS_PREFIX}{user_id}"
-
-
-def floor(user_id: int) -> str:
-    """The highest ids of the user's that Redis dropped once Postgres had them."""
-    return f"{FLOOR_PREFIX}{user_id}"
-
-
-def cart(user_id: int) -> str:
-    """The user's cart."""
-    return f"{TAG}:cart:{user_id}"
-
-
-def sales_hour(hour: int) -> str:
-    """Units sold per product in one UTC hour (hours since the epoch)."""
-    return f"{SALES_HOUR_PREFIX}{hour}"
-
-
-def idempotency(user_id: int, key: str) -> str:
-    """The idempotency record of one user's key."""
-    return f"{TAG}:idem:{user_id}:{key}"
-
-
-# Dead letters of the data-platform forwarder (a stream: fields e, entry, error, attempts).
-# Outside the hot path; it shares the {ro} tag only to stay in the outbox's slot.
+# Dead letters of the data-platform forwarder (a stream: fields e, stream, entry, error,
+# attempts). Outside the hot path: written by the forwarder, not by a script.
 OUTBOX_DEAD = f"{TAG}:outbox:dead"
 
 
 # The operators' console (engine/console.py, engine/heartbeat.py, engine/replays.py): no
 # script touches these; they live beside the state, not in it (a rebuild need not restore
-# them), and share the {ro} tag only to stay in the same slot.
+# them).
 OPS_SECOND_PREFIX = f"{TAG}:ops:s:"
 OPS_WORKERS = f"{TAG}:ops:workers"
 OPS_REPLAY_ASKED = f"{TAG}:ops:replay:asked"

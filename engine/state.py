@@ -30,32 +30,50 @@ _DECODER = msgspec.json.Decoder()
 
 
 class Marker(msgspec.Struct, frozen=True, kw_only=True):
-    """What made this Redis' live state, and when (Redis' clock, epoch ms)."""
+    """What made this Redis' live state, and when (Redis' clock, epoch ms), in how many user
+    groups (engine/keys.py; None: a marker from before the groups, whose keys no engine of
+    today reads)."""
 
     origin: str
     at_ms: int
+    groups: int | None = None
 
     def describe(self) -> str:
         """One line for logs and refusals."""
         at = datetime.fromtimestamp(self.at_ms / 1000, UTC).isoformat(timespec="seconds")
-        return f"live state made by {self.origin} at {at}"
+        laid = "no user groups" if self.groups is None else f"{self.groups} user groups"
+        return f"live state made by {self.origin} at {at}, in {laid}"
+
+    def mismatch(self, groups: int) -> str | None:
+        """Why state of this marker must not be served in ``groups`` groups, if it must not:
+        each user's keys would be looked for in another group than the one holding them."""
+        if self.groups == groups:
+            return None
+        return (f"Redis holds live state in {self.groups or 'no'} user groups, not the "
+                f"{groups} of RUSHORDER_GROUPS; `rushorder rebuild --force` lays it out "
+                "again from Postgres")
 
 
 def marker(client: redis.Redis) -> Marker | None:
     """The marker, or None when this Redis holds no live rushorder state."""
     raw = client.get(keys.LIVE)
-    if raw is None:
-        return None
+    return None if raw is None else decode(raw)  # type: ignore[arg-type]
+
+
+def decode(raw: bytes) -> Marker:
+    """The marker stored as ``raw`` (one of unknown form says so in its origin)."""
     try:
         return msgspec.convert(_DECODER.decode(raw), Marker)  # type: ignore[arg-type]
     except msgspec.MsgspecError:
         return Marker(origin=f"unknown ({raw!r:.60})", at_ms=0)
 
 
-def mark(client: redis.Redis, origin: str) -> Marker:
-    """Declare this Redis' state live: every script serves from it from now on."""
+def mark(client: redis.Redis, origin: str, groups: int = keys.DEFAULT_GROUPS) -> Marker:
+    """Declare this Redis' state live, laid out in ``groups`` user groups: every script
+    serves from it from now on."""
     seconds, micros = client.time()
-    made = Marker(origin=origin, at_ms=int(seconds) * 1000 + int(micros) // 1000)
+    made = Marker(origin=origin, at_ms=int(seconds) * 1000 + int(micros) // 1000,
+                  groups=groups)
     put(client, made)
     return made
 

@@ -71,7 +71,7 @@ def seed_demo(settings: Settings) -> bool:
         return False
 
     async def run() -> None:
-        engine = Engine(settings.redis_url or "")
+        engine = Engine(settings.redis_url or "", groups=settings.groups)
         try:
             await load_demo(engine, datetime.now(UTC))
         finally:

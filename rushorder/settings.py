@@ -74,6 +74,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     # gives worker n this port + n - 1.
     worker_metrics_port: int = 9101
     outbox_batch: int = 1000
+    # User groups (engine/keys.py): fixed for the life of the data; to change it, rebuild
+    # Redis from Postgres with the new count (README, "User groups").
+    groups: Annotated[int, Meta(ge=1, le=1024)] = 16
     outbox_reclaim_idle_ms: int = 30_000
 
     # Business policy (defaults from shared/API.md).

@@ -56,6 +56,18 @@ local function int(v)
   return tonumber(v) or 0
 end
 
+-- The id of a group's `counter`-th thing (order, history line, issued coupon): unique
+-- across the `groups` groups, and id % groups names the group (Layout.make_id in
+-- engine/keys.py).
+local function group_id(counter, index, groups)
+  return counter * groups + index
+end
+
+-- The next id from a group's counter `field` of its seq hash.
+local function next_group_id(seq, field, index, groups)
+  return group_id(redis.call('HINCRBY', seq, field, 1), index, groups)
+end
+
 -- Idempotency: the record is "fingerprint\ncode\npayload". fp == '' means no key was sent.
 local function idem_replay(key, fp)
   if fp == '' then return nil end
@@ -91,8 +103,9 @@ end
 
 -- A balance history line with id `id`, appended to the user's list; answers its JSON
 -- (`at` is already an RFC 3339 string). Formatted, not cjson-encoded: an encode of a
--- table costs several times a string.format of the same fields. Ids only grow (scripts
--- run one at a time and take them from {ro}:seq), so the list stays in id order (why a
+-- table costs several times a string.format of the same fields. A user's ids only grow
+-- (scripts run one at a time and take them from its group's seq), so the list stays in
+-- id order (why a
 -- list and not a zset: see the paging helper further down).
 local function add_history(hist, id, kind, amount, balance_after, order_id, at)
   local doc = string.format(
@@ -102,7 +115,7 @@ local function add_history(hist, id, kind, amount, balance_after, order_id, at)
   return doc
 end
 
--- The sales window: {ro}:sales:window holds the sum of the hour buckets newer than
+-- The sales window: <g>:sales:window holds the sum of the hour buckets newer than
 -- `rolled`. Buckets of hours <= now_hour - hours leave it here. Every bucket that
 -- exists is newer than `rolled` and at most `hours` newer (its writer rolled first),
 -- so at most `hours` buckets are ever visited.
@@ -196,12 +209,13 @@ local function order_discount(total, dtype, dvalue)
 end
 
 -- What the orders of one script call share: the clock, the order and history id counters
--- of {ro}:seq, the products they read and the units they take and sell. Counters, stock
+-- of the group's seq, the products they read and the units they take and sell. Counters, stock
 -- and sales are kept in Lua and written once by close_orders: a script runs alone, so no
 -- other call sees them in between, and a batch of orders saves two counter writes per
 -- order and, for every product an earlier order of the batch already read (the hot
 -- product of a flash sale), its read, its stock write and its two sales writes.
--- `k` names seq, order_prefix, sales_prefix, window, rolled and outbox. The window is
+-- `k` names the group's seq, order_prefix, sales_prefix, window, rolled and outbox, and
+-- holds its index and the number of groups (for group_id). The window is
 -- rolled to the current hour first, whatever the orders then do: it only ever moves
 -- forward, and every order of the call counts its units into that hour.
 local function open_orders(k, hours)
@@ -314,7 +328,7 @@ end
 local function write_order(c, u, user_id, icid, items, total, discount, balance)
   local paid = total - discount
   c.order, c.taken = c.order + 1, true
-  local id = string.format('%d', c.order)
+  local id = string.format('%d', group_id(c.order, c.k.index, c.k.groups))
   local parts = {}
   for i, it in ipairs(items) do
     it.p.stock, it.p.taken = it.p.stock - it.quantity, it.p.taken + it.quantity
@@ -325,7 +339,8 @@ local function write_order(c, u, user_id, icid, items, total, discount, balance)
   if paid > 0 then
     balance = redis.call('DECRBY', u.balance, paid)
     c.hist = c.hist + 1
-    history = add_history(u.history, c.hist, 'USE', paid, balance, id, c.created)
+    history = add_history(u.history, group_id(c.hist, c.k.index, c.k.groups), 'USE', paid,
+      balance, id, c.created)
   end
   -- The answer, the stored order and the event share one formatted document (see
   -- add_history for why it is not cjson-encoded).

@@ -4,19 +4,21 @@
 -- with its hash fields (see bring_back in _lib.lua for why that copy is current).
 -- Rules in plain Python: tests/engine/model.py, Shop.cancel (replays: Shop.idempotent).
 -- KEYS[1] live marker {ro}:live: without it, every reply is STATE_MISSING (engine/state.py)
--- KEYS[2] order {ro}:order:<id>       KEYS[3] balance {ro}:bal:<user>
--- KEYS[4] history {ro}:hist:<user>    KEYS[5] seq {ro}:seq
+-- KEYS[2] order <g>:order:<id>       KEYS[3] balance <g>:bal:<user>
+-- KEYS[4] history <g>:hist:<user>    KEYS[5] seq <g>:seq
 -- KEYS[6] sales hour prefix           KEYS[7] sales window    KEYS[8] sales rolled
 -- KEYS[9] outbox                      KEYS[10] idempotency record
--- KEYS[11] product prefix {ro}:product:   KEYS[12] issued coupon prefix {ro}:icoupon:
--- KEYS[13] floor {ro}:floor:<user>    KEYS[14] user coupons {ro}:ucoupons:<user>
--- KEYS[15] retention {ro}:retention (settle.lua's, for bring_back's window)
+-- KEYS[11] product prefix {ro}:product:   KEYS[12] issued coupon prefix <g>:icoupon:
+-- KEYS[13] floor <g>:floor:<user>    KEYS[14] user coupons <g>:ucoupons:<user>
+-- KEYS[15] retention <g>:retention (settle.lua's, for bring_back's window)
 -- ARGV[1] user id; ARGV[2] fingerprint or ''; ARGV[3] idempotency TTL s;
--- ARGV[4] sales window hours; ARGV[5] order id; then only when bringing an order back:
--- ARGV[6] the asked_ms of the ARCHIVED answer; ARGV[7] the order's hash fields as a JSON
--- object, or 'absent' when Postgres has no such order; ARGV[8] the asked_ms of the
--- ARCHIVED_COUPON answer or ''; ARGV[9] its issued coupon's hash fields as a JSON object,
+-- ARGV[4] sales window hours; ARGV[5] order id; ARGV[6] the user's group's index;
+-- ARGV[7] the number of groups; then only when bringing an order back:
+-- ARGV[8] the asked_ms of the ARCHIVED answer; ARGV[9] the order's hash fields as a JSON
+-- object, or 'absent' when Postgres has no such order; ARGV[10] the asked_ms of the
+-- ARCHIVED_COUPON answer or ''; ARGV[11] its issued coupon's hash fields as a JSON object,
 -- 'absent', or ''
+-- Every key but the marker and the product prefix is of the user's group (engine/keys.py).
 -- Reply: OK <order> | ORDER_NOT_FOUND | ORDER_NOT_CANCELLABLE | IDEMPOTENCY_KEY_REUSED |
 --   ARCHIVED {"asked_ms"}, ARCHIVED_COUPON {"asked_ms","issued_coupon_id"} and RETRY (a
 --   copy came too late): none is kept as the Idempotency-Key's answer, the engine calls
@@ -24,7 +26,8 @@
 local missing = state_missing(KEYS[1])
 if missing then return missing end
 local user_id, fp, ttl, hours, oid = ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4]), ARGV[5]
-local back = ARGV[7]
+local index, groups = tonumber(ARGV[6]), tonumber(ARGV[7])
+local back = ARGV[9]
 
 local replay = idem_replay(KEYS[10], fp)
 if replay then return replay end
@@ -32,7 +35,8 @@ if replay then return replay end
 local now = now_ms()
 if back and back ~= 'absent' then
   local wait = bring_back({order = KEYS[2], coupons = KEYS[12], user_coupons = KEYS[14],
-    retention = KEYS[15], user_id = user_id}, now, tonumber(ARGV[6]), back, tonumber(ARGV[8]), ARGV[9])
+    retention = KEYS[15], user_id = user_id}, now, tonumber(ARGV[8]), back, tonumber(ARGV[10]),
+    ARGV[11])
   if wait and (wait[1] == 'RETRY' or wait[1] == 'ARCHIVED_COUPON') then return wait end
   if wait then return idem_store(KEYS[10], fp, ttl, wait) end
 end
@@ -65,7 +69,7 @@ local history = 'null'
 if order.paid_amount > 0 then
   -- A refund is never refused for the balance cap.
   balance = redis.call('INCRBY', KEYS[3], order.paid_amount)
-  history = add_history(KEYS[4], redis.call('HINCRBY', KEYS[5], 'hist', 1), 'REFUND',
+  history = add_history(KEYS[4], next_group_id(KEYS[5], 'hist', index, groups), 'REFUND',
     order.paid_amount, balance, order.id, iso(now))
 end
 local ic = o[5] ~= '' and KEYS[12] .. o[5] or nil

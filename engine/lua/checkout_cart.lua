@@ -1,15 +1,17 @@
 -- checkout_cart.lua: place an order of everything in the cart; bought lines leave the cart.
 -- Rules in plain Python: tests/engine/model.py, Shop.checkout (replays: Shop.idempotent).
 -- KEYS[1] live marker {ro}:live: without it, every reply is STATE_MISSING (engine/state.py)
--- KEYS[2] balance {ro}:bal:<user>    KEYS[3] history {ro}:hist:<user>
--- KEYS[4] seq {ro}:seq               KEYS[5] user orders {ro}:uorders:<user>
--- KEYS[6] issued coupon {ro}:icoupon:<id> (any key when none)
--- KEYS[7] order prefix {ro}:order:   KEYS[8] sales hour prefix {ro}:sales:h:
+-- KEYS[2] balance <g>:bal:<user>    KEYS[3] history <g>:hist:<user>
+-- KEYS[4] seq <g>:seq               KEYS[5] user orders <g>:uorders:<user>
+-- KEYS[6] issued coupon <g>:icoupon:<id> (any key when none)
+-- KEYS[7] order prefix <g>:order:   KEYS[8] sales hour prefix <g>:sales:h:
 -- KEYS[9] sales window               KEYS[10] sales rolled      KEYS[11] outbox
--- KEYS[12] idempotency record        KEYS[13] cart {ro}:cart:<user>
+-- KEYS[12] idempotency record        KEYS[13] cart <g>:cart:<user>
 -- KEYS[14] product prefix {ro}:product: (the cart's product ids are only known here)
 -- ARGV[1] user id; ARGV[2] issued coupon id or ''; ARGV[3] fingerprint or '';
--- ARGV[4] idempotency TTL s; ARGV[5] sales window hours
+-- ARGV[4] idempotency TTL s; ARGV[5] sales window hours; ARGV[6] the group's index;
+-- ARGV[7] the number of groups
+-- Every key but the marker and the product prefix is of the user's group (engine/keys.py).
 -- Reply: OK <order> | CART_EMPTY | the order errors of place_orders.lua
 local missing = state_missing(KEYS[1])
 if missing then return missing end
@@ -30,7 +32,8 @@ for i = 1, #flat, 2 do
 end
 table.sort(lines, function(a, b) return a.pid < b.pid end)
 local c = open_orders({seq = KEYS[4], order_prefix = KEYS[7], sales_prefix = KEYS[8],
-  window = KEYS[9], rolled = KEYS[10], outbox = KEYS[11]}, hours)
+  window = KEYS[9], rolled = KEYS[10], outbox = KEYS[11], index = tonumber(ARGV[6]),
+  groups = tonumber(ARGV[7])}, hours)
 local res = take_order(c, {balance = KEYS[2], history = KEYS[3], user_orders = KEYS[5],
   icoupon = KEYS[6]}, user_id, lines, icid)
 close_orders(c)

@@ -1,10 +1,13 @@
 -- issue_coupon.lua: give one unit of a coupon to a user, first come first served.
 -- Rules in plain Python: tests/engine/model.py, Shop.issue (replays: Shop.idempotent).
 -- KEYS[1] live marker {ro}:live: without it, every reply is STATE_MISSING (engine/state.py)
--- KEYS[2] coupon {ro}:coupon:<id>     KEYS[3] holders {ro}:coupon:<id>:holders
--- KEYS[4] user coupons {ro}:ucoupons:<user>   KEYS[5] seq {ro}:seq
--- KEYS[6] outbox   KEYS[7] idempotency record   KEYS[8] issued coupon prefix {ro}:icoupon:
--- ARGV[1] user id; ARGV[2] fingerprint or ''; ARGV[3] idempotency TTL s
+-- KEYS[2] coupon {ro}:coupon:<id>     KEYS[3] the group's holders <g>:coupon:<id>:holders
+-- KEYS[4] user coupons <g>:ucoupons:<user>   KEYS[5] seq <g>:seq
+-- KEYS[6] outbox   KEYS[7] idempotency record   KEYS[8] issued coupon prefix <g>:icoupon:
+-- ARGV[1] user id; ARGV[2] fingerprint or ''; ARGV[3] idempotency TTL s;
+-- ARGV[4] the user's group's index; ARGV[5] the number of groups
+-- KEYS[3..8] but the coupon are of the user's group <g> (engine/keys.py): holders
+-- <g>:coupon:<id>:holders, user coupons, seq, outbox, idempotency, issued coupon prefix.
 -- Reply: OK <issued coupon> | COUPON_NOT_FOUND | COUPON_NOT_ACTIVE |
 --        COUPON_ALREADY_ISSUED | COUPON_SOLD_OUT | IDEMPOTENCY_KEY_REUSED
 local missing = state_missing(KEYS[1])
@@ -34,7 +37,7 @@ end
 
 local remaining = redis.call('HINCRBY', KEYS[2], 'remaining', -1)
 redis.call('SADD', KEYS[3], user_id)
-local id = redis.call('HINCRBY', KEYS[5], 'icoupon', 1)
+local id = next_group_id(KEYS[5], 'icoupon', tonumber(ARGV[4]), tonumber(ARGV[5]))
 local issued = {id = id, coupon_id = tonumber(c[1]), user_id = user_id, name = c[2],
   discount_type = c[3], discount_value = tonumber(c[4]), status = 'AVAILABLE',
   issued_at = iso(now), expires_at = c[8]}

@@ -2,8 +2,8 @@
 -- holds it.
 -- Rules in plain Python: tests/engine/model.py, the user's lines of Shop.history.
 -- KEYS[1] live marker {ro}:live: without it, every reply is STATE_MISSING (engine/state.py)
--- KEYS[2] history {ro}:hist:<user> (list of history lines as JSON, ascending ids)
--- KEYS[3] floor {ro}:floor:<user>
+-- KEYS[2] history <g>:hist:<user> (list of history lines as JSON, ascending ids)
+-- KEYS[3] floor <g>:floor:<user>
 -- ARGV[1] cursor (last id seen) or ''; ARGV[2] page size
 -- Reply: OK {"floor", "lines"}: up to size + 1 lines below the cursor, and the highest
 --   line id of the user's that Redis dropped (settle.lua: every line up to it is in

@@ -1,8 +1,8 @@
 -- list_orders.lua: a page of a user's orders, newest first, as far as Redis holds them.
 -- Rules in plain Python: tests/engine/model.py, the user's orders of Shop.orders.
 -- KEYS[1] live marker {ro}:live: without it, every reply is STATE_MISSING (engine/state.py)
--- KEYS[2] user orders {ro}:uorders:<user> (list of order ids, ascending)
--- KEYS[3] order prefix {ro}:order:   KEYS[4] floor {ro}:floor:<user>
+-- KEYS[2] user orders <g>:uorders:<user> (list of order ids, ascending)
+-- KEYS[3] order prefix <g>:order:   KEYS[4] floor <g>:floor:<user>
 -- ARGV[1] cursor (last id seen) or ''; ARGV[2] page size
 -- Reply: OK {"floor", "ids", "orders"}: up to size + 1 ids below the cursor from the list,
 --   each order or null where Redis dropped it (settle.lua), and the highest id of the

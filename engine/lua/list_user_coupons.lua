@@ -2,8 +2,8 @@
 -- holds them; an AVAILABLE coupon past its expiry reads as EXPIRED.
 -- Rules in plain Python: tests/engine/model.py, Issued.status_at.
 -- KEYS[1] live marker {ro}:live: without it, every reply is STATE_MISSING (engine/state.py)
--- KEYS[2] user coupons {ro}:ucoupons:<user>   KEYS[3] issued coupon prefix {ro}:icoupon:
--- KEYS[4] floor {ro}:floor:<user>
+-- KEYS[2] user coupons <g>:ucoupons:<user>   KEYS[3] issued coupon prefix <g>:icoupon:
+-- KEYS[4] floor <g>:floor:<user>
 -- ARGV[1] cursor (last id seen) or ''; ARGV[2] page size
 -- Reply: OK {"floor", "coupons"}: up to size + 1 coupons below the cursor, and the highest
 --   id of the user's that Redis dropped (settle.lua drops used and expired ones: any at or

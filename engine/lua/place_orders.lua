@@ -5,21 +5,22 @@
 -- the sales window, and reads and writes the id counters and sales counts once
 -- (open_orders in _lib.lua).
 -- Rules in plain Python: tests/engine/model.py, Shop.take_order (replays: Shop.idempotent).
+-- Every order of a call is of one user group <g> (engine/keys.py): KEYS[2..7] are its.
 -- KEYS[1] live marker {ro}:live: without it, every reply is STATE_MISSING (engine/state.py)
--- KEYS[2] seq {ro}:seq    KEYS[3] order prefix {ro}:order:   KEYS[4] sales hour prefix
--- KEYS[5] sales window    KEYS[6] sales rolled               KEYS[7] outbox
--- then per order: balance {ro}:bal:<user>, history {ro}:hist:<user>, user orders
--- {ro}:uorders:<user>, issued coupon {ro}:icoupon:<id> (any key when none), idempotency
--- record, and one product key per line.
--- ARGV[1] idempotency TTL s; ARGV[2] sales window hours; ARGV[3] number of orders;
--- then per order: user id, issued coupon id or '', fingerprint or '', number of lines,
+-- KEYS[2] seq <g>:seq     KEYS[3] order prefix <g>:order:    KEYS[4] sales hour prefix
+-- KEYS[5] sales window    KEYS[6] sales rolled               KEYS[7] outbox <g>:outbox
+-- then per order: balance <g>:bal:<user>, history <g>:hist:<user>, user orders
+-- <g>:uorders:<user>, issued coupon <g>:icoupon:<id> (any key when none), idempotency
+-- record, and one product key {ro}:product:<id> per line.
+-- ARGV[1] idempotency TTL s; ARGV[2] sales window hours; ARGV[3] the group's index;
+-- ARGV[4] the number of groups; ARGV[5] number of orders; then per order: user id, issued coupon id or '', fingerprint or '', number of lines,
 -- and a product id, quantity pair per line.
 -- Reply: a code and a payload per order, in order. Code: OK <order> | STATE_MISSING |
 --   VALIDATION_ERROR |
 --   PRODUCT_NOT_FOUND | OUT_OF_STOCK | COUPON_NOT_USABLE | INSUFFICIENT_BALANCE |
 --   IDEMPOTENCY_KEY_REUSED, or ERR <message> when the order raised an error (the others
 --   of the batch are unaffected; as for a failed single call, it is not replayable).
-local ttl, hours, count = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
+local ttl, hours, count = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[5])
 local missing = state_missing(KEYS[1])
 if missing then
   local out = {}
@@ -27,7 +28,8 @@ if missing then
   return out
 end
 local c = open_orders({seq = KEYS[2], order_prefix = KEYS[3], sales_prefix = KEYS[4],
-  window = KEYS[5], rolled = KEYS[6], outbox = KEYS[7]}, hours)
+  window = KEYS[5], rolled = KEYS[6], outbox = KEYS[7], index = tonumber(ARGV[3]),
+  groups = tonumber(ARGV[4])}, hours)
 
 local function one(u, user_id, lines, icid, fp, idem)
   return idem_replay(idem, fp) or idem_store(idem, fp, ttl, take_order(c, u, user_id, lines,
@@ -37,7 +39,7 @@ end
 -- Nothing in this loop but `one` can raise, and pcall catches what it raises: close_orders
 -- must run, or the next call would hand out the ids this one used.
 local out = {}
-local ki, ai = 8, 4
+local ki, ai = 8, 6
 for _ = 1, count do
   local user_id, icid, fp, n = tonumber(ARGV[ai]), ARGV[ai + 1], ARGV[ai + 2],
     tonumber(ARGV[ai + 3]) or 0

@@ -1,7 +1,7 @@
 -- put_cart_item.lua: set the quantity of one product in the cart, checked against live stock.
 -- Rules in plain Python: tests/engine/model.py, Shop.put_cart_item.
 -- KEYS[1] live marker {ro}:live: without it, every reply is STATE_MISSING (engine/state.py)
--- KEYS[2] cart {ro}:cart:<user>   KEYS[3] product {ro}:product:<id>
+-- KEYS[2] cart <g>:cart:<user>   KEYS[3] product {ro}:product:<id>
 -- KEYS[4] product prefix {ro}:product: (to price the other lines of the answer)
 -- ARGV[1] product id; ARGV[2] quantity; ARGV[3] most lines a cart may hold
 -- Reply: OK <cart> | PRODUCT_NOT_FOUND | OUT_OF_STOCK | VALIDATION_ERROR (cart full)

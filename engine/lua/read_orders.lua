@@ -2,7 +2,7 @@
 -- copy of one it brought back to cancel is newer).
 -- Rules in plain Python: tests/engine/model.py, orders of Shop.orders.
 -- KEYS[1] live marker {ro}:live: without it, every reply is STATE_MISSING (engine/state.py)
--- KEYS[2] order prefix {ro}:order:
+-- KEYS[2] order prefix <g>:order:
 -- ARGV: order ids
 -- Reply: OK [<order> | null, ...] in the ids' order
 local missing = state_missing(KEYS[1])

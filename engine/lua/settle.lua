@@ -1,20 +1,22 @@
 -- settle.lua: drop from Redis what Postgres has held for a while. The Postgres writer
--- appends one record per committed batch to {ro}:settle (engine/settle.py); once a record
+-- appends one record per committed batch to its group's <g>:settle (engine/settle.py), the
+-- batch's entries of that group's stream up to the record's entry; once a record
 -- is older than the retention, the orders, history lines and used or expired issued
 -- coupons it names leave Redis, unless they changed since (their `entry` is newer than
--- the record's): a later record names them again. Each user's floor ({ro}:floor:<user>,
+-- the record's): a later record names them again. Each user's floor (<g>:floor:<user>,
 -- fields o, h, c) keeps the highest id dropped, so that reads know where Postgres takes
 -- over. No decision needs what is dropped: an order comes back to be cancelled
 -- (bring_back in _lib.lua), and so does a used coupon its order's cancel gives back; an
 -- expired one can never be used again.
 -- Rules: tests/engine/model.py drops nothing; "used or expired" is its Issued.status_at.
 -- KEYS[1] live marker {ro}:live: without it, every reply is STATE_MISSING (engine/state.py)
--- KEYS[2] settle records {ro}:settle (list of JSON {"entry", "orders": [[id, user]...],
+-- Every key but the marker is of one user group (engine/keys.py).
+-- KEYS[2] settle records <g>:settle (list of JSON {"entry", "orders": [[id, user]...],
 --   "lines": [[user, highest id]...], "coupons": [[id, user]...]}, ids as strings)
--- KEYS[3] order prefix {ro}:order:         KEYS[4] issued coupon prefix {ro}:icoupon:
--- KEYS[5] history prefix {ro}:hist:        KEYS[6] user orders prefix {ro}:uorders:
--- KEYS[7] user coupons prefix {ro}:ucoupons:   KEYS[8] floor prefix {ro}:floor:
--- KEYS[9] retention {ro}:retention (string, ms): the retention this call settles with,
+-- KEYS[3] order prefix <g>:order:         KEYS[4] issued coupon prefix <g>:icoupon:
+-- KEYS[5] history prefix <g>:hist:        KEYS[6] user orders prefix <g>:uorders:
+-- KEYS[7] user coupons prefix <g>:ucoupons:   KEYS[8] floor prefix <g>:floor:
+-- KEYS[9] retention <g>:retention (string, ms): the retention this call settles with,
 --   kept for bring_back's window
 -- ARGV[1] retention ms (1,000 at least); ARGV[2] most records this call
 -- Reply: OK {"records", "orders", "lines", "coupons", "left"}: what was settled, and how

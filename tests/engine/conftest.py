@@ -129,6 +129,27 @@ def funded_user(
 
 
 @pytest.fixture
+def group_mates(
+    engine: Engine, new_user: Callable[[], Awaitable[int]],
+    funded_user: Callable[[int], Awaitable[int]],
+) -> Callable[[int, int], Awaitable[list[int]]]:
+    """``count`` new users of one group (their orders can share a place_orders call), each
+    charged with ``balance`` won."""
+
+    async def make(count: int, balance: int) -> list[int]:
+        first = await funded_user(balance)
+        mates, group = [first], engine.layout.of(first)
+        while len(mates) < count:
+            user = await new_user()
+            if engine.layout.of(user) is group:
+                await engine.charge(user, balance)
+                mates.append(user)
+        return mates
+
+    return make
+
+
+@pytest.fixture
 def new_product(engine: Engine) -> Callable[..., Awaitable[Product]]:
     """A new product (defaults: 1,000 won, 100 units)."""
 

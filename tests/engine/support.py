@@ -12,7 +12,8 @@ from engine import Engine, events, keys, state
 from engine.events import AnyEvent
 
 USER_SEQ = "test:engine:user"  # the last user id handed out (outside {ro}: not the engine's)
-LIVE_MARKER = b'{"origin":"tests","at_ms":0}'  # what engine.state.mark writes, for async clients
+# What engine.state.mark writes, for async clients.
+LIVE_MARKER = b'{"origin":"tests","at_ms":0,"groups":%d}' % keys.DEFAULT_GROUPS
 
 
 async def flush_db(client: aioredis.Redis) -> None:
@@ -44,24 +45,37 @@ Entries = list[tuple[bytes, dict[bytes, bytes]]]  # stream entries as redis-py a
 
 
 class Outbox:
-    """Reads ``{ro}:outbox`` from a mark onwards, decoded."""
+    """Reads every outbox stream (each group's, then the catalog's) from a mark onwards,
+    decoded and merged in entry-id order (one Redis clock)."""
 
-    def __init__(self, client: aioredis.Redis) -> None:
+    def __init__(self, client: aioredis.Redis, groups: int = keys.DEFAULT_GROUPS) -> None:
         self.client = client
+        self.streams = keys.layout(groups).outboxes
 
-    async def mark(self) -> bytes:
-        """The id of the newest entry now ("0-0" when empty)."""
-        last = cast(Entries, await self.client.xrevrange("{ro}:outbox", count=1))
-        return last[0][0] if last else b"0-0"
+    async def mark(self) -> dict[str, bytes]:
+        """Each stream's newest entry id now ("0-0" when empty)."""
+        marks = {}
+        for stream in self.streams:
+            last = cast(Entries, await self.client.xrevrange(stream, count=1))
+            marks[stream] = last[0][0] if last else b"0-0"
+        return marks
 
-    async def since(self, mark: bytes) -> list[AnyEvent]:
+    async def since(self, mark: dict[str, bytes]) -> list[AnyEvent]:
         """Every event appended after ``mark``, oldest first."""
-        entries = cast(Entries, await self.client.xrange("{ro}:outbox", min=b"(" + mark))
-        return [events.decode(fields[b"e"]) for _, fields in entries]
+        found: list[tuple[tuple[int, int], bytes]] = []
+        for stream in self.streams:
+            entries = cast(Entries, await self.client.xrange(stream, min=b"(" + mark[stream]))
+            found += [(_order(entry), fields[b"e"]) for entry, fields in entries]
+        return [events.decode(raw) for _, raw in sorted(found, key=lambda pair: pair[0])]
 
     async def length(self) -> int:
-        """How many entries the stream holds."""
-        return int(await self.client.xlen("{ro}:outbox"))
+        """How many entries the streams hold."""
+        return sum([int(await self.client.xlen(stream)) for stream in self.streams])
+
+
+def _order(entry: bytes) -> tuple[int, int]:
+    ms, seq = entry.split(b"-")
+    return int(ms), int(seq)
 
 
 async def snapshot(

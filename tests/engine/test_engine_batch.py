@@ -31,7 +31,7 @@ def calls_of(engine: Engine) -> Iterator[list[int]]:
 
     def spy(*args: Any, now: bool = False) -> Any:
         if args[:2] == ("EVALSHA", sha):
-            sent.append(int(args[2 + int(args[2]) + 3]))  # ARGV[3], the number of orders
+            sent.append(int(args[2 + int(args[2]) + 5]))  # ARGV[5], the number of orders
         return real(*args, now=now)
 
     engine.conn.send = spy  # type: ignore[method-assign]
@@ -47,9 +47,9 @@ async def outcomes(calls: list[Any]) -> list[Any]:
 
 
 async def test_one_ticks_orders_leave_as_one_call_each_with_its_own_answer(
-    engine: Engine, funded_user, new_product
+    engine: Engine, group_mates, new_product
 ) -> None:
-    users = [await funded_user(10_000) for _ in range(5)]
+    users = await group_mates(5, 10_000)
     made = await new_product(price=1_000, stock=3)
     await engine.balance(users[0])  # connected, so the batch goes the direct way
     with calls_of(engine) as sent:
@@ -97,39 +97,58 @@ async def test_one_key_twice_in_a_batch_places_one_order_and_answers_it_twice(
 
 
 async def test_ids_counters_stock_and_sales_of_a_batch_are_written_once_and_right(
-    engine, funded_user, new_product, r
+    engine, group_mates, new_product, r
 ) -> None:
-    users = [await funded_user(10_000) for _ in range(6)]
+    users = await group_mates(6, 10_000)
+    group = engine.layout.of(users[0])
     a, b = await new_product(), await new_product()
-    seq_before = await r.hmget(keys.SEQ, "order", "hist")
-    window_before = [await r.zscore(keys.SALES_WINDOW, p.id) or 0 for p in (a, b)]
+    seq_before = [int(n or 0) for n in await r.hmget(group.seq, "order", "hist")]
+    window_before = [await r.zscore(group.sales_window, p.id) or 0 for p in (a, b)]
     orders = await asyncio.gather(*(
         engine.place_order(u, [(a.id, 2), (b.id, 1)] if i % 2 else [(a.id, 1)])
         for i, u in enumerate(users)))
     ids = [int(o.id) for o in orders]
-    assert ids == list(range(int(seq_before[0]) + 1, int(seq_before[0]) + 7))
+    # The group's counter goes up by one an order; the id says the group (keys.Layout).
+    made_ids = [engine.layout.make_id(n, group.index)
+                for n in range(seq_before[0] + 1, seq_before[0] + 7)]
+    assert ids == made_ids and {engine.layout.owner(i) for i in ids} == {group}
     histories = [(await engine.history(u)).items[0] for u in users]
     assert [h.order_id for h in histories] == [o.id for o in orders]
-    assert [h.id for h in histories] == list(range(int(seq_before[1]) + 1,
-                                                   int(seq_before[1]) + 7))
-    assert await r.hmget(keys.SEQ, "order", "hist") == [str(ids[-1]).encode(),
-                                                        str(histories[-1].id).encode()]
-    assert [await r.zscore(keys.SALES_WINDOW, p.id) - w
+    assert [h.id for h in histories] == [engine.layout.make_id(n, group.index)
+                                         for n in range(seq_before[1] + 1, seq_before[1] + 7)]
+    assert await r.hmget(group.seq, "order", "hist") == [
+        str(seq_before[0] + 6).encode(), str(seq_before[1] + 6).encode()]
+    assert [await r.zscore(group.sales_window, p.id) - w
             for p, w in zip((a, b), window_before, strict=True)] == [9, 3]
     assert [(await engine.product(p.id)).stock for p in (a, b)] == [91, 97]
     # The next call of any script continues the counters.
     assert (await engine.charge(users[0], 1_000)).balance == 10_000
-    assert (await engine.history(users[0])).items[0].id == histories[-1].id + 1
+    assert (await engine.history(users[0])).items[0].id == histories[-1].id + engine.layout.groups
+
+
+async def test_orders_of_several_groups_leave_as_one_call_per_group_in_one_tick(
+    engine, funded_user, new_product
+) -> None:
+    users = [await funded_user(10_000) for _ in range(40)]
+    made = await new_product(stock=1_000)
+    await engine.balance(users[0])
+    groups = [engine.layout.of(u) for u in users]
+    with calls_of(engine) as sent:
+        orders = await asyncio.gather(*(engine.place_order(u, [(made.id, 1)]) for u in users))
+    assert sorted(sent) == sorted(groups.count(g) for g in set(groups))
+    assert [engine.layout.owner(int(o.id)) for o in orders] == groups
+    assert (await engine.product(made.id)).stock == 960
 
 
 async def test_an_order_raising_inside_redis_fails_alone(
-    engine, funded_user, new_product, r
+    engine, group_mates, new_product, r
 ) -> None:
-    users = [await funded_user(10_000) for _ in range(3)]
+    users = await group_mates(3, 10_000)
+    group = engine.layout.of(users[0])
     good, broken = await new_product(), await new_product()
     await r.delete(keys.product(broken.id))
     await r.set(keys.product(broken.id), "not a hash")  # HMGET on it raises WRONGTYPE
-    before = await r.hget(keys.SEQ, "order")
+    before = int(await r.hget(group.seq, "order"))
     first, middle, last = await outcomes([
         engine.place_order(users[0], [(good.id, 1)]),
         engine.place_order(users[1], [(broken.id, 1)]),
@@ -137,18 +156,19 @@ async def test_an_order_raising_inside_redis_fails_alone(
     ])
     assert isinstance(middle, ReplyError) and "WRONGTYPE" in str(middle)
     assert isinstance(first, Order) and isinstance(last, Order)
-    assert int(last.id) == int(first.id) + 1 == int(before) + 2
+    assert [int(first.id), int(last.id)] == [engine.layout.make_id(before + n, group.index)
+                                             for n in (1, 2)]
     assert (await engine.balance(users[1])).balance == 10_000
     assert (await engine.product(good.id)).stock == 98
 
 
 async def test_more_orders_than_a_batch_holds_leave_in_several_calls(
-    engine, funded_user, new_product
+    engine, group_mates, new_product
 ) -> None:
-    users = [await funded_user(1_000) for _ in range(40)]
+    users = await group_mates(40, 1_000)
     made = await new_product(stock=1_000)
     engine.batches = OrderBatcher(engine.conn, engine.scripts["place_orders"],
-                                  engine.policy, max_orders=16)
+                                  engine.policy, engine.layout, max_orders=16)
     await engine.balance(users[0])
     with calls_of(engine) as sent:
         orders = await asyncio.gather(*(engine.place_order(u, [(made.id, 1)]) for u in users))

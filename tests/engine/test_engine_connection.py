@@ -77,7 +77,7 @@ async def test_call_after_an_idle_connection_was_killed_reconnects_to_the_same_d
     await r.execute_command("CLIENT", "KILL", "ID", await engine.conn.execute("CLIENT", "ID"))
     await asyncio.sleep(0.1)  # let the loop notice the close
     assert (await engine.charge(user, 1_000)).balance == 2_000
-    assert int(await r.get(f"{{ro}}:bal:{user}")) == 2_000
+    assert int(await r.get(engine.layout.of(user).balance(user))) == 2_000
 
 
 async def test_unreachable_redis_is_engine_unavailable() -> None:

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import redis
 
-from engine import Engine, events, keys, state
+from engine import Engine, events, state
 from engine.errors import EngineUnavailable
 from engine.models import Order
 from rushorder.servers import RedisServer, free_port
@@ -58,16 +58,22 @@ async def test_a_redis_killed_mid_flood_keeps_every_answered_order_and_nothing_t
         for order in answered:
             assert await engine.order(order.user_id, order.id) == order
         with redis.Redis.from_url(server.url) as client:
-            placed = int(client.hget(keys.SEQ, "order") or 0)
-            listed = sum(client.llen(keys.user_orders(u)) for u in USERS)
-            paid = [e for _, fields in client.xrange(keys.OUTBOX)
+            layout = engine.layout
+            counters = {g: int(client.hget(g.seq, "order") or 0) for g in layout.all}
+            placed = sum(counters.values())
+            listed = sum(client.llen(layout.of(u).user_orders(u)) for u in USERS)
+            paid = [e for g in layout.all for _, fields in client.xrange(g.outbox)
                     if isinstance(e := events.decode(fields[b"e"]), events.OrderPaid)]
         assert len(answered) <= placed == listed == len(paid)
-        assert {e.order.id for e in paid} == {str(i) for i in range(1, placed + 1)}
+        # Every group's ids run 1..its counter, none missing, none twice.
+        assert sorted(int(e.order.id) for e in paid) == sorted(
+            layout.make_id(n, g.index) for g, top in counters.items() for n in range(1, top + 1))
         assert (await engine.product(product.id)).stock == STOCK - placed
         balances = await asyncio.gather(*(engine.balance(u) for u in USERS))
         assert sum(b.balance for b in balances) == len(USERS) * BALANCE - PRICE * placed
-        assert int((await engine.place_order(1, [(product.id, 1)])).id) == placed + 1
+        g = layout.of(1)
+        assert int((await engine.place_order(1, [(product.id, 1)])).id) == layout.make_id(
+            counters[g] + 1, g.index)
         await engine.close()
     finally:
         server.stop()

@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from engine import Engine, Idempotency, Policy, keys
+from engine import Engine, Idempotency, Policy
 from engine.errors import (
     CouponSoldOut,
     IdempotencyKeyReused,
@@ -161,7 +161,7 @@ async def test_keys_are_per_user(engine, new_user) -> None:
 async def test_record_lives_about_24_hours(engine, new_user, r) -> None:
     user = await new_user()
     await engine.charge(user, 1_000, BODY_A)
-    ttl = await r.ttl(keys.idempotency(user, BODY_A.key))
+    ttl = await r.ttl(engine.layout.of(user).idempotency(user, BODY_A.key))
     assert 86_400 - 10 <= ttl <= 86_400
 
 

@@ -243,8 +243,8 @@ class EngineVsModel(RuleBasedStateMachine):
     def place_orders_at_once(
         self, batch: list[tuple[int, list[tuple[int, int]], Any, bool, str | None]]
     ) -> Any:
-        """Orders started together share one place_orders call (engine/batch.py): each must
-        answer as if placed alone, in the order they were started."""
+        """Orders started together share one place_orders call per group (engine/batch.py):
+        each must answer as if placed alone, in the order they were served."""
         specs = []
         for who, lines, coupon, as_owner, key in batch:
             user, icid = self.acting(self.users[who], coupon, as_owner)
@@ -256,8 +256,13 @@ class EngineVsModel(RuleBasedStateMachine):
                 for user, lines, icid, key, fingerprint in specs), return_exceptions=True)
 
         results = self.loop.run_until_complete(at_once())
+        # A tick's orders leave as one call per user group, the groups in the order of
+        # their first order (engine/batch.py): that is the order they were served in.
+        groups = [self.engine.layout.of(user) for user, *_ in specs]
+        served = sorted(range(len(specs)), key=lambda i: (groups.index(groups[i]), i))
         made = []
-        for (user, lines, icid, key, fingerprint), result in zip(specs, results, strict=True):
+        for (user, lines, icid, key, fingerprint), result in (
+                (specs[i], results[i]) for i in served):
             if isinstance(result, EngineError):
                 got: Outcome = result.code, None
             elif isinstance(result, BaseException):

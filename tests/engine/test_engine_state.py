@@ -5,6 +5,7 @@ batched orders included, and readiness says why. Marked again, it serves."""
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -129,3 +130,18 @@ def test_every_script_checks_the_marker_before_touching_anything() -> None:
         guard = body.find("state_missing(KEYS[1])")
         assert guard > 0, f"{path.name} does not check the live-state marker"
         assert "redis.call" not in body[:guard], f"{path.name} touches Redis before the check"
+
+
+@pytest.mark.parametrize("marked", [{"groups": 4}, {}], ids=["other count", "before groups"])
+async def test_ready_refuses_state_laid_out_in_another_group_count(
+    lost: Engine, lost_url: str, marked: dict[str, int]
+) -> None:
+    await lost.load()
+    with redis.Redis.from_url(lost_url) as client:
+        client.set(keys.LIVE, json.dumps({"origin": "a test", "at_ms": 0, **marked}))
+        with pytest.raises(StateMissing) as refused:
+            await lost.ready()
+        assert f"not the {lost.layout.groups} of RUSHORDER_GROUPS" in refused.value.detail
+        assert "rebuild --force" in refused.value.detail
+        state.mark(client, "a test", lost.layout.groups)
+    assert await lost.ready()

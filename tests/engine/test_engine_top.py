@@ -14,7 +14,7 @@ import pytest
 import redis.asyncio as aioredis
 from support import flush_db
 
-from engine import Engine, keys
+from engine import Engine
 
 
 @pytest.fixture(autouse=True)
@@ -110,40 +110,43 @@ async def test_window_runs_from_the_start_of_the_hour_71_hours_ago_until_now(eng
 
 async def test_only_the_last_72_hour_buckets_count(engine, r, funded_user, new_product) -> None:
     user = await funded_user(10_000)
+    g = engine.layout.of(user)  # the buyer's group: its counters are rolled by its sale
     old, edge, fresh = [await new_product(price=10) for _ in range(3)]
     hour = await redis_hour(r)
     # As the scripts would have left it an hour ago: two buckets in the window.
-    await r.zadd(keys.sales_hour(hour - 72), {str(old.id): 100})
-    await r.zadd(keys.sales_hour(hour - 71), {str(edge.id): 50})
-    await r.zadd(keys.SALES_WINDOW, {str(old.id): 100, str(edge.id): 50})
-    await r.set(keys.SALES_ROLLED, hour - 73)
+    await r.zadd(g.sales_hour(hour - 72), {str(old.id): 100})
+    await r.zadd(g.sales_hour(hour - 71), {str(edge.id): 50})
+    await r.zadd(g.sales_window, {str(old.id): 100, str(edge.id): 50})
+    await r.set(g.sales_rolled, hour - 73)
     await sell(engine, user, fresh.id, 7)
     assert ranking(await engine.top()) == [(1, edge.id, 50), (2, fresh.id, 7)]
-    assert not await r.exists(keys.sales_hour(hour - 72))
-    assert await r.exists(keys.sales_hour(hour - 71))
+    assert not await r.exists(g.sales_hour(hour - 72))
+    assert await r.exists(g.sales_hour(hour - 71))
 
 
 async def test_buckets_roll_off_even_after_days_without_sales(engine, r, new_product) -> None:
     made = await new_product(price=10)
+    g = engine.layout.all[-1]  # top() rolls every group's window
     hour = await redis_hour(r)
-    await r.zadd(keys.sales_hour(hour - 200), {str(made.id): 9})
-    await r.zadd(keys.SALES_WINDOW, {str(made.id): 9})
-    await r.set(keys.SALES_ROLLED, hour - 201)
+    await r.zadd(g.sales_hour(hour - 200), {str(made.id): 9})
+    await r.zadd(g.sales_window, {str(made.id): 9})
+    await r.set(g.sales_rolled, hour - 201)
     assert (await engine.top()).items == []
-    assert await r.zcard(keys.SALES_WINDOW) == 0
+    assert await r.zcard(g.sales_window) == 0
 
 
 async def test_cancel_of_an_order_from_a_rolled_off_hour_uncounts_nothing(
     engine, r, funded_user, new_product
 ) -> None:
     user, made = await funded_user(10_000), await new_product(price=10)
+    g = engine.layout.of(user)
     hour = await redis_hour(r)
     await sell(engine, user, made.id, 3)
     old = await sell(engine, user, made.id, 2)
     # Pretend `old` was placed 72 hours ago: its 2 units have already left the window.
-    await r.hset(keys.order(old), "hour", hour - 72)
-    await r.zincrby(keys.sales_hour(hour), -2, str(made.id))
-    await r.zincrby(keys.SALES_WINDOW, -2, str(made.id))
+    await r.hset(g.order(old), "hour", hour - 72)
+    await r.zincrby(g.sales_hour(hour), -2, str(made.id))
+    await r.zincrby(g.sales_window, -2, str(made.id))
     await engine.cancel_order(user, old)
     assert ranking(await engine.top()) == [(1, made.id, 3)]
     assert (await engine.product(made.id)).stock == 100 - 3

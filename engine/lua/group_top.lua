@@ -1,0 +1,30 @@
+-- group_top.lua: one group's best sellers of the window (the current hour and the hours-1
+-- before it), after rolling its expired hour buckets off. The engine merges the groups'
+-- answers into the top 5 (Engine.top): units sold add up across groups.
+-- Rules in plain Python: tests/engine/model.py, Shop.top.
+-- KEYS[1] live marker {ro}:live: without it, every reply is STATE_MISSING (engine/state.py)
+-- KEYS[2] sales hour prefix <g>:sales:h:   KEYS[3] sales window <g>:sales:window
+-- KEYS[4] sales rolled <g>:sales:rolled
+-- ARGV[1] window hours; ARGV[2] how many (k)
+-- Reply: OK {"now_ms", "head": [[product id, units]...] (the k best, best first, and every
+--   product tied with the k-th), "more": whether products beyond the head sold too}
+local missing = state_missing(KEYS[1])
+if missing then return missing end
+local hours, k = tonumber(ARGV[1]), tonumber(ARGV[2])
+
+local now = now_ms()
+roll_window(KEYS[2], KEYS[3], KEYS[4], math.floor(now / 3600000), hours)
+local head = redis.call('ZREVRANGE', KEYS[3], 0, k - 1, 'WITHSCORES')
+local more = false
+if #head == 2 * k then
+  -- Every product tied with the k-th belongs in the head: zsets break ties by name, not
+  -- number, so which of them ZREVRANGE cut off says nothing.
+  head = redis.call('ZREVRANGEBYSCORE', KEYS[3], '+inf', head[#head], 'WITHSCORES')
+  more = redis.call('ZCARD', KEYS[3]) > #head / 2
+end
+local rows = {}
+for i = 1, #head, 2 do
+  rows[#rows + 1] = string.format('[%d,%d]', tonumber(head[i]), tonumber(head[i + 1]))
+end
+return ok(string.format('{"now_ms":%d,"head":%s,"more":%s}', now, json_array(rows),
+  tostring(more)))
