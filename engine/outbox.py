@@ -1,4 +1,7 @@
-"""Consuming ``{ro}:outbox``: read, reclaim, acknowledge and trim through consumer groups.
+"""Consuming the outbox streams: read, reclaim, acknowledge and trim through consumer groups.
+
+Each user group has an outbox stream, and the catalog one (engine/keys.py); :class:`Outbox`
+consumes one stream, :class:`Outboxes` all of them.
 
 Every consumer of the outbox (the Postgres writer, the data-platform forwarder) is a Redis
 consumer group; each process is a consumer in it. An entry stays pending in its group
@@ -15,6 +18,7 @@ vanished (Redis lost its data) raises :class:`OutboxGone` instead of being made 
 from __future__ import annotations
 
 import functools
+import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any, ParamSpec, TypeVar
 
@@ -31,9 +35,13 @@ GROUPS = (POSTGRES, PLATFORM)  # created together, so trimming never outruns a g
 
 _SEQ_RANGE = 1_000_000
 TRIM_STEP = 10_000  # entries one XTRIM call may remove (a few ms of Redis)
+# How often a read of every stream that found nothing looks again: the writer and the
+# forwarder linger 60 ms between reads that found little anyway (workers/postgres.py).
+POLL_MS = 20
 _FIELD = EVENT_FIELD.encode()
 # What Redis answers about a stream or group that does not exist.
-_MISSING = ("NOGROUP", "ERR no such key", "ERR The XGROUP subcommand requires the key to exist")
+# (redis-py drops the "ERR " prefix, and a pipeline's error names its command first.)
+_MISSING = ("NOGROUP", "no such key", "requires the key to exist")
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -53,7 +61,7 @@ def _needs_group(method: Callable[P, R]) -> Callable[P, R]:
         try:
             return method(*args, **kwargs)
         except redis.ResponseError as exc:
-            if str(exc).startswith(_MISSING):
+            if any(missing in str(exc) for missing in _MISSING):
                 raise OutboxGone(f"the outbox or its group is gone ({exc}): Redis lost its "
                                  "data; `rushorder rebuild` restores it from Postgres") from exc
             raise
@@ -67,10 +75,17 @@ def _open_outbox_source() -> str:
 
 
 class Entry(msgspec.Struct, frozen=True):
-    """One stream entry: its id (``ms-seq``) and the event JSON of its ``e`` field."""
+    """One stream entry: its id (``ms-seq``), the event JSON of its ``e`` field, and the
+    stream it is in (ids are unique within one stream only)."""
 
     id: str
     data: bytes
+    stream: str = ""
+
+    @property
+    def key(self) -> str:
+        """The entry's name among every stream's (what :class:`Outboxes` acknowledges)."""
+        return f"{self.stream} {self.id}"
 
     @property
     def ms(self) -> int:
@@ -101,9 +116,15 @@ def _text(value: bytes | str) -> str:
     return value.decode() if isinstance(value, bytes) else value
 
 
-def _entries(raw: Iterable[tuple[bytes, dict[bytes, bytes] | None]]) -> list[Entry]:
+def _entries(raw: Iterable[tuple[bytes, dict[bytes, bytes] | None]],
+             stream: str = "") -> list[Entry]:
     """redis-py's ``[(id, {field: value})]`` as Entries (a bytes client, no decoding)."""
-    return [Entry(_text(entry), fields[_FIELD]) for entry, fields in raw if fields]
+    return [Entry(_text(entry), fields[_FIELD], stream) for entry, fields in raw if fields]
+
+
+def _ids(ids: Iterable[str]) -> list[str]:
+    """Entry ids of ids or keys (:attr:`Entry.key`, ``"<stream> <id>"``)."""
+    return [i.rsplit(" ", 1)[-1] for i in ids]
 
 
 def _gone(raw: Iterable[tuple[bytes, dict[bytes, bytes] | None]]) -> list[str]:
@@ -137,7 +158,7 @@ class Outbox:
         """Up to ``count`` entries never delivered to this group, now pending on us."""
         reply: Any = self.client.xreadgroup(
             self.group, self.consumer, {self.stream: ">"}, count=count, block=block_ms)
-        return _entries(reply[0][1]) if reply else []
+        return _entries(reply[0][1], self.stream) if reply else []
 
     @_needs_group
     def read_own(self, count: int) -> list[Entry]:
@@ -146,7 +167,7 @@ class Outbox:
             self.group, self.consumer, {self.stream: "0"}, count=count)
         raw = reply[0][1] if reply else []
         self.ack(_gone(raw))
-        return _entries(raw)
+        return _entries(raw, self.stream)
 
     @_needs_group
     def reclaim(self, min_idle_ms: int, count: int) -> list[Entry]:
@@ -160,7 +181,7 @@ class Outbox:
             reply = self.client.xautoclaim(self.stream, self.group, self.consumer, min_idle_ms,
                                            start_id=start, count=count - len(claimed))
             start = _text(reply[0])
-            claimed += _entries(reply[1])
+            claimed += _entries(reply[1], self.stream)
             self.ack([_text(gone) for gone in reply[2]] if len(reply) > 2 else [])
             if start == "0-0":
                 break
@@ -169,10 +190,11 @@ class Outbox:
     @_needs_group
     def touch(self, ids: Sequence[str]) -> None:
         """Reset the idle time of entries we hold and are still working on, so that nobody
-        takes them over as a dead consumer's (XCLAIM JUSTID: no delivery is counted)."""
+        takes them over as a dead consumer's (XCLAIM JUSTID: no delivery is counted).
+        ``ids``: entry ids or keys (:attr:`Entry.key`) of this stream's."""
         if ids:
-            self.client.xclaim(self.stream, self.group, self.consumer, 0, list(ids),
-                               justid=True)
+            self.client.xclaim(self.stream, self.group, self.consumer, 0,
+                               list[Any](_ids(ids)), justid=True)
 
     @_needs_group
     def pending(self) -> int:
@@ -180,8 +202,8 @@ class Outbox:
         return int(self.client.xpending(self.stream, self.group)["pending"])
 
     def ack(self, ids: Sequence[str]) -> int:
-        """Acknowledge entries: this group is done with them."""
-        return int(self.client.xack(self.stream, self.group, *ids)) if ids else 0
+        """Acknowledge entries (ids or keys of this stream's): this group is done with them."""
+        return int(self.client.xack(self.stream, self.group, *_ids(ids))) if ids else 0
 
     def backlog(self) -> int:
         """Entries of this group not yet acknowledged: pending plus never delivered."""
@@ -253,6 +275,146 @@ class Outbox:
         return len(idle)
 
 
+class Outboxes:
+    """One consumer of one group over every outbox stream of a layout (each user group's,
+    then the catalog's): what the workers read. Entries are named by :attr:`Entry.key`.
+
+    Each stream is a consumer group of its own, read, reclaimed, acknowledged and trimmed
+    on its own; a read takes every stream in one pipelined round trip. The streams may live
+    in different Redis Cluster slots, so no command spans two of them, and a read that finds
+    nothing polls rather than blocks (a blocking read waits on one slot's streams only).
+    """
+
+    def __init__(
+        self, client: redis.Redis, group: str, consumer: str, *,
+        layout: keys.Layout | None = None, groups: Sequence[str] = GROUPS,
+        poll_ms: int = POLL_MS,
+    ) -> None:
+        self.client = client
+        self.group = group
+        self.consumer = consumer
+        self.layout = layout or keys.layout(keys.DEFAULT_GROUPS)
+        self.groups = tuple(groups)
+        self.poll_s = poll_ms / 1000
+        self.streams = [Outbox(client, group, consumer, stream=stream, groups=groups)
+                        for stream in self.layout.outboxes]
+        self._by_name = {outbox.stream: outbox for outbox in self.streams}
+
+    def source(self, entry: Entry) -> int:
+        """The entry's stream as Postgres names it (``outbox_applied.stream``)."""
+        return self.layout.sources[entry.stream]
+
+    def create_groups(self) -> None:
+        """Every stream's groups (:meth:`Outbox.create_groups`)."""
+        for outbox in self.streams:
+            outbox.create_groups()
+
+    def read(self, count: int, block_ms: int | None = None) -> list[Entry]:
+        """About ``count`` entries never delivered to this group, now pending on us: the
+        catalog's first, then each group's in stream order. Streams get equal shares; what a
+        quiet stream leaves goes to the busy ones in a further round. With ``block_ms``, an
+        empty read is tried again every ``poll_ms`` until that much time has passed."""
+        deadline = time.monotonic() + (block_ms or 0) / 1000
+        while True:
+            found = self._read_rounds(count)
+            if found or time.monotonic() + self.poll_s > deadline:
+                return found
+            time.sleep(self.poll_s)
+
+    def _read_rounds(self, count: int) -> list[Entry]:
+        catalog, users = self.streams[-1], self.streams[:-1]
+        # The catalog's entries go first: an entry of a group names only products and
+        # coupons whose entries are older, so each catalog read comes after the groups'
+        # reads it must cover, and is repeated until it reached the stream's end.
+        first = self._read_each([(catalog, count)])[0]
+        if len(first) >= count:
+            return first
+        got: list[Entry] = []
+        busy, left = users, count - len(first)
+        while busy and left > 0:
+            share = max(1, -(-left // len(busy)))
+            *answers, tail = self._read_each([(o, share) for o in busy] + [(catalog, count)])
+            while len(tail) >= count:
+                first += tail
+                tail = self._read_each([(catalog, count)])[0]
+            first += tail
+            for entries in answers:
+                got += entries
+                left -= len(entries)
+            busy = [o for o, entries in zip(busy, answers, strict=True) if len(entries) >= share]
+        return first + got
+
+    @_needs_group
+    def _read_each(self, reads: Sequence[tuple[Outbox, int]]) -> list[list[Entry]]:
+        pipe = self.client.pipeline(transaction=False)
+        for outbox, count in reads:
+            pipe.xreadgroup(self.group, self.consumer, {outbox.stream: ">"}, count=count)
+        return [_entries(reply[0][1], outbox.stream) if reply else []
+                for (outbox, _), reply in zip(reads, pipe.execute(), strict=True)]
+
+    def read_own(self, count: int) -> list[Entry]:
+        """Entries already delivered to this very consumer and not acknowledged, any stream."""
+        return [e for outbox in self.streams for e in outbox.read_own(count)]
+
+    def reclaim(self, min_idle_ms: int, count: int) -> list[Entry]:
+        """Entries pending on any consumer for ``min_idle_ms``, up to ``count`` a stream."""
+        return [e for outbox in self.streams for e in outbox.reclaim(min_idle_ms, count)]
+
+    def _split(self, entry_keys: Iterable[str]) -> dict[str, list[str]]:
+        ids: dict[str, list[str]] = {}
+        for key in entry_keys:
+            stream, entry = key.rsplit(" ", 1)
+            ids.setdefault(stream, []).append(entry)
+        return ids
+
+    def touch(self, entry_keys: Sequence[str]) -> None:
+        """:meth:`Outbox.touch` of entries named by their keys."""
+        for stream, ids in self._split(entry_keys).items():
+            self._by_name[stream].touch(ids)
+
+    def ack(self, entry_keys: Sequence[str]) -> int:
+        """Acknowledge entries named by their keys."""
+        ids = self._split(entry_keys)
+        if not ids:
+            return 0
+        pipe = self.client.pipeline(transaction=False)
+        for stream, entries in ids.items():
+            pipe.xack(stream, self.group, *entries)
+        return sum(int(n) for n in pipe.execute())
+
+    def pending(self) -> int:
+        """Entries of this group delivered and not acknowledged, over every stream."""
+        return sum(outbox.pending() for outbox in self.streams)
+
+    def backlog(self) -> int:
+        """Entries of this group not yet acknowledged, over every stream."""
+        return sum(outbox.backlog() for outbox in self.streams)
+
+    def trim(self, step: int = TRIM_STEP) -> dict[str, str]:
+        """Each stream trimmed below what every group acknowledged: the floors trimmed to."""
+        floors = {outbox.stream: outbox.trim(step) for outbox in self.streams}
+        return {stream: floor for stream, floor in floors.items() if floor is not None}
+
+    def consumers(self) -> list[Consumer]:
+        """This group's consumers over every stream: what each holds in all, and how long
+        since it last touched any of them."""
+        seen: dict[str, Consumer] = {}
+        for outbox in self.streams:
+            for c in outbox.consumers():
+                was = seen.get(c.name)
+                seen[c.name] = c if was is None else Consumer(
+                    c.name, was.pending + c.pending, min(was.idle_ms, c.idle_ms))
+        return list(seen.values())
+
+    def leave(self) -> bool:
+        """:meth:`Outbox.leave` of every stream; whether it left them all."""
+        return all([outbox.leave() for outbox in self.streams])
+
+    def forget_idle_consumers(self, idle_ms: int) -> int:
+        """:meth:`Outbox.forget_idle_consumers` of every stream; consumers removed."""
+        return sum(outbox.forget_idle_consumers(idle_ms) for outbox in self.streams)
+
+
 class Consumer(msgspec.Struct, frozen=True):
     """A consumer of a group: entries it holds and ms since it last touched the group."""
 
@@ -269,6 +431,7 @@ class DeadLetter(msgspec.Struct, frozen=True):
     data: bytes
     error: str
     attempts: int
+    stream: str = ""  # the outbox stream the entry was in (empty: from before the groups)
 
 
 class DeadLetters:
@@ -281,7 +444,8 @@ class DeadLetters:
     def add(self, entry: Entry, error: str, attempts: int) -> str:
         """Keep an undeliverable event."""
         fields: dict[str, bytes | str | int] = {
-            EVENT_FIELD: entry.data, "entry": entry.id, "error": error[:500], "attempts": attempts}
+            EVENT_FIELD: entry.data, "entry": entry.id, "stream": entry.stream,
+            "error": error[:500], "attempts": attempts}
         return _text(self.client.xadd(self.stream, fields))  # type: ignore[arg-type]
 
     def all(self, page: int = 1000) -> Iterator[DeadLetter]:
@@ -306,4 +470,5 @@ class DeadLetters:
     def _letter(letter_id: str, fields: dict[bytes, bytes]) -> DeadLetter:
         return DeadLetter(id=letter_id, entry=fields[b"entry"].decode(),
                           data=fields[_FIELD], error=fields[b"error"].decode(),
-                          attempts=int(fields[b"attempts"]))
+                          attempts=int(fields[b"attempts"]),
+                          stream=fields.get(b"stream", b"").decode())

@@ -77,10 +77,12 @@ def order_fields(order: Order, entry: str = "0-0") -> dict[str, str | int]:
 
 
 class Restorer:
-    """Queues a rebuild's writes on a pipeline and sends them ``chunk`` commands at a time."""
+    """Queues a rebuild's writes on a pipeline and sends them ``chunk`` commands at a time;
+    each user's things go to its group in ``layout``."""
 
-    def __init__(self, client: redis.Redis, chunk: int = 5000) -> None:
+    def __init__(self, client: redis.Redis, layout: keys.Layout, chunk: int = 5000) -> None:
         self.client = client
+        self.layout = layout
         self.pipe = client.pipeline(transaction=False)
         self.chunk = chunk
 
@@ -95,13 +97,13 @@ class Restorer:
 
     def balance(self, user_id: int, balance: int) -> None:
         """A user's balance (``charge.lua``)."""
-        self.pipe.set(keys.balance(user_id), balance)
+        self.pipe.set(self.layout.of(user_id).balance(user_id), balance)
         self._queued()
 
     def history_line(self, user_id: int, line: HistoryLine) -> None:
         """One history line, appended (``add_history``): a user's lines must come in id
         order."""
-        self.pipe.rpush(keys.history(user_id), history_json(line))
+        self.pipe.rpush(self.layout.of(user_id).history(user_id), history_json(line))
         self._queued()
 
     def product(self, product: Product) -> None:
@@ -124,64 +126,90 @@ class Restorer:
     def issued_coupon(self, issued: IssuedCoupon, whole: bool = True) -> None:
         """An issued coupon's holder and, if ``whole``, the coupon and the user's index
         (``issue_coupon.lua``); a used or expired one of long ago stays in Postgres only."""
-        self.pipe.sadd(keys.coupon_holders(issued.coupon_id), issued.user_id)
+        g = self.layout.of(issued.user_id)
+        self.pipe.sadd(g.holders(issued.coupon_id), issued.user_id)
         if whole:
-            self.pipe.hset(keys.issued_coupon(issued.id),
+            self.pipe.hset(g.issued_coupon(issued.id),
                            mapping=issued_fields(issued))  # type: ignore[arg-type]
-            self.pipe.zadd(keys.user_coupons(issued.user_id), {str(issued.id): issued.id})
+            self.pipe.zadd(g.user_coupons(issued.user_id), {str(issued.id): issued.id})
         self._queued()
 
     def floors(self, kind: str, highest: Mapping[int, int]) -> None:
         """Users' floors of one kind ('o' orders, 'h' history lines, 'c' issued coupons):
         the highest id of theirs that Redis does not hold (``settle.lua``)."""
         for user, top in highest.items():
-            self.pipe.hset(keys.floor(user), kind, top)
+            self.pipe.hset(self.layout.of(user).floor(user), kind, top)
             self._queued()
 
     def order(self, order: Order) -> None:
         """An order and the user's index (``take_order``, ``cancel_order.lua``): a user's
         orders must come in id order."""
-        self.pipe.hset(keys.order(order.id), mapping=order_fields(order))  # type: ignore[arg-type]
-        self.pipe.rpush(keys.user_orders(order.user_id), order.id)
+        g = self.layout.of(order.user_id)
+        self.pipe.hset(g.order(order.id), mapping=order_fields(order))  # type: ignore[arg-type]
+        self.pipe.rpush(g.user_orders(order.user_id), order.id)
         self._queued()
 
-    def sales(self, now_hour: int, hours: int, units: Iterable[tuple[int, int, int]]) -> None:
-        """The hour buckets of the window ending at ``now_hour`` from ``(hour, product, units)``,
-        their sum and the roll-off mark, as ``roll_window`` would leave them."""
+    def sales(self, now_hour: int, hours: int,
+              units: Iterable[tuple[int, int, int, int]]) -> None:
+        """Each group's hour buckets of the window ending at ``now_hour`` from ``(user, hour,
+        product, units)``, their sum and the roll-off mark, as ``roll_window`` would leave
+        them."""
         first = now_hour - hours + 1
-        window: dict[int, int] = {}
-        for hour, product_id, sold in units:
-            if first <= hour <= now_hour and sold > 0:
-                self.pipe.zadd(keys.sales_hour(hour), {str(product_id): sold})
-                window[product_id] = window.get(product_id, 0) + sold
-                self._queued()
-        if window:
-            self.pipe.zadd(keys.SALES_WINDOW, {str(pid): n for pid, n in window.items()})
-        self.pipe.set(keys.SALES_ROLLED, now_hour - hours)
-        self._queued()
+        buckets: dict[tuple[keys.Group, int], dict[str, int]] = {}
+        for user, hour, product_id, sold in units:
+            if first <= hour <= now_hour and sold:
+                bucket = buckets.setdefault((self.layout.of(user), hour), {})
+                bucket[str(product_id)] = bucket.get(str(product_id), 0) + sold
+        windows: dict[keys.Group, dict[str, int]] = {}
+        for (g, hour), sold_in in buckets.items():
+            self.pipe.zadd(g.sales_hour(hour), sold_in)  # type: ignore[arg-type]
+            window = windows.setdefault(g, {})
+            for pid, n in sold_in.items():
+                window[pid] = window.get(pid, 0) + n
+            self._queued()
+        for g in self.layout.all:
+            if totals := windows.get(g):
+                self.pipe.zadd(g.sales_window, totals)  # type: ignore[arg-type]
+            self.pipe.set(g.sales_rolled, now_hour - hours)
+            self._queued()
 
-    def counters(self, last_ids: Mapping[str, int]) -> None:
-        """The id counters of ``{ro}:seq`` (hist, product, coupon, icoupon, order)."""
-        self.pipe.hset(keys.SEQ, mapping=dict(last_ids))  # type: ignore[arg-type]
+    def counters(self, catalog: Mapping[str, int], users: Mapping[str, int]) -> None:
+        """The catalog's id counters (product, coupon) and every group's (hist, icoupon,
+        order) from the highest id of each kind given out: a group's next id is above every
+        id there is, whichever group count made it (keys.Layout.make_id)."""
+        self.pipe.hset(keys.SEQ, mapping=dict(catalog))  # type: ignore[arg-type]
+        counters = {kind: self.layout.counter(top) for kind, top in users.items()}
+        for g in self.layout.all:
+            self.pipe.hset(g.seq, mapping=counters)  # type: ignore[arg-type]
         self._queued()
 
     def outbox(self, groups: Sequence[str], last_entry: int | None) -> None:
-        """An empty outbox with its consumer groups, its ids above the last one applied, so a
-        new event can never carry an id Postgres already recorded as applied."""
+        """Empty outbox streams with their consumer groups, their ids above the last one
+        applied, so a new event can never carry an id Postgres already recorded as applied."""
         self.flush()
-        for group in groups:
-            try:
-                self.client.xgroup_create(keys.OUTBOX, group, id="0", mkstream=True)
-            except redis.ResponseError as exc:
-                if "BUSYGROUP" not in str(exc):
-                    raise
-        if last_entry is not None:
-            self.client.execute_command("XSETID", keys.OUTBOX, entry_id(last_entry))
+        for stream in self.layout.outboxes:
+            for group in groups:
+                try:
+                    self.client.xgroup_create(stream, group, id="0", mkstream=True)
+                except redis.ResponseError as exc:
+                    if "BUSYGROUP" not in str(exc):
+                        raise
+            if last_entry is not None:
+                self.client.execute_command("XSETID", stream, entry_id(last_entry))
 
 
 def every(key_of: Callable[[Any], str]) -> str:
-    """A SCAN pattern for ``key_of(id)`` of every id (``{ro}:bal:*`` for ``keys.balance``)."""
+    """A SCAN pattern for ``key_of(id)`` of every id (``{ro}:product:*`` for
+    ``keys.product``)."""
     return key_of(0).removesuffix("0") + "*"
+
+
+def every_group(key_of: Callable[[keys.Group, Any], str]) -> str:
+    """A SCAN pattern for ``key_of(group, id)`` of every group and id (``{ro}:g*:bal:*`` for
+    ``Group.balance``)."""
+    first = keys.Group(0)
+    tail = key_of(first, 0).removeprefix(first.tag).removesuffix("0")
+    return keys.GROUP_TAG.replace("%d", "*") + tail + "*"
 
 
 def scan(client: redis.Redis, pattern: str) -> Iterator[bytes]:
@@ -215,10 +243,12 @@ def clear_state(client: redis.Redis) -> int:
 
 
 class Snapshot:
-    """Reads the live state back in bulk: balances, stock, coupons, orders (for the audit)."""
+    """Reads the live state back in bulk: balances, stock, coupons, orders (for the audit),
+    over every user group of ``layout``."""
 
-    def __init__(self, client: redis.Redis, chunk: int = 1000) -> None:
+    def __init__(self, client: redis.Redis, layout: keys.Layout, chunk: int = 1000) -> None:
         self.client = client
+        self.layout = layout
         self.chunk = chunk
 
     def _fields(self, keys_: list[bytes], *fields: str) -> list[list[bytes | None]]:
@@ -248,7 +278,7 @@ class Snapshot:
     def balances(self) -> dict[int, int]:
         """Every user's balance."""
         found: dict[int, int] = {}
-        names = list(scan(self.client, every(keys.balance)))
+        names = list(scan(self.client, every_group(keys.Group.balance)))
         for start in range(0, len(names), self.chunk):
             part = names[start:start + self.chunk]
             for name, value in zip(part, self.client.mget(part), strict=True):
@@ -265,21 +295,24 @@ class Snapshot:
         found = self._by_id(every(keys.coupon), "total_quantity", "remaining")
         pipe = self.client.pipeline(transaction=False)
         for cid in found:
-            pipe.scard(keys.coupon_holders(cid))
-        holders = pipe.execute()
-        return {cid: (int(v[0] or 0), int(v[1] or 0), int(n))
-                for (cid, v), n in zip(found.items(), holders, strict=True)}
+            for g in self.layout.all:
+                pipe.scard(g.holders(cid))
+        counts, n = pipe.execute(), self.layout.groups
+        holders = [sum(counts[i:i + n]) for i in range(0, len(counts), n)]
+        return {cid: (int(v[0] or 0), int(v[1] or 0), int(held))
+                for (cid, v), held in zip(found.items(), holders, strict=True)}
 
     def issued_statuses(self) -> dict[int, str]:
         """Every issued coupon's stored status."""
         return {icid: (v[0] or b"").decode()
-                for icid, v in self._by_id(every(keys.issued_coupon), "status").items()}
+                for icid, v in self._by_id(every_group(keys.Group.issued_coupon),
+                                           "status").items()}
 
     def floors(self) -> dict[int, dict[str, int]]:
         """Every user's floors (settle.lua): kind ('o', 'h', 'c') to the highest id that
         Redis dropped, by user."""
         found: dict[int, dict[str, int]] = {}
-        for key in scan(self.client, every(keys.floor)):
+        for key in scan(self.client, every_group(keys.Group.floor)):
             raw: dict[bytes, bytes] = self.client.hgetall(key)  # type: ignore[assignment]
             found[int(key.rsplit(b":", 1)[1])] = {k.decode(): int(v) for k, v in raw.items()}
         return found
@@ -287,4 +320,4 @@ class Snapshot:
     def order_statuses(self) -> dict[int, str]:
         """Every order's status."""
         return {oid: (v[0] or b"").decode()
-                for oid, v in self._by_id(every(keys.order), "status").items()}
+                for oid, v in self._by_id(every_group(keys.Group.order), "status").items()}

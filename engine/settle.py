@@ -96,44 +96,51 @@ def chunks(made: Record) -> list[Record]:
 
 
 class Settler:
-    """The writer's side of settling, on one Redis client that does not decode."""
+    """The writer's side of settling, on one Redis client that does not decode: each user
+    group keeps its own records (its orders, lines and coupons are in its slot)."""
 
-    def __init__(self, client: redis.Redis, retention_s: float) -> None:
+    def __init__(self, client: redis.Redis, retention_s: float, layout: keys.Layout) -> None:
         self.client = client
         self.retention_ms = int(max(retention_s, MIN_RETENTION_S) * 1000)
+        self.layout = layout
         self._script = client.register_script(load_scripts()["settle"].source)
 
-    def committed(self, made: Record) -> None:
-        """A batch is in Postgres: its record waits out the retention (in parts of at most
-        CHUNK things, one settle.lua call each)."""
+    def committed(self, group: keys.Group, made: Record) -> None:
+        """A batch of ``group``'s entries is in Postgres: its record waits out the retention
+        (in parts of at most CHUNK things, one settle.lua call each)."""
         parts = [_ENCODER.encode(part) for part in chunks(made)]
         if parts:
-            self.client.rpush(keys.SETTLE, *parts)
+            self.client.rpush(group.settle, *parts)
 
-    def settle(self, calls: int = PIPELINED) -> Settled:
+    def settle(self, calls: int = PIPELINED) -> tuple[Settled, bool]:
         """Drop what the records older than the retention name: ``calls`` settle.lua calls
-        of one record each, sent in one round trip (each call short, the round trip once)."""
+        of one record each for every group, sent in one round trip (each call short, the
+        round trip once). The totals, and whether some group may have more due."""
         pipe = self.client.pipeline(transaction=False)
-        for _ in range(calls):
-            self._script(keys=[keys.LIVE, keys.SETTLE, keys.ORDER_PREFIX,
-                               keys.ISSUED_COUPON_PREFIX, keys.HISTORY_PREFIX,
-                               keys.USER_ORDERS_PREFIX, keys.USER_COUPONS_PREFIX,
-                               keys.FLOOR_PREFIX, keys.RETENTION],
-                         args=[self.retention_ms, 1], client=pipe)
+        for g in self.layout.all:
+            for _ in range(calls):
+                self._script(keys=[keys.LIVE, g.settle, g.order_prefix,
+                                   g.issued_coupon_prefix, g.history_prefix,
+                                   g.user_orders_prefix, g.user_coupons_prefix,
+                                   g.floor_prefix, g.retention],
+                             args=[self.retention_ms, 1], client=pipe)
         answers = [_answer(code, payload) for code, payload in pipe.execute()]
+        per_group = [answers[i:i + calls] for i in range(0, len(answers), calls)]
+        more = any(sum(a.records for a in group) >= calls for group in per_group)
         return Settled(records=sum(a.records for a in answers),
                        orders=sum(a.orders for a in answers),
                        lines=sum(a.lines for a in answers),
-                       coupons=sum(a.coupons for a in answers), left=answers[-1].left)
+                       coupons=sum(a.coupons for a in answers),
+                       left=sum(group[-1].left for group in per_group)), more
 
     def settle_all(self, calls: int = PIPELINED) -> Settled:
         """Settle until no record old enough is left; the totals."""
         records = orders = lines = coupons = 0
         while True:
-            done = self.settle(calls)
+            done, more = self.settle(calls)
             records, orders = records + done.records, orders + done.orders
             lines, coupons = lines + done.lines, coupons + done.coupons
-            if done.records < calls:
+            if not more:
                 return Settled(records=records, orders=orders, lines=lines,
                                coupons=coupons, left=done.left)
 
@@ -145,7 +152,7 @@ class Settler:
         lost its state ends it (the writer finds out on its own)."""
         while not any(s.is_set() for s in stops) and time.monotonic() < until:
             try:
-                if self.settle().records < PIPELINED:
+                if not self.settle()[1]:
                     stops[0].wait(idle_s)
             except OutboxGone:
                 return

@@ -208,5 +208,7 @@ class AppliedEntry(Base):
 
     __tablename__ = "outbox_applied"
 
+    # The stream: a user group's index, -1 the catalog's (engine/keys.py Layout.source).
+    stream: Mapped[int] = mapped_column(SmallInteger, primary_key=True, autoincrement=False)
     entry: Mapped[int] = _id()  # the stream id ms-seq as ms * 1_000_000 + seq
     applied_at: Mapped[datetime] = mapped_column(server_default=func.now())

@@ -156,6 +156,21 @@ class Orders:
         return (sa.select(ORDERS.c.user_id, sa.func.max(ORDERS.c.id).label("top"))
                 .where(changed < since).group_by(ORDERS.c.user_id))
 
+    def units(self, first_hour: int) -> Iterator[tuple[int, int, int, int]]:
+        """Units of paid orders placed since the UTC hour ``first_hour`` (hours since the
+        epoch), as ``(user, hour, product, units)``: what each user's group counted (a
+        cancel takes its units out again, so cancelled orders count none)."""
+        hour = sa.cast(sa.func.floor(sa.extract("epoch", ORDERS.c.created_at) / 3600),
+                       sa.BigInteger).label("hour")
+        query = (sa.select(ORDERS.c.user_id, hour, LINES.c.product_id,
+                           sa.func.sum(LINES.c.quantity))
+                 .select_from(ORDERS.join(LINES, LINES.c.order_id == ORDERS.c.id))
+                 .where(ORDERS.c.status == "PAID",
+                        ORDERS.c.created_at >= sa.func.to_timestamp(first_hour * 3600))
+                 .group_by(ORDERS.c.user_id, hour, LINES.c.product_id))
+        for user, at, product, units in stream(self.conn, query):
+            yield int(user), int(at), int(product), int(units)
+
     def owners(self) -> dict[int, int]:
         """Every order's user, by id."""
         query = sa.select(ORDERS.c.id, ORDERS.c.user_id)

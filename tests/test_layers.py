@@ -34,7 +34,7 @@ MAY_IMPORT: dict[str, tuple[str, ...]] = {
     "api": ("engine", "persistence.archive", "rushorder.settings", "rushorder.tokens"),
     # engine.heartbeat, engine.replays: the console's side channel, whose key layout and
     # wire format the workers (writers) share with the engine (the reader), as for the outbox.
-    "workers": ("persistence", "engine.outbox", "engine.events", "engine.models",
+    "workers": ("persistence", "engine.keys", "engine.outbox", "engine.events", "engine.models",
                 "engine.state", "engine.settle", "engine.heartbeat", "engine.replays",
                 "rushorder.settings"),
     "rushorder leaf": (),

@@ -21,8 +21,9 @@ from typing import TypeVar
 import redis
 from sqlalchemy.engine import Engine
 
-from engine import state
-from engine.outbox import DeadLetters, Outbox
+from engine import keys, state
+from engine.keys import Layout
+from engine.outbox import DeadLetters, Outboxes
 from persistence.database import create_engine
 from rushorder.settings import Settings
 from workers.metrics import CountedDeadLetters, CountedOutbox, WorkerMetrics
@@ -66,9 +67,16 @@ class WorkerContext:
         """The data platform (its pooled HTTP client is opened by each forwarder run)."""
         return Platform.from_settings(self.settings)
 
-    def outbox(self, group: str) -> Outbox:
-        """This process's consumer of one group (every group exists once this returns)."""
-        outbox = CountedOutbox(self.redis, group, self.consumer, metrics=self.metrics)
+    @cached_property
+    def layout(self) -> Layout:
+        """The user groups the state is laid out in (RUSHORDER_GROUPS)."""
+        return keys.layout(self.settings.groups)
+
+    def outbox(self, group: str) -> Outboxes:
+        """This process's consumer of one group over every outbox stream (every group of
+        every stream exists once this returns)."""
+        outbox = CountedOutbox(self.redis, group, self.consumer, layout=self.layout,
+                               metrics=self.metrics)
         outbox.create_groups()
         return outbox
 

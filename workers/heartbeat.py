@@ -21,7 +21,7 @@ import redis
 
 from engine import heartbeat
 from engine.heartbeat import Heartbeat
-from engine.outbox import Outbox
+from engine.outbox import Outboxes
 from workers.context import WorkerContext
 
 log = logging.getLogger("rushorder.workers")
@@ -55,7 +55,8 @@ class Heartbeats(threading.Thread):
         metrics = self.ctx.metrics
         metrics.sync(self.ctx.job)
         try:
-            metrics.waiting(Outbox(self.client, self.group, self.ctx.consumer).backlog())
+            metrics.waiting(Outboxes(self.client, self.group, self.ctx.consumer,
+                                     layout=self.ctx.layout).backlog())
             beaten = heartbeat.beat(self.client, self.heartbeat())
         except redis.RedisError as exc:
             log.debug("heartbeat skipped: %s", exc)

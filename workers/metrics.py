@@ -45,7 +45,8 @@ import redis
 from prometheus_client import CollectorRegistry, Counter, Gauge, start_http_server, values
 from prometheus_client.multiprocess import MultiProcessCollector, mark_process_dead
 
-from engine.outbox import DeadLetters, Entry, Outbox
+from engine.keys import Layout
+from engine.outbox import DeadLetters, Entry, Outboxes
 
 log = logging.getLogger("rushorder.workers")
 
@@ -115,7 +116,7 @@ class WorkerMetrics:
     def acked(self, ids: Sequence[str]) -> None:
         """Entries were acknowledged: count them, and the age of the oldest."""
         if ids:
-            oldest_ms = min(int(i.split("-", 1)[0]) for i in ids)
+            oldest_ms = min(int(i.rsplit(" ", 1)[-1].split("-", 1)[0]) for i in ids)
             self.lag.set(max(0.0, time.time() - oldest_ms / 1000))
             self.add("acked", len(ids))
 
@@ -126,12 +127,12 @@ class WorkerMetrics:
             self.lag.set(0)
 
 
-class CountedOutbox(Outbox):
-    """An outbox consumer whose acknowledgements are counted."""
+class CountedOutbox(Outboxes):
+    """A consumer of every outbox stream whose acknowledgements are counted."""
 
     def __init__(self, client: redis.Redis, group: str, consumer: str, *,
-                 metrics: WorkerMetrics) -> None:
-        super().__init__(client, group, consumer)
+                 layout: Layout, metrics: WorkerMetrics) -> None:
+        super().__init__(client, group, consumer, layout=layout)
         self.metrics = metrics
 
     def ack(self, ids: Sequence[str]) -> int:

@@ -31,7 +31,7 @@ import msgspec
 import redis
 
 from engine.models import Order
-from engine.outbox import DeadLetters, Entry, Outbox
+from engine.outbox import DeadLetters, Entry, Outbox, Outboxes
 from rushorder.settings import Settings
 from workers.backoff import Backoff, sleep_unless_stopped
 from workers.platform_http import Item, Outcome, Platform, Request, Session
@@ -109,7 +109,7 @@ class Forwarder:
     """Drains the outbox's ``platform`` group, of one stream or several, into the platform."""
 
     def __init__(
-        self, outboxes: Sequence[Outbox], dead: DeadLetters, platform: Platform, *,
+        self, outboxes: Sequence[Outbox | Outboxes], dead: DeadLetters, platform: Platform, *,
         in_flight: int = 1, max_attempts: int = 8, reclaim_idle_ms: int = 30_000,
         block_ms: int = 1000, linger_ms: int = LINGER_MS, backoff: Backoff | None = None,
     ) -> None:
@@ -154,7 +154,7 @@ class Forwarder:
         """A blocking outbox call, in our thread pool so that the loop runs on."""
         return await asyncio.get_running_loop().run_in_executor(self._pool, fn, *args)
 
-    async def _lane(self, outbox: Outbox, session: Session, until: float,
+    async def _lane(self, outbox: Outbox | Outboxes, session: Session, until: float,
                     stop: threading.Event) -> None:
         """Batch after batch from one stream, one at a time, until the deadline or ``stop``."""
         trouble = Backoff()
@@ -186,19 +186,19 @@ class Forwarder:
         and spares a round trip per batch."""
         return self.reclaim_idle_ms / 10_000
 
-    async def _reclaim(self, outbox: Outbox) -> list[Entry]:
+    async def _reclaim(self, outbox: Outbox | Outboxes) -> list[Entry]:
         return await self._call(outbox.reclaim, self.reclaim_idle_ms, self.platform.batch)
 
-    async def _read(self, outbox: Outbox, until: float) -> list[Entry]:
+    async def _read(self, outbox: Outbox | Outboxes, until: float) -> list[Entry]:
         wait_ms = min(self.block_ms, int((until - time.monotonic()) * 1000))
         return await self._call(outbox.read, self.platform.batch, max(1, wait_ms))
 
-    async def forward(self, outbox: Outbox, session: Session, entries: list[Entry],
+    async def forward(self, outbox: Outbox | Outboxes, session: Session, entries: list[Entry],
                       stop: threading.Event) -> None:
         """Deliver a batch, retrying failed requests; dead-letter what the platform rejected or
         what never went through; XACK. Asked to stop while backing off, the forwarder leaves
         the batch's undelivered entries pending (not acknowledged) for the next one."""
-        by_id = {entry.id: entry for entry in entries}
+        by_id = {entry.key: entry for entry in entries}
         items, undeliverable = _items(entries)
         keeper = asyncio.create_task(self._keep_fresh(outbox, list(by_id)))
         try:
@@ -207,11 +207,11 @@ class Forwarder:
             await _cancel(keeper)
         settled = _settle(by_id, sent, undeliverable)
         for entry, error, _ in settled.dead:
-            log.error("platform forwarder: dead-lettered %s: %s", entry.id, error)
+            log.error("platform forwarder: dead-lettered %s: %s", entry.key, error)
         await self._call(self._write, outbox, settled)
         self.delivered += settled.delivered
 
-    def _write(self, outbox: Outbox, settled: Settled) -> None:
+    def _write(self, outbox: Outbox | Outboxes, settled: Settled) -> None:
         """Dead letters first, then the acknowledgement: a crash between repeats, never loses."""
         for entry, error, attempts in settled.dead:
             self.dead.add(entry, error, attempts)
@@ -240,7 +240,7 @@ class Forwarder:
                 return Sent(request, None, attempt)
             self.retries += len(request.items)
 
-    async def _keep_fresh(self, outbox: Outbox, ids: list[str]) -> None:
+    async def _keep_fresh(self, outbox: Outbox | Outboxes, ids: list[str]) -> None:
         """Reset the idle time of the entries we hold while we work on them, so that no other
         forwarder takes them over as a dead one's."""
         while True:
@@ -264,9 +264,9 @@ def _items(entries: Iterable[Entry]) -> tuple[list[Item], dict[str, str]]:
     for entry in entries:
         try:
             if (delivery := delivery_of(entry.data)) is not None:
-                items.append(Item(entry.id, *delivery))
+                items.append(Item(entry.key, *delivery))
         except Undeliverable as exc:
-            undeliverable[entry.id] = str(exc)
+            undeliverable[entry.key] = str(exc)
     return items, undeliverable
 
 

@@ -39,7 +39,7 @@ from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import SQLAlchemyError
 
 from engine.events import AnyEvent, decode
-from engine.outbox import Entry, Outbox, entry_number
+from engine.outbox import Entry, Outboxes, entry_number
 from engine.settle import Settler, record
 from persistence.balances import Balances
 from persistence.catalog import Catalog
@@ -89,41 +89,58 @@ def write(conn: Connection, changes: Changes, *, fresh: bool = False) -> None:
     orders.cancel(changes.cancels)
 
 
-def apply_new(conn: Connection, events: Sequence[tuple[int, AnyEvent]], changes: Changes) -> int:
+def apply_new(conn: Connection, events: Sequence[tuple[int, AnyEvent]],
+              names: Sequence[tuple[int, int]], changes: Changes) -> int:
     """Apply entries none of which was applied before, in the caller's transaction, in one
-    round trip; how many (all). Raises ``psycopg.errors.UniqueViolation`` if one was: the
-    caller then rolls back and uses :func:`apply_batch`."""
+    round trip; how many (all). ``names``: each entry's (stream, entry number). Raises
+    ``psycopg.errors.UniqueViolation`` if one was: the caller then rolls back and uses
+    :func:`apply_batch`."""
     with pipelined(conn):
-        AppliedEntries(conn).claim_new([entry for entry, _ in events])
+        AppliedEntries(conn).claim_new(names)
         write(conn, changes, fresh=True)
     return len(events)
 
 
 def apply_batch(
-    conn: Connection, events: Sequence[tuple[int, AnyEvent]], changes: Changes | None = None
+    conn: Connection, events: Sequence[tuple[int, AnyEvent]],
+    names: Sequence[tuple[int, int]], changes: Changes | None = None,
 ) -> int:
     """Apply ``(entry number, event)`` pairs not applied before, in the caller's transaction;
-    how many were new. ``changes``: the projection of all of them, if already made."""
-    fresh = AppliedEntries(conn).claim([entry for entry, _ in events])
+    how many were new. ``names``: each one's (stream, entry number); ``changes``: the
+    projection of all of them, if already made."""
+    fresh = AppliedEntries(conn).claim(names)
     if changes is None or len(fresh) < len(events):
-        changes = project(pair for pair in events if pair[0] in fresh)
+        changes = project(pair for pair, name in zip(events, names, strict=True)
+                          if name in fresh)
     with pipelined(conn):  # a dozen statements, one round trip
         write(conn, changes)
     return len(fresh)
 
 
 class Batch(NamedTuple):
-    """Entries read from the outbox, decoded and projected, ready to write."""
+    """Entries read from the outbox, decoded and projected, ready to write; ``names`` are
+    their (stream, entry number) in ``outbox_applied``."""
 
     entries: list[Entry]
     events: list[tuple[int, AnyEvent]]
+    names: list[tuple[int, int]]
     changes: Changes
 
 
-def prepare(entries: list[Entry]) -> Batch:
-    """Decode and project entries (CPU only: runs while the previous batch is written)."""
+def prepare(outbox: Outboxes, entries: list[Entry]) -> Batch:
+    """Decode and project entries (CPU only: runs while the previous batch is written).
+    ``entries``: the catalog's first, each stream's in stream order."""
     events = [(entry_number(e.id), decode(e.data)) for e in entries]
-    return Batch(entries, events, project(events))
+    names = [(outbox.source(e), number) for e, (number, _) in zip(entries, events, strict=True)]
+    return Batch(entries, events, names, project(events))
+
+
+def in_order(outbox: Outboxes, entries: Sequence[Entry]) -> list[Entry]:
+    """Entries as a batch must be applied: the catalog's first (groups' events name its
+    products and coupons), each stream's by id; an entry read twice once."""
+    catalog = outbox.layout.outboxes[-1]
+    unique = {e.key: e for e in entries}.values()
+    return sorted(unique, key=lambda e: (e.stream != catalog, e.stream, entry_number(e.id)))
 
 
 class Window:
@@ -152,7 +169,7 @@ class PostgresWriter:
     """Drains the outbox's ``postgres`` group into Postgres while it holds the writer lock."""
 
     def __init__(
-        self, outbox: Outbox, db: Engine, *, batch: int = 1000, reclaim_idle_ms: int = 30_000,
+        self, outbox: Outboxes, db: Engine, *, batch: int = 1000, reclaim_idle_ms: int = 30_000,
         block_ms: int = 1000, linger_ms: int = LINGER_MS, retention_s: float = 600.0,
     ) -> None:
         self.outbox = outbox
@@ -163,7 +180,7 @@ class PostgresWriter:
         self.linger_s = linger_ms / 1000
         self._next_read = 0.0  # when the next read may start (see LINGER_MS)
         self.lock_name = f"rushorder:outbox:{outbox.group}"
-        self.settler = Settler(outbox.client, retention_s)
+        self.settler = Settler(outbox.client, retention_s, outbox.layout)
         self.applied = 0  # entries applied by this writer, duplicates excluded
         self.batches = 0  # batches it committed
         self._maintained = 0.0
@@ -237,10 +254,11 @@ class PostgresWriter:
                 if c.name != self.outbox.consumer and c.idle_ms < self.reclaim_idle_ms]
 
     def _left_over(self) -> list[Entry]:
-        """Entries pending on us (a previous session) or on quiet consumers, by id."""
+        """Entries pending on us (a previous session) or on quiet consumers: the catalog's
+        first, each stream's by id."""
         entries = self.outbox.read_own(self.batch) + self.outbox.reclaim(
             self.reclaim_idle_ms, self.batch)
-        return sorted({e.id: e for e in entries}.values(), key=lambda e: entry_number(e.id))
+        return in_order(self.outbox, entries)
 
     def _drain(self, conn: Connection, until: float, stop: threading.Event) -> None:
         """Read, write, acknowledge; the next batch is read while this one is written."""
@@ -266,36 +284,49 @@ class PostgresWriter:
         wait_ms = min(self.block_ms, int((until - started) * 1000))
         entries = self.outbox.read(self.batch, block_ms=max(1, wait_ms))
         self._next_read = started + self.linger_s if len(entries) < self.batch else 0.0
-        return prepare(entries)
+        return prepare(self.outbox, entries)
 
     def _apply(self, conn: Connection, entries: list[Entry]) -> None:
         """Apply entries read some other way (left over, reclaimed)."""
-        self._write(conn, prepare(entries))
+        self._write(conn, prepare(self.outbox, entries))
 
     def _write(self, conn: Connection, batch: Batch) -> None:
         """One batch, one transaction, then XACK."""
         try:
             with transaction(conn):
-                applied = apply_new(conn, batch.events, batch.changes)
+                applied = apply_new(conn, batch.events, batch.names, batch.changes)
         except psycopg.errors.UniqueViolation:
             log.info("postgres writer: %d entries from %s include some applied before; "
-                     "applying the rest", len(batch.entries), batch.entries[0].id)
+                     "applying the rest", len(batch.entries), batch.entries[0].key)
             with transaction(conn):
-                applied = apply_batch(conn, batch.events)
+                applied = apply_batch(conn, batch.events, batch.names)
         self.applied += applied
         self.batches += 1
-        self.settler.committed(record(batch.entries[-1].id, (e for _, e in batch.events)))
+        self._committed(batch)
         self._window.add(batch.entries)
-        self.outbox.ack([e.id for e in batch.entries])
+        self.outbox.ack([e.key for e in batch.entries])
+
+    def _committed(self, batch: Batch) -> None:
+        """Each group's part of the batch waits to be settled in its group (engine.settle),
+        up to its last entry (entry ids are of one stream each)."""
+        parts: dict[str, list[AnyEvent]] = {}
+        last: dict[str, str] = {}
+        for entry, (_, event) in zip(batch.entries, batch.events, strict=True):
+            parts.setdefault(entry.stream, []).append(event)
+            last[entry.stream] = entry.id
+        for group in self.outbox.layout.all:
+            if group.outbox in parts:
+                self.settler.committed(group, record(last[group.outbox], parts[group.outbox]))
 
     def _maintain(self, conn: Connection) -> None:
         """Trim what every group acknowledged, forget those applied ids, catch stragglers."""
         self._maintained = time.monotonic()
         if report := self._window.report():
             log.info("postgres writer: %s", report)
-        floor = self.outbox.trim()
-        if floor is not None:  # one statement: autocommitted
-            AppliedEntries(conn).prune(entry_number(floor))
+        floors = self.outbox.trim()
+        if floors:  # a statement a stream, each autocommitted
+            AppliedEntries(conn).prune({self.outbox.layout.sources[stream]: entry_number(floor)
+                                        for stream, floor in floors.items()})
         if stragglers := self.outbox.reclaim(self.reclaim_idle_ms, self.batch):
             # Only a writer that lost its lock without noticing can have read these.
             log.warning("postgres writer: %d entries read by a stale writer", len(stragglers))

@@ -10,6 +10,7 @@ import pytest
 from actors import assert_problem
 
 from api.app import create_app
+from engine import keys
 from rushorder.servers import free_port
 from rushorder.settings import Settings
 
@@ -195,12 +196,16 @@ async def test_metrics_show_redis_memory_and_each_groups_backlog_and_oldest_age(
     import redis
 
     with redis.Redis.from_url(api_redis_url) as r:
-        for group in ("postgres", "platform"):
-            with contextlib.suppress(redis.ResponseError):  # already there
-                r.xgroup_create("{ro}:outbox", group, id="0", mkstream=True)
+        streams = keys.layout(keys.DEFAULT_GROUPS).outboxes  # each user group's, the catalog's
+        for stream in streams:
+            for group in ("postgres", "platform"):
+                with contextlib.suppress(redis.ResponseError):  # already there
+                    r.xgroup_create(stream, group, id="0", mkstream=True)
         await funded_user(1_000)  # an event nobody acknowledges here
-        backlog = {g: int(i["pending"]) + int(i["lag"] or 0)
-                   for g, i in ((i["name"].decode(), i) for i in r.xinfo_groups("{ro}:outbox"))}
+        backlog = {group: sum(int(i["pending"]) + int(i["lag"] or 0)
+                              for stream in streams for i in r.xinfo_groups(stream)
+                              if i["name"].decode() == group)
+                   for group in ("postgres", "platform")}
         scraped = (await client.get("/metrics")).text
     used = re.search(r"^rushorder_redis_used_memory_bytes (\d+)$", scraped, re.M)
     assert used and int(used.group(1)) > 100_000

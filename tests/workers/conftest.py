@@ -25,7 +25,7 @@ from sqlalchemy.engine import Engine as Database
 
 from engine import Engine, state
 from engine.models import Coupon, Product
-from engine.outbox import POSTGRES, Outbox
+from engine.outbox import POSTGRES, Outboxes
 from persistence.archive import PostgresArchive
 from persistence.database import create_engine
 from persistence.migrate import upgrade
@@ -146,7 +146,7 @@ def writer(r: redis.Redis, db: Database) -> Callable[..., PostgresWriter]:
 
     def make(name: str = "test-writer", reclaim_idle_ms: int = 1500,
              linger_ms: int = LINGER_MS) -> PostgresWriter:
-        outbox = Outbox(r, POSTGRES, name)
+        outbox = Outboxes(r, POSTGRES, name)
         outbox.create_groups()
         return PostgresWriter(outbox, db, batch=500, reclaim_idle_ms=reclaim_idle_ms,
                               block_ms=100, linger_ms=linger_ms)

@@ -54,16 +54,21 @@ def test_the_audit_passes_when_everything_adds_up(
 @pytest.mark.usefixtures("good_state")
 def test_the_audit_names_every_broken_rule(
     wsettings: Settings, r: redis.Redis, db: Database, capsys: pytest.CaptureFixture[str],
+    engine: Engine,
 ) -> None:
-    r.incrby("{ro}:bal:2", 700)  # Redis drifted from Postgres
-    r.sadd("{ro}:coupon:1:holders", 42)  # a holder with no unit behind it
+    layout = engine.layout
+    r.incrby(layout.of(2).balance(2), 700)  # Redis drifted from Postgres
+    r.sadd(layout.of(42).holders(1), 42)  # a holder with no unit behind it
     with db.begin() as conn:
+        issued = conn.exec_driver_sql(
+            "SELECT id FROM issued_coupons WHERE user_id = 1").scalar_one()
         conn.exec_driver_sql("UPDATE products SET stock = stock - 3 WHERE id = 2")
         conn.exec_driver_sql("UPDATE users SET balance = balance + 1 WHERE id = 1")
         conn.exec_driver_sql(  # user 1 issued the same coupon twice
             "INSERT INTO issued_coupons SELECT id + 100, coupon_id, user_id, status, order_id, "
             "issued_at, expires_at, version FROM issued_coupons WHERE user_id = 1")
-        conn.exec_driver_sql("DELETE FROM payments WHERE order_id = 1")
+        conn.exec_driver_sql(
+            "DELETE FROM payments WHERE order_id = (SELECT id FROM orders WHERE user_id = 1)")
 
     code, report = run_audit(wsettings, capsys)
 
@@ -73,7 +78,8 @@ def test_the_audit_names_every_broken_rule(
         "FAIL balances agree", "user 2: redis 48000, postgres 47300",
         # product 2: 100 - 3 sold + 1 returned = 98; Postgres lost 3
         "FAIL stock agrees", "product 2: redis 98, postgres 95",
-        "FAIL issued coupon statuses agree", "issued coupon 101: redis absent, postgres USED",
+        "FAIL issued coupon statuses agree",
+        f"issued coupon {issued + 100}: redis absent, postgres USED",
         "FAIL balance = charges - uses + refunds", "user 1: balance 48301, history adds up to",
         "FAIL stock = initial + restocks - sold + returned", "product 2: stock 95, ledger says 98",
         "FAIL coupons issued within their quantity", "coupon 1: 4 issued of 5, 2 remaining",

@@ -20,7 +20,7 @@ from sqlalchemy.engine import Engine as Database
 from api.app import create_app
 from engine import Engine
 from engine.models import Product
-from engine.outbox import PLATFORM, POSTGRES, DeadLetters, Entry, Outbox
+from engine.outbox import PLATFORM, POSTGRES, DeadLetters, Entry, Outboxes
 from rushorder.servers import free_port
 from rushorder.settings import Settings
 from rushorder.tokens import mint_token
@@ -81,7 +81,7 @@ async def test_a_console_replay_delivers_every_dead_letter_once_and_writes_postg
     users, (item,) = await funded_users(6), await products(1)
     expected = await orders_and_cancels(engine, item, users)
     wait_for(lambda: DeadLetters(r).count() == len(expected), 30, what="the dead letters")
-    wait_for(lambda: Outbox(r, POSTGRES, "probe").backlog() == 0, 30, what="postgres")
+    wait_for(lambda: Outboxes(r, POSTGRES, "probe").backlog() == 0, 30, what="postgres")
     before = await fed_until(console, lambda f: f["dead_letters"]["count"] == len(expected))
     assert {d["event_id"] for d in before["dead_letters"]["oldest"]} <= expected
     written = counts(db)
@@ -97,7 +97,7 @@ async def test_a_console_replay_delivers_every_dead_letter_once_and_writes_postg
     assert delivered_once(platform, expected)
     assert platform.events()["duplicates"] == 0
     time.sleep(1.5)  # a writer that saw the events again would have written them by now
-    assert Outbox(r, POSTGRES, "probe").backlog() == 0
+    assert Outboxes(r, POSTGRES, "probe").backlog() == 0
     assert counts(db) == written  # nothing applied twice, nothing new
     assert (await fed(console))["dead_letters"]["count"] == 0
 
@@ -146,8 +146,8 @@ async def test_the_supervisor_serves_what_its_processes_did(
     wait_for(lambda: DeadLetters(r).count() == len(failed), 30, what="the dead letters")
     platform.control("ok")
     more = await orders_and_cancels(engine, item, users)
-    wait_for(lambda: Outbox(r, PLATFORM, "probe").backlog() == 0 ==
-             Outbox(r, POSTGRES, "probe").backlog(), 30, what="the outbox to drain")
+    wait_for(lambda: Outboxes(r, PLATFORM, "probe").backlog() == 0 ==
+             Outboxes(r, POSTGRES, "probe").backlog(), 30, what="the outbox to drain")
     entries = 1 + len(users) + len(failed) + len(more)  # a product, charges, orders, cancels
     metrics = wait_for(lambda: (m := scrape(port)).get(
         ("rushorder_worker_events_forwarded_total", PLATFORM)) == len(more) and m.get(

@@ -16,7 +16,7 @@ from sqlalchemy.engine import Engine as Database
 from engine import Engine
 from engine.errors import EngineError, StateMissing
 from engine.models import Coupon, Product
-from engine.outbox import PLATFORM, POSTGRES, Outbox
+from engine.outbox import PLATFORM, POSTGRES, Outboxes
 from rushorder.rebuild import rebuild
 from rushorder.settings import Settings
 
@@ -82,7 +82,7 @@ class Load:
 
 def backlog(r: redis.Redis, group: str) -> int:
     """What the group has not acknowledged yet."""
-    return Outbox(r, group, "probe").backlog()
+    return Outboxes(r, group, "probe").backlog()
 
 
 def rushorder_keys(r: redis.Redis) -> list[bytes]:

@@ -10,7 +10,7 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import Any, cast
 
 import msgspec
 import pytest
@@ -19,7 +19,7 @@ from drain_support import Platform, Process, orders_and_cancels, wait_for
 
 from engine import Engine, keys
 from engine.models import Product
-from engine.outbox import PLATFORM, DeadLetters, Entry, Outbox
+from engine.outbox import PLATFORM, DeadLetters, Entry, Outbox, Outboxes
 from rushorder.settings import Settings
 from workers.backoff import Backoff
 from workers.platform import Forwarder, replay_dead_letters
@@ -113,7 +113,7 @@ async def test_only_the_events_the_platform_rejects_are_dead_lettered(
     worker(PLATFORM, settings=patient.replace(platform_mode=mode, platform_batch=25))
 
     dead = DeadLetters(r)
-    wait_for(lambda: Outbox(r, PLATFORM, "probe").backlog() == 0, 30, what="the outbox")
+    wait_for(lambda: Outboxes(r, PLATFORM, "probe").backlog() == 0, 30, what="the outbox")
     assert sorted(dead_event_ids(r)) == sorted(rejected)
     assert all("matches" in letter.error and letter.attempts == 1 for letter in dead.all())
     assert delivered(platform, expected - rejected)
@@ -134,7 +134,7 @@ async def test_events_that_never_get_through_are_dead_lettered_and_replayed_late
     expected = await orders_and_cancels(engine, item, users)
     dead = DeadLetters(r)
     wait_for(lambda: dead.count() == len(expected), 30, what="the dead letters")
-    assert Outbox(r, PLATFORM, "probe").backlog() == 0  # given up on, so acknowledged
+    assert Outboxes(r, PLATFORM, "probe").backlog() == 0  # given up on, so acknowledged
     assert all(letter.attempts == 2 for letter in dead.all())
     assert platform.event_ids() == []
 
@@ -161,20 +161,22 @@ async def test_a_forwarder_killed_mid_batch_loses_nothing_and_the_platform_keeps
     wait_for(lambda: platform.stats()["requests"]["batch"] >= 2, 30, 0.02,
              "the second batch to be in flight")
     first.kill()
-    assert Outbox(r, PLATFORM, "probe").pending() > 0  # it died holding what it had not acked
+    assert Outboxes(r, PLATFORM, "probe").pending() > 0  # it died holding what it had not acked
     assert len(platform.event_ids()) < len(expected)
 
     platform.control("ok")  # the stalled batch still lands (its sender is gone)
     worker(PLATFORM, settings=batches)
-    wait_for(lambda: Outbox(r, PLATFORM, "probe").backlog() == 0, 30, what="every ack")
+    wait_for(lambda: Outboxes(r, PLATFORM, "probe").backlog() == 0, 30, what="every ack")
     assert delivered(platform, expected)
     assert platform.events()["duplicates"] >= 1  # the batch in flight was sent again
     assert DeadLetters(r).count() == 0
 
 
 def split_outbox(r: redis.Redis, streams: list[str]) -> None:
-    """Deal the outbox's entries out over ``streams`` (as a per-group outbox would)."""
-    entries: Any = r.xrange(keys.OUTBOX)
+    """Deal every outbox stream's entries out over ``streams``."""
+    entries: list[Any] = []
+    for stream in keys.layout(keys.DEFAULT_GROUPS).outboxes:
+        entries += cast(Any, r.xrange(stream))
     for n, (_, fields) in enumerate(entries):
         r.xadd(streams[n % len(streams)], fields)
 
@@ -215,7 +217,7 @@ class Gone(Exception):
     """Stands for an error of the outbox that is not Redis' (the stream was lost)."""
 
 
-class Failing(Outbox):
+class Failing(Outboxes):
     """An outbox whose reads fail with ``errors``, one per read, then work."""
 
     def __init__(self, r: redis.Redis, errors: list[Exception]) -> None:
@@ -242,7 +244,7 @@ async def test_redis_errors_are_retried_and_any_other_outbox_error_ends_the_run_
               lambda: delivered(platform, expected))
 
     lost = Failing(r, [Gone("the stream is gone")])
-    forwarder = Forwarder([lost, Outbox(r, PLATFORM, "other")], DeadLetters(r), api,
+    forwarder = Forwarder([lost, Outboxes(r, PLATFORM, "other")], DeadLetters(r), api,
                           in_flight=2, block_ms=100)
     with pytest.raises(Gone):
         await asyncio.to_thread(forwarder.run, time.monotonic() + 10, threading.Event())
@@ -280,7 +282,7 @@ async def test_a_forwarder_backing_off_keeps_its_events_from_other_forwarders(
 ) -> None:
     users, (item,) = await funded_users(3), await products(1)
     await orders_and_cancels(engine, item, users)
-    down, outbox = Down(), Outbox(r, PLATFORM, "busy")
+    down, outbox = Down(), Outboxes(r, PLATFORM, "busy")
     outbox.create_groups()
     busy = Forwarder([outbox], DeadLetters(r), down,
                      max_attempts=50, reclaim_idle_ms=600, backoff=Backoff(0.5, 2.0))
@@ -289,12 +291,12 @@ async def test_a_forwarder_backing_off_keeps_its_events_from_other_forwarders(
         running = pool.submit(busy.run, time.monotonic() + 30, stop)
         try:
             await asyncio.sleep(3)  # backing off in steps longer than 600 ms
-            assert Outbox(r, PLATFORM, "other").reclaim(600, 100) == []  # none looks abandoned
+            assert Outboxes(r, PLATFORM, "other").reclaim(600, 100) == []  # none looks abandoned
         finally:
             stop.set()
             running.result(10)
     assert down.transport.posts >= 2  # it did retry (one batch of 5 order events)
-    assert Outbox(r, PLATFORM, "probe").pending() == 5  # left pending for the next one
+    assert Outboxes(r, PLATFORM, "probe").pending() == 5  # left pending for the next one
 
 
 async def test_a_forwarder_that_keeps_up_lingers_and_posts_a_trickle_in_few_batches(
@@ -303,7 +305,7 @@ async def test_a_forwarder_that_keeps_up_lingers_and_posts_a_trickle_in_few_batc
     products: Callable[..., Awaitable[list[Product]]],
 ) -> None:
     users, (item,) = await funded_users(100), await products(1)
-    outbox = Outbox(r, PLATFORM, "trickle")
+    outbox = Outboxes(r, PLATFORM, "trickle")
     outbox.create_groups()
     forwarder = Forwarder([outbox], DeadLetters(r), PlatformApi.from_settings(wsettings),
                           block_ms=100, linger_ms=200)

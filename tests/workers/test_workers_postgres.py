@@ -16,12 +16,26 @@ import sqlalchemy as sa
 from drain_support import counts, scalar
 from sqlalchemy.engine import Engine as Database
 
-from engine import Engine
-from engine.events import decode
+from engine import Engine, keys
+from engine.events import AnyEvent, decode
 from engine.models import Coupon, Product
-from engine.outbox import PLATFORM, POSTGRES, Outbox, entry_number, next_id
+from engine.outbox import PLATFORM, POSTGRES, Outbox, Outboxes, entry_number, next_id
 from workers.postgres import PostgresWriter, apply_batch, apply_new
 from workers.projection import project
+
+
+def outbox_events(r: redis.Redis) -> tuple[list[tuple[int, AnyEvent]], list[tuple[int, int]]]:
+    """Every outbox entry as (entry number, event), and each one's (stream, entry number),
+    in the order a writer applies them: the catalog's stream first, then each group's."""
+    layout = keys.layout(keys.DEFAULT_GROUPS)
+    events, names = [], []
+    for stream in [keys.OUTBOX, *(g.outbox for g in layout.all)]:
+        entries: Any = r.xrange(stream)
+        for i, f in entries:
+            number = entry_number(i.decode())
+            events.append((number, decode(f[b"e"])))
+            names.append((layout.sources[stream], number))
+    return events, names
 
 
 async def test_every_kind_of_event_lands_in_postgres_as_redis_answers_it(
@@ -68,14 +82,13 @@ async def test_a_batch_applied_twice_changes_nothing_the_second_time(
     for user in range(1, 6):
         await engine.charge(user, 10_000)
         await engine.place_order(user, [(p.id, 2)])
-    stream: Any = r.xrange("{ro}:outbox")
-    events = [(entry_number(i.decode()), decode(f[b"e"])) for i, f in stream]
+    events, names = outbox_events(r)
     with db.begin() as conn:
-        assert apply_batch(conn, events) == len(events)
+        assert apply_batch(conn, events, names) == len(events)
     before = counts(db), scalar(db, "SELECT stock FROM products"), scalar(
         db, "SELECT sum(balance) FROM users")
     with db.begin() as conn:
-        assert apply_batch(conn, events) == 0
+        assert apply_batch(conn, events, names) == 0
     after = counts(db), scalar(db, "SELECT stock FROM products"), scalar(
         db, "SELECT sum(balance) FROM users")
     assert after == before
@@ -90,7 +103,7 @@ async def test_entries_a_dead_writer_held_are_applied_once_and_before_newer_ones
     (p,) = await products(1)
     await funded_users(1)
     placed = await engine.place_order(1, [(p.id, 1)])
-    dead = Outbox(r, POSTGRES, "dead-writer")
+    dead = Outboxes(r, POSTGRES, "dead-writer")
     dead.create_groups()
     assert dead.read(100)  # delivered to a writer that then died before its commit
     await engine.cancel_order(1, placed.id)  # newer: must not be applied before the paid
@@ -142,18 +155,21 @@ async def test_the_stream_is_trimmed_only_below_what_every_group_acknowledged(
     r: redis.Redis, drain: Callable[..., int], funded_users: Callable[..., Awaitable[list[int]]],
 ) -> None:
     await funded_users(20)
-    forwarder = Outbox(r, PLATFORM, "forwarder")
-    postgres = Outbox(r, POSTGRES, "trimmer")
     drain()
+    stream = max(keys.layout(keys.DEFAULT_GROUPS).outboxes, key=r.xlen)  # one group's
+    length = r.xlen(stream)
+    assert length >= 2
+    forwarder = Outbox(r, PLATFORM, "forwarder", stream=stream)
+    postgres = Outbox(r, POSTGRES, "trimmer", stream=stream)
     assert postgres.trim() == "0-1"  # the platform group has taken nothing yet
-    assert r.xlen("{ro}:outbox") == 20
+    assert r.xlen(stream) == length
 
-    taken = forwarder.read(5)
-    forwarder.ack([e.id for e in taken[:3]])
-    assert postgres.trim_floor() == taken[3].id  # the oldest entry still pending
+    taken = forwarder.read(2)
+    forwarder.ack([e.id for e in taken[:1]])
+    assert postgres.trim_floor() == taken[1].id  # the oldest entry still pending
 
-    forwarder.ack([e.id for e in taken[3:] + forwarder.read(100)])
-    newest: Any = r.xrevrange("{ro}:outbox", count=1)
+    forwarder.ack([e.id for e in taken[1:] + forwarder.read(100)])
+    newest: Any = r.xrevrange(stream, count=1)
     last = newest[0][0].decode()
     assert postgres.trim_floor() == next_id(last)  # everything acknowledged by both
 
@@ -233,12 +249,14 @@ async def test_postgres_keeps_the_engines_ids_and_each_orders_payment_and_lines(
                                      "FROM order_lines ORDER BY order_id, position")).all()
         history = conn.execute(sa.text("SELECT id, user_id, type, order_id FROM "
                                        "balance_history ORDER BY id")).all()
+    by_id = sorted(placed, key=lambda o: int(o.id))  # ids carry their group, not the order
     assert [(o[0], o[1], o[2], o[3], o[4]) for o in orders] == [
         (int(o.id), o.user_id, "CANCELLED" if o is placed[1] else "PAID", o.paid_amount,
-         o.created_at) for o in placed]
+         o.created_at) for o in by_id]
     assert all((o[5], o[6], o[8]) == (o[1], o[3], o[4]) for o in orders)
-    assert [o[7] for o in orders] == ["COMPLETED", "CANCELLED", "COMPLETED"]
-    assert lines == [(int(o.id), pos, p, q) for o in placed
+    assert [o[7] for o in orders] == ["CANCELLED" if o is placed[1] else "COMPLETED"
+                                      for o in by_id]
+    assert lines == [(int(o.id), pos, p, q) for o in by_id
                      for pos, (p, q) in enumerate([(a.id, o.user_id), (b.id, 1)])]
     engine_lines = {u: (await engine.history(u)).items for u in (1, 2, 3)}
     assert history == sorted(
@@ -257,10 +275,9 @@ async def test_a_batch_with_some_entries_applied_before_applies_only_the_others_
     await funded_users(10)
     for user in range(1, 11):
         await engine.place_order(user, [(p.id, 1)])
-    stream: Any = r.xrange("{ro}:outbox")
-    events = [(entry_number(i.decode()), decode(f[b"e"])) for i, f in stream]
+    events, names = outbox_events(r)
     with db.begin() as conn:  # a writer that committed every other entry, then died
-        assert apply_batch(conn, events[::2]) == len(events[::2])
+        assert apply_batch(conn, events[::2], names[::2]) == len(events[::2])
 
     w = writer()
     w.run(time.monotonic() + 2, threading.Event())  # its batch is new, then careful
@@ -282,23 +299,23 @@ async def test_a_new_batch_whose_entry_was_applied_raises_and_leaves_nothing_beh
     (p,) = await products(1)
     await engine.charge(1, 10_000)
     await engine.place_order(1, [(p.id, 1)])
-    stream: Any = r.xrange("{ro}:outbox")
-    events = [(entry_number(i.decode()), decode(f[b"e"])) for i, f in stream]
+    events, names = outbox_events(r)
     with db.begin() as conn:  # the charge (the middle entry) was applied before
-        apply_batch(conn, events[1:2])
+        apply_batch(conn, events[1:2], names[1:2])
     before = counts(db)
 
     with db.connect() as conn:
         with pytest.raises(psycopg.errors.UniqueViolation), conn.begin():
-            apply_new(conn, events, project(events))
+            apply_new(conn, events, names, project(events))
         assert counts(db) == before  # rolled back whole
         with conn.begin():  # the same session goes on, the careful way
-            assert apply_batch(conn, events) == len(events) - 1
+            assert apply_batch(conn, events, names) == len(events) - 1
         await engine.place_order(1, [(p.id, 2)])
-        newest: Any = r.xrevrange("{ro}:outbox", count=1)
+        group = engine.layout.of(1)
+        newest: Any = r.xrevrange(group.outbox, count=1)
         later = [(entry_number(i.decode()), decode(f[b"e"])) for i, f in newest]
         with conn.begin():  # and new batches after it: its prepared statements still work
-            assert apply_new(conn, later, project(later)) == 1
+            assert apply_new(conn, later, [(group.index, later[0][0])], project(later)) == 1
 
     assert counts(db)["orders"] == 2 and counts(db)["balance_history"] == 3
     assert scalar(db, "SELECT stock FROM products") == (await engine.product(p.id)).stock

@@ -13,7 +13,7 @@ from sqlalchemy.engine import Engine as Database
 
 from engine import Engine
 from engine.models import Product
-from engine.outbox import POSTGRES, Outbox
+from engine.outbox import POSTGRES, Outboxes
 from rushorder.settings import Settings
 
 
@@ -35,7 +35,7 @@ async def place(engine: Engine, users: list[int], items: list[Product], rounds: 
 
 def drained(r: redis.Redis, db: Database, orders: int) -> bool:
     """The outbox is empty for Postgres and every order is there."""
-    return not Outbox(r, POSTGRES, "probe").backlog() and counts(db)["orders"] == orders
+    return not Outboxes(r, POSTGRES, "probe").backlog() and counts(db)["orders"] == orders
 
 
 async def assert_postgres_matches(engine: Engine, db: Database, users: list[int],
@@ -60,7 +60,7 @@ async def test_a_worker_killed_mid_batch_restarts_and_every_order_lands_exactly_
 ) -> None:
     users, items = await funded_users(200), await products(3)
     await place(engine, users, items, rounds=40)  # 8,000 orders waiting
-    outbox = Outbox(r, POSTGRES, "probe")
+    outbox = Outboxes(r, POSTGRES, "probe")
 
     killed_mid_batch = False
     for _ in range(5):

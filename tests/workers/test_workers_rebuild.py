@@ -9,10 +9,10 @@ import pytest
 import redis
 from drain_support import answers, busy_day
 
-from engine import Engine, state
+from engine import Engine, keys, state
 from engine.errors import CouponAlreadyIssued
 from engine.models import Coupon, Product
-from engine.outbox import PLATFORM, Outbox
+from engine.outbox import PLATFORM, Outboxes
 from rushorder import progress
 from rushorder.cli import main
 from rushorder.rebuild import rebuild
@@ -28,16 +28,20 @@ async def test_a_rebuilt_redis_answers_exactly_as_before(
     coupons = [await coupon(quantity=20, kind="PERCENT", value=10), await coupon(quantity=20)]
     users = await busy_day(engine, items, coupons)
     before = await answers(engine, users, items, coupons)
-    seq = r.hgetall("{ro}:seq")
+    seq = r.hgetall(keys.SEQ)
+    layout = engine.layout
+    highest = max(int(r.hget(g.seq, "order") or 0) for g in layout.all)
     drain()
 
     r.flushdb()  # Redis lost everything
     assert rebuild(wsettings) == 0
 
     assert await answers(engine, users, items, coupons) == before
-    assert {k: v for k, v in r.hgetall("{ro}:seq").items() if v != b"0"} == seq
+    assert r.hgetall(keys.SEQ) == seq  # the catalog's ids carry on
     again = await engine.place_order(users[0], [(items[0].id, 1)])
-    assert int(again.id) == int(seq[b"order"]) + 1  # ids carry on; none reused
+    # Each group's ids carry on above every id there was: none reused, the group in the id.
+    assert layout.counter(int(again.id)) == highest + 1
+    assert layout.owner(int(again.id)) is layout.of(users[0])
     with pytest.raises(CouponAlreadyIssued):
         await engine.issue_coupon(users[1], coupons[users[1] % 2].id)  # holders came back
 
@@ -59,12 +63,13 @@ async def test_rebuild_refuses_a_redis_with_state_unless_forced(
     assert (await engine.product(item.id)).stock == 15  # nothing was touched
 
     drain()
-    forwarder = Outbox(r, PLATFORM, "forwarder")  # the platform has had every event too
+    forwarder = Outboxes(r, PLATFORM, "forwarder")  # the platform has had every event too
     while taken := forwarder.read(100):
-        forwarder.ack([e.id for e in taken])
-    r.set("{ro}:bal:99", 12345)  # stray state Postgres does not know
+        forwarder.ack([e.key for e in taken])
+    stray = engine.layout.of(99).balance(99)
+    r.set(stray, 12345)  # stray state Postgres does not know
     assert rebuild(wsettings, force=True) == 0
-    assert r.get("{ro}:bal:99") is None
+    assert r.get(stray) is None
     assert (await engine.product(item.id)).stock == 15
 
 
@@ -126,3 +131,36 @@ async def test_a_rebuild_through_the_cli_shows_its_progress(
     assert shown[-1].startswith("rebuild: rows from postgres into redis: 5/5 rows (100%)")
     assert "; done in " in shown[-1]
     assert out.startswith("rebuilt Redis from Postgres: 1 balances, 1 history lines, 3 products")
+
+
+async def test_a_rebuild_lays_the_state_out_in_another_group_count_and_answers_as_before(
+    engine: Engine, r: redis.Redis, wsettings: Settings, drain: Callable[..., int],
+    products: Callable[..., Awaitable[list[Product]]], coupon: Callable[..., Awaitable[Coupon]],
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    items = await products(4, stock=500)
+    coupons = [await coupon(quantity=20, kind="PERCENT", value=10), await coupon(quantity=20)]
+    users = await busy_day(engine, items, coupons)
+    before = await answers(engine, users, items, coupons)
+    drain()
+    forwarder = Outboxes(r, PLATFORM, "forwarder")  # the platform has had every event too
+    while taken := forwarder.read(100):
+        forwarder.ack([e.key for e in taken])
+    fewer = wsettings.replace(groups=4)
+
+    # A stack started with another count must not serve the state as it is laid out.
+    assert rebuild(fewer, if_needed=True) == 1
+    assert "not the 4 of RUSHORDER_GROUPS" in capsys.readouterr().err
+    assert rebuild(fewer, force=True) == 0
+    regrouped = Engine(fewer.redis_url or "", groups=4)
+    try:
+        assert await regrouped.ready()
+        assert await answers(regrouped, users, items, coupons) == before
+        placed = [await regrouped.place_order(u, [(items[0].id, 1)]) for u in users]
+        old_ids = {int(o.id) for u in users for o in (await regrouped.orders(u, 100)).items
+                   if o not in placed}
+        assert min(int(o.id) for o in placed) > max(old_ids)  # none reused
+        with pytest.raises(CouponAlreadyIssued):  # holders came back in their new groups
+            await regrouped.issue_coupon(users[1], coupons[users[1] % 2].id)
+    finally:
+        await regrouped.close()

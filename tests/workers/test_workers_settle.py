@@ -18,7 +18,8 @@ from sqlalchemy.engine import Engine as Database
 from engine import Engine, keys
 from engine.errors import EngineUnavailable, OrderNotCancellable, OrderNotFound
 from engine.models import Coupon, Page, Product
-from engine.outbox import POSTGRES, Outbox
+from engine.outbox import POSTGRES, Outboxes
+from engine.restore import every_group
 from engine.settle import Settled, Settler
 from persistence.archive import PostgresArchive
 from rushorder.audit import audit
@@ -27,6 +28,7 @@ from rushorder.settings import Settings
 from workers.postgres import PostgresWriter
 
 RETENTION_S = 1.0
+L = keys.layout(keys.DEFAULT_GROUPS)  # the engine fixture's
 T = TypeVar("T")
 
 
@@ -37,14 +39,14 @@ def settle(r: redis.Redis, drain: Callable[..., int]) -> Callable[[], Settled]:
     def run() -> Settled:
         drain()
         time.sleep(RETENTION_S + 0.1)
-        return Settler(r, RETENTION_S).settle_all()
+        return Settler(r, RETENTION_S, L).settle_all()
 
     return run
 
 
 def order_keys(r: redis.Redis) -> list[bytes]:
     """Every order hash Redis holds."""
-    return list(r.scan_iter(match=f"{keys.ORDER_PREFIX}*"))
+    return list(r.scan_iter(match=every_group(keys.Group.order)))
 
 
 async def test_settled_orders_read_list_and_answer_exactly_as_before(
@@ -58,8 +60,8 @@ async def test_settled_orders_read_list_and_answer_exactly_as_before(
 
     done = settle()
     assert done.orders == 16 and done.lines > 16 and done.coupons == 6  # 8 used, 2 given back
-    assert order_keys(r) == [] and r.llen(keys.user_orders(users[0])) == 0
-    assert r.llen(keys.history(users[0])) == 0
+    assert order_keys(r) == [] and r.llen(L.of(users[0]).user_orders(users[0])) == 0
+    assert r.llen(L.of(users[0]).history(users[0])) == 0
     assert await answers(engine, users, items, coupons) == before
 
 
@@ -73,7 +75,8 @@ async def test_a_settled_order_cancels_once_with_stock_money_and_coupon_back(
     issued = await engine.issue_coupon(user, (await coupon(value=300)).id)
     placed = await engine.place_order(user, [(item.id, 2)], issued.id)
     settle()
-    assert not r.exists(keys.order(placed.id)) and not r.exists(keys.issued_coupon(issued.id))
+    assert not r.exists(L.owner(int(placed.id)).order(placed.id))
+    assert not r.exists(L.owner(issued.id).issued_coupon(issued.id))
 
     cancels = await asyncio.gather(*(engine.cancel_order(user, placed.id) for _ in range(3)),
                                    return_exceptions=True)
@@ -113,7 +116,7 @@ async def test_pages_across_the_seam_have_no_gap_and_no_duplicate(
     for _ in range(9):  # a tail newer than the seam
         await engine.place_order(user, [(item.id, 1)])
         await engine.issue_coupon(user, (await coupon(quantity=5)).id)
-    assert r.llen(keys.user_orders(user)) == 9
+    assert r.llen(L.of(user).user_orders(user)) == 9
 
     orders = await full_list(lambda limit, cursor: engine.orders(user, limit, cursor))
     lines = await full_list(lambda limit, cursor: engine.history(user, limit, cursor))
@@ -237,11 +240,11 @@ async def test_another_users_settled_order_is_not_found_and_not_brought_back(
     placed = await engine.place_order(owner, [(item.id, 1)])
     await engine.place_order(stranger, [(item.id, 1)])  # the stranger's floor is above it
     settle()
-    assert int(r.hget(keys.floor(stranger), "o") or 0) > int(placed.id)
+    assert int(r.hget(L.of(stranger).floor(stranger), "o") or 0) > int(placed.id)
     for call in (engine.order(stranger, placed.id), engine.cancel_order(stranger, placed.id)):
         with pytest.raises(OrderNotFound):
             await call
-    assert not r.exists(keys.order(placed.id))
+    assert not r.exists(L.owner(int(placed.id)).order(placed.id))
     assert (await engine.order(owner, placed.id)) == placed
 
 
@@ -262,11 +265,12 @@ async def test_a_rebuild_loads_the_working_set_and_the_tail_and_answers_as_befor
     r.flushdb()  # Redis lost everything
     retention = time.time() - tail.created_at.timestamp() + 1.0  # the tail, not the day
     assert rebuild(wsettings.replace(redis_retention_s=retention)) == 0
-    assert order_keys(r) == [keys.order(tail.id).encode()]  # only the tail came back
+    # Only the tail came back.
+    assert order_keys(r) == [L.owner(int(tail.id)).order(tail.id).encode()]
     assert await answers(engine, users, items, coupons) == before
     assert audit(wsettings, wait_s=5) == 0, capsys.readouterr().out
 
-    r.hdel(keys.floor(users[1]), "o")  # Redis forgets that it settled a user's orders
+    r.hdel(L.of(users[1]).floor(users[1]), "o")  # Redis forgets that it settled a user's orders
     assert audit(wsettings, wait_s=5) == 1
     assert "order statuses agree" in capsys.readouterr().out
 
@@ -279,7 +283,7 @@ async def test_the_writer_settles_what_it_committed_beside_its_writing(
     (user,) = await funded_users(1, 100_000)
     (item,) = await products(1)
     placed = [await engine.place_order(user, [(item.id, 1)]) for _ in range(5)]
-    outbox = Outbox(r, POSTGRES, "settling-writer")
+    outbox = Outboxes(r, POSTGRES, "settling-writer")
     outbox.create_groups()
     writer = PostgresWriter(outbox, db, batch=500, block_ms=100, retention_s=RETENTION_S)
     await asyncio.to_thread(writer.run, time.monotonic() + RETENTION_S + 2, threading.Event())
