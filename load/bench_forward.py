@@ -53,7 +53,7 @@ import cpu  # noqa: E402
 from bench_drain import Orders, pct, wait_until  # noqa: E402
 
 from engine import Engine, state  # noqa: E402
-from engine.outbox import PLATFORM, Outbox  # noqa: E402
+from engine.outbox import PLATFORM, Outboxes  # noqa: E402
 from rushorder.servers import RedisServer, free_port  # noqa: E402
 from rushorder.settings import Settings  # noqa: E402
 
@@ -189,11 +189,11 @@ class Bench:
                                  platform_mode=args.mode, log_level="WARNING")
         self.engine = Engine(redis_url)
         self.redis = redis.Redis.from_url(redis_url)
-        self.outbox = Outbox(self.redis, PLATFORM, "bench")
+        self.outbox = Outboxes(self.redis, PLATFORM, "bench")
         self.mock = Mock(self.settings, logs / "mock.log")
         self.products: list[int] = []
         self.placers = 0
-        self.backlog_after: bytes = b"0-0"
+        self.backlog_after: dict[str, bytes] = {}  # each stream's last entry before it
 
     def forwarder(self, client: str, in_flight: int) -> Child:
         """A forwarder with this client and batches in flight (not started)."""
@@ -219,13 +219,15 @@ class Bench:
                                    range(start, min(self.args.users + 1, start + 500))))
         self.outbox.create_groups()
         self.mock.start()
-        self.backlog_after = self.redis.xinfo_stream(self.outbox.stream)["last-generated-id"]
+        self.backlog_after = {o.stream: self.redis.xinfo_stream(o.stream)["last-generated-id"]
+                              for o in self.outbox.streams}
         await self.orders().burst(self.args.backlog)
 
     def rewind(self) -> None:
         """The ``platform`` group anew, positioned just before the backlog."""
-        self.redis.xgroup_destroy(self.outbox.stream, PLATFORM)
-        self.redis.xgroup_create(self.outbox.stream, PLATFORM, id=self.backlog_after)
+        for stream, after in self.backlog_after.items():
+            self.redis.xgroup_destroy(stream, PLATFORM)
+            self.redis.xgroup_create(stream, PLATFORM, id=after)
 
     async def backlog(self, client: str, in_flight: int) -> dict[str, float]:
         """Let one forwarder deliver the backlog from the start; its figures."""
@@ -278,14 +280,16 @@ class Bench:
                 others.others_percent)
 
     def entry_times(self, start_id: str) -> Iterator[tuple[str, int]]:
-        """``(event_id, entry ms)`` of every order event added since ``start_id``."""
-        start = start_id
-        while page := self.redis.xrange(self.outbox.stream, min=start, count=10_000):
-            for entry_id, fields in page:
-                event_id = _EVENT_ID.decode(fields[b"e"]).event_id
-                if event_id is not None:
-                    yield event_id, int(entry_id.split(b"-")[0])
-            start = "(" + page[-1][0].decode()
+        """``(event_id, entry ms)`` of every order event added since ``start_id``, in every
+        outbox stream."""
+        for outbox in self.outbox.streams:
+            start = start_id
+            while page := self.redis.xrange(outbox.stream, min=start, count=10_000):
+                for entry_id, fields in page:
+                    event_id = _EVENT_ID.decode(fields[b"e"]).event_id
+                    if event_id is not None:
+                        yield event_id, int(entry_id.split(b"-")[0])
+                start = "(" + page[-1][0].decode()
 
     async def close(self) -> None:
         """Stop the mock; close clients."""

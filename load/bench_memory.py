@@ -41,7 +41,7 @@ sys.path.insert(0, str(REPO))
 
 from engine import Engine, Idempotency, keys, state  # noqa: E402
 from engine.errors import EngineUnavailable  # noqa: E402
-from engine.outbox import GROUPS, Outbox  # noqa: E402
+from engine.outbox import GROUPS, Outboxes  # noqa: E402
 from persistence.archive import PostgresArchive  # noqa: E402
 from persistence.migrate import upgrade  # noqa: E402
 from rushorder.servers import PostgresServer, RedisServer, free_port  # noqa: E402
@@ -73,7 +73,7 @@ def dataset(client: redis.Redis) -> int:
 
 def backlog(client: redis.Redis) -> int:
     """What some consumer group has not acknowledged yet (the larger of the two)."""
-    return max(Outbox(client, group, "bench").backlog() for group in GROUPS)
+    return max(Outboxes(client, group, "bench").backlog() for group in GROUPS)
 
 
 async def order(engine: Engine, user: int, lines: list[tuple[int, int]],
@@ -110,8 +110,13 @@ async def settled_all(client: redis.Redis, retention_s: float) -> None:
     while backlog(client):
         await asyncio.sleep(0.5)
     await asyncio.sleep(retention_s + 6)
-    while client.llen(keys.SETTLE) > 1:
+    while settle_records(client) > 1:
         await asyncio.sleep(1)
+
+
+def settle_records(client: redis.Redis) -> int:
+    """Settle records waiting, in every group."""
+    return sum(int(client.llen(g.settle)) for g in keys.layout(keys.DEFAULT_GROUPS).all)
 
 
 def census(client: redis.Redis) -> str:
@@ -119,19 +124,23 @@ def census(client: redis.Redis) -> str:
     what used_memory counts beside the data (MEMORY STATS)."""
     kinds: dict[str, list[int]] = {}
     for key in client.scan_iter(count=1000):
-        kind = key.decode().split(":")[1] if key.startswith(b"{ro}:") else key.decode()[:10]
+        parts = key.decode().split(":")
+        # {ro}:<kind>:... for the catalog's keys, {ro}:g<i>:<kind>:... for a group's
+        kind = (parts[2] if parts[1].startswith("g") and parts[1][1:].isdigit() else parts[1]) \
+            if key.startswith(b"{ro}:") else key.decode()[:10]
         entry = kinds.setdefault(kind, [0, 0])
         entry[0] += 1
         entry[1] += int(client.memory_usage(key, samples=0) or 0)
     named = {str(k): v for k, v in client.memory_stats().items()}
     parts = ", ".join(f"{kind} {n:,} keys {size / MB:.1f} MB"
                       for kind, (n, size) in sorted(kinds.items(), key=lambda kv: -kv[1][1]))
-    groups = [(g["name"].decode(), g["pending"], g["last-delivered-id"].decode())
-              for g in client.xinfo_groups(keys.OUTBOX)] if client.exists(keys.OUTBOX) else []
-    first = client.xrange(keys.OUTBOX, count=1)
-    parts += (f"; outbox {client.xlen(keys.OUTBOX):,} entries from "
-              f"{first[0][0].decode() if first else '-'}, groups (pending, last delivered) "
-              f"{groups}")
+    streams = [s for s in keys.layout(keys.DEFAULT_GROUPS).outboxes if client.exists(s)]
+    pending = {g["name"].decode(): 0 for s in streams for g in client.xinfo_groups(s)}
+    for s in streams:
+        for g in client.xinfo_groups(s):
+            pending[g["name"].decode()] += int(g["pending"])
+    parts += (f"; outbox {sum(client.xlen(s) for s in streams):,} entries in {len(streams)} "
+              f"streams, pending per group {pending}")
     return (f"{parts}; dataset {int(named['dataset.bytes']) / MB:.1f} MB, overhead "
             f"{int(named['overhead.total']) / MB:.1f} MB (AOF buffer "
             f"{int(named['aof.buffer']) / MB:.1f} MB)")
@@ -167,7 +176,7 @@ async def reads(engine: Engine, users: int, rng: random.Random, n: int = 300) ->
 async def idempotency_bytes(engine: Engine, client: redis.Redis, product: int) -> int:
     """What one idempotency record of an order costs in Redis."""
     order = await engine.place_order(1, [(product, 1)], idem=Idempotency("bench-key", "fp"))
-    record = keys.idempotency(1, "bench-key")
+    record = engine.layout.of(1).idempotency(1, "bench-key")
     assert order.id and client.exists(record)
     return int(client.memory_usage(record) or 0)
 
@@ -183,7 +192,7 @@ async def bench(args: argparse.Namespace, root: Path) -> None:
                             log_level="WARNING")
         client = redis.Redis.from_url(redis_server.url)
         state.mark(client, "bench_memory")
-        Outbox(client, GROUPS[0], "bench").create_groups()
+        Outboxes(client, GROUPS[0], "bench").create_groups()
         engine = Engine(redis_server.url, archive=PostgresArchive(postgres.url))
         await engine.load()
         products = [(await engine.create_product(f"p{i}", 100 + i, 10**9)).id
@@ -219,7 +228,7 @@ async def bench(args: argparse.Namespace, root: Path) -> None:
                   f"{(later[-1] / first - 1) * 100:+.1f}%", flush=True)
         await settled_all(client, args.retention)
         settled, settled_data = used(client), dataset(client)
-        left = client.llen(keys.SETTLE)
+        left = settle_records(client)
         print(f"drained and settled: used_memory {settled / MB:.1f} MB "
               f"({(settled - base) / args.orders:.1f} bytes an order more than before the "
               f"first), data {(settled_data - base_data) / args.orders:.1f} bytes per settled "

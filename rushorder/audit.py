@@ -25,8 +25,8 @@ from typing import Any
 import redis
 from sqlalchemy.engine import Connection
 
-from engine import state
-from engine.outbox import POSTGRES, Outbox
+from engine import keys, state
+from engine.outbox import POSTGRES, Outboxes
 from engine.restore import Snapshot
 from persistence.balances import Balances
 from persistence.catalog import Catalog
@@ -93,9 +93,11 @@ def agree(name: str, redis_side: Mapping[int, Any], postgres: Mapping[int, Any],
     return check
 
 
-def drained(client: redis.Redis, wait_s: float, progress: Progress) -> Check:
-    """The Postgres group has taken and applied every outbox entry (waits up to ``wait_s``)."""
-    outbox = Outbox(client, POSTGRES, "audit")
+def drained(client: redis.Redis, layout: keys.Layout, wait_s: float,
+            progress: Progress) -> Check:
+    """The Postgres group has taken and applied every outbox entry of every stream (waits
+    up to ``wait_s``)."""
+    outbox = Outboxes(client, POSTGRES, "audit", layout=layout)
     deadline = time.monotonic() + wait_s
     left = outbox.backlog()
     progress.stage("outbox drain into postgres", total=left, unit="entries")
@@ -202,9 +204,11 @@ def run_audit(client: redis.Redis, conn: Connection, progress: Progress,
     progress.stage("live-state marker")
     if not (marked := live(client)).ok:
         return Report([marked])  # nothing to compare: the comparisons would all fail
-    drain = drained(client, wait_s, progress)
+    made = state.marker(client)
+    layout = keys.layout(made.groups or 1 if made is not None else keys.DEFAULT_GROUPS)
+    drain = drained(client, layout, wait_s, progress)
     progress.stage("reading redis")
-    snap = Snapshot(client)
+    snap = Snapshot(client, layout)
     redis_coupons = snap.coupons()
     redis_values = redis_side(snap, redis_coupons)
     floors = snap.floors()

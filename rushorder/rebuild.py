@@ -26,7 +26,7 @@ from typing import cast
 import redis
 from sqlalchemy.engine import Connection
 
-from engine import state
+from engine import keys, state
 from engine.models import (
     Coupon,
     DiscountType,
@@ -39,7 +39,7 @@ from engine.models import (
     OrderStatus,
     Product,
 )
-from engine.outbox import GROUPS, Outbox
+from engine.outbox import GROUPS, Outboxes
 from engine.restore import HOUR_MS, Restorer, clear_state, holds_state
 from persistence.balances import Balances, HistoryRow
 from persistence.catalog import Catalog, ProductRow
@@ -47,7 +47,6 @@ from persistence.coupons import CouponRow, Coupons, HeldCoupon
 from persistence.database import create_engine
 from persistence.orders import FullOrder, Orders
 from persistence.outbox import AppliedEntries
-from persistence.sales import Sales
 from rushorder.progress import Progress
 from rushorder.settings import MissingSetting, Settings
 
@@ -173,12 +172,12 @@ def queue_writes(conn: Connection, restorer: Restorer, now_hour: int, window_hou
     for full in orders.all(since):
         restorer.order(order(full))
         loaded.add("orders")
-    first_hour = now_hour - window_hours + 1
-    restorer.sales(now_hour, window_hours,
-                   ((s.hour, s.product_id, s.units) for s in Sales(conn).since(first_hour)))
+    # Per user from the orders, not from sales_hourly: each group counts its users' units.
+    restorer.sales(now_hour, window_hours, orders.units(now_hour - window_hours + 1))
     last_coupon, last_issued = coupons.last_ids()
-    restorer.counters({"hist": balances.last_history_id(), "product": catalog.last_id(),
-                       "coupon": last_coupon, "icoupon": last_issued, "order": orders.last_id()})
+    restorer.counters({"product": catalog.last_id(), "coupon": last_coupon},
+                      {"hist": balances.last_history_id(), "icoupon": last_issued,
+                       "order": orders.last_id()})
     restorer.outbox(GROUPS, AppliedEntries(conn).last())
     return loaded
 
@@ -189,19 +188,20 @@ def in_tail(held: HeldCoupon, since: datetime) -> bool:
     return usable or held.version // 1_000_000 >= since.timestamp() * 1000
 
 
-def check_outbox(client: redis.Redis) -> None:
-    """Refuse to drop outbox events that Postgres does not have yet."""
+def check_outbox(client: redis.Redis, layout: keys.Layout) -> None:
+    """Refuse to drop outbox events that Postgres does not have yet (in the streams of
+    ``layout``, the one the state was made in)."""
     if not holds_state(client):
         return
     for group in GROUPS:
-        if backlog := Outbox(client, group, "rebuild").backlog():
+        if backlog := Outboxes(client, group, "rebuild", layout=layout).backlog():
             raise RebuildRefused(
                 f"the outbox holds {backlog} events its {group} group has not taken yet; a "
                 "rebuild would lose them. Run the workers until the outbox drains, then "
                 "rebuild again.")
 
 
-def withdraw(client: redis.Redis, force: bool) -> state.Marker | None:
+def withdraw(client: redis.Redis, force: bool, groups: int) -> state.Marker | None:
     """Take the live-state marker away before anything is checked or cleared, so that no
     write lands in between (every script refuses without it); the marker taken, if any.
     A Redis that holds live state is replaced only with ``force``."""
@@ -211,8 +211,10 @@ def withdraw(client: redis.Redis, force: bool) -> state.Marker | None:
                              "changed. Rebuild with --force to replace it with Postgres' copy.")
     if made is not None:
         state.unmark(client)
+    # A marker from before the user groups: its one outbox stream is the catalog's of today.
+    was = keys.layout(groups if made is None else made.groups or 1)
     try:
-        check_outbox(client)
+        check_outbox(client, was)
     except RebuildRefused:
         if made is not None:
             state.put(client, made)  # refused: as it was
@@ -228,23 +230,26 @@ def rebuild(settings: Settings, force: bool = False, if_needed: bool = False) ->
     db = create_engine(settings.database_url)
     with redis.Redis.from_url(settings.redis_url) as client:
         if if_needed and (made := state.marker(client)) is not None:
+            if (mismatch := made.mismatch(settings.groups)) is not None and not force:
+                print(f"rebuild refused: {mismatch}", file=sys.stderr)
+                return 1
             print(f"Redis holds live state ({made.describe()}): nothing to rebuild")
             return 0
         try:
-            withdraw(client, force)
+            withdraw(client, force, settings.groups)
         except RebuildRefused as exc:
             print(f"rebuild refused: {exc}", file=sys.stderr)
             return 1
         cleared = clear_state(client)
         seconds, micros = client.time()  # Redis' clock, as the scripts use
-        restorer = Restorer(client)
+        restorer = Restorer(client, keys.layout(settings.groups))
         with db.connect() as conn, conn.execution_options(
                 isolation_level="REPEATABLE READ", postgresql_readonly=True).begin():
             loaded = load(conn, restorer, int(seconds) * 1000 + int(micros) // 1000,
                           settings.top_window_hours, settings.redis_retention_s)
         restorer.flush()
         made = state.mark(client, "a rebuild from Postgres" if loaded.counts
-                          else "a first start on an empty database")
+                          else "a first start on an empty database", settings.groups)
     db.dispose()
     replaced = f" (replaced {cleared} keys)" if cleared else ""
     print(f"rebuilt Redis from Postgres: {loaded}{replaced}; {made.describe()}")
