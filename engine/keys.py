@@ -75,7 +75,7 @@ import zlib
 TAG = "{ro}"
 # RUSHORDER_GROUPS' default (rushorder/settings.py says the same; tests/test_settings.py
 # holds them together): chosen by load/bench_engine.py, see the README's "User groups".
-DEFAULT_GROUPS = 16
+DEFAULT_GROUPS = 4
 # The hash tag of group i's keys. One slot for all of them until the scripts stop reading
 # the catalog's stock and coupon counts (see the module's docstring).
 GROUP_TAG = TAG + ":g%d"

@@ -76,7 +76,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     outbox_batch: int = 1000
     # User groups (engine/keys.py): fixed for the life of the data; to change it, rebuild
     # Redis from Postgres with the new count (README, "User groups").
-    groups: Annotated[int, Meta(ge=1, le=1024)] = 16
+    groups: Annotated[int, Meta(ge=1, le=1024)] = 4
     outbox_reclaim_idle_ms: int = 30_000
 
     # Business policy (defaults from shared/API.md).

@@ -39,9 +39,22 @@ end
 -- Nil while the live-state marker (KEYS[1] of every script) exists, else the refusal to
 -- answer: a Redis without it lost its data or was never loaded, so an empty balance,
 -- catalog or order list there is not the truth, and a write there would be lost with it
--- (engine/state.py). One EXISTS per call.
-local function state_missing(marker)
-  if redis.call('EXISTS', marker) == 1 then return nil end
+-- (engine/state.py). One EXISTS per call. Scripts that write a user group's keys pass the
+-- caller's group count: state laid out in another count keeps each user's keys in another
+-- group, so a write there would split the user's state in two (the marker's JSON ends with
+-- the count it was made in; msgspec escapes every quote inside its strings).
+local function state_missing(marker, groups)
+  if groups == nil then
+    if redis.call('EXISTS', marker) == 1 then return nil end
+  else
+    local made = redis.call('GET', marker)
+    if made and string.find(made, '"groups":' .. groups .. '}', 1, true) then return nil end
+    if made then
+      return fail('STATE_MISSING', 'Redis holds live state laid out in other user groups ' ..
+        'than the ' .. groups .. ' of RUSHORDER_GROUPS; `rushorder rebuild --force` lays ' ..
+        'it out again from Postgres')
+    end
+  end
   return fail('STATE_MISSING', 'Redis holds no live rushorder state (its data was lost or ' ..
     'never loaded); nothing is served from it until `rushorder rebuild` restores it from ' ..
     'Postgres')

@@ -23,7 +23,7 @@
 --   ARCHIVED {"asked_ms"}, ARCHIVED_COUPON {"asked_ms","issued_coupon_id"} and RETRY (a
 --   copy came too late): none is kept as the Idempotency-Key's answer, the engine calls
 --   again with what Postgres has
-local missing = state_missing(KEYS[1])
+local missing = state_missing(KEYS[1], ARGV[7])
 if missing then return missing end
 local user_id, fp, ttl, hours, oid = ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4]), ARGV[5]
 local index, groups = tonumber(ARGV[6]), tonumber(ARGV[7])

@@ -11,7 +11,7 @@
 -- ARGV[9] the user's group's index; ARGV[10] the number of groups
 -- Every key but the marker is of the user's group (engine/keys.py).
 -- Reply: OK {"user_id","balance","charged"} | INVALID_AMOUNT | BALANCE_LIMIT_EXCEEDED
-local missing = state_missing(KEYS[1])
+local missing = state_missing(KEYS[1], ARGV[10])
 if missing then return missing end
 local user_id, amount, fp, ttl = tonumber(ARGV[1]), tonumber(ARGV[2]), ARGV[3], ARGV[4]
 local min, max, unit, cap = tonumber(ARGV[5]), tonumber(ARGV[6]), tonumber(ARGV[7]),

@@ -13,7 +13,7 @@
 -- ARGV[7] the number of groups
 -- Every key but the marker and the product prefix is of the user's group (engine/keys.py).
 -- Reply: OK <order> | CART_EMPTY | the order errors of place_orders.lua
-local missing = state_missing(KEYS[1])
+local missing = state_missing(KEYS[1], ARGV[7])
 if missing then return missing end
 local user_id, icid, fp, ttl, hours = tonumber(ARGV[1]), ARGV[2], ARGV[3], ARGV[4],
   tonumber(ARGV[5])

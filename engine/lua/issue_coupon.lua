@@ -10,7 +10,7 @@
 -- <g>:coupon:<id>:holders, user coupons, seq, outbox, idempotency, issued coupon prefix.
 -- Reply: OK <issued coupon> | COUPON_NOT_FOUND | COUPON_NOT_ACTIVE |
 --        COUPON_ALREADY_ISSUED | COUPON_SOLD_OUT | IDEMPOTENCY_KEY_REUSED
-local missing = state_missing(KEYS[1])
+local missing = state_missing(KEYS[1], ARGV[5])
 if missing then return missing end
 local user_id, fp, ttl = tonumber(ARGV[1]), ARGV[2], ARGV[3]
 

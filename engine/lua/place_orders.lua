@@ -21,7 +21,7 @@
 --   IDEMPOTENCY_KEY_REUSED, or ERR <message> when the order raised an error (the others
 --   of the batch are unaffected; as for a failed single call, it is not replayable).
 local ttl, hours, count = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[5])
-local missing = state_missing(KEYS[1])
+local missing = state_missing(KEYS[1], ARGV[4])
 if missing then
   local out = {}
   for i = 1, count do out[2 * i - 1], out[2 * i] = missing[1], missing[2] end

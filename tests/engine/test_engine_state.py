@@ -127,16 +127,17 @@ def test_every_script_checks_the_marker_before_touching_anything() -> None:
             continue
         body = path.read_text()
         assert "-- KEYS[1] live marker {ro}:live" in body, path.name
-        guard = body.find("state_missing(KEYS[1])")
+        guard = body.find("state_missing(KEYS[1]")
         assert guard > 0, f"{path.name} does not check the live-state marker"
         assert "redis.call" not in body[:guard], f"{path.name} touches Redis before the check"
 
 
-@pytest.mark.parametrize("marked", [{"groups": 4}, {}], ids=["other count", "before groups"])
+@pytest.mark.parametrize("other", [True, False], ids=["other count", "before groups"])
 async def test_ready_refuses_state_laid_out_in_another_group_count(
-    lost: Engine, lost_url: str, marked: dict[str, int]
+    lost: Engine, lost_url: str, other: bool
 ) -> None:
     await lost.load()
+    marked = {"groups": lost.layout.groups + 1} if other else {}
     with redis.Redis.from_url(lost_url) as client:
         client.set(keys.LIVE, json.dumps({"origin": "a test", "at_ms": 0, **marked}))
         with pytest.raises(StateMissing) as refused:
@@ -145,3 +146,18 @@ async def test_ready_refuses_state_laid_out_in_another_group_count(
         assert "rebuild --force" in refused.value.detail
         state.mark(client, "a test", lost.layout.groups)
     assert await lost.ready()
+
+
+GROUP_WRITES = ["charge", "issue_coupon", "place_order", "checkout", "cancel_order"]
+
+
+@pytest.mark.parametrize("name", GROUP_WRITES)
+async def test_a_write_to_state_laid_out_in_another_group_count_is_refused(
+    lost: Engine, lost_url: str, name: str
+) -> None:
+    with redis.Redis.from_url(lost_url) as client:
+        state.mark(client, "a test", lost.layout.groups * 2)
+        with pytest.raises(StateMissing) as refused:
+            await CALLS[name](lost)
+        assert f"the {lost.layout.groups} of RUSHORDER_GROUPS" in refused.value.detail
+        assert client.keys() == [keys.LIVE.encode()]  # nothing written

@@ -146,13 +146,14 @@ async def test_a_rebuild_lays_the_state_out_in_another_group_count_and_answers_a
     forwarder = Outboxes(r, PLATFORM, "forwarder")  # the platform has had every event too
     while taken := forwarder.read(100):
         forwarder.ack([e.key for e in taken])
-    fewer = wsettings.replace(groups=4)
+    other = wsettings.groups + 3
+    regroup = wsettings.replace(groups=other)
 
     # A stack started with another count must not serve the state as it is laid out.
-    assert rebuild(fewer, if_needed=True) == 1
-    assert "not the 4 of RUSHORDER_GROUPS" in capsys.readouterr().err
-    assert rebuild(fewer, force=True) == 0
-    regrouped = Engine(fewer.redis_url or "", groups=4)
+    assert rebuild(regroup, if_needed=True) == 1
+    assert f"not the {other} of RUSHORDER_GROUPS" in capsys.readouterr().err
+    assert rebuild(regroup, force=True) == 0
+    regrouped = Engine(regroup.redis_url or "", groups=other)
     try:
         assert await regrouped.ready()
         assert await answers(regrouped, users, items, coupons) == before

@@ -236,9 +236,11 @@ async def test_another_users_settled_order_is_not_found_and_not_brought_back(
     products: Callable[..., Awaitable[list[Product]]],
 ) -> None:
     owner, stranger = await funded_users(2, 10_000)
-    (item,) = await products(1, stock=10)
+    (item,) = await products(1, stock=100)
     placed = await engine.place_order(owner, [(item.id, 1)])
-    await engine.place_order(stranger, [(item.id, 1)])  # the stranger's floor is above it
+    # The stranger's floor must end above it (ids of two groups are counted apart).
+    while int((await engine.place_order(stranger, [(item.id, 1)])).id) < int(placed.id):
+        pass
     settle()
     assert int(r.hget(L.of(stranger).floor(stranger), "o") or 0) > int(placed.id)
     for call in (engine.order(stranger, placed.id), engine.cancel_order(stranger, placed.id)):
