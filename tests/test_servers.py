@@ -100,6 +100,40 @@ def test_redis_keeps_acknowledged_writes_across_a_restart(scratch: Path) -> None
         server.stop()
 
 
+def _cluster_info(client: redis.Redis) -> dict[str, str]:
+    return dict(line.split(":", 1) for line in client.execute_command("CLUSTER", "INFO").split())
+
+
+def _assert_one_node_holds_every_slot(server: RedisServer) -> str:
+    """The node's id, once it says it is an ok one-node cluster with all slots."""
+    with redis.Redis.from_url(server.url, decode_responses=True) as client:
+        info = _cluster_info(client)
+        assert (info["cluster_state"], info["cluster_slots_assigned"],
+                info["cluster_known_nodes"]) == ("ok", "16384", "1")
+        return str(client.execute_command("CLUSTER", "MYID"))
+
+
+def test_a_cluster_redis_holds_every_slot_and_keeps_them_across_a_restart(
+        scratch: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    server = RedisServer(scratch / "redis", free_port(), cluster=True).start()
+    try:
+        node = _assert_one_node_holds_every_slot(server)
+        with redis.Redis.from_url(server.url) as client:
+            client.set("{ro}kept", 1)
+        server.stop()
+
+        def no_new_slots(client: redis.Redis) -> None:
+            raise AssertionError("a restart must find its slots in nodes.conf")
+
+        monkeypatch.setattr("rushorder.servers._add_every_slot", no_new_slots)
+        server.start()
+        assert _assert_one_node_holds_every_slot(server) == node
+        with redis.Redis.from_url(server.url) as client:
+            assert client.get("{ro}kept") == b"1"
+    finally:
+        server.stop()
+
+
 def test_postgres_keeps_committed_rows_across_a_restart(scratch: Path) -> None:
     server = PostgresServer(scratch / "postgres", free_port()).start()
     try:
