@@ -10,7 +10,7 @@ import sys
 import tempfile
 import textwrap
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import psycopg
@@ -132,6 +132,22 @@ def test_a_cluster_redis_holds_every_slot_and_keeps_them_across_a_restart(
             assert client.get("{ro}kept") == b"1"
     finally:
         server.stop()
+
+
+GET_BOTH = "return {redis.call('GET', KEYS[1]), redis.call('GET', KEYS[2])}"
+
+
+@pytest.mark.parametrize("db", [0, 1])  # the session's Redis, and the engine tests' own
+def test_in_cluster_mode_a_script_whose_keys_span_two_slots_fails_with_crossslot(
+        cluster_only: None, redis_db: Callable[[int], str], db: int) -> None:
+    with redis.Redis.from_url(redis_db(db)) as client:
+        with pytest.raises(redis.exceptions.ClusterCrossSlotError):
+            client.eval(GET_BOTH, 2, "{a}x", "{b}y")
+        with pytest.raises(redis.exceptions.ClusterCrossSlotError):
+            client.mget("{a}x", "{b}y")
+        assert client.eval(GET_BOTH, 2, "{a}x", "{a}y") == [None, None]  # one slot: fine
+        with pytest.raises(redis.exceptions.ResponseError, match="SELECT is not allowed"):
+            client.execute_command("SELECT", 1)
 
 
 def test_postgres_keeps_committed_rows_across_a_restart(scratch: Path) -> None:
