@@ -8,10 +8,10 @@ STAMP  := $(VENV)/.rushorder-installed
 # Packages that hold Python files (a fresh clone may not have all of them yet).
 PY_DIRS = $(foreach d,rushorder engine api workers persistence,$(if $(wildcard $(d)/*.py),$(d)))
 
-.PHONY: help venv install up test bench load lint clean
+.PHONY: help venv install up test test-cluster bench load lint clean
 
 help:  ## list the targets
-	@grep -E '^[a-z]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
 
 venv: $(STAMP)  ## create .venv and install rushorder with [dev,servers]
 
@@ -29,8 +29,14 @@ up: $(STAMP)  ## start Redis, Postgres, API, workers and mock platform; Ctrl-C s
 	$(BIN)/rushorder up
 
 # `python -m` puts the repo first on sys.path, so tests/engine/ cannot shadow engine/.
-test: $(STAMP)  ## run the whole test suite against private servers
-	$(BIN)/python -m pytest -q
+# The second pass runs on cluster-enabled Redis servers holding every slot, where keys of
+# two slots in one script or command fail with CROSSSLOT (tests/conftest.py).
+test: $(STAMP)  ## run the whole test suite against private servers: plain Redis, then cluster
+	RUSHORDER_TEST_CLUSTER=0 $(BIN)/python -m pytest -q
+	RUSHORDER_TEST_CLUSTER=1 $(BIN)/python -m pytest -q
+
+test-cluster: $(STAMP)  ## only the cluster pass of `make test`
+	RUSHORDER_TEST_CLUSTER=1 $(BIN)/python -m pytest -q
 
 bench: $(STAMP)  ## run every load/bench_*.py in turn
 	@set -e; for script in load/bench_*.py; do \

@@ -24,12 +24,18 @@ import subprocess
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import redis
 
 MIN_REDIS = (7, 0)  # Valkey numbers from 7.2, so this admits every Valkey too
 PG_USER = "rushorder"  # the unprivileged OS user that runs Postgres when we are root
 PG_DATABASE = "rushorder"
 PG_SUPERUSER = "postgres"
 SUN_PATH_MAX = 107  # AF_UNIX path limit; Postgres refuses to start past it
+CLUSTER_SLOTS = 16_384
+ADDSLOTS_CHUNK = 1_024  # slots per CLUSTER ADDSLOTS where ADDSLOTSRANGE is unknown
 
 
 class ServerError(RuntimeError):
@@ -279,17 +285,46 @@ class _Server:
 # ---------------------------------------------------------------------------------------
 
 
+def _cluster_info(client: redis.Redis) -> dict[str, str]:
+    """``CLUSTER INFO`` as a dict of strings."""
+    text = client.execute_command("CLUSTER", "INFO")
+    text = text.decode() if isinstance(text, bytes) else str(text)
+    fields = (line.partition(":") for line in text.split())
+    return {name: value for name, colon, value in fields if colon}
+
+
+def _add_every_slot(client: redis.Redis) -> None:
+    """Give this node all 16,384 slots: ADDSLOTSRANGE (Redis >= 7.0), else ADDSLOTS in
+    chunks."""
+    import redis
+
+    try:
+        client.execute_command("CLUSTER", "ADDSLOTSRANGE", 0, CLUSTER_SLOTS - 1)
+    except redis.exceptions.ResponseError as exc:
+        if "unknown subcommand" not in str(exc).lower():
+            raise
+        for first in range(0, CLUSTER_SLOTS, ADDSLOTS_CHUNK):
+            client.execute_command("CLUSTER", "ADDSLOTS",
+                                   *range(first, min(first + ADDSLOTS_CHUNK, CLUSTER_SLOTS)))
+
+
 class RedisServer(_Server):
-    """Redis (or Valkey) with AOF on, appendfsync always and no eviction."""
+    """Redis (or Valkey) with AOF on, appendfsync always and no eviction.
+
+    ``cluster=True`` makes it a one-node Redis Cluster holding every slot, so that a
+    script or command whose keys span two slots fails with CROSSSLOT as it would on a
+    real cluster; it then has database 0 only.
+    """
 
     name = "redis"
 
     def __init__(self, data_dir: Path | str, port: int, *, fsync_always: bool = True,
-                 isolate: bool = False) -> None:
+                 isolate: bool = False, cluster: bool = False) -> None:
         self.data_dir = Path(data_dir).resolve()
         self.port = port
         self.fsync_always = fsync_always
         self.isolate = isolate
+        self.cluster = cluster
         self.binary = find_redis()
 
     @property
@@ -306,16 +341,43 @@ class RedisServer(_Server):
             "--appendfsync", "always" if self.fsync_always else "everysec",
             "--maxmemory-policy", "noeviction", "--save", "", "--daemonize", "no",
             "--protected-mode", "no", "--logfile", "", "--loglevel", "notice",
+            *self._cluster_args(),
         ]
 
+    def _cluster_args(self) -> list[str]:
+        # nodes.conf sits in --dir, so a restart of the same data dir keeps its slots. The
+        # bus port is our own free one: the default, port + 10000, may be past 65535.
+        if not self.cluster:
+            return []
+        return ["--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf",
+                "--cluster-port", str(free_port())]
+
     def start(self, timeout_s: float = 60) -> RedisServer:
-        """Start redis as our child and wait until it has loaded its AOF and answers."""
+        """Start redis as our child and wait until it has loaded its AOF and answers (and,
+        with ``cluster``, until it holds every slot and says ``cluster_state:ok``)."""
         if self.running:
             return self
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self.proc = self._spawn(self._args())
+        deadline = time.monotonic() + timeout_s
         self._wait_ready(timeout_s)
+        if self.cluster:
+            self._serve_every_slot(deadline)
         return self
+
+    def _serve_every_slot(self, deadline: float) -> None:
+        """Assign all slots to this node if it holds none (a new data dir), then wait until
+        the cluster is ok (a node takes a second or two after start or ADDSLOTS)."""
+        import redis
+
+        with redis.Redis(port=self.port, socket_timeout=5) as client:
+            if int(_cluster_info(client).get("cluster_slots_assigned", 0)) == 0:
+                _add_every_slot(client)
+            while time.monotonic() < deadline:
+                if _cluster_info(client).get("cluster_state") == "ok":
+                    return
+                time.sleep(0.05)
+        raise self._failed("did not reach cluster_state:ok in time")
 
     def _answers(self) -> bool:
         import redis

@@ -36,6 +36,10 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     # Servers. Unset URLs mean "start private servers under data_dir" (make up / tests).
     redis_url: str | None = None
     database_url: str | None = None
+    # RQ's queues and registries (the outbox workers' jobs). RQ's keys carry no hash tag
+    # and it writes several of them in one MULTI, so a Redis Cluster would refuse it
+    # (CROSSSLOT): give it a plain Redis of its own there. Unset: redis_url.
+    rq_redis_url: str | None = None
     data_dir: str = "./.rushorder"
     redis_port: int = 6380
     pg_port: int = 5433
@@ -93,6 +97,11 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     def platform_url(self) -> str:
         """Where order events go: the configured URL or the local mock platform."""
         return self.data_platform_url or f"http://127.0.0.1:{self.platform_port}"
+
+    @property
+    def rq_url(self) -> str | None:
+        """Where RQ keeps its jobs: ``rq_redis_url``, else the outbox's ``redis_url``."""
+        return self.rq_redis_url or self.redis_url
 
     @property
     def data_path(self) -> Path:

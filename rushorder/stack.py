@@ -226,7 +226,9 @@ class Stack:
     def child_env(self, resolved: Settings) -> dict[str, str]:
         """Our environment plus the resolved URLs, so children build the same Settings."""
         assert resolved.redis_url is not None and resolved.database_url is not None
+        assert resolved.rq_url is not None
         return {**os.environ, "RUSHORDER_REDIS_URL": resolved.redis_url,
+                "RUSHORDER_RQ_REDIS_URL": resolved.rq_url,
                 "RUSHORDER_DATABASE_URL": resolved.database_url,
                 "RUSHORDER_DATA_DIR": resolved.data_dir, "PYTHONUNBUFFERED": "1"}
 
@@ -370,6 +372,7 @@ def print_banner(stack: Stack, resolved: Settings, ready: bool) -> None:
         f"  platform   {platform}",
         f"  workers    {s.workers} outbox worker(s); {worker_metrics(s)}",
         f"  redis      {_server_line(stack.redis, s.redis_url)}",
+        *([f"  rq redis   {s.rq_redis_url}  (RQ's jobs)"] if s.rq_redis_url else []),
         f"  postgres   {_server_line(stack.postgres, s.database_url)}",
         f"  data dir   {Path(s.data_dir)}",
         f"  stack file {stackfile.path_in(Path(s.data_dir))}  (other rushorder commands "

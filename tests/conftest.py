@@ -12,6 +12,7 @@ import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TypeVar
+from urllib.parse import urlparse, urlunparse
 
 import pytest
 
@@ -22,9 +23,20 @@ from rushorder.settings import Settings
 # Servers: one private Redis and one private Postgres per test session, on free ports in
 # a temp dir, stopped at session end. Set RUSHORDER_TEST_REDIS_URL /
 # RUSHORDER_TEST_DATABASE_URL to point the suite at servers of your own instead.
+#
+# RUSHORDER_TEST_CLUSTER=1 (`make test-cluster`) runs the suite on cluster-enabled Redis
+# servers that hold every slot, where keys of two slots in one script or command fail with
+# CROSSSLOT. Such a server has database 0 only, so each test folder's database is then a
+# server of its own (``redis_databases``), and RQ, which a cluster refuses, gets a plain one.
 # =======================================================================================
 
 S = TypeVar("S", RedisServer, PostgresServer)
+CLUSTER = os.environ.get("RUSHORDER_TEST_CLUSTER") == "1"
+
+
+def with_db(url: str, db: int) -> str:
+    """The same server URL pointed at another logical database."""
+    return urlunparse(urlparse(url)._replace(path=f"/{db}"))
 
 
 def _start_on_free_port(make: Callable[[int], S], attempts: int = 3) -> S:
@@ -48,8 +60,10 @@ def server_root() -> Iterator[Path]:
 
 @pytest.fixture(scope="session")
 def redis_server(server_root: Path) -> Iterator[RedisServer]:
-    """A private Redis (AOF, fsync always, noeviction) for the whole session."""
-    server = _start_on_free_port(lambda port: RedisServer(server_root / "redis", port))
+    """A private Redis (AOF, fsync always, noeviction) for the whole session; in cluster
+    mode a cluster-enabled one."""
+    server = _start_on_free_port(
+        lambda port: RedisServer(server_root / "redis", port, cluster=CLUSTER))
     yield server
     server.stop()
 
@@ -76,12 +90,85 @@ def database_url(request: pytest.FixtureRequest) -> str:
         "postgres_server").url
 
 
+class RedisDatabases:
+    """The test folders' separate Redis databases, by number. Plain mode: logical database
+    ``n`` of the session's Redis. Cluster mode: a cluster-enabled server of its own per
+    ``n`` (database 0 is the session's), and RQ's jobs in database ``n`` of one plain Redis."""
+
+    def __init__(self, session_url: str, root: Path) -> None:
+        self.session_url = session_url
+        self.root = root
+        self.cluster = CLUSTER
+        self.servers: dict[str, RedisServer] = {}
+
+    def url(self, db: int) -> str:
+        """Where database ``db`` is."""
+        if not self.cluster:
+            return with_db(self.session_url, db)
+        if db == 0:
+            return self.session_url
+        return self._server(f"redis-db{db}", cluster=True).url
+
+    def rq_url(self, db: int) -> str | None:
+        """``rq_redis_url`` for database ``db``: None (RQ beside the state) in plain mode."""
+        if not self.cluster:
+            return None
+        return with_db(self._server("redis-rq", cluster=False).url, db)
+
+    def _server(self, name: str, cluster: bool) -> RedisServer:
+        """The private server ``name``, started on first use."""
+        if name not in self.servers:
+            self.servers[name] = _start_on_free_port(
+                lambda port: RedisServer(self.root / name, port, cluster=cluster))
+        return self.servers[name]
+
+    def stop(self) -> None:
+        """Stop every server started here."""
+        for server in self.servers.values():
+            server.stop()
+
+
 @pytest.fixture(scope="session")
-def settings(redis_url: str, database_url: str, server_root: Path) -> Settings:
+def redis_databases(redis_url: str, server_root: Path) -> Iterator[RedisDatabases]:
+    """Separate Redis databases for the test folders (see :class:`RedisDatabases`)."""
+    databases = RedisDatabases(redis_url, server_root)
+    yield databases
+    databases.stop()
+
+
+@pytest.fixture(scope="session")
+def redis_db(redis_databases: RedisDatabases) -> Callable[[int], str]:
+    """The URL of the test folders' separate Redis database ``n``."""
+    return redis_databases.url
+
+
+@pytest.fixture(scope="session")
+def rq_redis_db(redis_databases: RedisDatabases) -> Callable[[int], str | None]:
+    """``rq_redis_url`` for the tests on database ``n`` (None: RQ sits beside the state)."""
+    return redis_databases.rq_url
+
+
+@pytest.fixture(scope="session")
+def redis_cluster() -> bool:
+    """The suite runs in cluster mode: a Redis a test starts for state is to be
+    ``RedisServer(..., cluster=redis_cluster)``."""
+    return CLUSTER
+
+
+@pytest.fixture
+def cluster_only(redis_cluster: bool) -> None:
+    """Skip the test unless the suite runs in cluster mode (RUSHORDER_TEST_CLUSTER=1)."""
+    if not redis_cluster:
+        pytest.skip("cluster mode only: RUSHORDER_TEST_CLUSTER=1 (make test-cluster)")
+
+
+@pytest.fixture(scope="session")
+def settings(redis_url: str, database_url: str, server_root: Path,
+             redis_databases: RedisDatabases) -> Settings:
     """Settings pointing at the session's servers; tests derive variants with .replace()."""
-    return Settings(redis_url=redis_url, database_url=database_url,
-                    data_dir=str(server_root / "data"), http_port=free_port(),
-                    platform_port=free_port())
+    return Settings(redis_url=redis_url, rq_redis_url=redis_databases.rq_url(0),
+                    database_url=database_url, data_dir=str(server_root / "data"),
+                    http_port=free_port(), platform_port=free_port())
 
 
 # =======================================================================================

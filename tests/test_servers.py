@@ -10,7 +10,7 @@ import sys
 import tempfile
 import textwrap
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import psycopg
@@ -98,6 +98,56 @@ def test_redis_keeps_acknowledged_writes_across_a_restart(scratch: Path) -> None
             assert client.get("stock:1") == b"42"
     finally:
         server.stop()
+
+
+def _cluster_info(client: redis.Redis) -> dict[str, str]:
+    return dict(line.split(":", 1) for line in client.execute_command("CLUSTER", "INFO").split())
+
+
+def _assert_one_node_holds_every_slot(server: RedisServer) -> str:
+    """The node's id, once it says it is an ok one-node cluster with all slots."""
+    with redis.Redis.from_url(server.url, decode_responses=True) as client:
+        info = _cluster_info(client)
+        assert (info["cluster_state"], info["cluster_slots_assigned"],
+                info["cluster_known_nodes"]) == ("ok", "16384", "1")
+        return str(client.execute_command("CLUSTER", "MYID"))
+
+
+def test_a_cluster_redis_holds_every_slot_and_keeps_them_across_a_restart(
+        scratch: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    server = RedisServer(scratch / "redis", free_port(), cluster=True).start()
+    try:
+        node = _assert_one_node_holds_every_slot(server)
+        with redis.Redis.from_url(server.url) as client:
+            client.set("{ro}kept", 1)
+        server.stop()
+
+        def no_new_slots(client: redis.Redis) -> None:
+            raise AssertionError("a restart must find its slots in nodes.conf")
+
+        monkeypatch.setattr("rushorder.servers._add_every_slot", no_new_slots)
+        server.start()
+        assert _assert_one_node_holds_every_slot(server) == node
+        with redis.Redis.from_url(server.url) as client:
+            assert client.get("{ro}kept") == b"1"
+    finally:
+        server.stop()
+
+
+GET_BOTH = "return {redis.call('GET', KEYS[1]), redis.call('GET', KEYS[2])}"
+
+
+@pytest.mark.parametrize("db", [0, 1])  # the session's Redis, and the engine tests' own
+def test_in_cluster_mode_a_script_whose_keys_span_two_slots_fails_with_crossslot(
+        cluster_only: None, redis_db: Callable[[int], str], db: int) -> None:
+    with redis.Redis.from_url(redis_db(db)) as client:
+        with pytest.raises(redis.exceptions.ClusterCrossSlotError):
+            client.eval(GET_BOTH, 2, "{a}x", "{b}y")
+        with pytest.raises(redis.exceptions.ClusterCrossSlotError):
+            client.mget("{a}x", "{b}y")
+        assert client.eval(GET_BOTH, 2, "{a}x", "{a}y") == [None, None]  # one slot: fine
+        with pytest.raises(redis.exceptions.ResponseError, match="SELECT is not allowed"):
+            client.execute_command("SELECT", 1)
 
 
 def test_postgres_keeps_committed_rows_across_a_restart(scratch: Path) -> None:

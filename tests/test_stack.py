@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import redis
@@ -41,8 +42,8 @@ def test_stopping_a_child_kills_what_it_started() -> None:
     assert not any(_alive(int(pid)) for pid in grandchildren)
 
 
-def test_live_state_is_the_marker_not_a_key_count(redis_url: str) -> None:
-    db = redis_url.rsplit("/", 1)[0] + "/15"
+def test_live_state_is_the_marker_not_a_key_count(redis_db: Callable[[int], str]) -> None:
+    db = redis_db(15)
     with redis.Redis.from_url(db) as client:
         client.flushdb()
         client.set("rq:workers", 1)  # RQ's keys, or a recreated outbox, do not make it live

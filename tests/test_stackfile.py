@@ -10,7 +10,7 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import msgspec
@@ -159,23 +159,26 @@ class Output:
 
 
 @pytest.fixture
-def stack_redis_url(redis_url: str) -> Iterator[str]:
+def stack_redis_url(redis_db: Callable[[int], str]) -> Iterator[str]:
     """Our own logical DB of the session's Redis, empty before and after."""
-    url = redis_url.rsplit("/", 1)[0] + f"/{STACK_REDIS_DB}"
-    with redis.Redis.from_url(url) as client:
+    with redis.Redis.from_url(redis_db(STACK_REDIS_DB)) as client:
         client.flushdb()
-        yield url
+        yield redis_db(STACK_REDIS_DB)
         client.flushdb()
 
 
 def test_audit_beside_a_running_up_uses_its_servers(
-        tmp_path: Path, stack_redis_url: str, fresh_database: str) -> None:
+        tmp_path: Path, stack_redis_url: str, fresh_database: str,
+        rq_redis_db: Callable[[int], str | None]) -> None:
     data = tmp_path / "data"
     up_env = {**os.environ, "RUSHORDER_REDIS_URL": stack_redis_url,
               "RUSHORDER_DATABASE_URL": fresh_database, "RUSHORDER_DATA_DIR": str(data),
               "RUSHORDER_HTTP_PORT": str(free_port()), "RUSHORDER_API_WORKERS": "1",
               "RUSHORDER_PLATFORM_PORT": str(free_port()), "RUSHORDER_LOG_LEVEL": "WARNING"}
     up_env.pop("RUSHORDER_DATA_PLATFORM_URL", None)
+    up_env.pop("RUSHORDER_RQ_REDIS_URL", None)
+    if rq_url := rq_redis_db(STACK_REDIS_DB):  # cluster mode: RQ on a plain Redis
+        up_env["RUSHORDER_RQ_REDIS_URL"] = rq_url
     second_terminal = {k: v for k, v in up_env.items() if k not in UNSET}
     audit = [sys.executable, "-m", "rushorder.cli", "audit"]
     up = subprocess.Popen([sys.executable, "-m", "rushorder.cli", "up"], env=up_env, cwd=ROOT,

@@ -50,6 +50,16 @@ class WorkerContext:
         self.job: object | None = None  # the running writer or forwarder (see running())
 
     @cached_property
+    def rq_redis(self) -> redis.Redis:
+        """RQ's Redis (``rq_redis_url``), for enqueuing jobs; the outbox's client when it is
+        the same server."""
+        rq_url = self.settings.rq_url
+        if rq_url == self.redis_url or rq_url is None:
+            return self.redis
+        return redis.Redis.from_url(rq_url, socket_timeout=10, socket_connect_timeout=5,
+                                    health_check_interval=30)
+
+    @cached_property
     def redis(self) -> redis.Redis:
         """A bytes client for the outbox (socket timeout above the blocking reads' 1 s)."""
         return redis.Redis.from_url(self.redis_url, socket_timeout=10, socket_connect_timeout=5,
@@ -117,7 +127,7 @@ class WorkerContext:
 
     def close(self) -> None:
         """Close whatever was opened."""
-        for name, closer in (("redis", "close"), ("db", "dispose")):
+        for name, closer in (("rq_redis", "close"), ("redis", "close"), ("db", "dispose")):
             if name in self.__dict__:
                 getattr(self.__dict__.pop(name), closer)()
 

@@ -48,7 +48,7 @@ def _drain(group: str, make: Callable[[WorkerContext], _Drainer], budget_s: floa
         ctx.wait_for_live_state(str(exc), until)
         return 0
     finally:
-        ensure_job(group, ctx.redis)
+        ensure_job(group, ctx.rq_redis)
 
 
 def _writer(ctx: WorkerContext) -> PostgresWriter:
@@ -80,7 +80,8 @@ JOBS: dict[str, Callable[[float], int]] = {
 
 
 def ensure_job(group: str, connection: redis.Redis, budget_s: float = JOB_BUDGET_S) -> Job | None:
-    """Enqueue the group's job unless one already waits in its queue; the job, if enqueued."""
+    """Enqueue the group's job unless one already waits in its queue; the job, if enqueued.
+    ``connection`` is RQ's Redis (``Settings.rq_url``), not necessarily the outbox's."""
     queue = Queue(QUEUES[group], connection=connection)
     if queue.count:
         return None

@@ -68,8 +68,8 @@ def work(settings: Settings, group: str, metrics_port: int | None = None,
     ``ctx``, or a context installed now); its heartbeat names ``metrics_port`` as where its
     metrics are served."""
     ctx = ctx or install(settings, group)
-    assert settings.redis_url is not None
-    connection = redis.Redis.from_url(settings.redis_url)
+    assert settings.rq_url is not None
+    connection = redis.Redis.from_url(settings.rq_url)  # RQ's, apart from the outbox's
     worker = OutboxWorker([QUEUES[group]], connection=connection,
                           maintenance_interval=MAINTENANCE_S, worker_ttl=WORKER_TTL_S)
     helpers: list[Heartbeats | ReplayListener] = [Heartbeats(ctx, group, metrics_port)]

@@ -1,5 +1,6 @@
 """Fixtures of the API's tests: the app served over real HTTP (uvicorn, in this test
-process's event loop) on the session's Redis, logical DB 2, and clients acting as new users.
+process's event loop) on the session's Redis, logical DB 2 (in cluster mode a server of
+its own), and clients acting as new users.
 
 Every test makes its own users, products and coupons, so tests never clean up after
 each other; the database is flushed once, when the session starts.
@@ -17,7 +18,6 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlparse, urlunparse
 
 import httpx
 import pytest
@@ -37,15 +37,10 @@ SECRET = "api-tests-secret-of-more-than-32-bytes!"
 USER_SEQ = "test:api:user"  # outside {ro}: not the engine's
 
 
-def with_db(url: str, db: int) -> str:
-    """The same server URL pointed at another logical database."""
-    return urlunparse(urlparse(url)._replace(path=f"/{db}"))
-
-
 @pytest.fixture(scope="session")
-def api_redis_url(redis_url: str) -> str:
+def api_redis_url(redis_db: Callable[[int], str]) -> str:
     """DB 2 of the session's Redis, flushed once at the start, holding live state."""
-    url = with_db(redis_url, API_DB)
+    url = redis_db(API_DB)
     with redis.Redis.from_url(url) as client:
         client.flushdb()
         state.mark(client, "tests")

@@ -15,7 +15,7 @@ import httpx
 import pytest
 import redis
 from actors import Actor, assert_problem
-from conftest import SECRET, with_db
+from conftest import SECRET
 
 from api.app import create_app
 from api.auth import CSRF_COOKIE, TOKEN_COOKIE, Authenticator
@@ -28,9 +28,9 @@ CONSOLE_DB = 7  # the console's counts are the whole database's: a database of i
 
 
 @pytest.fixture
-def console_url(api_settings: Settings) -> Iterator[str]:
+def console_url(redis_db: Callable[[int], str]) -> Iterator[str]:
     """An empty database holding live state, for the tests of this module alone."""
-    url = with_db(api_settings.redis_url or "", CONSOLE_DB)
+    url = redis_db(CONSOLE_DB)
     with redis.Redis.from_url(url) as client:
         client.flushdb()
         state.mark(client, "tests")

@@ -7,14 +7,14 @@ import asyncio
 import os
 import signal
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import httpx
 import pytest
 import redis
 from actors import Actor, assert_problem
-from conftest import SECRET, with_db
+from conftest import SECRET
 
 from api.app import create_app
 from engine import state
@@ -28,9 +28,9 @@ BUYERS = 40
 
 
 async def test_a_redis_without_live_state_answers_503_and_is_not_ready(
-    serve_app, api_settings: Settings
+    serve_app, api_settings: Settings, redis_db: Callable[[int], str]
 ) -> None:
-    lost_url = with_db(api_settings.redis_url or "", LOST_DB)
+    lost_url = redis_db(LOST_DB)
     with redis.Redis.from_url(lost_url) as client:
         client.flushdb()
     user, admin = Actor(1, SECRET), Actor(2, SECRET, admin=True)
@@ -56,9 +56,9 @@ async def test_a_redis_without_live_state_answers_503_and_is_not_ready(
 
 
 @pytest.fixture
-def stoppable(tmp_path: Path) -> Iterator[RedisServer]:
+def stoppable(tmp_path: Path, redis_cluster: bool) -> Iterator[RedisServer]:
     """A Redis of this test's own, as the managed stack runs it, holding live state."""
-    server = RedisServer(tmp_path / "redis", free_port()).start()
+    server = RedisServer(tmp_path / "redis", free_port(), cluster=redis_cluster).start()
     with redis.Redis.from_url(server.url) as client:
         state.mark(client, "tests")
     yield server

@@ -1,8 +1,9 @@
 """Fixtures of the engine's tests: a real Redis (logical DB 1), a fresh Engine per test and
 unique ids, so tests never clean up after each other.
 
-The server is the session's shared one (``redis_url`` from ``tests/conftest.py``) when that
-fixture exists; until then a throwaway valkey/redis-server is started here.
+The databases are the session's (``redis_databases`` from ``tests/conftest.py``: in cluster
+mode, a cluster-enabled server per database) when that fixture exists; else logical
+databases of a throwaway valkey/redis-server started here.
 """
 
 from __future__ import annotations
@@ -69,13 +70,20 @@ def throwaway_redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[st
 
 
 @pytest.fixture(scope="session")
-def engine_redis_url(request: pytest.FixtureRequest) -> str:
-    """DB 1 of the shared session server if ``redis_url`` exists, else of our own."""
+def redis_db(request: pytest.FixtureRequest) -> Callable[[int], str]:
+    """The URL of separate database ``n``: the session's (``redis_databases``) if that
+    fixture exists, else a logical database of our own server."""
     try:
-        base = request.getfixturevalue("redis_url")
+        return request.getfixturevalue("redis_databases").url  # type: ignore[no-any-return]
     except pytest.FixtureLookupError:
         base = request.getfixturevalue("throwaway_redis_url")
-    url = with_db(base, ENGINE_DB)
+        return lambda db: with_db(base, db)
+
+
+@pytest.fixture(scope="session")
+def engine_redis_url(redis_db: Callable[[int], str]) -> str:
+    """The engine's database (DB 1), holding live state."""
+    url = redis_db(ENGINE_DB)
     with redis.Redis.from_url(url) as client:
         state.mark(client, "tests")  # the engine's tests run on live state
     return url

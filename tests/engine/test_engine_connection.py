@@ -178,9 +178,10 @@ async def test_any_other_error_reply_is_a_bug_not_unavailability() -> None:
 
 
 async def test_a_redis_out_of_memory_answers_orders_and_charges_engine_unavailable(
-    tmp_path: Path,
+    tmp_path: Path, redis_cluster: bool,
 ) -> None:
-    server = RedisServer(tmp_path / "redis", free_port(), fsync_always=False).start()
+    server = RedisServer(tmp_path / "redis", free_port(), fsync_always=False,
+                         cluster=redis_cluster).start()
     try:
         with redis.Redis.from_url(server.url) as client:
             state.mark(client, "tests")

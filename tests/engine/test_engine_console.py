@@ -5,12 +5,11 @@ state."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 
 import msgspec
 import pytest
 import redis
-from conftest import with_db
 
 from engine import Engine, heartbeat, keys, replays, state
 from engine.errors import StateMissing
@@ -22,9 +21,9 @@ CONSOLE_DB = 9  # flushed by every test here
 
 
 @pytest.fixture
-def console_url(engine_redis_url: str) -> Iterator[str]:
+def console_url(redis_db: Callable[[int], str]) -> Iterator[str]:
     """An empty database of our own, holding live state."""
-    url = with_db(engine_redis_url, CONSOLE_DB)
+    url = redis_db(CONSOLE_DB)
     with redis.Redis.from_url(url) as client:
         client.flushdb()
         state.mark(client, "tests")

@@ -40,9 +40,9 @@ async def flood(engine: Engine, product_id: int, seconds: float, server: RedisSe
 
 
 async def test_a_redis_killed_mid_flood_keeps_every_answered_order_and_nothing_twice(
-    tmp_path: Path,
+    tmp_path: Path, redis_cluster: bool,
 ) -> None:
-    server = RedisServer(tmp_path / "redis", free_port()).start()
+    server = RedisServer(tmp_path / "redis", free_port(), cluster=redis_cluster).start()
     try:
         with redis.Redis.from_url(server.url) as client:
             state.mark(client, "tests")  # in the AOF like everything else: back after the crash

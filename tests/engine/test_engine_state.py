@@ -13,7 +13,6 @@ from typing import Any
 
 import pytest
 import redis
-from conftest import with_db
 
 from engine import Engine, keys, state
 from engine.errors import EngineUnavailable, StateMissing
@@ -48,9 +47,9 @@ CALLS: dict[str, Callable[[Engine], Awaitable[Any]]] = {
 
 
 @pytest.fixture
-def lost_url(engine_redis_url: str) -> str:
+def lost_url(redis_db: Callable[[int], str]) -> str:
     """An emptied database: what a FLUSHALL, a lost disk or an empty replica leaves."""
-    url = with_db(engine_redis_url, LOST_DB)
+    url = redis_db(LOST_DB)
     with redis.Redis.from_url(url) as client:
         client.flushdb()
     return url

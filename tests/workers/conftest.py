@@ -1,9 +1,10 @@
 """Fixtures of the workers' tests: real Redis, real Postgres, real worker processes.
 
 They run on the session's servers (``redis_url``/``database_url`` of tests/conftest.py)
-but apart from the other test folders: Redis logical DB 3 and the Postgres database
-``rushorder_workers_test``. Rebuild and audit look at the whole state, so each test starts
-from empty ones (both are this folder's own).
+but apart from the other test folders: Redis logical DB 3 (in cluster mode a server of its
+own, and RQ's jobs on a plain one) and the Postgres database ``rushorder_workers_test``.
+Rebuild and audit look at the whole state, so each test starts from empty ones (all are
+this folder's own).
 """
 
 from __future__ import annotations
@@ -43,9 +44,15 @@ def with_path(url: str, path: str) -> str:
 
 
 @pytest.fixture(scope="session")
-def workers_redis_url(redis_url: str) -> str:
+def workers_redis_url(redis_db: Callable[[int], str]) -> str:
     """Logical DB 3 of the session's Redis."""
-    return with_path(redis_url, f"/{WORKERS_DB}")
+    return redis_db(WORKERS_DB)
+
+
+@pytest.fixture(scope="session")
+def workers_rq_url(rq_redis_db: Callable[[int], str | None]) -> str | None:
+    """Where the workers' RQ jobs go: None (DB 3 too) but in cluster mode."""
+    return rq_redis_db(WORKERS_DB)
 
 
 @pytest.fixture(scope="session")
@@ -62,10 +69,12 @@ def workers_database_url(database_url: str) -> str:
 
 
 @pytest.fixture(scope="session")
-def wsettings(settings: Settings, workers_redis_url: str, workers_database_url: str) -> Settings:
+def wsettings(settings: Settings, workers_redis_url: str, workers_rq_url: str | None,
+              workers_database_url: str) -> Settings:
     """Settings on our DBs, tuned for tests: quick takeovers, short platform timeouts."""
     return settings.replace(
-        redis_url=workers_redis_url, database_url=workers_database_url,
+        redis_url=workers_redis_url, rq_redis_url=workers_rq_url,
+        database_url=workers_database_url,
         platform_port=free_port(), outbox_reclaim_idle_ms=1500, platform_timeout_s=0.5,
         platform_max_attempts=4, outbox_batch=500, worker_metrics_port=0)
 
@@ -86,11 +95,21 @@ def r(workers_redis_url: str) -> Iterator[redis.Redis]:
     client.close()
 
 
+@pytest.fixture
+def rq(wsettings: Settings) -> Iterator[redis.Redis]:
+    """A plain client on where RQ keeps our jobs (``r``'s DB but in cluster mode)."""
+    assert wsettings.rq_url is not None
+    client = redis.Redis.from_url(wsettings.rq_url)
+    yield client
+    client.close()
+
+
 @pytest.fixture(autouse=True)
-def empty_state(r: redis.Redis, db: Database) -> None:
-    """Each test starts with empty Redis DB 3 holding live state, and empty tables (an
-    empty shop, as a first start makes it)."""
+def empty_state(r: redis.Redis, rq: redis.Redis, db: Database) -> None:
+    """Each test starts with empty Redis DB 3 holding live state, no RQ jobs, and empty
+    tables (an empty shop, as a first start makes it)."""
     r.flushdb()
+    rq.flushdb()
     state.mark(r, "tests")
     with db.begin() as conn:
         conn.execute(sa.text(f"TRUNCATE {', '.join(TABLES)}"))

@@ -107,7 +107,8 @@ async def test_orders_go_on_while_postgres_is_down_and_the_backlog_drains_after(
 
 
 async def test_draining_needs_no_enqueued_job_and_survives_lost_and_doubled_jobs(
-    engine: Engine, db: Database, r: redis.Redis, worker: Callable[..., Process],
+    engine: Engine, db: Database, r: redis.Redis, rq: redis.Redis,
+    worker: Callable[..., Process],
     funded_users: Callable[..., Awaitable[list[int]]],
     products: Callable[..., Awaitable[list[Product]]],
 ) -> None:
@@ -117,8 +118,8 @@ async def test_draining_needs_no_enqueued_job_and_survives_lost_and_doubled_jobs
     wait_for(lambda: drained(r, db, 100), 30, what="the first orders")
 
     first.kill()  # its job dies with it, and RQ forgets everything it knew
-    for key in r.scan_iter(match="rq:*"):
-        r.delete(key)
+    for key in rq.scan_iter(match="rq:*"):
+        rq.delete(key)
     await place(engine, users, items, rounds=5)
     worker(POSTGRES)
     worker(POSTGRES)  # two at once: each runs a drain job, they take turns
