@@ -122,9 +122,16 @@ def _entries(raw: Iterable[tuple[bytes, dict[bytes, bytes] | None]],
     return [Entry(_text(entry), fields[_FIELD], stream) for entry, fields in raw if fields]
 
 
+def split_key(key: str) -> tuple[str, str]:
+    """The stream and entry id of an entry key (:attr:`Entry.key`, ``"<stream> <id>"``); a
+    plain entry id has the stream ``""``."""
+    stream, _, entry = key.rpartition(" ")
+    return stream, entry
+
+
 def _ids(ids: Iterable[str]) -> list[str]:
-    """Entry ids of ids or keys (:attr:`Entry.key`, ``"<stream> <id>"``)."""
-    return [i.rsplit(" ", 1)[-1] for i in ids]
+    """Entry ids of ids or keys (:attr:`Entry.key`)."""
+    return [split_key(i)[1] for i in ids]
 
 
 def _gone(raw: Iterable[tuple[bytes, dict[bytes, bytes] | None]]) -> list[str]:
@@ -363,7 +370,7 @@ class Outboxes:
     def _split(self, entry_keys: Iterable[str]) -> dict[str, list[str]]:
         ids: dict[str, list[str]] = {}
         for key in entry_keys:
-            stream, entry = key.rsplit(" ", 1)
+            stream, entry = split_key(key)
             ids.setdefault(stream, []).append(entry)
         return ids
 

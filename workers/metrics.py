@@ -46,7 +46,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, start_http_serv
 from prometheus_client.multiprocess import MultiProcessCollector, mark_process_dead
 
 from engine.keys import Layout
-from engine.outbox import DeadLetters, Entry, Outboxes
+from engine.outbox import DeadLetters, Entry, Outboxes, split_key
 
 log = logging.getLogger("rushorder.workers")
 
@@ -116,7 +116,7 @@ class WorkerMetrics:
     def acked(self, ids: Sequence[str]) -> None:
         """Entries were acknowledged: count them, and the age of the oldest."""
         if ids:
-            oldest_ms = min(int(i.rsplit(" ", 1)[-1].split("-", 1)[0]) for i in ids)
+            oldest_ms = min(int(split_key(i)[1].split("-", 1)[0]) for i in ids)
             self.lag.set(max(0.0, time.time() - oldest_ms / 1000))
             self.add("acked", len(ids))
 
