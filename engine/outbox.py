@@ -301,7 +301,6 @@ class Outboxes:
         self.group = group
         self.consumer = consumer
         self.layout = layout or keys.layout(keys.DEFAULT_GROUPS)
-        self.groups = tuple(groups)
         self.poll_s = poll_ms / 1000
         self.streams = [Outbox(client, group, consumer, stream=stream, groups=groups)
                         for stream in self.layout.outboxes]

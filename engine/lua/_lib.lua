@@ -39,10 +39,11 @@ end
 -- Nil while the live-state marker (KEYS[1] of every script) exists, else the refusal to
 -- answer: a Redis without it lost its data or was never loaded, so an empty balance,
 -- catalog or order list there is not the truth, and a write there would be lost with it
--- (engine/state.py). One EXISTS per call. Scripts that write a user group's keys pass the
--- caller's group count: state laid out in another count keeps each user's keys in another
--- group, so a write there would split the user's state in two (the marker's JSON ends with
--- the count it was made in; msgspec escapes every quote inside its strings).
+-- (engine/state.py). One EXISTS per call (a GET for a group's writes). Scripts that write a
+-- user group's keys pass the caller's group count: state laid out in another count keeps
+-- each user's keys in another group, so a write there would split the user's state in two
+-- (the marker's JSON ends with the count it was made in; msgspec escapes every quote
+-- inside its strings).
 local function state_missing(marker, groups)
   if groups == nil then
     if redis.call('EXISTS', marker) == 1 then return nil end
@@ -118,8 +119,7 @@ end
 -- (`at` is already an RFC 3339 string). Formatted, not cjson-encoded: an encode of a
 -- table costs several times a string.format of the same fields. A user's ids only grow
 -- (scripts run one at a time and take them from its group's seq), so the list stays in
--- id order (why a
--- list and not a zset: see the paging helper further down).
+-- id order (why a list and not a zset: see the paging helper further down).
 local function add_history(hist, id, kind, amount, balance_after, order_id, at)
   local doc = string.format(
     '{"id":%d,"type":"%s","amount":%d,"balance_after":%d,"order_id":%s,"created_at":"%s"}',
@@ -222,8 +222,8 @@ local function order_discount(total, dtype, dvalue)
 end
 
 -- What the orders of one script call share: the clock, the order and history id counters
--- of the group's seq, the products they read and the units they take and sell. Counters, stock
--- and sales are kept in Lua and written once by close_orders: a script runs alone, so no
+-- of the group's seq, the products they read and the units they take and sell. Counters,
+-- stock and sales are kept in Lua and written once by close_orders: a script runs alone, so no
 -- other call sees them in between, and a batch of orders saves two counter writes per
 -- order and, for every product an earlier order of the batch already read (the hot
 -- product of a flash sale), its read, its stock write and its two sales writes.
