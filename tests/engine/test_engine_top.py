@@ -150,3 +150,22 @@ async def test_cancel_of_an_order_from_a_rolled_off_hour_uncounts_nothing(
     await engine.cancel_order(user, old)
     assert ranking(await engine.top()) == [(1, made.id, 3)]
     assert (await engine.product(made.id)).stock == 100 - 3
+
+
+async def test_a_product_in_no_groups_head_still_tops_the_sum_of_the_groups(
+    engine, funded_user, new_product
+) -> None:
+    # One buyer per group; each group's head (2 x top size) holds only its own ten best
+    # sellers, so the product every group sold a little of is in no head at first.
+    buyers: dict[int, int] = {}
+    while len(buyers) < engine.layout.groups:
+        user = await funded_user(1_000_000)
+        buyers.setdefault(engine.layout.of(user).index, user)
+    everywhere = await new_product(price=10)
+    for user in buyers.values():
+        for _ in range(2 * engine.policy.top_size):
+            await sell(engine, user, (await new_product(price=10)).id, 4)
+        await sell(engine, user, everywhere.id, 3)
+    top = ranking(await engine.top())
+    assert top[0] == (1, everywhere.id, 3 * engine.layout.groups)
+    assert [sold for *_, sold in top[1:]] == [4] * (engine.policy.top_size - 1)
