@@ -16,7 +16,8 @@ from typing import Any, TypeVar
 
 import msgspec
 
-from engine import gauges, keys, limits, state
+from engine import allotments, gauges, keys, limits, state
+from engine.allotments import ABSENT, PRODUCT, Allotments
 from engine.archive import Archive, NoArchive, Reader
 from engine.batch import OrderBatcher
 from engine.connection import Connection
@@ -32,6 +33,7 @@ from engine.gauges import Gauges
 from engine.models import (
     Balance,
     Cart,
+    CartLine,
     Charge,
     Coupon,
     DiscountType,
@@ -88,6 +90,18 @@ def _page(items: list[Any], limit: int) -> Page[Any]:
 
 BRING_BACK_TRIES = 4  # ARCHIVED, ARCHIVED_COUPON, the cancel; one more after a RETRY
 _ASKED = msgspec.json.Decoder(dict[str, int])
+SHORT_TRIES = 16  # an order sent back SHORT this often was met by other orders each time
+
+
+class Short(msgspec.Struct, frozen=True):
+    """A SHORT answer: the group holds ``have`` of the ``quantity`` units a line needs."""
+
+    product_id: int
+    quantity: int
+    have: int
+
+
+_SHORT = msgspec.json.Decoder(Short)
 _FIELDS = msgspec.json.Encoder()
 
 
@@ -217,6 +231,7 @@ class Engine:
         self.scripts: dict[str, Script] = load_scripts()
         self.batches = OrderBatcher(self.conn, self.scripts["place_orders"], self.policy,
                                     self.layout)
+        self.allotments = Allotments(self.conn, self.scripts, self.layout)
         self.console = Console(self.conn, self.scripts)  # the operators' console (reads no state)
 
     async def _run(self, name: str, keys_: list[str], args: list[Any]) -> list[bytes]:
@@ -312,11 +327,16 @@ class Engine:
         limits.NAME_LENGTH.check_length(name, "name", "characters")
         limits.PRICE.check(price, "price")
         limits.STOCK.check(stock, "stock")
+        deal = allotments.new_transfer()
         reply = await self._run(
-            "create_product", [keys.SEQ, keys.PRODUCTS, keys.PRODUCT_PREFIX, keys.OUTBOX],
-            [name, price, stock],
+            "create_product",
+            [keys.SEQ, keys.PRODUCTS, keys.PRODUCT_PREFIX, keys.OUTBOX, keys.TRANSFERS_OUT],
+            [name, price, stock, allotments.deal(stock, self.layout.groups),
+             self.layout.groups, deal],
         )
-        return _answer(reply, Product)
+        product = _answer(reply, Product)
+        await self.allotments.deliver_all(deal)
+        return product
 
     async def update_product(
         self, product_id: int, *, name: str | None = None, price: int | None = None,
@@ -329,23 +349,45 @@ class Engine:
         if price is not None:
             limits.PRICE.check(price, "price")
         limits.STOCK_DELTA.check(stock_delta, "stock_delta")
-        reply = await self._run(
-            "update_product", [keys.product(product_id), keys.OUTBOX],
-            [product_id, name or "", "" if price is None else price, stock_delta,
-             limits.STOCK.high],
-        )
-        return _answer(reply, Product)
+        copy, final = allotments.new_transfer(), ""
+        for attempt in range(allotments.ROUNDS):
+            held = await self.allotments.held(PRODUCT, [product_id])
+            reply = await self._run(
+                "update_product", [keys.product(product_id), keys.OUTBOX, keys.TRANSFERS_OUT],
+                [product_id, name or "", "" if price is None else price, stock_delta,
+                 limits.STOCK.high, held[product_id], final, self.layout.groups, copy],
+            )
+            if reply[0] != b"SHORT":
+                break
+            # The reserve holds too few for the delta: the groups give theirs back first.
+            short = _SHORT.decode(reply[1])
+            if not await self.allotments.release(PRODUCT, product_id,
+                                                 short.quantity - short.have):
+                total = await self.allotments.count(PRODUCT, product_id)
+                final = str(total) if total < short.quantity else ""
+                await allotments.backoff(attempt)  # else units are in flight or held
+        else:
+            raise EngineUnavailable("the product's units kept moving; retry")
+        product = _answer(reply, Product)
+        if name is not None or price is not None:
+            await self.allotments.deliver_all(copy)
+        return product
 
     async def product(self, product_id: int) -> Product:
         """One product with live stock."""
         limits.ID.check(product_id, "product_id")
-        reply = await self._run("get_product", [keys.product(product_id)], [product_id])
-        return _answer(reply, Product)
+        reply, held = await asyncio.gather(
+            self._run("get_product", [keys.product(product_id)], [product_id]),
+            self.allotments.held(PRODUCT, [product_id]))
+        return _with_held(_answer(reply, Product), held)
 
     async def products(self, limit: int = 20, cursor: str | None = None) -> Page[Product]:
         """A page of the catalog by id ascending, with live stock."""
-        return await self._page_of("list_products", [keys.PRODUCTS, keys.PRODUCT_PREFIX],
+        page = await self._page_of("list_products", [keys.PRODUCTS, keys.PRODUCT_PREFIX],
                                    Product, limit, cursor)
+        held = await self.allotments.held(PRODUCT, [p.id for p in page.items])
+        return Page(items=[_with_held(p, held) for p in page.items],
+                    next_cursor=page.next_cursor)
 
     async def top(self) -> Top:
         """The best sellers of the last ``top_window_hours`` hours, over every group.
@@ -461,8 +503,23 @@ class Engine:
         one atomic step, or change nothing. Concurrent calls share one script call
         (:mod:`engine.batch`), never an outcome."""
         group = self.layout.of(user_id)
-        return _answer(await self.batches.place(
-            group, *self._order(group, user_id, items, issued_coupon_id, idem)), Order)
+        order_keys, order_args = self._order(group, user_id, items, issued_coupon_id, idem)
+        # Each line's flag follows its product id and quantity (place_orders.lua).
+        flags = {pid: 4 + 3 * i + 2 for i, (pid, _) in enumerate(items)}
+        for _ in range(SHORT_TRIES):
+            reply = await self.batches.place(group, order_keys, order_args)
+            if reply[0] != b"SHORT":
+                return _answer(reply, Order)
+            short = _SHORT.decode(reply[1])
+            order_args[flags[short.product_id]] = await self._flag(group, short)
+        raise EngineUnavailable("the order's units kept going to other orders; retry")
+
+    async def _flag(self, group: keys.Group, short: Short) -> str:
+        """Move units of a SHORT line's product into the group; the line's flag for the next
+        try: '' (units moved), 'absent', or the units there are, all told."""
+        got = await self.allotments.acquire(group, PRODUCT, short.product_id, short.quantity,
+                                            short.have)
+        return "" if got is None else got if got == ABSENT else str(got)
 
     def _order(
         self, g: keys.Group, user_id: int, items: Sequence[tuple[int, int]],
@@ -478,8 +535,8 @@ class Engine:
         args: list[Any] = [
             user_id, "" if issued_coupon_id is None else issued_coupon_id, fp, len(items)]
         for product_id, quantity in items:
-            keys_.append(keys.product(product_id))
-            args += (product_id, quantity)
+            keys_.append(g.product(product_id))
+            args += (product_id, quantity, "")
         return keys_, args
 
     async def checkout(
@@ -493,13 +550,21 @@ class Engine:
             g.balance(user_id), g.history(user_id), g.seq, g.user_orders(user_id),
             g.issued_coupon(issued_coupon_id or 0), g.order_prefix,
             g.sales_hour_prefix, g.sales_window, g.sales_rolled, g.outbox,
-            idem_key, g.cart(user_id), keys.PRODUCT_PREFIX,
+            idem_key, g.cart(user_id), g.product_prefix,
         ]
-        args = [
+        args: list[Any] = [
             user_id, "" if issued_coupon_id is None else issued_coupon_id, fp,
             self.policy.idempotency_ttl_s, self.policy.top_window_hours, *ids,
         ]
-        return _answer(await self._run("checkout_cart", keys_, args), Order)
+        flags: dict[int, str] = {}
+        for _ in range(SHORT_TRIES):
+            reply = await self._run("checkout_cart", keys_,
+                                    [*args, *(v for f in flags.items() for v in f)])
+            if reply[0] != b"SHORT":
+                return _answer(reply, Order)
+            short = _SHORT.decode(reply[1])
+            flags[short.product_id] = await self._flag(g, short)
+        raise EngineUnavailable("the order's units kept going to other orders; retry")
 
     async def cancel_order(
         self, user_id: int, order_id: str, idem: Idempotency | None = None
@@ -515,7 +580,7 @@ class Engine:
         # into another group count keeps old ids (Layout.owner would no longer match).
         keys_ = [g.order(oid), g.balance(user_id), g.history(user_id), g.seq,
                  g.sales_hour_prefix, g.sales_window, g.sales_rolled, g.outbox,
-                 idem_key, keys.PRODUCT_PREFIX, g.issued_coupon_prefix, g.floor(user_id),
+                 idem_key, g.product_prefix, g.issued_coupon_prefix, g.floor(user_id),
                  g.user_coupons(user_id), g.retention]
         first: list[Any] = [user_id, fp, self.policy.idempotency_ttl_s,
                             self.policy.top_window_hours, oid, *ids]
@@ -582,22 +647,35 @@ class Engine:
     async def cart(self, user_id: int) -> Cart:
         """The user's cart, priced live."""
         _check_user(user_id)
-        reply = await self._run("read_cart", [self.layout.of(user_id).cart(user_id),
-                                              keys.PRODUCT_PREFIX], [])
-        return _answer(reply, Cart)
+        reply = await self._run("read_cart", [self.layout.of(user_id).cart(user_id)], [])
+        return await self._priced(reply)
 
     async def put_cart_item(self, user_id: int, product_id: int, quantity: int) -> Cart:
         """Set a product's quantity in the cart (checked against live stock)."""
         _check_user(user_id)
         limits.ID.check(product_id, "product_id")
         limits.CART_QUANTITY.check(quantity, "quantity")
+        product = await self.product(product_id)  # PRODUCT_NOT_FOUND first, then stock
+        if quantity > product.stock:
+            raise_for("OUT_OF_STOCK", f"product {product_id} has {product.stock} left, "
+                      f"{quantity} asked", {"product_id": product_id, "stock": product.stock})
         reply = await self._run(
-            "put_cart_item",
-            [self.layout.of(user_id).cart(user_id), keys.product(product_id),
-             keys.PRODUCT_PREFIX],
+            "put_cart_item", [self.layout.of(user_id).cart(user_id)],
             [product_id, quantity, limits.CART_LINES],
         )
-        return _answer(reply, Cart)
+        return await self._priced(reply)
+
+    async def _priced(self, reply: list[Any]) -> Cart:
+        """A cart's (product id, quantity) pairs priced live, by product id."""
+        if reply[0] != b"OK":
+            _answer(reply, type(None))
+        flat = reply[1]
+        lines = sorted((int(flat[i]), int(flat[i + 1])) for i in range(0, len(flat), 2))
+        products = await asyncio.gather(*(self.product(pid) for pid, _ in lines))
+        items = [CartLine(product_id=pid, name=p.name, unit_price=p.price, quantity=qty,
+                          line_total=p.price * qty, in_stock=p.stock >= qty)
+                 for (pid, qty), p in zip(lines, products, strict=True)]
+        return Cart(items=items, total_amount=sum(i.line_total for i in items))
 
     async def remove_cart_item(self, user_id: int, product_id: int) -> None:
         """Take a product out of the cart (absent is fine)."""
@@ -605,6 +683,11 @@ class Engine:
         limits.ID.check(product_id, "product_id")
         _answer(await self._run("remove_cart_item", [self.layout.of(user_id).cart(user_id)],
                                 [product_id]), type(None))
+
+
+def _with_held(product: Product, held: dict[int, int]) -> Product:
+    """A product whose stock is the reserve's part, with every group's units added."""
+    return msgspec.structs.replace(product, stock=product.stock + held[product.id])
 
 
 def _order_id(order_id: str) -> str:

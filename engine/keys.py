@@ -34,9 +34,11 @@ Catalog keys (``{ro}``):
 | --- | --- | --- |
 | {ro}:live | string | the live-state marker (engine/state.py): no marker, nothing served |
 | {ro}:seq | hash | catalog id counters: product, coupon |
-| {ro}:product:<id> | hash | name, price, stock |
+| {ro}:product:<id> | hash | name, price, v (version), the reserve's stock, flight, moves |
 | {ro}:products | zset | catalog index, score = member = product id |
-| {ro}:coupon:<id> | hash | coupon definition + live remaining |
+| {ro}:coupon:<id> | hash | coupon definition + the reserve's remaining units |
+| {ro}:xfer:out | hash | transfer id -> "<kind> <id> <destination> <units> <ms>", in flight |
+| {ro}:xfer:in:<transfer> | string | a transfer the reserve received (7 days) |
 | {ro}:outbox | stream | the catalog's changes (products, coupons), for Postgres and the platform |
 | {ro}:outbox:dead | stream | events the platform forwarder gave up on (`rushorder replay`) |
 | {ro}:ops:s:<second> | hash | API tallies of one second (epoch s), all processes summed; 10 min |
@@ -64,6 +66,10 @@ Group keys (``<g>`` is the group's prefix, ``{ro}:g<i>`` today):
 | <g>:idem:<user>:<key> | string | idempotency record: fingerprint, code, answer; 24 h TTL |
 | <g>:floor:<user> | hash | o, h, c: the user's highest order/line/coupon id dropped |
 | <g>:settle | list | committed batches waiting out the retention (settle.lua) |
+| <g>:product:<id> | hash | the group's copy: name, price, v; stock (its allotment), flight |
+| <g>:coupon:<id> | hash | the group's copy of a coupon; remaining (its allotment), flight |
+| <g>:xfer:out | hash | the group's transfers in flight to the reserve, as {ro}:xfer:out |
+| <g>:xfer:in:<transfer> | string | a transfer the group received (7 days) |
 | <g>:retention | string | the retention settle.lua last used, ms (bring_back's window) |
 """
 
@@ -91,6 +97,10 @@ COUPON_PREFIX = f"{TAG}:coupon:"
 # groups' streams, read by the same consumers (Layout.outboxes).
 OUTBOX = f"{TAG}:outbox"
 CATALOG_SOURCE = -1
+# The reserves' transfers in flight to the groups, and those they received from them
+# (engine/allotments.py; a group has the same two of its own).
+TRANSFERS_OUT = f"{TAG}:xfer:out"
+TRANSFER_IN_PREFIX = f"{TAG}:xfer:in:"
 
 
 def product(product_id: int) -> str:
@@ -128,6 +138,14 @@ class Group:
         self.sales_hour_prefix = f"{p}:sales:h:"
         self.sales_window = f"{p}:sales:window"
         self.sales_rolled = f"{p}:sales:rolled"
+        # The group's allotments (engine/allotments.py): its copy of each product and coupon
+        # with its units, and the transfers it is sending or has received.
+        self.product_prefix = f"{p}:product:"
+        self.coupon_prefix = f"{p}:coupon:"
+        self.transfers_out = f"{p}:xfer:out"
+        self.transfer_in_prefix = f"{p}:xfer:in:"
+        # The live-state marker a script over the group's keys checks (engine/state.py).
+        self.live = LIVE
 
     def __repr__(self) -> str:
         return f"Group({self.index})"
@@ -172,6 +190,14 @@ class Group:
         """The group's users who hold a coupon (a user holds a coupon at most once, and
         all of a user's coupons are in its group)."""
         return f"{self.tag}:coupon:{coupon_id}:holders"
+
+    def product(self, product_id: int) -> str:
+        """The group's copy of a product: name, price, version and its allotment of units."""
+        return f"{self.product_prefix}{product_id}"
+
+    def coupon(self, coupon_id: int) -> str:
+        """The group's copy of a coupon definition and its allotment of units."""
+        return f"{self.coupon_prefix}{coupon_id}"
 
     def sales_hour(self, hour: int) -> str:
         """Units the group sold per product in one UTC hour (hours since the epoch)."""

@@ -17,6 +17,7 @@ import msgspec
 import redis
 
 from engine import keys
+from engine.allotments import deal
 from engine.models import Coupon, HistoryLine, IssuedCoupon, Order, Product
 from engine.outbox import entry_id
 
@@ -107,9 +108,15 @@ class Restorer:
         self._queued()
 
     def product(self, product: Product) -> None:
-        """A product and its catalog entry (``create_product.lua``)."""
+        """A product and its catalog entry, its stock dealt out as ``create_product.lua``
+        deals it (engine/allotments.py): no transfer is needed while nothing else runs."""
+        each = deal(product.stock, self.layout.groups)
         self.pipe.hset(keys.product(product.id), mapping={
-            "name": product.name, "price": product.price, "stock": product.stock})
+            "name": product.name, "price": product.price, "v": 1,
+            "stock": product.stock - each * self.layout.groups})
+        for g in self.layout.all:
+            self.pipe.hset(g.product(product.id), mapping={
+                "name": product.name, "price": product.price, "v": 1, "stock": each})
         self.pipe.zadd(keys.PRODUCTS, {str(product.id): product.id})
         self._queued()
 
@@ -286,9 +293,37 @@ class Snapshot:
         return found
 
     def stock(self) -> dict[int, int]:
-        """Every product's live stock."""
-        return {pid: int(v[0] or 0)
-                for pid, v in self._by_id(every(keys.product), "stock").items()}
+        """Every product's live stock: its reserve, every group's allotment and the units
+        in flight between them (engine/allotments.py)."""
+        return self.units("p", "stock", every(keys.product), every_group(keys.Group.product))
+
+    def units(self, letter: str, field: str, reserves: str, copies: str) -> dict[int, int]:
+        """Every product's or coupon's units (``letter`` as in the transfer records), all
+        told: reserve + allotments + in flight, each transfer counted once."""
+        found = {thing: int(v[0] or 0) for thing, v in self._by_id(reserves, field).items()}
+        for g in self.layout.all:  # (_by_id keys by id: one group at a time)
+            pattern = copies.replace(keys.GROUP_TAG.replace("%d", "*"), g.tag, 1)
+            for thing, v in self._by_id(pattern, field).items():
+                found[thing] = found.get(thing, 0) + int(v[0] or 0)
+        for thing, units in self.in_flight(letter).items():
+            found[thing] = found.get(thing, 0) + units
+        return found
+
+    def in_flight(self, letter: str) -> dict[int, int]:
+        """Units taken from a source whose destination has not added them yet, by id."""
+        sources = [(keys.TRANSFERS_OUT, None)] + [(g.transfers_out, g) for g in self.layout.all]
+        flying: dict[int, int] = {}
+        for name, _ in sources:
+            raw: dict[bytes, bytes] = self.client.hgetall(name)  # type: ignore[assignment]
+            for tid, record in raw.items():
+                kind, thing, dest, units, _ms = record.decode().split()
+                if kind != letter or not int(units):
+                    continue
+                to = (keys.TRANSFER_IN_PREFIX if int(dest) < 0
+                      else self.layout.all[int(dest)].transfer_in_prefix)
+                if not self.client.exists(to + tid.decode()):
+                    flying[int(thing)] = flying.get(int(thing), 0) + int(units)
+        return flying
 
     def coupons(self) -> dict[int, tuple[int, int, int]]:
         """Every coupon's (total, remaining, holders)."""

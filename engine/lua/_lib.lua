@@ -96,8 +96,10 @@ local function idem_replay(key, fp)
   return {string.sub(rec, a + 1, b - 1), string.sub(rec, b + 1)}
 end
 
+-- SHORT (an order's group holds too few units: engine/allotments.py moves some and calls
+-- again) is not an answer to the request, so it is never kept as one.
 local function idem_store(key, fp, ttl, res)
-  if fp ~= '' then
+  if fp ~= '' and res[1] ~= 'SHORT' then
     redis.call('SET', key, fp .. '\n' .. res[1] .. '\n' .. res[2], 'EX', ttl)
   end
   return res
@@ -241,17 +243,26 @@ local function open_orders(k, hours)
     products = {}}
 end
 
--- A product of the batch by key: {pid, name, price, stock (live within the batch),
--- taken}, or nil when it does not exist.
+-- A product of the batch by key (the group's copy, <g>:product:<id>): {pid, name, price,
+-- stock (the group's allotment, live within the batch), taken}, or nil and the units
+-- the group holds when it has no copy of the product (none yet, or no such product).
 local function batch_product(c, key, pid)
   local p = c.products[key]
   if p then return p end
   local raw = redis.call('HMGET', key, 'name', 'price', 'stock')
-  if not raw[1] then return nil end
-  p = {pid = pid, name = raw[1], price = tonumber(raw[2]), stock = tonumber(raw[3]),
+  if not raw[1] then return nil, int(raw[3]) end
+  p = {pid = pid, name = raw[1], price = tonumber(raw[2]), stock = tonumber(raw[3]) or 0,
     taken = 0}
   c.products[key] = p
   return p
+end
+
+-- The answer that sends an order back to the engine: the group holds `have` of the
+-- `quantity` units of product `pid` that one line needs (engine/allotments.py moves units
+-- into the group, then calls again). Never kept as an idempotent answer (idem_store).
+local function short(pid, quantity, have)
+  return {'SHORT', string.format('{"product_id":%d,"quantity":%d,"have":%d}', pid, quantity,
+    have)}
 end
 
 local function close_orders(c)
@@ -267,10 +278,13 @@ local function close_orders(c)
   end
 end
 
--- The order's lines as items {product_id, name, unit_price, quantity, stock, p} in the
--- order sent, or nil and the refusal: at least one line, and line by line a positive
+-- The order's lines as items {product_id, name, unit_price, quantity, stock, final, p} in
+-- the order sent, or nil and the refusal: at least one line, and line by line a positive
 -- whole quantity, a product named once, a product that exists (Shop.check_lines and
--- Shop._product).
+-- Shop._product). A line's `flag` is what the engine learnt moving units for it: 'absent'
+-- (no such product), a number (every slot together holds only that many units: final) or
+-- '' (nothing yet); a product the group has no copy of is absent only when flagged so,
+-- else the order goes back to the engine (short).
 local function order_lines(c, lines)
   if #lines == 0 then
     return nil, fail('VALIDATION_ERROR', 'items: an order needs at least one line',
@@ -287,26 +301,29 @@ local function order_lines(c, lines)
         {field = 'items', product_id = l.pid})
     end
     seen[l.pid] = true
-    local p = batch_product(c, l.key, l.pid)
-    if not p then
+    local p, have = batch_product(c, l.key, l.pid)
+    if not p and l.flag == 'absent' then
       return nil, fail('PRODUCT_NOT_FOUND', 'product ' .. l.pid .. ' does not exist',
         {product_id = l.pid})
     end
+    if not p then return nil, short(l.pid, l.qty, have) end
     items[i] = {product_id = l.pid, name = p.name, unit_price = p.price, quantity = l.qty,
-      stock = p.stock, p = p}
+      stock = p.stock, final = tonumber(l.flag), p = p}
   end
   return items
 end
 
 -- The items' total at their unit prices, or nil and the refusal for the first line that
--- asks for more units than its product has left.
+-- asks for more units than its product has left: than the group holds, unless the
+-- engine found that all slots together hold too few (then OUT_OF_STOCK, else short).
 local function order_price(items)
   local total = 0
   for _, it in ipairs(items) do
-    if it.stock < it.quantity then
-      return nil, fail('OUT_OF_STOCK', 'product ' .. it.product_id .. ' has ' .. it.stock ..
-        ' left, ' .. it.quantity .. ' asked', {product_id = it.product_id, stock = it.stock})
+    if it.stock < it.quantity and it.final then
+      return nil, fail('OUT_OF_STOCK', 'product ' .. it.product_id .. ' has ' .. it.final ..
+        ' left, ' .. it.quantity .. ' asked', {product_id = it.product_id, stock = it.final})
     end
+    if it.stock < it.quantity then return nil, short(it.product_id, it.quantity, it.stock) end
     total = total + it.unit_price * it.quantity
   end
   return total
@@ -389,24 +406,6 @@ local function take_order(c, u, user_id, lines, icid)
   balance, refused = order_balance(u, total - discount)
   if refused then return refused end
   return write_order(c, u, user_id, icid, items, total, discount, balance)
-end
-
--- The cart priced live: lines by product id, with the stock check of each line.
-local function cart_doc(cart, product_prefix)
-  local flat = redis.call('HGETALL', cart)
-  local pids = {}
-  for i = 1, #flat, 2 do pids[#pids + 1] = {tonumber(flat[i]), tonumber(flat[i + 1])} end
-  table.sort(pids, function(a, b) return a[1] < b[1] end)
-  local parts, total = {}, 0
-  for _, l in ipairs(pids) do
-    local p = redis.call('HMGET', product_prefix .. l[1], 'name', 'price', 'stock')
-    local price = tonumber(p[2])
-    parts[#parts + 1] = cjson.encode({product_id = l[1], name = p[1], unit_price = price,
-      quantity = l[2], line_total = price * l[2], in_stock = tonumber(p[3]) >= l[2]})
-    total = total + price * l[2]
-  end
-  return '{"items":' .. json_array(parts) .. ',"total_amount":' .. string.format('%d', total)
-    .. '}'
 end
 
 -- A page of a list kept in ascending id order (a user's orders and history lines),

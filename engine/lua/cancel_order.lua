@@ -8,7 +8,7 @@
 -- KEYS[4] history <g>:hist:<user>    KEYS[5] seq <g>:seq
 -- KEYS[6] sales hour prefix           KEYS[7] sales window    KEYS[8] sales rolled
 -- KEYS[9] outbox                      KEYS[10] idempotency record
--- KEYS[11] product prefix {ro}:product:   KEYS[12] issued coupon prefix <g>:icoupon:
+-- KEYS[11] the group's product prefix <g>:product: (its allotments)   KEYS[12] issued coupon prefix <g>:icoupon:
 -- KEYS[13] floor <g>:floor:<user>    KEYS[14] user coupons <g>:ucoupons:<user>
 -- KEYS[15] retention <g>:retention (settle.lua's, for bring_back's window)
 -- ARGV[1] user id; ARGV[2] fingerprint or ''; ARGV[3] idempotency TTL s;
@@ -18,7 +18,7 @@
 -- object, or 'absent' when Postgres has no such order; ARGV[10] the asked_ms of the
 -- ARCHIVED_COUPON answer or ''; ARGV[11] its issued coupon's hash fields as a JSON object,
 -- 'absent', or ''
--- Every key but the marker and the product prefix is of the user's group (engine/keys.py).
+-- Every key but the marker is of the user's group (engine/keys.py).
 -- Reply: OK <order> | ORDER_NOT_FOUND | ORDER_NOT_CANCELLABLE | IDEMPOTENCY_KEY_REUSED |
 --   ARCHIVED {"asked_ms"}, ARCHIVED_COUPON {"asked_ms","issued_coupon_id"} and RETRY (a
 --   copy came too late): none is kept as the Idempotency-Key's answer, the engine calls
@@ -55,6 +55,8 @@ end
 local order = cjson.decode(o[1])
 local hour = tonumber(o[4])
 local rolled = roll_window(KEYS[6], KEYS[7], KEYS[8], math.floor(now / 3600000), hours)
+-- The units come back to the group's allotment, whichever group sold them (a rebuild may
+-- have laid the users out in another count since).
 for _, it in ipairs(order.items) do
   redis.call('HINCRBY', KEYS[11] .. it.product_id, 'stock', it.quantity)
   if hour > rolled then

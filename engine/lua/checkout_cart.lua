@@ -7,12 +7,14 @@
 -- KEYS[7] order prefix <g>:order:   KEYS[8] sales hour prefix <g>:sales:h:
 -- KEYS[9] sales window               KEYS[10] sales rolled      KEYS[11] outbox
 -- KEYS[12] idempotency record        KEYS[13] cart <g>:cart:<user>
--- KEYS[14] product prefix {ro}:product: (the cart's product ids are only known here)
+-- KEYS[14] the group's product prefix <g>:product: (the cart's product ids are only known
+-- here; the group's copies hold its allotments: engine/allotments.py)
 -- ARGV[1] user id; ARGV[2] issued coupon id or ''; ARGV[3] fingerprint or '';
 -- ARGV[4] idempotency TTL s; ARGV[5] sales window hours; ARGV[6] the group's index;
--- ARGV[7] the number of groups
--- Every key but the marker and the product prefix is of the user's group (engine/keys.py).
--- Reply: OK <order> | CART_EMPTY | the order errors of place_orders.lua
+-- ARGV[7] the number of groups; ARGV[8..] product id, flag pairs (order_lines in _lib.lua)
+-- for the lines the engine moved units for
+-- Every key but the marker is of the user's group (engine/keys.py).
+-- Reply: OK <order> | CART_EMPTY | the order errors of place_orders.lua, SHORT among them
 local missing = state_missing(KEYS[1], ARGV[7])
 if missing then return missing end
 local user_id, icid, fp, ttl, hours = tonumber(ARGV[1]), ARGV[2], ARGV[3], ARGV[4],
@@ -25,10 +27,12 @@ local flat = redis.call('HGETALL', KEYS[13])
 if #flat == 0 then
   return idem_store(KEYS[12], fp, ttl, fail('CART_EMPTY', 'the cart is empty'))
 end
+local flags = {}
+for i = 8, #ARGV, 2 do flags[ARGV[i]] = ARGV[i + 1] end
 local lines = {}
 for i = 1, #flat, 2 do
   lines[#lines + 1] = {pid = tonumber(flat[i]), qty = tonumber(flat[i + 1]),
-    key = KEYS[14] .. flat[i]}
+    flag = flags[flat[i]] or '', key = KEYS[14] .. flat[i]}
 end
 table.sort(lines, function(a, b) return a.pid < b.pid end)
 local c = open_orders({seq = KEYS[4], order_prefix = KEYS[7], sales_prefix = KEYS[8],

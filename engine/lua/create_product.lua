@@ -1,17 +1,29 @@
--- create_product.lua: add a product to the catalog.
+-- create_product.lua: add a product to the catalog, its stock in its reserve, and deal
+-- each user group its first allotment (engine/allotments.py): the deal leaves the reserve
+-- here, as transfers in flight to every group, which the engine then delivers with their
+-- copy of the name and price (or the sweeper, after a crash).
 -- Rules in plain Python: tests/engine/model.py, Shop.create_product.
 -- KEYS[1] live marker {ro}:live: without it, every reply is STATE_MISSING (engine/state.py)
 -- KEYS[2] seq {ro}:seq   KEYS[3] catalog index {ro}:products
--- KEYS[4] product prefix {ro}:product:   KEYS[5] outbox
--- ARGV[1] name; ARGV[2] price (won); ARGV[3] initial stock
+-- KEYS[4] product prefix {ro}:product:   KEYS[5] outbox   KEYS[6] transfers {ro}:xfer:out
+-- ARGV[1] name; ARGV[2] price (won); ARGV[3] initial stock; ARGV[4] units dealt to each
+-- group; ARGV[5] the number of groups; ARGV[6] the deal's transfer id prefix (group i's
+-- transfer is <prefix>:<i>)
 -- Reply: OK <product>
 local missing = state_missing(KEYS[1])
 if missing then return missing end
 local name, price, stock = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
+local each, groups = tonumber(ARGV[4]), tonumber(ARGV[5])
 
 local id = redis.call('HINCRBY', KEYS[2], 'product', 1)
-redis.call('HSET', KEYS[4] .. id, 'name', name, 'price', price, 'stock', stock)
+local now = now_ms()
+redis.call('HSET', KEYS[4] .. id, 'name', name, 'price', price, 'v', 1,
+  'stock', stock - each * groups, 'flight', each * groups, 'moves', 1)
+for g = 0, groups - 1 do
+  redis.call('HSET', KEYS[6], ARGV[6] .. ':' .. g, 'p ' .. id .. ' ' .. g .. ' ' .. each
+    .. ' ' .. now)
+end
 redis.call('ZADD', KEYS[3], id, id)
 local product = {id = id, name = name, price = price, stock = stock}
-emit(KEYS[5], {type = 'product.created', at = iso(now_ms()), product = product})
+emit(KEYS[5], {type = 'product.created', at = iso(now), product = product})
 return ok(cjson.encode(product))

@@ -1,4 +1,5 @@
--- get_product.lua: one product with live stock.
+-- get_product.lua: one product with the reserve's part of its stock (the reserve's units
+-- and those in flight from it; the engine adds the groups': allotments.py).
 -- Rules in plain Python: tests/engine/model.py, Shop._product.
 -- KEYS[1] live marker {ro}:live: without it, every reply is STATE_MISSING (engine/state.py)
 -- KEYS[2] product {ro}:product:<id>
@@ -7,8 +8,8 @@
 local missing = state_missing(KEYS[1])
 if missing then return missing end
 local id = tonumber(ARGV[1])
-local p = redis.call('HMGET', KEYS[2], 'name', 'price', 'stock')
+local p = redis.call('HMGET', KEYS[2], 'name', 'price', 'stock', 'flight')
 if not p[1] then
   return fail('PRODUCT_NOT_FOUND', 'product ' .. id .. ' does not exist', {product_id = id})
 end
-return ok(cjson.encode({id = id, name = p[1], price = tonumber(p[2]), stock = tonumber(p[3])}))
+return ok(cjson.encode({id = id, name = p[1], price = tonumber(p[2]), stock = int(p[3]) + int(p[4])}))

@@ -1,4 +1,6 @@
--- list_products.lua: a page of the catalog by id ascending, with live stock.
+-- list_products.lua: a page of the catalog by id ascending, each with the reserve's part
+-- of its stock (the reserve's units and those in flight from it; the engine adds the
+-- groups': allotments.py).
 -- Rules in plain Python: tests/engine/model.py, Shop.products.
 -- KEYS[1] live marker {ro}:live: without it, every reply is STATE_MISSING (engine/state.py)
 -- KEYS[2] catalog index {ro}:products   KEYS[3] product prefix {ro}:product:
@@ -8,8 +10,8 @@ local missing = state_missing(KEYS[1])
 if missing then return missing end
 local parts = {}
 for _, id in ipairs(page_ids(KEYS[2], ARGV[1], tonumber(ARGV[2]), false)) do
-  local p = redis.call('HMGET', KEYS[3] .. id, 'name', 'price', 'stock')
+  local p = redis.call('HMGET', KEYS[3] .. id, 'name', 'price', 'stock', 'flight')
   parts[#parts + 1] = cjson.encode({id = tonumber(id), name = p[1], price = tonumber(p[2]),
-    stock = tonumber(p[3])})
+    stock = int(p[3]) + int(p[4])})
 end
 return ok(json_array(parts))

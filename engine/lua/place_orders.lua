@@ -11,14 +11,16 @@
 -- KEYS[5] sales window    KEYS[6] sales rolled               KEYS[7] outbox <g>:outbox
 -- then per order: balance <g>:bal:<user>, history <g>:hist:<user>, user orders
 -- <g>:uorders:<user>, issued coupon <g>:icoupon:<id> (any key when none), idempotency
--- record, and one product key {ro}:product:<id> per line.
+-- record, and per line the group's copy of the product, <g>:product:<id> (its allotment of
+-- the stock: engine/allotments.py).
 -- ARGV[1] idempotency TTL s; ARGV[2] sales window hours; ARGV[3] the group's index;
 -- ARGV[4] the number of groups; ARGV[5] number of orders; then per order: user id, issued coupon id or '', fingerprint or '', number of lines,
--- and a product id, quantity pair per line.
+-- and per line a product id, a quantity and a flag (order_lines in _lib.lua).
 -- Reply: a code and a payload per order, in order. Code: OK <order> | STATE_MISSING |
 --   VALIDATION_ERROR |
 --   PRODUCT_NOT_FOUND | OUT_OF_STOCK | COUPON_NOT_USABLE | INSUFFICIENT_BALANCE |
---   IDEMPOTENCY_KEY_REUSED, or ERR <message> when the order raised an error (the others
+--   IDEMPOTENCY_KEY_REUSED | SHORT (the group holds too few units of a line's product:
+--   the engine moves some in and places the order again), or ERR <message> when the order raised an error (the others
 --   of the batch are unaffected; as for a failed single call, it is not replayable).
 local ttl, hours, count = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[5])
 local missing = state_missing(KEYS[1], ARGV[4])
@@ -49,8 +51,9 @@ for _ = 1, count do
   ki, ai = ki + 5, ai + 4
   local lines = {}
   for j = 1, n do
-    lines[j] = {pid = tonumber(ARGV[ai]), qty = tonumber(ARGV[ai + 1]), key = KEYS[ki]}
-    ki, ai = ki + 1, ai + 2
+    lines[j] = {pid = tonumber(ARGV[ai]), qty = tonumber(ARGV[ai + 1]), flag = ARGV[ai + 2],
+      key = KEYS[ki]}
+    ki, ai = ki + 1, ai + 3
   end
   local done, res = pcall(one, u, user_id, lines, icid, fp, idem)
   if not done then

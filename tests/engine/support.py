@@ -91,3 +91,13 @@ async def snapshot(
         "cart": await engine.cart(user),
         "outbox": await outbox.length(),
     }
+
+
+async def allot(engine: Any, user_id: int, product_id: int, units: int) -> None:
+    """Move ``units`` of a product's reserve into the group of ``user_id`` (as a refill
+    would, engine/allotments.py), so that its orders find them there at once."""
+    from engine.allotments import PRODUCT
+    slot = engine.allotments.slot(engine.layout.of(user_id))
+    moved = await engine.allotments.move(engine.allotments.reserve, slot, PRODUCT,
+                                         product_id, units, units)
+    assert moved == units

@@ -8,8 +8,9 @@ from contextlib import contextmanager
 from typing import Any
 
 import pytest
+from support import allot
 
-from engine import Engine, Idempotency, keys
+from engine import Engine, Idempotency
 from engine.batch import OrderBatcher
 from engine.connection import ReplyError
 from engine.errors import (
@@ -51,10 +52,12 @@ async def test_one_ticks_orders_leave_as_one_call_each_with_its_own_answer(
 ) -> None:
     users = await group_mates(5, 10_000)
     made = await new_product(price=1_000, stock=3)
+    await allot(engine, users[0], made.id, 3)  # every unit in the users' group
     await engine.balance(users[0])  # connected, so the batch goes the direct way
     with calls_of(engine) as sent:
         answers = await outcomes([engine.place_order(u, [(made.id, 1)]) for u in users])
-    assert sent == [5]
+    # The last two came back SHORT, found no unit anywhere and came again to be refused.
+    assert sent == [5, 2]
     # First come, first served in the order the callers arrived.
     assert [type(a) for a in answers] == [Order, Order, Order, OutOfStock, OutOfStock]
     assert [a.user_id for a in answers[:3]] == users[:3]
@@ -146,8 +149,8 @@ async def test_an_order_raising_inside_redis_fails_alone(
     users = await group_mates(3, 10_000)
     group = engine.layout.of(users[0])
     good, broken = await new_product(), await new_product()
-    await r.delete(keys.product(broken.id))
-    await r.set(keys.product(broken.id), "not a hash")  # HMGET on it raises WRONGTYPE
+    await r.delete(group.product(broken.id))
+    await r.set(group.product(broken.id), "not a hash")  # HMGET on it raises WRONGTYPE
     before = int(await r.hget(group.seq, "order"))
     first, middle, last = await outcomes([
         engine.place_order(users[0], [(good.id, 1)]),

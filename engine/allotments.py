@@ -1,0 +1,339 @@
+"""Stock and coupon quantity as a reserve and per-group allotments (issue 15).
+
+A user's request runs over its group's keys only (engine/keys.py), so the units it takes
+must be in its group: each group holds an *allotment* of each product's stock and each
+coupon's quantity, beside a copy of the product's name and price (the coupon's terms).
+The catalog keeps each product's and coupon's *reserve*. Units move between the reserve
+and a group in a **transfer** of three steps, each one script in one slot:
+
+1. ``transfer_out.lua`` at the source takes the units and records the transfer there
+   (debit first: a crash after it leaves units *in flight*, named by the record);
+2. ``transfer_in.lua`` at the destination adds them and records the transfer's id there,
+   so a replayed step adds nothing (it also brings the destination's copy of the
+   definition up to date);
+3. ``transfer_done.lua`` at the source drops the record.
+
+Any step may be replayed, by anyone: the :meth:`Allotments.sweep` delivers every transfer
+older than a second that its mover did not finish (a process killed between the steps),
+and two deliverers at once add the units once. Units go from the reserve to a group
+(a *refill*) or from a group back to the reserve (a *pull-back*), never group to group.
+
+**When an order's group holds too few units**, its script answers SHORT and
+:meth:`Allotments.acquire` moves units in before the engine places the order again:
+a refill from the reserve; if the reserve holds too few, a pull-back from every other
+group first; and only when the reserve still holds too few, a count of every unit there
+is (the reserve, every allotment, every transfer in flight, read against the reserve's
+``moves`` counter so that a unit moving between slots meanwhile is never missed). The
+order is refused OUT_OF_STOCK (a coupon COUPON_SOLD_OUT) only when that count is short of
+what it asks: units still somewhere else are fetched, waited for (in flight) or swept.
+
+**Refill policy.** A product's creation (and a coupon's) deals each group
+``units // (2 * groups)`` at once, so half the units start in the groups: a load spread
+over many products then hardly ever moves units. A refill takes at least what the order
+lacks and at most ``max(lacking, 2 * the group's last refill of it, DEAL_FLOOR)``, capped
+by ``ceil(reserve / groups)``: a product in demand in a group gets refills that double,
+so a hot product needs a few transfers per group rather than one per order, while the
+cap keeps a fair share of the reserve for the other groups, and an ever smaller one as
+the reserve runs low (so units are not stranded in a group that no longer sells them:
+those are pulled back when another group needs them).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import random
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import msgspec
+
+from engine import keys
+from engine.connection import Connection
+from engine.errors import EngineUnavailable, raise_for
+from engine.scripts import Script
+
+# A transfer's id record at its destination outlives any transfer in flight by far (the
+# sweeper delivers within seconds): a replay after it expired would add the units twice.
+RECEIVED_TTL_S = 7 * 24 * 3600
+SWEEP_AFTER_MS = 1000  # a mover finishes within milliseconds; later, the sweeper does
+DEAL_FLOOR = 4
+# A pull-back takes nothing from a group that received units less than this long ago: it
+# was refilled for an order, which runs next; without it, two groups short of the last
+# units could take them back and forth from each other for ever.
+HOLD_MS = 100
+ROUNDS = 24  # acquire's rounds before it gives up (503) rather than refuse wrongly
+
+
+@dataclass(frozen=True)
+class Kind:
+    """What is allotted: a product's stock or a coupon's quantity."""
+
+    letter: str  # in the transfer records
+    field: str  # the units' hash field
+    definition: tuple[str, ...]  # the fields a group's copy takes from the reserve
+
+    def reserve(self, thing_id: int) -> str:
+        """The reserve's key of a product or coupon."""
+        return (keys.product if self.letter == "p" else keys.coupon)(thing_id)
+
+    def reserve_prefix(self) -> str:
+        """The reserves' key prefix."""
+        return keys.PRODUCT_PREFIX if self.letter == "p" else keys.COUPON_PREFIX
+
+    def copy(self, group: keys.Group, thing_id: int) -> str:
+        """A group's copy (and allotment) of a product or coupon."""
+        return group.product(thing_id) if self.letter == "p" else group.coupon(thing_id)
+
+    def copy_prefix(self, group: keys.Group) -> str:
+        """A group's copies' key prefix."""
+        return group.product_prefix if self.letter == "p" else group.coupon_prefix
+
+
+PRODUCT = Kind("p", "stock", ("name", "price", "v"))
+COUPON = Kind("c", "remaining", (
+    "id", "name", "discount_type", "discount_value", "total_quantity", "valid_from",
+    "valid_until", "valid_from_ms", "valid_until_ms", "v"))
+KINDS = {kind.letter: kind for kind in (PRODUCT, COUPON)}
+RESERVE = -1  # a transfer's destination when it is the reserve
+_ERROR = msgspec.json.Decoder(dict[str, Any])
+
+
+@dataclass(frozen=True)
+class Slot:
+    """Where units are held: the reserve (``group`` None) or one group."""
+
+    group: keys.Group | None
+
+    @property
+    def index(self) -> int:
+        return RESERVE if self.group is None else self.group.index
+
+    @property
+    def live(self) -> str:
+        return keys.LIVE if self.group is None else self.group.live
+
+    @property
+    def transfers_out(self) -> str:
+        return keys.TRANSFERS_OUT if self.group is None else self.group.transfers_out
+
+    def received(self, transfer: str) -> str:
+        prefix = keys.TRANSFER_IN_PREFIX if self.group is None else self.group.transfer_in_prefix
+        return prefix + transfer
+
+    def holder(self, kind: Kind, thing_id: int) -> str:
+        return kind.reserve(thing_id) if self.group is None else kind.copy(self.group, thing_id)
+
+    def holders(self, kind: Kind) -> str:
+        return kind.reserve_prefix() if self.group is None else kind.copy_prefix(self.group)
+
+
+ABSENT = "absent"
+
+
+def new_transfer() -> str:
+    """A transfer id, unique across processes."""
+    return os.urandom(8).hex()
+
+
+class Allotments:
+    """Moves units between reserves and allotments; counts them (see the module)."""
+
+    def __init__(self, conn: Connection, scripts: dict[str, Script],
+                 layout: keys.Layout) -> None:
+        self.conn = conn
+        self.scripts = scripts
+        self.layout = layout
+        self.reserve = Slot(None)
+        self.slots = [Slot(g) for g in layout.all]
+        self._last: dict[tuple[int, str, int], int] = {}  # the last refill per group
+        self._running: dict[tuple[int, str, int], asyncio.Future[int | str | None]] = {}
+        self.transfers = 0  # transfers this process moved units in (bench_engine prints it)
+
+    def slot(self, group: keys.Group) -> Slot:
+        return self.slots[group.index]
+
+    async def _call(self, name: str, slot: Slot, keys_: list[str], args: list[Any]) -> Any:
+        reply = await self.scripts[name](self.conn, [slot.live, *keys_], args)
+        if reply[0] not in (b"OK", b"ABSENT"):
+            error = _ERROR.decode(reply[1])
+            raise_for(reply[0].decode(), error.get("detail", ""), error.get("context") or {})
+        return reply
+
+    # -- one transfer ------------------------------------------------------------------
+
+    async def _out(self, src: Slot, kind: Kind, thing_id: int, transfer: str, dest: int,
+                   least: int, most: int, share: int = 1,
+                   hold_ms: int = 0) -> tuple[int, list[Any]] | None:
+        """Step 1: the units taken (and the definition for the copy), None: no such
+        holder."""
+        fields = kind.definition if src.group is None else ()
+        reply = await self._call(
+            "transfer_out", src, [src.holder(kind, thing_id), src.transfers_out],
+            [transfer, kind.field, least, most, share, f"{kind.letter} {thing_id} {dest}",
+             "", "1" if src.group is None else "", hold_ms, *fields])
+        if reply[0] == b"ABSENT":
+            return None
+        return int(reply[1]), [v for pair in zip(fields, reply[2:], strict=True) for v in pair]
+
+    async def _finish(self, src: Slot, dest: Slot, kind: Kind, thing_id: int, transfer: str,
+                      units: int, definition: list[Any]) -> None:
+        """Steps 2 and 3."""
+        await self._call("transfer_in", dest, [dest.holder(kind, thing_id),
+                                               dest.received(transfer)],
+                         [units, kind.field, RECEIVED_TTL_S,
+                          "1" if dest.group is None else "", *definition])
+        await self._call("transfer_done", src, [src.holder(kind, thing_id), src.transfers_out],
+                         [transfer])
+
+    async def move(self, src: Slot, dest: Slot, kind: Kind, thing_id: int, least: int,
+                   most: int, share: int = 1) -> int | None:
+        """Move between ``least`` and ``most`` units (none if the source has fewer than
+        ``least``; at most ``ceil(its units / share)`` above ``least``); the units moved,
+        None when the source does not hold the thing at all."""
+        transfer = new_transfer()
+        taken = await self._out(src, kind, thing_id, transfer, dest.index, least, most, share,
+                                hold_ms=0 if src.group is None else HOLD_MS)
+        if taken is None:
+            return None
+        units, definition = taken
+        if units:
+            self.transfers += 1
+            await self._finish(src, dest, kind, thing_id, transfer, units, definition)
+        return units
+
+    async def deliver(self, src: Slot, transfer: str) -> bool:
+        """Finish a recorded transfer of ``src``'s (its mover's, or one a crash left);
+        False when it was finished already."""
+        raw = await self.conn.execute("HGET", src.transfers_out, transfer)
+        if raw is None:
+            return False
+        letter, thing, dest, *_ = raw.decode().split()
+        kind, thing_id = KINDS[letter], int(thing)
+        # A replayed step 1 takes nothing again and answers the units it took, with the
+        # definition as the source has it now (the newest, for the copy).
+        taken = await self._out(src, kind, thing_id, transfer, int(dest), 0, 0)
+        if taken is None:
+            return False
+        dest_slot = self.reserve if int(dest) == RESERVE else self.slots[int(dest)]
+        await self._finish(src, dest_slot, kind, thing_id, transfer, *taken)
+        return True
+
+    async def deliver_all(self, transfer_prefix: str) -> None:
+        """Deliver a script's transfers to every group (``<prefix>:<group>``): a new
+        product's or coupon's deal, or a new copy of a definition."""
+        await asyncio.gather(*(self.deliver(self.reserve, f"{transfer_prefix}:{g.index}")
+                               for g in self.layout.all))
+
+    async def sweep(self, older_than_ms: int = SWEEP_AFTER_MS) -> int:
+        """Deliver every transfer recorded longer than ``older_than_ms`` ago (a crash
+        interrupted its mover); how many."""
+        now_s, now_us = await self.conn.execute("TIME")
+        now = int(now_s) * 1000 + int(now_us) // 1000
+        slots = [self.reserve, *self.slots]
+        records = await asyncio.gather(*(self.conn.execute("HGETALL", s.transfers_out)
+                                         for s in slots))
+        stale = [(slot, flat[i].decode()) for slot, flat in zip(slots, records, strict=True)
+                 for i in range(0, len(flat), 2)
+                 if now - int(flat[i + 1].split()[-1]) >= older_than_ms]
+        done = await asyncio.gather(*(self.deliver(slot, t) for slot, t in stale))
+        return sum(done)
+
+    # -- counting ----------------------------------------------------------------------
+
+    async def held(self, kind: Kind, ids: Sequence[int]) -> dict[int, int]:
+        """The units every group holds of each id (allotments and their transfers in
+        flight), summed; the reserve's part is the caller's to add."""
+        totals = dict.fromkeys(ids, 0)
+        if not ids:
+            return totals
+        rows = await asyncio.gather(*(self._call(
+            "read_units", s, [s.holders(kind)], [kind.field, *ids]) for s in self.slots))
+        for row in rows:
+            for i, thing_id in enumerate(ids):
+                totals[thing_id] += int(row[1 + 2 * i])
+        return totals
+
+    async def count(self, kind: Kind, thing_id: int) -> int:
+        """Every unit of a thing there is: its reserve, every allotment, every transfer in
+        flight. The reserve is read before and after the groups: when its ``moves``
+        changed in between, a unit may have moved past the count, and it counts again."""
+        for _ in range(ROUNDS):
+            first = await self._call("read_units", self.reserve, [kind.reserve_prefix()],
+                                     [kind.field, thing_id])
+            groups = await self.held(kind, [thing_id])
+            last = await self._call("read_units", self.reserve, [kind.reserve_prefix()],
+                                    [kind.field, thing_id])
+            if first[2] == last[2]:
+                return int(first[1]) + groups[thing_id]
+        raise EngineUnavailable("the units kept moving while they were counted; retry")
+
+    # -- orders ------------------------------------------------------------------------
+
+    async def acquire(self, group: keys.Group, kind: Kind, thing_id: int, quantity: int,
+                      have: int) -> int | str | None:
+        """Get ``quantity`` units of a thing into ``group``, which holds ``have``: None
+        once units were moved in (or another caller of this process moved some: place the
+        order again), :data:`ABSENT` when there is no such thing, or the count of every
+        unit there is when it is short of ``quantity``."""
+        key = (group.index, kind.letter, thing_id)
+        running = self._running.get(key)
+        if running is not None:
+            shared = await asyncio.shield(running)
+            return shared if isinstance(shared, str) or shared is None or shared < quantity \
+                else None
+        task = asyncio.ensure_future(self._acquire(group, kind, thing_id, quantity, have))
+        self._running[key] = task
+        try:
+            got = await asyncio.shield(task)
+        finally:
+            if self._running.get(key) is task:
+                del self._running[key]
+        return got if got is None or isinstance(got, str) or got < quantity else None
+
+    async def _acquire(self, group: keys.Group, kind: Kind, thing_id: int, quantity: int,
+                       have: int) -> int | str | None:
+        slot, key = self.slot(group), (group.index, kind.letter, thing_id)
+        need = quantity - have
+        for attempt in range(ROUNDS):
+            most = max(need, 2 * self._last.get(key, 0), DEAL_FLOOR)
+            moved = await self.move(self.reserve, slot, kind, thing_id, need, most,
+                                    share=self.layout.groups)
+            if moved is None:
+                return ABSENT
+            if moved:
+                self._last[key] = moved
+                return None
+            pulled = await asyncio.gather(*(
+                self.move(other, self.reserve, kind, thing_id, 1, need)
+                for other in self.slots if other is not slot))
+            if any(pulled):
+                continue
+            total = await self.count(kind, thing_id)
+            if total < quantity:
+                return total
+            # The units are in flight, or just went to another group: wait for them (and
+            # from the second try on, deliver what a crash left in flight).
+            await backoff(attempt)
+            if attempt:
+                await self.sweep()
+        raise EngineUnavailable(f"units of {kind.letter}{thing_id} kept moving; retry")
+
+    async def release(self, kind: Kind, thing_id: int, need: int) -> int:
+        """Pull units back from every group into the reserve (for a negative restock),
+        up to ``need`` from each; the units pulled."""
+        pulled = await asyncio.gather(*(self.move(s, self.reserve, kind, thing_id, 1, need)
+                                        for s in self.slots))
+        return sum(p or 0 for p in pulled)
+
+
+def deal(units: int, groups: int) -> int:
+    """The units a new product or coupon gives each group at once (module docstring)."""
+    return units // (2 * groups)
+
+
+async def backoff(attempt: int) -> None:
+    """Wait for units in flight or held elsewhere: 1 ms, doubling to 50 ms (jittered), so
+    ROUNDS waits outlast HOLD_MS several times over."""
+    await asyncio.sleep(random.uniform(0.5, 1.5) * min(0.05, 0.001 * 2 ** attempt))

@@ -1,0 +1,17 @@
+-- read_units.lua: one slot's units of some products or coupons, for the live counts
+-- (engine/allotments.py adds the reserve's and every group's).
+-- KEYS[1] live marker {ro}:live: without it, every reply is STATE_MISSING (engine/state.py)
+-- KEYS[2] the slot's holder prefix ({ro}:product:, <g>:product:, {ro}:coupon:,
+-- <g>:coupon:)
+-- ARGV[1] the units' field (stock | remaining); ARGV[2..] ids
+-- Reply: {'OK', then per id: units + units in flight from here (0 when the slot holds
+-- none), and the holder's `moves` (transfer_out.lua)} | STATE_MISSING
+local missing = state_missing(KEYS[1])
+if missing then return missing end
+local out = {'OK'}
+for i = 2, #ARGV do
+  local h = redis.call('HMGET', KEYS[2] .. ARGV[i], ARGV[1], 'flight', 'moves')
+  out[#out + 1] = int(h[1]) + int(h[2])
+  out[#out + 1] = int(h[3])
+end
+return out

@@ -1,0 +1,16 @@
+-- transfer_done.lua: the last step of a transfer, once transfer_in.lua added its units to
+-- the destination: drop its record at the source, and its units from the source's count
+-- of units in flight.
+-- KEYS[1] live marker {ro}:live: without it, every reply is STATE_MISSING (engine/state.py)
+-- KEYS[2] the source's holder
+-- KEYS[3] the source slot's transfers in flight
+-- ARGV[1] transfer id
+-- Reply: {'OK', 1} (dropped) | {'OK', 0} (done before) | STATE_MISSING
+local missing = state_missing(KEYS[1])
+if missing then return missing end
+local rec = redis.call('HGET', KEYS[3], ARGV[1])
+if not rec then return {'OK', 0} end
+local n = tonumber(string.match(rec, '^%S+ %S+ %S+ (%d+)'))
+redis.call('HDEL', KEYS[3], ARGV[1])
+if n > 0 then redis.call('HINCRBY', KEYS[2], 'flight', -n) end
+return {'OK', 1}
