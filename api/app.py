@@ -62,7 +62,7 @@ def _lifespan(engine: Engine, owned: bool, metrics: Metrics) -> Lifespan:
         except EngineUnavailable as exc:  # serve anyway: /health/ready says why, and
             log.warning("scripts not loaded at startup: %s", exc)  # EVALSHA loads on NOSCRIPT
         try:
-            async with metrics.flushing(engine.console.tally):
+            async with metrics.flushing(engine.console.tally), engine.sweeping():
                 yield
         finally:
             if owned:

@@ -9,20 +9,23 @@ request runs over its group's keys (``keys.Layout.of``); the top 5 asks every gr
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
-from collections.abc import Sequence
+import logging
+from collections.abc import AsyncIterator, Sequence
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 import msgspec
 
 from engine import allotments, gauges, keys, limits, state
-from engine.allotments import ABSENT, PRODUCT, Allotments
+from engine.allotments import ABSENT, COUPON, PRODUCT, Allotments
 from engine.archive import Archive, NoArchive, Reader
 from engine.batch import OrderBatcher
 from engine.connection import Connection
 from engine.console import Console
 from engine.errors import (
+    EngineError,
     EngineUnavailable,
     OrderNotFound,
     StateMissing,
@@ -50,6 +53,7 @@ from engine.restore import issued_fields, order_fields
 from engine.scripts import Script, load_scripts
 
 T = TypeVar("T")
+log = logging.getLogger(__name__)
 
 _DECODERS: dict[Any, msgspec.json.Decoder[Any]] = {}
 _ERROR = msgspec.json.Decoder(dict[str, Any])
@@ -94,9 +98,10 @@ SHORT_TRIES = 16  # an order sent back SHORT this often was met by other orders 
 
 
 class Short(msgspec.Struct, frozen=True):
-    """A SHORT answer: the group holds ``have`` of the ``quantity`` units a line needs."""
+    """A SHORT answer: the group holds ``have`` of the ``quantity`` units of a product
+    (or coupon) ``id`` that the request needs."""
 
-    product_id: int
+    id: int
     quantity: int
     have: int
 
@@ -276,6 +281,26 @@ class Engine:
         """Redis' memory and the outbox's backlog and lag per consumer group, read now."""
         return await gauges.read(self.conn, self.layout)
 
+    @contextlib.asynccontextmanager
+    async def sweeping(self, every_s: float = 1.0) -> AsyncIterator[None]:
+        """While inside, deliver the transfers a crash left in flight (engine/allotments.py)
+        every ``every_s``: any number of processes may, each step is idempotent."""
+        async def sweep() -> None:
+            while True:
+                await asyncio.sleep(every_s)
+                try:
+                    await self.allotments.sweep()
+                except EngineError as exc:  # Redis away or not live: the next round
+                    log.debug("sweep skipped: %s", exc)
+
+        task = asyncio.create_task(sweep())
+        try:
+            yield
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
     async def close(self) -> None:
         """Close the connection."""
         await self.conn.close()
@@ -446,18 +471,24 @@ class Engine:
     ) -> Coupon:
         """Define a first-come-first-served coupon."""
         _check_coupon(name, discount_type, discount_value, total_quantity)
+        deal = allotments.new_transfer()
         reply = await self._run(
-            "create_coupon", [keys.SEQ, keys.COUPON_PREFIX, keys.OUTBOX],
+            "create_coupon", [keys.SEQ, keys.COUPON_PREFIX, keys.OUTBOX, keys.TRANSFERS_OUT],
             [name, discount_type, discount_value, total_quantity,
-             _ms(valid_from), _ms(valid_until)],
+             _ms(valid_from), _ms(valid_until),
+             allotments.deal(total_quantity, self.layout.groups), self.layout.groups, deal],
         )
-        return _answer(reply, Coupon)
+        coupon = _answer(reply, Coupon)
+        await self.allotments.deliver_all(deal)
+        return coupon
 
     async def coupon(self, coupon_id: int) -> Coupon:
         """One coupon with its live remaining count."""
         limits.ID.check(coupon_id, "coupon_id")
-        reply = await self._run("get_coupon", [keys.coupon(coupon_id)], [])
-        return _answer(reply, Coupon)
+        reply, held = await asyncio.gather(self._run("get_coupon", [keys.coupon(coupon_id)], []),
+                                           self.allotments.held(COUPON, [coupon_id]))
+        coupon = _answer(reply, Coupon)
+        return msgspec.structs.replace(coupon, remaining=coupon.remaining + held[coupon_id])
 
     async def issue_coupon(
         self, user_id: int, coupon_id: int, idem: Idempotency | None = None
@@ -466,13 +497,18 @@ class Engine:
         limits.ID.check(coupon_id, "coupon_id")
         g, ids = self._group(user_id)
         idem_key, fp = _idem(g, user_id, idem)
-        reply = await self._run(
-            "issue_coupon",
-            [keys.coupon(coupon_id), g.holders(coupon_id), g.user_coupons(user_id),
-             g.seq, g.outbox, idem_key, g.issued_coupon_prefix],
-            [user_id, fp, self.policy.idempotency_ttl_s, *ids],
-        )
-        return _answer(reply, IssuedCoupon)
+        flag = ""
+        for _ in range(SHORT_TRIES):
+            reply = await self._run(
+                "issue_coupon",
+                [g.coupon(coupon_id), g.holders(coupon_id), g.user_coupons(user_id),
+                 g.seq, g.outbox, idem_key, g.issued_coupon_prefix],
+                [user_id, fp, self.policy.idempotency_ttl_s, *ids, flag, coupon_id],
+            )
+            if reply[0] != b"SHORT":
+                return _answer(reply, IssuedCoupon)
+            flag = await self._flag(g, COUPON, _SHORT.decode(reply[1]))
+        raise EngineUnavailable("the coupon's units kept going to other requests; retry")
 
     async def user_coupons(
         self, user_id: int, limit: int = 20, cursor: str | None = None
@@ -511,14 +547,13 @@ class Engine:
             if reply[0] != b"SHORT":
                 return _answer(reply, Order)
             short = _SHORT.decode(reply[1])
-            order_args[flags[short.product_id]] = await self._flag(group, short)
+            order_args[flags[short.id]] = await self._flag(group, PRODUCT, short)
         raise EngineUnavailable("the order's units kept going to other orders; retry")
 
-    async def _flag(self, group: keys.Group, short: Short) -> str:
-        """Move units of a SHORT line's product into the group; the line's flag for the next
-        try: '' (units moved), 'absent', or the units there are, all told."""
-        got = await self.allotments.acquire(group, PRODUCT, short.product_id, short.quantity,
-                                            short.have)
+    async def _flag(self, group: keys.Group, kind: allotments.Kind, short: Short) -> str:
+        """Move units of a SHORT answer's product or coupon into the group; the flag for
+        the next try: '' (units moved), 'absent', or the units there are, all told."""
+        got = await self.allotments.acquire(group, kind, short.id, short.quantity, short.have)
         return "" if got is None else got if got == ABSENT else str(got)
 
     def _order(
@@ -563,7 +598,7 @@ class Engine:
             if reply[0] != b"SHORT":
                 return _answer(reply, Order)
             short = _SHORT.decode(reply[1])
-            flags[short.product_id] = await self._flag(g, short)
+            flags[short.id] = await self._flag(g, PRODUCT, short)
         raise EngineUnavailable("the order's units kept going to other orders; retry")
 
     async def cancel_order(

@@ -121,13 +121,20 @@ class Restorer:
         self._queued()
 
     def coupon(self, coupon: Coupon) -> None:
-        """A coupon definition with its remaining count (``create_coupon.lua``)."""
-        self.pipe.hset(keys.coupon(coupon.id), mapping={
+        """A coupon definition with its remaining count, dealt out as
+        ``create_coupon.lua`` deals it."""
+        each = deal(coupon.remaining, self.layout.groups)
+        terms: dict[str, Any] = {
             "id": coupon.id, "name": coupon.name, "discount_type": coupon.discount_type,
             "discount_value": coupon.discount_value, "total_quantity": coupon.total_quantity,
-            "remaining": coupon.remaining, "valid_from": iso(coupon.valid_from),
-            "valid_until": iso(coupon.valid_until), "valid_from_ms": ms(coupon.valid_from),
-            "valid_until_ms": ms(coupon.valid_until)})
+            "valid_from": iso(coupon.valid_from), "valid_until": iso(coupon.valid_until),
+            "valid_from_ms": ms(coupon.valid_from), "valid_until_ms": ms(coupon.valid_until),
+            "v": 1}
+        self.pipe.hset(keys.coupon(coupon.id), mapping=terms | {  # type: ignore[arg-type]
+            "remaining": coupon.remaining - each * self.layout.groups})
+        for g in self.layout.all:
+            self.pipe.hset(g.coupon(coupon.id),
+                           mapping=terms | {"remaining": each})  # type: ignore[arg-type]
         self._queued()
 
     def issued_coupon(self, issued: IssuedCoupon, whole: bool = True) -> None:
@@ -327,14 +334,16 @@ class Snapshot:
 
     def coupons(self) -> dict[int, tuple[int, int, int]]:
         """Every coupon's (total, remaining, holders)."""
-        found = self._by_id(every(keys.coupon), "total_quantity", "remaining")
+        found = self._by_id(every(keys.coupon), "total_quantity")
+        remaining = self.units("c", "remaining", every(keys.coupon),
+                               every_group(keys.Group.coupon))
         pipe = self.client.pipeline(transaction=False)
         for cid in found:
             for g in self.layout.all:
                 pipe.scard(g.holders(cid))
         counts, n = pipe.execute(), self.layout.groups
         holders = [sum(counts[i:i + n]) for i in range(0, len(counts), n)]
-        return {cid: (int(v[0] or 0), int(v[1] or 0), int(held))
+        return {cid: (int(v[0] or 0), remaining.get(cid, 0), int(held))
                 for (cid, v), held in zip(found.items(), holders, strict=True)}
 
     def issued_statuses(self) -> dict[int, str]:

@@ -31,11 +31,11 @@ class CouponRow(Row):
     created_at: datetime
 
 
-class Remaining(Row):
-    """A coupon's remaining units after an issue."""
+class Issues(Row):
+    """Units of a coupon a batch issued."""
 
     id: int
-    remaining: int
+    units: int
 
 
 class IssuedRow(Row):
@@ -93,10 +93,10 @@ class DoubleIssue(Row):
     units: int
 
 
-def _lower_remaining() -> ClauseElement:
-    new = relation("remaining", Remaining, {"id": sa.BigInteger(), "remaining": sa.BigInteger()})
+def _take_issued() -> ClauseElement:
+    new = relation("issues", Issues, {"id": sa.BigInteger(), "units": sa.BigInteger()})
     return (sa.update(COUPONS).where(COUPONS.c.id == new.c.id)
-            .values(remaining=sa.func.least(COUPONS.c.remaining, new.c.remaining)))
+            .values(remaining=COUPONS.c.remaining - new.c.units))
 
 
 def _set_states() -> ClauseElement:
@@ -108,7 +108,7 @@ def _set_states() -> ClauseElement:
 
 
 ADD_COUPONS = Insert.of(COUPONS, CouponRow)
-LOWER_REMAINING = Statement(_lower_remaining)
+TAKE_ISSUED = Statement(_take_issued)
 ISSUE = Insert.of(ISSUED, IssuedRow)
 SET_STATES = Statement(_set_states)
 
@@ -125,9 +125,10 @@ class Coupons:
         """Create coupons (unless fresh, one already there is kept)."""
         ADD_COUPONS.run(self.conn, rows, fresh=self.fresh)
 
-    def lower_remaining(self, rows: Sequence[Remaining]) -> None:
-        """Lower each coupon's remaining units; remaining only ever falls, so the least wins."""
-        LOWER_REMAINING.run(self.conn, rows)
+    def take_issued(self, rows: Sequence[Issues]) -> None:
+        """Take each coupon's issued units from its remaining ones (applied once per
+        outbox entry, as stock deltas are)."""
+        TAKE_ISSUED.run(self.conn, rows)
 
     def issue(self, rows: Sequence[IssuedRow]) -> None:
         """Record issued coupons (unless fresh, one already there is kept)."""

@@ -82,7 +82,7 @@ def write(conn: Connection, changes: Changes, *, fresh: bool = False) -> None:
     catalog.move_stock(changes.stock_moves())
     Sales(conn).add(changes.sales_rows())
     coupons.add(changes.coupons)
-    coupons.lower_remaining(changes.remaining_rows())
+    coupons.take_issued(changes.issue_rows())
     coupons.issue(changes.issued)
     coupons.set_states(list(changes.issued_states.values()))
     orders.add(changes.orders, changes.lines)

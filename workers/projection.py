@@ -12,8 +12,8 @@ Postgres writer guarantees both; an entry seen twice is filtered out before this
 * stock: deltas (order lines, ``stock_delta``). ``order.*`` events carry no stock after,
   and deltas add up the same in any order; the applied-entry claim in the same
   transaction is what keeps a delta from being added twice.
-* coupon remaining: the ``remaining`` the issue carries; it only ever falls, so the
-  least value seen is the current one, in any order.
+* coupon remaining: deltas, one unit per issue (like stock: an issue's ``remaining`` is
+  only what its user group's allotment had left, engine/allotments.py).
 * issued-coupon status, product name and price: absolute, versioned like balances.
 * sales per hour: deltas, like stock (a cancel takes its units out of the order's hour).
 """
@@ -39,7 +39,7 @@ from engine.events import (
 from engine.models import HistoryLine, Order
 from persistence.balances import BalanceRow, HistoryRow
 from persistence.catalog import ProductChangeRow, ProductDetails, ProductRow, StockMove
-from persistence.coupons import CouponRow, IssuedRow, IssuedState, Remaining
+from persistence.coupons import CouponRow, IssuedRow, IssuedState, Issues
 from persistence.orders import Cancellation, LineRow, PaidOrder
 from persistence.sales import SalesRow
 
@@ -64,7 +64,7 @@ class Changes:
     stock: Counter[int] = field(default_factory=Counter)
     sales: Counter[tuple[int, int]] = field(default_factory=Counter)
     coupons: list[CouponRow] = field(default_factory=list)
-    remaining: dict[int, int] = field(default_factory=dict)
+    issues: Counter[int] = field(default_factory=Counter)
     issued: list[IssuedRow] = field(default_factory=list)
     issued_states: dict[int, IssuedState] = field(default_factory=dict)
     orders: list[PaidOrder] = field(default_factory=list)  # each with its payment
@@ -80,9 +80,9 @@ class Changes:
         return [SalesRow(hour, pid, units)
                 for (hour, pid), units in sorted(self.sales.items()) if units]
 
-    def remaining_rows(self) -> list[Remaining]:
-        """Each issued coupon's lowest remaining count of the batch."""
-        return [Remaining(cid, left) for cid, left in sorted(self.remaining.items())]
+    def issue_rows(self) -> list[Issues]:
+        """Units issued per coupon in the batch."""
+        return [Issues(cid, units) for cid, units in sorted(self.issues.items())]
 
     # -- one method per event ----------------------------------------------------------
 
@@ -113,12 +113,11 @@ class Changes:
                                       c.valid_until, event.at))
 
     def coupon_issued(self, entry: int, event: CouponIssued) -> None:
-        """A unit given to a user: the issued coupon and the coupon's lower remaining."""
+        """A unit given to a user: the issued coupon, and one unit fewer remaining."""
         i = event.issued
         self.issued.append(IssuedRow(i.id, i.coupon_id, i.user_id, "AVAILABLE", None,
                                      i.issued_at, i.expires_at, entry))
-        self.remaining[i.coupon_id] = min(event.remaining,
-                                          self.remaining.get(i.coupon_id, event.remaining))
+        self.issues[i.coupon_id] += 1
 
     def order_paid(self, entry: int, event: OrderPaid) -> None:
         """An order: its rows, payment, balance, USE line, stock, sales, and coupon used."""

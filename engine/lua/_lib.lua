@@ -257,12 +257,12 @@ local function batch_product(c, key, pid)
   return p
 end
 
--- The answer that sends an order back to the engine: the group holds `have` of the
--- `quantity` units of product `pid` that one line needs (engine/allotments.py moves units
--- into the group, then calls again). Never kept as an idempotent answer (idem_store).
-local function short(pid, quantity, have)
-  return {'SHORT', string.format('{"product_id":%d,"quantity":%d,"have":%d}', pid, quantity,
-    have)}
+-- The answer that sends a request back to the engine: the group holds `have` of the
+-- `quantity` units of product (or coupon) `id` that it needs (engine/allotments.py moves
+-- units into the group, then calls again). Never kept as an idempotent answer
+-- (idem_store).
+local function short(id, quantity, have)
+  return {'SHORT', string.format('{"id":%d,"quantity":%d,"have":%d}', id, quantity, have)}
 end
 
 local function close_orders(c)

@@ -1,14 +1,18 @@
--- create_coupon.lua: define a first-come-first-served coupon.
+-- create_coupon.lua: define a first-come-first-served coupon, its units in its reserve, and
+-- deal each user group its first allotment, as create_product.lua deals stock.
 -- Rules in plain Python: tests/engine/model.py, Shop.create_coupon.
 -- KEYS[1] live marker {ro}:live: without it, every reply is STATE_MISSING (engine/state.py)
 -- KEYS[2] seq {ro}:seq   KEYS[3] coupon prefix {ro}:coupon:   KEYS[4] outbox
+-- KEYS[5] transfers {ro}:xfer:out
 -- ARGV[1] name; ARGV[2] FIXED|PERCENT; ARGV[3] discount value; ARGV[4] total quantity;
--- ARGV[5] valid_from (epoch ms); ARGV[6] valid_until (epoch ms)
+-- ARGV[5] valid_from (epoch ms); ARGV[6] valid_until (epoch ms); ARGV[7] units dealt to
+-- each group; ARGV[8] the number of groups; ARGV[9] the deal's transfer id prefix
 -- Reply: OK <coupon> | VALIDATION_ERROR (window is empty)
 local missing = state_missing(KEYS[1])
 if missing then return missing end
 local name, dtype, dvalue, qty = ARGV[1], ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4])
 local from_ms, until_ms = tonumber(ARGV[5]), tonumber(ARGV[6])
+local each, groups = tonumber(ARGV[7]), tonumber(ARGV[8])
 
 if from_ms >= until_ms then
   return fail('VALIDATION_ERROR', 'valid_from must be before valid_until',
@@ -18,9 +22,15 @@ end
 local id = redis.call('HINCRBY', KEYS[2], 'coupon', 1)
 local coupon = {id = id, name = name, discount_type = dtype, discount_value = dvalue,
   total_quantity = qty, remaining = qty, valid_from = iso(from_ms), valid_until = iso(until_ms)}
+local now = now_ms()
 redis.call('HSET', KEYS[3] .. id, 'id', id, 'name', name, 'discount_type', dtype,
-  'discount_value', dvalue, 'total_quantity', qty, 'remaining', qty,
+  'discount_value', dvalue, 'total_quantity', qty, 'remaining', qty - each * groups,
   'valid_from', coupon.valid_from, 'valid_until', coupon.valid_until,
-  'valid_from_ms', from_ms, 'valid_until_ms', until_ms)
-emit(KEYS[4], {type = 'coupon.created', at = iso(now_ms()), coupon = coupon})
+  'valid_from_ms', from_ms, 'valid_until_ms', until_ms, 'v', 1, 'flight', each * groups,
+  'moves', 1)
+for g = 0, groups - 1 do
+  redis.call('HSET', KEYS[5], ARGV[9] .. ':' .. g, 'c ' .. id .. ' ' .. g .. ' ' .. each
+    .. ' ' .. now)
+end
+emit(KEYS[4], {type = 'coupon.created', at = iso(now), coupon = coupon})
 return ok(cjson.encode(coupon))

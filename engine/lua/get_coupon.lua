@@ -1,4 +1,5 @@
--- get_coupon.lua: one coupon with its live remaining count.
+-- get_coupon.lua: one coupon with the reserve's part of its remaining count (the
+-- reserve's units and those in flight from it; the engine adds the groups': allotments.py).
 -- Rules in plain Python: tests/engine/model.py, a coupon of Shop.coupons.
 -- KEYS[1] live marker {ro}:live: without it, every reply is STATE_MISSING (engine/state.py)
 -- KEYS[2] coupon {ro}:coupon:<id>
@@ -6,8 +7,8 @@
 local missing = state_missing(KEYS[1])
 if missing then return missing end
 local c = redis.call('HMGET', KEYS[2], 'id', 'name', 'discount_type', 'discount_value',
-  'total_quantity', 'remaining', 'valid_from', 'valid_until')
+  'total_quantity', 'remaining', 'valid_from', 'valid_until', 'flight')
 if not c[1] then return fail('COUPON_NOT_FOUND', 'no such coupon') end
 return ok(cjson.encode({id = tonumber(c[1]), name = c[2], discount_type = c[3],
   discount_value = tonumber(c[4]), total_quantity = tonumber(c[5]),
-  remaining = tonumber(c[6]), valid_from = c[7], valid_until = c[8]}))
+  remaining = int(c[6]) + int(c[9]), valid_from = c[7], valid_until = c[8]}))

@@ -14,7 +14,7 @@ from support import allot
 
 from engine import Engine, keys
 from engine.allotments import PRODUCT, new_transfer
-from engine.errors import OutOfStock
+from engine.errors import CouponSoldOut, OutOfStock
 from engine.restore import Snapshot
 
 
@@ -165,3 +165,17 @@ async def test_kill_9_between_a_transfers_steps_then_the_sweeper_loses_and_doubl
     assert await _units(r, engine, made.id) == (35, [10, 10, 15, 10])
     assert (await engine.product(made.id)).stock == 80
     assert _snapshot_stock(engine_redis_url, engine, made.id) == 80
+
+
+async def test_one_groups_users_get_every_unit_of_a_coupon_then_sold_out(
+    engine, new_coupon, funded_user, r
+) -> None:
+    made = await new_coupon(quantity=8)  # 1 unit dealt to each group, 4 in the reserve
+    assert int(await r.hget(engine.layout.all[1].coupon(made.id), "remaining")) == 1
+    users = [await _user_in(engine, funded_user, 0) for _ in range(9)]
+    await asyncio.sleep(0.15)  # past HOLD_MS: the other groups' units may be pulled back
+    for user in users[:8]:
+        assert (await engine.issue_coupon(user, made.id)).coupon_id == made.id
+    with pytest.raises(CouponSoldOut):
+        await engine.issue_coupon(users[8], made.id)
+    assert (await engine.coupon(made.id)).remaining == 0

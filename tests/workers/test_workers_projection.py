@@ -9,7 +9,7 @@ import msgspec
 from engine.events import BalanceCharged, CouponIssued, OrderCancelled, OrderPaid
 from engine.models import HistoryLine, IssuedCoupon, Order, OrderLine
 from persistence.catalog import StockMove
-from persistence.coupons import IssuedState, Remaining
+from persistence.coupons import IssuedState, Issues
 from workers.projection import hour_of, project
 
 AT = datetime(2026, 11, 22, 10, 59, 59, 999_000, tzinfo=UTC)
@@ -58,7 +58,7 @@ def test_the_last_balance_of_the_batch_wins_with_its_entry_as_version() -> None:
     assert changes.stock_moves() == [StockMove(1, -4), StockMove(2, -2)]
 
 
-def test_a_coupon_used_then_given_back_ends_available_and_remaining_keeps_the_lowest() -> None:
+def test_a_coupon_used_then_given_back_ends_available_and_each_issue_takes_a_unit() -> None:
     issued = IssuedCoupon(id=3, coupon_id=9, user_id=7, name="c", discount_type="FIXED",
                           discount_value=10, status="AVAILABLE", issued_at=AT, expires_at=AT)
     changes = project([
@@ -68,7 +68,7 @@ def test_a_coupon_used_then_given_back_ends_available_and_remaining_keeps_the_lo
         (4, cancelled("5", 1000, 3, restored=True)),
     ])
     assert changes.issued_states[3] == IssuedState(3, "AVAILABLE", None, 4)
-    assert changes.remaining_rows() == [Remaining(9, 3)]
+    assert changes.issue_rows() == [Issues(9, 2)]
 
 
 def test_units_count_in_the_hour_the_engine_buckets_them() -> None:
