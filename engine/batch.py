@@ -73,7 +73,7 @@ class OrderBatcher:
     def layout(self, group: keys.Group,
                orders: list[tuple[list[str], list[Any]]]) -> tuple[list[str], list[Any]]:
         """The KEYS and ARGV of one call placing ``orders`` of ``group``'s users."""
-        keys_ = [keys.LIVE, group.seq, group.order_prefix, group.sales_hour_prefix,
+        keys_ = [group.live, group.seq, group.order_prefix, group.sales_hour_prefix,
                  group.sales_window, group.sales_rolled, group.outbox]
         args: list[Any] = [self._ttl, self._hours, group.index, self._groups, len(orders)]
         for order_keys, order_args in orders:

@@ -237,12 +237,24 @@ class Engine:
         self.batches = OrderBatcher(self.conn, self.scripts["place_orders"], self.policy,
                                     self.layout)
         self.allotments = Allotments(self.conn, self.scripts, self.layout)
+        self.short_orders = 0  # orders sent back SHORT at least once (bench_engine prints it)
         self.console = Console(self.conn, self.scripts)  # the operators' console (reads no state)
 
-    async def _run(self, name: str, keys_: list[str], args: list[Any]) -> list[bytes]:
-        """Call a script with the live-state marker as its KEYS[1] (engine/state.py)."""
-        reply: list[bytes] = await self.scripts[name](self.conn, [keys.LIVE, *keys_], args)
-        return reply
+    async def _run(self, name: str, keys_: list[str], args: list[Any],
+                   live: str = keys.LIVE) -> list[bytes]:
+        """Call a script with a live-state marker as its KEYS[1] (engine/state.py): the
+        catalog's, or for a script over a group's keys that group's (``live``)."""
+        reply: list[bytes] = await self.scripts[name](self.conn, [live, *keys_], args)
+        return await self._why_missing(reply, live)
+
+    async def _why_missing(self, reply: list[bytes], live: str) -> list[bytes]:
+        """A group's STATE_MISSING, told better when the catalog's marker was made in
+        another group count (whose groups' markers have other tags than this count's)."""
+        if reply[0] != b"STATE_MISSING" or live == keys.LIVE:
+            return reply
+        raw = await self.conn.execute("GET", keys.LIVE)
+        why = None if raw is None else state.decode(raw).mismatch(self.layout.groups)
+        return reply if why is None else [reply[0], _FIELDS.encode({"detail": why})]
 
     def _group(self, user_id: int) -> tuple[keys.Group, list[int]]:
         """The user's group, and the (index, groups) arguments of the scripts that make
@@ -269,12 +281,15 @@ class Engine:
         """Redis answers, holds live state (else :class:`StateMissing`) and knows every
         script."""
         shas = [script.sha for script in self.scripts.values()]
-        live, known = await asyncio.gather(self.conn.execute("GET", keys.LIVE),
-                                           self.conn.execute("SCRIPT", "EXISTS", *shas))
+        live, known, *copies = await asyncio.gather(
+            self.conn.execute("GET", keys.LIVE), self.conn.execute("SCRIPT", "EXISTS", *shas),
+            *(self.conn.execute("EXISTS", g.live) for g in self.layout.all))
         if live is None:
             raise StateMissing(_NO_STATE)
         if (mismatch := state.decode(live).mismatch(self.layout.groups)) is not None:
             raise StateMissing(mismatch)
+        if not all(copies):  # a group's slot lost its data (its node, in a cluster)
+            raise StateMissing(_NO_STATE)
         return all(known)
 
     async def gauges(self) -> Gauges:
@@ -310,9 +325,10 @@ class Engine:
     async def balance(self, user_id: int) -> Balance:
         """The user's balance (0 for a user never seen)."""
         _check_user(user_id)
-        live, raw = await self.conn.execute("MGET", keys.LIVE,
-                                            self.layout.of(user_id).balance(user_id))
-        if live is None:
+        g = self.layout.of(user_id)
+        live, raw = await asyncio.gather(self.conn.execute("EXISTS", g.live),
+                                         self.conn.execute("GET", g.balance(user_id)))
+        if not live:
             raise StateMissing(_NO_STATE)
         return Balance(user_id=user_id, balance=int(raw or 0))
 
@@ -325,7 +341,7 @@ class Engine:
             "charge",
             [g.balance(user_id), g.history(user_id), g.seq, g.outbox, idem_key],
             [user_id, amount, fp, p.idempotency_ttl_s,
-             p.charge_min, p.charge_max, p.charge_unit, p.balance_max, *ids],
+             p.charge_min, p.charge_max, p.charge_unit, p.balance_max, *ids], live=g.live,
         )
         return _answer(reply, Charge)
 
@@ -337,7 +353,7 @@ class Engine:
         at = _list_of(user_id, limit, cursor)
         g = self.layout.of(user_id)
         tail = _answer(await self._run("list_history", [g.history(user_id), g.floor(user_id)],
-                                       [at, limit]), HistoryTail)
+                                       [at, limit], live=g.live), HistoryTail)
         items = tail.lines
         if tail.floor and len(items) <= limit:  # Redis ran out below the cursor
             edge = _below(items[-1].id if items else _bound(at), tail.floor + 1)
@@ -427,7 +443,7 @@ class Engine:
         while True:
             heads = await asyncio.gather(*(self._run(
                 "group_top", [g.sales_hour_prefix, g.sales_window, g.sales_rolled],
-                [p.top_window_hours, k]) for g in self.layout.all))
+                [p.top_window_hours, k], live=g.live) for g in self.layout.all))
             answers = [_answer(reply, _GroupTop) for reply in heads]
             candidates = sorted({pid for a in answers for pid, _ in a.head})
             totals = await self._sold(candidates)
@@ -504,6 +520,7 @@ class Engine:
                 [g.coupon(coupon_id), g.holders(coupon_id), g.user_coupons(user_id),
                  g.seq, g.outbox, idem_key, g.issued_coupon_prefix],
                 [user_id, fp, self.policy.idempotency_ttl_s, *ids, flag, coupon_id],
+                live=g.live,
             )
             if reply[0] != b"SHORT":
                 return _answer(reply, IssuedCoupon)
@@ -519,7 +536,7 @@ class Engine:
         g = self.layout.of(user_id)
         tail = _answer(await self._run(
             "list_user_coupons", [g.user_coupons(user_id), g.issued_coupon_prefix,
-                                  g.floor(user_id)], [at, limit]), CouponsTail)
+                                  g.floor(user_id)], [at, limit], live=g.live), CouponsTail)
         items = tail.coupons
         complete = len(items) > limit and items[limit].id > tail.floor
         if tail.floor and not complete:  # some below the cursor may be stored only
@@ -542,10 +559,11 @@ class Engine:
         order_keys, order_args = self._order(group, user_id, items, issued_coupon_id, idem)
         # Each line's flag follows its product id and quantity (place_orders.lua).
         flags = {pid: 4 + 3 * i + 2 for i, (pid, _) in enumerate(items)}
-        for _ in range(SHORT_TRIES):
+        for attempt in range(SHORT_TRIES):
             reply = await self.batches.place(group, order_keys, order_args)
             if reply[0] != b"SHORT":
-                return _answer(reply, Order)
+                return _answer(await self._why_missing(reply, group.live), Order)
+            self.short_orders += attempt == 0
             short = _SHORT.decode(reply[1])
             order_args[flags[short.id]] = await self._flag(group, PRODUCT, short)
         raise EngineUnavailable("the order's units kept going to other orders; retry")
@@ -594,7 +612,7 @@ class Engine:
         flags: dict[int, str] = {}
         for _ in range(SHORT_TRIES):
             reply = await self._run("checkout_cart", keys_,
-                                    [*args, *(v for f in flags.items() for v in f)])
+                                    [*args, *(v for f in flags.items() for v in f)], live=g.live)
             if reply[0] != b"SHORT":
                 return _answer(reply, Order)
             short = _SHORT.decode(reply[1])
@@ -621,7 +639,7 @@ class Engine:
                             self.policy.top_window_hours, oid, *ids]
         args = first
         for _ in range(BRING_BACK_TRIES):
-            reply = await self._run("cancel_order", keys_, args)
+            reply = await self._run("cancel_order", keys_, args, live=g.live)
             code = reply[0]
             if code == b"ARCHIVED":
                 found = await self.archive.order(int(oid))
@@ -643,7 +661,8 @@ class Engine:
         _check_user(user_id)
         oid = _order_id(order_id)
         g = self.layout.of(user_id)
-        reply = await self._run("get_order", [g.order(oid), g.floor(user_id)], [user_id, oid])
+        reply = await self._run("get_order", [g.order(oid), g.floor(user_id)], [user_id, oid],
+                                live=g.live)
         if reply[0] != b"ARCHIVED":
             return _answer(reply, Order)
         found = await self.archive.order(int(oid))
@@ -658,7 +677,7 @@ class Engine:
         g = self.layout.of(user_id)
         tail = _answer(await self._run(
             "list_orders", [g.user_orders(user_id), g.order_prefix, g.floor(user_id)],
-            [at, limit]), OrdersTail)
+            [at, limit], live=g.live), OrdersTail)
         dropped = [i for i, o in zip(tail.ids, tail.orders, strict=True) if o is None]
         stored = await self.archive.orders(user_id, dropped)
         items = [o or stored[i] for i, o in zip(tail.ids, tail.orders, strict=True)
@@ -673,7 +692,8 @@ class Engine:
         """Stored orders, each replaced by Redis' copy where Redis holds one."""
         if not orders:
             return orders
-        reply = await self._run("read_orders", [g.order_prefix], [o.id for o in orders])
+        reply = await self._run("read_orders", [g.order_prefix], [o.id for o in orders],
+                                live=g.live)
         return [mine or o for o, mine in zip(orders, _answer(reply, list[Order | None]),
                                              strict=True)]
 
@@ -682,7 +702,8 @@ class Engine:
     async def cart(self, user_id: int) -> Cart:
         """The user's cart, priced live."""
         _check_user(user_id)
-        reply = await self._run("read_cart", [self.layout.of(user_id).cart(user_id)], [])
+        g = self.layout.of(user_id)
+        reply = await self._run("read_cart", [g.cart(user_id)], [], live=g.live)
         return await self._priced(reply)
 
     async def put_cart_item(self, user_id: int, product_id: int, quantity: int) -> Cart:
@@ -694,9 +715,10 @@ class Engine:
         if quantity > product.stock:
             raise_for("OUT_OF_STOCK", f"product {product_id} has {product.stock} left, "
                       f"{quantity} asked", {"product_id": product_id, "stock": product.stock})
+        g = self.layout.of(user_id)
         reply = await self._run(
-            "put_cart_item", [self.layout.of(user_id).cart(user_id)],
-            [product_id, quantity, limits.CART_LINES],
+            "put_cart_item", [g.cart(user_id)], [product_id, quantity, limits.CART_LINES],
+            live=g.live,
         )
         return await self._priced(reply)
 
@@ -716,8 +738,9 @@ class Engine:
         """Take a product out of the cart (absent is fine)."""
         _check_user(user_id)
         limits.ID.check(product_id, "product_id")
-        _answer(await self._run("remove_cart_item", [self.layout.of(user_id).cart(user_id)],
-                                [product_id]), type(None))
+        g = self.layout.of(user_id)
+        _answer(await self._run("remove_cart_item", [g.cart(user_id)], [product_id],
+                                live=g.live), type(None))
 
 
 def _with_held(product: Product, held: dict[int, int]) -> Product:

@@ -9,11 +9,12 @@ group, so each request stays one atomic script over one group's keys. The catalo
 (products, coupons, the catalog's own outbox stream, dead letters, the console's keys)
 lives beside the groups.
 
-Today every group's keys still carry the one hash tag ``{ro}`` (``{ro}:g<i>:...``): the
-scripts still read the catalog's stock and coupon counts, so everything must stay in one
-Redis Cluster slot. Giving each group a hash tag of its own (one slot per group, spread
-over a cluster's primaries) is :data:`GROUP_TAG`'s one line once stock and coupon
-quantity are split into a reserve and per-group allotments.
+Each group's keys carry a hash tag of its own (:func:`group_tag`), so each group is one
+Redis Cluster slot, and the tags are picked so that the groups' slots spread evenly over
+the slot space: a cluster whose primaries split the slots evenly holds as many groups on
+each. No script a user's request runs reads a key outside its group: a product's stock
+and a coupon's quantity are a reserve in the catalog plus an allotment in each group
+(engine/allotments.py), and each group has its own copy of the live-state marker.
 
 Ids carry their group: a group's counter ``n`` makes id ``n * groups + group``
 (:meth:`Layout.make_id`), so order ids, history lines and issued coupons stay unique
@@ -46,10 +47,11 @@ Catalog keys (``{ro}``):
 | {ro}:ops:replay:asked | list | ids of replay requests from the console, for a platform forwarder |
 | {ro}:ops:replay:<id> | string | a replay request's state and answer (JSON); 10 min TTL |
 
-Group keys (``<g>`` is the group's prefix, ``{ro}:g<i>`` today):
+Group keys (``<g>`` is the group's hash tag, :func:`group_tag`: ``{g0}``, ``{g1.3}``...):
 
 | key | type | holds |
 | --- | --- | --- |
+| <g>:live | string | the group's copy of the live-state marker (engine/state.py) |
 | <g>:seq | hash | the group's id counters: hist, icoupon, order |
 | <g>:outbox | stream | every change of the group's users, for Postgres and the platform |
 | <g>:bal:<user> | string | balance in won |
@@ -75,16 +77,18 @@ Group keys (``<g>`` is the group's prefix, ``{ro}:g<i>`` today):
 
 from __future__ import annotations
 
+import binascii
 import functools
+import itertools
 import zlib
 
 TAG = "{ro}"
 # RUSHORDER_GROUPS' default (rushorder/settings.py says the same; tests/test_settings.py
 # holds them together): chosen by load/bench_engine.py, see the README's "User groups".
 DEFAULT_GROUPS = 4
-# The hash tag of group i's keys. One slot for all of them until the scripts stop reading
-# the catalog's stock and coupon counts (see the module's docstring).
-GROUP_TAG = TAG + ":g%d"
+SLOTS = 16384  # a Redis Cluster's hash slots
+# A SCAN pattern matching every group's tag (engine/restore.py).
+GROUP_TAGS = "{g*}"
 
 # Every script's KEYS[1]: a Redis without it lost its data or was never loaded, and every
 # script refuses to read or write it (engine/state.py).
@@ -113,6 +117,33 @@ def coupon(coupon_id: int) -> str:
     return f"{COUPON_PREFIX}{coupon_id}"
 
 
+def slot(tag: str) -> int:
+    """The Redis Cluster slot of a key with hash tag ``tag`` (CRC16/XMODEM of the tag's
+    inside, mod 16,384; binascii's crc_hqx is that CRC)."""
+    return binascii.crc_hqx(tag.strip("{}").encode(), 0) % SLOTS
+
+
+@functools.cache
+def group_tag(index: int, groups: int) -> str:
+    """The hash tag of group ``index`` of ``groups``: ``{g<index>}`` if its slot is in the
+    index-th of ``groups`` equal slot ranges, else ``{g<index>.<k>}`` for the first k whose
+    slot is. A cluster whose n primaries split the slots evenly then holds group i on
+    primary i * n // groups, as many groups on each (plain tags do not spread so:
+    ``{g0}``..``{g15}`` fall in only 8 of 16 equal slot ranges)."""
+    low, high = index * SLOTS // groups, (index + 1) * SLOTS // groups
+    for k in itertools.count():
+        tag = f"{{g{index}}}" if k == 0 else f"{{g{index}.{k}}}"
+        if low <= slot(tag) < high:
+            return tag
+    raise AssertionError("unreachable")
+
+
+def live_of(stream: str) -> str:
+    """The live-state marker in an outbox stream's slot (the catalog's or a group's): the
+    one its hash tag names."""
+    return stream[:stream.index("}") + 1] + ":live"
+
+
 def group_of(user_id: int, groups: int) -> int:
     """The group of a user: a stable hash of its id (the same in every process and every
     release; Python's hash() of a str is salted per process)."""
@@ -122,9 +153,9 @@ def group_of(user_id: int, groups: int) -> int:
 class Group:
     """The keys of one user group (see the module's table)."""
 
-    def __init__(self, index: int) -> None:
+    def __init__(self, index: int, groups: int) -> None:
         self.index = index
-        self.tag = p = GROUP_TAG % index
+        self.tag = p = group_tag(index, groups)
         self.seq = f"{p}:seq"
         self.outbox = f"{p}:outbox"
         self.settle = f"{p}:settle"
@@ -145,7 +176,7 @@ class Group:
         self.transfers_out = f"{p}:xfer:out"
         self.transfer_in_prefix = f"{p}:xfer:in:"
         # The live-state marker a script over the group's keys checks (engine/state.py).
-        self.live = LIVE
+        self.live = f"{p}:live"
 
     def __repr__(self) -> str:
         return f"Group({self.index})"
@@ -211,7 +242,7 @@ class Layout:
         if groups < 1:
             raise ValueError(f"groups: at least 1, not {groups}")
         self.groups = groups
-        self.all = [Group(i) for i in range(groups)]
+        self.all = [Group(i, groups) for i in range(groups)]
         # The consumers read every group's stream, then the catalog's to its end: an event
         # of a group names only products and coupons created before it, so they are read
         # in the same round (workers apply the catalog's events first).

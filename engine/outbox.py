@@ -156,7 +156,8 @@ class Outbox:
         """Create every known group (and the stream) if missing, each at the beginning of
         the stream; :class:`OutboxGone` in a Redis that holds no live state."""
         opened = self.client.register_script(_open_outbox_source())
-        code, detail = opened(keys=[keys.LIVE, self.stream], args=list(self.groups))
+        code, detail = opened(keys=[keys.live_of(self.stream), self.stream],
+                              args=list(self.groups))
         if code != b"OK":
             raise OutboxGone(f"{_text(code)}: {_text(detail)}")
 

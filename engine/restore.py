@@ -219,11 +219,11 @@ def every(key_of: Callable[[Any], str]) -> str:
 
 
 def every_group(key_of: Callable[[keys.Group, Any], str]) -> str:
-    """A SCAN pattern for ``key_of(group, id)`` of every group and id (``{ro}:g*:bal:*`` for
+    """A SCAN pattern for ``key_of(group, id)`` of every group and id (``{g*}:bal:*`` for
     ``Group.balance``)."""
-    first = keys.Group(0)
+    first = keys.layout(1).all[0]
     tail = key_of(first, 0).removeprefix(first.tag).removesuffix("0")
-    return keys.GROUP_TAG.replace("%d", "*") + tail + "*"
+    return keys.GROUP_TAGS + tail + "*"
 
 
 def scan(client: redis.Redis, pattern: str) -> Iterator[bytes]:
@@ -232,9 +232,11 @@ def scan(client: redis.Redis, pattern: str) -> Iterator[bytes]:
 
 
 def state_keys(client: redis.Redis) -> Iterator[bytes]:
-    """Every rushorder key (``{ro}:*``) but the dead letters, which Postgres has no copy of."""
+    """Every rushorder key (``{ro}:*``, ``{g*}:*``) but the dead letters, which Postgres
+    has no copy of."""
     dead = keys.OUTBOX_DEAD.encode()
-    return (key for key in scan(client, f"{keys.TAG}:*") if key != dead)
+    for pattern in (f"{keys.TAG}:*", f"{keys.GROUP_TAGS}:*"):
+        yield from (key for key in scan(client, pattern) if key != dead)
 
 
 def holds_state(client: redis.Redis) -> bool:
@@ -249,11 +251,18 @@ def clear_state(client: redis.Redis) -> int:
     for key in state_keys(client):
         batch.append(key)
         if len(batch) == 1000:
-            gone += int(client.unlink(*batch))
+            gone += _unlink(client, batch)
             batch.clear()
-    if batch:
-        gone += int(client.unlink(*batch))
-    return gone
+    return gone + _unlink(client, batch)
+
+
+def _unlink(client: redis.Redis, names: list[bytes]) -> int:
+    """Unlink keys one command each, pipelined (keys of several slots may not share one
+    command in a Redis Cluster)."""
+    pipe = client.pipeline(transaction=False)
+    for name in names:
+        pipe.unlink(name)
+    return sum(pipe.execute()) if names else 0
 
 
 class Snapshot:
@@ -295,7 +304,10 @@ class Snapshot:
         names = list(scan(self.client, every_group(keys.Group.balance)))
         for start in range(0, len(names), self.chunk):
             part = names[start:start + self.chunk]
-            for name, value in zip(part, self.client.mget(part), strict=True):
+            pipe = self.client.pipeline(transaction=False)
+            for name in part:
+                pipe.get(name)
+            for name, value in zip(part, pipe.execute(), strict=True):
                 found[int(name.rsplit(b":", 1)[1])] = int(value or 0)
         return found
 
@@ -309,7 +321,7 @@ class Snapshot:
         told: reserve + allotments + in flight, each transfer counted once."""
         found = {thing: int(v[0] or 0) for thing, v in self._by_id(reserves, field).items()}
         for g in self.layout.all:  # (_by_id keys by id: one group at a time)
-            pattern = copies.replace(keys.GROUP_TAG.replace("%d", "*"), g.tag, 1)
+            pattern = copies.replace(keys.GROUP_TAGS, g.tag, 1)
             for thing, v in self._by_id(pattern, field).items():
                 found[thing] = found.get(thing, 0) + int(v[0] or 0)
         for thing, units in self.in_flight(letter).items():

@@ -119,7 +119,7 @@ class Settler:
         pipe = self.client.pipeline(transaction=False)
         for g in self.layout.all:
             for _ in range(calls):
-                self._script(keys=[keys.LIVE, g.settle, g.order_prefix,
+                self._script(keys=[g.live, g.settle, g.order_prefix,
                                    g.issued_coupon_prefix, g.history_prefix,
                                    g.user_orders_prefix, g.user_coupons_prefix,
                                    g.floor_prefix, g.retention],

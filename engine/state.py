@@ -4,8 +4,9 @@ Redis holds the live state and Postgres the durable copy. A Redis that lost its 
 (FLUSHALL, a lost disk, a failover to an empty replica) would otherwise answer like a
 new, empty shop: balances of 0, no catalog, ids from 1 again, and writes that Postgres
 can never put in order with what it already holds. So the state carries a marker of its
-own, ``{ro}:live``, written only where live state is made: by ``rushorder rebuild`` once
-Postgres' copy is loaded (on an empty database, that is the very first start).
+own, ``{ro}:live`` with a copy in each user group's slot (``<g>:live``), written only
+where live state is made: by ``rushorder rebuild`` once Postgres' copy is loaded (on an
+empty database, that is the very first start).
 
 * Every script checks it first (KEYS[1], ``state_missing`` in ``engine/lua/_lib.lua``)
   and answers ``STATE_MISSING`` without it: the API answers 503, ``/health/ready`` fails.
@@ -55,9 +56,16 @@ class Marker(msgspec.Struct, frozen=True, kw_only=True):
 
 
 def marker(client: redis.Redis) -> Marker | None:
-    """The marker, or None when this Redis holds no live rushorder state."""
+    """The marker, or None when this Redis holds no live rushorder state: no catalog
+    marker, or a group without its copy (its slot's node lost its data)."""
     raw = client.get(keys.LIVE)
-    return None if raw is None else decode(raw)  # type: ignore[arg-type]
+    if raw is None:
+        return None
+    made = decode(raw)  # type: ignore[arg-type]
+    for group in keys.layout(made.groups).all if made.groups else ():
+        if not client.exists(group.live):
+            return None
+    return made
 
 
 def decode(raw: bytes) -> Marker:
@@ -79,10 +87,19 @@ def mark(client: redis.Redis, origin: str, groups: int = keys.DEFAULT_GROUPS) ->
 
 
 def put(client: redis.Redis, made: Marker) -> None:
-    """Write a marker as it is (to put back one that was withdrawn for a moment)."""
-    client.set(keys.LIVE, msgspec.json.encode(made))
+    """Write a marker as it is (to put back one that was withdrawn for a moment): the
+    catalog's and every group's copy (each group's slot has its own, which its scripts
+    check: a group on a node that lost its data refuses on its own)."""
+    raw = msgspec.json.encode(made)
+    for group in keys.layout(made.groups).all if made.groups else ():
+        client.set(group.live, raw)
+    client.set(keys.LIVE, raw)
 
 
 def unmark(client: redis.Redis) -> bool:
-    """Withdraw the marker (first step of a rebuild): from now on every script refuses."""
-    return bool(client.delete(keys.LIVE))
+    """Withdraw the marker (first step of a rebuild), the catalog's first and then every
+    group's copy: from now on every script refuses."""
+    gone = bool(client.delete(keys.LIVE))
+    for name in list(client.scan_iter(match=f"{keys.GROUP_TAGS}:live", count=1000)):
+        client.delete(name)
+    return gone

@@ -58,6 +58,7 @@ BENCH_USER = 1  # the user of redis-benchmark's command
 BATCH = 50  # orders per call of redis-benchmark's batched command (the Engine sends <= 16)
 TARGET_RPS, TARGET_RATIO = 25_000, 2.5
 GROUPS = [keys.DEFAULT_GROUPS]  # the user groups the state is laid out in (--groups)
+CATALOG = {"products": PRODUCTS, "stock": STOCK}  # --products, --stock
 T = TypeVar("T")
 
 
@@ -108,8 +109,8 @@ async def seed(url: str) -> tuple[list[int], list[int]]:
         state.mark(client, "bench_engine", GROUPS[0])  # a new, empty shop
     engine = Engine(url, groups=GROUPS[0])
     await engine.load()
-    made = await asyncio.gather(
-        *(engine.create_product(f"bench {i}", PRICE, STOCK) for i in range(PRODUCTS)))
+    made = await asyncio.gather(*(engine.create_product(f"bench {i}", PRICE, CATALOG["stock"])
+                                  for i in range(CATALOG["products"])))
     users = list(range(1, USERS + 1))
     await asyncio.gather(*(engine.charge(u, BALANCE) for u in users))
     for _ in range(9):  # redis-benchmark's one user: up to the cap, for 10^6 orders
@@ -152,11 +153,15 @@ async def engine_rps(url: str, callers: int, seconds: float, users: list[int],
     warm_until = time.perf_counter() + min(1.0, seconds / 5)
     await asyncio.gather(*(caller(i, warm_until) for i in range(callers)))
     start, calls = time.perf_counter(), engine.batches.calls
+    moved, short = engine.allotments.transfers, engine.short_orders
     done = sum(await asyncio.gather(*(caller(i, start + seconds) for i in range(callers))))
     elapsed = time.perf_counter() - start
-    calls = engine.batches.calls - calls
+    calls, moved = engine.batches.calls - calls, engine.allotments.transfers - moved
+    short = engine.short_orders - short
+    # An order its group held too few units for waited for a transfer (engine/allotments.py).
     print(f"    {callers} callers, {GROUPS[0]} groups: {done / max(calls, 1):.1f} orders per "
-          "place_orders call", flush=True)
+          f"place_orders call; {100 * short / max(done, 1):.2f}% of orders needed a transfer "
+          f"({moved} transfers)", flush=True)
     await engine.close()
     return done / elapsed
 
@@ -343,6 +348,9 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--redis-url", help="use this Redis (its database is FLUSHed)")
     parser.add_argument("--groups", type=int, default=keys.DEFAULT_GROUPS,
                         help="user groups to lay the state out in (RUSHORDER_GROUPS)")
+    parser.add_argument("--products", type=int, default=PRODUCTS,
+                        help="products the orders spread over uniformly (1: one hot product)")
+    parser.add_argument("--stock", type=int, default=STOCK, help="each product's stock")
     parser.add_argument("--max-others", type=float, default=100.0, metavar="PERCENT",
                         help="repeat a measurement during which other processes used more "
                              "than this share of the CPU, keeping the least disturbed "
@@ -374,6 +382,7 @@ def warn_if_busy() -> None:
 def main() -> None:
     args = parse_args()
     GROUPS[0] = args.groups
+    CATALOG.update(products=args.products, stock=args.stock)
     tool = find_benchmark_tool()
     if tool is None:
         print("no redis-benchmark/valkey-benchmark found (apt-get install redis-tools): "

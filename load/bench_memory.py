@@ -125,9 +125,9 @@ def census(client: redis.Redis) -> str:
     kinds: dict[str, list[int]] = {}
     for key in client.scan_iter(count=1000):
         parts = key.decode().split(":")
-        # {ro}:<kind>:... for the catalog's keys, {ro}:g<i>:<kind>:... for a group's
-        kind = (parts[2] if parts[1].startswith("g") and parts[1][1:].isdigit() else parts[1]) \
-            if key.startswith(b"{ro}:") else key.decode()[:10]
+        # {ro}:<kind>:... for the catalog's keys, {g<i>...}:<kind>:... for a group's
+        kind = parts[1] if key.startswith((b"{ro}:", b"{g")) and len(parts) > 1 \
+            else key.decode()[:10]
         entry = kinds.setdefault(kind, [0, 0])
         entry[0] += 1
         entry[1] += int(client.memory_usage(key, samples=0) or 0)

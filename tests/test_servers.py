@@ -51,7 +51,7 @@ def _children(pid: int) -> list[int]:
         if entry.name.isdigit():
             try:
                 stat = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-            except (FileNotFoundError, IndexError):
+            except (OSError, IndexError):  # gone meanwhile
                 continue
             if int(stat[1]) == pid:
                 found.append(int(entry.name))

@@ -3,7 +3,8 @@
 -- first call answers ARCHIVED, the engine reads the order from Postgres and calls again
 -- with its hash fields (see bring_back in _lib.lua for why that copy is current).
 -- Rules in plain Python: tests/engine/model.py, Shop.cancel (replays: Shop.idempotent).
--- KEYS[1] live marker {ro}:live: without it, every reply is STATE_MISSING (engine/state.py)
+-- KEYS[1] live marker <g>:live (the group's copy): without it, every reply is STATE_MISSING
+-- (engine/state.py)
 -- KEYS[2] order <g>:order:<id>       KEYS[3] balance <g>:bal:<user>
 -- KEYS[4] history <g>:hist:<user>    KEYS[5] seq <g>:seq
 -- KEYS[6] sales hour prefix           KEYS[7] sales window    KEYS[8] sales rolled

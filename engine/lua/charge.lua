@@ -1,6 +1,7 @@
 -- charge.lua: add money to a user's prepaid balance.
 -- Rules in plain Python: tests/engine/model.py, Shop.charge (replays: Shop.idempotent).
--- KEYS[1] live marker {ro}:live: without it, every reply is STATE_MISSING (engine/state.py)
+-- KEYS[1] live marker <g>:live (the group's copy): without it, every reply is STATE_MISSING
+-- (engine/state.py)
 -- KEYS[2] balance   <g>:bal:<user>      string, won
 -- KEYS[3] history   <g>:hist:<user>     list of history lines (JSON)
 -- KEYS[4] seq       <g>:seq             id counters

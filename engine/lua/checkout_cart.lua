@@ -1,6 +1,7 @@
 -- checkout_cart.lua: place an order of everything in the cart; bought lines leave the cart.
 -- Rules in plain Python: tests/engine/model.py, Shop.checkout (replays: Shop.idempotent).
--- KEYS[1] live marker {ro}:live: without it, every reply is STATE_MISSING (engine/state.py)
+-- KEYS[1] live marker <g>:live (the group's copy): without it, every reply is STATE_MISSING
+-- (engine/state.py)
 -- KEYS[2] balance <g>:bal:<user>    KEYS[3] history <g>:hist:<user>
 -- KEYS[4] seq <g>:seq               KEYS[5] user orders <g>:uorders:<user>
 -- KEYS[6] issued coupon <g>:icoupon:<id> (any key when none)

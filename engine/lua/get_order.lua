@@ -1,6 +1,7 @@
 -- get_order.lua: one order, only for its owner.
 -- Rules in plain Python: tests/engine/model.py, an order of Shop.orders (its owner's only).
--- KEYS[1] live marker {ro}:live: without it, every reply is STATE_MISSING (engine/state.py)
+-- KEYS[1] live marker <g>:live (the group's copy): without it, every reply is STATE_MISSING
+-- (engine/state.py)
 -- KEYS[2] order <g>:order:<id>   KEYS[3] floor <g>:floor:<user>
 -- ARGV[1] user id; ARGV[2] order id
 -- Reply: OK <order> | ORDER_NOT_FOUND (unknown, or another user's) | ARCHIVED (not in

@@ -2,7 +2,8 @@
 -- before it), after rolling its expired hour buckets off. The engine merges the groups'
 -- answers into the top 5 (Engine.top): units sold add up across groups.
 -- Rules in plain Python: tests/engine/model.py, Shop.top.
--- KEYS[1] live marker {ro}:live: without it, every reply is STATE_MISSING (engine/state.py)
+-- KEYS[1] live marker <g>:live (the group's copy): without it, every reply is STATE_MISSING
+-- (engine/state.py)
 -- KEYS[2] sales hour prefix <g>:sales:h:   KEYS[3] sales window <g>:sales:window
 -- KEYS[4] sales rolled <g>:sales:rolled
 -- ARGV[1] window hours; ARGV[2] how many (k)

@@ -1,6 +1,7 @@
 -- issue_coupon.lua: give one unit of a coupon to a user, first come first served.
 -- Rules in plain Python: tests/engine/model.py, Shop.issue (replays: Shop.idempotent).
--- KEYS[1] live marker {ro}:live: without it, every reply is STATE_MISSING (engine/state.py)
+-- KEYS[1] live marker <g>:live (the group's copy): without it, every reply is STATE_MISSING
+-- (engine/state.py)
 -- KEYS[2] the group's copy of the coupon, <g>:coupon:<id> (its terms and the group's
 -- allotment of its units: engine/allotments.py)
 -- KEYS[3] the group's holders <g>:coupon:<id>:holders

@@ -1,7 +1,8 @@
 -- list_history.lua: a page of a user's balance history, newest first, as far as Redis
 -- holds it.
 -- Rules in plain Python: tests/engine/model.py, the user's lines of Shop.history.
--- KEYS[1] live marker {ro}:live: without it, every reply is STATE_MISSING (engine/state.py)
+-- KEYS[1] live marker <g>:live (the group's copy): without it, every reply is STATE_MISSING
+-- (engine/state.py)
 -- KEYS[2] history <g>:hist:<user> (list of history lines as JSON, ascending ids)
 -- KEYS[3] floor <g>:floor:<user>
 -- ARGV[1] cursor (last id seen) or ''; ARGV[2] page size

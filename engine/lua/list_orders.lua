@@ -1,6 +1,7 @@
 -- list_orders.lua: a page of a user's orders, newest first, as far as Redis holds them.
 -- Rules in plain Python: tests/engine/model.py, the user's orders of Shop.orders.
--- KEYS[1] live marker {ro}:live: without it, every reply is STATE_MISSING (engine/state.py)
+-- KEYS[1] live marker <g>:live (the group's copy): without it, every reply is STATE_MISSING
+-- (engine/state.py)
 -- KEYS[2] user orders <g>:uorders:<user> (list of order ids, ascending)
 -- KEYS[3] order prefix <g>:order:   KEYS[4] floor <g>:floor:<user>
 -- ARGV[1] cursor (last id seen) or ''; ARGV[2] page size

@@ -1,7 +1,8 @@
 -- list_user_coupons.lua: a page of a user's issued coupons, newest first, as far as Redis
 -- holds them; an AVAILABLE coupon past its expiry reads as EXPIRED.
 -- Rules in plain Python: tests/engine/model.py, Issued.status_at.
--- KEYS[1] live marker {ro}:live: without it, every reply is STATE_MISSING (engine/state.py)
+-- KEYS[1] live marker <g>:live (the group's copy): without it, every reply is STATE_MISSING
+-- (engine/state.py)
 -- KEYS[2] user coupons <g>:ucoupons:<user>   KEYS[3] issued coupon prefix <g>:icoupon:
 -- KEYS[4] floor <g>:floor:<user>
 -- ARGV[1] cursor (last id seen) or ''; ARGV[2] page size

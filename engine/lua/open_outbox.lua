@@ -3,7 +3,8 @@
 -- outbox of a Redis that lost its data, where an empty stream would look like "nothing
 -- left to write" (engine/state.py). Groups start at the beginning of the stream.
 -- Rules: outside the contract, so none in tests/engine/model.py (workers' plumbing).
--- KEYS[1] live marker {ro}:live: without it, every reply is STATE_MISSING
+-- KEYS[1] live marker of the slot ({ro}:live or <g>:live): without it, every reply is
+-- STATE_MISSING
 -- KEYS[2] outbox {ro}:outbox
 -- ARGV: the consumer group names
 -- Reply: OK null

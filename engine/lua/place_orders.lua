@@ -6,7 +6,8 @@
 -- (open_orders in _lib.lua).
 -- Rules in plain Python: tests/engine/model.py, Shop.take_order (replays: Shop.idempotent).
 -- Every order of a call is of one user group <g> (engine/keys.py): KEYS[2..7] are its.
--- KEYS[1] live marker {ro}:live: without it, every reply is STATE_MISSING (engine/state.py)
+-- KEYS[1] live marker <g>:live (the group's copy): without it, every reply is STATE_MISSING
+-- (engine/state.py)
 -- KEYS[2] seq <g>:seq     KEYS[3] order prefix <g>:order:    KEYS[4] sales hour prefix
 -- KEYS[5] sales window    KEYS[6] sales rolled               KEYS[7] outbox <g>:outbox
 -- then per order: balance <g>:bal:<user>, history <g>:hist:<user>, user orders

@@ -2,7 +2,8 @@
 -- product and its live stock first (reserve + every group's allotment, which no one slot
 -- holds); this takes the cart's own rule.
 -- Rules in plain Python: tests/engine/model.py, Shop.put_cart_item.
--- KEYS[1] live marker {ro}:live: without it, every reply is STATE_MISSING (engine/state.py)
+-- KEYS[1] live marker <g>:live (the group's copy): without it, every reply is STATE_MISSING
+-- (engine/state.py)
 -- KEYS[2] cart <g>:cart:<user>
 -- ARGV[1] product id; ARGV[2] quantity; ARGV[3] most lines a cart may hold
 -- Reply: OK <the cart's product id, quantity pairs> | VALIDATION_ERROR (cart full)

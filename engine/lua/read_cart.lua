@@ -1,6 +1,7 @@
 -- read_cart.lua: the cart's lines; the engine prices them with live prices and stock.
 -- Rules in plain Python: tests/engine/model.py, Shop.carts priced from Shop.products.
--- KEYS[1] live marker {ro}:live: without it, every reply is STATE_MISSING (engine/state.py)
+-- KEYS[1] live marker <g>:live (the group's copy): without it, every reply is STATE_MISSING
+-- (engine/state.py)
 -- KEYS[2] cart <g>:cart:<user>
 -- Reply: OK <the cart's product id, quantity pairs>
 local missing = state_missing(KEYS[1])

@@ -1,7 +1,8 @@
 -- read_orders.lua: the orders Redis holds among some ids (those read in Postgres: Redis'
 -- copy of one it brought back to cancel is newer).
 -- Rules in plain Python: tests/engine/model.py, orders of Shop.orders.
--- KEYS[1] live marker {ro}:live: without it, every reply is STATE_MISSING (engine/state.py)
+-- KEYS[1] live marker <g>:live (the group's copy): without it, every reply is STATE_MISSING
+-- (engine/state.py)
 -- KEYS[2] order prefix <g>:order:
 -- ARGV: order ids
 -- Reply: OK [<order> | null, ...] in the ids' order

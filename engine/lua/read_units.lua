@@ -1,6 +1,7 @@
 -- read_units.lua: one slot's units of some products or coupons, for the live counts
 -- (engine/allotments.py adds the reserve's and every group's).
--- KEYS[1] live marker {ro}:live: without it, every reply is STATE_MISSING (engine/state.py)
+-- KEYS[1] live marker of the slot ({ro}:live or <g>:live): without it, every reply is
+-- STATE_MISSING (engine/state.py)
 -- KEYS[2] the slot's holder prefix ({ro}:product:, <g>:product:, {ro}:coupon:,
 -- <g>:coupon:)
 -- ARGV[1] the units' field (stock | remaining); ARGV[2..] ids

@@ -9,7 +9,8 @@
 -- (bring_back in _lib.lua), and so does a used coupon its order's cancel gives back; an
 -- expired one can never be used again.
 -- Rules: tests/engine/model.py drops nothing; "used or expired" is its Issued.status_at.
--- KEYS[1] live marker {ro}:live: without it, every reply is STATE_MISSING (engine/state.py)
+-- KEYS[1] live marker <g>:live (the group's copy): without it, every reply is STATE_MISSING
+-- (engine/state.py)
 -- Every key but the marker is of one user group (engine/keys.py).
 -- KEYS[2] settle records <g>:settle (list of JSON {"entry", "orders": [[id, user]...],
 --   "lines": [[user, highest id]...], "coupons": [[id, user]...]}, ids as strings)

@@ -1,7 +1,8 @@
 -- transfer_done.lua: the last step of a transfer, once transfer_in.lua added its units to
 -- the destination: drop its record at the source, and its units from the source's count
 -- of units in flight.
--- KEYS[1] live marker {ro}:live: without it, every reply is STATE_MISSING (engine/state.py)
+-- KEYS[1] live marker of the slot ({ro}:live or <g>:live): without it, every reply is
+-- STATE_MISSING (engine/state.py)
 -- KEYS[2] the source's holder
 -- KEYS[3] the source slot's transfers in flight
 -- ARGV[1] transfer id

@@ -2,7 +2,8 @@
 -- units to the destination and remember its id there, so a replayed step adds nothing.
 -- A definition sent along (the reserve's name and price, or a coupon's terms) replaces the
 -- destination's copy when it is newer (its `v`) or the copy has none.
--- KEYS[1] live marker {ro}:live: without it, every reply is STATE_MISSING (engine/state.py)
+-- KEYS[1] live marker of the slot ({ro}:live or <g>:live): without it, every reply is
+-- STATE_MISSING (engine/state.py)
 -- KEYS[2] the destination's holder
 -- KEYS[3] the transfer's record there, {ro}:xfer:in:<id> or <g>:xfer:in:<id>
 -- ARGV[1] units; ARGV[2] their field (stock | remaining); ARGV[3] how long the record is

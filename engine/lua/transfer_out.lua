@@ -3,7 +3,8 @@
 -- take them from the source and record the transfer there, in one step. Debit first: a
 -- crash after this step leaves units in flight, which the record names and the sweeper
 -- delivers; it can never leave units on both sides.
--- KEYS[1] live marker {ro}:live: without it, every reply is STATE_MISSING (engine/state.py)
+-- KEYS[1] live marker of the slot ({ro}:live or <g>:live): without it, every reply is
+-- STATE_MISSING (engine/state.py)
 -- KEYS[2] the source's holder: {ro}:product:<id> / {ro}:coupon:<id> (the reserve) or
 --         <g>:product:<id> / <g>:coupon:<id> (a group's allotment)
 -- KEYS[3] the source slot's transfers in flight ({ro}:xfer:out or <g>:xfer:out)

@@ -21,6 +21,8 @@ async def flush_db(client: aioredis.Redis) -> None:
     must never meet a later test's "new" user), then live state again: an empty shop."""
     last = await client.get(USER_SEQ)
     await client.flushdb()
+    for group in keys.layout(keys.DEFAULT_GROUPS).all:
+        await client.set(group.live, LIVE_MARKER)
     await client.set(keys.LIVE, LIVE_MARKER)
     if last is not None:
         await client.set(USER_SEQ, last)

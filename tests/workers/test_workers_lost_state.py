@@ -13,7 +13,7 @@ import redis
 from drain_support import Process, answers, busy_day, counts, scalar, wait_for
 from sqlalchemy.engine import Engine as Database
 
-from engine import Engine
+from engine import Engine, keys
 from engine.errors import EngineError, StateMissing
 from engine.models import Coupon, Product
 from engine.outbox import PLATFORM, POSTGRES, Outboxes
@@ -87,7 +87,7 @@ def backlog(r: redis.Redis, group: str) -> int:
 
 def rushorder_keys(r: redis.Redis) -> list[bytes]:
     """Every key of rushorder's state (RQ's own keys live beside them)."""
-    return list(r.scan_iter(match="{ro}:*"))
+    return [*r.scan_iter(match="{ro}:*"), *r.scan_iter(match=f"{keys.GROUP_TAGS}:*")]
 
 
 async def test_a_flushed_redis_serves_nothing_and_a_rebuild_brings_every_answer_back(

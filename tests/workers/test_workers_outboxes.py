@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import redis
 
-from engine import keys
+from engine import keys, state
 from engine.outbox import POSTGRES, Outboxes
 
 
@@ -49,6 +49,7 @@ def test_a_busy_stream_gets_what_the_quiet_ones_leave_of_a_read(r: redis.Redis) 
 
 def test_an_empty_read_polls_until_its_time_is_up(r: redis.Redis) -> None:
     layout = keys.layout(2)
+    state.mark(r, "tests", 2)  # each group's slot has its marker (engine/state.py)
     outbox = Outboxes(r, POSTGRES, "reader", layout=layout, poll_ms=10)
     outbox.create_groups()
     assert outbox.read(10, block_ms=50) == []
