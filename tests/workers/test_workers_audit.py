@@ -9,6 +9,7 @@ import redis
 from sqlalchemy.engine import Engine as Database
 
 from engine import Engine
+from engine.allotments import PRODUCT, new_transfer
 from engine.models import Coupon, Product
 from rushorder import progress
 from rushorder.audit import audit
@@ -138,3 +139,28 @@ def test_the_audit_through_the_cli_shows_its_stages_and_the_values_compared(
                      "audit: checking the ledgers",
                      "audit: checking the ledgers; done in " + shown[-1].rsplit(" ", 1)[1]]
     assert out.strip().endswith("audit passed")
+
+
+@pytest.mark.parametrize("steps", [1, 2])
+async def test_the_audit_stays_green_across_a_transfer_stopped_midway_and_its_sweep(
+    engine: Engine, drain: Callable[..., int], products: Callable[..., Awaitable[list[Product]]],
+    coupon: Callable[..., Awaitable[Coupon]], wsettings: Settings,
+    capsys: pytest.CaptureFixture[str], steps: int,
+) -> None:
+    """A transfer whose mover died after its first step (units taken, in flight) or its
+    second (arrived, not yet dropped at the source) counts once, and so does it after the
+    sweeper finished it (engine/allotments.py)."""
+    await some_business(engine, await products(2, stock=100), await coupon(quantity=5))
+    drain()
+    a = engine.allotments
+    transfer, dest = new_transfer(), a.slots[1]
+    taken = await a._out(a.reserve, PRODUCT, 1, transfer, 1, 7, 7)
+    assert taken is not None and taken[0] == 7
+    if steps == 2:
+        await a._call("transfer_in", dest, [dest.holder(PRODUCT, 1), dest.received(transfer)],
+                      [7, "stock", 3600, "", *taken[1]])
+    code, report = run_audit(wsettings, capsys)
+    assert code == 0, report
+    assert await a.sweep(older_than_ms=0) == 1
+    code, report = run_audit(wsettings, capsys)
+    assert code == 0, report
