@@ -179,3 +179,18 @@ async def test_one_groups_users_get_every_unit_of_a_coupon_then_sold_out(
     with pytest.raises(CouponSoldOut):
         await engine.issue_coupon(users[8], made.id)
     assert (await engine.coupon(made.id)).remaining == 0
+
+
+async def test_a_sweeping_engine_delivers_a_transfer_left_in_flight(
+    engine, new_product, r
+) -> None:
+    made = await new_product(stock=80)
+    a = engine.allotments
+    assert await a._out(a.reserve, PRODUCT, made.id, new_transfer(), 3, 5, 5) is not None
+    async with engine.sweeping(every_s=0.05):  # as every API process does (api/app.py)
+        for _ in range(100):
+            if not await _records(r, made.id):
+                break
+            await asyncio.sleep(0.05)
+    assert await _records(r, made.id) == []
+    assert await _units(r, engine, made.id) == (35, [10, 10, 10, 15])
