@@ -728,7 +728,12 @@ class Engine:
             _answer(reply, type(None))
         flat = reply[1]
         lines = sorted((int(flat[i]), int(flat[i + 1])) for i in range(0, len(flat), 2))
-        products = await asyncio.gather(*(self.product(pid) for pid, _ in lines))
+        pids = [pid for pid, _ in lines]
+        reserves, held = await asyncio.gather(  # one read per group, not one per line
+            asyncio.gather(*(self._run("get_product", [keys.product(pid)], [pid])
+                             for pid in pids)),
+            self.allotments.held(PRODUCT, pids))
+        products = [_with_held(_answer(reply, Product), held) for reply in reserves]
         items = [CartLine(product_id=pid, name=p.name, unit_price=p.price, quantity=qty,
                           line_total=p.price * qty, in_stock=p.stock >= qty)
                  for (pid, qty), p in zip(lines, products, strict=True)]
