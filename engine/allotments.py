@@ -172,7 +172,7 @@ class Allotments:
         reply = await self._call(
             "transfer_out", src, [src.holder(kind, thing_id), src.transfers_out],
             [transfer, kind.field, least, most, share, f"{kind.letter} {thing_id} {dest}",
-             "", "1" if src.group is None else "", hold_ms, *fields])
+             "1" if src.group is None else "", hold_ms, *fields])
         if reply[0] == b"ABSENT":
             return None
         return int(reply[1]), [v for pair in zip(fields, reply[2:], strict=True) for v in pair]

@@ -12,14 +12,15 @@
 -- to take (none at all below it); ARGV[4] most units to take; ARGV[5] a share: above the
 -- fewest, take at most ceil(units / share) of the source's units; ARGV[6] the record's
 -- head, "<kind> <id> <destination>" (destination: a group's index, -1 the reserve);
--- ARGV[7] '1': record the transfer even with no unit in it (it carries a new copy of the
--- definition); ARGV[8] '1': the source is the reserve, whose `moves` count every change
--- of its units (engine/allotments.py counts units across slots against it); ARGV[9] ms:
--- take nothing from a holder that received units less than this long ago (its `at`: a
--- pull-back leaves a group the time to place the order it was refilled for); ARGV[10..]
--- the definition's fields to answer (for the destination's copy)
--- Reply: {'OK', units taken, value of each ARGV[10..] field} | {'ABSENT'} (no such holder)
--- | STATE_MISSING. A transfer id seen before answers the units it took then.
+-- ARGV[7] '1': the source is the reserve, whose `moves` count every change of its units
+-- (engine/allotments.py counts units across slots against it); ARGV[8] ms: take nothing
+-- from a holder that received units less than this long ago (its `at`: a pull-back leaves
+-- a group the time to place the order it was refilled for); ARGV[9..] the definition's
+-- fields to answer (for the destination's copy)
+-- Reply: {'OK', units taken, value of each ARGV[9..] field} | {'ABSENT'} (no such holder)
+-- | STATE_MISSING. A transfer id seen before answers the units it took then. A transfer of
+-- no units is not recorded: the records that carry only a new copy of a definition are
+-- written by create_product, create_coupon and update_product themselves.
 local missing = state_missing(KEYS[1])
 if missing then return missing end
 local tid, field, least, most = ARGV[1], ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4])
@@ -27,7 +28,7 @@ local share = tonumber(ARGV[5])
 
 local function answer(n)
   local out = {'OK', n}
-  for i = 10, #ARGV do out[#out + 1] = redis.call('HGET', KEYS[2], ARGV[i]) or '' end
+  for i = 9, #ARGV do out[#out + 1] = redis.call('HGET', KEYS[2], ARGV[i]) or '' end
   return out
 end
 
@@ -36,14 +37,12 @@ if rec then return answer(tonumber(string.match(rec, '^%S+ %S+ %S+ (%d+)'))) end
 if redis.call('EXISTS', KEYS[2]) == 0 then return {'ABSENT'} end
 local held = redis.call('HMGET', KEYS[2], field, 'at')
 local have = int(held[1])
-if now_ms() - int(held[2]) < tonumber(ARGV[9]) then have = 0 end
+if now_ms() - int(held[2]) < tonumber(ARGV[8]) then have = 0 end
 local n = math.min(have, math.max(least, math.min(most, math.ceil(have / share))))
 if n < least or n < 0 then n = 0 end
-if n == 0 and ARGV[7] ~= '1' then return answer(0) end
-if n > 0 then
-  redis.call('HINCRBY', KEYS[2], field, -n)
-  redis.call('HINCRBY', KEYS[2], 'flight', n)
-  if ARGV[8] == '1' then redis.call('HINCRBY', KEYS[2], 'moves', 1) end
-end
+if n == 0 then return answer(0) end
+redis.call('HINCRBY', KEYS[2], field, -n)
+redis.call('HINCRBY', KEYS[2], 'flight', n)
+if ARGV[7] == '1' then redis.call('HINCRBY', KEYS[2], 'moves', 1) end
 redis.call('HSET', KEYS[3], tid, ARGV[6] .. ' ' .. n .. ' ' .. now_ms())
 return answer(n)
