@@ -1,6 +1,9 @@
 -- transfer_done.lua: the last step of a transfer, once transfer_in.lua added its units to
 -- the destination: drop its record at the source, and its units from the source's count
 -- of units in flight.
+-- Rules in plain Python: tests/engine/model.py keeps one count per product (Product.stock)
+-- and coupon (Coupon.remaining); the reserve, the groups' units and the units in flight
+-- always sum to it, so no transfer changes a rule's outcome (the model test checks).
 -- KEYS[1] live marker of the slot ({ro}:live or <g>:live): without it, every reply is
 -- STATE_MISSING (engine/state.py)
 -- KEYS[2] the source's holder

@@ -2,6 +2,9 @@
 -- units to the destination and remember its id there, so a replayed step adds nothing.
 -- A definition sent along (the reserve's name and price, or a coupon's terms) replaces the
 -- destination's copy when it is newer (its `v`) or the copy has none.
+-- Rules in plain Python: tests/engine/model.py keeps one count per product (Product.stock)
+-- and coupon (Coupon.remaining); the reserve, the groups' units and the units in flight
+-- always sum to it, so no transfer changes a rule's outcome (the model test checks).
 -- KEYS[1] live marker of the slot ({ro}:live or <g>:live): without it, every reply is
 -- STATE_MISSING (engine/state.py)
 -- KEYS[2] the destination's holder

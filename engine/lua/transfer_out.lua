@@ -3,6 +3,9 @@
 -- take them from the source and record the transfer there, in one step. Debit first: a
 -- crash after this step leaves units in flight, which the record names and the sweeper
 -- delivers; it can never leave units on both sides.
+-- Rules in plain Python: tests/engine/model.py keeps one count per product (Product.stock)
+-- and coupon (Coupon.remaining); the reserve, the groups' units and the units in flight
+-- always sum to it, so no transfer changes a rule's outcome (the model test checks).
 -- KEYS[1] live marker of the slot ({ro}:live or <g>:live): without it, every reply is
 -- STATE_MISSING (engine/state.py)
 -- KEYS[2] the source's holder: {ro}:product:<id> / {ro}:coupon:<id> (the reserve) or
