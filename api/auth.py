@@ -37,6 +37,10 @@ TOKEN_COOKIE = "rushorder_console"  # HttpOnly: the admin token of the console's
 CSRF_COOKIE = "rushorder_console_csrf"  # readable by the console's page: csrf_of(token)
 CSRF_HEADER = b"x-csrf-token"
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+TIME_CLAIMS = ("exp", "nbf", "iat")
+LAST_SECOND = 253_402_300_799  # 9999-12-31T23:59:59Z: the last second every store holds
+EXPIRED = "token expired"
+MALFORMED = "malformed token (a JWT is three base64url parts: header, claims, signature)"
 
 
 class Identity(msgspec.Struct, frozen=True):
@@ -49,6 +53,42 @@ class Identity(msgspec.Struct, frozen=True):
 
 def _unauthorized(detail: str) -> NotAuthorizedException:
     return NotAuthorizedException(detail=detail, headers=_CHALLENGE)
+
+
+def _plain(error: jwt.PyJWTError) -> str:
+    """A refused token's reason in plain words, never the library's internals (its
+    messages name padding, codecs and JSON parser positions)."""
+    if isinstance(error, jwt.InvalidSignatureError):
+        return "token signature does not match"
+    if isinstance(error, jwt.InvalidAlgorithmError):
+        return f"token: must be signed with {ALGORITHM}"
+    if isinstance(error, jwt.MissingRequiredClaimError):
+        return f"token: the {error.claim} claim is required"
+    return MALFORMED
+
+
+def _seconds(claims: dict[str, Any], name: str) -> float | None:
+    """A time claim (epoch seconds), or None if the token has none; 401 for anything that
+    is not a number of seconds between 1970 and year 9999 (a string, a bool, NaN, inf,
+    10**400 or -10**400: never a 500)."""
+    if name not in claims:
+        return None
+    value = claims[name]
+    # NaN fails both comparisons; a huge int is compared without becoming a float.
+    if isinstance(value, bool) or not isinstance(value, int | float) \
+            or not 0 <= value <= LAST_SECOND:
+        raise _unauthorized(f"token: {name} must be a time in epoch seconds, from 1970 "
+                            "to year 9999")
+    return float(value)
+
+
+def _check_times(claims: dict[str, Any], now: float) -> None:
+    """exp, nbf and iat are sane times, and the token is in force (exp is checked on each
+    use, by :meth:`Authenticator.verify`)."""
+    times = {name: _seconds(claims, name) for name in TIME_CLAIMS}
+    not_before = max((t for t in (times["nbf"], times["iat"]) if t is not None), default=0.0)
+    if not_before > now:
+        raise _unauthorized("token: not valid yet (nbf or iat is in the future)")
 
 
 def _identity(claims: dict[str, Any]) -> Identity:
@@ -86,19 +126,23 @@ class Authenticator:
             self._verified[token] = identity
         if identity.expires_at <= time.time():
             self._verified.pop(token, None)
-            raise _unauthorized("token: expired")
+            raise _unauthorized(EXPIRED)
         return identity
 
     def _decode(self, token: bytes) -> Identity:
         if len(token) > MAX_TOKEN:
             raise _unauthorized("token: too long")
         try:
-            claims = jwt.decode(token, self._secret, algorithms=[ALGORITHM],
-                                options={"require": list(CLAIMS)})
-        except jwt.ExpiredSignatureError:
-            raise _unauthorized("token: expired") from None
+            # The times are checked below, by our own rules: PyJWT's int() of them fails
+            # on some absurd values with errors of its own (and 10**400 overflows float).
+            claims = jwt.decode(token, self._secret, algorithms=[ALGORITHM], options={
+                "require": list(CLAIMS), "verify_exp": False, "verify_nbf": False,
+                "verify_iat": False})
         except jwt.PyJWTError as exc:
-            raise _unauthorized(f"token: {exc}") from None
+            raise _unauthorized(_plain(exc)) from None
+        except (ValueError, TypeError, RecursionError):  # whatever PyJWT lets through
+            raise _unauthorized(MALFORMED) from None
+        _check_times(claims, time.time())
         return _identity(claims)
 
     def identify(self, request: Request[Any, Any, Any]) -> Identity:

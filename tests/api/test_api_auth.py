@@ -136,3 +136,47 @@ async def test_an_admin_token_acts_as_its_own_user(
 ) -> None:
     resp = await client.get("/api/v1/balance", headers=admin.headers)
     assert resp.json()["user_id"] == admin.id
+
+
+ABSURD_TIMES = [10**400, -(10**400), float("inf"), float("-inf"), float("nan"), 1e308, "soon",
+                True, None, [1], -1, 253_402_300_800]
+
+
+@pytest.mark.parametrize("claim", ["exp", "nbf", "iat"])
+@pytest.mark.parametrize("value", ABSURD_TIMES, ids=lambda v: repr(v)[:12])
+async def test_a_validly_signed_token_with_an_absurd_time_is_401_never_500(
+    client: httpx.AsyncClient, claim: str, value: object,
+) -> None:
+    claims = {"sub": "1", "role": "user", "exp": int(time.time()) + 60, claim: value}
+    token = jwt.encode(claims, SECRET, algorithm="HS256")  # signed with the server's secret
+    resp = await client.get("/api/v1/balance", headers=bearer(token))
+    assert_problem(resp, 401, "UNAUTHORIZED", names=claim)
+
+
+async def test_a_token_not_valid_yet_is_401(client: httpx.AsyncClient) -> None:
+    later = int(time.time()) + 3600
+    for claim in ("nbf", "iat"):
+        token = jwt.encode({"sub": "1", "role": "user", "exp": later + 60, claim: later},
+                           SECRET, algorithm="HS256")
+        assert_problem(await client.get("/api/v1/balance", headers=bearer(token)), 401,
+                       "UNAUTHORIZED", names="not valid yet")
+
+
+@pytest.mark.parametrize(("token", "said"), [
+    ("abc", "malformed token"), ("a.b.c", "malformed token"),
+    ("eyJhbGciOiJIUzI1NiJ9.eyJ9.xx", "malformed token"),  # what PyJWT calls "crypto padding"
+    ("eyJhbGciOiJIUzI1NiJ9.e30.AAAA", "signature does not match"),
+    (jwt.encode({"sub": "1", "role": "user", "exp": 1}, SECRET, algorithm="HS256"),
+     "token expired"),
+    (jwt.encode({"sub": "1", "role": "user"}, SECRET, algorithm="HS256"),
+     "the exp claim is required"),
+    (jwt.encode({"sub": "1", "role": "user", "exp": 9_999_999_999}, "k" * 64, algorithm="HS512"),
+     "must be signed with HS256"),
+])
+async def test_token_errors_are_in_plain_words_not_the_librarys(
+    client: httpx.AsyncClient, token: str, said: str,
+) -> None:
+    resp = await client.get("/api/v1/balance", headers=bearer(token))
+    detail = assert_problem(resp, 401, "UNAUTHORIZED", names=said)["detail"]
+    for internal in ("padding", "segments", "Invalid", "codec", "json", "Signature"):
+        assert internal not in detail
