@@ -20,13 +20,18 @@ Endpoints (JSON):
   "reject_pattern": null, "reject_every": 0}``: make both POSTs answer normally, answer
   500 or 429 (keeping nothing), or answer normally after ``stall_s`` seconds (what a slow
   platform does: the sender times out, yet the events are kept). ``reject_pattern`` (a
-  regular expression searched in ``event_id``) and ``reject_every`` (every Nth new
-  ``event_id``) refuse chosen events; a refused ``event_id`` stays refused.
+  pattern searched in ``event_id``: see :data:`PATTERN_SYNTAX`) and ``reject_every`` (every
+  Nth new ``event_id``) refuse chosen events; a refused ``event_id`` stays refused.
 * ``POST /reset``: forget every event and rule, back to ``ok``.  ``GET /health``: 200.
 
 A plain asyncio HTTP/1.1 server with keep-alive: one process, no framework, so a test can
 start and stop it in a fraction of a second. A batch is decoded once into raw elements and
 kept as sent, so it takes a few microseconds an event.
+
+Bad input is a 400, never a dropped connection: JSON nested deeper than the decoder
+recurses (``[[[[...``) included. The mock listens without authentication, so its rules
+must not let a request make it spin: a reject pattern is a regular expression without
+repetition or groups, whose search costs at most its length per character of the id.
 """
 
 from __future__ import annotations
@@ -51,6 +56,15 @@ Mode = Literal["ok", "fail", "throttle", "stall"]
 MAX_BODY = 1 << 20  # bytes of one request body
 MAX_BATCH = 500  # events of one POST /events/batch
 _DISCARD_LIMIT = 64 << 20  # a larger body is not even read: the connection is dropped
+MAX_PATTERN = 64  # characters of a reject pattern
+# What a reject pattern may hold: literal characters, ``.``, classes ``[...]`` (no escapes,
+# no nesting), ``^`` first and ``$`` last. No ``* + ? {}`` or ``( | )``: with nothing to
+# repeat or choose, a search tries each position of the id once against a pattern of at
+# most MAX_PATTERN characters, so no id can make it backtrack (``(a+)+$`` could for seconds).
+PATTERN_SYNTAX = r"\^?(?:[^\\*+?{}()|\[\]^$]|\[\^?[^\[\]\\]+\])*\$?"
+_PATTERN = re.compile(PATTERN_SYNTAX)
+# A deeply nested body makes msgspec raise RecursionError: bad JSON too.
+_BAD_JSON = (msgspec.MsgspecError, RecursionError)
 
 
 class Control(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -99,12 +113,23 @@ _BATCH = msgspec.json.Decoder(list[msgspec.Raw])
 _CONTROL = msgspec.json.Decoder(Control)
 
 
+def linear_pattern(pattern: str) -> re.Pattern[str]:
+    """A reject pattern compiled, or ValueError if it is not of :data:`PATTERN_SYNTAX` (its
+    search would not be linear in the id) or longer than :data:`MAX_PATTERN`."""
+    if len(pattern) > MAX_PATTERN or not _PATTERN.fullmatch(pattern):
+        raise ValueError(
+            f"reject_pattern {pattern[:MAX_PATTERN]!r}: at most {MAX_PATTERN} characters of "
+            "literals, '.', [classes], a leading ^ and a trailing $; no repetition "
+            "(* + ? {}), groups or alternatives, so that a check stays linear in the id")
+    return re.compile(pattern)
+
+
 class Rules:
     """Which events the platform refuses: by ``event_id`` pattern, or every Nth new one."""
 
     def __init__(self, control: Control | None = None) -> None:
-        self.pattern = re.compile(control.reject_pattern) if control and control.reject_pattern \
-            else None
+        self.pattern = linear_pattern(control.reject_pattern) \
+            if control and control.reject_pattern else None
         self.every = control.reject_every if control else 0
         self.refused: dict[str, str] = {}
         self.seen = 0
@@ -173,7 +198,7 @@ class Receiver:
             return trouble
         try:
             event_id = _INCOMING.decode(body).event_id
-        except msgspec.MsgspecError as exc:
+        except _BAD_JSON as exc:
             return 400, {"detail": f"bad event: {exc}"}
         if event_id not in self.events and (error := self.rules.refusal(event_id)):
             self.rejected += 1
@@ -190,7 +215,7 @@ class Receiver:
             return trouble
         try:
             elements = _BATCH.decode(body)
-        except msgspec.MsgspecError as exc:
+        except _BAD_JSON as exc:
             return 400, {"detail": f"the body must be a JSON array of events: {exc}"}
         if len(elements) > MAX_BATCH:
             return 413, {"detail": f"{len(elements)} events in one batch; at most {MAX_BATCH}"}
@@ -203,7 +228,7 @@ class Receiver:
         for index, raw in enumerate(elements):
             try:
                 event_id = _INCOMING.decode(raw).event_id
-            except msgspec.MsgspecError as exc:
+            except _BAD_JSON as exc:
                 answer.rejected.append(Rejection(None, index, f"bad event: {exc}"))
                 continue
             if event_id not in self.events and (error := self.rules.refusal(event_id)):
@@ -221,7 +246,7 @@ class Receiver:
         try:
             wanted = _CONTROL.decode(body)
             rules = Rules(wanted)
-        except (msgspec.MsgspecError, re.error) as exc:
+        except (*_BAD_JSON, ValueError, re.error) as exc:
             return 400, {"detail": f"bad control: {exc}"}
         self.mode, self.stall_s, self.rules = wanted.mode, wanted.stall_s, rules
         return 200, msgspec.to_builtins(wanted)

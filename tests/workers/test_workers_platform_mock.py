@@ -117,3 +117,37 @@ def test_failing_and_throttling_platforms_keep_nothing_from_either_endpoint(
     assert platform.stats()["kept"] == 0
     assert platform.stats()["requests"]["failed"] == 3
     assert http.post("/control", json={"mode": "ok", "reject_pattern": "("}).status_code == 400
+
+
+@pytest.mark.parametrize("pattern", [r"(a+)+$", r"^(a|aa)*$", "a*", "a{2,}", r"\d", "x" * 65])
+def test_a_reject_pattern_that_could_backtrack_is_refused_with_400(
+    platform: Platform, http: httpx.Client, pattern: str,
+) -> None:
+    refused = http.post("/control", json={"mode": "ok", "reject_pattern": pattern})
+    assert refused.status_code == 400 and "linear" in refused.json()["detail"]
+    crafted = "a" * 50_000 + "!"  # what made (a+)+$ search for ever
+    assert http.post("/events", json=event(crafted)).status_code == 202  # no rule was set
+    assert platform.stats()["rejected"] == 0
+
+
+def test_a_linear_pattern_still_refuses_what_it_matches_in_a_crafted_id(
+    platform: Platform, http: httpx.Client,
+) -> None:
+    platform.control("ok", reject_pattern=r"b[a-z]a.!$")
+    crafted = "a" * 500_000 + "!"  # searched at every position, each tried at most 5 chars
+    assert http.post("/events", json=event(crafted)).status_code == 202
+    assert http.post("/events", json=event("7:bzaa!")).status_code == 422
+
+
+@pytest.mark.parametrize("path", ["/events", "/events/batch", "/control"])
+@pytest.mark.parametrize("depth", [1_000, 100_000])
+def test_deeply_nested_json_is_a_400_and_the_connection_stays_open(
+    platform: Platform, http: httpx.Client, path: str, depth: int,
+) -> None:
+    nested = b"[" * depth + b"]" * depth
+    for body in (nested, b'{"event_id": "1:paid", "order": ' + nested + b"}",
+                 b'[{"event_id": "1:paid", "order": ' + nested + b"}]"):
+        answer = http.post(path, content=body)  # on the fixture's one keep-alive connection
+        assert answer.status_code == 400, answer.text
+    assert http.get("/health").status_code == 200
+    assert platform.stats()["kept"] == 0
