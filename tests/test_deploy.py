@@ -1,11 +1,14 @@
 """The deploy files: the Grafana dashboard queries only metrics rushorder exports (the set
 taken from the code that exports them), Prometheus scrapes every API and worker service of
 the compose file and nothing else, Grafana's provisioning is where the compose file mounts
-it, and docker-compose accepts the file."""
+it, and docker-compose accepts the file. The compose file is closed by default (issue 25):
+published ports on loopback only, the mock platform and Prometheus unpublished, Redis and
+Grafana behind passwords, and every secret required from the environment."""
 
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -159,9 +162,90 @@ def test_the_compose_file_mounts_what_prometheus_and_grafana_are_given() -> None
     assert mounts["grafana"]["./deploy/grafana/provisioning"] == "/etc/grafana/provisioning"
 
 
+# What docker-compose.yml takes from the environment, with no default (issue 25).
+REQUIRED = ("RUSHORDER_JWT_SECRET", "REDIS_PASSWORD", "POSTGRES_PASSWORD",
+            "GRAFANA_ADMIN_PASSWORD")
+APP_SERVICES = ("migrate", "prepare", "platform", "worker", "api-1", "api-2")
+
+
+def required(name: str) -> str:
+    """A compose interpolation of ``name`` that refuses to start without it."""
+    return rf"\$\{{{name}:\?[^}}]+\}}"
+
+
+def test_every_published_port_is_bound_to_loopback_only() -> None:
+    services = compose()["services"]
+    published = {name: s["ports"] for name, s in services.items() if s.get("ports")}
+    assert set(published) == {"api-1", "api-2", "grafana"}
+    for name, ports in published.items():
+        for port in ports:
+            assert str(port).startswith("127.0.0.1:"), f"{name} publishes {port}"
+
+
+def test_the_mock_platform_and_prometheus_answer_inside_the_network_only() -> None:
+    services = compose()["services"]
+    for name, port in (("platform", 8100), ("prometheus", 9090)):
+        assert "ports" not in services[name], f"{name} is published"
+        assert container_ports(services[name]) == {port}
+    assert services["worker"]["environment"]["RUSHORDER_DATA_PLATFORM_URL"] == \
+        "http://platform:8100"
+
+
+def test_redis_asks_for_a_password_that_every_service_url_carries() -> None:
+    services = compose()["services"]
+    command = services["redis"]["command"]
+    password = command[command.index("--requirepass") + 1]
+    assert re.fullmatch(required("REDIS_PASSWORD"), password)
+    assert re.fullmatch(required("REDIS_PASSWORD"), services["redis"]["environment"][
+        "REDISCLI_AUTH"])  # the healthcheck's redis-cli logs in too
+    for name in APP_SERVICES:
+        env = services[name]["environment"]
+        assert re.fullmatch(rf"redis://:{required('REDIS_PASSWORD')}@redis:6379/0",
+                            env["RUSHORDER_REDIS_URL"]), name
+        assert re.fullmatch(rf"postgresql://rushorder:{required('POSTGRES_PASSWORD')}"
+                            r"@postgres:5432/rushorder", env["RUSHORDER_DATABASE_URL"]), name
+    assert re.fullmatch(required("POSTGRES_PASSWORD"),
+                        services["postgres"]["environment"]["POSTGRES_PASSWORD"])
+
+
+def test_the_jwt_secret_comes_from_the_environment_with_no_default() -> None:
+    services = compose()["services"]
+    for name in APP_SERVICES:
+        secret = services[name]["environment"]["RUSHORDER_JWT_SECRET"]
+        assert re.fullmatch(required("RUSHORDER_JWT_SECRET"), secret), name
+    assert "rushorder-dev-secret" not in (ROOT / "docker-compose.yml").read_text()
+
+
+def test_grafana_takes_its_admin_password_from_the_environment_and_no_anonymous_viewer(
+) -> None:
+    env = compose()["services"]["grafana"]["environment"]
+    assert re.fullmatch(required("GRAFANA_ADMIN_PASSWORD"), env["GF_SECURITY_ADMIN_PASSWORD"])
+    assert env["GF_AUTH_ANONYMOUS_ENABLED"] == "false"
+    assert env["GF_USERS_ALLOW_SIGN_UP"] == "false"
+    assert "GF_AUTH_ANONYMOUS_ORG_ROLE" not in env
+
+
+def docker_compose_config(environment: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    """``docker-compose config`` of the file, with only these variables set."""
+    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), **environment}
+    return subprocess.run(["docker-compose", "-f", str(ROOT / "docker-compose.yml"), "config"],
+                          capture_output=True, text=True, timeout=60, cwd=ROOT, env=env)
+
+
 @pytest.mark.skipif(shutil.which("docker-compose") is None,
                     reason="docker-compose is not installed (apt-get install docker-compose)")
-def test_docker_compose_accepts_the_file() -> None:
-    done = subprocess.run(["docker-compose", "-f", str(ROOT / "docker-compose.yml"), "config",
-                           "-q"], capture_output=True, text=True, timeout=60, cwd=ROOT)
+def test_docker_compose_accepts_the_file_and_refuses_to_start_without_a_secret() -> None:
+    given = {name: f"{name.lower().replace('_', '-')}-0123456789abcdef0123456789"
+             for name in REQUIRED}
+    done = docker_compose_config(given)
     assert done.returncode == 0, done.stderr
+    resolved = yaml.safe_load(done.stdout)["services"]
+    assert f"redis://:{given['REDIS_PASSWORD']}@redis:6379/0" == \
+        resolved["api-1"]["environment"]["RUSHORDER_REDIS_URL"]
+    for port in resolved["api-1"]["ports"] + resolved["grafana"]["ports"]:
+        # docker-compose 1 keeps the short form, Compose 2 writes the long one
+        host = port.get("host_ip") if isinstance(port, dict) else str(port).split(":")[0]
+        assert host == "127.0.0.1", port
+    for missing in REQUIRED:
+        refused = docker_compose_config({k: v for k, v in given.items() if k != missing})
+        assert refused.returncode != 0 and f"set {missing}" in refused.stderr, missing
