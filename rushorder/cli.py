@@ -21,7 +21,7 @@ from typing import Any
 
 import msgspec
 
-from rushorder.settings import MissingSetting, Settings
+from rushorder.settings import MissingSetting, Settings, UnsafeSetting, redact
 
 TOKEN_TTL_S = 7 * 24 * 3600
 
@@ -74,7 +74,9 @@ def what_to_set(variables: list[str], why: str) -> str:
 
 
 def cmd_up(settings: Settings, args: argparse.Namespace) -> int:
-    """Run the whole stack in the foreground."""
+    """Run the whole stack in the foreground (refused, before anything starts, with a
+    JWT secret that would let anyone sign an admin token)."""
+    settings.check_servable()
     return int(load("rushorder.stack", "run")(settings))
 
 
@@ -89,7 +91,9 @@ def engine_url(settings: Settings) -> Settings:
 
 
 def cmd_api(settings: Settings, args: argparse.Namespace) -> None:
-    """Serve the HTTP API."""
+    """Serve the HTTP API (refused with a JWT secret that would let anyone sign an admin
+    token: the dev secret off loopback, or a short one)."""
+    settings.check_servable()
     load("api.server", "serve")(engine_url(servers(settings, "redis_url")))
 
 
@@ -116,7 +120,15 @@ def cmd_seed(settings: Settings, args: argparse.Namespace) -> None:
 
 
 def cmd_token(settings: Settings, args: argparse.Namespace) -> None:
-    """Print a signed JWT for a user (or an admin)."""
+    """Print a signed JWT for a user (or an admin) the API would honour, living at most
+    30 days."""
+    from engine.limits import ID  # the contract's ids, as the API checks them
+
+    settings.check_secret()
+    try:
+        load("rushorder.tokens", "check_request")(args.user_id, args.ttl_s, ID.low, ID.high)
+    except ValueError as exc:  # TokenRefused: one line, like every other refusal here
+        raise CommandError(str(exc)) from None
     mint = load("rushorder.tokens", "mint_token")
     print(mint(settings.jwt_secret, args.user_id, admin=args.admin, ttl_s=args.ttl_s))
 
@@ -165,9 +177,14 @@ SUBCOMMANDS: list[tuple[str, Command, str, str]] = [
      "Start private Redis and Postgres under RUSHORDER_DATA_DIR unless their URLs are set, "
      "migrate, rebuild Redis from Postgres if Redis is empty, seed the demo catalog into "
      "an empty database, then run the API, the outbox workers and the mock data platform "
-     "with prefixed logs. Prints URLs and ready-to-use tokens. Ctrl-C stops everything."),
+     "with prefixed logs. Prints URLs (never a password) and, only when it runs the dev "
+     "secret on loopback, ready-to-use tokens. Refuses to start with the published dev "
+     "secret unless RUSHORDER_HTTP_HOST is loopback, or with a RUSHORDER_JWT_SECRET under "
+     "32 bytes. Ctrl-C stops everything."),
     ("api", cmd_api, "serve the HTTP API (RUSHORDER_API_WORKERS processes)",
-     "Serve the HTTP API on RUSHORDER_HTTP_HOST:RUSHORDER_HTTP_PORT; blocks." + SERVERS_HELP),
+     "Serve the HTTP API on RUSHORDER_HTTP_HOST:RUSHORDER_HTTP_PORT; blocks. Refuses to "
+     "start with the published dev secret unless RUSHORDER_HTTP_HOST is loopback, or with a "
+     "RUSHORDER_JWT_SECRET under 32 bytes." + SERVERS_HELP),
     ("worker", cmd_worker, "run one outbox worker (Redis -> Postgres, data platform)",
      "Drain the Redis outbox into Postgres and forward order events to the data "
      "platform, one process each; both beat for the console (/ops), and their metrics are "
@@ -180,7 +197,9 @@ SUBCOMMANDS: list[tuple[str, Command, str, str]] = [
     ("seed", cmd_seed, "load the demo catalog into an empty database",
      "Load the demo products and coupons, only if the database holds none." + SERVERS_HELP),
     ("token", cmd_token, "print a signed JWT for a user id",
-     "Print a bearer token signed with RUSHORDER_JWT_SECRET."),
+     "Print a bearer token signed with RUSHORDER_JWT_SECRET (32 bytes or more) for a user "
+     "id the API accepts (1 to 99999999999999), living 1 s to 30 days; anything else is "
+     "refused with exit 2."),
     ("rebuild", cmd_rebuild, "rebuild Redis state from Postgres",
      "Load Redis from Postgres, the durable copy, and mark its state live (the first "
      "start, or after Redis lost its data). Refuses a Redis that holds live state unless "
@@ -205,7 +224,8 @@ def _add_options(name: str, sub: argparse.ArgumentParser) -> None:
                          help="the user id (the token's sub claim)")
         sub.add_argument("--admin", action="store_true", help="role=admin instead of user")
         sub.add_argument("--ttl-s", type=int, default=TOKEN_TTL_S,
-                         help=f"seconds until the token expires (default {TOKEN_TTL_S})")
+                         help=f"seconds until the token expires, 1 to 2592000 (30 days; default "
+                              f"{TOKEN_TTL_S})")
     elif name == "rebuild":
         mode = sub.add_mutually_exclusive_group()
         mode.add_argument("--force", action="store_true",
@@ -239,8 +259,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         return args.func(settings, args) or 0
-    except (CommandError, MissingSetting) as exc:
-        print(f"rushorder {args.command}: {exc}", file=sys.stderr)
+    except (CommandError, MissingSetting, UnsafeSetting) as exc:
+        # A message may quote a server URL: never with its password.
+        print(f"rushorder {args.command}: {redact(str(exc))}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         return 130

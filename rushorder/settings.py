@@ -6,7 +6,9 @@ Nobody else reads ``os.environ``: the CLI builds one :class:`Settings` and hands
 
 from __future__ import annotations
 
+import ipaddress
 import os
+import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Literal
@@ -14,8 +16,31 @@ from typing import Annotated, Literal
 import msgspec
 from msgspec import Meta
 
-# Only for a laptop: `make up` warns when it is in use. 32+ bytes, as HS256 wants.
+# Only for a laptop: it is published (README, this file), so anyone can sign an admin
+# token with it. A process serves with it only on loopback (Settings.check_servable).
 DEV_JWT_SECRET = "rushorder-dev-secret-change-me-before-prod"
+# HS256's key should be as long as its hash (RFC 7518 3.2): a shorter secret is guessed.
+MIN_JWT_SECRET_BYTES = 32
+MAKE_A_SECRET = "python -c 'import secrets; print(secrets.token_urlsafe(32))'"
+
+# The password of a URL: ``scheme://[user]:<password>@host``.
+_URL_PASSWORD = re.compile(r"(\b[a-zA-Z][\w+.-]*://[^:/@\s]*:)[^@\s]+(@)")
+
+
+def redact(text: str) -> str:
+    """``text`` with the password of every URL in it replaced by ``***``: what is printed
+    or logged about a server never shows its password."""
+    return _URL_PASSWORD.sub(r"\1***\2", text)
+
+
+def is_loopback(host: str) -> bool:
+    """``host`` (an address or ``localhost``) is reachable from this machine only."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False  # "" (every interface) or a name that may resolve anywhere
 
 
 class MissingSetting(ValueError):
@@ -28,6 +53,11 @@ class MissingSetting(ValueError):
     def __init__(self, who: str, *fields: str) -> None:
         self.variables = [f"RUSHORDER_{field.upper()}" for field in fields]
         super().__init__(f"{who} needs {' and '.join(self.variables)}")
+
+
+class UnsafeSetting(ValueError):
+    """Raised when a process would serve with a JWT secret anyone can sign with: the
+    published dev secret off loopback, or one shorter than ``MIN_JWT_SECRET_BYTES``."""
 
 
 class Settings(msgspec.Struct, frozen=True, kw_only=True):
@@ -92,6 +122,29 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     top_window_hours: int = 72
 
     log_level: str = "INFO"
+
+    def check_secret(self) -> None:
+        """Raise :class:`UnsafeSetting` if ``jwt_secret`` is too short to resist guessing."""
+        size = len(self.jwt_secret.encode())
+        if size < MIN_JWT_SECRET_BYTES:
+            raise UnsafeSetting(
+                f"RUSHORDER_JWT_SECRET is {size} bytes; at least {MIN_JWT_SECRET_BYTES} are "
+                f"needed (make one with: {MAKE_A_SECRET})")
+
+    @property
+    def dev_secret(self) -> bool:
+        """``jwt_secret`` is the published dev secret (RUSHORDER_JWT_SECRET unset)."""
+        return self.jwt_secret == DEV_JWT_SECRET
+
+    def check_servable(self) -> None:
+        """Raise :class:`UnsafeSetting` unless serving HTTP on ``http_host`` with
+        ``jwt_secret`` is safe: every command that serves the API calls it first."""
+        self.check_secret()
+        if self.dev_secret and not is_loopback(self.http_host):
+            raise UnsafeSetting(
+                f"RUSHORDER_JWT_SECRET is not set, and its published dev default may only "
+                f"serve on loopback, not on {self.http_host or 'every interface'}: set "
+                f"RUSHORDER_JWT_SECRET to a secret of your own (make one with: {MAKE_A_SECRET})")
 
     @property
     def platform_url(self) -> str:

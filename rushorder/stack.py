@@ -27,8 +27,14 @@ from pathlib import Path
 from typing import IO
 
 from rushorder import stackfile
-from rushorder.servers import PostgresServer, RedisServer, die_with_parent, port_in_use
-from rushorder.settings import DEV_JWT_SECRET, Settings
+from rushorder.servers import (
+    PostgresServer,
+    RedisServer,
+    die_with_parent,
+    port_in_use,
+    private_dir,
+)
+from rushorder.settings import DEV_JWT_SECRET, Settings, is_loopback, redact
 
 STOP_TIMEOUT_S = 10.0  # per stage (API, workers, platform) before SIGKILL
 READY_TIMEOUT_S = 60.0
@@ -44,9 +50,10 @@ class StackError(RuntimeError):
 
 
 def say(name: str, line: str) -> None:
-    """One line of output, prefixed with who said it; lines of different children never mix."""
+    """One line of output, prefixed with who said it; lines of different children never mix.
+    A URL in it (ours, or one a child logs) never shows its password."""
     with _print_lock:
-        sys.stdout.write(f"{name:<9}| {line.rstrip()}\n")
+        sys.stdout.write(f"{name:<9}| {redact(line.rstrip())}\n")
         sys.stdout.flush()
 
 
@@ -209,7 +216,9 @@ class Stack:
         """Private servers for unset URLs; the settings with every URL resolved."""
         s = self.settings
         data = s.data_path
-        data.mkdir(parents=True, exist_ok=True)
+        # Owner-only: it holds the servers' passwords, logs and data (a root-run Postgres
+        # then adds traverse-only o+x, so that its own user reaches its folder).
+        private_dir(data)
         redis_url, database_url = s.redis_url, s.database_url
         if redis_url is None:
             say("up", f"starting redis on port {s.redis_port} in {data / 'redis'}")
@@ -352,35 +361,54 @@ def worker_metrics(s: Settings) -> str:
 
 
 def _server_line(server: RedisServer | PostgresServer | None, url: str | None) -> str:
+    """A server for the banner: where it is, never its password."""
     if server is None:
-        return f"{url}  (external)"
-    return f"{server.url}  {server.binary.describe()}"
+        return f"{redact(url or '')}  (external)"
+    return f"{server.address}  {server.binary.describe()}  (password in "\
+           f"{server.secret_path()})"
+
+
+def shows_tokens(s: Settings) -> bool:
+    """The banner prints ready-made tokens only for the dev secret on loopback: signed
+    with a secret of the operator's own, a 7-day admin token must not sit in a terminal's
+    scrollback or a log."""
+    return s.dev_secret and is_loopback(s.http_host)
+
+
+def token_lines(s: Settings) -> tuple[list[str], str]:
+    """The banner's token lines, and what the curl example uses as the user's token."""
+    if not shows_tokens(s):
+        return ([f"  tokens     none printed (RUSHORDER_JWT_SECRET is yours): "
+                 f"rushorder token --user {DEMO_USER_ID} [--admin]"],
+                f"$(rushorder token --user {DEMO_USER_ID})")
+    user = mint_token(s, DEMO_USER_ID, admin=False)
+    admin = mint_token(s, DEMO_ADMIN_ID, admin=True)
+    return ([f"  user token (user {DEMO_USER_ID}):   {user}",
+             f"  admin token (user {DEMO_ADMIN_ID}): {admin}",
+             "  (signed with the built-in dev secret, which is published: loopback only; "
+             "set RUSHORDER_JWT_SECRET for real use)"], user)
 
 
 def print_banner(stack: Stack, resolved: Settings, ready: bool) -> None:
     """Where everything is, and tokens to try it with."""
     s = resolved
     api = f"http://{s.http_host}:{s.http_port}"
-    user = mint_token(s, DEMO_USER_ID, admin=False)
-    admin = mint_token(s, DEMO_ADMIN_ID, admin=True)
-    platform = f"{s.platform_url}/events" + ("" if s.data_platform_url else "  (mock)")
+    tokens, user = token_lines(s)
+    platform = redact(f"{s.platform_url}/events") + ("" if s.data_platform_url else "  (mock)")
     lines = [
         "",
         "rushorder is up" if ready else "rushorder started, but the API is NOT ready yet",
         f"  API        {api}  ({s.api_workers} processes; OpenAPI at {api}/schema)",
-        f"  console    {api}/ops  (sign in with the admin token below)",
+        f"  console    {api}/ops  (sign in with an admin token)",
         f"  platform   {platform}",
         f"  workers    {s.workers} outbox worker(s); {worker_metrics(s)}",
         f"  redis      {_server_line(stack.redis, s.redis_url)}",
-        *([f"  rq redis   {s.rq_redis_url}  (RQ's jobs)"] if s.rq_redis_url else []),
+        *([f"  rq redis   {redact(s.rq_redis_url)}  (RQ's jobs)"] if s.rq_redis_url else []),
         f"  postgres   {_server_line(stack.postgres, s.database_url)}",
         f"  data dir   {Path(s.data_dir)}",
         f"  stack file {stackfile.path_in(Path(s.data_dir))}  (other rushorder commands "
         "find these servers through it)",
-        f"  user token (user {DEMO_USER_ID}):   {user}",
-        f"  admin token (user {DEMO_ADMIN_ID}): {admin}",
-        *(["  (signed with the built-in dev secret: set RUSHORDER_JWT_SECRET for real use)"]
-          if s.jwt_secret == DEV_JWT_SECRET else []),
+        *tokens,
         "  try:",
         f"    curl -s {api}/api/v1/products",
         f"    curl -s -X POST -H 'Authorization: Bearer {user}' -H 'Content-Type: "

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import msgspec
 
-from rushorder.settings import Settings
+from rushorder.settings import Settings, redact
 
 FILE_NAME = "stack.json"
 PROBE_TIMEOUT_S = 2
@@ -132,7 +132,7 @@ def find(settings: Settings, servers: Iterable[str] = tuple(PROBES)) -> RunningS
         url = getattr(running, field)
         if not PROBES[field](url):
             raise NotRunning(f"the `rushorder up` running from {where} (pid {running.pid}) "
-                             f"does not answer at {url}")
+                             f"does not answer at {redact(url)}")
     return running
 
 

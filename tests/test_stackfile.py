@@ -12,6 +12,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from urllib.parse import urlparse
 
 import msgspec
 import psycopg
@@ -175,8 +176,9 @@ def test_audit_beside_a_running_up_uses_its_servers(
               "RUSHORDER_DATABASE_URL": fresh_database, "RUSHORDER_DATA_DIR": str(data),
               "RUSHORDER_HTTP_PORT": str(free_port()), "RUSHORDER_API_WORKERS": "1",
               "RUSHORDER_PLATFORM_PORT": str(free_port()), "RUSHORDER_LOG_LEVEL": "WARNING"}
-    up_env.pop("RUSHORDER_DATA_PLATFORM_URL", None)
-    up_env.pop("RUSHORDER_RQ_REDIS_URL", None)
+    for name in ("RUSHORDER_DATA_PLATFORM_URL", "RUSHORDER_RQ_REDIS_URL",
+                 "RUSHORDER_JWT_SECRET", "RUSHORDER_HTTP_HOST"):
+        up_env.pop(name, None)  # the dev secret on loopback: the banner prints tokens
     if rq_url := rq_redis_db(STACK_REDIS_DB):  # cluster mode: RQ on a plain Redis
         up_env["RUSHORDER_RQ_REDIS_URL"] = rq_url
     second_terminal = {k: v for k, v in up_env.items() if k not in UNSET}
@@ -198,6 +200,10 @@ def test_audit_beside_a_running_up_uses_its_servers(
         up.send_signal(signal.SIGTERM)
         up.wait(60)
     assert not stackfile.path_in(data).exists()
+    printed = "".join(output.lines)
+    assert "admin token (user 1000): ey" in printed
+    passwords = [urlparse(url).password for url in (stack_redis_url, fresh_database)]
+    assert all(passwords) and not any(password in printed for password in passwords)
 
     after = subprocess.run(audit, env=second_terminal, cwd=ROOT, capture_output=True,
                            text=True, timeout=60)
