@@ -17,6 +17,7 @@ from functools import cache
 from typing import Any
 
 import msgspec
+from litestar import Response, Router
 from litestar.enums import ParamType
 from litestar.openapi import OpenAPIConfig, ResponseSpec
 from litestar.openapi.plugins import JsonRenderPlugin, SwaggerRenderPlugin
@@ -33,7 +34,7 @@ from litestar.openapi.spec import (
     SecurityScheme,
 )
 
-from api.problems import PROBLEM_JSON, Problem
+from api.problems import PROBLEM_JSON, Problem, problem
 from api.requests import Body, ChargeIn, CouponIn
 from engine import Policy, limits
 from engine.limits import Bounds
@@ -163,9 +164,19 @@ def problems(*statuses: int) -> dict[int, ResponseSpec]:
             for status in (*statuses, 503)}
 
 
+def _not_found_as_problem(response: Response[Any]) -> Response[Any]:
+    """Litestar answers an unknown /schema/... path with an HTML page; every other 404 of
+    the API is a problem document, and so is this one."""
+    if response.status_code == 404:
+        return problem("NOT_FOUND", "no such page of the API's documents")
+    return response
+
+
 def openapi_config() -> OpenAPIConfig:
     """OpenAPI at /schema (JSON, also /schema/openapi.json), Swagger UI at /schema/swagger."""
     return OpenAPIConfig(
+        openapi_router=Router("/schema", route_handlers=[], include_in_schema=False,
+                              after_request=_not_found_as_problem),
         title="rushorder",
         version="1.0.0",
         description="An e-commerce order service that stays correct under flash-sale load.",

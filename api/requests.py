@@ -35,7 +35,10 @@ def sized(bounds: Bounds) -> Meta:
 
 
 Id = Annotated[int, within(limits.ID)]
-Name = Annotated[str, sized(limits.NAME_LENGTH)]
+# No control characters (limits.check_text): the pattern documents it and refuses most;
+# each body with a name checks it whole in __post_init__ (a pattern's "$" lets one
+# final newline through in Python).
+Name = Annotated[str, sized(limits.NAME_LENGTH), Meta(pattern=limits.PLAIN_TEXT_PATTERN)]
 Price = Annotated[int, within(limits.PRICE)]
 Stock = Annotated[int, within(limits.STOCK)]
 StockDelta = Annotated[int, within(limits.STOCK_DELTA)]
@@ -44,7 +47,9 @@ CartQuantity = Annotated[int, within(limits.CART_QUANTITY)]
 CouponQuantity = Annotated[int, within(limits.COUPON_QUANTITY)]
 # Whatever the type; each type's own range is CouponIn's to check (and api.docs' to document).
 DiscountValue = Annotated[int, within(limits.DISCOUNT_VALUE)]
-Moment = Annotated[datetime, Meta(tz=True, description="RFC 3339 with a UTC offset")]
+Moment = Annotated[datetime, Meta(
+    tz=True, description=f"RFC 3339 with a UTC offset, from {limits.FIRST_MOMENT:%Y-%m-%d} "
+                         f"to {limits.LAST_MOMENT:%Y-%m-%d} in UTC")]
 
 
 class Body(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -65,6 +70,9 @@ class ProductIn(Body, frozen=True):
     price: Price
     stock: Stock
 
+    def __post_init__(self) -> None:
+        limits.check_text(self.name, "name")
+
 
 class ProductPatch(Body, frozen=True):
     """PATCH /admin/products/{id}: each field optional; absent or null changes nothing."""
@@ -72,6 +80,10 @@ class ProductPatch(Body, frozen=True):
     name: Name | None = None
     price: Price | None = None
     stock_delta: StockDelta = 0
+
+    def __post_init__(self) -> None:
+        if self.name is not None:
+            limits.check_text(self.name, "name")
 
 
 class CouponIn(Body, frozen=True):
@@ -85,6 +97,9 @@ class CouponIn(Body, frozen=True):
     valid_until: Moment
 
     def __post_init__(self) -> None:
+        limits.check_text(self.name, "name")
+        limits.check_moment(self.valid_from, "valid_from")
+        limits.check_moment(self.valid_until, "valid_until")
         bounds = limits.DISCOUNT[self.discount_type]
         if not bounds.low <= self.discount_value <= bounds.high:
             raise ValueError(f"discount_value: a {self.discount_type} discount is "
@@ -159,15 +174,12 @@ def parse(kind: type[T], body: bytes) -> T:
         raise ValidationFailed(f"body: not valid JSON ({exc})", field="body") from None
 
 
-_ID_DIGITS = len(str(limits.MAX_ID))
+_ID_DIGITS = limits.ID_DIGITS
 
 
 def positive_id(value: str, field: str) -> int:
     """A path segment that must be a positive integer id (no sign, no spaces, ASCII digits)."""
-    if (value.isascii() and value.isdigit() and len(value) <= _ID_DIGITS
-            and int(value) in limits.ID):
-        return int(value)
-    raise ValidationFailed(f"{field}: must be a positive integer id", field=field)
+    return limits.digits(value, field, limits.ID, "must be a positive integer id")
 
 
 Limit = Annotated[int, Parameter(

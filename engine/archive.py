@@ -11,6 +11,7 @@ mappings, turned into the engine's models here, so that the engine imports nothi
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Awaitable, Mapping, Sequence
 from typing import Any, Protocol, TypeVar
 
@@ -21,6 +22,11 @@ from engine.models import HistoryLine, IssuedCoupon, Order
 
 T = TypeVar("T")
 Row = Mapping[str, Any]
+
+log = logging.getLogger(__name__)
+
+UNAVAILABLE = ("the durable record, which holds what Redis has settled, cannot answer "
+               "right now; retry")
 
 
 class Archive(Protocol):
@@ -81,9 +87,10 @@ class Reader:
         try:
             return await call
         except self.archive.unavailable as exc:
-            raise EngineUnavailable(
-                f"the durable record, which holds what Redis has settled, cannot answer "
-                f"right now: {exc!s:.200}") from exc
+            # The store's own words (SQL, parameters, hosts) go to the log only: an error
+            # body never carries internals.
+            log.warning("the durable record failed a read: %s", exc)
+            raise EngineUnavailable(UNAVAILABLE) from exc
 
     async def order(self, order_id: int) -> Order | None:
         """One order, whoever owns it."""

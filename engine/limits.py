@@ -8,8 +8,10 @@ policy, the balance cap, windows and TTLs) is :class:`engine.policy.Policy` inst
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sized
 from dataclasses import dataclass
+from datetime import UTC, datetime
 
 from engine.errors import ValidationFailed
 from engine.models import DiscountType
@@ -41,6 +43,9 @@ class Bounds:
 # The largest id a script can carry: Lua prints numbers with 14 significant digits.
 MAX_ID = 10**14 - 1
 ID = Bounds(1, MAX_ID)
+ID_DIGITS = len(str(MAX_ID))
+# A cursor is the last id of a page, or any id below which a client wants the next page.
+CURSOR = Bounds(0, MAX_ID)
 PAGE_SIZE = Bounds(1, 100)
 IDEMPOTENCY_KEY_LENGTH = Bounds(1, 255)  # of printable ASCII
 
@@ -69,3 +74,51 @@ def check_idempotency_key(key: str) -> None:
         raise ValidationFailed(
             f"Idempotency-Key: {IDEMPOTENCY_KEY_LENGTH.low} to {IDEMPOTENCY_KEY_LENGTH.high} "
             "printable ASCII characters", field="Idempotency-Key")
+
+
+# C0 and C1 control characters (NUL, tab, newline, DEL, ...) and lone surrogates: a name
+# holding one breaks a terminal, a log line or a CSV, and Postgres refuses a NUL outright,
+# which would stop the write-behind at that entry (issue 25).
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\ud800-\udfff]")
+# The same rule as a JSON Schema pattern for the API's documents (``$`` is only the end
+# of the text there; msgspec's ``re.search`` would also let a final newline through,
+# which is why the API checks with :func:`check_text` too).
+PLAIN_TEXT_PATTERN = "^[^\\x00-\\x1f\\x7f-\\x9f]*$"
+
+
+def check_text(value: str, field: str) -> None:
+    """Refuse text holding a control character (C0, DEL, C1) or a lone surrogate."""
+    if _CONTROL.search(value):
+        raise ValidationFailed(f"{field}: must not hold control characters (NUL, tab, "
+                               "newline, ...)", field=field)
+
+
+def check_name(value: str, field: str = "name") -> None:
+    """A product's or coupon's name: 1 to 200 characters, none of them a control."""
+    NAME_LENGTH.check_length(value, field, "characters")
+    check_text(value, field)
+
+
+# The times every store holds: Python's datetime ends with year 9999, the scripts write
+# them as four-digit years, Postgres' timestamptz holds both ends; before 1970 is no time
+# a coupon can mean. Both in UTC, whatever offset a client wrote.
+FIRST_MOMENT = datetime(1970, 1, 1, tzinfo=UTC)
+LAST_MOMENT = datetime(9999, 12, 31, 23, 59, 59, 999_000, tzinfo=UTC)
+
+
+def check_moment(moment: datetime, field: str) -> None:
+    """Refuse a time without an offset, or outside 1970-01-01 .. 9999-12-31 in UTC."""
+    if moment.tzinfo is None or moment.utcoffset() is None:
+        raise ValidationFailed(f"{field}: must carry a UTC offset", field=field)
+    if not FIRST_MOMENT <= moment <= LAST_MOMENT:
+        raise ValidationFailed(f"{field}: must be from {FIRST_MOMENT:%Y-%m-%d} to "
+                               f"{LAST_MOMENT:%Y-%m-%d} in UTC", field=field)
+
+
+def digits(value: str, field: str, bounds: Bounds, what: str) -> int:
+    """An integer written in ASCII digits only (``str.isdigit`` also takes '²', '١', '５')
+    and within ``bounds``, else a VALIDATION_ERROR naming ``field``."""
+    if (value.isascii() and value.isdigit() and len(value) <= len(str(bounds.high))
+            and int(value) in bounds):
+        return int(value)
+    raise ValidationFailed(f"{field}: {what}", field=field)

@@ -28,6 +28,7 @@ from persistence.models import HistoryLine, Order, OrderLine
 ORDERS = cast(sa.Table, Order.__table__)
 LINES = cast(sa.Table, OrderLine.__table__)
 HISTORY = cast(sa.Table, HistoryLine.__table__)
+BIGINT_MAX = 2**63 - 1  # ids are bigint: a larger bound is no bound, not an SQL error
 QUERY_TIMEOUT_MS = 2_000  # a read the API waits for: a slow Postgres is a 503, not a hang
 
 _LINE = sa.func.json_build_object("product_id", LINES.c.product_id, "name", LINES.c.name,
@@ -55,7 +56,7 @@ def _below(query: sa.Select[Any], table: sa.Table, user_id: int, below: int | No
            limit: int) -> sa.Select[Any]:
     """A user's rows with ids under ``below`` (None: all), newest first."""
     query = query.where(table.c.user_id == user_id)
-    if below is not None:
+    if below is not None and below <= BIGINT_MAX:  # every id is below a larger bound
         query = query.where(table.c.id < below)
     return query.order_by(table.c.id.desc()).limit(limit)
 
@@ -83,12 +84,15 @@ class PostgresArchive:
 
     async def order(self, order_id: int) -> dict[str, Any] | None:
         """One order with its lines, whoever owns it."""
+        if not 0 < order_id <= BIGINT_MAX:  # no such row, and no SQL error either
+            return None
         return await self._one(_ORDER.where(ORDERS.c.id == order_id))
 
     async def orders(self, user_id: int, ids: Sequence[int]) -> list[dict[str, Any]]:
         """The user's orders among ``ids``."""
+        known = [i for i in ids if 0 < i <= BIGINT_MAX]
         return await self._rows(_ORDER.where(ORDERS.c.user_id == user_id,
-                                             ORDERS.c.id.in_(list(ids))))
+                                             ORDERS.c.id.in_(known))) if known else []
 
     async def orders_below(self, user_id: int, below: int | None,
                            limit: int) -> list[dict[str, Any]]:
@@ -107,6 +111,8 @@ class PostgresArchive:
 
     async def issued_coupon(self, issued_id: int) -> dict[str, Any] | None:
         """One issued coupon."""
+        if not 0 < issued_id <= BIGINT_MAX:
+            return None
         return await self._one(_ISSUED.where(ISSUED.c.id == issued_id))
 
     async def close(self) -> None:

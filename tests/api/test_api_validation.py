@@ -194,3 +194,40 @@ async def test_junk_bodies_never_answer_500(
     for path in ("/api/v1/orders", "/api/v1/balance/charge", "/api/v1/cart/checkout"):
         resp = await client.post(path, content=payload, headers=new_user().headers)
         assert_problem(resp, 400, "VALIDATION_ERROR")
+
+
+@pytest.mark.parametrize(("valid_from", "valid_until", "field"), [
+    ("0001-01-01T00:00:00+14:00", "2030-01-01T00:00:00Z", "valid_from"),  # year 0 in UTC
+    ("2030-01-01T00:00:00Z", "9999-12-31T23:59:59-14:00", "valid_until"),  # year 10000
+    ("1969-12-31T23:59:59Z", "2030-01-01T00:00:00Z", "valid_from"),
+])
+async def test_coupon_times_outside_what_every_store_holds_are_400(
+    client: httpx.AsyncClient, admin, valid_from: str, valid_until: str, field: str
+) -> None:
+    """They answered 500 yet were written, and the writer looped on the outbox entry."""
+    resp = await client.post("/api/v1/admin/coupons", headers=admin.headers, json={
+        "name": "edge", "discount_type": "FIXED", "discount_value": 100,
+        "total_quantity": 5, "valid_from": valid_from, "valid_until": valid_until})
+    doc = assert_problem(resp, 400, "VALIDATION_ERROR", names=field)
+    assert doc["detail"].startswith(field)
+
+
+async def test_coupon_times_at_the_edges_of_the_range_are_fine(
+    client: httpx.AsyncClient, admin
+) -> None:
+    resp = await client.post("/api/v1/admin/coupons", headers=admin.headers, json={
+        "name": "edges", "discount_type": "FIXED", "discount_value": 100,
+        "total_quantity": 5, "valid_from": "1970-01-01T14:00:00+14:00",
+        "valid_until": "9999-12-31T09:59:59-14:00"})
+    assert resp.status_code == 201, resp.text
+    assert (resp.json()["valid_from"], resp.json()["valid_until"]) == (
+        "1970-01-01T00:00:00Z", "9999-12-31T23:59:59Z")
+
+
+@pytest.mark.parametrize("cursor", ["%C2%B2", "%D9%A1", "%EF%BC%95", str(2**63)])
+async def test_a_cursor_in_unicode_digits_or_past_the_ids_is_400_even_without_a_token(
+    client: httpx.AsyncClient, cursor: str
+) -> None:
+    """GET /api/v1/products?cursor=%C2%B2 was a 500, with no token at all."""
+    resp = await client.get(f"/api/v1/products?cursor={cursor}")
+    assert_problem(resp, 400, "VALIDATION_ERROR", names="cursor")
