@@ -52,6 +52,7 @@ sys.path.insert(0, str(ROOT))
 
 from engine import Engine  # noqa: E402
 from engine.outbox import GROUPS, Outboxes  # noqa: E402
+from rushorder import stackfile  # noqa: E402
 from rushorder.servers import free_port  # noqa: E402
 from rushorder.stack import http_ok  # noqa: E402
 from rushorder.tokens import mint_token  # noqa: E402
@@ -91,12 +92,18 @@ class Stack:
 
     @property
     def redis_url(self) -> str:
-        """The stack's private Redis."""
-        return f"redis://127.0.0.1:{self.ports['REDIS']}/0"
+        """The stack's private Redis, with its password, from the stack file ``up`` wrote
+        (an older checkout's ``up`` may have written none: its Redis had no password)."""
+        running = stackfile.read(self.tmp / "data")
+        return running.redis_url if running else f"redis://127.0.0.1:{self.ports['REDIS']}/0"
 
     def pg_url(self, database: str = "rushorder") -> str:
-        """A database of the stack's private Postgres."""
-        return f"postgresql://postgres@127.0.0.1:{self.ports['PG']}/{database}"
+        """A database of the stack's private Postgres, as its app role (stack file), or as
+        an older checkout's password-less superuser."""
+        running = stackfile.read(self.tmp / "data")
+        base = running.database_url if running else \
+            f"postgresql://postgres@127.0.0.1:{self.ports['PG']}/rushorder"
+        return f"{base.rsplit('/', 1)[0]}/{database}"
 
     def env(self) -> dict[str, str]:
         """Ours without any RUSHORDER_* (a URL set there would skip the private servers)."""
