@@ -8,23 +8,33 @@ until a rebuild marks the state live again (``WorkerContext.wait_for_live_state`
 A lost successor is replaced by the worker's maintenance (:func:`ensure_job`, every few
 seconds while idle); a repeated one runs beside the first, and both stay correct (the
 Postgres writers take turns, the forwarders share the group).
+
+A worker runs nothing else (:class:`ProjectJob`): RQ would import and call whatever
+function a job in its queue names, and anyone who can write to RQ's Redis could queue
+``os.system``. Jobs are stored as JSON (:data:`SERIALIZER`), never pickled, so reading
+one runs no code either; a job that is not one of ours fails (logged, in RQ's failed
+registry) without being called.
 """
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections.abc import Callable
-from typing import Protocol
+from typing import Any, Protocol
 
 import redis
 from rq import Queue
 from rq.job import Job
+from rq.serializers import JSONSerializer
 
 from engine.outbox import PLATFORM, POSTGRES, OutboxGone
 from workers.context import WorkerContext, current
 from workers.platform import Forwarder
 from workers.postgres import PostgresWriter
+
+log = logging.getLogger("rushorder.workers")
 
 JOB_BUDGET_S = 300.0  # a handover costs a few dozen round trips: not too often
 QUEUES = {POSTGRES: "rushorder-outbox-postgres", PLATFORM: "rushorder-outbox-platform"}
@@ -79,10 +89,70 @@ JOBS: dict[str, Callable[[float], int]] = {
     POSTGRES: drain_to_postgres, PLATFORM: forward_to_platform}
 
 
+# Jobs are JSON in Redis: RQ's default, pickle, runs code while it reads a job.
+SERIALIZER = JSONSerializer
+# The only functions a worker calls, by the name RQ stores (``module.function``).
+ALLOWED: dict[str, Callable[[float], int]] = {
+    f"{job.__module__}.{job.__qualname__}": job for job in JOBS.values()}
+
+
+class ForeignJob(Exception):
+    """Raised instead of running a job that is not one of the project's (:data:`ALLOWED`)."""
+
+
+class ProjectJob(Job):
+    """An RQ job that can only be one of ours: its function is looked up in
+    :data:`ALLOWED`, never imported by name, and it has no callbacks or webhooks (ours
+    set none; one planted in Redis would be imported, or would call out, too)."""
+
+    @property
+    def func(self) -> Callable[..., Any]:
+        """The project's function the job names; :class:`ForeignJob` (logged) otherwise."""
+        name = self.func_name
+        func = ALLOWED.get(name or "")
+        if func is None or self.instance is not None or not _our_arguments(self.args,
+                                                                          self.kwargs):
+            log.error("refused RQ job %s from queue %s: %s is not one of the project's jobs "
+                      "(%s); failed without running it", self.id, self.origin, name,
+                      ", ".join(ALLOWED))
+            raise ForeignJob(f"{name} is not one of the project's jobs")
+        return func
+
+    @property
+    def success_callback(self) -> None:
+        """None: our jobs have none."""
+        return None
+
+    @property
+    def failure_callback(self) -> None:
+        """None: our jobs have none."""
+        return None
+
+    @property
+    def stopped_callback(self) -> None:
+        """None: our jobs have none."""
+        return None
+
+    def send_webhooks(self, *args: Any, **kwargs: Any) -> None:
+        """Nothing: our jobs have no webhooks."""
+
+
+def _our_arguments(args: Any, kwargs: Any) -> bool:
+    """The arguments our jobs take: at most a budget in seconds, up to a job's."""
+    budget_ok = all(isinstance(a, int | float) and 0 <= a <= JOB_BUDGET_S for a in args)
+    return not kwargs and len(args) <= 1 and budget_ok
+
+
+def queue_of(group: str, connection: redis.Redis) -> Queue:
+    """The RQ queue of a group's job, holding :class:`ProjectJob` s as JSON."""
+    return Queue(QUEUES[group], connection=connection, job_class=ProjectJob,
+                 serializer=SERIALIZER)
+
+
 def ensure_job(group: str, connection: redis.Redis, budget_s: float = JOB_BUDGET_S) -> Job | None:
     """Enqueue the group's job unless one already waits in its queue; the job, if enqueued.
     ``connection`` is RQ's Redis (``Settings.rq_url``), not necessarily the outbox's."""
-    queue = Queue(QUEUES[group], connection=connection)
+    queue = queue_of(group, connection)
     if queue.count:
         return None
     return queue.enqueue(

@@ -35,7 +35,7 @@ from engine.outbox import GROUPS, PLATFORM
 from rushorder.settings import Settings
 from workers.context import WorkerContext, current, install
 from workers.heartbeat import Heartbeats
-from workers.jobs import QUEUES, ensure_job
+from workers.jobs import QUEUES, SERIALIZER, ProjectJob, ensure_job
 from workers.metrics import serve, served
 from workers.replays import ReplayListener
 
@@ -47,7 +47,12 @@ STOP_TIMEOUT_S = 15.0
 
 
 class OutboxWorker(SimpleWorker):
-    """An RQ worker for outbox jobs: keeps its group's job queued, stops jobs on SIGTERM."""
+    """An RQ worker for outbox jobs: keeps its group's job queued, stops jobs on SIGTERM.
+    It reads jobs as JSON and runs only the project's own (``workers.jobs.ProjectJob``)."""
+
+    def __init__(self, queues: list[str], connection: redis.Redis, **kwargs: Any) -> None:
+        super().__init__(queues, connection=connection, job_class=ProjectJob,
+                         serializer=SERIALIZER, **kwargs)
 
     def run_maintenance_tasks(self) -> None:
         """RQ's maintenance, then re-enqueue a job RQ lost (the stream still needs draining)."""
