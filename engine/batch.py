@@ -38,7 +38,7 @@ class OrderBatcher:
 
     A full batch is written at once, while the tick's other callers are still arriving, so
     Redis runs it while Python prepares the next one; what is left goes when the tick ends.
-    A caller gets its own order's ``[code, payload]``; if the call fails as a whole (Redis
+    A caller gets its own order's ``[code, payload, replayed]``; if the call fails as a whole (Redis
     lost, refused the script) every caller of that batch gets the error, and if only its
     order raised inside Redis, only that caller gets a :class:`ReplyError`.
     """
@@ -48,6 +48,9 @@ class OrderBatcher:
         self._conn = conn
         self._script = script
         self._ttl, self._hours = str(policy.idempotency_ttl_s), str(policy.top_window_hours)
+        # The guards' arguments (guard in _lib.lua), the same for every order of a call.
+        self._guards = [policy.idempotency_max_per_user, policy.rate_limit_per_s,
+                        policy.rate_limit_burst]
         self._groups = str(layout.groups)
         self._max = max_orders
         self._pending: dict[keys.Group, list[_Pending]] = {}
@@ -55,8 +58,8 @@ class OrderBatcher:
 
     async def place(self, group: keys.Group, order_keys: list[str],
                     order_args: list[Any]) -> list[bytes]:
-        """One order's ``[code, payload]``; ``order_keys``/``order_args`` as the script's
-        per-order layout, every key but the products' of ``group``."""
+        """One order's ``[code, payload, replayed]``; ``order_keys``/``order_args`` as the
+        script's per-order layout, every key but the products' of ``group``."""
         loop = asyncio.get_running_loop()
         if not self._pending:
             loop.call_soon(self._flush_all)
@@ -75,7 +78,8 @@ class OrderBatcher:
         """The KEYS and ARGV of one call placing ``orders`` of ``group``'s users."""
         keys_ = [group.live, group.seq, group.order_prefix, group.sales_hour_prefix,
                  group.sales_window, group.sales_rolled, group.outbox]
-        args: list[Any] = [self._ttl, self._hours, group.index, self._groups, len(orders)]
+        args: list[Any] = [self._ttl, self._hours, group.index, self._groups, len(orders),
+                           *self._guards]
         for order_keys, order_args in orders:
             keys_ += order_keys
             args += order_args
@@ -114,7 +118,7 @@ def _settle(batch: list[_Pending], sent: asyncio.Future[Any]) -> None:
 def _deliver(batch: list[_Pending], flat: list[bytes]) -> None:
     for i, (*_, fut) in enumerate(batch):
         if not fut.done():
-            fut.set_result(flat[2 * i:2 * i + 2])
+            fut.set_result(flat[3 * i:3 * i + 3])
 
 
 def _fail(batch: list[_Pending], error: BaseException) -> None:

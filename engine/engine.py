@@ -69,12 +69,20 @@ def _decoder(kind: Any) -> msgspec.json.Decoder[Any]:
 
 def _answer(reply: list[bytes], kind: type[T]) -> T:
     """Decode an OK payload, or raise the domain error the script answered with."""
-    code, payload = reply
+    code, payload = reply[0], reply[1]
     if code == b"OK":
         return _decoder(kind).decode(payload)
     error = _ERROR.decode(payload)
     raise_for(code.decode(), error.get("detail", ""), error.get("context") or {})
     raise AssertionError("unreachable")
+
+
+def _keyed(reply: list[Any], kind: type[T], idem: Idempotency | None) -> T:
+    """:func:`_answer` for a write that took an Idempotency-Key: first tell the caller
+    whether the answer is the key's replay (a third element of the reply, 1)."""
+    if idem is not None:
+        idem.replayed = len(reply) > 2 and reply[2] == 1
+    return _answer(reply, kind)
 
 
 def _cursor(cursor: str | None) -> str:
@@ -177,10 +185,30 @@ def _idem(group: keys.Group, user_id: int, idem: Idempotency | None) -> tuple[st
     if idem is None:
         return group.idempotency(0, "-"), ""  # a placeholder key in the group's slot
     limits.check_idempotency_key(idem.key)
-    # Hashed: the record is "fingerprint\ncode\npayload", so a raw fingerprint holding a
-    # newline (method\npath\nbody) would never match itself again.
-    digest = hashlib.sha256(idem.fingerprint.encode()).hexdigest()
-    return group.idempotency(user_id, idem.key), digest
+    return group.idempotency(user_id, idem.key), _digest(idem)
+
+
+def _digest(idem: Idempotency) -> str:
+    """The fingerprint as the record keeps it: hashed, as the record is
+    "fingerprint\ncode\npayload", so a raw fingerprint holding a newline
+    (method\npath\nbody) would never match itself again."""
+    return hashlib.sha256(idem.fingerprint.encode()).hexdigest()
+
+
+def _admin_idem(admin_id: int, idem: Idempotency | None) -> tuple[list[str], str]:
+    """An admin's create: its idempotency record and index (the catalog's slot, as the
+    creates run there) and the fingerprint ('' and placeholder keys without a key)."""
+    if idem is None:
+        return [keys.admin_idempotency(0, "-"), keys.admin_idempotency_index(0)], ""
+    _check_user(admin_id)
+    limits.check_idempotency_key(idem.key)
+    return [keys.admin_idempotency(admin_id, idem.key),
+            keys.admin_idempotency_index(admin_id)], _digest(idem)
+
+
+def _guards(g: keys.Group, user_id: int) -> list[str]:
+    """The user's idempotency index and write-rate bucket (guard in _lib.lua)."""
+    return [g.idempotency_index(user_id), g.rate(user_id)]
 
 
 def _check_user(user_id: int) -> None:
@@ -255,6 +283,18 @@ class Engine:
         raw = await self.conn.execute("GET", keys.LIVE)
         why = None if raw is None else state.decode(raw).mismatch(self.layout.groups)
         return reply if why is None else [reply[0], _FIELDS.encode({"detail": why})]
+
+    def _limits(self, first: bool = True) -> list[Any]:
+        """The guards' arguments (guard in _lib.lua): most records a user holds, its writes
+        a second and burst. A request the engine sends again (after SHORT, ARCHIVED...)
+        took its token on the first call, so ``first=False`` turns the rate off."""
+        p = self.policy
+        return [p.idempotency_max_per_user, p.rate_limit_per_s if first else 0,
+                p.rate_limit_burst]
+
+    def _rate(self) -> list[Any]:
+        """The write-rate arguments of the cart's scripts."""
+        return [self.policy.rate_limit_per_s, self.policy.rate_limit_burst]
 
     def _group(self, user_id: int) -> tuple[keys.Group, list[int]]:
         """The user's group, and the (index, groups) arguments of the scripts that make
@@ -339,11 +379,13 @@ class Engine:
         idem_key, fp = _idem(g, user_id, idem)
         reply = await self._run(
             "charge",
-            [g.balance(user_id), g.history(user_id), g.seq, g.outbox, idem_key],
+            [g.balance(user_id), g.history(user_id), g.seq, g.outbox, idem_key,
+             *_guards(g, user_id)],
             [user_id, amount, fp, p.idempotency_ttl_s,
-             p.charge_min, p.charge_max, p.charge_unit, p.balance_max, *ids], live=g.live,
+             p.charge_min, p.charge_max, p.charge_unit, p.balance_max, *ids, *self._limits()],
+            live=g.live,
         )
-        return _answer(reply, Charge)
+        return _keyed(reply, Charge, idem)
 
     async def history(
         self, user_id: int, limit: int = 20, cursor: str | None = None
@@ -363,20 +405,26 @@ class Engine:
 
     # -- products ----------------------------------------------------------------------
 
-    async def create_product(self, name: str, price: int, stock: int) -> Product:
-        """Add a product to the catalog."""
+    async def create_product(self, name: str, price: int, stock: int, admin_id: int = 0,
+                             idem: Idempotency | None = None) -> Product:
+        """Add a product to the catalog; a retry under the same Idempotency-Key (of admin
+        ``admin_id``) answers the same product and creates none."""
         limits.NAME_LENGTH.check_length(name, "name", "characters")
         limits.PRICE.check(price, "price")
         limits.STOCK.check(stock, "stock")
+        idem_keys, fp = _admin_idem(admin_id, idem)
         deal = allotments.new_transfer()
         reply = await self._run(
             "create_product",
-            [keys.SEQ, keys.PRODUCTS, keys.PRODUCT_PREFIX, keys.OUTBOX, keys.TRANSFERS_OUT],
+            [keys.SEQ, keys.PRODUCTS, keys.PRODUCT_PREFIX, keys.OUTBOX, keys.TRANSFERS_OUT,
+             *idem_keys],
             [name, price, stock, allotments.deal(stock, self.layout.groups),
-             self.layout.groups, deal],
+             self.layout.groups, deal, fp, self.policy.idempotency_ttl_s,
+             self.policy.idempotency_max_per_user],
         )
-        product = _answer(reply, Product)
-        await self.allotments.deliver_all(deal)
+        product = _keyed(reply, Product, idem)
+        if idem is None or not idem.replayed:  # a replay dealt nothing
+            await self.allotments.deliver_all(deal)
         return product
 
     async def update_product(
@@ -490,19 +538,25 @@ class Engine:
 
     async def create_coupon(
         self, name: str, discount_type: DiscountType, discount_value: int,
-        total_quantity: int, valid_from: datetime, valid_until: datetime,
+        total_quantity: int, valid_from: datetime, valid_until: datetime, admin_id: int = 0,
+        idem: Idempotency | None = None,
     ) -> Coupon:
-        """Define a first-come-first-served coupon."""
+        """Define a first-come-first-served coupon; a retry under the same Idempotency-Key
+        (of admin ``admin_id``) answers the same coupon and defines none."""
         _check_coupon(name, discount_type, discount_value, total_quantity)
+        idem_keys, fp = _admin_idem(admin_id, idem)
         deal = allotments.new_transfer()
         reply = await self._run(
-            "create_coupon", [keys.SEQ, keys.COUPON_PREFIX, keys.OUTBOX, keys.TRANSFERS_OUT],
+            "create_coupon", [keys.SEQ, keys.COUPON_PREFIX, keys.OUTBOX, keys.TRANSFERS_OUT,
+                              *idem_keys],
             [name, discount_type, discount_value, total_quantity,
              _ms(valid_from), _ms(valid_until),
-             allotments.deal(total_quantity, self.layout.groups), self.layout.groups, deal],
+             allotments.deal(total_quantity, self.layout.groups), self.layout.groups, deal,
+             fp, self.policy.idempotency_ttl_s, self.policy.idempotency_max_per_user],
         )
-        coupon = _answer(reply, Coupon)
-        await self.allotments.deliver_all(deal)
+        coupon = _keyed(reply, Coupon, idem)
+        if idem is None or not idem.replayed:  # a replay dealt nothing
+            await self.allotments.deliver_all(deal)
         return coupon
 
     async def coupon(self, coupon_id: int) -> Coupon:
@@ -521,16 +575,17 @@ class Engine:
         g, ids = self._group(user_id)
         idem_key, fp = _idem(g, user_id, idem)
         flag = ""
-        for _ in range(SHORT_TRIES):
+        for attempt in range(SHORT_TRIES):
             reply = await self._run(
                 "issue_coupon",
                 [g.coupon(coupon_id), g.holders(coupon_id), g.user_coupons(user_id),
-                 g.seq, g.outbox, idem_key, g.issued_coupon_prefix],
-                [user_id, fp, self.policy.idempotency_ttl_s, *ids, flag, coupon_id],
+                 g.seq, g.outbox, idem_key, g.issued_coupon_prefix, *_guards(g, user_id)],
+                [user_id, fp, self.policy.idempotency_ttl_s, *ids, flag, coupon_id,
+                 *self._limits(attempt == 0)],
                 live=g.live,
             )
             if reply[0] != b"SHORT":
-                return _answer(reply, IssuedCoupon)
+                return _keyed(reply, IssuedCoupon, idem)
             flag = await self._flag(g, COUPON, _SHORT.decode(reply[1]))
         raise EngineUnavailable("the coupon's units kept going to other requests; retry")
 
@@ -568,14 +623,16 @@ class Engine:
             reply = await self.batches.place(group, order_keys, order_args)
             code = reply[0]
             if code == b"OK":  # the hot path: no SHORT or marker work
-                return _answer(reply, Order)
+                return _keyed(reply, Order, idem)
             if code != b"SHORT":
-                return _answer(await self._why_missing(reply, group.live), Order)
+                return _keyed(await self._why_missing(reply, group.live), Order, idem)
             self.short_orders += attempt == 0
             short = _SHORT.decode(reply[1])
-            # Each line's flag follows its product id and quantity (place_orders.lua).
+            # Each line's flag follows its product id and quantity (place_orders.lua); the
+            # order took its token of the user's rate on the first call.
             line = next(i for i, (pid, _) in enumerate(items) if pid == short.id)
-            order_args[4 + 3 * line + 2] = await self._flag(group, PRODUCT, short)
+            order_args[5 + 3 * line + 2] = await self._flag(group, PRODUCT, short)
+            order_args[3] = ""
         raise EngineUnavailable("the order's units kept going to other orders; retry")
 
     async def _flag(self, group: keys.Group, kind: allotments.Kind, short: Short) -> str:
@@ -594,9 +651,9 @@ class Engine:
         _check_issued_coupon(issued_coupon_id)
         idem_key, fp = _idem(g, user_id, idem)
         keys_ = [g.balance(user_id), g.history(user_id), g.user_orders(user_id),
-                 g.issued_coupon(issued_coupon_id or 0), idem_key]
+                 g.issued_coupon(issued_coupon_id or 0), idem_key, *_guards(g, user_id)]
         args: list[Any] = [
-            user_id, "" if issued_coupon_id is None else issued_coupon_id, fp, len(items)]
+            user_id, "" if issued_coupon_id is None else issued_coupon_id, fp, "1", len(items)]
         for product_id, quantity in items:
             keys_.append(g.product(product_id))
             args += (product_id, quantity, "")
@@ -613,18 +670,19 @@ class Engine:
             g.balance(user_id), g.history(user_id), g.seq, g.user_orders(user_id),
             g.issued_coupon(issued_coupon_id or 0), g.order_prefix,
             g.sales_hour_prefix, g.sales_window, g.sales_rolled, g.outbox,
-            idem_key, g.cart(user_id), g.product_prefix,
+            idem_key, g.cart(user_id), g.product_prefix, *_guards(g, user_id),
         ]
         args: list[Any] = [
             user_id, "" if issued_coupon_id is None else issued_coupon_id, fp,
             self.policy.idempotency_ttl_s, self.policy.top_window_hours, *ids,
         ]
         flags: dict[int, str] = {}
-        for _ in range(SHORT_TRIES):
+        for attempt in range(SHORT_TRIES):
             reply = await self._run("checkout_cart", keys_,
-                                    [*args, *(v for f in flags.items() for v in f)], live=g.live)
+                                    [*args, *self._limits(attempt == 0),
+                                     *(v for f in flags.items() for v in f)], live=g.live)
             if reply[0] != b"SHORT":
-                return _answer(reply, Order)
+                return _keyed(reply, Order, idem)
             short = _SHORT.decode(reply[1])
             flags[short.id] = await self._flag(g, PRODUCT, short)
         raise EngineUnavailable("the order's units kept going to other orders; retry")
@@ -644,25 +702,26 @@ class Engine:
         keys_ = [g.order(oid), g.balance(user_id), g.history(user_id), g.seq,
                  g.sales_hour_prefix, g.sales_window, g.sales_rolled, g.outbox,
                  idem_key, g.product_prefix, g.issued_coupon_prefix, g.floor(user_id),
-                 g.user_coupons(user_id), g.retention]
-        first: list[Any] = [user_id, fp, self.policy.idempotency_ttl_s,
+                 g.user_coupons(user_id), g.retention, *_guards(g, user_id)]
+        fixed: list[Any] = [user_id, fp, self.policy.idempotency_ttl_s,
                             self.policy.top_window_hours, oid, *ids]
+        first, again = [*fixed, *self._limits()], [*fixed, *self._limits(first=False)]
         args = first
         for _ in range(BRING_BACK_TRIES):
             reply = await self._run("cancel_order", keys_, args, live=g.live)
             code = reply[0]
             if code == b"ARCHIVED":
                 found = await self.archive.order(int(oid))
-                args = [*first, _asked(reply), "absent" if found is None else
+                args = [*again, _asked(reply), "absent" if found is None else
                         _fields(order_fields(found))]
             elif code == b"ARCHIVED_COUPON":
                 coupon = await self.archive.issued_coupon(int(_asked(reply, "issued_coupon_id")))
-                args = [*args[:len(first) + 2], _asked(reply), "absent" if coupon is None else
+                args = [*args[:len(again) + 2], _asked(reply), "absent" if coupon is None else
                         _fields(issued_fields(coupon))]
             elif code == b"RETRY":
-                args = first
+                args = again
             else:
-                return _answer(reply, Order)
+                return _keyed(reply, Order, idem)
         raise EngineUnavailable("the settled order could not be brought back in time; retry")
 
     async def order(self, user_id: int, order_id: str) -> Order:
@@ -727,8 +786,8 @@ class Engine:
                       f"{quantity} asked", {"product_id": product_id, "stock": product.stock})
         g = self.layout.of(user_id)
         reply = await self._run(
-            "put_cart_item", [g.cart(user_id)], [product_id, quantity, limits.CART_LINES],
-            live=g.live,
+            "put_cart_item", [g.cart(user_id), g.rate(user_id)],
+            [product_id, quantity, limits.CART_LINES, *self._rate()], live=g.live,
         )
         return await self._priced(reply)
 
@@ -749,8 +808,8 @@ class Engine:
         _check_user(user_id)
         limits.ID.check(product_id, "product_id")
         g = self.layout.of(user_id)
-        _answer(await self._run("remove_cart_item", [g.cart(user_id)], [product_id],
-                                live=g.live), type(None))
+        _answer(await self._run("remove_cart_item", [g.cart(user_id), g.rate(user_id)],
+                                [product_id, *self._rate()], live=g.live), type(None))
 
 
 def _with_held(product: Product, held: dict[int, int]) -> Product:

@@ -13,6 +13,9 @@ class EngineError(Exception):
     """Base of every refusal the engine gives; ``code`` is the contract's stable code."""
 
     code: ClassVar[str] = "ENGINE_ERROR"
+    # Seconds after which a retry may succeed (a Retry-After header), for the errors that
+    # have one.
+    retry_after_s: int | None = None
 
     def __init__(self, detail: str = "", **context: Any) -> None:
         super().__init__(detail or self.code)
@@ -117,6 +120,18 @@ class IdempotencyKeyInFlight(EngineError):
     code = "IDEMPOTENCY_KEY_IN_FLIGHT"
 
 
+class TooManyRequests(EngineError):
+    """Raised when a user writes faster than its rate limit, or brings a new
+    Idempotency-Key while it holds as many live records as it may; nothing changed, and
+    ``retry_after_s`` says when to try again."""
+
+    code = "TOO_MANY_REQUESTS"
+
+    def __init__(self, detail: str = "", **context: Any) -> None:
+        super().__init__(detail, **context)
+        self.retry_after_s = max(1, int(context.get("retry_after_s") or 1))
+
+
 class EngineUnavailable(EngineError):
     """Raised when Redis cannot serve: unreachable, silent past the reply deadline, or
     refusing for a while (loading, busy, out of memory, a replica, a cluster without
@@ -124,6 +139,7 @@ class EngineUnavailable(EngineError):
     Idempotency-Key is safe."""
 
     code = "SERVICE_UNAVAILABLE"
+    retry_after_s = 1
 
 
 class StateMissing(EngineUnavailable):

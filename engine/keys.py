@@ -42,6 +42,8 @@ Catalog keys (``{ro}``):
 | {ro}:xfer:in:<transfer> | string | a transfer the reserve received (7 days) |
 | {ro}:outbox | stream | the catalog's changes (products, coupons), for Postgres and the platform |
 | {ro}:outbox:dead | stream | events the platform forwarder gave up on (`rushorder replay`) |
+| {ro}:idem:<admin>:<key> | string | an admin's idempotency record (creates), as a group's |
+| {ro}:idems:<admin> | zset | an admin's live records by expiry (ms), as a group's |
 | {ro}:ops:s:<second> | hash | API tallies of one second (epoch s), all processes summed; 10 min |
 | {ro}:ops:workers | hash | worker process (host:pid) -> its last heartbeat (JSON) |
 | {ro}:ops:replay:asked | list | ids of replay requests from the console, for a platform forwarder |
@@ -66,6 +68,8 @@ Group keys (``<g>`` is the group's hash tag, :func:`group_tag`: ``{g0}``, ``{g1.
 | <g>:sales:window | zset | product -> units in hour buckets not yet rolled off |
 | <g>:sales:rolled | string | the last hour rolled off the window |
 | <g>:idem:<user>:<key> | string | idempotency record: fingerprint, code, answer; 24 h TTL |
+| <g>:idems:<user> | zset | the user's live idempotency records (their keys) by expiry, ms |
+| <g>:rate:<user> | string | the user's write-rate bucket: when it is full again, ms (GCRA) |
 | <g>:floor:<user> | hash | o, h, c: the user's highest order/line/coupon id dropped |
 | <g>:settle | list | committed batches waiting out the retention (settle.lua) |
 | <g>:product:<id> | hash | the group's copy: name, price, v; stock (its allotment), flight |
@@ -115,6 +119,16 @@ def product(product_id: int) -> str:
 def coupon(coupon_id: int) -> str:
     """One coupon definition."""
     return f"{COUPON_PREFIX}{coupon_id}"
+
+
+def admin_idempotency(user_id: int, key: str) -> str:
+    """The idempotency record of an admin's key (creates run over the catalog's slot)."""
+    return f"{TAG}:idem:{user_id}:{key}"
+
+
+def admin_idempotency_index(user_id: int) -> str:
+    """An admin's live idempotency records by expiry."""
+    return f"{TAG}:idems:{user_id}"
 
 
 def slot(tag: str) -> int:
@@ -208,6 +222,14 @@ class Group:
     def idempotency(self, user_id: int, key: str) -> str:
         """The idempotency record of one user's key."""
         return f"{self.tag}:idem:{user_id}:{key}"
+
+    def idempotency_index(self, user_id: int) -> str:
+        """The user's live idempotency records by expiry: what bounds how many it holds."""
+        return f"{self.tag}:idems:{user_id}"
+
+    def rate(self, user_id: int) -> str:
+        """The user's write-rate bucket (a token bucket in its GCRA form)."""
+        return f"{self.tag}:rate:{user_id}"
 
     def order(self, order_id: str | int) -> str:
         """One order."""

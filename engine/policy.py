@@ -18,12 +18,22 @@ class Policy(msgspec.Struct, frozen=True, kw_only=True):
     charge_unit: int = 10
     balance_max: int = 10_000_000
     idempotency_ttl_s: int = 86_400
+    # Outside the contract, so the engine's own defaults: records a user (or admin) may
+    # hold at once (0: no bound); writes a user may make a second, in bursts of
+    # ``rate_limit_burst`` (0: no limit, the engine's default; the settings turn it on).
+    idempotency_max_per_user: int = 1_000
+    rate_limit_per_s: float = 0.0
+    rate_limit_burst: int = 40
     top_window_hours: int = 72
     top_size: int = 5
 
 
-class Idempotency(msgspec.Struct, frozen=True):
-    """An Idempotency-Key and the fingerprint (method, path, body) of the request it came with."""
+class Idempotency(msgspec.Struct):
+    """An Idempotency-Key and the fingerprint (method, path, body) of the request it came
+    with. The engine sets ``replayed`` on every call that takes it: whether the answer (or
+    the refusal raised) is the key's recorded one, which the API marks
+    ``Idempotent-Replayed: true`` and does not count again."""
 
     key: str
     fingerprint: str
+    replayed: bool = False

@@ -82,25 +82,88 @@ local function next_group_id(seq, field, index, groups)
   return group_id(redis.call('HINCRBY', seq, field, 1), index, groups)
 end
 
--- Idempotency: the record is "fingerprint\ncode\npayload". fp == '' means no key was sent.
-local function idem_replay(key, fp)
-  if fp == '' then return nil end
-  local rec = redis.call('GET', key)
+-- The guards of a user's write, in the order they answer (guard, then idem_store): the
+-- user's write rate, a replay of the Idempotency-Key's record, the bound on the user's
+-- records. `g` holds: rate, the user's bucket <g>:rate:<user>; per_s and burst (per_s 0:
+-- no limit, as on the engine's retries of one request); key, the record
+-- <g>:idem:<user>:<key>; index, the user's <g>:idems:<user>; fp, the fingerprint ('' when
+-- no key was sent); ttl (s); max (records a user may hold; 0: no bound); now (ms).
+-- Outside the contract's rules, so not in tests/engine/model.py but Shop.idempotent's
+-- KEPT.
+
+-- The write rate: a token bucket of `burst` tokens refilled at `per_s` a second, kept in
+-- its GCRA form as one number, the time (ms) at which the bucket would be full again: each
+-- write moves it 1000 / per_s later, and a write that would move it more than `burst`
+-- intervals past now is refused (nothing changes). One GET and one SET; the key expires
+-- when the bucket is full. Nil, or TOO_MANY_REQUESTS with the seconds until a token is back.
+local function rate_limited(g)
+  if g.per_s <= 0 then return nil end
+  local step = 1000 / g.per_s
+  local full = math.max(tonumber(redis.call('GET', g.rate)) or 0, g.now) + step
+  local early = full - g.now - g.burst * step
+  if early > 0 then
+    return fail('TOO_MANY_REQUESTS', 'more than ' .. g.per_s .. ' writes a second (bursts of '
+      .. g.burst .. '); retry later', {retry_after_s = math.ceil(early / 1000)})
+  end
+  redis.call('SET', g.rate, string.format('%.3f', full), 'PX', math.ceil(full - g.now))
+  return nil
+end
+
+-- The record is "fingerprint\ncode\npayload"; its answer comes back with a third element,
+-- 1, that marks it a replay (Idempotent-Replayed). Nil when no record (or no key).
+local function idem_replay(g)
+  if g.fp == '' then return nil end
+  local rec = redis.call('GET', g.key)
   if not rec then return nil end
   local a = string.find(rec, '\n', 1, true)
-  if string.sub(rec, 1, a - 1) ~= fp then
+  if string.sub(rec, 1, a - 1) ~= g.fp then
     return fail('IDEMPOTENCY_KEY_REUSED',
       'this Idempotency-Key was used with another method, path or body')
   end
   local b = string.find(rec, '\n', a + 1, true)
-  return {string.sub(rec, a + 1, b - 1), string.sub(rec, b + 1)}
+  return {string.sub(rec, a + 1, b - 1), string.sub(rec, b + 1), 1}
 end
 
--- SHORT (an order's group holds too few units: engine/allotments.py moves some and calls
--- again) is not an answer to the request, so it is never kept as one.
-local function idem_store(key, fp, ttl, res)
-  if fp ~= '' and res[1] ~= 'SHORT' then
-    redis.call('SET', key, fp .. '\n' .. res[1] .. '\n' .. res[2], 'EX', ttl)
+-- Nil while a new key may run: the user holds fewer than `max` live records (the index
+-- drops expired ones here), else TOO_MANY_REQUESTS with the seconds until the oldest
+-- record expires. Replays never get here, so a user at the bound still gets them.
+local function idem_admit(g)
+  if g.fp == '' or g.max <= 0 then return nil end
+  redis.call('ZREMRANGEBYSCORE', g.index, '-inf', g.now)
+  if redis.call('ZCARD', g.index) < g.max then return nil end
+  local oldest = tonumber(redis.call('ZRANGE', g.index, 0, 0, 'WITHSCORES')[2])
+  return fail('TOO_MANY_REQUESTS', 'you hold ' .. g.max .. ' live Idempotency-Keys; a new '
+    .. 'one is taken once the oldest expires', {retry_after_s =
+    math.max(1, math.ceil((oldest - g.now) / 1000))})
+end
+
+-- What a write answers before it runs, if anything (see above); nil: run it.
+local function guard(g)
+  return rate_limited(g) or idem_replay(g) or idem_admit(g)
+end
+
+-- Stripe's rule: an answer is kept only once the request began to run. Refusals of the
+-- request itself (malformed: 400; naming what does not exist: 404) changed nothing and
+-- are never kept, so a retry under the key runs again; the business rules' refusals
+-- (409: out of stock, insufficient balance...) are outcomes of the state the request ran
+-- against, kept like a success. SHORT, ARCHIVED, ARCHIVED_COUPON and RETRY are not
+-- answers (the engine calls again), nor are TOO_MANY_REQUESTS and STATE_MISSING.
+-- Shop.idempotent's KEPT in tests/engine/model.py lists the same.
+local function idem_kept(code)
+  return code == 'OK' or string.find(' BALANCE_LIMIT_EXCEEDED OUT_OF_STOCK COUPON_NOT_ACTIVE '
+    .. 'COUPON_ALREADY_ISSUED COUPON_SOLD_OUT COUPON_NOT_USABLE INSUFFICIENT_BALANCE '
+    .. 'ORDER_NOT_CANCELLABLE CART_EMPTY ', ' ' .. code .. ' ', 1, true) ~= nil
+end
+
+-- Keep `res` as the key's answer if idem_kept says so, indexed under its expiry (the
+-- index lives as long as its newest record); answers `res`.
+local function idem_store(g, res)
+  if g.fp == '' or not idem_kept(res[1]) then return res end
+  local ms = g.ttl * 1000
+  redis.call('SET', g.key, g.fp .. '\n' .. res[1] .. '\n' .. res[2], 'PX', ms)
+  if g.max > 0 then
+    redis.call('ZADD', g.index, g.now + ms, g.key)
+    redis.call('PEXPIRE', g.index, ms)
   end
   return res
 end
@@ -231,10 +294,11 @@ end
 -- product of a flash sale), its read, its stock write and its two sales writes.
 -- `k` names the group's seq, order_prefix, sales_prefix, window, rolled and outbox, and
 -- holds its index and the number of groups (for group_id). The window is
--- rolled to the current hour first, whatever the orders then do: it only ever moves
--- forward, and every order of the call counts its units into that hour.
-local function open_orders(k, hours)
-  local now = now_ms()
+-- rolled to the current hour (of `now`, read here when nil) first, whatever the orders
+-- then do: it only ever moves forward, and every order of the call counts its units into
+-- that hour.
+local function open_orders(k, hours, now)
+  now = now or now_ms()
   local hour = math.floor(now / 3600000)
   roll_window(k.sales_prefix, k.window, k.rolled, hour, hours)
   local seq = redis.call('HMGET', k.seq, 'order', 'hist')

@@ -12,45 +12,51 @@
 -- KEYS[11] the group's product prefix <g>:product: (its allotments)   KEYS[12] issued coupon prefix <g>:icoupon:
 -- KEYS[13] floor <g>:floor:<user>    KEYS[14] user coupons <g>:ucoupons:<user>
 -- KEYS[15] retention <g>:retention (settle.lua's, for bring_back's window)
+-- KEYS[16] the user's records <g>:idems:<user>   KEYS[17] write-rate bucket <g>:rate:<user>
 -- ARGV[1] user id; ARGV[2] fingerprint or ''; ARGV[3] idempotency TTL s;
 -- ARGV[4] sales window hours; ARGV[5] order id; ARGV[6] the user's group's index;
--- ARGV[7] the number of groups; then only when bringing an order back:
--- ARGV[8] the asked_ms of the ARCHIVED answer; ARGV[9] the order's hash fields as a JSON
--- object, or 'absent' when Postgres has no such order; ARGV[10] the asked_ms of the
--- ARCHIVED_COUPON answer or ''; ARGV[11] its issued coupon's hash fields as a JSON object,
+-- ARGV[7] the number of groups; ARGV[8] most records a user holds (0: no bound);
+-- ARGV[9] writes a second (0: no limit, as on the engine's later calls for one request);
+-- ARGV[10] burst; then only when bringing an order back:
+-- ARGV[11] the asked_ms of the ARCHIVED answer; ARGV[12] the order's hash fields as a JSON
+-- object, or 'absent' when Postgres has no such order; ARGV[13] the asked_ms of the
+-- ARCHIVED_COUPON answer or ''; ARGV[14] its issued coupon's hash fields as a JSON object,
 -- 'absent', or ''
 -- Every key but the marker is of the user's group (engine/keys.py).
 -- Reply: OK <order> | ORDER_NOT_FOUND | ORDER_NOT_CANCELLABLE | IDEMPOTENCY_KEY_REUSED |
---   ARCHIVED {"asked_ms"}, ARCHIVED_COUPON {"asked_ms","issued_coupon_id"} and RETRY (a
---   copy came too late): none is kept as the Idempotency-Key's answer, the engine calls
---   again with what Postgres has
+--   TOO_MANY_REQUESTS {"retry_after_s"} | ARCHIVED {"asked_ms"}, ARCHIVED_COUPON
+--   {"asked_ms","issued_coupon_id"} and RETRY (a copy came too late): none of these three
+--   is kept as the Idempotency-Key's answer, the engine calls again with what Postgres
+--   has; a replay has a third element, 1
 local missing = state_missing(KEYS[1], ARGV[7])
 if missing then return missing end
-local user_id, fp, ttl, hours, oid = ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4]), ARGV[5]
+local user_id, hours, oid = ARGV[1], tonumber(ARGV[4]), ARGV[5]
 local index, groups = tonumber(ARGV[6]), tonumber(ARGV[7])
-local back = ARGV[9]
-
-local replay = idem_replay(KEYS[10], fp)
-if replay then return replay end
-
+local back = ARGV[12]
 local now = now_ms()
+local g = {key = KEYS[10], index = KEYS[16], rate = KEYS[17], fp = ARGV[2],
+  ttl = tonumber(ARGV[3]), max = tonumber(ARGV[8]), per_s = tonumber(ARGV[9]),
+  burst = tonumber(ARGV[10]), now = now}
+
+local early = guard(g)
+if early then return early end
+
 if back and back ~= 'absent' then
   local wait = bring_back({order = KEYS[2], coupons = KEYS[12], user_coupons = KEYS[14],
-    retention = KEYS[15], user_id = user_id}, now, tonumber(ARGV[8]), back, tonumber(ARGV[10]),
-    ARGV[11])
+    retention = KEYS[15], user_id = user_id}, now, tonumber(ARGV[11]), back, tonumber(ARGV[13]),
+    ARGV[14])
   if wait and (wait[1] == 'RETRY' or wait[1] == 'ARCHIVED_COUPON') then return wait end
-  if wait then return idem_store(KEYS[10], fp, ttl, wait) end
+  if wait then return idem_store(g, wait) end
 end
 local o = redis.call('HMGET', KEYS[2], 'json', 'user_id', 'status', 'hour', 'icoupon')
 if not o[1] and not back and archived(KEYS[13], 'o', oid) then
   return {'ARCHIVED', string.format('{"asked_ms":%d}', now)}
 end
 if not o[1] or o[2] ~= user_id then
-  return idem_store(KEYS[10], fp, ttl, fail('ORDER_NOT_FOUND', 'no such order'))
+  return idem_store(g, fail('ORDER_NOT_FOUND', 'no such order'))
 end
 if o[3] ~= 'PAID' then
-  return idem_store(KEYS[10], fp, ttl,
-    fail('ORDER_NOT_CANCELLABLE', 'the order is already cancelled'))
+  return idem_store(g, fail('ORDER_NOT_CANCELLABLE', 'the order is already cancelled'))
 end
 
 local order = cjson.decode(o[1])
@@ -90,4 +96,4 @@ if restored then
   redis.call('HSET', ic, 'status', 'AVAILABLE', 'order_id', '', 'entry', entry)
 end
 redis.call('HSET', KEYS[2], 'json', doc, 'status', 'CANCELLED', 'entry', entry)
-return idem_store(KEYS[10], fp, ttl, ok(doc))
+return idem_store(g, ok(doc))

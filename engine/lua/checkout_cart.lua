@@ -10,26 +10,33 @@
 -- KEYS[12] idempotency record        KEYS[13] cart <g>:cart:<user>
 -- KEYS[14] the group's product prefix <g>:product: (the cart's product ids are only known
 -- here; the group's copies hold its allotments: engine/allotments.py)
+-- KEYS[15] the user's records <g>:idems:<user>   KEYS[16] write-rate bucket <g>:rate:<user>
 -- ARGV[1] user id; ARGV[2] issued coupon id or ''; ARGV[3] fingerprint or '';
 -- ARGV[4] idempotency TTL s; ARGV[5] sales window hours; ARGV[6] the group's index;
--- ARGV[7] the number of groups; ARGV[8..] product id, flag pairs (order_lines in _lib.lua)
--- for the lines the engine moved units for
+-- ARGV[7] the number of groups; ARGV[8] most records a user holds (0: no bound);
+-- ARGV[9] writes a second (0: no limit, as when the engine sends the request again);
+-- ARGV[10] burst; ARGV[11..] product id, flag pairs (order_lines in _lib.lua) for the
+-- lines the engine moved units for
 -- Every key but the marker is of the user's group (engine/keys.py).
--- Reply: OK <order> | CART_EMPTY | the order errors of place_orders.lua, SHORT among them
+-- Reply: OK <order> | CART_EMPTY | the order errors of place_orders.lua, SHORT and
+--   TOO_MANY_REQUESTS among them; a replay has a third element, 1
 local missing = state_missing(KEYS[1], ARGV[7])
 if missing then return missing end
-local user_id, icid, fp, ttl, hours = tonumber(ARGV[1]), ARGV[2], ARGV[3], ARGV[4],
-  tonumber(ARGV[5])
+local user_id, icid, hours = tonumber(ARGV[1]), ARGV[2], tonumber(ARGV[5])
+local now = now_ms()
+local g = {key = KEYS[12], index = KEYS[15], rate = KEYS[16], fp = ARGV[3],
+  ttl = tonumber(ARGV[4]), max = tonumber(ARGV[8]), per_s = tonumber(ARGV[9]),
+  burst = tonumber(ARGV[10]), now = now}
 
-local replay = idem_replay(KEYS[12], fp)
-if replay then return replay end
+local early = guard(g)
+if early then return early end
 
 local flat = redis.call('HGETALL', KEYS[13])
 if #flat == 0 then
-  return idem_store(KEYS[12], fp, ttl, fail('CART_EMPTY', 'the cart is empty'))
+  return idem_store(g, fail('CART_EMPTY', 'the cart is empty'))
 end
 local flags = {}
-for i = 8, #ARGV, 2 do flags[ARGV[i]] = ARGV[i + 1] end
+for i = 11, #ARGV, 2 do flags[ARGV[i]] = ARGV[i + 1] end
 local lines = {}
 for i = 1, #flat, 2 do
   lines[#lines + 1] = {pid = tonumber(flat[i]), qty = tonumber(flat[i + 1]),
@@ -38,9 +45,9 @@ end
 table.sort(lines, function(a, b) return a.pid < b.pid end)
 local c = open_orders({seq = KEYS[4], order_prefix = KEYS[7], sales_prefix = KEYS[8],
   window = KEYS[9], rolled = KEYS[10], outbox = KEYS[11], index = tonumber(ARGV[6]),
-  groups = tonumber(ARGV[7])}, hours)
+  groups = tonumber(ARGV[7])}, hours, now)
 local res = take_order(c, {balance = KEYS[2], history = KEYS[3], user_orders = KEYS[5],
   icoupon = KEYS[6]}, user_id, lines, icid)
 close_orders(c)
 if res[1] == 'OK' then redis.call('DEL', KEYS[13]) end
-return idem_store(KEYS[12], fp, ttl, res)
+return idem_store(g, res)

@@ -4,12 +4,22 @@
 -- KEYS[1] live marker {ro}:live: without it, every reply is STATE_MISSING (engine/state.py)
 -- KEYS[2] seq {ro}:seq   KEYS[3] coupon prefix {ro}:coupon:   KEYS[4] outbox
 -- KEYS[5] transfers {ro}:xfer:out
+-- KEYS[6] the admin's idempotency record {ro}:idem:<admin>:<key>   KEYS[7] the admin's
+-- records {ro}:idems:<admin> (guard in _lib.lua: an admin's creates honour the key too)
 -- ARGV[1] name; ARGV[2] FIXED|PERCENT; ARGV[3] discount value; ARGV[4] total quantity;
 -- ARGV[5] valid_from (epoch ms); ARGV[6] valid_until (epoch ms); ARGV[7] units dealt to
 -- each group; ARGV[8] the number of groups; ARGV[9] the deal's transfer id prefix
--- Reply: OK <coupon> | VALIDATION_ERROR (window is empty)
+-- ARGV[10] fingerprint or ''; ARGV[11] idempotency TTL s; ARGV[12] most records an admin
+-- holds (0: no bound)
+-- Reply: OK <coupon> | VALIDATION_ERROR (window is empty) | IDEMPOTENCY_KEY_REUSED |
+--   TOO_MANY_REQUESTS {"retry_after_s"}; a replay has a third element, 1
 local missing = state_missing(KEYS[1])
 if missing then return missing end
+local now = now_ms()
+local idem = {key = KEYS[6], index = KEYS[7], fp = ARGV[10], ttl = tonumber(ARGV[11]),
+  max = tonumber(ARGV[12]), per_s = 0, now = now}
+local early = guard(idem)
+if early then return early end
 local name, dtype, dvalue, qty = ARGV[1], ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4])
 local from_ms, until_ms = tonumber(ARGV[5]), tonumber(ARGV[6])
 local each, groups = tonumber(ARGV[7]), tonumber(ARGV[8])
@@ -22,7 +32,6 @@ end
 local id = redis.call('HINCRBY', KEYS[2], 'coupon', 1)
 local coupon = {id = id, name = name, discount_type = dtype, discount_value = dvalue,
   total_quantity = qty, remaining = qty, valid_from = iso(from_ms), valid_until = iso(until_ms)}
-local now = now_ms()
 redis.call('HSET', KEYS[3] .. id, 'id', id, 'name', name, 'discount_type', dtype,
   'discount_value', dvalue, 'total_quantity', qty, 'remaining', qty - each * groups,
   'valid_from', coupon.valid_from, 'valid_until', coupon.valid_until,
@@ -33,4 +42,4 @@ for g = 0, groups - 1 do
     .. ' ' .. now)
 end
 emit(KEYS[4], {type = 'coupon.created', at = iso(now), coupon = coupon})
-return ok(cjson.encode(coupon))
+return idem_store(idem, ok(cjson.encode(coupon)))

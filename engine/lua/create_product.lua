@@ -6,17 +6,26 @@
 -- KEYS[1] live marker {ro}:live: without it, every reply is STATE_MISSING (engine/state.py)
 -- KEYS[2] seq {ro}:seq   KEYS[3] catalog index {ro}:products
 -- KEYS[4] product prefix {ro}:product:   KEYS[5] outbox   KEYS[6] transfers {ro}:xfer:out
+-- KEYS[7] the admin's idempotency record {ro}:idem:<admin>:<key>   KEYS[8] the admin's
+-- records {ro}:idems:<admin> (guard in _lib.lua: an admin's creates honour the key too)
 -- ARGV[1] name; ARGV[2] price (won); ARGV[3] initial stock; ARGV[4] units dealt to each
 -- group; ARGV[5] the number of groups; ARGV[6] the deal's transfer id prefix (group i's
 -- transfer is <prefix>:<i>)
--- Reply: OK <product>
+-- ARGV[7] fingerprint or ''; ARGV[8] idempotency TTL s; ARGV[9] most records an admin
+-- holds (0: no bound)
+-- Reply: OK <product> | IDEMPOTENCY_KEY_REUSED | TOO_MANY_REQUESTS {"retry_after_s"}; a
+--   replay has a third element, 1
 local missing = state_missing(KEYS[1])
 if missing then return missing end
+local now = now_ms()
+local idem = {key = KEYS[7], index = KEYS[8], fp = ARGV[7], ttl = tonumber(ARGV[8]),
+  max = tonumber(ARGV[9]), per_s = 0, now = now}
+local early = guard(idem)
+if early then return early end
 local name, price, stock = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
 local each, groups = tonumber(ARGV[4]), tonumber(ARGV[5])
 
 local id = redis.call('HINCRBY', KEYS[2], 'product', 1)
-local now = now_ms()
 redis.call('HSET', KEYS[4] .. id, 'name', name, 'price', price, 'v', 1,
   'stock', stock - each * groups, 'flight', each * groups, 'moves', 1)
 for g = 0, groups - 1 do
@@ -26,4 +35,4 @@ end
 redis.call('ZADD', KEYS[3], id, id)
 local product = {id = id, name = name, price = price, stock = stock}
 emit(KEYS[5], {type = 'product.created', at = iso(now), product = product})
-return ok(cjson.encode(product))
+return idem_store(idem, ok(cjson.encode(product)))

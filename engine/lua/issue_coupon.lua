@@ -7,39 +7,45 @@
 -- KEYS[3] the group's holders <g>:coupon:<id>:holders
 -- KEYS[4] user coupons <g>:ucoupons:<user>   KEYS[5] seq <g>:seq
 -- KEYS[6] outbox   KEYS[7] idempotency record   KEYS[8] issued coupon prefix <g>:icoupon:
+-- KEYS[9] the user's records <g>:idems:<user>   KEYS[10] write-rate bucket <g>:rate:<user>
 -- ARGV[1] user id; ARGV[2] fingerprint or ''; ARGV[3] idempotency TTL s;
 -- ARGV[4] the user's group's index; ARGV[5] the number of groups; ARGV[6] what the engine
 -- learnt moving units into the group: '' (nothing yet), 'absent' (no such coupon) or the
--- units every slot holds together (too few: final); ARGV[7] the coupon's id
+-- units every slot holds together (too few: final); ARGV[7] the coupon's id; ARGV[8] most
+-- records a user holds (0: no bound); ARGV[9] writes a second (0: no limit, as when the
+-- engine sends the request again); ARGV[10] burst
 -- Every key but the marker is of the user's group <g> (engine/keys.py).
 -- Reply: OK <issued coupon> | COUPON_NOT_FOUND | COUPON_NOT_ACTIVE |
---        COUPON_ALREADY_ISSUED | COUPON_SOLD_OUT | IDEMPOTENCY_KEY_REUSED | SHORT (the
---        group holds no copy or no unit: the engine moves some in and calls again)
+--        COUPON_ALREADY_ISSUED | COUPON_SOLD_OUT | IDEMPOTENCY_KEY_REUSED |
+--        TOO_MANY_REQUESTS {"retry_after_s"} | SHORT (the group holds no copy or no unit:
+--        the engine moves some in and calls again); a replay has a third element, 1
 local missing = state_missing(KEYS[1], ARGV[5])
 if missing then return missing end
-local user_id, fp, ttl, flag = tonumber(ARGV[1]), ARGV[2], ARGV[3], ARGV[6]
+local user_id, flag = tonumber(ARGV[1]), ARGV[6]
 local cid = tonumber(ARGV[7])
+local now = now_ms()
+local g = {key = KEYS[7], index = KEYS[9], rate = KEYS[10], fp = ARGV[2],
+  ttl = tonumber(ARGV[3]), max = tonumber(ARGV[8]), per_s = tonumber(ARGV[9]),
+  burst = tonumber(ARGV[10]), now = now}
 
-local replay = idem_replay(KEYS[7], fp)
-if replay then return replay end
+local early = guard(g)
+if early then return early end
 
 local c = redis.call('HMGET', KEYS[2], 'id', 'name', 'discount_type', 'discount_value',
   'remaining', 'valid_from_ms', 'valid_until_ms', 'valid_until')
 if not c[1] and flag == 'absent' then
-  return idem_store(KEYS[7], fp, ttl, fail('COUPON_NOT_FOUND', 'no such coupon'))
+  return idem_store(g, fail('COUPON_NOT_FOUND', 'no such coupon'))
 end
 if not c[1] then return short(cid, 1, 0) end
-local now = now_ms()
 if now < tonumber(c[6]) or now >= tonumber(c[7]) then
-  return idem_store(KEYS[7], fp, ttl,
-    fail('COUPON_NOT_ACTIVE', 'the coupon can only be issued inside its validity window'))
+  return idem_store(g, fail('COUPON_NOT_ACTIVE',
+    'the coupon can only be issued inside its validity window'))
 end
 if redis.call('SISMEMBER', KEYS[3], user_id) == 1 then
-  return idem_store(KEYS[7], fp, ttl,
-    fail('COUPON_ALREADY_ISSUED', 'you already hold this coupon'))
+  return idem_store(g, fail('COUPON_ALREADY_ISSUED', 'you already hold this coupon'))
 end
 if int(c[5]) <= 0 and tonumber(flag) then
-  return idem_store(KEYS[7], fp, ttl, fail('COUPON_SOLD_OUT', 'every coupon is taken'))
+  return idem_store(g, fail('COUPON_SOLD_OUT', 'every coupon is taken'))
 end
 if int(c[5]) <= 0 then return short(cid, 1, 0) end
 
@@ -57,4 +63,4 @@ redis.call('HSET', KEYS[8] .. id, 'id', id, 'coupon_id', c[1], 'user_id', user_i
   'issued_at', issued.issued_at, 'expires_at', c[8], 'expires_ms', c[7], 'order_id', '',
   'entry', entry)
 redis.call('ZADD', KEYS[4], id, id)
-return idem_store(KEYS[7], fp, ttl, ok(cjson.encode(issued)))
+return idem_store(g, ok(cjson.encode(issued)))

@@ -12,56 +12,66 @@
 -- KEYS[5] sales window    KEYS[6] sales rolled               KEYS[7] outbox <g>:outbox
 -- then per order: balance <g>:bal:<user>, history <g>:hist:<user>, user orders
 -- <g>:uorders:<user>, issued coupon <g>:icoupon:<id> (any key when none), idempotency
--- record, and per line the group's copy of the product, <g>:product:<id> (its allotment of
--- the stock: engine/allotments.py).
+-- record <g>:idem:<user>:<key>, the user's records <g>:idems:<user> and write-rate bucket
+-- <g>:rate:<user> (guard in _lib.lua), and per line the group's copy of the product,
+-- <g>:product:<id> (its allotment of the stock: engine/allotments.py).
 -- ARGV[1] idempotency TTL s; ARGV[2] sales window hours; ARGV[3] the group's index;
--- ARGV[4] the number of groups; ARGV[5] number of orders; then per order: user id, issued coupon id or '', fingerprint or '', number of lines,
--- and per line a product id, a quantity and a flag (order_lines in _lib.lua).
--- Reply: a code and a payload per order, in order. Code: OK <order> | STATE_MISSING |
---   VALIDATION_ERROR |
+-- ARGV[4] the number of groups; ARGV[5] number of orders; ARGV[6] most records a user
+-- holds (0: no bound); ARGV[7] a user's writes a second (0: no limit); ARGV[8] burst;
+-- then per order: user id, issued coupon id or '', fingerprint or '', '1' to take a token
+-- of the user's rate ('' for an order the engine sends again: it took one already),
+-- number of lines, and per line a product id, a quantity and a flag (order_lines in
+-- _lib.lua).
+-- Reply: a code, a payload and a replay mark (1 for an Idempotency-Key's replay, else 0)
+--   per order, in order. Code: OK <order> | STATE_MISSING | VALIDATION_ERROR |
 --   PRODUCT_NOT_FOUND | OUT_OF_STOCK | COUPON_NOT_USABLE | INSUFFICIENT_BALANCE |
---   IDEMPOTENCY_KEY_REUSED | SHORT (the group holds too few units of a line's product:
---   the engine moves some in and places the order again), or ERR <message> when the order raised an error (the others
---   of the batch are unaffected; as for a failed single call, it is not replayable).
-local ttl, hours, count = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[5])
+--   IDEMPOTENCY_KEY_REUSED | TOO_MANY_REQUESTS {"retry_after_s"} | SHORT (the group holds
+--   too few units of a line's product: the engine moves some in and places the order
+--   again), or ERR <message> when the order raised an error (the others of the batch are
+--   unaffected; as for a failed single call, it is not replayable).
+local ttl, hours, count = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[5])
+local max, per_s, burst = tonumber(ARGV[6]), tonumber(ARGV[7]), tonumber(ARGV[8])
 local missing = state_missing(KEYS[1], ARGV[4])
 if missing then
   local out = {}
-  for i = 1, count do out[2 * i - 1], out[2 * i] = missing[1], missing[2] end
+  for i = 1, count do
+    out[3 * i - 2], out[3 * i - 1], out[3 * i] = missing[1], missing[2], 0
+  end
   return out
 end
 local c = open_orders({seq = KEYS[2], order_prefix = KEYS[3], sales_prefix = KEYS[4],
   window = KEYS[5], rolled = KEYS[6], outbox = KEYS[7], index = tonumber(ARGV[3]),
   groups = tonumber(ARGV[4])}, hours)
 
-local function one(u, user_id, lines, icid, fp, idem)
-  return idem_replay(idem, fp) or idem_store(idem, fp, ttl, take_order(c, u, user_id, lines,
-    icid))
+local function one(u, user_id, lines, icid, g)
+  return guard(g) or idem_store(g, take_order(c, u, user_id, lines, icid))
 end
 
 -- Nothing in this loop but `one` can raise, and pcall catches what it raises: close_orders
 -- must run, or the next call would hand out the ids this one used.
 local out = {}
-local ki, ai = 8, 6
+local ki, ai = 8, 9
 for _ = 1, count do
-  local user_id, icid, fp, n = tonumber(ARGV[ai]), ARGV[ai + 1], ARGV[ai + 2],
-    tonumber(ARGV[ai + 3]) or 0
+  local user_id, icid, n = tonumber(ARGV[ai]), ARGV[ai + 1], tonumber(ARGV[ai + 4]) or 0
   local u = {balance = KEYS[ki], history = KEYS[ki + 1], user_orders = KEYS[ki + 2],
     icoupon = KEYS[ki + 3]}
-  local idem = KEYS[ki + 4]
-  ki, ai = ki + 5, ai + 4
+  local g = {key = KEYS[ki + 4], index = KEYS[ki + 5], rate = KEYS[ki + 6], fp = ARGV[ai + 2],
+    ttl = ttl, max = max, per_s = ARGV[ai + 3] == '1' and per_s or 0, burst = burst,
+    now = c.now}
+  ki, ai = ki + 7, ai + 5
   local lines = {}
   for j = 1, n do
     lines[j] = {pid = tonumber(ARGV[ai]), qty = tonumber(ARGV[ai + 1]), flag = ARGV[ai + 2],
       key = KEYS[ki]}
     ki, ai = ki + 1, ai + 3
   end
-  local done, res = pcall(one, u, user_id, lines, icid, fp, idem)
+  local done, res = pcall(one, u, user_id, lines, icid, g)
   if not done then
     res = {'ERR', type(res) == 'table' and tostring(res.err) or tostring(res)}
   end
   out[#out + 1] = res[1]
   out[#out + 1] = res[2]
+  out[#out + 1] = res[3] or 0
 end
 close_orders(c)
 return out

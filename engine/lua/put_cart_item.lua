@@ -4,12 +4,17 @@
 -- Rules in plain Python: tests/engine/model.py, Shop.put_cart_item.
 -- KEYS[1] live marker <g>:live (the group's copy): without it, every reply is STATE_MISSING
 -- (engine/state.py)
--- KEYS[2] cart <g>:cart:<user>
--- ARGV[1] product id; ARGV[2] quantity; ARGV[3] most lines a cart may hold
--- Reply: OK <the cart's product id, quantity pairs> | VALIDATION_ERROR (cart full)
+-- KEYS[2] cart <g>:cart:<user>   KEYS[3] write-rate bucket <g>:rate:<user> (guard in _lib)
+-- ARGV[1] product id; ARGV[2] quantity; ARGV[3] most lines a cart may hold;
+-- ARGV[4] the user's writes a second (0: no limit); ARGV[5] burst
+-- Reply: OK <the cart's product id, quantity pairs> | VALIDATION_ERROR (cart full) |
+--   TOO_MANY_REQUESTS {"retry_after_s"}
 local missing = state_missing(KEYS[1])
 if missing then return missing end
 local pid, qty, max_lines = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
+local limited = rate_limited({rate = KEYS[3], per_s = tonumber(ARGV[4]),
+  burst = tonumber(ARGV[5]), now = now_ms()})
+if limited then return limited end
 
 if redis.call('HEXISTS', KEYS[2], pid) == 0 and redis.call('HLEN', KEYS[2]) >= max_lines then
   return fail('VALIDATION_ERROR', 'a cart holds at most ' .. max_lines .. ' products',

@@ -15,6 +15,13 @@ from typing import Any
 
 CHARGE_MIN, CHARGE_MAX, CHARGE_UNIT, BALANCE_MAX = 1_000, 1_000_000, 10, 10_000_000
 MAX_LINES, MAX_QUANTITY, CART_MAX_LINES, TOP_SIZE = 50, 1_000, 50, 5
+# The refusals an Idempotency-Key keeps (idem_kept in engine/lua/_lib.lua): the business
+# rules' outcomes (409). Validation (400) and not found (404) are never kept.
+KEPT = frozenset({
+    "BALANCE_LIMIT_EXCEEDED", "OUT_OF_STOCK", "COUPON_NOT_ACTIVE", "COUPON_ALREADY_ISSUED",
+    "COUPON_SOLD_OUT", "COUPON_NOT_USABLE", "INSUFFICIENT_BALANCE", "ORDER_NOT_CANCELLABLE",
+    "CART_EMPTY",
+})
 
 
 class Rejected(Exception):
@@ -88,7 +95,9 @@ class Shop:
     def idempotent(
         self, user: int, key: str | None, fingerprint: str, run: Callable[[], Any]
     ) -> Any:
-        """Run once per (user, key); replay the first outcome (rejections too)."""
+        """Run once per (user, key); replay the first outcome: a success or a business
+        rule's refusal (KEPT). Stripe's rule: a refusal of the request itself (malformed,
+        or naming what does not exist) changed nothing and is not kept, so a retry runs."""
         if key is None:
             return run()
         record = self.idempotency.get((user, key))
@@ -100,7 +109,8 @@ class Shop:
             outcome: Any = run()
         except Rejected as refused:
             outcome = refused
-        self.idempotency[(user, key)] = (fingerprint, outcome)
+        if not isinstance(outcome, Rejected) or outcome.code in KEPT:
+            self.idempotency[(user, key)] = (fingerprint, outcome)
         return _replay(outcome)
 
     # -- balance -------------------------------------------------------------------------

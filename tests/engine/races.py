@@ -14,7 +14,7 @@ import random
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
-from engine import Engine
+from engine import Engine, Policy
 from engine.errors import EngineError
 
 Outcome = tuple[str, int]  # ("OK" or the error code, amount paid)
@@ -31,7 +31,13 @@ async def _issue(engine: Engine, user: int, coupon_id: int) -> Outcome:
     return "OK", 0
 
 
-OPERATIONS: dict[str, Callable[..., Awaitable[Outcome]]] = {"order": _order, "issue": _issue}
+async def _charge(engine: Engine, user: int, amount: int) -> Outcome:
+    await engine.charge(user, amount)
+    return "OK", 0
+
+
+OPERATIONS: dict[str, Callable[..., Awaitable[Outcome]]] = {
+    "order": _order, "issue": _issue, "charge": _charge}
 
 
 async def _attempt(call: Awaitable[Outcome], jitter_s: float) -> Outcome:
@@ -44,8 +50,9 @@ async def _attempt(call: Awaitable[Outcome], jitter_s: float) -> Outcome:
         return refused.code, 0
 
 
-async def _run_batch(url: str, op: str, batch: Sequence[tuple[Any, ...]], barrier: Any) -> list:
-    engine = Engine(url)
+async def _run_batch(url: str, op: str, batch: Sequence[tuple[Any, ...]], barrier: Any,
+                     policy: dict[str, Any]) -> list:
+    engine = Engine(url, Policy(**policy))
     await engine.load()  # connected and scripts loaded before the start signal
     barrier.wait(timeout=60)
     outcomes = await asyncio.gather(
@@ -55,17 +62,19 @@ async def _run_batch(url: str, op: str, batch: Sequence[tuple[Any, ...]], barrie
 
 
 def worker(url: str, op: str, batch: Sequence[tuple[Any, ...]], barrier: Any,
-           results: Any, index: int) -> None:
+           results: Any, index: int, policy: dict[str, Any]) -> None:
     """Process entry point: run the batch and put ``(index, outcomes)`` on ``results``."""
-    results.put((index, asyncio.run(_run_batch(url, op, batch, barrier))))
+    results.put((index, asyncio.run(_run_batch(url, op, batch, barrier, policy))))
 
 
-def race(url: str, op: str, calls: Sequence[tuple[Any, ...]], processes: int = 4) -> list:
-    """Spread ``calls`` round-robin over ``processes`` processes; outcomes in ``calls`` order."""
+def race(url: str, op: str, calls: Sequence[tuple[Any, ...]], processes: int = 4,
+         policy: dict[str, Any] | None = None) -> list:
+    """Spread ``calls`` round-robin over ``processes`` processes, each engine with
+    ``policy``'s fields (default: the engine's own); outcomes in ``calls`` order."""
     ctx = mp.get_context("spawn")
     barrier, results = ctx.Barrier(processes), ctx.Queue()
     batches = [list(calls[i::processes]) for i in range(processes)]
-    procs = [ctx.Process(target=worker, args=(url, op, batch, barrier, results, i))
+    procs = [ctx.Process(target=worker, args=(url, op, batch, barrier, results, i, policy or {}))
              for i, batch in enumerate(batches)]
     for proc in procs:
         proc.start()

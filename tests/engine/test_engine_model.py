@@ -103,9 +103,14 @@ class EngineVsModel(RuleBasedStateMachine):
     def keyed(self, user: int, key: str | None, fingerprint: str,
               engine_call: Callable[[Idempotency | None], Coroutine[Any, Any, Any]],
               model_call: Callable[[Any], Any]) -> tuple[Outcome, Any]:
-        """An idempotent write: replays must repeat the engine's first answer exactly."""
+        """An idempotent write: replays must repeat the engine's first answer exactly, and
+        the engine must mark them (and nothing else) as replays."""
         idem = None if key is None else Idempotency(key, fingerprint)
-        return self.replayed(user, key, fingerprint, self.call(engine_call(idem)), model_call)
+        record = self.model.idempotency.get((user, key or ""))
+        got = self.call(engine_call(idem))
+        if idem is not None:
+            assert idem.replayed == (record is not None and record[0] == fingerprint)
+        return self.replayed(user, key, fingerprint, got, model_call)
 
     def replayed(self, user: int, key: str | None, fingerprint: str, got: Outcome,
                  model_call: Callable[[Any], Any]) -> tuple[Outcome, Any]:
