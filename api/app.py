@@ -37,6 +37,8 @@ def policy_of(settings: Settings) -> Policy:
         charge_min=settings.charge_min, charge_max=settings.charge_max,
         charge_unit=settings.charge_unit, balance_max=settings.balance_max,
         idempotency_ttl_s=settings.idempotency_ttl_s, top_window_hours=settings.top_window_hours,
+        idempotency_max_per_user=settings.idempotency_max_per_user,
+        rate_limit_per_s=settings.rate_limit_per_s, rate_limit_burst=settings.rate_limit_burst,
     )
 
 

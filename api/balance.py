@@ -7,7 +7,7 @@ from litestar import get, post
 from api.access import Routes
 from api.auth import UserRequest
 from api.docs import charge_schema, operation, problems
-from api.idempotency import idempotency_of
+from api.idempotency import answered, idempotency_of
 from api.inbound import read_body
 from api.requests import ChargeIn, Cursor, Limit, parse
 from engine import Engine
@@ -25,13 +25,13 @@ def routes(engine: Engine) -> Routes:
     @post("/balance/charge", status_code=200,
           operation_class=operation(ChargeIn, idempotent=True,
                                     schema=charge_schema(engine.policy)),
-          responses=problems(400, 401, 409, 413, 422))
+          responses=problems(400, 401, 409, 413, 422, 429))
     async def charge(request: UserRequest) -> Charge:
         """Add money to the caller's balance; honours Idempotency-Key."""
         body = await read_body(request)
         data = parse(ChargeIn, body)
-        return await engine.charge(request.user.user_id, data.amount,
-                                   idempotency_of(request, body))
+        idem = idempotency_of(request, body)
+        return await answered(idem, engine.charge(request.user.user_id, data.amount, idem), 200)
 
     @get("/balance/history", responses=problems(400, 401))
     async def history(

@@ -9,7 +9,7 @@ from litestar import Request, get, post
 from api.access import Routes
 from api.auth import UserRequest
 from api.docs import ANSWER_ID, coupon_schema, link, operation, problems
-from api.idempotency import idempotency_of
+from api.idempotency import answered, idempotency_of
 from api.inbound import read_body
 from api.requests import CouponIn, Cursor, Limit, PathId, parse, positive_id
 from engine import Engine
@@ -33,15 +33,17 @@ def routes(engine: Engine) -> Routes:
     """The coupon endpoints over ``engine``."""
 
     @post("/coupons", status_code=201,
-          operation_class=operation(CouponIn, schema=coupon_schema(),
+          operation_class=operation(CouponIn, idempotent=True, schema=coupon_schema(),
                                     links={201: COUPON_LINKS}),
-          responses=problems(400, 401, 403, 413))
+          responses=problems(400, 401, 403, 413, 422, 429))
     async def create_coupon(request: Request[Any, Any, Any]) -> Coupon:
-        """Define a coupon (admin)."""
-        data = parse(CouponIn, await read_body(request))
-        return await engine.create_coupon(
+        """Define a coupon (admin); honours Idempotency-Key."""
+        body = await read_body(request)
+        data = parse(CouponIn, body)
+        idem = idempotency_of(request, body)
+        return await answered(idem, engine.create_coupon(
             data.name, data.discount_type, data.discount_value, data.total_quantity,
-            data.valid_from, data.valid_until)
+            data.valid_from, data.valid_until, admin_id=request.user.user_id, idem=idem), 201)
 
     @get("/coupons/{coupon_id:str}", operation_class=operation(links={200: COUPON_LINKS}),
          responses=problems(400, 404))
@@ -51,12 +53,13 @@ def routes(engine: Engine) -> Routes:
 
     @post("/coupons/{coupon_id:str}/issue", status_code=201,
           operation_class=operation(idempotent=True, links={201: ISSUED_LINKS}),
-          responses=problems(400, 401, 404, 409, 413, 422))
+          responses=problems(400, 401, 404, 409, 413, 422, 429))
     async def issue_coupon(request: UserRequest, coupon_id: PathId) -> IssuedCoupon:
         """Give the caller one unit of the coupon, once per user; honours Idempotency-Key."""
         cid = positive_id(coupon_id, "coupon_id")
         body = await read_body(request)
-        return await engine.issue_coupon(request.user.user_id, cid, idempotency_of(request, body))
+        idem = idempotency_of(request, body)
+        return await answered(idem, engine.issue_coupon(request.user.user_id, cid, idem), 201)
 
     @get("/users/me/coupons", responses=problems(400, 401))
     async def my_coupons(

@@ -10,6 +10,7 @@ the 48 µs of Python an order took; the direct entrance runs the very same steps
 
 from __future__ import annotations
 
+from collections.abc import Awaitable
 from typing import Any
 
 from litestar import Request, get, post
@@ -21,11 +22,12 @@ from api.answers import Answer
 from api.auth import Authenticator, UserRequest
 from api.docs import ANSWER_ID, link, operation
 from api.docs import problems as documented
-from api.idempotency import idempotency_of
+from api.idempotency import answered, idempotency_of, replayed
 from api.inbound import read_body
 from api.metrics import Metrics
 from api.requests import Cursor, Limit, OrderId, OrderIn, parse
-from engine import Engine
+from engine import Engine, Idempotency
+from engine.errors import EngineError
 from engine.models import Order, Page
 
 ORDERS_PATH = f"{PREFIX}/orders"
@@ -38,15 +40,41 @@ ORDER_LINKS = {
 }
 
 
+async def counted(metrics: Metrics, placing: Awaitable[Order], idem: Idempotency | None
+                  ) -> Order:
+    """Await an order (or checkout), counting it placed or refused by code, unless it is
+    an Idempotency-Key's replay: its first answer was counted."""
+    if idem is None:  # the hot path: no key, nothing to tell apart
+        return await metrics.count_order(placing)
+    try:
+        order = await placing
+    except EngineError as exc:
+        if replayed(idem):
+            raise
+        return await metrics.count_order(_raising(exc))
+    return order if replayed(idem) else await metrics.count_order(_value(order))
+
+
+async def _value(order: Order) -> Order:
+    return order
+
+
+async def _raising(exc: EngineError) -> Order:
+    raise exc
+
+
 async def place(engine: Engine, metrics: Metrics, user_id: int,
                 request: Request[Any, Any, Any]) -> Order:
     """Read and check the body, place the order, count it: the one implementation of
-    POST /orders, for the Litestar handler and the direct entrance alike."""
+    POST /orders, for the Litestar handler and the direct entrance alike (a replay comes
+    back as an Answer marked Idempotent-Replayed)."""
     body = await read_body(request)
     data = parse(OrderIn, body)
-    placing = engine.place_order(user_id, data.lines(), data.issued_coupon_id,
-                                 idempotency_of(request, body))
-    return await metrics.count_order(placing)
+    idem = idempotency_of(request, body)
+    placing = engine.place_order(user_id, data.lines(), data.issued_coupon_id, idem)
+    if idem is None:  # the hot path: one coroutine fewer
+        return await metrics.count_order(placing)
+    return await answered(idem, counted(metrics, placing, idem), 201)
 
 
 def direct(app: ASGIApp, engine: Engine, auth: Authenticator, metrics: Metrics) -> ASGIApp:
@@ -58,7 +86,7 @@ def direct(app: ASGIApp, engine: Engine, auth: Authenticator, metrics: Metrics) 
         request: Request[Any, Any, Any] = Request(scope, receive, send)
         try:
             order = await place(engine, metrics, auth.identify(request).user_id, request)
-            response = Answer(order, status_code=201)
+            response = order if isinstance(order, Answer) else Answer(order, status_code=201)
         except Exception as exc:  # every failure becomes its problem answer, as in Litestar
             response = problems.handle(request, exc)
         await response(scope, receive, send)
@@ -81,7 +109,7 @@ def routes(engine: Engine, metrics: Metrics) -> Routes:
 
     @post("/orders", status_code=201,
           operation_class=operation(OrderIn, idempotent=True, links={201: ORDER_LINKS}),
-          responses=documented(400, 401, 404, 409, 413, 422))
+          responses=documented(400, 401, 404, 409, 413, 422, 429))
     async def place_order(request: UserRequest) -> Order:
         """Take stock of every line, the coupon and the balance in one atomic step, or
         nothing; honours Idempotency-Key."""
@@ -102,12 +130,13 @@ def routes(engine: Engine, metrics: Metrics) -> Routes:
 
     @post("/orders/{order_id:str}/cancel", status_code=200,
           operation_class=operation(idempotent=True, links={200: ORDER_LINKS}),
-          responses=documented(400, 401, 404, 409, 413, 422))
+          responses=documented(400, 401, 404, 409, 413, 422, 429))
     async def cancel_order(request: UserRequest, order_id: OrderId) -> Order:
         """Cancel one of the caller's orders: stock, money and (if still valid) the coupon
         come back; honours Idempotency-Key."""
         body = await read_body(request)
-        return await engine.cancel_order(request.user.user_id, order_id,
-                                         idempotency_of(request, body))
+        idem = idempotency_of(request, body)
+        return await answered(idem, engine.cancel_order(request.user.user_id, order_id, idem),
+                              200)
 
     return Routes(user=[place_order, get_order, list_orders, cancel_order])

@@ -44,6 +44,7 @@ STATUS: dict[str, int] = {
     "IDEMPOTENCY_KEY_IN_FLIGHT": 409,
     "PAYLOAD_TOO_LARGE": 413,
     "IDEMPOTENCY_KEY_REUSED": 422,
+    "TOO_MANY_REQUESTS": 429,  # a user's write rate, or its Idempotency-Key records
     "INTERNAL_ERROR": 500,
     "SERVICE_UNAVAILABLE": 503,
 }
@@ -81,7 +82,7 @@ def problem(code: str, detail: str, status: int | None = None,
 
 
 def _from_engine(exc: EngineError) -> Answer:
-    headers = {"retry-after": "1"} if exc.code == "SERVICE_UNAVAILABLE" else None
+    headers = {"retry-after": str(exc.retry_after_s)} if exc.retry_after_s else None
     if exc.code not in STATUS:  # a script answered a code we do not know: a bug
         log.error("engine answered an unknown code %s: %s", exc.code, exc.detail)
         return problem("INTERNAL_ERROR", "the server failed; this is a bug")

@@ -8,6 +8,7 @@ from litestar import Request, get, patch, post
 
 from api.access import Routes
 from api.docs import ANSWER_ID, link, operation, problems
+from api.idempotency import answered, idempotency_of
 from api.inbound import read_body
 from api.requests import Cursor, Limit, PathId, ProductIn, ProductPatch, parse, positive_id
 from engine import Engine
@@ -45,12 +46,15 @@ def routes(engine: Engine) -> Routes:
         return await engine.product(positive_id(product_id, "product_id"))
 
     @post("/products", status_code=201,
-          operation_class=operation(ProductIn, links={201: PRODUCT_LINKS}),
-          responses=problems(400, 401, 403, 413))
+          operation_class=operation(ProductIn, idempotent=True, links={201: PRODUCT_LINKS}),
+          responses=problems(400, 401, 403, 413, 422, 429))
     async def create_product(request: Request[Any, Any, Any]) -> Product:
-        """Add a product to the catalog (admin)."""
-        data = parse(ProductIn, await read_body(request))
-        return await engine.create_product(data.name, data.price, data.stock)
+        """Add a product to the catalog (admin); honours Idempotency-Key."""
+        body = await read_body(request)
+        data = parse(ProductIn, body)
+        idem = idempotency_of(request, body)
+        return await answered(idem, engine.create_product(
+            data.name, data.price, data.stock, admin_id=request.user.user_id, idem=idem), 201)
 
     @patch("/products/{product_id:str}",
            operation_class=operation(ProductPatch, links={200: PRODUCT_LINKS}),

@@ -121,6 +121,16 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     idempotency_ttl_s: int = 86_400
     top_window_hours: int = 72
 
+    # Bounded idempotency and the write rate (issue 25; engine/lua/_lib.lua, guard).
+    # Live Idempotency-Key records a user (or admin) may hold; a new key past it answers
+    # 429 TOO_MANY_REQUESTS until the oldest expires (0: no bound).
+    idempotency_max_per_user: Annotated[int, Meta(ge=0)] = 1_000
+    # Writes a user may make a second (charge, order, cancel, checkout, cart, coupon
+    # issue), in bursts of rate_limit_burst; past it 429 + Retry-After (0: off). A shopper
+    # never comes near; a script hammering one account does.
+    rate_limit_per_s: Annotated[float, Meta(ge=0)] = 20.0
+    rate_limit_burst: Annotated[int, Meta(ge=1)] = 40
+
     log_level: str = "INFO"
 
     def check_secret(self) -> None:

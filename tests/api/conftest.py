@@ -49,8 +49,10 @@ def api_redis_url(redis_db: Callable[[int], str]) -> str:
 
 @pytest.fixture(scope="session")
 def api_settings(settings: Settings, api_redis_url: str) -> Settings:
-    """The session's settings on the API's database, with the tests' JWT secret."""
-    return settings.replace(redis_url=api_redis_url, jwt_secret=SECRET, log_level="WARNING")
+    """The session's settings on the API's database, with the tests' JWT secret and no write
+    rate limit (tests hammer one account; test_api_idempotency.py serves one with it)."""
+    return settings.replace(redis_url=api_redis_url, jwt_secret=SECRET, log_level="WARNING",
+                            rate_limit_per_s=0)
 
 
 async def _serve(app: Any) -> AsyncIterator[str]:

@@ -5,10 +5,15 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
 
 import httpx
 import pytest
 from actors import assert_problem
+from conftest import rfc3339
+
+from api.app import create_app
 
 
 def key() -> str:
@@ -141,3 +146,122 @@ async def test_a_validation_failure_is_not_recorded(client: httpx.AsyncClient, n
     ok = await client.post("/api/v1/balance/charge", json={"amount": 1_000},
                            headers=user.with_key(k))
     assert ok.status_code == 200
+
+
+# -- issue 25: Stripe's rules, the replay mark, the bound, admin creates ---------------------
+
+
+async def test_a_replay_is_marked_idempotent_replayed_and_a_first_answer_is_not(
+    client: httpx.AsyncClient, funded_user, new_product
+) -> None:
+    user, product = await funded_user(1_000), await new_product(price=1_000)
+    body = {"items": [{"product_id": product["id"], "quantity": 1}]}
+    for k in (key(), key()):  # an order, then a kept refusal (the balance is spent)
+        first = await client.post("/api/v1/orders", json=body, headers=user.with_key(k))
+        again = await client.post("/api/v1/orders", json=body, headers=user.with_key(k))
+        assert "idempotent-replayed" not in first.headers
+        assert again.headers["idempotent-replayed"] == "true"
+        assert (again.status_code, again.content) == (first.status_code, first.content)
+    k = key()
+    charged = [await client.post("/api/v1/balance/charge", json={"amount": 1_000},
+                                 headers=user.with_key(k)) for _ in range(2)]
+    assert [c.headers.get("idempotent-replayed") for c in charged] == [None, "true"]
+
+
+async def test_a_cancel_of_an_order_that_does_not_exist_keeps_no_record(
+    client: httpx.AsyncClient, new_user
+) -> None:
+    user, k = new_user(), key()
+    missing = await client.post("/api/v1/orders/999999999999/cancel", headers=user.with_key(k))
+    assert_problem(missing, 404, "ORDER_NOT_FOUND")
+    # Nothing kept under the key: another request may use it (no 422).
+    charged = await client.post("/api/v1/balance/charge", json={"amount": 1_000},
+                                headers=user.with_key(k))
+    assert charged.status_code == 200 and "idempotent-replayed" not in charged.headers
+
+
+@pytest.mark.parametrize("path", ["/api/v1/admin/products", "/api/v1/admin/coupons"])
+async def test_a_retried_admin_create_under_one_key_creates_once(
+    client: httpx.AsyncClient, admin, path: str
+) -> None:
+    now = datetime.now(UTC)
+    body = {"name": "once", "price": 1_000, "stock": 7} if "products" in path else {
+        "name": "once", "discount_type": "FIXED", "discount_value": 500, "total_quantity": 7,
+        "valid_from": rfc3339(now - timedelta(hours=1)),
+        "valid_until": rfc3339(now + timedelta(hours=1))}
+    k = key()
+    first = await client.post(path, json=body, headers=admin.with_key(k))
+    again = await client.post(path, json=body, headers=admin.with_key(k))
+    assert first.status_code == again.status_code == 201, first.text
+    assert again.json() == first.json() and again.headers["idempotent-replayed"] == "true"
+    other = await client.post(path, json=body, headers=admin.headers)  # no key: a new one
+    assert other.json()["id"] == first.json()["id"] + 1
+    changed = await client.post(path, json={**body, "name": "twice"}, headers=admin.with_key(k))
+    assert_problem(changed, 422, "IDEMPOTENCY_KEY_REUSED")
+
+
+@pytest.fixture(scope="module")
+async def bounded(serve_app, api_settings) -> AsyncIterator[httpx.AsyncClient]:
+    """An API whose users hold at most 2 live records and write twice, then once in
+    1000 s (no token comes back during a test)."""
+    settings = api_settings.replace(idempotency_max_per_user=2, rate_limit_per_s=0.001,
+                                    rate_limit_burst=4)
+    async for url in serve_app(create_app(settings)):
+        async with httpx.AsyncClient(base_url=url, timeout=30) as http:
+            yield http
+
+
+async def test_a_new_key_past_the_bound_is_429_with_retry_after_and_a_replay_still_works(
+    bounded: httpx.AsyncClient, new_user
+) -> None:
+    user, keys = new_user(), [key(), key(), key()]
+    for k in keys[:2]:
+        ok = await bounded.post("/api/v1/balance/charge", json={"amount": 1_000},
+                                headers=user.with_key(k))
+        assert ok.status_code == 200
+    over = await bounded.post("/api/v1/balance/charge", json={"amount": 1_000},
+                              headers=user.with_key(keys[2]))
+    doc = assert_problem(over, 429, "TOO_MANY_REQUESTS")
+    assert 86_390 <= int(over.headers["retry-after"]) <= 86_400
+    assert doc["context"]["retry_after_s"] == int(over.headers["retry-after"])
+    again = await bounded.post("/api/v1/balance/charge", json={"amount": 1_000},
+                               headers=user.with_key(keys[0]))
+    assert again.status_code == 200 and again.headers["idempotent-replayed"] == "true"
+    assert await balance(bounded, user) == 2_000
+
+
+async def test_writes_past_the_users_rate_are_429_with_retry_after(
+    bounded: httpx.AsyncClient, new_user
+) -> None:
+    user, other = new_user(), new_user()
+    answers = [await bounded.post("/api/v1/balance/charge", json={"amount": 1_000},
+                                  headers=user.headers) for _ in range(6)]
+    assert [a.status_code for a in answers] == [200] * 4 + [429] * 2
+    assert_problem(answers[-1], 429, "TOO_MANY_REQUESTS")
+    assert answers[-1].headers["retry-after"] == "1000"
+    put = await bounded.put("/api/v1/cart/items/1", json={"quantity": 1}, headers=user.headers)
+    assert put.status_code in (404, 429)  # the product is checked first: no token for a 404
+    assert await balance(bounded, user) == 4_000  # reads are never limited
+    assert (await bounded.post("/api/v1/balance/charge", json={"amount": 1_000},
+                               headers=other.headers)).status_code == 200
+
+
+async def test_a_replay_is_not_counted_as_placed(
+    serve_app, api_settings, new_user, admin
+) -> None:
+    """The orders-placed counter (and the console's tallies, fed by the same count) counts
+    an order once, however often its key is replayed; a refusal too."""
+    async for url in serve_app(create_app(api_settings)):
+        async with httpx.AsyncClient(base_url=url, timeout=30) as http:
+            user = new_user()
+            made = (await http.post("/api/v1/admin/products", headers=admin.headers,
+                                    json={"name": "p", "price": 1_000, "stock": 9})).json()
+            await http.post("/api/v1/balance/charge", json={"amount": 1_000},
+                            headers=user.headers)
+            body = {"items": [{"product_id": made["id"], "quantity": 1}]}
+            for k in (key(), key()):  # placed, then INSUFFICIENT_BALANCE; each thrice
+                for _ in range(3):
+                    await http.post("/api/v1/orders", json=body, headers=user.with_key(k))
+            scraped = (await http.get("/metrics")).text
+    assert "rushorder_orders_placed_total 1.0" in scraped
+    assert 'rushorder_orders_rejected_total{code="INSUFFICIENT_BALANCE"} 1.0' in scraped
