@@ -23,6 +23,9 @@ from rushorder.settings import Settings
 # Servers: one private Redis and one private Postgres per test session, on free ports in
 # a temp dir, stopped at session end. Set RUSHORDER_TEST_REDIS_URL /
 # RUSHORDER_TEST_DATABASE_URL to point the suite at servers of your own instead.
+# Like `make up`'s, they are closed to other local users (rushorder/servers.py): Redis asks
+# for a password, Postgres for SCRAM ones, so every URL handed out here carries its
+# password; a test that connects by host and port alone is refused.
 #
 # RUSHORDER_TEST_CLUSTER=1 (`make test-cluster`) runs the suite on cluster-enabled Redis
 # servers that hold every slot, where keys of two slots in one script or command fail with
