@@ -82,7 +82,8 @@ def create_app(settings: Settings, engine: Engine | None = None) -> Litestar:
     auth = Authenticator(settings.jwt_secret)
     api = [balance.routes(engine), products.routes(engine), coupons.routes(engine),
            orders.routes(engine, metrics), cart.routes(engine, metrics)]
-    ops = console.routes(engine, auth, settings.redis_memory_high_water_mb * MB)
+    ops = console.routes(engine, auth, settings.redis_memory_high_water_mb * MB,
+                         policy=console.SessionPolicy.of(settings))
     app = Litestar(
         route_handlers=[*routers(api, auth), *health.routes(engine, settings, metrics), *ops],
         lifespan=[_lifespan(engine, owned, metrics)],

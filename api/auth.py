@@ -6,19 +6,17 @@ it happens before the body is read (auth wins over validation) and costs one cal
 guards would do the same job, but Litestar copies the route handler for every guard call
 (~17 µs a request here).
 
-The operators' console (``api/console.py``) also takes the admin token from an HttpOnly
-cookie that its login form sets, so that the page never holds it. A browser sends a cookie
-with requests that other sites make it send, so a request authenticated by the cookie that
-changes something (the replay) must also carry ``X-CSRF-Token``: an HMAC of the token under
-the server's secret, which the login puts in a second cookie that only the console's own
-page can read (double submit; both cookies are ``SameSite=Strict`` besides). A bearer
-header needs none of this: browsers never add one on their own.
+The operators' console (``api/console.py``) logs in with an admin token once and then
+goes by a server-side session (``api/sessions.py``); the page never holds the token.
+
+A refused token is told in plain words (``token expired``, ``token signature does not
+match``, ``malformed token``...), never in the library's (``Invalid crypto padding``), and
+its times (``exp``, ``nbf``, ``iat``) are checked by our own rule, so that no signed token,
+however absurd its claims (``exp = 10**400``), is anything but a 401.
 """
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import time
 from typing import Any
 
@@ -32,11 +30,7 @@ from engine.limits import ID
 from rushorder.tokens import ALGORITHM, CLAIMS
 
 MAX_TOKEN = 4096
-_CHALLENGE = {"WWW-Authenticate": 'Bearer realm="rushorder"'}
-TOKEN_COOKIE = "rushorder_console"  # HttpOnly: the admin token of the console's login
-CSRF_COOKIE = "rushorder_console_csrf"  # readable by the console's page: csrf_of(token)
-CSRF_HEADER = b"x-csrf-token"
-SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+CHALLENGE = {"WWW-Authenticate": 'Bearer realm="rushorder"'}
 TIME_CLAIMS = ("exp", "nbf", "iat")
 LAST_SECOND = 253_402_300_799  # 9999-12-31T23:59:59Z: the last second every store holds
 EXPIRED = "token expired"
@@ -52,7 +46,7 @@ class Identity(msgspec.Struct, frozen=True):
 
 
 def _unauthorized(detail: str) -> NotAuthorizedException:
-    return NotAuthorizedException(detail=detail, headers=_CHALLENGE)
+    return NotAuthorizedException(detail=detail, headers=CHALLENGE)
 
 
 def _plain(error: jwt.PyJWTError) -> str:
@@ -162,37 +156,6 @@ class Authenticator:
     async def admin(self, request: Request[Any, Any, Any]) -> None:
         """``before_request`` hook: a valid token with role admin."""
         identity = self.identify(request)
-        if not identity.admin:
-            raise PermissionDeniedException(detail="this needs role admin")
-        request.scope["user"] = identity
-
-    def csrf_of(self, token: str | bytes) -> str:
-        """The console's CSRF token for a login token: only this server can make it."""
-        raw = token.encode() if isinstance(token, str) else token
-        return hmac.new(self._secret.encode(), b"rushorder console csrf\n" + raw,
-                        hashlib.sha256).hexdigest()
-
-    def _from_cookie(self, request: Request[Any, Any, Any]) -> Identity:
-        """The caller of a request that brought the console's cookie instead of a header;
-        a request that changes something must prove it came from the console's page."""
-        token = request.cookies.get(TOKEN_COOKIE)
-        if not token:
-            raise _unauthorized("Authorization: a bearer token (or the console's login "
-                                "cookie) is required")
-        identity = self.verify(token.encode())
-        if request.method not in SAFE_METHODS:
-            sent = header(request, CSRF_HEADER) or b""
-            if not hmac.compare_digest(sent, self.csrf_of(token).encode()):
-                raise PermissionDeniedException(
-                    detail=f"{CSRF_HEADER.decode()}: missing or wrong (send the value of "
-                           f"the {CSRF_COOKIE} cookie)")
-        return identity
-
-    async def console_admin(self, request: Request[Any, Any, Any]) -> None:
-        """``before_request`` hook of the console's feed and replay: an admin's bearer
-        token, or the console's login cookie (with its CSRF token on a POST)."""
-        has_header = header(request, b"authorization") is not None
-        identity = self.identify(request) if has_header else self._from_cookie(request)
         if not identity.admin:
             raise PermissionDeniedException(detail="this needs role admin")
         request.scope["user"] = identity

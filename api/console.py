@@ -3,9 +3,10 @@
 * ``GET /ops`` serves the page (``api/static/``: one HTML file, one script, one style
   sheet, package data of ``api``; no build step, nothing loaded from elsewhere). It is
   public but shows only a login form until the feed answers: the form posts an admin token
-  to ``POST /ops/login``, which sets the console's cookies (``api/auth.py``, with the CSRF
-  token the replay needs); ``POST /ops/logout`` drops them.
-* ``GET /api/v1/admin/ops`` is the feed (an admin's bearer token, or the cookie), read
+  to ``POST /ops/login``, which opens a session kept in Redis and sets its cookies
+  (``api/sessions.py``: the HttpOnly session id and the CSRF token the replay needs);
+  ``POST /ops/logout`` ends the session.
+* ``GET /api/v1/admin/ops`` is the feed (an admin's bearer token, or the session), read
   anew on every call: orders placed and refused per second over the last minutes and the
   order route's latency, from the tallies every API process adds to Redis each second
   (``api/metrics.py`` -> ``engine/console.py``: the same counts as ``/metrics``, summed over
@@ -30,20 +31,18 @@ from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
 from importlib import resources
 from typing import Annotated, Any, TypeVar
-from urllib.parse import parse_qs
 
 import msgspec
 from litestar import Request, Router, get, post
-from litestar.exceptions import HTTPException, PermissionDeniedException
 from litestar.handlers import HTTPRouteHandler
 from litestar.params import PathParameter
 
 from api.access import PREFIX
 from api.answers import Answer
-from api.auth import CSRF_COOKIE, TOKEN_COOKIE, Authenticator, Identity
-from api.inbound import header, read_body
+from api.auth import Authenticator
 from api.metrics import BUCKETS, ORDER_ROUTE
 from api.problems import problem
+from api.sessions import SessionPolicy, Sessions
 from engine import Engine
 from engine.console import DeadLetterSummary
 from engine.errors import StateMissing
@@ -59,7 +58,6 @@ LATENCY_S = 10  # p50/p99 of the order route over the last complete seconds
 PICKUP_S = 5.0  # a replay nobody took by then is withdrawn: no forwarder listens
 ANSWER_WAIT_S = 20.0  # then the replay answers 202, still running
 POLL_S = 0.1
-COOKIE_MAX_S = 12 * 3600
 STATIC = ("ops.html", "ops.js", "ops.css")
 MEDIA = {"html": "text/html; charset=utf-8", "js": "text/javascript; charset=utf-8",
          "css": "text/css; charset=utf-8"}
@@ -366,49 +364,16 @@ def static_files() -> dict[str, bytes]:
     return {name: (folder / name).read_bytes() for name in STATIC}
 
 
-def cookie(name: str, value: str, max_age: int, *, http_only: bool, secure: bool) -> str:
-    """A Set-Cookie value of the console's (``SameSite=Strict``: never sent cross-site)."""
-    flags = ["Path=/", f"Max-Age={max_age}", "SameSite=Strict"]
-    flags += ["HttpOnly"] if http_only else []
-    flags += ["Secure"] if secure else []
-    return "; ".join([f"{name}={value}", *flags])
-
-
-def token_of(body: bytes, content_type: bytes) -> tuple[str, bool]:
-    """The token a login sent, and whether it came from a plain HTML form."""
-    form = content_type.startswith(b"application/x-www-form-urlencoded")
-    try:
-        if form:
-            token = parse_qs(body.decode(), max_num_fields=4).get("token", [""])[0]
-        else:
-            token = msgspec.json.decode(body, type=dict[str, str]).get("token", "")
-    except (ValueError, msgspec.MsgspecError):
-        raise HTTPException(status_code=400, detail="body: {\"token\": \"...\"}") from None
-    if not token.strip():
-        raise HTTPException(status_code=400, detail="token: required")
-    return token.strip(), form
-
-
-def login_answer(auth: Authenticator, token: str, identity: Identity, form: bool,
-                 secure: bool) -> Answer:
-    """The login's answer: both cookies set, then the page (a form) or who logged in."""
-    max_age = max(1, int(min(identity.expires_at - time.time(), COOKIE_MAX_S)))
-    cookies = [cookie(TOKEN_COOKIE, token, max_age, http_only=True, secure=secure),
-               cookie(CSRF_COOKIE, auth.csrf_of(token), max_age, http_only=False,
-                      secure=secure)]
-    if form:
-        return Answer(None, status_code=303, headers={"location": "/ops"}, cookies=cookies)
-    return Answer({"user_id": identity.user_id, "expires_in_s": max_age}, cookies=cookies)
-
-
-def page_routes(auth: Authenticator) -> list[HTTPRouteHandler]:
+def page_routes(sessions: Sessions) -> list[HTTPRouteHandler]:
     """The page, its two files, the login and the logout (public)."""
     files = static_files()
 
     @get("/ops", include_in_schema=False)
-    async def page() -> Answer:
-        """The console (a login form until the feed answers)."""
-        return Answer(files["ops.html"], media_type=MEDIA["html"], headers=PAGE_HEADERS)
+    async def page(request: Request[Any, Any, Any]) -> Answer:
+        """The console (a login form until the feed answers), with a pre-login CSRF
+        token for its login if the browser has none."""
+        return Answer(files["ops.html"], media_type=MEDIA["html"], headers=PAGE_HEADERS,
+                      cookies=sessions.page_cookies(request))
 
     @get("/ops/{name:str}", include_in_schema=False)
     async def asset(name: FileName) -> Answer:
@@ -420,28 +385,22 @@ def page_routes(auth: Authenticator) -> list[HTTPRouteHandler]:
 
     @post("/ops/login", include_in_schema=False, status_code=200)
     async def login(request: Request[Any, Any, Any]) -> Answer:
-        """Check an admin token and keep it in the console's HttpOnly cookie."""
-        token, form = token_of(await read_body(request, 8192),
-                               header(request, b"content-type") or b"")
-        identity = auth.verify(token.encode())
-        if not identity.admin:
-            raise PermissionDeniedException(detail="the console needs a token with role admin")
-        return login_answer(auth, token, identity, form, request.scope["scheme"] == "https")
+        """Check an admin token and open a console session (its id in an HttpOnly cookie)."""
+        return await sessions.login(request)
 
     @post("/ops/logout", include_in_schema=False, status_code=200)
-    async def logout() -> Answer:
-        """Forget the console's cookies."""
-        gone = [cookie(name, "", 0, http_only=name == TOKEN_COOKIE, secure=False)
-                for name in (TOKEN_COOKIE, CSRF_COOKIE)]
-        return Answer({"status": "logged out"}, cookies=gone)
+    async def logout(request: Request[Any, Any, Any]) -> Answer:
+        """End the console's session."""
+        return await sessions.logout(request)
 
     return [page, asset, login, logout]
 
 
 def routes(engine: Engine, auth: Authenticator, high_water: int, *,
-           pickup_s: float = PICKUP_S, wait_s: float = ANSWER_WAIT_S,
-           ) -> list[HTTPRouteHandler | Router]:
+           policy: SessionPolicy | None = None, pickup_s: float = PICKUP_S,
+           wait_s: float = ANSWER_WAIT_S) -> list[HTTPRouteHandler | Router]:
     """The console's page (public) and its feed and replay (admin only)."""
+    sessions = Sessions(engine.console, auth, policy or SessionPolicy())
 
     @get("/", include_in_schema=False)
     async def ops_feed() -> Answer:
@@ -454,5 +413,5 @@ def routes(engine: Engine, auth: Authenticator, high_water: int, *,
         return await replay(engine, pickup_s, wait_s)
 
     admin = Router(f"{PREFIX}/admin/ops", route_handlers=[ops_feed, ops_replay],
-                   before_request=auth.console_admin, include_in_schema=False)
-    return [*page_routes(auth), admin]
+                   before_request=sessions.admin, include_in_schema=False)
+    return [*page_routes(sessions), admin]

@@ -8,14 +8,19 @@
 * **Heartbeats** of the worker processes (``engine/heartbeat.py``).
 * **Dead letters**: how many, and the oldest few.
 * **Replay requests** for a platform forwarder (``engine/replays.py``).
+* **Login sessions** of the console's page (``api/sessions.py``): one string per session,
+  ``{ro}:ops:session:<sha256 of its id>``, expiring with the login.
 
 Reads need no live state (like the gauges: the console must show a Redis that lost it);
-every write goes through a script that refuses without it.
+every write of the tallies and replays goes through a script that refuses without it.
+Sessions are plain commands on one key each, without the marker: they are not the shop's
+state, and an operator must be able to log in to a Redis that lost its data to see so.
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 from collections.abc import Mapping
 from typing import Any
 
@@ -42,6 +47,22 @@ class DeadLetterSummary(msgspec.Struct, frozen=True, kw_only=True):
     event_id: str | None
     error: str
     attempts: int
+
+
+class ConsoleSession(msgspec.Struct, frozen=True, kw_only=True):
+    """A console login as Redis keeps it: whose it is, its CSRF token, when it ends."""
+
+    user_id: int  # the admin who logged in
+    csrf: str  # what a request that changes something must send back (X-CSRF-Token)
+    expires_at: float  # epoch seconds (the key's TTL says the same to Redis)
+
+
+_SESSION = msgspec.json.Decoder(ConsoleSession)
+
+
+def session_key(session_id: str) -> str:
+    """The key of a session: the id is hashed, so Redis holds nothing a browser can send."""
+    return keys.ops_session(hashlib.sha256(session_id.encode()).hexdigest())
 
 
 class _Kind(msgspec.Struct):
@@ -135,3 +156,21 @@ class Console:
     async def withdraw_replay(self, request_id: str) -> bool:
         """Take a request nobody took back out of the queue; False if a forwarder has it."""
         return bool(await self.conn.execute("LREM", keys.OPS_REPLAY_ASKED, 0, request_id))
+
+    async def open_session(self, session_id: str, session: ConsoleSession,
+                           ttl_ms: int) -> None:
+        """Keep a new login for ``ttl_ms``."""
+        await self.conn.execute("SET", session_key(session_id), msgspec.json.encode(session),
+                                "PX", ttl_ms)
+
+    async def session(self, session_id: str) -> ConsoleSession | None:
+        """A live login, or None (unknown, expired, logged out or unreadable)."""
+        raw = await self.conn.execute("GET", session_key(session_id))
+        try:
+            return None if raw is None else _SESSION.decode(raw)
+        except msgspec.MsgspecError:
+            return None
+
+    async def close_session(self, session_id: str) -> bool:
+        """End a login at once (a logout); False if there was none."""
+        return bool(await self.conn.execute("DEL", session_key(session_id)))

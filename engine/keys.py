@@ -48,6 +48,7 @@ Catalog keys (``{ro}``):
 | {ro}:ops:workers | hash | worker process (host:pid) -> its last heartbeat (JSON) |
 | {ro}:ops:replay:asked | list | ids of replay requests from the console, for a platform forwarder |
 | {ro}:ops:replay:<id> | string | a replay request's state and answer (JSON); 10 min TTL |
+| {ro}:ops:session:<sha256> | string | a console login: admin, CSRF token (JSON); 8 h TTL |
 
 Group keys (``<g>`` is the group's hash tag, :func:`group_tag`: ``{g0}``, ``{g1.3}``...):
 
@@ -317,3 +318,13 @@ def ops_second(second: int) -> str:
 def ops_replay(request_id: str) -> str:
     """One replay request's state and answer."""
     return f"{TAG}:ops:replay:{request_id}"
+
+
+# The console's login sessions (engine/console.py, api/sessions.py): named after the
+# SHA-256 of the session id, so that what Redis holds is no cookie anyone can send.
+OPS_SESSION_PREFIX = f"{TAG}:ops:session:"
+
+
+def ops_session(digest: str) -> str:
+    """One console session, by the SHA-256 (hex) of its id."""
+    return f"{OPS_SESSION_PREFIX}{digest}"

@@ -131,6 +131,16 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     rate_limit_per_s: Annotated[float, Meta(ge=0)] = 20.0
     rate_limit_burst: Annotated[int, Meta(ge=1)] = 40
 
+    # The console's login sessions (issue 25; api/sessions.py). A login lasts this long at
+    # most (never past its admin token's exp), kept in Redis and ended by a logout.
+    console_session_s: Annotated[int, Meta(ge=60, le=86_400)] = 28_800
+    # Comma-separated addresses or networks (10.0.0.0/8) of the TLS proxies in front of the
+    # API whose X-Forwarded-Proto is believed (the console's cookie is then Secure); none
+    # by default: a client could claim https itself.
+    trusted_proxies: str = ""
+    # Always mark the console's cookies Secure (behind a TLS proxy that says nothing).
+    console_secure_cookie: bool = False
+
     log_level: str = "INFO"
 
     def check_secret(self) -> None:

@@ -6,6 +6,7 @@
   const FEED = "/api/v1/admin/ops";
   const REPLAY = FEED + "/replay";
   const EVERY_MS = 1000;
+  // Readable by this page only: the pre-login token, then the session's (api/sessions.py).
   const CSRF_COOKIE = "rushorder_console_csrf";
   const COLOURS = ["#f85149", "#d29922", "#a371f7", "#db61a2", "#79c0ff", "#ffa657"];
   const PLACED_COLOUR = "#3fb950";
@@ -300,7 +301,7 @@
     $("login-error").textContent = "";
     const response = await fetch("/ops/login", {
       method: "POST", credentials: "same-origin",
-      headers: { "content-type": "application/json" },
+      headers: { "content-type": "application/json", "x-csrf-token": csrf() },
       body: JSON.stringify({ token: $("token").value.trim() }),
     });
     if (!response.ok) {
@@ -312,7 +313,9 @@
   }
 
   async function logout() {
-    await fetch("/ops/logout", { method: "POST", credentials: "same-origin" });
+    await fetch("/ops/logout", {
+      method: "POST", credentials: "same-origin", headers: { "x-csrf-token": csrf() },
+    });
     clearTimeout(timer);
     view(false);
     status("signed out");

@@ -1,10 +1,14 @@
 """The operators' console over HTTP: its feed counts what was really placed and refused,
-summed over API processes; only admins get it (bearer or the login's cookie, with CSRF on
-the replay); the page loads nothing but its own files; a replay goes to a forwarder."""
+summed over API processes; only admins get it (bearer, or a server-side session opened by
+the login, with CSRF on the replay); a logout revokes the session; login and logout refuse
+other origins and missing CSRF tokens; the cookie is Secure over TLS or behind a trusted
+proxy; the page loads nothing but its own files; a replay goes to a forwarder."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import hashlib
 import re
 import threading
 import time
@@ -16,11 +20,12 @@ import pytest
 import redis
 from actors import Actor, assert_problem
 from conftest import SECRET
+from litestar.testing import AsyncTestClient
 
 from api.app import create_app
-from api.auth import CSRF_COOKIE, TOKEN_COOKIE, Authenticator
 from api.console import quantile
-from engine import replays, state
+from api.sessions import CSRF_COOKIE, SESSION_COOKIE
+from engine import keys, replays, state
 from engine.replays import ReplayState
 from rushorder.settings import Settings
 
@@ -62,6 +67,39 @@ def people() -> tuple[Actor, Actor]:
 def cookie_client(client: httpx.AsyncClient, cookies: dict[str, str]) -> httpx.AsyncClient:
     """A client of the same API that sends these cookies, as a browser would."""
     return httpx.AsyncClient(base_url=str(client.base_url), cookies=cookies, timeout=30)
+
+
+def origin_of(client: httpx.AsyncClient) -> str:
+    """The console's origin as a browser names it: scheme://host:port."""
+    return str(client.base_url).rstrip("/")
+
+
+@contextlib.asynccontextmanager
+async def browser_of(client: httpx.AsyncClient) -> AsyncIterator[httpx.AsyncClient]:
+    """A browser on the console's page: a client of the same API that keeps cookies, with
+    the pre-login CSRF token that loading /ops gives."""
+    async with httpx.AsyncClient(base_url=str(client.base_url), timeout=30) as browser:
+        assert (await browser.get("/ops")).status_code == 200
+        assert browser.cookies.get(CSRF_COOKIE)
+        yield browser
+
+
+async def log_in(browser: httpx.AsyncClient, token: str, **extra: Any) -> httpx.Response:
+    """The page's login: its origin, its CSRF token, the admin token."""
+    headers = {"Origin": origin_of(browser),
+               "X-CSRF-Token": browser.cookies.get(CSRF_COOKIE) or ""} | extra
+    return await browser.post("/ops/login", json={"token": token}, headers=headers)
+
+
+def set_cookies(resp: httpx.Response) -> dict[str, str]:
+    """The Set-Cookie headers of an answer, by cookie name."""
+    return {c.split("=", 1)[0]: c for c in resp.headers.get_list("set-cookie")}
+
+
+def session_keys(url: str) -> list[bytes]:
+    """The console sessions Redis holds."""
+    with redis.Redis.from_url(url) as client:
+        return sorted(client.scan_iter(match=keys.OPS_SESSION_PREFIX + "*"))
 
 
 async def feed_when(client: httpx.AsyncClient, admin: Actor,
@@ -137,32 +175,167 @@ async def test_the_feed_and_the_replay_need_an_admin(
                        401, "UNAUTHORIZED")
         assert_problem(await client.request(method, path, headers=user.headers), 403,
                        "FORBIDDEN")
-        async with cookie_client(client, {TOKEN_COOKIE: user.token}) as with_cookie:
-            assert_problem(await with_cookie.request(method, path), 403, "FORBIDDEN")
+        # The cookie is a session id now, never a token: an admin's own JWT in it is refused.
+        async with cookie_client(client, {SESSION_COOKIE: admin.token}) as with_cookie:
+            assert_problem(await with_cookie.request(method, path), 401, "UNAUTHORIZED")
     assert (await client.get("/api/v1/admin/ops", headers=admin.headers)).status_code == 200
 
 
-async def test_the_login_keeps_only_an_admin_token_in_an_http_only_cookie(
-    two_apis: list[httpx.AsyncClient], people: tuple[Actor, Actor],
+async def test_a_login_opens_a_server_side_session_in_an_http_only_strict_cookie(
+    two_apis: list[httpx.AsyncClient], people: tuple[Actor, Actor], console_url: str,
 ) -> None:
-    client, (admin, user) = two_apis[0], people
-    refused = await client.post("/ops/login", json={"token": user.token})
-    assert_problem(refused, 403, "FORBIDDEN")
-    assert_problem(await client.post("/ops/login", json={"token": "forged"}), 401, "UNAUTHORIZED")
-    assert "set-cookie" not in refused.headers
-    resp = await client.post("/ops/login", json={"token": admin.token})
-    assert resp.status_code == 200, resp.text
-    token_cookie, csrf_cookie = resp.headers.get_list("set-cookie")
-    assert token_cookie.startswith(f"{TOKEN_COOKIE}={admin.token};")
-    assert "HttpOnly" in token_cookie and "SameSite=Strict" in token_cookie
-    assert csrf_cookie.startswith(f"{CSRF_COOKIE}=") and "HttpOnly" not in csrf_cookie
-    form = await client.post("/ops/login", data={"token": admin.token})
-    assert form.status_code == 303 and form.headers["location"] == "/ops"
-    with_cookie = httpx.AsyncClient(base_url=str(client.base_url), cookies=resp.cookies)
-    async with with_cookie:
-        assert (await with_cookie.get("/api/v1/admin/ops")).status_code == 200
-        out = await with_cookie.post("/ops/logout")
-        assert all("Max-Age=0" in c for c in out.headers.get_list("set-cookie"))
+    client, user = two_apis[0], people[1]
+    admin = Actor(1003, SECRET, admin=True, ttl_s=86_400)  # a token that outlasts 8 h
+    async with browser_of(client) as browser:
+        refused = await log_in(browser, user.token)
+        assert_problem(refused, 403, "FORBIDDEN")
+        assert_problem(await log_in(browser, "forged"), 401, "UNAUTHORIZED")
+        assert "set-cookie" not in refused.headers and session_keys(console_url) == []
+        resp = await log_in(browser, admin.token)
+        assert resp.status_code == 200, resp.text
+        assert resp.json() == {"user_id": admin.id, "expires_in_s": 8 * 3600}
+        cookies = set_cookies(resp)
+        session_id = browser.cookies[SESSION_COOKIE]
+        assert len(session_id) == 43 and admin.token not in cookies[SESSION_COOKIE]
+        for flag in ("HttpOnly", "SameSite=Strict", "Max-Age=28800", "Path=/"):
+            assert flag in cookies[SESSION_COOKIE]
+        assert "Secure" not in cookies[SESSION_COOKIE]  # plain HTTP on loopback
+        assert "HttpOnly" not in cookies[CSRF_COOKIE]  # the page reads it for the replay
+        # Redis keeps it under a hash of the id (what Redis holds is no cookie), 8 h.
+        digest = hashlib.sha256(session_id.encode()).hexdigest()
+        assert session_keys(console_url) == [keys.ops_session(digest).encode()]
+        with redis.Redis.from_url(console_url) as r:
+            assert 8 * 3600 * 1000 - 60_000 < r.pttl(keys.ops_session(digest)) <= 8 * 3600 * 1000
+        feed = await browser.get("/api/v1/admin/ops")  # by the session alone
+        assert feed.status_code == 200, feed.text
+        other = two_apis[1]  # the session is in Redis: every API process knows it
+        async with cookie_client(other, {SESSION_COOKIE: session_id}) as elsewhere:
+            assert (await elsewhere.get("/api/v1/admin/ops")).status_code == 200
+        form = await browser.post("/ops/login", headers={"Origin": origin_of(browser)}, data={
+            "token": admin.token, "csrf": browser.cookies[CSRF_COOKIE]})
+        assert form.status_code == 303 and form.headers["location"] == "/ops"
+        assert browser.cookies[SESSION_COOKIE] != session_id  # a login opens a new one
+        assert len(session_keys(console_url)) == 1  # and ends the one it came with
+
+
+async def test_a_session_does_not_outlive_its_admin_token(
+    two_apis: list[httpx.AsyncClient], console_url: str,
+) -> None:
+    short = Actor(1002, SECRET, admin=True, ttl_s=120)
+    async with browser_of(two_apis[0]) as browser:
+        resp = await log_in(browser, short.token)
+        assert resp.status_code == 200 and resp.json()["expires_in_s"] <= 120
+        assert f"Max-Age={resp.json()['expires_in_s']}" in set_cookies(resp)[SESSION_COOKIE]
+
+
+async def test_a_logout_revokes_the_session_and_the_old_cookie_no_longer_works(
+    two_apis: list[httpx.AsyncClient], people: tuple[Actor, Actor], console_url: str,
+) -> None:
+    client, admin = two_apis[0], people[0]
+    async with browser_of(client) as browser:
+        assert (await log_in(browser, admin.token)).status_code == 200
+        stolen = {SESSION_COOKIE: browser.cookies[SESSION_COOKIE]}
+        csrf = browser.cookies[CSRF_COOKIE]
+        out = await browser.post("/ops/logout", headers={"Origin": origin_of(browser),
+                                                         "X-CSRF-Token": csrf})
+        assert out.status_code == 200, out.text
+        assert "Max-Age=0" in set_cookies(out)[SESSION_COOKIE]
+        assert browser.cookies[CSRF_COOKIE] != csrf  # a fresh pre-login token
+        assert session_keys(console_url) == []
+    async with cookie_client(client, stolen | {CSRF_COOKIE: csrf}) as replayed:
+        assert_problem(await replayed.get("/api/v1/admin/ops"), 401, "UNAUTHORIZED")
+        assert_problem(await replayed.post("/api/v1/admin/ops/replay",
+                                           headers={"X-CSRF-Token": csrf}), 401, "UNAUTHORIZED")
+
+
+async def test_login_and_logout_refuse_cross_site_posts(
+    two_apis: list[httpx.AsyncClient], people: tuple[Actor, Actor], console_url: str,
+) -> None:
+    client, admin = two_apis[0], people[0]
+    evil = "https://evil.example"
+    async with browser_of(client) as browser:
+        csrf = browser.cookies[CSRF_COOKIE]
+        # What another site's page can make a browser send: its own Origin, a form, and
+        # (SameSite=Strict) none of our cookies.
+        async with cookie_client(client, {}) as cross_site:
+            form = await cross_site.post("/ops/login", data={"token": admin.token},
+                                         headers={"Origin": evil})
+            assert_problem(form, 403, "FORBIDDEN", names="Origin")
+        for headers in ({"Origin": evil, "X-CSRF-Token": csrf}, {"X-CSRF-Token": csrf},
+                        {"Origin": "null", "X-CSRF-Token": csrf},
+                        {"Sec-Fetch-Site": "cross-site", "X-CSRF-Token": csrf},
+                        {"Origin": origin_of(browser).replace("http:", "https:"),
+                         "X-CSRF-Token": csrf}):
+            resp = await browser.post("/ops/login", json={"token": admin.token},
+                                      headers=headers)
+            assert_problem(resp, 403, "FORBIDDEN", names="Origin")
+        for wrong in ("", "0" * 43, csrf.upper()):  # the right origin, a wrong CSRF token
+            resp = await log_in(browser, admin.token, **{"X-CSRF-Token": wrong})
+            assert_problem(resp, 403, "FORBIDDEN", names="x-csrf-token")
+        async with cookie_client(client, {}) as no_cookie:  # a token sent, no cookie to match
+            resp = await no_cookie.post("/ops/login", json={"token": admin.token}, headers={
+                "Origin": origin_of(no_cookie), "X-CSRF-Token": csrf})
+            assert_problem(resp, 403, "FORBIDDEN", names="x-csrf-token")
+        assert session_keys(console_url) == []
+        # A browser's own fetch may leave Origin out, but then says it is same-origin.
+        same = await browser.post("/ops/login", json={"token": admin.token}, headers={
+            "Sec-Fetch-Site": "same-origin", "X-CSRF-Token": csrf})
+        assert same.status_code == 200, same.text
+        session_csrf = browser.cookies[CSRF_COOKIE]
+        for headers in ({"Origin": evil, "X-CSRF-Token": session_csrf},
+                        {"Origin": origin_of(browser)},
+                        {"Origin": origin_of(browser), "X-CSRF-Token": csrf}):  # pre-login's
+            resp = await browser.post("/ops/logout", headers=headers)
+            assert_problem(resp, 403, "FORBIDDEN")
+        assert len(session_keys(console_url)) == 1  # still logged in
+        assert (await browser.get("/api/v1/admin/ops")).status_code == 200
+
+
+async def test_the_cookies_are_secure_over_tls_or_from_a_trusted_proxy_only(
+    serve_app: Callable[[Any], AsyncIterator[str]], api_settings: Settings, console_url: str,
+    people: tuple[Actor, Actor],
+) -> None:
+    admin = people[0]
+    plain = api_settings.replace(redis_url=console_url)
+
+    async def login_over(url: str, settings: Settings, **headers: str) -> httpx.Response:
+        async with AsyncTestClient(create_app(settings), base_url=url) as browser:
+            # Sent by hand: a client's jar keeps a Secure cookie from plain http to itself.
+            csrf = (await browser.get("/ops")).cookies.get(CSRF_COOKIE) or ""
+            return await browser.post("/ops/login", json={"token": admin.token}, headers={
+                "X-CSRF-Token": csrf, "Cookie": f"{CSRF_COOKIE}={csrf}", **headers})
+
+    tls = await login_over("https://console.test", plain, Origin="https://console.test")
+    assert tls.status_code == 200, tls.text
+    assert "; Secure" in set_cookies(tls)[SESSION_COOKIE]
+    assert "; Secure" in set_cookies(tls)[CSRF_COOKIE]
+    forced = await login_over("http://console.test", plain.replace(console_secure_cookie=True),
+                              Origin="https://console.test")
+    assert "; Secure" in set_cookies(forced)[SESSION_COOKIE]
+    # A proxy's word counts only from a trusted address (the test client is "testclient").
+    claimed = await login_over("http://console.test", plain, Origin="http://console.test",
+                               **{"X-Forwarded-Proto": "https"})
+    assert claimed.status_code == 200 and "Secure" not in set_cookies(claimed)[SESSION_COOKIE]
+    serving = serve_app(create_app(plain.replace(trusted_proxies="10.0.0.0/8, 127.0.0.1")))
+    url = await anext(serving)
+    try:
+        async with httpx.AsyncClient(base_url=url, timeout=30) as browser:
+            page = await browser.get("/ops", headers={"X-Forwarded-Proto": "https"})
+            assert "; Secure" in set_cookies(page)[CSRF_COOKIE]
+            csrf = page.cookies.get(CSRF_COOKIE) or ""
+            proxied = await browser.post("/ops/login", json={"token": admin.token}, headers={
+                "Origin": url.replace("http:", "https:"), "X-Forwarded-Proto": "http, https",
+                "X-CSRF-Token": csrf, "Cookie": f"{CSRF_COOKIE}={csrf}"})
+        assert proxied.status_code == 200, proxied.text
+        assert "; Secure" in set_cookies(proxied)[SESSION_COOKIE]
+    finally:
+        with pytest.raises(StopAsyncIteration):
+            await anext(serving)
+
+
+def test_a_bad_trusted_proxy_setting_is_refused_naming_it(api_settings: Settings) -> None:
+    with pytest.raises(ValueError, match="RUSHORDER_TRUSTED_PROXIES"):
+        create_app(api_settings.replace(trusted_proxies="10.0.0.0/8, proxy.example"))
 
 
 @pytest.fixture
@@ -186,16 +359,20 @@ def forwarder(console_url: str) -> Iterator[list[str]]:
     thread.join(5)
 
 
-async def test_a_replay_by_cookie_needs_the_csrf_token_of_that_cookie(
+async def test_a_replay_by_session_needs_the_csrf_token_of_that_session(
     two_apis: list[httpx.AsyncClient], people: tuple[Actor, Actor], forwarder: list[str],
 ) -> None:
     client, (admin, _) = two_apis[0], people
-    login = await client.post("/ops/login", json={"token": admin.token})
-    csrf = login.cookies[CSRF_COOKIE]
-    another = Authenticator(SECRET).csrf_of(Actor(1001, SECRET, admin=True).token)
-    async with cookie_client(client, {TOKEN_COOKIE: admin.token, CSRF_COOKIE: csrf}) as browser:
+    async with browser_of(two_apis[1]) as another:  # another admin's session
+        assert (await log_in(another, Actor(1001, SECRET, admin=True).token)).status_code == 200
+        theirs = another.cookies[CSRF_COOKIE]
+    async with browser_of(client) as browser:
+        before = browser.cookies[CSRF_COOKIE]
+        assert (await log_in(browser, admin.token)).status_code == 200
+        csrf = browser.cookies[CSRF_COOKIE]
+        assert csrf != before  # the session has a CSRF token of its own
         refused = [await browser.post("/api/v1/admin/ops/replay")]  # what another site can do
-        for wrong in ("0" * 64, another, csrf.upper(), admin.token):
+        for wrong in ("0" * 43, before, theirs, csrf.upper(), browser.cookies[SESSION_COOKIE]):
             refused.append(await browser.post("/api/v1/admin/ops/replay",
                                               headers={"X-CSRF-Token": wrong}))
         for resp in refused:
