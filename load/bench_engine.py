@@ -47,7 +47,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from engine import Engine, keys, state  # noqa: E402
-from rushorder.servers import find_redis, free_port  # noqa: E402
+from rushorder.servers import find_redis, free_port, kept_secret  # noqa: E402
 
 USERS = 2_000
 PRODUCTS = 100
@@ -70,28 +70,33 @@ def private_redis() -> Iterator[str]:
     """A memory-only Redis/Valkey on a free port, stopped on exit."""
     binary, port = find_redis(), free_port()
     workdir = tempfile.mkdtemp(prefix="bench-engine-")
-    args = [str(binary.path), "--port", str(port), "--bind", "127.0.0.1", "--save", "",
-            "--appendonly", "no", "--protected-mode", "no", "--dir", workdir]
+    # Closed to other local users as `make up`'s is: a password from an owner-only file.
+    password = kept_secret(Path(workdir) / "redis.password")
+    conf = Path(workdir) / "auth.conf"
+    conf.write_text(f"requirepass {password}\n")  # in a 0700 temp dir: owner-only
+    args = [str(binary.path), str(conf), "--port", str(port), "--bind", "127.0.0.1",
+            "--save", "", "--appendonly", "no", "--protected-mode", "yes", "--dir", workdir]
     setpriv = shutil.which("setpriv")
     if setpriv:  # the server dies with us, even on SIGKILL
         args = [setpriv, "--pdeathsig", "TERM", *args]
     proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
     try:
-        _wait_for(port, proc)
+        url = f"redis://:{password}@127.0.0.1:{port}/0"
+        _wait_for(url, proc)
         print(f"redis: {binary.describe()} on port {port}, memory only")
-        yield f"redis://127.0.0.1:{port}/0"
+        yield url
     finally:
         proc.terminate()
         proc.wait(10)
         shutil.rmtree(workdir, ignore_errors=True)
 
 
-def _wait_for(port: int, proc: subprocess.Popen[bytes]) -> None:
+def _wait_for(url: str, proc: subprocess.Popen[bytes]) -> None:
     for _ in range(400):
         if proc.poll() is not None:
             sys.exit(f"redis exited with {proc.returncode}")
         try:
-            with redis.Redis(port=port, socket_timeout=1) as client:
+            with redis.Redis.from_url(url, socket_timeout=1) as client:
                 client.ping()
                 return
         except redis.ConnectionError:
