@@ -1,7 +1,9 @@
 """The console in a real browser: `rushorder up` on free ports, /ops in headless Chromium
 (Debian's ``chromium``, driven over the DevTools protocol: ``cdp.py``), a sale placed
 through the API; the page shows it, the dead letters it causes, and empties them with its
-Replay button, each event reaching the platform once.
+Replay button, each event reaching the platform once; its login is a server-side session
+(an HttpOnly, SameSite=Strict cookie holding a random id, not the token) that its Log out
+button ends, so that a copy of the cookie stops working.
 
 Skipped where no Chromium is installed (``apt-get install chromium``; ``.ci/run`` does).
 Set ``RUSHORDER_CONSOLE_SCREENSHOT=path.png`` to keep a screenshot of the page.
@@ -172,3 +174,15 @@ def test_the_console_shows_a_sale_and_its_replay_empties_the_dead_letters(
     browser.wait_for("document.getElementById('placed-window').textContent === '15'",
                      what="all 15 orders on the page (it refreshes every second or two)")
     assert browser.text("problems") == ""
+
+    # The login is a session of the server's: the cookie holds an id, never the token.
+    cookies = {c["name"]: c for c in browser.send("Network.getAllCookies")["cookies"]}
+    session = cookies["rushorder_console"]
+    assert session["httpOnly"] and session["sameSite"] == "Strict"
+    assert len(session["value"]) == 43 and session["value"] not in token
+    stolen = {"rushorder_console": session["value"]}
+    with httpx.Client(base_url=stack.api, cookies=stolen, timeout=10) as thief:
+        assert thief.get("/api/v1/admin/ops").status_code == 200
+        browser.evaluate("document.getElementById('logout').click()")
+        browser.wait_for("!document.getElementById('login').hidden", what="the login again")
+        assert thief.get("/api/v1/admin/ops").status_code == 401  # the logout ended it
