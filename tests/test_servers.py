@@ -213,11 +213,9 @@ def _mode(path: Path) -> int:
 
 def test_the_session_redis_refuses_a_client_without_its_password(
         redis_server: RedisServer) -> None:
-    with redis.Redis(port=redis_server.port, socket_timeout=5) as client:
-        with pytest.raises(redis.exceptions.AuthenticationError):
-            client.ping()
-    with redis.Redis(port=redis_server.port, password="guess", socket_timeout=5) as client:
-        with pytest.raises(redis.exceptions.AuthenticationError):
+    for password in (None, "guess"):
+        with redis.Redis(port=redis_server.port, password=password, socket_timeout=5) as client, \
+                pytest.raises(redis.exceptions.AuthenticationError):
             client.ping()
     with redis.Redis.from_url(redis_server.url, decode_responses=True) as client:
         assert client.config_get("protected-mode") == {"protected-mode": "yes"}

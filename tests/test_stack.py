@@ -13,7 +13,8 @@ from pathlib import Path
 import redis
 
 from engine import keys, state
-from rushorder.stack import Child, holds_live_state
+from rushorder.settings import Settings
+from rushorder.stack import Child, Stack, holds_live_state
 
 
 def _alive(pid: int) -> bool:
@@ -53,3 +54,12 @@ def test_live_state_is_the_marker_not_a_key_count(redis_db: Callable[[int], str]
         assert holds_live_state(db)
         client.flushdb()
         assert not holds_live_state(db)
+
+
+def test_up_makes_its_data_dir_owner_only(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    data.mkdir(mode=0o755)  # as an older `up` left it
+    settings = Settings(redis_url="redis://:pw@127.0.0.1:1/0", data_dir=str(data),
+                        database_url="postgresql://rushorder:pw@127.0.0.1:1/rushorder")
+    Stack(settings).start_servers()  # both URLs set: no server is started
+    assert data.stat().st_mode & 0o777 == 0o700

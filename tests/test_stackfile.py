@@ -202,7 +202,7 @@ def test_audit_beside_a_running_up_uses_its_servers(
     assert not stackfile.path_in(data).exists()
     printed = "".join(output.lines)
     assert "admin token (user 1000): ey" in printed
-    passwords = [urlparse(url).password for url in (stack_redis_url, fresh_database)]
+    passwords = [urlparse(url).password or "" for url in (stack_redis_url, fresh_database)]
     assert all(passwords) and not any(password in printed for password in passwords)
 
     after = subprocess.run(audit, env=second_terminal, cwd=ROOT, capture_output=True,
