@@ -302,5 +302,7 @@ def test_a_cluster_made_with_trust_auth_by_older_code_is_closed_and_adopted(
         with psycopg.connect(upgraded.url) as conn:
             conn.execute("INSERT INTO legacy VALUES (1)")
             conn.execute("ALTER TABLE legacy ADD COLUMN w int")  # it owns it: migrations run
+        assert _mode(scratch / "postgres.superuser.password") == 0o600
+        assert upgraded.superuser_password not in (scratch / "postgres.log").read_text()
     finally:
         upgraded.stop()
