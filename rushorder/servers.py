@@ -223,6 +223,13 @@ def kept_secret(path: Path) -> str:
     return secret
 
 
+def server_env() -> dict[str, str]:
+    """A server's environment: ours without RUSHORDER_* (the JWT secret, URLs with
+    passwords), which a server has no use for."""
+    return {name: value for name, value in os.environ.items()
+            if not name.startswith("RUSHORDER_")}
+
+
 def _log_tail(path: Path, lines: int = 15) -> str:
     """The end of a server log, to say why it did not start."""
     try:
@@ -283,6 +290,7 @@ class _Server:
             raise ServerError(f"{self.name}: port {self.port} is already in use "
                               "(another rushorder up? pick another port)")
         log = _open_log(self.log_path)
+        kwargs.setdefault("env", server_env())
         try:
             return subprocess.Popen(  # type: ignore[call-overload, no-any-return]
                 die_with_parent(args, self.stop_signal), stdin=subprocess.DEVNULL,
@@ -581,7 +589,7 @@ class PostgresServer(_Server):
 
     def _run_as_owner(self) -> dict[str, object]:
         """Popen arguments that drop root to the postgres user (still our direct child)."""
-        env = {**os.environ, "LC_ALL": "C", "LANG": "C"}
+        env = {**server_env(), "LC_ALL": "C", "LANG": "C"}
         if self.user is None:
             return {"env": env}
         env.update(HOME=self.user.pw_dir, USER=self.user.pw_name, LOGNAME=self.user.pw_name)

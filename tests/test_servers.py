@@ -245,7 +245,9 @@ def test_the_app_role_is_no_superuser_and_cannot_run_programs(database_url: str)
 
 
 def test_passwords_data_dirs_and_logs_are_private_and_passwords_stay_off_argv(
-        scratch: Path) -> None:
+        scratch: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    jwt_secret = "a-jwt-secret-no-server-needs-0123456789"
+    monkeypatch.setenv("RUSHORDER_JWT_SECRET", jwt_secret)
     servers = [RedisServer(scratch / "redis", free_port()).start(),
                PostgresServer(scratch / "postgres", free_port()).start()]
     try:
@@ -260,6 +262,7 @@ def test_passwords_data_dirs_and_logs_are_private_and_passwords_stay_off_argv(
         for server in servers:
             argv = Path(f"/proc/{server.pid}/cmdline").read_bytes().decode()
             assert not any(password in argv for password in passwords)
+            assert jwt_secret not in Path(f"/proc/{server.pid}/environ").read_bytes().decode()
         log = (scratch / "postgres.log").read_text() + (scratch / "redis.log").read_text()
         assert not any(password in log for password in passwords)
     finally:
