@@ -21,11 +21,14 @@ from sqlalchemy import (
     BigInteger,
     CheckConstraint,
     DateTime,
+    Identity,
     Index,
     Integer,
+    LargeBinary,
     MetaData,
     SmallInteger,
     Text,
+    UniqueConstraint,
     func,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
@@ -212,3 +215,20 @@ class AppliedEntry(Base):
     stream: Mapped[int] = mapped_column(SmallInteger, primary_key=True, autoincrement=False)
     entry: Mapped[int] = _id()  # the stream id ms-seq as ms * 1_000_000 + seq
     applied_at: Mapped[datetime] = mapped_column(server_default=func.now())
+
+
+class SetAsideEntry(Base):
+    """An outbox entry the Postgres writer could not apply, kept with why: acknowledged in
+    the stream so that it stops nothing, applied later by ``rushorder outbox retry``."""
+
+    __tablename__ = "outbox_set_aside"
+    __table_args__ = (UniqueConstraint("stream", "entry"),)
+
+    id: Mapped[int] = mapped_column(Identity(), primary_key=True)  # the operator's handle
+    stream: Mapped[int] = mapped_column(SmallInteger)  # as in outbox_applied
+    entry: Mapped[int]  # as in outbox_applied
+    raw: Mapped[bytes] = mapped_column(LargeBinary)  # the entry's event JSON, as written
+    error: Mapped[str]  # why it was set aside, or why its last retry failed
+    attempts: Mapped[int] = mapped_column(Integer, server_default="1")
+    set_aside_at: Mapped[datetime] = mapped_column(server_default=func.now())
+    tried_at: Mapped[datetime] = mapped_column(server_default=func.now())

@@ -9,7 +9,10 @@ for the outbox to drain, then checks
 * every user's balance is charges - uses + refunds (Postgres' history);
 * every product's stock is initial + restocks - sold + returned;
 * no coupon is issued beyond its quantity or twice to one user (Postgres and Redis);
-* every order has its lines and its payment, in the same status.
+* every order has its lines and its payment, in the same status;
+* no outbox entry is set aside (``persistence/setaside.py``): while one is, Postgres
+  misses what it changed, so the books do not balance; each is listed with its error,
+  for ``rushorder outbox retry`` once the cause is fixed.
 
 It prints one line per check (and the first few offenders) and answers 0 when all pass;
 its stages and the values compared show on stderr as it goes (``rushorder.progress``).
@@ -26,13 +29,14 @@ import redis
 from sqlalchemy.engine import Connection
 
 from engine import keys, state
-from engine.outbox import POSTGRES, Outboxes
+from engine.outbox import POSTGRES, Outboxes, entry_id
 from engine.restore import Snapshot
 from persistence.balances import Balances
 from persistence.catalog import Catalog
 from persistence.coupons import Coupons
 from persistence.database import create_engine
 from persistence.orders import Orders
+from persistence.setaside import SetAside
 from rushorder.progress import Progress
 from rushorder.settings import MissingSetting, Settings
 
@@ -189,6 +193,17 @@ def ledgers(conn: Connection, postgres: Side,
     ]
 
 
+def set_aside(conn: Connection, layout: keys.Layout) -> Check:
+    """No outbox entry waits in ``outbox_set_aside``; those that do, each with its error."""
+    streams = {source: stream for stream, source in layout.sources.items()}
+    rows = SetAside(conn).all()
+    return Check("no outbox entry set aside", 1, [
+        f"#{row.id} {streams.get(row.stream, row.stream)} {entry_id(row.entry)} "
+        f"({row.type or 'undecodable'}, {row.attempts} attempt(s)): "
+        f"{' '.join(row.error[:200].split())} (fix it, then `rushorder outbox retry`)"
+        for row in rows])
+
+
 def live(client: redis.Redis) -> Check:
     """Redis carries the live-state marker; without it, it lost its data (engine/state.py)."""
     made = state.marker(client)
@@ -207,6 +222,7 @@ def run_audit(client: redis.Redis, conn: Connection, progress: Progress,
     made = state.marker(client)
     layout = keys.layout(made.groups or 1 if made is not None else keys.DEFAULT_GROUPS)
     drain = drained(client, layout, wait_s, progress)
+    aside = set_aside(conn, layout)
     progress.stage("reading redis")
     snap = Snapshot(client, layout)
     redis_coupons = snap.coupons()
@@ -216,7 +232,7 @@ def run_audit(client: redis.Redis, conn: Connection, progress: Progress,
     postgres = postgres_side(conn, redis_values, floors)
     compared = comparisons(redis_values, postgres, progress)
     progress.stage("checking the ledgers")
-    return Report([marked, drain, *compared, *ledgers(conn, postgres, redis_coupons)])
+    return Report([marked, drain, aside, *compared, *ledgers(conn, postgres, redis_coupons)])
 
 
 def audit(settings: Settings, wait_s: float = DRAIN_WAIT_S) -> int:

@@ -155,6 +155,11 @@ def cmd_audit(settings: Settings, args: argparse.Namespace) -> int:
     return int(load("rushorder.audit", "audit")(servers(settings, "redis_url", "database_url")))
 
 
+def cmd_outbox(settings: Settings, args: argparse.Namespace) -> int:
+    """List, retry or drop the outbox entries the Postgres writer set aside."""
+    return int(load("rushorder.setaside", "outbox")(servers(settings, "database_url"), args))
+
+
 # ---------------------------------------------------------------------------------------
 # Parser
 # ---------------------------------------------------------------------------------------
@@ -208,6 +213,12 @@ SUBCOMMANDS: list[tuple[str, Command, str, str]] = [
     ("audit", cmd_audit, "check that Redis and Postgres agree",
      "Compare Redis with Postgres and report the differences; exits 1 if any."
      + PROGRESS_HELP + SERVERS_HELP),
+    ("outbox", cmd_outbox, "list, retry or drop outbox entries Postgres refused",
+     "Entries Postgres refused (or the writer could not decode) are set aside in "
+     "outbox_set_aside, with the error, so that the others go on; later entries of the same "
+     "user or product wait behind them. `list` shows them, `retry` applies them (all, or "
+     "--id N) once the cause is fixed, `drop --id N` gives one up. Exits 1 while any is "
+     "left." + SERVERS_HELP),
     ("replay", cmd_replay, "send the data platform's dead letters again",
      "Events the forwarder gave up on wait in the dead-letter stream {ro}:outbox:dead; "
      "this posts each once more to the data platform and drops those delivered. The "
@@ -226,6 +237,8 @@ def _add_options(name: str, sub: argparse.ArgumentParser) -> None:
         sub.add_argument("--ttl-s", type=int, default=TOKEN_TTL_S,
                          help=f"seconds until the token expires, 1 to 2592000 (30 days; default "
                               f"{TOKEN_TTL_S})")
+    elif name == "outbox":
+        load("rushorder.setaside", "add_options")(sub)
     elif name == "rebuild":
         mode = sub.add_mutually_exclusive_group()
         mode.add_argument("--force", action="store_true",

@@ -24,7 +24,7 @@ from datetime import UTC, datetime
 from typing import cast
 
 import redis
-from sqlalchemy.engine import Connection
+from sqlalchemy.engine import Connection, Engine
 
 from engine import keys, state
 from engine.models import (
@@ -47,6 +47,7 @@ from persistence.coupons import CouponRow, Coupons, HeldCoupon
 from persistence.database import create_engine
 from persistence.orders import FullOrder, Orders
 from persistence.outbox import AppliedEntries
+from persistence.setaside import SetAside
 from rushorder.progress import Progress
 from rushorder.settings import MissingSetting, Settings
 
@@ -201,6 +202,20 @@ def check_outbox(client: redis.Redis, layout: keys.Layout) -> None:
                 "rebuild again.")
 
 
+def check_set_aside(db: Engine) -> None:
+    """Refuse while outbox entries are set aside: Postgres lacks what they changed, so a
+    Redis rebuilt from it would lack it too, and a retry would then put it in Postgres
+    only."""
+    with db.connect() as conn:
+        waiting = SetAside(conn).count()
+    if waiting:
+        raise RebuildRefused(
+            f"{waiting} outbox entries are set aside (Postgres refused them; `rushorder "
+            "audit` lists them), and a rebuild from Postgres would leave out what they "
+            "changed. Fix them and run `rushorder outbox retry` (or give one up: `rushorder "
+            "outbox drop --id N`), then rebuild again.")
+
+
 def withdraw(client: redis.Redis, force: bool, groups: int) -> state.Marker | None:
     """Take the live-state marker away before anything is checked or cleared, so that no
     write lands in between (every script refuses without it); the marker taken, if any.
@@ -236,6 +251,7 @@ def rebuild(settings: Settings, force: bool = False, if_needed: bool = False) ->
             print(f"Redis holds live state ({made.describe()}): nothing to rebuild")
             return 0
         try:
+            check_set_aside(db)
             withdraw(client, force, settings.groups)
         except RebuildRefused as exc:
             print(f"rebuild refused: {exc}", file=sys.stderr)

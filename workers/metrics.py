@@ -18,6 +18,8 @@ Every metric is ``rushorder_worker_<name>{group}``:
 | dead_lettered_total | counter | events it gave up on (dead letters) |
 | replayed_total | counter | dead letters delivered by replays the console asked for |
 | entries_acked_total | counter | outbox entries acknowledged |
+| entries_set_aside_total | counter | entries the Postgres writer set aside (refused) |
+| set_aside_entries | gauge | entries set aside and not yet retried (the writer counts) |
 | lag_seconds | gauge | age of the last acknowledged batch's oldest entry (0: none waits) |
 | backlog | gauge | entries the group has not acknowledged (read every heartbeat) |
 | heartbeat_timestamp_seconds | gauge | the last heartbeat, epoch seconds |
@@ -52,7 +54,7 @@ log = logging.getLogger("rushorder.workers")
 
 # The running job's own counts, by attribute, and the counter each goes to.
 JOB_COUNTS = {"batches": "batches", "applied": "entries", "delivered": "forwarded",
-              "retries": "retries"}
+              "retries": "retries", "set_aside": "set_aside"}
 
 
 def multiprocess() -> bool:
@@ -83,10 +85,14 @@ class WorkerMetrics:
             "dead_lettered": counter("dead_lettered", "Events given up on (dead letters)."),
             "replayed": counter("replayed", "Dead letters delivered by console replays."),
             "acked": counter("entries_acked", "Outbox entries acknowledged."),
+            "set_aside": counter("entries_set_aside", "Outbox entries the Postgres writer "
+                                 "set aside: Postgres refused them (rushorder outbox retry)."),
         }
         self.lag = gauge("lag_seconds", "Age of the oldest entry of the last acknowledged "
                          "batch when it was acknowledged (0 once nothing waits).", "livemax")
         self.backlog = gauge("backlog", "Entries the group has not acknowledged.", "livemax")
+        self.set_aside = gauge("set_aside_entries", "Outbox entries set aside and not yet "
+                               "retried (rushorder audit lists them).", "livemax")
         self.beat = gauge("heartbeat_timestamp_seconds", "The last heartbeat, epoch seconds.",
                           "max")
         self.totals: dict[str, float] = dict.fromkeys(self.counters, 0)
@@ -112,6 +118,8 @@ class WorkerMetrics:
                     self.counters[name].inc(grown)
                     self.totals[name] += grown
                 self._seen[attribute] = now
+            if (waiting := getattr(job, "set_aside_waiting", None)) is not None:
+                self.set_aside.set(waiting)
 
     def acked(self, ids: Sequence[str]) -> None:
         """Entries were acknowledged: count them, and the age of the oldest."""

@@ -20,6 +20,14 @@ one per worker process): they take turns through a Postgres session advisory loc
   batch is written again the careful way (:func:`apply_batch`): claim first, project only
   the entries that were new, and keep any row already there (ON CONFLICT DO NOTHING), so
   that no row Postgres holds can refuse an event the engine committed.
+* No entry stops the others. Should Postgres refuse a batch for its data (a NUL in a name,
+  a value out of range: :data:`REFUSED`, never a connection error, which is retried), the
+  batch is written again in halves, down to the one entry it refuses (:meth:`_sift`).
+  That entry, and one that cannot be decoded, is *set aside*: kept in
+  ``outbox_set_aside`` with the error (``persistence/setaside.py``), acknowledged, and
+  not settled; every later entry that depends on it (its user's; orders of a product whose
+  entry was set aside, ``workers/holds.py``) is set aside behind it, and every other entry
+  is written. ``rushorder outbox retry`` applies them once the cause is fixed.
 """
 
 from __future__ import annotations
@@ -39,6 +47,7 @@ from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import SQLAlchemyError
 
 from engine.events import AnyEvent, decode
+from engine.keys import Group
 from engine.outbox import Entry, Outboxes, entry_number
 from engine.settle import Settler, record
 from persistence.balances import Balances
@@ -48,7 +57,9 @@ from persistence.database import autocommit, pipelined, transaction
 from persistence.orders import Orders
 from persistence.outbox import AppliedEntries
 from persistence.sales import Sales
+from persistence.setaside import SetAside, SetAsideRow
 from workers.backoff import Backoff
+from workers.holds import Holds, Key, describe, owned
 from workers.projection import Changes, project
 
 log = logging.getLogger("rushorder.workers.postgres")
@@ -58,6 +69,11 @@ UNLOCK = sa.text("SELECT pg_advisory_unlock_all()")
 # Postgres or Redis away, or a batch Postgres refused: retried with backoff. (Errors of a
 # pipelined block come straight from psycopg, not wrapped by SQLAlchemy.)
 TROUBLE = (SQLAlchemyError, psycopg.Error, redis.RedisError)
+# What an entry's own data can make Postgres (or the projection) refuse: the entry is set
+# aside and the others go on. Connection and server trouble (OperationalError and the
+# like) is not among them: that is retried, whatever the batch holds.
+REFUSED = (psycopg.DataError, psycopg.IntegrityError, sa.exc.DataError, sa.exc.IntegrityError,
+           ValueError, OverflowError)
 STANDBY_S = 0.5  # how often a writer without the lock tries again
 MAINTAIN_EVERY_S = 5.0  # trim the stream, prune applied entries, pick up stragglers
 # A read after one that did not fill its batch waits until this long after that one: a
@@ -117,22 +133,49 @@ def apply_batch(
     return len(fresh)
 
 
+class Item(NamedTuple):
+    """One entry of a batch: its (stream, entry number) in ``outbox_applied``, and its event
+    (None if it cannot be decoded, ``error`` saying why)."""
+
+    entry: Entry
+    name: tuple[int, int]
+    event: AnyEvent | None
+    error: str = ""
+
+
 class Batch(NamedTuple):
-    """Entries read from the outbox, decoded and projected, ready to write; ``names`` are
-    their (stream, entry number) in ``outbox_applied``."""
+    """Entries read from the outbox, decoded and, if every one decoded, projected (else
+    ``changes`` is None), ready to write."""
 
     entries: list[Entry]
-    events: list[tuple[int, AnyEvent]]
-    names: list[tuple[int, int]]
-    changes: Changes
+    items: list[Item]
+    changes: Changes | None
+
+
+def decoded(outbox: Outboxes, entry: Entry) -> Item:
+    """An entry as an Item: decoded, or with why not (set aside, never retried forever)."""
+    name = (outbox.source(entry), entry_number(entry.id))
+    try:
+        return Item(entry, name, decode(entry.data))
+    except msgspec.MsgspecError as exc:
+        return Item(entry, name, None, f"undecodable outbox entry: {exc}")
+
+
+def pairs(items: Sequence[Item]) -> list[tuple[int, AnyEvent]]:
+    """``(entry number, event)`` of decoded items."""
+    return [(item.name[1], item.event) for item in items if item.event is not None]
 
 
 def prepare(outbox: Outboxes, entries: list[Entry]) -> Batch:
     """Decode and project entries (CPU only: runs while the previous batch is written).
     ``entries``: the catalog's first, each stream's in stream order."""
-    events = [(entry_number(e.id), decode(e.data)) for e in entries]
-    names = [(outbox.source(e), number) for e, (number, _) in zip(entries, events, strict=True)]
-    return Batch(entries, events, names, project(events))
+    items = [decoded(outbox, e) for e in entries]
+    if any(item.event is None for item in items):
+        return Batch(entries, items, None)
+    try:
+        return Batch(entries, items, project(pairs(items)))
+    except REFUSED:  # an event the projection cannot map: found again entry by entry
+        return Batch(entries, items, None)
 
 
 def in_order(outbox: Outboxes, entries: Sequence[Entry]) -> list[Entry]:
@@ -183,6 +226,9 @@ class PostgresWriter:
         self.settler = Settler(outbox.client, retention_s, outbox.layout)
         self.applied = 0  # entries applied by this writer, duplicates excluded
         self.batches = 0  # batches it committed
+        self.set_aside = 0  # entries it set aside
+        self.set_aside_waiting: int | None = None  # entries set aside by anyone, not retried
+        self.holds = Holds()  # what the set-aside entries own (workers/holds.py)
         self._maintained = 0.0
         self._window = Window()
 
@@ -213,11 +259,6 @@ class PostgresWriter:
             except TROUBLE as exc:
                 log.warning("postgres writer: %s: %s; retrying", type(exc).__name__, exc)
                 backoff.wait(stop)
-            except msgspec.MsgspecError:
-                # An event this version cannot read: stop here (skipping it would lose it in
-                # Postgres) and retry until an upgraded worker takes over.
-                log.exception("postgres writer: undecodable outbox entry; retrying")
-                backoff.wait(stop)
 
     @staticmethod
     def _over(until: float, stop: threading.Event) -> bool:
@@ -242,6 +283,7 @@ class PostgresWriter:
 
     def _take_over(self, conn: Connection, until: float, stop: threading.Event) -> None:
         """Wait out the other consumers, then apply what they left pending, oldest first."""
+        self._load_holds(conn)
         while (busy := self._busy_others()) and not self._over(until, stop):
             log.info("postgres writer: waiting for %s to go quiet", ", ".join(busy))
             stop.wait(1.0)
@@ -291,36 +333,115 @@ class PostgresWriter:
         self._write(conn, prepare(self.outbox, entries))
 
     def _write(self, conn: Connection, batch: Batch) -> None:
-        """One batch, one transaction, then XACK."""
-        try:
-            with transaction(conn):
-                applied = apply_new(conn, batch.events, batch.names, batch.changes)
-        except psycopg.errors.UniqueViolation:
-            log.info("postgres writer: %d entries from %s include some applied before; "
-                     "applying the rest", len(batch.entries), batch.entries[0].key)
-            with transaction(conn):
-                applied = apply_batch(conn, batch.events, batch.names)
-        self.applied += applied
+        """One batch, one transaction (more if Postgres refuses some entry), then XACK."""
+        written = self._write_all(conn, batch)
         self.batches += 1
-        self._committed(batch)
+        self._committed(batch.items, {item.entry.key for item in written})
         self._window.add(batch.entries)
         self.outbox.ack([e.key for e in batch.entries])
 
-    def _committed(self, batch: Batch) -> None:
-        """Each group's part of the batch waits to be settled in its group (engine.settle),
-        up to its last entry (entry ids are of one stream each)."""
-        parts: dict[str, list[AnyEvent]] = {}
-        last: dict[str, str] = {}
-        for entry, (_, event) in zip(batch.entries, batch.events, strict=True):
-            parts.setdefault(entry.stream, []).append(event)
-            last[entry.stream] = entry.id
-        for group in self.outbox.layout.all:
-            if group.outbox in parts:
-                self.settler.committed(group, record(last[group.outbox], parts[group.outbox]))
+    def _write_all(self, conn: Connection, batch: Batch) -> list[Item]:
+        """Write the batch in one transaction if nothing in it is refused or held back;
+        else sift it. The items written."""
+        events = [item.event for item in batch.items if item.event is not None]
+        if batch.changes is not None and not self.holds.any_blocked(events):
+            try:
+                self.applied += self._commit(conn, batch.items, batch.changes)
+                return batch.items
+            except REFUSED as exc:
+                log.warning("postgres writer: Postgres refused a batch of %d entries (%s: "
+                            "%s); finding the entry", len(batch.items), type(exc).__name__,
+                            f"{exc}"[:200])
+        return self._sift(conn, batch.items)
+
+    def _commit(self, conn: Connection, items: Sequence[Item],
+                changes: Changes | None = None) -> int:
+        """Apply decoded items in one transaction; how many were new. Raises what Postgres
+        raised (rolled back)."""
+        events = pairs(items)
+        names = [item.name for item in items]
+        try:
+            with transaction(conn):
+                return apply_new(conn, events, names, changes or project(events))
+        except psycopg.errors.UniqueViolation:
+            log.info("postgres writer: %d entries from %s include some applied before; "
+                     "applying the rest", len(items), items[0].entry.key)
+            with transaction(conn):
+                return apply_batch(conn, events, names)
+
+    def _sift(self, conn: Connection, items: list[Item]) -> list[Item]:
+        """Write items in order, each part in a transaction of its own, halving a part
+        Postgres refuses down to the one entry it refuses, which is set aside; the items
+        written. A part's entries held back by an entry set aside before them (this
+        batch's or earlier) are set aside first."""
+        ready = [item for item in items if not self._held(conn, item)]
+        if not ready:
+            return []
+        try:
+            self.applied += self._commit(conn, ready)
+            return ready
+        except REFUSED as exc:
+            if len(ready) == 1:
+                self._set_aside(conn, ready[0], f"{type(exc).__name__}: {exc}")
+                return []
+        half = len(ready) // 2
+        return self._sift(conn, ready[:half]) + self._sift(conn, ready[half:])
+
+    def _held(self, conn: Connection, item: Item) -> bool:
+        """Set aside an entry that cannot be decoded, or one that needs what a set-aside
+        entry owns; whether it was."""
+        if item.event is None:
+            self._set_aside(conn, item, item.error)
+            return True
+        if (blocker := self.holds.blocker(item.event)) is not None:
+            self._set_aside(conn, item, f"held back: an earlier entry of {describe(blocker)} "
+                                        "is set aside")
+            return True
+        return False
+
+    def _set_aside(self, conn: Connection, item: Item, error: str) -> None:
+        """Keep the entry and why in outbox_set_aside (a transaction of its own); later
+        entries that need what it owns wait behind it."""
+        SetAside(conn).add(item.name[0], item.name[1], item.entry.data, error)
+        self.holds.hold(owned(item.event, item.entry.data))
+        self.set_aside += 1
+        self.set_aside_waiting = (self.set_aside_waiting or 0) + 1
+        log.error("postgres writer: set aside outbox entry %s: %s (`rushorder outbox retry` "
+                  "applies it once the cause is fixed)", item.entry.key, error[:300])
+
+    def _load_holds(self, conn: Connection) -> None:
+        """What the entries set aside so far own (a retry may have applied some)."""
+        rows = SetAside(conn).all()
+        self.holds = Holds(key for row in rows for key in _owned(row))
+        self.set_aside_waiting = len(rows)
+
+    def _committed(self, items: Sequence[Item], written: set[str]) -> None:
+        """Each group's written entries wait to be settled in its group (engine.settle),
+        one record per run of written entries: a record covers its stream up to its last
+        entry, and must not cover an entry set aside (what that one changed in Redis is
+        not in Postgres)."""
+        groups = {group.outbox: group for group in self.outbox.layout.all}
+        runs: dict[str, list[Item]] = {}
+        for item in items:
+            run = runs.setdefault(item.entry.stream, [])
+            if item.entry.key in written:
+                run.append(item)
+            elif run:  # a set-aside entry ends the run
+                self._settle_run(groups.get(item.entry.stream), run)
+                runs[item.entry.stream] = []
+        for stream, run in runs.items():
+            self._settle_run(groups.get(stream), run)
+
+    def _settle_run(self, group: Group | None, run: list[Item]) -> None:
+        if group is not None and run:
+            self.settler.committed(group, record(run[-1].entry.id, [
+                item.event for item in run if item.event is not None]))
 
     def _maintain(self, conn: Connection) -> None:
-        """Trim what every group acknowledged, forget those applied ids, catch stragglers."""
+        """Trim what every group acknowledged, forget those applied ids, catch stragglers;
+        see what a retry applied of the entries set aside."""
         self._maintained = time.monotonic()
+        self._load_holds(conn)
         if report := self._window.report():
             log.info("postgres writer: %s", report)
         floors = self.outbox.trim()
@@ -336,3 +457,12 @@ class PostgresWriter:
         """A clean exit: everything acknowledged, so leave the group and free the lock."""
         self.outbox.leave()
         conn.execute(UNLOCK)
+
+
+def _owned(row: SetAsideRow) -> set[Key]:
+    """What a set-aside entry owns, as stored."""
+    try:
+        event: AnyEvent | None = decode(row.raw)
+    except msgspec.MsgspecError:
+        event = None
+    return owned(event, row.raw)

@@ -112,7 +112,7 @@ def empty_state(r: redis.Redis, rq: redis.Redis, db: Database) -> None:
     rq.flushdb()
     state.mark(r, "tests")
     with db.begin() as conn:
-        conn.execute(sa.text(f"TRUNCATE {', '.join(TABLES)}"))
+        conn.execute(sa.text(f"TRUNCATE {', '.join((*TABLES, 'outbox_set_aside'))}"))
 
 
 @pytest.fixture
