@@ -8,6 +8,7 @@ named by status. Anything else is a server bug: logged, and answered with a 500 
 from __future__ import annotations
 
 import logging
+import re
 from typing import Any
 
 import msgspec
@@ -42,7 +43,9 @@ STATUS: dict[str, int] = {
     "ORDER_NOT_CANCELLABLE": 409,
     "CART_EMPTY": 409,
     "IDEMPOTENCY_KEY_IN_FLIGHT": 409,
+    "REQUEST_TIMEOUT": 408,  # the transport's: a request that stopped arriving
     "PAYLOAD_TOO_LARGE": 413,
+    "HEADERS_TOO_LARGE": 431,  # the transport's: too many or too large header fields
     "IDEMPOTENCY_KEY_REUSED": 422,
     "TOO_MANY_REQUESTS": 429,  # a user's write rate, or its Idempotency-Key records
     "INTERNAL_ERROR": 500,
@@ -81,11 +84,28 @@ def problem(code: str, detail: str, status: int | None = None,
     return Answer(doc, status_code=status, media_type=PROBLEM_JSON, headers=headers)
 
 
+# What names a server in an error's words: a URL, an IPv4 or bracketed IPv6 address, a
+# host:port. A 5xx detail is the only one made from words that are not ours (a driver's,
+# a store's), so it is scrubbed of these; the log keeps them.
+_INTERNALS = re.compile(r"[a-z][a-z0-9+.-]*://\S+|\[[0-9a-fA-F:.]+\](?::\d+)?"
+                        r"|\b(?:\d{1,3}\.){3}\d{1,3}(?::\d+)?\b|\b[\w.-]+:\d{2,5}\b")
+UNEXPECTED = "the server failed; this is a bug"
+
+
+def public_detail(detail: str) -> str:
+    """``detail`` without the hosts, addresses and URLs it may name (for a 5xx answer)."""
+    return _INTERNALS.sub("(an internal server)", detail)
+
+
 def _from_engine(exc: EngineError) -> Answer:
     headers = {"retry-after": str(exc.retry_after_s)} if exc.retry_after_s else None
     if exc.code not in STATUS:  # a script answered a code we do not know: a bug
         log.error("engine answered an unknown code %s: %s", exc.code, exc.detail)
-        return problem("INTERNAL_ERROR", "the server failed; this is a bug")
+        return problem("INTERNAL_ERROR", UNEXPECTED)
+    if STATUS[exc.code] >= 500:
+        log.warning("answered %s: %s", exc.code, exc.detail)
+        return problem(exc.code, public_detail(exc.detail), context=exc.context,
+                       headers=headers)
     return problem(exc.code, exc.detail, context=exc.context, headers=headers)
 
 
@@ -111,16 +131,17 @@ def _http_detail(request: Request[Any, Any, Any], exc: HTTPException) -> str:
 def _from_http(request: Request[Any, Any, Any], exc: HTTPException) -> Answer:
     status = exc.status_code
     if status >= 500:
-        if status != 503:
+        if status != 503:  # a bug: its words stay in the log
             log.error("server error %s: %s", status, exc.detail, exc_info=exc)
-        return problem(CODE_OF_STATUS.get(status, "INTERNAL_ERROR"), str(exc.detail), status)
+            return problem("INTERNAL_ERROR", UNEXPECTED, status)
+        return problem("SERVICE_UNAVAILABLE", public_detail(str(exc.detail)), status)
     return problem(CODE_OF_STATUS.get(status, f"HTTP_{status}"), _http_detail(request, exc), status,
                    headers=dict(exc.headers or {}) or None)
 
 
 def _unexpected(request: Request[Any, Any, Any], exc: Exception) -> Answer:
     log.exception("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
-    return problem("INTERNAL_ERROR", "the server failed; this is a bug")
+    return problem("INTERNAL_ERROR", UNEXPECTED)
 
 
 def handle(request: Request[Any, Any, Any], exc: Exception) -> Answer:

@@ -89,8 +89,9 @@ def _cursor(cursor: str | None) -> str:
     """Cursors are the last id of the previous page, as digits."""
     if cursor is None:
         return ""
-    if not cursor.isdigit() or len(cursor) > 19:
-        raise ValidationFailed("cursor: not a cursor this list gave out", field="cursor")
+    # ASCII digits within the ids' range: '²' passes isdigit() and fails in Lua, and a
+    # number past bigint fails in Postgres.
+    limits.digits(cursor, "cursor", limits.CURSOR, "not a cursor this list gave out")
     return cursor
 
 
@@ -244,7 +245,7 @@ def _check_lines(items: Sequence[tuple[int, int]]) -> None:
 def _check_coupon(name: str, discount_type: DiscountType, discount_value: int,
                   total_quantity: int) -> None:
     """A coupon's fields; the window (valid_from < valid_until) is the script's to check."""
-    limits.NAME_LENGTH.check_length(name, "name", "characters")
+    limits.check_name(name)
     if discount_type not in limits.DISCOUNT:
         raise ValidationFailed("discount_type: FIXED or PERCENT", field="discount_type")
     limits.DISCOUNT[discount_type].check(discount_value, "discount_value")
@@ -409,7 +410,7 @@ class Engine:
                              idem: Idempotency | None = None) -> Product:
         """Add a product to the catalog; a retry under the same Idempotency-Key (of admin
         ``admin_id``) answers the same product and creates none."""
-        limits.NAME_LENGTH.check_length(name, "name", "characters")
+        limits.check_name(name)
         limits.PRICE.check(price, "price")
         limits.STOCK.check(stock, "stock")
         idem_keys, fp = _admin_idem(admin_id, idem)
@@ -434,7 +435,7 @@ class Engine:
         """Rename, reprice or restock (``stock_delta`` may be negative, never below 0)."""
         limits.ID.check(product_id, "product_id")
         if name is not None:
-            limits.NAME_LENGTH.check_length(name, "name", "characters")
+            limits.check_name(name)
         if price is not None:
             limits.PRICE.check(price, "price")
         limits.STOCK_DELTA.check(stock_delta, "stock_delta")
@@ -544,6 +545,8 @@ class Engine:
         """Define a first-come-first-served coupon; a retry under the same Idempotency-Key
         (of admin ``admin_id``) answers the same coupon and defines none."""
         _check_coupon(name, discount_type, discount_value, total_quantity)
+        limits.check_moment(valid_from, "valid_from")
+        limits.check_moment(valid_until, "valid_until")
         idem_keys, fp = _admin_idem(admin_id, idem)
         deal = allotments.new_transfer()
         reply = await self._run(
@@ -819,4 +822,4 @@ def _with_held(product: Product, held: dict[int, int]) -> Product:
 
 def _order_id(order_id: str) -> str:
     """Order ids are digits; anything else cannot name an order (and must not build a key)."""
-    return order_id if order_id.isdigit() and len(order_id) <= 19 else "0"
+    return order_id if order_id.isascii() and order_id.isdigit() and len(order_id) <= 19 else "0"

@@ -141,6 +141,21 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     # Always mark the console's cookies Secure (behind a TLS proxy that says nothing).
     console_secure_cookie: bool = False
 
+    # -- H3, issue 25: transport limits of each API worker process (api/transport.py,
+    # uvicorn; granian takes the read timeout and the header bytes) and the metrics token.
+    # Header fields a request may carry; past it 431 and the connection is closed.
+    http_max_headers: Annotated[int, Meta(ge=8, le=10_000)] = 100
+    # Bytes of the request line and all header fields together; past it 431.
+    http_max_header_bytes: Annotated[int, Meta(ge=1_024, le=1_048_576)] = 32_768
+    # A request (line, headers and body) must arrive whole within this from its first
+    # byte, else 408 and closed (an idle connection keeps the 75 s keep-alive timeout).
+    http_read_timeout_s: Annotated[float, Meta(gt=0, le=3_600)] = 30.0
+    # Open connections per API worker process; one more is answered 503 and closed. Keep it
+    # under the process' file limit (ulimit -n).
+    http_max_connections: Annotated[int, Meta(ge=1)] = 1_000
+    # When set, GET /metrics needs "Authorization: Bearer <this>" (else 401).
+    metrics_token: str | None = None
+
     log_level: str = "INFO"
 
     def check_secret(self) -> None:
