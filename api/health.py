@@ -1,20 +1,30 @@
-"""Operations endpoints: liveness, readiness and the Prometheus scrape."""
+"""Operations endpoints: liveness, readiness and the Prometheus scrape.
+
+A failing readiness check names what failed in a word anyone may read ("unreachable",
+"no live state"); its details (the server's address, the driver's error, memory figures)
+go only to an admin's bearer token, since they map the network behind the API. /metrics
+is open unless ``RUSHORDER_METRICS_TOKEN`` is set; then it needs that bearer token.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import hmac
 from collections.abc import Awaitable
-from typing import TypeVar
+from typing import Any, NamedTuple, TypeVar
 
 import msgspec
 import psycopg
-from litestar import get
+from litestar import Request, get
+from litestar.exceptions import HTTPException
 from litestar.handlers import HTTPRouteHandler
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from api.answers import Answer
+from api.auth import Authenticator
 from api.console import top_lines, top_of
 from api.docs import problems
+from api.inbound import header
 from api.metrics import Metrics, redis_lines
 from api.problems import problem
 from engine import Engine
@@ -34,19 +44,41 @@ class Liveness(msgspec.Struct, frozen=True):
 
 
 LIVE = Liveness("ok")
+PASSING = ("ok", "not configured")
 
 
-async def _redis(engine: Engine) -> str:
+class Check(NamedTuple):
+    """One readiness check: ``word`` says what failed, for anyone; ``detail`` says why
+    (addresses, errors, figures), for admins only."""
+
+    word: str
+    detail: str = ""
+
+    @property
+    def passed(self) -> bool:
+        """Whether this check lets the process take traffic."""
+        return self.word in PASSING
+
+    @property
+    def told(self) -> str:
+        """The word and the detail, as an admin reads it."""
+        return f"{self.word}: {self.detail}" if self.detail else self.word
+
+
+OK = Check("ok")
+
+
+async def _redis(engine: Engine) -> Check:
     """Redis answers, holds live state and knows every script (loading them if a restarted
     Redis lost them)."""
     try:
         if not await asyncio.wait_for(engine.ready(), PROBE_TIMEOUT_S):
             await asyncio.wait_for(engine.load(), PROBE_TIMEOUT_S)
-        return "ok"
+        return OK
     except StateMissing as exc:
-        return f"no live state: {exc.detail}"
+        return Check("no live state", exc.detail)
     except (TimeoutError, EngineError, OSError) as exc:
-        return f"unreachable: {exc!s:.200}"
+        return Check("unreachable", f"{exc!s:.200}")
 
 
 async def _select_one(url: str) -> None:
@@ -54,28 +86,62 @@ async def _select_one(url: str) -> None:
         await conn.execute("SELECT 1")
 
 
-async def _postgres(url: str | None) -> str:
+async def _postgres(url: str | None) -> Check:
     """Postgres accepts a connection and runs SELECT 1 (skipped when none is configured)."""
     if url is None:
-        return "not configured"
+        return Check("not configured")
     try:
         await asyncio.wait_for(_select_one(url), PROBE_TIMEOUT_S)
-        return "ok"
+        return OK
     except (TimeoutError, psycopg.Error, OSError) as exc:
-        return f"unreachable: {exc!s:.200}"
+        return Check("unreachable", f"{exc!s:.200}")
 
 
-async def _memory(engine: Engine, high_water: int) -> str:
+async def _memory(engine: Engine, high_water: int) -> Check:
     """Redis' memory is under the high-water mark (unchecked when Redis is unreachable:
     the redis check says so)."""
     try:
         used = (await asyncio.wait_for(engine.gauges(), PROBE_TIMEOUT_S)).used_memory
     except (TimeoutError, EngineError):
-        return "ok"
+        return OK
     if high_water and used >= high_water:
-        return (f"{used / MB:.0f} MB used, at or over the high-water mark of "
-                f"{high_water / MB:.0f} MB (RUSHORDER_REDIS_MEMORY_HIGH_WATER_MB)")
-    return "ok"
+        return Check("over the high-water mark",
+                     f"{used / MB:.0f} MB used, at or over the high-water mark of "
+                     f"{high_water / MB:.0f} MB (RUSHORDER_REDIS_MEMORY_HIGH_WATER_MB)")
+    return OK
+
+
+def _is_admin(auth: Authenticator, request: Request[Any, Any, Any]) -> bool:
+    """Whether the request carries a valid admin bearer token (a probe sends none, and a
+    bad one is no reason to fail the probe: it just reads the public answer)."""
+    if header(request, b"authorization") is None:
+        return False
+    try:
+        return auth.identify(request).admin
+    except HTTPException:
+        return False
+
+
+def _not_ready(checks: dict[str, Check], admin: bool) -> Answer:
+    """The 503: what failed in plain words; with each check's details for an admin."""
+    failed = ", ".join(f"{name} {check.told if admin else check.word}"
+                       for name, check in checks.items() if not check.passed)
+    context = {name: check.told if admin else check.word for name, check in checks.items()}
+    return problem("SERVICE_UNAVAILABLE", f"not ready: {failed}", context=context)
+
+
+def _metrics_guard(token: str | None) -> Any:
+    """Whether a request may scrape: always when no metrics token is set, else only with
+    ``Authorization: Bearer <token>`` (compared in constant time)."""
+    expected = f"Bearer {token}".encode() if token else None
+
+    def allowed(request: Request[Any, Any, Any]) -> bool:
+        if expected is None:
+            return True
+        given = header(request, b"authorization") or b""
+        return hmac.compare_digest(given, expected)
+
+    return allowed
 
 
 async def _read(reading: Awaitable[T]) -> T | None:
@@ -87,9 +153,13 @@ async def _read(reading: Awaitable[T]) -> T | None:
         return None
 
 
-def routes(engine: Engine, settings: Settings, metrics: Metrics) -> list[HTTPRouteHandler]:
-    """Liveness, readiness and metrics of this process."""
+def routes(engine: Engine, settings: Settings, metrics: Metrics,
+           auth: Authenticator | None = None) -> list[HTTPRouteHandler]:
+    """Liveness, readiness and metrics of this process (``auth`` tells admins, who read
+    why a check failed; by default one over the settings' secret)."""
     high_water = settings.redis_memory_high_water_mb * MB
+    auth = auth or Authenticator(settings.jwt_secret)
+    may_scrape = _metrics_guard(settings.metrics_token)
 
     @get("/health/live", sync_to_thread=False)
     def live() -> Liveness:
@@ -97,22 +167,25 @@ def routes(engine: Engine, settings: Settings, metrics: Metrics) -> list[HTTPRou
         return LIVE
 
     @get("/health/ready", responses=problems())
-    async def ready() -> Answer:
+    async def ready(request: Request[Any, Any, Any]) -> Answer:
         """Redis and Postgres are reachable, Redis holds live state and knows the scripts;
-        503 otherwise, saying why."""
+        503 otherwise, saying what failed (and why, to an admin's bearer token)."""
         redis, postgres, memory = await asyncio.gather(
             _redis(engine), _postgres(settings.database_url), _memory(engine, high_water))
         checks = {"redis": redis, "postgres": postgres, "redis_memory": memory}
-        if redis == "ok" and postgres in ("ok", "not configured") and memory == "ok":
-            return Answer({"status": "ready", "checks": checks})
-        return problem("SERVICE_UNAVAILABLE", f"not ready: redis {redis}, postgres "
-                       f"{postgres}, redis memory {memory}", context=checks)
+        if all(check.passed for check in checks.values()):
+            return Answer({"status": "ready",
+                           "checks": {name: check.word for name, check in checks.items()}})
+        return _not_ready(checks, _is_admin(auth, request))
 
-    @get("/metrics", media_type=CONTENT_TYPE_LATEST)
-    async def scrape() -> bytes:
+    @get("/metrics", media_type=CONTENT_TYPE_LATEST, responses=problems(401))
+    async def scrape(request: Request[Any, Any, Any]) -> Any:
         """Prometheus text: requests and latency by route and status, orders by outcome;
         Redis' memory, the outbox's backlog and lag per consumer group, the dead letters;
-        the top 5 and their stock."""
+        the top 5 and their stock. Needs ``Bearer <RUSHORDER_METRICS_TOKEN>`` if set."""
+        if not may_scrape(request):
+            return problem("UNAUTHORIZED", "Authorization: the metrics token is required",
+                           headers={"WWW-Authenticate": 'Bearer realm="metrics"'})
         gauges, top = await asyncio.gather(_read(engine.gauges()), _read(top_of(engine)))
         return metrics.exposition() + redis_lines(gauges, high_water) + top_lines(top)
 

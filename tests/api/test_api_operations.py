@@ -7,7 +7,8 @@ import re
 
 import httpx
 import pytest
-from actors import assert_problem
+from actors import Actor, assert_problem
+from conftest import SECRET
 
 from api.app import create_app
 from engine import keys
@@ -55,21 +56,31 @@ async def test_ready_reloads_scripts_a_restarted_redis_lost(
 
 
 @pytest.mark.parametrize("down", ["redis", "postgres"])
-async def test_not_ready_is_503_naming_what_is_down(
+async def test_not_ready_is_503_naming_what_is_down_and_only_admins_read_where(
     serve_app, api_settings: Settings, down: str
 ) -> None:
-    nowhere = f"127.0.0.1:{free_port()}"
+    port = free_port()
+    nowhere = f"127.0.0.1:{port}"
     broken = api_settings.replace(**(
         {"redis_url": f"redis://{nowhere}/0"} if down == "redis"
         else {"database_url": f"postgresql://postgres@{nowhere}/rushorder"}))
+    admin, user = Actor(1, SECRET, admin=True), Actor(2, SECRET)
     async for url in serve_app(create_app(broken)):
         async with httpx.AsyncClient(base_url=url) as http:
-            resp = await http.get("/health/ready")
-            doc = assert_problem(resp, 503, "SERVICE_UNAVAILABLE", names=down)
-            assert doc["context"][down].startswith("unreachable")
+            for who in ({}, user.headers, {"Authorization": "Bearer forged"}):
+                resp = await http.get("/health/ready", headers=who)
+                doc = assert_problem(resp, 503, "SERVICE_UNAVAILABLE", names=down)
+                assert doc["context"][down] == "unreachable"
+                assert str(port) not in resp.text and "127.0.0.1" not in resp.text
+            told = assert_problem(await http.get("/health/ready", headers=admin.headers),
+                                  503, "SERVICE_UNAVAILABLE", names=down)
+            assert told["context"][down].startswith("unreachable: ")
+            assert str(port) in told["context"][down] and str(port) in told["detail"]
             assert (await http.get("/health/live")).status_code == 200
             if down == "redis":
-                assert_problem(await http.get("/api/v1/products"), 503, "SERVICE_UNAVAILABLE")
+                gone = await http.get("/api/v1/products")
+                assert_problem(gone, 503, "SERVICE_UNAVAILABLE")
+                assert str(port) not in gone.text  # no error body names a host
 
 
 async def test_ready_without_a_database_url_checks_redis_only(
@@ -183,8 +194,12 @@ async def test_redis_memory_over_the_high_water_mark_is_not_ready_and_says_why(
     async for url in serve_app(create_app(api_settings.replace(redis_memory_high_water_mb=1))):
         async with httpx.AsyncClient(base_url=url) as http:
             doc = assert_problem(await http.get("/health/ready"), 503, "SERVICE_UNAVAILABLE",
-                                 names="high-water mark of 1 MB")
-            assert doc["context"]["redis"] == "ok"
+                                 names="redis_memory over the high-water mark")
+            assert doc["context"] == {"redis": "ok", "postgres": "ok",
+                                      "redis_memory": "over the high-water mark"}
+            admin = Actor(1, SECRET, admin=True)
+            doc = assert_problem(await http.get("/health/ready", headers=admin.headers), 503,
+                                 "SERVICE_UNAVAILABLE", names="high-water mark of 1 MB")
             assert "RUSHORDER_REDIS_MEMORY_HIGH_WATER_MB" in doc["context"]["redis_memory"]
             scraped = (await http.get("/metrics")).text
     assert "rushorder_redis_memory_high_water_bytes 1048576" in scraped
@@ -216,3 +231,24 @@ async def test_metrics_show_redis_memory_and_each_groups_backlog_and_oldest_age(
                         r"([\d.]+)$", scraped, re.M)
         assert age and float(age.group(1)) > 0
     assert re.search(r"^rushorder_outbox_length \d+$", scraped, re.M)
+
+
+async def test_metrics_need_the_metrics_token_when_one_is_set(
+    serve_app, api_settings: Settings
+) -> None:
+    token = "scrape-token-of-the-tests"
+    async for url in serve_app(create_app(api_settings.replace(metrics_token=token))):
+        async with httpx.AsyncClient(base_url=url) as http:
+            for who in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": token},
+                        {"Authorization": f"Bearer {token}x"},
+                        Actor(1, SECRET, admin=True).headers):
+                resp = await http.get("/metrics", headers=who)
+                assert_problem(resp, 401, "UNAUTHORIZED", names="metrics token")
+                assert "rushorder_" not in resp.text
+            resp = await http.get("/metrics", headers={"Authorization": f"Bearer {token}"})
+    assert resp.status_code == 200 and "rushorder_redis_used_memory_bytes" in resp.text
+
+
+async def test_metrics_are_open_without_a_metrics_token(client: httpx.AsyncClient) -> None:
+    resp = await client.get("/metrics")
+    assert resp.status_code == 200 and "rushorder_redis_used_memory_bytes" in resp.text
