@@ -15,14 +15,16 @@ Redis, Postgres and the metrics folder. Any number of such servers may run side 
 
 from __future__ import annotations
 
+import functools
 import os
 import shutil
 import tempfile
+from typing import Any
 
 from rushorder.settings import Settings
 
 ASGI_TARGET = "api.asgi:app"
-# httptools, with one write() per answer (api.transport)
+# httptools, with one write() per answer and the transport limits (api.transport)
 HTTP_PROTOCOL = "api.transport:HttpToolsProtocol"
 
 
@@ -51,11 +53,19 @@ def _export(settings: Settings) -> None:
             os.environ[f"RUSHORDER_{name.upper()}"] = str(value)
 
 
+def http_protocol(settings: Settings) -> Any:
+    """uvicorn's ``http`` protocol: api.transport's, within the settings' limits (a
+    partial of a module-level class, so that it reaches spawned workers by pickling)."""
+    from api.transport import HttpToolsProtocol, TransportLimits
+
+    return functools.partial(HttpToolsProtocol, limits=TransportLimits.of(settings))
+
+
 def _uvicorn(settings: Settings) -> None:
     import uvicorn
 
     uvicorn.run(ASGI_TARGET, factory=True, host=settings.http_host, port=settings.http_port,
-                workers=settings.api_workers, loop="uvloop", http=HTTP_PROTOCOL,
+                workers=settings.api_workers, loop="uvloop", http=http_protocol(settings),
                 interface="asgi3", lifespan="on", access_log=False, backlog=2048,
                 proxy_headers=False,  # no proxy sits in front by default; one ASGI layer less
                 # Longer than a client's or load balancer's idle timeout (commonly 60 s): a
@@ -76,7 +86,18 @@ def _granian(settings: Settings) -> None:
         level = LogLevels.info
     Granian(ASGI_TARGET, factory=True, address=settings.http_host, port=settings.http_port,
             interface=Interfaces.ASGI, workers=settings.api_workers, loop=Loops.uvloop,
-            http=HTTPModes.http1, log_level=level, log_access=False, backlog=2048).serve()
+            http=HTTPModes.http1, log_level=level, log_access=False, backlog=2048,
+            http1_settings=granian_http1(settings)).serve()
+
+
+def granian_http1(settings: Settings) -> Any:
+    """granian's HTTP/1 limits from the settings: the head's read timeout and its buffer
+    (hyper, under it, also refuses more than 100 header fields with 431; it has no
+    connection cap, and its timeout covers the head only)."""
+    from granian.http import HTTP1Settings
+
+    return HTTP1Settings(header_read_timeout=int(settings.http_read_timeout_s * 1000),
+                         max_buffer_size=max(8192, settings.http_max_header_bytes))
 
 
 def serve(settings: Settings) -> None:

@@ -1,4 +1,5 @@
-"""uvicorn's httptools protocol with one ``write()`` per answer instead of two.
+"""uvicorn's httptools protocol with one ``write()`` per answer instead of two, and with
+the transport limits uvicorn lacks.
 
 uvicorn writes an answer's status line and headers, then its body, each straight to the
 socket: two system calls, two loopback segments for the client to wake up and read. On
@@ -9,14 +10,72 @@ that gathers what is written in one event-loop tick and writes it at the end of 
 tick; uvicorn sends both parts of an answer in one tick (its ``send`` does not wait
 unless the socket's buffer is full), so they leave together. ``api.server`` names this
 class as uvicorn's ``http`` protocol.
+
+Limits (:class:`TransportLimits`, from the settings). uvicorn with httptools served an
+8 MiB header and 2,000 header fields, kept a request whose head or body stopped arriving
+open for good (a slowloris needs nothing more), and took any number of connections. Here:
+
+- header fields: past ``max_headers`` fields, or ``max_header_bytes`` of request line and
+  fields together, the answer is 431 and the connection closes; the head is counted as it
+  arrives, so a huge header is refused after about the limit, not read whole;
+- read timeout: a request must arrive whole within ``read_timeout_s`` of its first byte,
+  else 408 and the connection closes (an idle connection, before or between requests,
+  keeps uvicorn's keep-alive timeout, armed here from the start too);
+- connections: past ``max_connections`` open ones in this process, a new one is answered
+  503 and closed at once, before it costs a request.
+
+Each refusal is a problem document, written straight to the socket with
+``Connection: close``.
 """
 
 from __future__ import annotations
 
 import asyncio
+from asyncio import TimerHandle
+from dataclasses import dataclass
 from typing import Any
 
+from uvicorn.config import Config
 from uvicorn.protocols.http import httptools_impl
+from uvicorn.server import ServerState
+
+from api.problems import problem
+from rushorder.settings import Settings
+
+
+@dataclass(frozen=True, slots=True)
+class TransportLimits:
+    """What one connection may cost a worker process (the settings' ``http_*``)."""
+
+    max_headers: int = 100
+    max_header_bytes: int = 32_768
+    read_timeout_s: float = 30.0
+    max_connections: int = 1_000
+
+    @classmethod
+    def of(cls, settings: Settings) -> TransportLimits:
+        """The limits the settings ask for."""
+        return cls(max_headers=settings.http_max_headers,
+                   max_header_bytes=settings.http_max_header_bytes,
+                   read_timeout_s=settings.http_read_timeout_s,
+                   max_connections=settings.http_max_connections)
+
+
+def refusal(status: int, code: str, detail: str, *headers: bytes) -> bytes:
+    """A whole HTTP/1.1 answer carrying a problem document, after which the server closes."""
+    body = problem(code, detail, status).body
+    head = [httptools_impl.STATUS_LINE[status],
+            b"content-type: application/problem+json\r\n",
+            b"content-length: %d\r\n" % len(body), b"connection: close\r\n",
+            *(h + b"\r\n" for h in headers), b"\r\n"]
+    return b"".join(head) + body
+
+
+HEADERS_TOO_LARGE = refusal(431, "HEADERS_TOO_LARGE", "too many or too large header fields")
+REQUEST_TIMEOUT = refusal(408, "REQUEST_TIMEOUT",
+                          "the request did not arrive whole in time; send it again")
+TOO_MANY_CONNECTIONS = refusal(503, "SERVICE_UNAVAILABLE",
+                               "too many open connections; retry", b"retry-after: 1")
 
 
 class CoalescingTransport:
@@ -66,7 +125,110 @@ class CoalescingTransport:
 
 
 class HttpToolsProtocol(httptools_impl.HttpToolsProtocol):
-    """uvicorn's httptools HTTP/1.1 protocol writing through a :class:`CoalescingTransport`."""
+    """uvicorn's httptools HTTP/1.1 protocol writing through a :class:`CoalescingTransport`,
+    within :class:`TransportLimits` (``api.server`` passes the settings' limits)."""
+
+    def __init__(self, config: Config, server_state: ServerState, app_state: dict[str, Any],
+                 _loop: asyncio.AbstractEventLoop | None = None,
+                 limits: TransportLimits = TransportLimits()) -> None:
+        super().__init__(config, server_state, app_state, _loop)
+        self.limits = limits
+        self.refused = False
+        self.deadline: TimerHandle | None = None
+        # Bytes of the head received so far (None: not in a head, the body is arriving).
+        self.head_bytes: int | None = 0
+        # The request line and header fields of the request being read, as parsed.
+        self.head_size = 0
+        self.header_count = 0
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(CoalescingTransport(transport, self.loop))  # type: ignore[arg-type]
+        if len(self.connections) > self.limits.max_connections:
+            self.refuse(TOO_MANY_CONNECTIONS)
+            return
+        # Idle until the first byte, as between requests: uvicorn arms this only after
+        # an answer, so a connection that never sends a byte stayed open for good.
+        self.timeout_keep_alive_task = self.loop.call_later(
+            self.timeout_keep_alive, self.timeout_keep_alive_handler)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.disarm()
+        super().connection_lost(exc)
+
+    def refuse(self, answer: bytes) -> None:
+        """Answer ``answer`` and close; whatever else arrives is ignored."""
+        self.refused = True
+        self.disarm()
+        if not self.transport.is_closing():
+            self.transport.write(answer)
+            self.transport.close()  # writes what is pending first
+
+    def disarm(self) -> None:
+        """Stop the read deadline."""
+        if self.deadline is not None:
+            self.deadline.cancel()
+            self.deadline = None
+
+    def expire(self) -> None:
+        """The read deadline passed with the request still arriving: 408 unless an
+        answer has begun (then just close)."""
+        self.deadline = None
+        if self.cycle is not None and self.cycle.response_started:
+            self.refused = True
+            self.transport.close()
+        else:
+            self.refuse(REQUEST_TIMEOUT)
+
+    def data_received(self, data: bytes) -> None:
+        if self.refused:
+            return
+        if self.head_bytes is not None:
+            # Refuse a head that already passed the limit before httptools, which keeps
+            # a header field whole until it ends, reads megabytes of it.
+            if self.head_bytes > self.limits.max_header_bytes:
+                self.refuse(HEADERS_TOO_LARGE)
+                return
+            self.head_bytes += len(data)
+        super().data_received(data)
+
+    # -- the parser's callbacks ----------------------------------------------------------
+
+    def on_message_begin(self) -> None:
+        super().on_message_begin()
+        self.header_count = self.head_size = 0
+        self.head_bytes = self.head_bytes or 0
+        self.disarm()
+        self.deadline = self.loop.call_later(self.limits.read_timeout_s, self.expire)
+
+    def on_url(self, url: bytes) -> None:
+        if not self.refused:
+            super().on_url(url)
+            self._count(len(url), 0)
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        if not self.refused:
+            super().on_header(name, value)
+            self._count(len(name) + len(value) + 4, 1)  # "name: value\r\n"
+
+    def _count(self, size: int, fields: int) -> None:
+        """Add to this request's head; refuse it past the limits."""
+        self.header_count += fields
+        self.head_size += size
+        if (self.header_count > self.limits.max_headers
+                or self.head_size > self.limits.max_header_bytes):
+            self.refuse(HEADERS_TOO_LARGE)
+
+    def on_headers_complete(self) -> None:
+        if not self.refused:
+            self.head_bytes = None
+            super().on_headers_complete()
+
+    def on_body(self, body: bytes) -> None:
+        if not self.refused:
+            super().on_body(body)
+
+    def on_message_complete(self) -> None:
+        if not self.refused:
+            self.disarm()
+            self.head_bytes = 0
+            super().on_message_complete()

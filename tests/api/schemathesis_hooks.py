@@ -6,7 +6,8 @@ means to be valid, so that they reach the business rules instead of a 400:
 - an integer is written as one: JSON Schema's ``integer`` admits ``2.0``, and schemathesis
   sends such whole floats on purpose, but money is never a float here and the API's strict
   decoding refuses them;
-- a coupon's ``valid_from`` comes before its ``valid_until``.
+- a coupon's ``valid_from`` comes before its ``valid_until``, both within 1970..9999 in
+  UTC (what every store holds; a time with a large offset near either end leaves it).
 
 And one choice: a coupon that has already ended is made to end a year from now (its start
 kept). Generated times cluster around 2000, so otherwise every coupon would be over before
@@ -23,6 +24,9 @@ from typing import Any
 
 import schemathesis
 from schemathesis.core import NOT_SET
+
+from engine.limits import FIRST_MOMENT as FIRST
+from engine.limits import LAST_MOMENT as LAST
 
 
 def _integral(value: Any) -> Any:
@@ -51,9 +55,11 @@ def _window(body: Any) -> Any:
     if start is None or end is None or start.tzinfo is None or end.tzinfo is None:
         return body
     start, end = min(start, end), max(start, end)
+    start, end = max(start, FIRST), min(end, LAST)
     now = datetime.now(UTC)
     if end <= now:
         end = now + timedelta(days=365)
+    start = min(start, end - timedelta(seconds=1))
     return {**body, "valid_from": start.isoformat(), "valid_until": end.isoformat()}
 
 
