@@ -28,7 +28,7 @@ def test_help_lists_every_subcommand(capsys: pytest.CaptureFixture[str]) -> None
     out = capsys.readouterr().out
     assert all(f"    {name} " in out for name in NAMES)
     assert NAMES == ["up", "api", "worker", "platform", "migrate", "seed", "token",
-                     "rebuild", "audit", "replay"]
+                     "rebuild", "audit", "outbox", "replay"]
 
 
 @pytest.mark.parametrize("name", NAMES)
