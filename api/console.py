@@ -44,6 +44,7 @@ from api.metrics import BUCKETS, ORDER_ROUTE
 from api.problems import problem
 from api.sessions import SessionPolicy, Sessions
 from engine import Engine
+from engine.archive import SetAside
 from engine.console import DeadLetterSummary
 from engine.errors import StateMissing
 from engine.gauges import Gauges
@@ -55,6 +56,7 @@ T = TypeVar("T")
 WINDOW_S = 300  # the chart: the last five minutes, per second
 RATE_S = 5  # orders/s and refusals/s: the mean of the last complete seconds
 LATENCY_S = 10  # p50/p99 of the order route over the last complete seconds
+SET_ASIDE_SHOWN = 5  # the oldest outbox entries set aside that the console lists
 PICKUP_S = 5.0  # a replay nobody took by then is withdrawn: no forwarder listens
 ANSWER_WAIT_S = 20.0  # then the replay answers 202, still running
 POLL_S = 0.1
@@ -159,6 +161,7 @@ class Feed(msgspec.Struct, frozen=True, kw_only=True):
     latency: Latency
     outbox: Outbox | None
     dead_letters: DeadLetters | None
+    set_aside: SetAside | None  # outbox entries Postgres refused (workers/postgres.py)
     workers: list[Worker]
     redis: RedisMemory | None
     top: list[Seller]
@@ -301,6 +304,7 @@ async def feed(engine: Engine, high_water: int) -> Feed:
     console = engine.console
     now_ms = await console.now_ms()  # Redis away: the 503 of any engine call
     last = now_ms // 1000 - 1  # the current second is still being added to
+    aside = asyncio.gather(engine.archive.set_aside(SET_ASIDE_SHOWN), return_exceptions=True)
     read = await asyncio.gather(
         console.seconds(last - WINDOW_S + 1, last), engine.gauges(), console.dead_letters(),
         console.heartbeats(), top_of(engine), live_state(engine), return_exceptions=True)
@@ -316,6 +320,7 @@ async def feed(engine: Engine, high_water: int) -> Feed:
         **figures(tallies or {}, last),
         outbox=None if gauges is None else outbox_of(gauges),
         dead_letters=None if dead is None else DeadLetters(count=dead[0], oldest=dead[1]),
+        set_aside=_good((await aside)[0], "set aside", problems),
         workers=[worker_of(b, now_ms) for b in beats or []],
         redis=None if gauges is None else memory_of(gauges, high_water),
         top=top or [], problems=problems)

@@ -29,6 +29,14 @@ UNAVAILABLE = ("the durable record, which holds what Redis has settled, cannot a
                "right now; retry")
 
 
+class SetAside(msgspec.Struct, frozen=True, kw_only=True):
+    """Outbox entries Postgres refused, kept aside so that the rest goes on: how many, and
+    the oldest few (id, stream, entry, type, error, set_aside_at)."""
+
+    count: int
+    oldest: list[dict[str, Any]]
+
+
 class Archive(Protocol):
     """The durable record's read side. ``below`` bounds ids from above (exclusive; None:
     no bound); lists are newest first. ``unavailable`` names the exceptions that mean "the
@@ -54,6 +62,10 @@ class Archive(Protocol):
     async def issued_coupon(self, issued_id: int) -> Row | None:
         """One issued coupon."""
 
+    async def set_aside(self, shown: int) -> Row:
+        """The outbox entries the Postgres writer set aside: ``count`` and the ``oldest``
+        ``shown`` (``workers/postgres.py``), for /health/ready and the console."""
+
     async def close(self) -> None:
         """Let go of connections."""
 
@@ -68,6 +80,10 @@ class NoArchive:
         raise LookupError("no durable record is configured to read settled state from")
 
     order = orders = orders_below = history_below = coupons_below = issued_coupon = _none
+
+    async def set_aside(self, shown: int) -> Row:
+        """No durable record, so no writer that could set an entry aside."""
+        return {"count": 0, "oldest": []}
 
     async def close(self) -> None:
         """Nothing to let go of."""
@@ -123,6 +139,11 @@ class Reader:
         """One issued coupon, as stored."""
         row = await self._ask(self.archive.issued_coupon(issued_id))
         return None if row is None else msgspec.convert(_order_id(row), IssuedCoupon)
+
+
+    async def set_aside(self, shown: int = 5) -> SetAside:
+        """How many outbox entries the Postgres writer set aside, and the oldest ``shown``."""
+        return msgspec.convert(await self._ask(self.archive.set_aside(shown)), SetAside)
 
 
 def _order_id(row: Row) -> dict[str, Any]:

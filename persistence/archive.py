@@ -21,6 +21,7 @@ from sqlalchemy.dialects.postgresql import aggregate_order_by
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
+from persistence import setaside
 from persistence.coupons import COUPONS, ISSUED
 from persistence.database import sqlalchemy_url
 from persistence.models import HistoryLine, Order, OrderLine
@@ -114,6 +115,11 @@ class PostgresArchive:
         if not 0 < issued_id <= BIGINT_MAX:
             return None
         return await self._one(_ISSUED.where(ISSUED.c.id == issued_id))
+
+    async def set_aside(self, shown: int) -> dict[str, Any]:
+        """The outbox entries the writer set aside: count and the oldest ``shown``."""
+        found = await setaside.summary(self.db, shown)
+        return {"count": found.count, "oldest": found.oldest}
 
     async def close(self) -> None:
         """Close the pool."""

@@ -173,6 +173,16 @@
     }, "none");
   }
 
+  function renderAside(aside) {
+    $("aside-count").textContent = aside ? number(aside.count) : "\u2013";
+    rows("aside", aside ? aside.oldest : [], (a) => {
+      const error = cell(a.error.length > 60 ? a.error.slice(0, 57) + "\u2026" : a.error, "error-text");
+      error.title = a.error;
+      return [cell(String(a.id), "num"), cell(a.type || "?"),
+        cell(new Date(a.set_aside_at).toLocaleString()), error];
+    }, "none");
+  }
+
   function done(worker) {
     const c = worker.counters;
     if (worker.group === "postgres") {
@@ -230,6 +240,7 @@
     drawChart(feed.seconds);
     renderOutbox(feed.outbox);
     renderDead(feed.dead_letters);
+    renderAside(feed.set_aside);
     renderWorkers(feed.workers);
     renderMemory(feed.redis);
     renderTop(feed.top);

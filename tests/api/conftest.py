@@ -18,22 +18,27 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
+import psycopg
 import pytest
 import redis
 import uvicorn
 from actors import Actor
+from psycopg import sql
 
 from api.app import create_app
 from api.server import HTTP_PROTOCOL
 from engine import state
+from persistence.migrate import upgrade
 from rushorder.servers import free_port
 from rushorder.settings import Settings
 
 REPO = Path(__file__).resolve().parents[2]
 API_DB = 2  # the engine's tests use DB 1
 SECRET = "api-tests-secret-of-more-than-32-bytes!"
+API_DATABASE = "rushorder_api_tests"
 USER_SEQ = "test:api:user"  # outside {ro}: not the engine's
 
 
@@ -48,11 +53,24 @@ def api_redis_url(redis_db: Callable[[int], str]) -> str:
 
 
 @pytest.fixture(scope="session")
-def api_settings(settings: Settings, api_redis_url: str) -> Settings:
+def api_database_url(database_url: str) -> str:
+    """A database of the API tests' own on the session's Postgres, migrated as ``up`` does
+    (the console and /health/ready read what the writer set aside from it)."""
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        if not conn.execute("SELECT 1 FROM pg_database WHERE datname = %s",
+                            (API_DATABASE,)).fetchone():
+            conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(API_DATABASE)))
+    url = urlsplit(database_url)._replace(path=f"/{API_DATABASE}").geturl()
+    upgrade(url)
+    return url
+
+
+@pytest.fixture(scope="session")
+def api_settings(settings: Settings, api_redis_url: str, api_database_url: str) -> Settings:
     """The session's settings on the API's database, with the tests' JWT secret and no write
     rate limit (tests hammer one account; test_api_idempotency.py serves one with it)."""
-    return settings.replace(redis_url=api_redis_url, jwt_secret=SECRET, log_level="WARNING",
-                            rate_limit_per_s=0)
+    return settings.replace(redis_url=api_redis_url, database_url=api_database_url,
+                            jwt_secret=SECRET, log_level="WARNING", rate_limit_per_s=0)
 
 
 async def _serve(app: Any) -> AsyncIterator[str]:

@@ -6,6 +6,7 @@ import contextlib
 import re
 
 import httpx
+import psycopg
 import pytest
 from actors import Actor, assert_problem
 from conftest import SECRET
@@ -40,8 +41,10 @@ async def test_live(client: httpx.AsyncClient) -> None:
 async def test_ready_checks_redis_scripts_and_postgres(client: httpx.AsyncClient) -> None:
     resp = await client.get("/health/ready")
     assert resp.status_code == 200, resp.text
-    assert resp.json() == {"status": "ready", "checks": {"redis": "ok", "postgres": "ok",
-                                                         "redis_memory": "ok"}}
+    answer = resp.json()
+    assert answer["status"] == "ready"
+    assert answer["checks"] == {"redis": "ok", "postgres": "ok", "redis_memory": "ok",
+                                "outbox_set_aside": "ok"}
 
 
 async def test_ready_reloads_scripts_a_restarted_redis_lost(
@@ -83,6 +86,27 @@ async def test_not_ready_is_503_naming_what_is_down_and_only_admins_read_where(
                 assert str(port) not in gone.text  # no error body names a host
 
 
+async def test_ready_says_when_outbox_entries_are_set_aside_and_stays_ready(
+    serve_app, api_settings: Settings
+) -> None:
+    assert api_settings.database_url is not None
+    with psycopg.connect(api_settings.database_url, autocommit=True) as conn:
+        conn.execute("DELETE FROM outbox_set_aside")
+        async for url in serve_app(create_app(api_settings)):
+            async with httpx.AsyncClient(base_url=url) as http:
+                clean = (await http.get("/health/ready")).json()
+                conn.execute("INSERT INTO outbox_set_aside (stream, entry, raw, error) "
+                             "VALUES (0, 1, %s, 'value too long')", (b'{"type": "x"}',))
+                try:
+                    told = await http.get("/health/ready")
+                finally:
+                    conn.execute("DELETE FROM outbox_set_aside")
+    assert clean["status"] == "ready" and clean["checks"]["outbox_set_aside"] == "ok"
+    assert told.status_code == 200, told.text  # one bad record takes no process out
+    assert told.json()["status"] == "ready, with outbox entries set aside"
+    assert told.json()["checks"]["outbox_set_aside"].startswith("1 outbox entries set aside")
+
+
 async def test_ready_without_a_database_url_checks_redis_only(
     serve_app, api_settings: Settings
 ) -> None:
@@ -90,7 +114,7 @@ async def test_ready_without_a_database_url_checks_redis_only(
         async with httpx.AsyncClient(base_url=url) as http:
             resp = await http.get("/health/ready")
     assert resp.json()["checks"] == {"redis": "ok", "postgres": "not configured",
-                                     "redis_memory": "ok"}
+                                     "redis_memory": "ok", "outbox_set_aside": "not configured"}
 
 
 SAMPLE = re.compile(r"^(?P<name>\w+)(?:\{(?P<labels>.*)\})? (?P<value>\S+)$")

@@ -12,6 +12,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 import httpx
 import pytest
 import redis
+import sqlalchemy as sa
 from drain_support import REPO, Platform, Process, counts, env_of, orders_and_cancels, wait_for
 from litestar.testing import AsyncTestClient
 from prometheus_client.parser import text_string_to_metric_families
@@ -207,3 +208,17 @@ def test_a_replay_tells_its_progress_once_per_dead_letter(
     assert replay_dead_letters(wsettings, progress=recorder) == 0  # none is the platform's
     assert recorder.told == [("stage", 3), ("advance", 1), ("advance", 1), ("advance", 1)]
     assert DeadLetters(r).count() == 0
+
+
+async def test_the_console_lists_outbox_entries_set_aside(
+    db: Database, console: httpx.AsyncClient
+) -> None:
+    assert (await fed(console))["set_aside"] == {"count": 0, "oldest": []}
+    with db.begin() as conn:
+        conn.execute(sa.text("INSERT INTO outbox_set_aside (stream, entry, raw, error) VALUES "
+                             "(1, 7, :raw, 'invalid byte sequence')"),
+                     {"raw": b'{"type": "order.paid"}'})
+    listed = (await fed(console))["set_aside"]
+    assert listed["count"] == 1
+    assert [(e["stream"], e["entry"], e["type"], e["error"]) for e in listed["oldest"]] == [
+        (1, 7, "order.paid", "invalid byte sequence")]
