@@ -15,8 +15,17 @@ per loop iteration waits on a busy CPU (outside commands, an iteration took 0.57
 against 1.4-1.9 ms). Size ``RUSHORDER_API_WORKERS`` to the cores the API has to itself;
 ``--api-workers 2`` measures the other way.
 
+With ``--limiter`` it measures what the per-user write rate limit costs instead
+(issue 25's goal: at most 5% of orders/s): two API processes on the same Redis, one with
+``RUSHORDER_RATE_LIMIT_PER_S=0`` and one with the product's default limit, and rounds of
+orders alternating between them (off-on, then on-off, ...), medians and their ratio. The
+bench's 2,000 users each order about 5 times a second at 10k orders/s, under the default
+20/s: every order still passes (non-2xx must stay 0), so the figure is the limiter's
+bookkeeping (one GET and one SET per order inside place_orders.lua).
+
 Usage: python load/bench_api.py [--seconds 10] [--rounds 3] [--connections 64]
                                 [--api-workers 1] [--api-server uvicorn|granian]
+                                [--limiter]
 """
 
 from __future__ import annotations
@@ -107,6 +116,8 @@ def main() -> None:
                         help="API worker processes (1: see above)")
     parser.add_argument("--api-server", choices=("uvicorn", "granian"), default="uvicorn",
                         help="RUSHORDER_API_SERVER of the API under test")
+    parser.add_argument("--limiter", action="store_true",
+                        help="orders/s with the write rate limit off against on, interleaved")
     args = parser.parse_args()
     need("wrk", "wrk")
     need("pgbench", "postgresql-client")
@@ -114,7 +125,7 @@ def main() -> None:
     tmp = Path(tempfile.mkdtemp(prefix="rushorder-bench-"))
     redis = RedisServer(tmp / "redis", free_port())
     postgres = PostgresServer(tmp / "pg", free_port())
-    api = None
+    apis: list[subprocess.Popen[bytes]] = []
     try:
         redis.start()
         postgres.start()
@@ -129,14 +140,15 @@ def main() -> None:
                                     for u in range(1, USERS + 1)) + "\n")
         env = {**os.environ, "RUSHORDER_REDIS_URL": redis.url,
                "RUSHORDER_DATABASE_URL": postgres.url,
-               "RUSHORDER_HTTP_PORT": str(settings.http_port),
                "RUSHORDER_API_WORKERS": str(args.api_workers),
                "RUSHORDER_API_SERVER": args.api_server, "RUSHORDER_LOG_LEVEL": "WARNING"}
-        api = subprocess.Popen([sys.executable, "-m", "rushorder.cli", "api"], env=env,
-                               cwd=ROOT, start_new_session=False)
-        base = f"http://127.0.0.1:{settings.http_port}"
-        wait_http(base + "/health/ready")
         wrk_env = {"TOKENS": str(tokens), "PRODUCT_ID": str(product_id)}
+        if args.limiter:
+            limits = compare_limiter(apis, env, wrk_env, args, redis.url)
+            report_limiter(limits, args)
+            check_invariants(redis.url, product_id, {"orders": limits["off"] + limits["on"]})
+            return
+        base = start_api(apis, env, settings.http_port)
         # Warm up: scripts loaded, connections open, JIT-free Python caches filled.
         wrk(base + "/", str(ROOT / "load/wrk_orders.lua"), 2, args.connections, wrk_env)
         results: dict[str, list[dict]] = {"health": [], "orders": [], "rowlock": []}
@@ -150,7 +162,7 @@ def main() -> None:
         report(results, args)
         check_invariants(redis.url, product_id, results)
     finally:
-        if api is not None:
+        for api in apis:
             api.send_signal(signal.SIGTERM)
             try:
                 api.wait(15)
@@ -159,6 +171,68 @@ def main() -> None:
         postgres.stop()
         redis.stop()
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def start_api(apis: list[subprocess.Popen[bytes]], env: dict[str, str], port: int) -> str:
+    """Start `rushorder api` with ``env`` on ``port`` (kept in ``apis`` to stop it); its
+    base URL once ready."""
+    apis.append(subprocess.Popen([sys.executable, "-m", "rushorder.cli", "api"],
+                                 env={**env, "RUSHORDER_HTTP_PORT": str(port)}, cwd=ROOT))
+    base = f"http://127.0.0.1:{port}"
+    wait_http(base + "/health/ready")
+    return base
+
+
+def compare_limiter(apis: list[subprocess.Popen[bytes]], env: dict[str, str],
+                    wrk_env: dict[str, str], args: argparse.Namespace,
+                    redis_url: str) -> dict[str, list[dict]]:
+    """Rounds of orders against an API without the write rate limit and one with the
+    default (Settings'), interleaved so that drift (the AOF, caches, the box) falls on
+    both alike: off-on, on-off, off-on... The rounds of each, by name, each with the
+    µs Redis spent in scripts per order (``redis_us``): the limiter's whole work is
+    there, and it moves far less than orders/s with what else the box runs."""
+    default = str(Settings().rate_limit_per_s)
+    bases = {"off": start_api(apis, {**env, "RUSHORDER_RATE_LIMIT_PER_S": "0"}, free_port()),
+             "on": start_api(apis, {**env, "RUSHORDER_RATE_LIMIT_PER_S": default}, free_port())}
+    script = str(ROOT / "load/wrk_orders.lua")
+    for base in bases.values():  # warm both up alike
+        wrk(base + "/", script, 2, args.connections, wrk_env)
+    results: dict[str, list[dict]] = {"off": [], "on": []}
+    with redispy.Redis.from_url(redis_url) as client:
+        for i in range(args.rounds):
+            for name in ("off", "on") if i % 2 == 0 else ("on", "off"):
+                client.config_resetstat()
+                stats = wrk(bases[name] + "/", script, args.seconds, args.connections, wrk_env)
+                evalsha = client.info("commandstats").get("cmdstat_evalsha", {})
+                stats["redis_us"] = evalsha.get("usec", 0) / max(stats["requests"], 1)
+                results[name].append(stats)
+    return results
+
+
+def report_limiter(results: dict[str, list[dict]], args: argparse.Namespace) -> None:
+    """Per-round orders/s off and on, their medians and the cost of the limiter."""
+    print(f"\n{args.rounds} rounds x {args.seconds}s each way, {args.connections} "
+          f"connections, {args.api_workers} {args.api_server} API workers each; limit on: "
+          f"{Settings().rate_limit_per_s:g}/s, bursts of {Settings().rate_limit_burst}")
+    print(f"{'round':>5} {'off/s':>10} {'on/s':>10} {'on/off':>8} {'off Redis us':>13} "
+          f"{'on Redis us':>12} {'non-2xx':>8}")
+    for i, (off, on) in enumerate(zip(results["off"], results["on"], strict=True), 1):
+        refused = off["non2xx"] + on["non2xx"] + off["socket_errors"] + on["socket_errors"]
+        print(f"{i:>5} {off['rps']:>10.0f} {on['rps']:>10.0f} {on['rps'] / off['rps']:>8.3f} "
+              f"{off['redis_us']:>13.2f} {on['redis_us']:>12.2f} {refused:>8}")
+    without, with_ = median(results["off"], "rps"), median(results["on"], "rps")
+    # Each round's two runs are next to each other in time: the median of their ratios is
+    # the steadier figure on a box whose load drifts.
+    paired = statistics.median(on["rps"] / off["rps"]
+                               for off, on in zip(results["off"], results["on"], strict=True))
+    print(f"\nmedian orders/s: off {without:.0f}, on {with_:.0f} (ratio {with_ / without:.3f}); "
+          f"median of the rounds' on/off {paired:.3f}: the limiter costs "
+          f"{100 * (1 - paired):.1f}% (goal <= 5%)")
+    us_off, us_on = median(results["off"], "redis_us"), median(results["on"], "redis_us")
+    print(f"Redis time in scripts per order: off {us_off:.2f} us, on {us_on:.2f} us: the "
+          f"limiter adds {us_on - us_off:.2f} us, {100 * (us_on - us_off) / us_off:.1f}% of "
+          f"Redis' part; {100 * (us_on - us_off) * without / 1e6:.1f}% of one core at "
+          f"{without:.0f} orders/s")
 
 
 def wait_http(url: str, timeout_s: float = 30) -> None:
