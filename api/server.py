@@ -101,7 +101,9 @@ def granian_http1(settings: Settings) -> Any:
 
 
 def serve(settings: Settings) -> None:
-    """Serve the API until SIGINT/SIGTERM (blocking)."""
+    """Serve the API until SIGINT/SIGTERM (blocking); refuses a secret anyone could sign
+    with (the published one off loopback, or a short one) whoever calls it."""
+    settings.check_servable()
     _export(settings)
     folder = _shared_metrics()
     try:

@@ -133,3 +133,10 @@ def test_up_lines_from_children_show_no_password(capsys: pytest.CaptureFixture[s
     stack.say("worker-1", f"connecting to {REDIS} and {POSTGRES}")
     out = capsys.readouterr().out
     assert "redis://:***@127.0.0.1:6380/0" in out and "password" not in out
+
+
+def test_serving_the_api_directly_refuses_the_dev_secret_off_loopback() -> None:
+    from api.server import serve
+
+    with pytest.raises(UnsafeSetting, match="RUSHORDER_JWT_SECRET"):
+        serve(Settings(http_host="0.0.0.0"))  # refused before anything listens
