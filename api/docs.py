@@ -50,6 +50,8 @@ _REASONS = {
     409: "Refused by a business rule",
     413: "Body too large",
     422: "Idempotency-Key reused with another request",
+    429: "Too many requests: the write rate or the live Idempotency-Key records of the "
+         "caller (Retry-After says when to try again)",
     503: "The data store cannot be reached",
 }
 

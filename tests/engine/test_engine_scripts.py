@@ -24,9 +24,10 @@ local function c()
 end
 """
 
-# Quotes, a backslash, a slash, control characters and text beyond ASCII: everything a
-# hand-formatted JSON string must escape or keep.
-AWKWARD = 'say "hi" \\ to 1/2\tof\n상품 ✓'
+# Quotes, a backslash, a slash, a line separator and text beyond ASCII (and outside the
+# BMP): everything a hand-formatted JSON string must escape or keep that a name may hold
+# (control characters are refused: engine.limits.check_name).
+AWKWARD = 'say "hi" \\ to 1/2 of\u2028상품 ✓ 🛒'
 
 
 def defined(source: str) -> list[str]:
