@@ -9,14 +9,8 @@ each other; the database is flushed once, when the session starts.
 from __future__ import annotations
 
 import asyncio
-import os
-import shutil
-import subprocess
-import sys
-import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -25,7 +19,6 @@ import psycopg
 import pytest
 import redis
 import uvicorn
-from actors import Actor
 from psycopg import sql
 
 from api.app import create_app
@@ -34,10 +27,10 @@ from engine import state
 from persistence.migrate import upgrade
 from rushorder.servers import free_port
 from rushorder.settings import Settings
+from tests.api.actors import Actor
+from tests.api.support import SECRET, ServerProcess, rfc3339
 
-REPO = Path(__file__).resolve().parents[2]
 API_DB = 2  # the engine's tests use DB 1
-SECRET = "api-tests-secret-of-more-than-32-bytes!"
 API_DATABASE = "rushorder_api_tests"
 USER_SEQ = "test:api:user"  # outside {ro}: not the engine's
 
@@ -167,11 +160,6 @@ def new_product(client: httpx.AsyncClient, admin: Actor) -> Callable[..., Awaita
     return make
 
 
-def rfc3339(moment: datetime) -> str:
-    """A UTC time as the contract writes it."""
-    return moment.astimezone(UTC).isoformat().replace("+00:00", "Z")
-
-
 @pytest.fixture
 def new_coupon(client: httpx.AsyncClient, admin: Actor) -> Callable[..., Awaitable[dict]]:
     """A new coupon valid from an hour ago to an hour from now unless told otherwise."""
@@ -192,52 +180,6 @@ def new_coupon(client: httpx.AsyncClient, admin: Actor) -> Callable[..., Awaitab
 
 
 # -- API servers in their own processes ----------------------------------------------------
-
-
-def _deathsig(args: list[str]) -> list[str]:
-    """Make the server die with us even if pytest is SIGKILLed (where setpriv exists)."""
-    setpriv = shutil.which("setpriv")
-    return [setpriv, "--pdeathsig", "TERM", *args] if setpriv else args
-
-
-class ServerProcess:
-    """``api.server.serve`` in a child process (its server with its own workers)."""
-
-    def __init__(self, settings: Settings, log: Path) -> None:
-        self.settings = settings
-        self.url = f"http://127.0.0.1:{settings.http_port}"
-        self.log = log
-        env = {**os.environ, **{f"RUSHORDER_{name.upper()}": str(getattr(settings, name))
-                                for name in settings.__struct_fields__
-                                if getattr(settings, name) is not None}}
-        code = "from api.server import serve; from rushorder.settings import Settings; " \
-               "serve(Settings.from_env())"
-        with log.open("wb") as out:
-            self.proc = subprocess.Popen(_deathsig([sys.executable, "-c", code]), env=env,
-                                         stdin=subprocess.DEVNULL, stdout=out,
-                                         stderr=subprocess.STDOUT, cwd=REPO)
-
-    def wait_ready(self, timeout_s: float = 60) -> None:
-        """Poll /health/ready until it answers 200."""
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            assert self.proc.poll() is None, self.log.read_text()[-3000:]
-            try:
-                if httpx.get(self.url + "/health/ready", timeout=2).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.1)
-        raise AssertionError(f"{self.url} not ready: {self.log.read_text()[-3000:]}")
-
-    def stop(self) -> None:
-        """SIGTERM (the server stops its workers), then kill if it hangs."""
-        self.proc.terminate()
-        try:
-            self.proc.wait(20)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
 
 
 @pytest.fixture(scope="session")

@@ -19,11 +19,11 @@ from urllib.parse import urlparse, urlunparse
 import pytest
 import redis
 import redis.asyncio as aioredis
-from support import USER_SEQ, Outbox, window
 
 from engine import Engine, state
 from engine.models import Coupon, IssuedCoupon, Product
 from rushorder.servers import find_redis, free_port
+from tests.engine.support import USER_SEQ, Outbox, window
 
 ENGINE_DB = 1  # other test packages use other logical databases
 

@@ -20,7 +20,6 @@ import psycopg
 import pytest
 import redis
 import sqlalchemy as sa
-from drain_support import TABLES, Platform, Process
 from psycopg import sql
 from sqlalchemy.engine import Engine as Database
 
@@ -32,6 +31,7 @@ from persistence.database import create_engine
 from persistence.migrate import upgrade
 from rushorder.servers import free_port
 from rushorder.settings import Settings
+from tests.workers.drain_support import TABLES, Platform, Process
 from workers.postgres import LINGER_MS, PostgresWriter
 
 WORKERS_DB = 3  # engine tests use 1, API tests 2

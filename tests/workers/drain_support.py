@@ -1,8 +1,4 @@
-"""Helpers of the workers' tests: worker and platform processes, a cuttable TCP proxy, waits.
-
-(Named apart from tests/engine/support.py: test folders are not packages, so two modules
-called ``support`` would shadow each other.)
-"""
+"""Helpers of the workers' tests: worker and platform processes, a cuttable TCP proxy, waits."""
 
 from __future__ import annotations
 
@@ -144,7 +140,7 @@ class Platform:
         answer.raise_for_status()
         return answer.json()  # type: ignore[no-any-return]
 
-    def events(self) -> dict[str, object]:
+    def events(self) -> dict[str, Any]:
         """``GET /events``: items in arrival order, received and duplicates counters."""
         answer = httpx.get(f"{self.url}/events", timeout=5)
         answer.raise_for_status()
@@ -152,7 +148,7 @@ class Platform:
 
     def event_ids(self) -> list[str]:
         """The event ids kept, in arrival order."""
-        return [item["event_id"] for item in self.events()["items"]]  # type: ignore[attr-defined]
+        return [item["event_id"] for item in self.events()["items"]]
 
 
 class TcpProxy:

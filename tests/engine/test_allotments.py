@@ -1,0 +1,196 @@
+"""Stock as a reserve and per-group allotments (engine/allotments.py): deals, refills,
+pull-backs, transfers a crash interrupted, and the count that alone may refuse."""
+
+from __future__ import annotations
+
+import asyncio
+import multiprocessing as mp
+import os
+import signal
+
+import pytest
+import redis
+
+from engine import Engine, keys
+from engine.allotments import PRODUCT, new_transfer
+from engine.errors import CouponSoldOut, OutOfStock
+from engine.restore import Snapshot
+from tests.engine.support import allot
+
+
+async def _units(r, engine: Engine, product_id: int) -> tuple[int, list[int]]:
+    """The reserve's units and each group's allotment of a product."""
+    reserve = int(await r.hget(keys.product(product_id), "stock"))
+    groups = [int(await r.hget(g.product(product_id), "stock") or 0) for g in engine.layout.all]
+    return reserve, groups
+
+
+async def _records(r, product_id: int) -> list[bytes]:
+    """The reserve's transfers of a product still recorded."""
+    return [v for v in (await r.hgetall(keys.TRANSFERS_OUT)).values()
+            if v.split()[:2] == [b"p", str(product_id).encode()]]
+
+
+def _snapshot_stock(url: str, engine: Engine, product_id: int) -> int:
+    with redis.Redis.from_url(url) as client:
+        return Snapshot(client, engine.layout).stock()[product_id]
+
+
+async def _user_in(engine: Engine, funded_user, index: int, balance: int = 100_000) -> int:
+    """A funded user of group ``index``."""
+    while True:
+        user = await funded_user(balance)
+        if engine.layout.of(user).index == index:
+            return user
+
+
+async def test_a_new_product_deals_half_its_stock_to_the_groups(engine, new_product, r) -> None:
+    made = await new_product(stock=80)
+    assert await _units(r, engine, made.id) == (40, [10, 10, 10, 10])
+    assert made.stock == 80 and (await engine.product(made.id)).stock == 80
+    assert await _records(r, made.id) == []  # every deal delivered
+
+
+async def test_a_group_short_of_units_is_refilled_from_the_reserve(
+    engine, new_product, funded_user, r
+) -> None:
+    made = await new_product(stock=16)  # 2 units dealt to each group, 8 in the reserve
+    user = await _user_in(engine, funded_user, 1)
+    order = await engine.place_order(user, [(made.id, 5)])
+    assert order.status == "PAID"
+    reserve, groups = await _units(r, engine, made.id)
+    assert reserve < 8 and groups[1] == 2 + (8 - reserve) - 5
+    assert (await engine.product(made.id)).stock == 11
+
+
+async def test_the_last_units_are_pulled_back_from_the_other_groups(
+    engine, new_product, funded_user, r
+) -> None:
+    made = await new_product(stock=12)  # 1 unit dealt to each group, 8 in the reserve
+    holder = await _user_in(engine, funded_user, 0)
+    await allot(engine, holder, made.id, 8)  # the whole reserve in group 0: 9 there
+    buyer = await _user_in(engine, funded_user, 3)
+    await asyncio.sleep(0.15)  # past HOLD_MS: group 0 has had its units a while
+    order = await engine.place_order(buyer, [(made.id, 12)])
+    assert order.items[0].quantity == 12
+    assert await _units(r, engine, made.id) == (0, [0, 0, 0, 0])
+    with pytest.raises(OutOfStock) as refused:
+        await engine.place_order(buyer, [(made.id, 1)])
+    assert refused.value.context == {"product_id": made.id, "stock": 0}
+
+
+async def test_an_order_for_more_than_every_slot_holds_is_refused_with_the_sum(
+    engine, new_product, funded_user
+) -> None:
+    made = await new_product(stock=12)
+    user = await _user_in(engine, funded_user, 2)
+    with pytest.raises(OutOfStock) as refused:
+        await engine.place_order(user, [(made.id, 13)])
+    assert refused.value.context == {"product_id": made.id, "stock": 12}
+    assert (await engine.product(made.id)).stock == 12
+
+
+async def test_a_negative_restock_takes_from_the_reserve_then_the_groups(
+    engine, new_product, r
+) -> None:
+    made = await new_product(stock=80)
+    await asyncio.sleep(0.15)  # past HOLD_MS
+    assert (await engine.update_product(made.id, stock_delta=-70)).stock == 10
+    reserve, groups = await _units(r, engine, made.id)
+    assert reserve + sum(groups) == 10
+    with pytest.raises(OutOfStock) as refused:
+        await engine.update_product(made.id, stock_delta=-11)
+    assert refused.value.context == {"product_id": made.id, "stock": 10}
+    assert (await engine.update_product(made.id, stock_delta=-10)).stock == 0
+
+
+async def test_a_new_price_reaches_every_groups_copy(engine, new_product, funded_user) -> None:
+    made = await new_product(price=1_000, stock=80)
+    await engine.update_product(made.id, price=700, name="cheaper")
+    for index in range(engine.layout.groups):
+        user = await _user_in(engine, funded_user, index)
+        order = await engine.place_order(user, [(made.id, 1)])
+        assert (order.items[0].name, order.paid_amount) == ("cheaper", 700)
+
+
+async def test_refills_of_a_product_in_demand_grow(engine, new_product, funded_user) -> None:
+    made = await new_product(stock=4_000)  # 500 dealt to each group
+    user = await _user_in(engine, funded_user, 0, balance=10_000_000)
+    before = engine.allotments.transfers
+    for _ in range(150):  # 1,500 units, 1,000 of them refilled into group 0
+        await engine.place_order(user, [(made.id, 10)])
+    assert engine.allotments.transfers - before <= 8
+
+
+# -- a transfer a crash interrupted ---------------------------------------------------------
+
+
+def _crash_between_steps(url: str, product_id: int, group: int, steps: int) -> None:
+    """Process entry point: move 5 units from the reserve to ``group``, but die by SIGKILL
+    after ``steps`` of the transfer's three steps."""
+    async def run() -> None:
+        engine = Engine(url)
+        a = engine.allotments
+        transfer, dest = new_transfer(), a.slots[group]
+        taken = await a._out(a.reserve, PRODUCT, product_id, transfer, group, 5, 5)
+        assert taken is not None
+        if steps == 2:
+            await a._call("transfer_in", dest, [dest.holder(PRODUCT, product_id),
+                                                dest.received(transfer)],
+                          [taken[0], "stock", 3600, "", *taken[1]])
+        os.kill(os.getpid(), signal.SIGKILL)
+
+    asyncio.run(run())
+
+
+@pytest.mark.parametrize("steps", [1, 2])
+async def test_kill_9_between_a_transfers_steps_then_the_sweeper_loses_and_doubles_nothing(
+    engine, engine_redis_url, new_product, r, steps: int
+) -> None:
+    made = await new_product(stock=80)
+    proc = mp.get_context("spawn").Process(
+        target=_crash_between_steps, args=(engine_redis_url, made.id, 2, steps))
+    proc.start()
+    await asyncio.to_thread(proc.join, 60)
+    assert proc.exitcode == -signal.SIGKILL
+    assert len(await _records(r, made.id)) == 1  # the units are in flight, recorded
+    # The live read counts units in flight at their source until its record is dropped:
+    # once they arrived too (step 2 done), twice, until the sweeper finishes the transfer.
+    assert (await engine.product(made.id)).stock == (80 if steps == 1 else 85)
+    assert _snapshot_stock(engine_redis_url, engine, made.id) == 80  # the audit's count
+
+    assert await engine.allotments.sweep(older_than_ms=0) == 1
+    assert await engine.allotments.sweep(older_than_ms=0) == 0
+    assert await _records(r, made.id) == []
+    assert await _units(r, engine, made.id) == (35, [10, 10, 15, 10])
+    assert (await engine.product(made.id)).stock == 80
+    assert _snapshot_stock(engine_redis_url, engine, made.id) == 80
+
+
+async def test_one_groups_users_get_every_unit_of_a_coupon_then_sold_out(
+    engine, new_coupon, funded_user, r
+) -> None:
+    made = await new_coupon(quantity=8)  # 1 unit dealt to each group, 4 in the reserve
+    assert int(await r.hget(engine.layout.all[1].coupon(made.id), "remaining")) == 1
+    users = [await _user_in(engine, funded_user, 0) for _ in range(9)]
+    await asyncio.sleep(0.15)  # past HOLD_MS: the other groups' units may be pulled back
+    for user in users[:8]:
+        assert (await engine.issue_coupon(user, made.id)).coupon_id == made.id
+    with pytest.raises(CouponSoldOut):
+        await engine.issue_coupon(users[8], made.id)
+    assert (await engine.coupon(made.id)).remaining == 0
+
+
+async def test_a_sweeping_engine_delivers_a_transfer_left_in_flight(
+    engine, new_product, r
+) -> None:
+    made = await new_product(stock=80)
+    a = engine.allotments
+    assert await a._out(a.reserve, PRODUCT, made.id, new_transfer(), 3, 5, 5) is not None
+    async with engine.sweeping(every_s=0.05):  # as every API process does (api/app.py)
+        for _ in range(100):
+            if not await _records(r, made.id):
+                break
+            await asyncio.sleep(0.05)
+    assert await _records(r, made.id) == []
+    assert await _units(r, engine, made.id) == (35, [10, 10, 10, 15])
