@@ -94,7 +94,8 @@ def work(settings: Settings, group: str, metrics_port: int | None = None,
 def work_alone(settings: Settings, group: str) -> None:
     """One worker process without a supervisor, serving its own metrics."""
     ctx = install(settings, group)
-    stop = serve(settings.worker_metrics_port, settings.http_host, ctx.metrics.registry)
+    stop = serve(settings.worker_metrics_port, settings.http_host, ctx.metrics.registry,
+                 settings.metrics_token)
     try:
         work(settings, group, settings.worker_metrics_port if stop else None, ctx)
     finally:
@@ -131,7 +132,8 @@ def _die_with(parent: int) -> None:
 def run(settings: Settings) -> None:
     """Supervise one worker process per consumer group until SIGTERM/SIGINT, serving their
     metrics."""
-    with served(settings.worker_metrics_port, settings.http_host) as metrics:
+    with served(settings.worker_metrics_port, settings.http_host,
+                settings.metrics_token) as metrics:
         _supervise(settings, metrics.port, metrics.process_died)
 
 

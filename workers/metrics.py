@@ -34,17 +34,21 @@ ends; acknowledgements and dead letters are counted where they are written
 from __future__ import annotations
 
 import contextlib
+import hmac
 import logging
 import os
 import shutil
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
+from wsgiref.simple_server import WSGIRequestHandler, make_server
+from wsgiref.types import WSGIApplication as WSGIApp
 
 import redis
-from prometheus_client import CollectorRegistry, Counter, Gauge, start_http_server, values
+from prometheus_client import CollectorRegistry, Counter, Gauge, make_wsgi_app, values
+from prometheus_client.exposition import ThreadingWSGIServer
 from prometheus_client.multiprocess import MultiProcessCollector, mark_process_dead
 
 from engine.keys import Layout
@@ -164,16 +168,46 @@ class CountedDeadLetters(DeadLetters):
         return letter
 
 
-def serve(port: int, host: str, registry: CollectorRegistry) -> Callable[[], None] | None:
-    """Serve ``registry`` at ``http://host:port/metrics``; how to stop it, or None (and a
-    warning) when the port is taken or 0: the worker works on without."""
+class _QuietHandler(WSGIRequestHandler):
+    """No access log line per scrape."""
+
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 (wsgiref's name)
+        pass
+
+
+def guarded(app: WSGIApp, token: str | None) -> WSGIApp:
+    """``app``, answering 401 unless ``Authorization: Bearer <token>`` (constant-time
+    compare) when a metrics token is set: the API's /metrics rule (api/health.py)."""
+    if not token:
+        return app
+    expected = f"Bearer {token}".encode()
+
+    def checked(environ: dict[str, Any], start_response: Any) -> Iterable[bytes]:
+        given = environ.get("HTTP_AUTHORIZATION", "").encode("latin-1")
+        if hmac.compare_digest(given, expected):
+            return app(environ, start_response)  # type: ignore[no-any-return]
+        start_response("401 Unauthorized", [("Content-Type", "text/plain"),
+                                            ("WWW-Authenticate", 'Bearer realm="metrics"')])
+        return [b"the metrics token is required\n"]
+
+    return checked
+
+
+def serve(port: int, host: str, registry: CollectorRegistry,
+          token: str | None = None) -> Callable[[], None] | None:
+    """Serve ``registry`` at ``http://host:port/metrics`` (behind ``token`` if set); how to
+    stop it, or None (and a warning) when the port is taken or 0: the worker works on
+    without."""
     if not port:
         return None
     try:
-        server, thread = start_http_server(port, addr=host, registry=registry)
+        server = make_server(host, port, guarded(make_wsgi_app(registry), token),
+                             ThreadingWSGIServer, handler_class=_QuietHandler)
     except OSError as exc:
         log.warning("worker metrics not served on %s:%d: %s", host, port, exc)
         return None
+    thread = threading.Thread(target=server.serve_forever, name="worker-metrics", daemon=True)
+    thread.start()
     log.info("worker metrics on http://%s:%d/metrics", host, port)
 
     def stop() -> None:
@@ -197,7 +231,7 @@ class Served:
 
 
 @contextlib.contextmanager
-def served(port: int, host: str) -> Iterator[Served]:
+def served(port: int, host: str, token: str | None = None) -> Iterator[Served]:
     """Shared metrics files for the worker processes started inside the block (they inherit
     the folder through PROMETHEUS_MULTIPROC_DIR), their sum served on ``port``."""
     folder = tempfile.mkdtemp(prefix="rushorder-worker-metrics-")
@@ -205,7 +239,7 @@ def served(port: int, host: str) -> Iterator[Served]:
     values.ValueClass = values.get_value_class()  # chosen at import: choose again
     registry = CollectorRegistry()
     MultiProcessCollector(registry, path=folder)
-    stop = serve(port, host, registry)
+    stop = serve(port, host, registry, token)
     try:
         yield Served(port if stop is not None else None, folder)
     finally:
