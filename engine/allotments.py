@@ -45,14 +45,14 @@ import os
 import random
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import msgspec
 
 from engine import keys
 from engine.connection import Connection
 from engine.errors import EngineUnavailable, raise_for
-from engine.scripts import Script
+from engine.scripts import Script, script_keys
 
 # A transfer's id record at its destination outlives any transfer in flight by far (the
 # sweeper delivers within seconds): a replay after it expired would add the units twice.
@@ -132,6 +132,29 @@ class Slot:
 ABSENT = "absent"
 
 
+class TransferRecord(NamedTuple):
+    """A transfer's record in its source slot's transfers hash, as ``transfer_record`` in
+    _lib.lua writes it: "<kind> <id> <destination> <units> <recorded ms>"."""
+
+    kind: str  # a Kind's letter
+    thing_id: int
+    dest: int  # a group's index, or RESERVE
+    units: int
+    at_ms: int
+
+    @classmethod
+    def parse(cls, raw: bytes | str) -> TransferRecord:
+        """A record as Redis holds it."""
+        kind, thing, dest, units, at_ms = (raw.decode() if isinstance(raw, bytes)
+                                           else raw).split()
+        return cls(kind, int(thing), int(dest), int(units), int(at_ms))
+
+
+def transfer_head(kind: Kind, thing_id: int, dest: int) -> str:
+    """A record's first three words, which transfer_out.lua takes whole (ARGV[6])."""
+    return f"{kind.letter} {thing_id} {dest}"
+
+
 def new_transfer() -> str:
     """A transfer id, unique across processes."""
     return os.urandom(8).hex()
@@ -154,8 +177,9 @@ class Allotments:
     def slot(self, group: keys.Group) -> Slot:
         return self.slots[group.index]
 
-    async def _call(self, name: str, slot: Slot, keys_: list[str], args: list[Any]) -> Any:
-        reply = await self.scripts[name](self.conn, [slot.live, *keys_], args)
+    async def _call(self, name: str, slot: Slot, args: list[Any], **keys_: str) -> Any:
+        reply = await self.scripts[name](self.conn, script_keys(name, live=slot.live, **keys_),
+                                         args)
         if reply[0] not in (b"OK", b"ABSENT"):
             error = _ERROR.decode(reply[1])
             raise_for(reply[0].decode(), error.get("detail", ""), error.get("context") or {})
@@ -170,9 +194,10 @@ class Allotments:
         holder."""
         fields = kind.definition if src.group is None else ()
         reply = await self._call(
-            "transfer_out", src, [src.holder(kind, thing_id), src.transfers_out],
-            [transfer, kind.field, least, most, share, f"{kind.letter} {thing_id} {dest}",
-             "1" if src.group is None else "", hold_ms, *fields])
+            "transfer_out", src,
+            [transfer, kind.field, least, most, share, transfer_head(kind, thing_id, dest),
+             "1" if src.group is None else "", hold_ms, *fields],
+            holder=src.holder(kind, thing_id), transfers=src.transfers_out)
         if reply[0] == b"ABSENT":
             return None
         return int(reply[1]), [v for pair in zip(fields, reply[2:], strict=True) for v in pair]
@@ -180,12 +205,12 @@ class Allotments:
     async def _finish(self, src: Slot, dest: Slot, kind: Kind, thing_id: int, transfer: str,
                       units: int, definition: list[Any]) -> None:
         """Steps 2 and 3."""
-        await self._call("transfer_in", dest, [dest.holder(kind, thing_id),
-                                               dest.received(transfer)],
+        await self._call("transfer_in", dest,
                          [units, kind.field, RECEIVED_TTL_S,
-                          "1" if dest.group is None else "", *definition])
-        await self._call("transfer_done", src, [src.holder(kind, thing_id), src.transfers_out],
-                         [transfer])
+                          "1" if dest.group is None else "", *definition],
+                         holder=dest.holder(kind, thing_id), received=dest.received(transfer))
+        await self._call("transfer_done", src, [transfer], holder=src.holder(kind, thing_id),
+                         transfers=src.transfers_out)
 
     async def move(self, src: Slot, dest: Slot, kind: Kind, thing_id: int, least: int,
                    most: int, share: int = 1) -> int | None:
@@ -209,14 +234,14 @@ class Allotments:
         raw = await self.conn.execute("HGET", src.transfers_out, transfer)
         if raw is None:
             return False
-        letter, thing, dest, *_ = raw.decode().split()
-        kind, thing_id = KINDS[letter], int(thing)
+        record = TransferRecord.parse(raw)
+        kind, thing_id, dest = KINDS[record.kind], record.thing_id, record.dest
         # A replayed step 1 takes nothing again and answers the units it took, with the
         # definition as the source has it now (the newest, for the copy).
-        taken = await self._out(src, kind, thing_id, transfer, int(dest), 0, 0)
+        taken = await self._out(src, kind, thing_id, transfer, dest, 0, 0)
         if taken is None:
             return False
-        dest_slot = self.reserve if int(dest) == RESERVE else self.slots[int(dest)]
+        dest_slot = self.reserve if dest == RESERVE else self.slots[dest]
         await self._finish(src, dest_slot, kind, thing_id, transfer, *taken)
         return True
 
@@ -236,7 +261,7 @@ class Allotments:
                                          for s in slots))
         stale = [(slot, flat[i].decode()) for slot, flat in zip(slots, records, strict=True)
                  for i in range(0, len(flat), 2)
-                 if now - int(flat[i + 1].split()[-1]) >= older_than_ms]
+                 if now - TransferRecord.parse(flat[i + 1]).at_ms >= older_than_ms]
         done = await asyncio.gather(*(self.deliver(slot, t) for slot, t in stale))
         return sum(done)
 
@@ -249,7 +274,8 @@ class Allotments:
         if not ids:
             return totals
         rows = await asyncio.gather(*(self._call(
-            "read_units", s, [s.holders(kind)], [kind.field, *ids]) for s in self.slots))
+            "read_units", s, [kind.field, *ids], holder_prefix=s.holders(kind))
+            for s in self.slots))
         for row in rows:
             for i, thing_id in enumerate(ids):
                 totals[thing_id] += int(row[1 + 2 * i])
@@ -260,11 +286,11 @@ class Allotments:
         flight. The reserve is read before and after the groups: when its ``moves``
         changed in between, a unit may have moved past the count, and it counts again."""
         for _ in range(ROUNDS):
-            first = await self._call("read_units", self.reserve, [kind.reserve_prefix()],
-                                     [kind.field, thing_id])
+            first = await self._call("read_units", self.reserve, [kind.field, thing_id],
+                                     holder_prefix=kind.reserve_prefix())
             groups = await self.held(kind, [thing_id])
-            last = await self._call("read_units", self.reserve, [kind.reserve_prefix()],
-                                    [kind.field, thing_id])
+            last = await self._call("read_units", self.reserve, [kind.field, thing_id],
+                                    holder_prefix=kind.reserve_prefix())
             if first[2] == last[2]:
                 return int(first[1]) + groups[thing_id]
         raise EngineUnavailable("the units kept moving while they were counted; retry")

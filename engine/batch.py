@@ -20,17 +20,49 @@ leaves in the same write.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 from engine import keys
 from engine.connection import Connection, ReplyError, refusal
 from engine.policy import Policy
-from engine.scripts import Script
+from engine.scripts import Script, script_keys
 
 _ERR = b"ERR"
 
-# (order keys, order args, the caller's future)
-_Pending = tuple[list[str], list[Any], "asyncio.Future[list[bytes]]"]
+
+@dataclass
+class OrderCall:
+    """One order as place_orders.lua takes it. ``keys``: its ``ORDER_K`` keys, then each
+    line's product key (``LINE_K``); a SHORT answer changes ``flags`` (one a line) and
+    ``take_token`` before the order is sent again."""
+
+    keys: list[str]
+    user_id: int
+    issued_coupon_id: int | None
+    fingerprint: str
+    lines: Sequence[tuple[int, int]]
+    flags: list[str] = field(default_factory=list)
+    take_token: bool = True  # take a token of the user's write rate (the first call only)
+
+    def __post_init__(self) -> None:
+        if not self.flags:
+            self.flags = [""] * len(self.lines)
+
+    def args(self) -> list[Any]:
+        """The order's arguments: user, coupon, fingerprint, token, line count, then per
+        line a product id, a quantity and its flag (order_lines in _lib.lua)."""
+        coupon = "" if self.issued_coupon_id is None else self.issued_coupon_id
+        out: list[Any] = [self.user_id, coupon, self.fingerprint,
+                          "1" if self.take_token else "", len(self.lines)]
+        for (product_id, quantity), flag in zip(self.lines, self.flags, strict=True):
+            out += (product_id, quantity, flag)
+        return out
+
+
+# (the order, the caller's future)
+_Pending = tuple[OrderCall, "asyncio.Future[list[bytes]]"]
 
 
 class OrderBatcher:
@@ -56,16 +88,15 @@ class OrderBatcher:
         self._pending: dict[keys.Group, list[_Pending]] = {}
         self.calls = 0  # place_orders calls sent (bench_engine prints orders per call)
 
-    async def place(self, group: keys.Group, order_keys: list[str],
-                    order_args: list[Any]) -> list[bytes]:
-        """One order's ``[code, payload, replayed]``; ``order_keys``/``order_args`` as the
-        script's per-order layout, every key but the products' of ``group``."""
+    async def place(self, group: keys.Group, order: OrderCall) -> list[bytes]:
+        """One order's ``[code, payload, replayed]``; every key of ``order`` but the
+        products' is of ``group``."""
         loop = asyncio.get_running_loop()
         if not self._pending:
             loop.call_soon(self._flush_all)
         fut: asyncio.Future[list[bytes]] = loop.create_future()
         pending = self._pending.setdefault(group, [])
-        pending.append((order_keys, order_args, fut))
+        pending.append((order, fut))
         if len(pending) >= self._max:
             self._flush(group)
         reply = await fut
@@ -74,15 +105,18 @@ class OrderBatcher:
         return reply
 
     def layout(self, group: keys.Group,
-               orders: list[tuple[list[str], list[Any]]]) -> tuple[list[str], list[Any]]:
+               orders: Sequence[OrderCall]) -> tuple[list[str], list[Any]]:
         """The KEYS and ARGV of one call placing ``orders`` of ``group``'s users."""
-        keys_ = [group.live, group.seq, group.order_prefix, group.sales_hour_prefix,
-                 group.sales_window, group.sales_rolled, group.outbox]
+        keys_ = script_keys("place_orders", live=group.live, seq=group.seq,
+                            order_prefix=group.order_prefix,
+                            sales_hours=group.sales_hour_prefix,
+                            sales_window=group.sales_window, sales_rolled=group.sales_rolled,
+                            outbox=group.outbox)
         args: list[Any] = [self._ttl, self._hours, group.index, self._groups, len(orders),
                            *self._guards]
-        for order_keys, order_args in orders:
-            keys_ += order_keys
-            args += order_args
+        for order in orders:
+            keys_ += order.keys
+            args += order.args()
         return keys_, args
 
     def _flush_all(self) -> None:
@@ -93,11 +127,10 @@ class OrderBatcher:
 
     def _flush(self, group: keys.Group, now: bool = True) -> None:
         # A caller cancelled before its batch left (a client gone) has no order placed.
-        batch = [pending for pending in self._pending.pop(group, []) if not pending[2].done()]
+        batch = [pending for pending in self._pending.pop(group, []) if not pending[1].done()]
         if not batch:
             return
-        keys_, args = self.layout(group, [(order_keys, order_args)
-                                          for order_keys, order_args, _ in batch])
+        keys_, args = self.layout(group, [order for order, _ in batch])
         self.calls += 1
         sent = self._script.send(self._conn, keys_, args, now=now)
         sent.add_done_callback(lambda reply: _settle(batch, reply))

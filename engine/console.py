@@ -32,7 +32,7 @@ from engine.errors import raise_for
 from engine.events import EVENT_FIELD
 from engine.heartbeat import Heartbeat
 from engine.replays import ReplayState
-from engine.scripts import Script
+from engine.scripts import Script, script_keys
 
 KEEP_SECONDS_S = 600  # how long a second's tallies are kept
 _ERROR = msgspec.json.Decoder(dict[str, Any])
@@ -106,8 +106,9 @@ class Console:
         self.conn = conn
         self.scripts = scripts
 
-    async def _run(self, name: str, keys_: list[str], args: list[Any]) -> bytes:
-        return _ok(await self.scripts[name](self.conn, [keys.LIVE, *keys_], args))
+    async def _run(self, name: str, args: list[Any], **keys_: str) -> bytes:
+        return _ok(await self.scripts[name](
+            self.conn, script_keys(name, live=keys.LIVE, **keys_), args))
 
     async def now_ms(self) -> int:
         """Redis' clock, epoch ms (the tallies' and heartbeats' clock)."""
@@ -119,7 +120,7 @@ class Console:
         args: list[Any] = [KEEP_SECONDS_S]
         for field, n in counts.items():
             args += (field, n)
-        return int(await self._run("ops_tally", [keys.OPS_SECOND_PREFIX], args))
+        return int(await self._run("ops_tally", args, second_prefix=keys.OPS_SECOND_PREFIX))
 
     async def seconds(self, first: int, last: int) -> dict[int, dict[str, int]]:
         """The tallies of every second from ``first`` to ``last`` (epoch s, both included)
@@ -144,9 +145,9 @@ class Console:
 
     async def ask_replay(self, request_id: str) -> None:
         """Queue a replay of the dead letters for a platform forwarder."""
-        await self._run("ask_replay", [keys.OPS_REPLAY_ASKED, keys.ops_replay(request_id)],
-                        [request_id, msgspec.json.encode(replays.ASKED),
-                         int(replays.KEEP_S * 1000)])
+        await self._run("ask_replay", [request_id, msgspec.json.encode(replays.ASKED),
+                                       int(replays.KEEP_S * 1000)],
+                        asked=keys.OPS_REPLAY_ASKED, replay=keys.ops_replay(request_id))
 
     async def replay(self, request_id: str) -> ReplayState | None:
         """How a replay request goes (None: unknown, or expired)."""

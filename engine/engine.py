@@ -21,7 +21,7 @@ import msgspec
 from engine import allotments, gauges, keys, limits, state
 from engine.allotments import ABSENT, COUPON, PRODUCT, Allotments
 from engine.archive import Archive, NoArchive, Reader
-from engine.batch import OrderBatcher
+from engine.batch import OrderBatcher, OrderCall
 from engine.connection import Connection
 from engine.console import Console
 from engine.errors import (
@@ -50,7 +50,7 @@ from engine.models import (
 )
 from engine.policy import Idempotency, Policy
 from engine.restore import issued_fields, order_fields
-from engine.scripts import Script, load_scripts
+from engine.scripts import Script, load_scripts, order_keys, script_keys
 
 T = TypeVar("T")
 log = logging.getLogger(__name__)
@@ -196,20 +196,21 @@ def _digest(idem: Idempotency) -> str:
     return hashlib.sha256(idem.fingerprint.encode()).hexdigest()
 
 
-def _admin_idem(admin_id: int, idem: Idempotency | None) -> tuple[list[str], str]:
+def _admin_idem(admin_id: int, idem: Idempotency | None) -> tuple[dict[str, str], str]:
     """An admin's create: its idempotency record and index (the catalog's slot, as the
     creates run there) and the fingerprint ('' and placeholder keys without a key)."""
     if idem is None:
-        return [keys.admin_idempotency(0, "-"), keys.admin_idempotency_index(0)], ""
+        return {"idem": keys.admin_idempotency(0, "-"),
+                "idem_index": keys.admin_idempotency_index(0)}, ""
     _check_user(admin_id)
     limits.check_idempotency_key(idem.key)
-    return [keys.admin_idempotency(admin_id, idem.key),
-            keys.admin_idempotency_index(admin_id)], _digest(idem)
+    return {"idem": keys.admin_idempotency(admin_id, idem.key),
+            "idem_index": keys.admin_idempotency_index(admin_id)}, _digest(idem)
 
 
-def _guards(g: keys.Group, user_id: int) -> list[str]:
+def _guards(g: keys.Group, user_id: int) -> dict[str, str]:
     """The user's idempotency index and write-rate bucket (guard in _lib.lua)."""
-    return [g.idempotency_index(user_id), g.rate(user_id)]
+    return {"idem_index": g.idempotency_index(user_id), "rate": g.rate(user_id)}
 
 
 def _check_user(user_id: int) -> None:
@@ -269,11 +270,13 @@ class Engine:
         self.short_orders = 0  # orders sent back SHORT at least once (bench_engine prints it)
         self.console = Console(self.conn, self.scripts)  # the operators' console (reads no state)
 
-    async def _run(self, name: str, keys_: list[str], args: list[Any],
-                   live: str = keys.LIVE) -> list[bytes]:
-        """Call a script with a live-state marker as its KEYS[1] (engine/state.py): the
-        catalog's, or for a script over a group's keys that group's (``live``)."""
-        reply: list[bytes] = await self.scripts[name](self.conn, [live, *keys_], args)
+    async def _run(self, name: str, args: list[Any], live: str = keys.LIVE,
+                   **keys_: str) -> list[bytes]:
+        """Call a script with its keys named as its ``K`` table names them, a live-state
+        marker first (engine/state.py): the catalog's, or for a script over a group's
+        keys that group's (``live``)."""
+        reply: list[bytes] = await self.scripts[name](
+            self.conn, script_keys(name, live=live, **keys_), args)
         return await self._why_missing(reply, live)
 
     async def _why_missing(self, reply: list[bytes], live: str) -> list[bytes]:
@@ -303,12 +306,12 @@ class Engine:
         group = self.layout.of(user_id)
         return group, [group.index, self.layout.groups]
 
-    async def _page_of(self, name: str, keys_: list[str], kind: Any, limit: int,
-                       cursor: str | None) -> Page[Any]:
+    async def _page_of(self, name: str, kind: Any, limit: int, cursor: str | None,
+                       **keys_: str) -> Page[Any]:
         """A page from one of the list scripts, which all take (cursor, limit) and answer
         up to limit + 1 items."""
         limits.PAGE_SIZE.check(limit, "limit")
-        reply = await self._run(name, keys_, [_cursor(cursor), limit])
+        reply = await self._run(name, [_cursor(cursor), limit], **keys_)
         return _page(_answer(reply, list[kind]), limit)
 
     # -- lifecycle ---------------------------------------------------------------------
@@ -380,11 +383,10 @@ class Engine:
         idem_key, fp = _idem(g, user_id, idem)
         reply = await self._run(
             "charge",
-            [g.balance(user_id), g.history(user_id), g.seq, g.outbox, idem_key,
-             *_guards(g, user_id)],
             [user_id, amount, fp, p.idempotency_ttl_s,
              p.charge_min, p.charge_max, p.charge_unit, p.balance_max, *ids, *self._limits()],
-            live=g.live,
+            live=g.live, balance=g.balance(user_id), history=g.history(user_id), seq=g.seq,
+            outbox=g.outbox, idem=idem_key, **_guards(g, user_id),
         )
         return _keyed(reply, Charge, idem)
 
@@ -395,8 +397,9 @@ class Engine:
         durable record holds (lines never change, so either copy will do)."""
         at = _list_of(user_id, limit, cursor)
         g = self.layout.of(user_id)
-        tail = _answer(await self._run("list_history", [g.history(user_id), g.floor(user_id)],
-                                       [at, limit], live=g.live), HistoryTail)
+        tail = _answer(await self._run("list_history", [at, limit], live=g.live,
+                                       history=g.history(user_id), floor=g.floor(user_id)),
+                       HistoryTail)
         items = tail.lines
         if tail.floor and len(items) <= limit:  # Redis ran out below the cursor
             edge = _below(items[-1].id if items else _bound(at), tail.floor + 1)
@@ -417,11 +420,11 @@ class Engine:
         deal = allotments.new_transfer()
         reply = await self._run(
             "create_product",
-            [keys.SEQ, keys.PRODUCTS, keys.PRODUCT_PREFIX, keys.OUTBOX, keys.TRANSFERS_OUT,
-             *idem_keys],
             [name, price, stock, allotments.deal(stock, self.layout.groups),
              self.layout.groups, deal, fp, self.policy.idempotency_ttl_s,
              self.policy.idempotency_max_per_user],
+            seq=keys.SEQ, products=keys.PRODUCTS, product_prefix=keys.PRODUCT_PREFIX,
+            outbox=keys.OUTBOX, transfers=keys.TRANSFERS_OUT, **idem_keys,
         )
         product = _keyed(reply, Product, idem)
         if idem is None or not idem.replayed:  # a replay dealt nothing
@@ -443,9 +446,11 @@ class Engine:
         for attempt in range(allotments.ROUNDS):
             held = await self.allotments.held(PRODUCT, [product_id])
             reply = await self._run(
-                "update_product", [keys.product(product_id), keys.OUTBOX, keys.TRANSFERS_OUT],
+                "update_product",
                 [product_id, name or "", "" if price is None else price, stock_delta,
                  limits.STOCK.high, held[product_id], final, self.layout.groups, copy],
+                product=keys.product(product_id), outbox=keys.OUTBOX,
+                transfers=keys.TRANSFERS_OUT,
             )
             if reply[0] != b"SHORT":
                 break
@@ -473,15 +478,15 @@ class Engine:
         """Products with live stock, in the order asked: each reserve's read beside one read
         per group for all of them."""
         reserves, held = await asyncio.gather(
-            asyncio.gather(*(self._run("get_product", [keys.product(pid)], [pid])
+            asyncio.gather(*(self._run("get_product", [pid], product=keys.product(pid))
                              for pid in product_ids)),
             self.allotments.held(PRODUCT, product_ids))
         return [_with_held(_answer(reply, Product), held) for reply in reserves]
 
     async def products(self, limit: int = 20, cursor: str | None = None) -> Page[Product]:
         """A page of the catalog by id ascending, with live stock."""
-        page = await self._page_of("list_products", [keys.PRODUCTS, keys.PRODUCT_PREFIX],
-                                   Product, limit, cursor)
+        page = await self._page_of("list_products", Product, limit, cursor,
+                                   products=keys.PRODUCTS, product_prefix=keys.PRODUCT_PREFIX)
         held = await self.allotments.held(PRODUCT, [p.id for p in page.items])
         return Page(items=[_with_held(p, held) for p in page.items],
                     next_cursor=page.next_cursor)
@@ -498,8 +503,9 @@ class Engine:
         k = 2 * n
         while True:
             heads = await asyncio.gather(*(self._run(
-                "group_top", [g.sales_hour_prefix, g.sales_window, g.sales_rolled],
-                [p.top_window_hours, k], live=g.live) for g in self.layout.all))
+                "group_top", [p.top_window_hours, k], live=g.live,
+                sales_hours=g.sales_hour_prefix, sales_window=g.sales_window,
+                sales_rolled=g.sales_rolled) for g in self.layout.all))
             answers = [_answer(reply, _GroupTop) for reply in heads]
             candidates = sorted({pid for a in answers for pid, _ in a.head})
             totals = await self._sold(candidates)
@@ -550,12 +556,13 @@ class Engine:
         idem_keys, fp = _admin_idem(admin_id, idem)
         deal = allotments.new_transfer()
         reply = await self._run(
-            "create_coupon", [keys.SEQ, keys.COUPON_PREFIX, keys.OUTBOX, keys.TRANSFERS_OUT,
-                              *idem_keys],
+            "create_coupon",
             [name, discount_type, discount_value, total_quantity,
              _ms(valid_from), _ms(valid_until),
              allotments.deal(total_quantity, self.layout.groups), self.layout.groups, deal,
              fp, self.policy.idempotency_ttl_s, self.policy.idempotency_max_per_user],
+            seq=keys.SEQ, coupon_prefix=keys.COUPON_PREFIX, outbox=keys.OUTBOX,
+            transfers=keys.TRANSFERS_OUT, **idem_keys,
         )
         coupon = _keyed(reply, Coupon, idem)
         if idem is None or not idem.replayed:  # a replay dealt nothing
@@ -565,8 +572,9 @@ class Engine:
     async def coupon(self, coupon_id: int) -> Coupon:
         """One coupon with its live remaining count."""
         limits.ID.check(coupon_id, "coupon_id")
-        reply, held = await asyncio.gather(self._run("get_coupon", [keys.coupon(coupon_id)], []),
-                                           self.allotments.held(COUPON, [coupon_id]))
+        reply, held = await asyncio.gather(
+            self._run("get_coupon", [], coupon=keys.coupon(coupon_id)),
+            self.allotments.held(COUPON, [coupon_id]))
         coupon = _answer(reply, Coupon)
         return msgspec.structs.replace(coupon, remaining=coupon.remaining + held[coupon_id])
 
@@ -581,11 +589,11 @@ class Engine:
         for attempt in range(SHORT_TRIES):
             reply = await self._run(
                 "issue_coupon",
-                [g.coupon(coupon_id), g.holders(coupon_id), g.user_coupons(user_id),
-                 g.seq, g.outbox, idem_key, g.issued_coupon_prefix, *_guards(g, user_id)],
                 [user_id, fp, self.policy.idempotency_ttl_s, *ids, flag, coupon_id,
                  *self._limits(attempt == 0)],
-                live=g.live,
+                live=g.live, coupon=g.coupon(coupon_id), holders=g.holders(coupon_id),
+                user_coupons=g.user_coupons(user_id), seq=g.seq, outbox=g.outbox,
+                idem=idem_key, icoupon_prefix=g.issued_coupon_prefix, **_guards(g, user_id),
             )
             if reply[0] != b"SHORT":
                 return _keyed(reply, IssuedCoupon, idem)
@@ -600,8 +608,8 @@ class Engine:
         at = _list_of(user_id, limit, cursor)
         g = self.layout.of(user_id)
         tail = _answer(await self._run(
-            "list_user_coupons", [g.user_coupons(user_id), g.issued_coupon_prefix,
-                                  g.floor(user_id)], [at, limit], live=g.live), CouponsTail)
+            "list_user_coupons", [at, limit], live=g.live, user_coupons=g.user_coupons(user_id),
+            icoupon_prefix=g.issued_coupon_prefix, floor=g.floor(user_id)), CouponsTail)
         items = tail.coupons
         complete = len(items) > limit and items[limit].id > tail.floor
         if tail.floor and not complete:  # some below the cursor may be stored only
@@ -621,9 +629,9 @@ class Engine:
         one atomic step, or change nothing. Concurrent calls share one script call
         (:mod:`engine.batch`), never an outcome."""
         group = self.layout.of(user_id)
-        order_keys, order_args = self._order(group, user_id, items, issued_coupon_id, idem)
+        order = self._order(group, user_id, items, issued_coupon_id, idem)
         for attempt in range(SHORT_TRIES):
-            reply = await self.batches.place(group, order_keys, order_args)
+            reply = await self.batches.place(group, order)
             code = reply[0]
             if code == b"OK":  # the hot path: no SHORT or marker work
                 return _keyed(reply, Order, idem)
@@ -631,11 +639,10 @@ class Engine:
                 return _keyed(await self._why_missing(reply, group.live), Order, idem)
             self.short_orders += attempt == 0
             short = _SHORT.decode(reply[1])
-            # Each line's flag follows its product id and quantity (place_orders.lua); the
-            # order took its token of the user's rate on the first call.
+            # The order took its token of the user's rate on the first call.
             line = next(i for i, (pid, _) in enumerate(items) if pid == short.id)
-            order_args[5 + 3 * line + 2] = await self._flag(group, PRODUCT, short)
-            order_args[3] = ""
+            order.flags[line] = await self._flag(group, PRODUCT, short)
+            order.take_token = False
         raise EngineUnavailable("the order's units kept going to other orders; retry")
 
     async def _flag(self, group: keys.Group, kind: allotments.Kind, short: Short) -> str:
@@ -647,20 +654,18 @@ class Engine:
     def _order(
         self, g: keys.Group, user_id: int, items: Sequence[tuple[int, int]],
         issued_coupon_id: int | None, idem: Idempotency | None,
-    ) -> tuple[list[str], list[Any]]:
-        """One order's keys and arguments in place_orders.lua's layout, after the checks
-        Python can make alone."""
+    ) -> OrderCall:
+        """One order as place_orders.lua takes it, after the checks Python can make
+        alone."""
         _check_lines(items)
         _check_issued_coupon(issued_coupon_id)
         idem_key, fp = _idem(g, user_id, idem)
-        keys_ = [g.balance(user_id), g.history(user_id), g.user_orders(user_id),
-                 g.issued_coupon(issued_coupon_id or 0), idem_key, *_guards(g, user_id)]
-        args: list[Any] = [
-            user_id, "" if issued_coupon_id is None else issued_coupon_id, fp, "1", len(items)]
-        for product_id, quantity in items:
-            keys_.append(g.product(product_id))
-            args += (product_id, quantity, "")
-        return keys_, args
+        keys_ = order_keys(balance=g.balance(user_id), history=g.history(user_id),
+                           user_orders=g.user_orders(user_id),
+                           icoupon=g.issued_coupon(issued_coupon_id or 0), idem=idem_key,
+                           **_guards(g, user_id))
+        keys_ += (g.product(product_id) for product_id, _ in items)
+        return OrderCall(keys_, user_id, issued_coupon_id, fp, items)
 
     async def checkout(
         self, user_id: int, issued_coupon_id: int | None = None, idem: Idempotency | None = None
@@ -669,21 +674,25 @@ class Engine:
         _check_issued_coupon(issued_coupon_id)
         g, ids = self._group(user_id)
         idem_key, fp = _idem(g, user_id, idem)
-        keys_ = [
-            g.balance(user_id), g.history(user_id), g.seq, g.user_orders(user_id),
-            g.issued_coupon(issued_coupon_id or 0), g.order_prefix,
-            g.sales_hour_prefix, g.sales_window, g.sales_rolled, g.outbox,
-            idem_key, g.cart(user_id), g.product_prefix, *_guards(g, user_id),
-        ]
+        keys_ = {
+            "balance": g.balance(user_id), "history": g.history(user_id), "seq": g.seq,
+            "user_orders": g.user_orders(user_id),
+            "icoupon": g.issued_coupon(issued_coupon_id or 0), "order_prefix": g.order_prefix,
+            "sales_hours": g.sales_hour_prefix, "sales_window": g.sales_window,
+            "sales_rolled": g.sales_rolled, "outbox": g.outbox, "idem": idem_key,
+            "cart": g.cart(user_id), "product_prefix": g.product_prefix,
+            **_guards(g, user_id),
+        }
         args: list[Any] = [
             user_id, "" if issued_coupon_id is None else issued_coupon_id, fp,
             self.policy.idempotency_ttl_s, self.policy.top_window_hours, *ids,
         ]
         flags: dict[int, str] = {}
         for attempt in range(SHORT_TRIES):
-            reply = await self._run("checkout_cart", keys_,
+            reply = await self._run("checkout_cart",
                                     [*args, *self._limits(attempt == 0),
-                                     *(v for f in flags.items() for v in f)], live=g.live)
+                                     *(v for f in flags.items() for v in f)], live=g.live,
+                                    **keys_)
             if reply[0] != b"SHORT":
                 return _keyed(reply, Order, idem)
             short = _SHORT.decode(reply[1])
@@ -702,16 +711,19 @@ class Engine:
         oid = _order_id(order_id)
         # The caller's group, not the id's: an order is only ever its owner's, and a rebuild
         # into another group count keeps old ids (Layout.owner would no longer match).
-        keys_ = [g.order(oid), g.balance(user_id), g.history(user_id), g.seq,
-                 g.sales_hour_prefix, g.sales_window, g.sales_rolled, g.outbox,
-                 idem_key, g.product_prefix, g.issued_coupon_prefix, g.floor(user_id),
-                 g.user_coupons(user_id), g.retention, *_guards(g, user_id)]
+        keys_ = {"order": g.order(oid), "balance": g.balance(user_id),
+                 "history": g.history(user_id), "seq": g.seq,
+                 "sales_hours": g.sales_hour_prefix, "sales_window": g.sales_window,
+                 "sales_rolled": g.sales_rolled, "outbox": g.outbox, "idem": idem_key,
+                 "product_prefix": g.product_prefix, "icoupon_prefix": g.issued_coupon_prefix,
+                 "floor": g.floor(user_id), "user_coupons": g.user_coupons(user_id),
+                 "retention": g.retention, **_guards(g, user_id)}
         fixed: list[Any] = [user_id, fp, self.policy.idempotency_ttl_s,
                             self.policy.top_window_hours, oid, *ids]
         first, again = [*fixed, *self._limits()], [*fixed, *self._limits(first=False)]
         args = first
         for _ in range(BRING_BACK_TRIES):
-            reply = await self._run("cancel_order", keys_, args, live=g.live)
+            reply = await self._run("cancel_order", args, live=g.live, **keys_)
             code = reply[0]
             if code == b"ARCHIVED":
                 found = await self.archive.order(int(oid))
@@ -733,8 +745,8 @@ class Engine:
         _check_user(user_id)
         oid = _order_id(order_id)
         g = self.layout.of(user_id)
-        reply = await self._run("get_order", [g.order(oid), g.floor(user_id)], [user_id, oid],
-                                live=g.live)
+        reply = await self._run("get_order", [user_id, oid], live=g.live, order=g.order(oid),
+                                floor=g.floor(user_id))
         if reply[0] != b"ARCHIVED":
             return _answer(reply, Order)
         found = await self.archive.order(int(oid))
@@ -748,8 +760,8 @@ class Engine:
         at = _list_of(user_id, limit, cursor)
         g = self.layout.of(user_id)
         tail = _answer(await self._run(
-            "list_orders", [g.user_orders(user_id), g.order_prefix, g.floor(user_id)],
-            [at, limit], live=g.live), OrdersTail)
+            "list_orders", [at, limit], live=g.live, user_orders=g.user_orders(user_id),
+            order_prefix=g.order_prefix, floor=g.floor(user_id)), OrdersTail)
         dropped = [i for i, o in zip(tail.ids, tail.orders, strict=True) if o is None]
         stored = await self.archive.orders(user_id, dropped)
         items = [o or stored[i] for i, o in zip(tail.ids, tail.orders, strict=True)
@@ -764,8 +776,8 @@ class Engine:
         """Stored orders, each replaced by Redis' copy where Redis holds one."""
         if not orders:
             return orders
-        reply = await self._run("read_orders", [g.order_prefix], [o.id for o in orders],
-                                live=g.live)
+        reply = await self._run("read_orders", [o.id for o in orders], live=g.live,
+                                order_prefix=g.order_prefix)
         return [mine or o for o, mine in zip(orders, _answer(reply, list[Order | None]),
                                              strict=True)]
 
@@ -775,7 +787,7 @@ class Engine:
         """The user's cart, priced live."""
         _check_user(user_id)
         g = self.layout.of(user_id)
-        reply = await self._run("read_cart", [g.cart(user_id)], [], live=g.live)
+        reply = await self._run("read_cart", [], live=g.live, cart=g.cart(user_id))
         return await self._priced(reply)
 
     async def put_cart_item(self, user_id: int, product_id: int, quantity: int) -> Cart:
@@ -789,8 +801,8 @@ class Engine:
                       f"{quantity} asked", {"product_id": product_id, "stock": product.stock})
         g = self.layout.of(user_id)
         reply = await self._run(
-            "put_cart_item", [g.cart(user_id), g.rate(user_id)],
-            [product_id, quantity, limits.CART_LINES, *self._rate()], live=g.live,
+            "put_cart_item", [product_id, quantity, limits.CART_LINES, *self._rate()],
+            live=g.live, cart=g.cart(user_id), rate=g.rate(user_id),
         )
         return await self._priced(reply)
 
@@ -811,8 +823,8 @@ class Engine:
         _check_user(user_id)
         limits.ID.check(product_id, "product_id")
         g = self.layout.of(user_id)
-        _answer(await self._run("remove_cart_item", [g.cart(user_id), g.rate(user_id)],
-                                [product_id, *self._rate()], live=g.live), type(None))
+        _answer(await self._run("remove_cart_item", [product_id, *self._rate()], live=g.live,
+                                cart=g.cart(user_id), rate=g.rate(user_id)), type(None))
 
 
 def _with_held(product: Product, held: dict[int, int]) -> Product:

@@ -19,7 +19,7 @@ import msgspec
 import redis
 
 from engine import keys
-from engine.scripts import load_scripts
+from engine.scripts import load_scripts, script_keys
 
 FORGET_AFTER_S = 600.0
 MISSED_BEATS = 3  # a process is dead once this many beats in a row are missing
@@ -58,7 +58,7 @@ def _beat_source() -> str:
 def beat(client: redis.Redis, heartbeat: Heartbeat) -> bool:
     """Write this process's heartbeat; False (nothing written) in a Redis without live state."""
     script = client.register_script(_beat_source())
-    code, _ = script(keys=[keys.LIVE, keys.OPS_WORKERS],
+    code, _ = script(keys=script_keys("beat", live=keys.LIVE, heartbeats=keys.OPS_WORKERS),
                      args=[heartbeat.process, msgspec.json.encode(heartbeat),
                            int(FORGET_AFTER_S * 1000)])
     return bool(code == b"OK")

@@ -27,7 +27,7 @@ import redis
 
 from engine import keys
 from engine.events import EVENT_FIELD
-from engine.scripts import load_scripts
+from engine.scripts import load_scripts, script_keys
 
 POSTGRES = "postgres"
 PLATFORM = "platform"
@@ -156,8 +156,8 @@ class Outbox:
         """Create every known group (and the stream) if missing, each at the beginning of
         the stream; :class:`OutboxGone` in a Redis that holds no live state."""
         opened = self.client.register_script(_open_outbox_source())
-        code, detail = opened(keys=[keys.live_of(self.stream), self.stream],
-                              args=list(self.groups))
+        names = script_keys("open_outbox", live=keys.live_of(self.stream), outbox=self.stream)
+        code, detail = opened(keys=names, args=list(self.groups))
         if code != b"OK":
             raise OutboxGone(f"{_text(code)}: {_text(detail)}")
 

@@ -26,7 +26,7 @@ import msgspec
 import redis
 
 from engine import keys
-from engine.scripts import load_scripts
+from engine.scripts import load_scripts, script_keys
 
 KEEP_S = 600.0  # how long a request's state stays readable after its last change
 
@@ -76,6 +76,7 @@ def _answer_source() -> str:
 def answer(client: redis.Redis, request_id: str, state: ReplayState) -> bool:
     """Say how the request goes; False if it is gone (expired, or no live state)."""
     script = client.register_script(_answer_source())
-    code, written = script(keys=[keys.LIVE, keys.ops_replay(request_id)],
+    code, written = script(keys=script_keys("answer_replay", live=keys.LIVE,
+                                             replay=keys.ops_replay(request_id)),
                            args=[msgspec.json.encode(state), int(KEEP_S * 1000)])
     return bool(code == b"OK" and written == b"1")

@@ -17,7 +17,7 @@ import msgspec
 import redis
 
 from engine import keys
-from engine.allotments import deal
+from engine.allotments import TransferRecord, deal
 from engine.models import Coupon, HistoryLine, IssuedCoupon, Order, Product
 from engine.outbox import entry_id
 
@@ -335,13 +335,13 @@ class Snapshot:
         for name, _ in sources:
             raw: dict[bytes, bytes] = self.client.hgetall(name)  # type: ignore[assignment]
             for tid, record in raw.items():
-                kind, thing, dest, units, _ms = record.decode().split()
-                if kind != letter or not int(units):
+                rec = TransferRecord.parse(record)
+                if rec.kind != letter or not rec.units:
                     continue
-                to = (keys.TRANSFER_IN_PREFIX if int(dest) < 0
-                      else self.layout.all[int(dest)].transfer_in_prefix)
+                to = (keys.TRANSFER_IN_PREFIX if rec.dest < 0
+                      else self.layout.all[rec.dest].transfer_in_prefix)
                 if not self.client.exists(to + tid.decode()):
-                    flying[int(thing)] = flying.get(int(thing), 0) + int(units)
+                    flying[rec.thing_id] = flying.get(rec.thing_id, 0) + rec.units
         return flying
 
     def coupons(self) -> dict[int, tuple[int, int, int]]:

@@ -26,6 +26,73 @@ from typing import Any
 from engine.connection import Connection, ReplyError, refusal
 
 LUA_DIR: Traversable = resources.files("engine") / "lua"
+
+#: Every script's KEYS by name, in the order its ``local K = {...}`` table binds them (a unit
+#: test reads the Lua files and compares). Build a call's keys with :func:`script_keys`.
+SCRIPT_KEYS: dict[str, tuple[str, ...]] = {
+    "answer_replay": ("live", "replay"),
+    "ask_replay": ("live", "asked", "replay"),
+    "beat": ("live", "heartbeats"),
+    "cancel_order": ("live", "order", "balance", "history", "seq", "sales_hours",
+                     "sales_window", "sales_rolled", "outbox", "idem", "product_prefix",
+                     "icoupon_prefix", "floor", "user_coupons", "retention", "idem_index",
+                     "rate"),
+    "charge": ("live", "balance", "history", "seq", "outbox", "idem", "idem_index", "rate"),
+    "checkout_cart": ("live", "balance", "history", "seq", "user_orders", "icoupon",
+                      "order_prefix", "sales_hours", "sales_window", "sales_rolled", "outbox",
+                      "idem", "cart", "product_prefix", "idem_index", "rate"),
+    "create_coupon": ("live", "seq", "coupon_prefix", "outbox", "transfers", "idem",
+                      "idem_index"),
+    "create_product": ("live", "seq", "products", "product_prefix", "outbox", "transfers",
+                       "idem", "idem_index"),
+    "get_coupon": ("live", "coupon"),
+    "get_order": ("live", "order", "floor"),
+    "get_product": ("live", "product"),
+    "group_top": ("live", "sales_hours", "sales_window", "sales_rolled"),
+    "issue_coupon": ("live", "coupon", "holders", "user_coupons", "seq", "outbox", "idem",
+                     "icoupon_prefix", "idem_index", "rate"),
+    "list_history": ("live", "history", "floor"),
+    "list_orders": ("live", "user_orders", "order_prefix", "floor"),
+    "list_products": ("live", "products", "product_prefix"),
+    "list_user_coupons": ("live", "user_coupons", "icoupon_prefix", "floor"),
+    "open_outbox": ("live", "outbox"),
+    "ops_tally": ("live", "second_prefix"),
+    "place_orders": ("live", "seq", "order_prefix", "sales_hours", "sales_window",
+                     "sales_rolled", "outbox"),
+    "put_cart_item": ("live", "cart", "rate"),
+    "read_cart": ("live", "cart"),
+    "read_orders": ("live", "order_prefix"),
+    "read_units": ("live", "holder_prefix"),
+    "remove_cart_item": ("live", "cart", "rate"),
+    "settle": ("live", "settle", "order_prefix", "icoupon_prefix", "history_prefix",
+               "user_orders_prefix", "user_coupons_prefix", "floor_prefix", "retention"),
+    "transfer_done": ("live", "holder", "transfers"),
+    "transfer_in": ("live", "holder", "received"),
+    "transfer_out": ("live", "holder", "transfers"),
+    "update_product": ("live", "product", "outbox", "transfers"),
+}
+#: place_orders.lua's keys after its ``K``: each order's (its ``ORDER_K``), then one per line
+#: of that order (``LINE_K``).
+ORDER_KEYS: tuple[str, ...] = ("balance", "history", "user_orders", "icoupon", "idem",
+                               "idem_index", "rate")
+LINE_KEYS: tuple[str, ...] = ("product",)
+
+
+def script_keys(script: str, **named: str) -> list[str]:
+    """``script``'s KEYS in its order, from arguments named as its ``K`` table names them:
+    a missing or unknown name fails here rather than shift every key after it."""
+    return _in_order(script, SCRIPT_KEYS[script], named)
+
+
+def order_keys(**named: str) -> list[str]:
+    """One order's keys in place_orders.lua's ``ORDER_K`` order (its lines' keys follow)."""
+    return _in_order("place_orders (an order)", ORDER_KEYS, named)
+
+
+def _in_order(what: str, names: tuple[str, ...], named: dict[str, str]) -> list[str]:
+    if named.keys() != set(names):
+        raise TypeError(f"{what}: keys {sorted(named)}, expected {list(names)}")
+    return [named[name] for name in names]
 LIBRARY = "_lib.lua"
 _HELPER = re.compile(r"^local function (\w+)\(", re.MULTILINE)
 

@@ -25,7 +25,7 @@ import redis
 from engine import keys
 from engine.events import AnyEvent, BalanceCharged, CouponIssued, OrderCancelled, OrderPaid
 from engine.outbox import OutboxGone
-from engine.scripts import load_scripts
+from engine.scripts import load_scripts, script_keys
 
 MIN_RETENTION_S = 1.0  # settle.lua's own floor; minutes are what production wants
 # Things a settle.lua call drops at most, so that no call holds Redis long: each costs a
@@ -119,10 +119,7 @@ class Settler:
         pipe = self.client.pipeline(transaction=False)
         for g in self.layout.all:
             for _ in range(calls):
-                self._script(keys=[g.live, g.settle, g.order_prefix,
-                                   g.issued_coupon_prefix, g.history_prefix,
-                                   g.user_orders_prefix, g.user_coupons_prefix,
-                                   g.floor_prefix, g.retention],
+                self._script(keys=_keys(g),
                              args=[self.retention_ms, 1], client=pipe)
         answers = [_answer(code, payload) for code, payload in pipe.execute()]
         per_group = [answers[i:i + calls] for i in range(0, len(answers), calls)]
@@ -159,6 +156,15 @@ class Settler:
             except redis.RedisError as exc:
                 log.warning("settler: %s: %s; retrying", type(exc).__name__, exc)
                 stops[0].wait(idle_s)
+
+
+def _keys(g: keys.Group) -> list[str]:
+    """settle.lua's keys for group ``g``."""
+    return script_keys("settle", live=g.live, settle=g.settle, order_prefix=g.order_prefix,
+                       icoupon_prefix=g.issued_coupon_prefix, history_prefix=g.history_prefix,
+                       user_orders_prefix=g.user_orders_prefix,
+                       user_coupons_prefix=g.user_coupons_prefix, floor_prefix=g.floor_prefix,
+                       retention=g.retention)
 
 
 def _answer(code: bytes, payload: bytes) -> Settled:

@@ -512,3 +512,25 @@ local function page_ids(zset, cursor, limit, newest_first)
   local bottom = cursor == '' and '-inf' or '(' .. cursor
   return redis.call('ZRANGEBYSCORE', zset, bottom, '+inf', 'LIMIT', 0, limit + 1)
 end
+
+-- A transfer's record in its source slot's transfers hash (engine/allotments.py):
+-- "<kind> <id> <destination> <units> <recorded ms>", kind p (product) or c (coupon),
+-- destination a group's index or -1 (the reserve). transfer_out.lua gets the first three
+-- words as one head from Python (transfer_head there; TransferRecord reads records back).
+local function transfer_record(head, units, at_ms)
+  return head .. ' ' .. units .. ' ' .. at_ms
+end
+
+-- The units a transfer record names.
+local function transfer_units(record)
+  return tonumber(string.match(record, '^%S+ %S+ %S+ (%d+)'))
+end
+
+-- Record transfer <transfer>:<g> of `units` from the reserve to every group g: a new
+-- product's or coupon's deal, or (no units) a new copy of its definition.
+local function record_deals(transfers, transfer, kind, id, groups, units, at_ms)
+  for g = 0, groups - 1 do
+    redis.call('HSET', transfers, transfer .. ':' .. g,
+      transfer_record(kind .. ' ' .. id .. ' ' .. g, units, at_ms))
+  end
+end

@@ -6,7 +6,8 @@
 -- ARGV[1] its new state, JSON
 -- ARGV[2] how long it is kept from now, ms
 -- Reply: OK 1 (written) or OK 0 (no such request)
-local missing = state_missing(KEYS[1])
+local K = {live = KEYS[1], replay = KEYS[2]}
+local missing = state_missing(K.live)
 if missing then return missing end
-local written = redis.call('SET', KEYS[2], ARGV[1], 'PX', ARGV[2], 'XX')
+local written = redis.call('SET', K.replay, ARGV[1], 'PX', ARGV[2], 'XX')
 return ok(written and '1' or '0')

@@ -8,8 +8,9 @@
 -- ARGV[2] its state, JSON ({"state": "asked", ...})
 -- ARGV[3] how long the state is kept, ms
 -- Reply: OK null
-local missing = state_missing(KEYS[1])
+local K = {live = KEYS[1], asked = KEYS[2], replay = KEYS[3]}
+local missing = state_missing(K.live)
 if missing then return missing end
-redis.call('SET', KEYS[3], ARGV[2], 'PX', ARGV[3])
-redis.call('RPUSH', KEYS[2], ARGV[1])
+redis.call('SET', K.replay, ARGV[2], 'PX', ARGV[3])
+redis.call('RPUSH', K.asked, ARGV[1])
 return ok('null')

@@ -28,13 +28,18 @@
 --   {"asked_ms","issued_coupon_id"} and RETRY (a copy came too late): none of these three
 --   is kept as the Idempotency-Key's answer, the engine calls again with what Postgres
 --   has; a replay has a third element, 1
-local missing = state_missing(KEYS[1], ARGV[7])
+local K = {live = KEYS[1], order = KEYS[2], balance = KEYS[3], history = KEYS[4],
+  seq = KEYS[5], sales_hours = KEYS[6], sales_window = KEYS[7], sales_rolled = KEYS[8],
+  outbox = KEYS[9], idem = KEYS[10], product_prefix = KEYS[11], icoupon_prefix = KEYS[12],
+  floor = KEYS[13], user_coupons = KEYS[14], retention = KEYS[15], idem_index = KEYS[16],
+  rate = KEYS[17]}
+local missing = state_missing(K.live, ARGV[7])
 if missing then return missing end
 local user_id, hours, oid = ARGV[1], tonumber(ARGV[4]), ARGV[5]
 local index, groups = tonumber(ARGV[6]), tonumber(ARGV[7])
 local back = ARGV[12]
 local now = now_ms()
-local g = {key = KEYS[10], index = KEYS[16], rate = KEYS[17], fp = ARGV[2],
+local g = {key = K.idem, index = K.idem_index, rate = K.rate, fp = ARGV[2],
   ttl = tonumber(ARGV[3]), max = tonumber(ARGV[8]), per_s = tonumber(ARGV[9]),
   burst = tonumber(ARGV[10]), now = now}
 
@@ -42,14 +47,14 @@ local early = guard(g)
 if early then return early end
 
 if back and back ~= 'absent' then
-  local wait = bring_back({order = KEYS[2], coupons = KEYS[12], user_coupons = KEYS[14],
-    retention = KEYS[15], user_id = user_id}, now, tonumber(ARGV[11]), back, tonumber(ARGV[13]),
+  local wait = bring_back({order = K.order, coupons = K.icoupon_prefix, user_coupons = K.user_coupons,
+    retention = K.retention, user_id = user_id}, now, tonumber(ARGV[11]), back, tonumber(ARGV[13]),
     ARGV[14])
   if wait and (wait[1] == 'RETRY' or wait[1] == 'ARCHIVED_COUPON') then return wait end
   if wait then return idem_store(g, wait) end
 end
-local o = redis.call('HMGET', KEYS[2], 'json', 'user_id', 'status', 'hour', 'icoupon')
-if not o[1] and not back and archived(KEYS[13], 'o', oid) then
+local o = redis.call('HMGET', K.order, 'json', 'user_id', 'status', 'hour', 'icoupon')
+if not o[1] and not back and archived(K.floor, 'o', oid) then
   return {'ARCHIVED', string.format('{"asked_ms":%d}', now)}
 end
 if not o[1] or o[2] ~= user_id then
@@ -61,39 +66,39 @@ end
 
 local order = cjson.decode(o[1])
 local hour = tonumber(o[4])
-local rolled = roll_window(KEYS[6], KEYS[7], KEYS[8], math.floor(now / 3600000), hours)
+local rolled = roll_window(K.sales_hours, K.sales_window, K.sales_rolled, math.floor(now / 3600000), hours)
 -- The units come back to the group's allotment, whichever group sold them (a rebuild may
 -- have laid the users out in another count since).
 for _, it in ipairs(order.items) do
-  redis.call('HINCRBY', KEYS[11] .. it.product_id, 'stock', it.quantity)
+  redis.call('HINCRBY', K.product_prefix .. it.product_id, 'stock', it.quantity)
   if hour > rolled then
     -- Still inside the window: the units were counted, so uncount them.
-    redis.call('ZINCRBY', KEYS[6] .. hour, -it.quantity, it.product_id)
-    redis.call('ZINCRBY', KEYS[7], -it.quantity, it.product_id)
+    redis.call('ZINCRBY', K.sales_hours .. hour, -it.quantity, it.product_id)
+    redis.call('ZINCRBY', K.sales_window, -it.quantity, it.product_id)
   end
 end
-redis.call('ZREMRANGEBYSCORE', KEYS[7], '-inf', 0)
-local balance = int(redis.call('GET', KEYS[3]))
+redis.call('ZREMRANGEBYSCORE', K.sales_window, '-inf', 0)
+local balance = int(redis.call('GET', K.balance))
 local history = 'null'
 if order.paid_amount > 0 then
   -- A refund is never refused for the balance cap.
-  balance = redis.call('INCRBY', KEYS[3], order.paid_amount)
-  history = add_history(KEYS[4], next_group_id(KEYS[5], 'hist', index, groups), 'REFUND',
+  balance = redis.call('INCRBY', K.balance, order.paid_amount)
+  history = add_history(K.history, next_group_id(K.seq, 'hist', index, groups), 'REFUND',
     order.paid_amount, balance, order.id, iso(now))
 end
-local ic = o[5] ~= '' and KEYS[12] .. o[5] or nil
+local ic = o[5] ~= '' and K.icoupon_prefix .. o[5] or nil
 -- The coupon comes back only if it would be usable once AVAILABLE again: not expired.
 local restored = ic ~= nil
   and coupon_usable('AVAILABLE', redis.call('HGET', ic, 'expires_ms'), now)
 order.status = 'CANCELLED'
 order.cancelled_at = iso(now)
 local doc = cjson.encode(order)
-local entry = emit_json(KEYS[9], 'order.cancelled', order.cancelled_at, '"event_id":"'
+local entry = emit_json(K.outbox, 'order.cancelled', order.cancelled_at, '"event_id":"'
   .. order.id .. ':cancelled","order":' .. doc .. ',"balance_after":'
   .. string.format('%d', balance) .. ',"history":' .. history .. ',"coupon_restored":'
   .. tostring(restored))
 if restored then
   redis.call('HSET', ic, 'status', 'AVAILABLE', 'order_id', '', 'entry', entry)
 end
-redis.call('HSET', KEYS[2], 'json', doc, 'status', 'CANCELLED', 'entry', entry)
+redis.call('HSET', K.order, 'json', doc, 'status', 'CANCELLED', 'entry', entry)
 return idem_store(g, ok(doc))

@@ -17,13 +17,15 @@
 -- Reply: OK {"user_id","balance","charged"} | INVALID_AMOUNT | BALANCE_LIMIT_EXCEEDED |
 --   IDEMPOTENCY_KEY_REUSED | TOO_MANY_REQUESTS {"retry_after_s"}; a replay has a third
 --   element, 1
-local missing = state_missing(KEYS[1], ARGV[10])
+local K = {live = KEYS[1], balance = KEYS[2], history = KEYS[3], seq = KEYS[4],
+  outbox = KEYS[5], idem = KEYS[6], idem_index = KEYS[7], rate = KEYS[8]}
+local missing = state_missing(K.live, ARGV[10])
 if missing then return missing end
 local user_id, amount = tonumber(ARGV[1]), tonumber(ARGV[2])
 local min, max, unit, cap = tonumber(ARGV[5]), tonumber(ARGV[6]), tonumber(ARGV[7]),
   tonumber(ARGV[8])
 local now = now_ms()
-local g = {key = KEYS[6], index = KEYS[7], rate = KEYS[8], fp = ARGV[3],
+local g = {key = K.idem, index = K.idem_index, rate = K.rate, fp = ARGV[3],
   ttl = tonumber(ARGV[4]), max = tonumber(ARGV[11]), per_s = tonumber(ARGV[12]),
   burst = tonumber(ARGV[13]), now = now}
 
@@ -35,16 +37,16 @@ if not amount or amount ~= math.floor(amount) or amount < min or amount > max
   return idem_store(g, fail('INVALID_AMOUNT', 'amount must be a multiple of ' .. unit
     .. ' between ' .. min .. ' and ' .. max, {field = 'amount'}))
 end
-local balance = int(redis.call('GET', KEYS[2]))
+local balance = int(redis.call('GET', K.balance))
 if balance + amount > cap then
   return idem_store(g, fail('BALANCE_LIMIT_EXCEEDED', 'balance would be '
     .. (balance + amount) .. ', over the cap of ' .. cap, {balance = balance, cap = cap}))
 end
 
 local at = iso(now)
-balance = redis.call('INCRBY', KEYS[2], amount)
-local line = add_history(KEYS[3], next_group_id(KEYS[4], 'hist', tonumber(ARGV[9]),
+balance = redis.call('INCRBY', K.balance, amount)
+local line = add_history(K.history, next_group_id(K.seq, 'hist', tonumber(ARGV[9]),
   tonumber(ARGV[10])), 'CHARGE', amount, balance, nil, at)
-emit_json(KEYS[5], 'balance.charged', at, string.format(
+emit_json(K.outbox, 'balance.charged', at, string.format(
   '"user_id":%d,"amount":%d,"balance_after":%d,"history":%s', user_id, amount, balance, line))
 return idem_store(g, ok(cjson.encode({user_id = user_id, balance = balance, charged = amount})))

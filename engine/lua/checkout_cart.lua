@@ -20,18 +20,22 @@
 -- Every key but the marker is of the user's group (engine/keys.py).
 -- Reply: OK <order> | CART_EMPTY | the order errors of place_orders.lua, SHORT and
 --   TOO_MANY_REQUESTS among them; a replay has a third element, 1
-local missing = state_missing(KEYS[1], ARGV[7])
+local K = {live = KEYS[1], balance = KEYS[2], history = KEYS[3], seq = KEYS[4],
+  user_orders = KEYS[5], icoupon = KEYS[6], order_prefix = KEYS[7], sales_hours = KEYS[8],
+  sales_window = KEYS[9], sales_rolled = KEYS[10], outbox = KEYS[11], idem = KEYS[12],
+  cart = KEYS[13], product_prefix = KEYS[14], idem_index = KEYS[15], rate = KEYS[16]}
+local missing = state_missing(K.live, ARGV[7])
 if missing then return missing end
 local user_id, icid, hours = tonumber(ARGV[1]), ARGV[2], tonumber(ARGV[5])
 local now = now_ms()
-local g = {key = KEYS[12], index = KEYS[15], rate = KEYS[16], fp = ARGV[3],
+local g = {key = K.idem, index = K.idem_index, rate = K.rate, fp = ARGV[3],
   ttl = tonumber(ARGV[4]), max = tonumber(ARGV[8]), per_s = tonumber(ARGV[9]),
   burst = tonumber(ARGV[10]), now = now}
 
 local early = guard(g)
 if early then return early end
 
-local flat = redis.call('HGETALL', KEYS[13])
+local flat = redis.call('HGETALL', K.cart)
 if #flat == 0 then
   return idem_store(g, fail('CART_EMPTY', 'the cart is empty'))
 end
@@ -40,14 +44,14 @@ for i = 11, #ARGV, 2 do flags[ARGV[i]] = ARGV[i + 1] end
 local lines = {}
 for i = 1, #flat, 2 do
   lines[#lines + 1] = {pid = tonumber(flat[i]), qty = tonumber(flat[i + 1]),
-    flag = flags[flat[i]] or '', key = KEYS[14] .. flat[i]}
+    flag = flags[flat[i]] or '', key = K.product_prefix .. flat[i]}
 end
 table.sort(lines, function(a, b) return a.pid < b.pid end)
-local c = open_orders({seq = KEYS[4], order_prefix = KEYS[7], sales_prefix = KEYS[8],
-  window = KEYS[9], rolled = KEYS[10], outbox = KEYS[11], index = tonumber(ARGV[6]),
+local c = open_orders({seq = K.seq, order_prefix = K.order_prefix, sales_prefix = K.sales_hours,
+  window = K.sales_window, rolled = K.sales_rolled, outbox = K.outbox, index = tonumber(ARGV[6]),
   groups = tonumber(ARGV[7])}, hours, now)
-local res = take_order(c, {balance = KEYS[2], history = KEYS[3], user_orders = KEYS[5],
-  icoupon = KEYS[6]}, user_id, lines, icid)
+local res = take_order(c, {balance = K.balance, history = K.history, user_orders = K.user_orders,
+  icoupon = K.icoupon}, user_id, lines, icid)
 close_orders(c)
-if res[1] == 'OK' then redis.call('DEL', KEYS[13]) end
+if res[1] == 'OK' then redis.call('DEL', K.cart) end
 return idem_store(g, res)

@@ -13,10 +13,12 @@
 -- holds (0: no bound)
 -- Reply: OK <coupon> | VALIDATION_ERROR (window is empty) | IDEMPOTENCY_KEY_REUSED |
 --   TOO_MANY_REQUESTS {"retry_after_s"}; a replay has a third element, 1
-local missing = state_missing(KEYS[1])
+local K = {live = KEYS[1], seq = KEYS[2], coupon_prefix = KEYS[3], outbox = KEYS[4],
+  transfers = KEYS[5], idem = KEYS[6], idem_index = KEYS[7]}
+local missing = state_missing(K.live)
 if missing then return missing end
 local now = now_ms()
-local idem = {key = KEYS[6], index = KEYS[7], fp = ARGV[10], ttl = tonumber(ARGV[11]),
+local idem = {key = K.idem, index = K.idem_index, fp = ARGV[10], ttl = tonumber(ARGV[11]),
   max = tonumber(ARGV[12]), per_s = 0, now = now}
 local early = guard(idem)
 if early then return early end
@@ -29,17 +31,14 @@ if from_ms >= until_ms then
     {field = 'valid_until'})
 end
 
-local id = redis.call('HINCRBY', KEYS[2], 'coupon', 1)
+local id = redis.call('HINCRBY', K.seq, 'coupon', 1)
 local coupon = {id = id, name = name, discount_type = dtype, discount_value = dvalue,
   total_quantity = qty, remaining = qty, valid_from = iso(from_ms), valid_until = iso(until_ms)}
-redis.call('HSET', KEYS[3] .. id, 'id', id, 'name', name, 'discount_type', dtype,
+redis.call('HSET', K.coupon_prefix .. id, 'id', id, 'name', name, 'discount_type', dtype,
   'discount_value', dvalue, 'total_quantity', qty, 'remaining', qty - each * groups,
   'valid_from', coupon.valid_from, 'valid_until', coupon.valid_until,
   'valid_from_ms', from_ms, 'valid_until_ms', until_ms, 'v', 1, 'flight', each * groups,
   'moves', 1)
-for g = 0, groups - 1 do
-  redis.call('HSET', KEYS[5], ARGV[9] .. ':' .. g, 'c ' .. id .. ' ' .. g .. ' ' .. each
-    .. ' ' .. now)
-end
-emit(KEYS[4], {type = 'coupon.created', at = iso(now), coupon = coupon})
+record_deals(K.transfers, ARGV[9], 'c', id, groups, each, now)
+emit(K.outbox, {type = 'coupon.created', at = iso(now), coupon = coupon})
 return idem_store(idem, ok(cjson.encode(coupon)))

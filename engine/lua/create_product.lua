@@ -15,24 +15,23 @@
 -- holds (0: no bound)
 -- Reply: OK <product> | IDEMPOTENCY_KEY_REUSED | TOO_MANY_REQUESTS {"retry_after_s"}; a
 --   replay has a third element, 1
-local missing = state_missing(KEYS[1])
+local K = {live = KEYS[1], seq = KEYS[2], products = KEYS[3], product_prefix = KEYS[4],
+  outbox = KEYS[5], transfers = KEYS[6], idem = KEYS[7], idem_index = KEYS[8]}
+local missing = state_missing(K.live)
 if missing then return missing end
 local now = now_ms()
-local idem = {key = KEYS[7], index = KEYS[8], fp = ARGV[7], ttl = tonumber(ARGV[8]),
+local idem = {key = K.idem, index = K.idem_index, fp = ARGV[7], ttl = tonumber(ARGV[8]),
   max = tonumber(ARGV[9]), per_s = 0, now = now}
 local early = guard(idem)
 if early then return early end
 local name, price, stock = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
 local each, groups = tonumber(ARGV[4]), tonumber(ARGV[5])
 
-local id = redis.call('HINCRBY', KEYS[2], 'product', 1)
-redis.call('HSET', KEYS[4] .. id, 'name', name, 'price', price, 'v', 1,
+local id = redis.call('HINCRBY', K.seq, 'product', 1)
+redis.call('HSET', K.product_prefix .. id, 'name', name, 'price', price, 'v', 1,
   'stock', stock - each * groups, 'flight', each * groups, 'moves', 1)
-for g = 0, groups - 1 do
-  redis.call('HSET', KEYS[6], ARGV[6] .. ':' .. g, 'p ' .. id .. ' ' .. g .. ' ' .. each
-    .. ' ' .. now)
-end
-redis.call('ZADD', KEYS[3], id, id)
+record_deals(K.transfers, ARGV[6], 'p', id, groups, each, now)
+redis.call('ZADD', K.products, id, id)
 local product = {id = id, name = name, price = price, stock = stock}
-emit(KEYS[5], {type = 'product.created', at = iso(now), product = product})
+emit(K.outbox, {type = 'product.created', at = iso(now), product = product})
 return idem_store(idem, ok(cjson.encode(product)))

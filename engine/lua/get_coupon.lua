@@ -4,9 +4,10 @@
 -- KEYS[1] live marker {ro}:live: without it, every reply is STATE_MISSING (engine/state.py)
 -- KEYS[2] coupon {ro}:coupon:<id>
 -- Reply: OK <coupon> | COUPON_NOT_FOUND
-local missing = state_missing(KEYS[1])
+local K = {live = KEYS[1], coupon = KEYS[2]}
+local missing = state_missing(K.live)
 if missing then return missing end
-local c = redis.call('HMGET', KEYS[2], 'id', 'name', 'discount_type', 'discount_value',
+local c = redis.call('HMGET', K.coupon, 'id', 'name', 'discount_type', 'discount_value',
   'total_quantity', 'remaining', 'valid_from', 'valid_until', 'flight')
 if not c[1] then return fail('COUPON_NOT_FOUND', 'no such coupon') end
 return ok(cjson.encode({id = tonumber(c[1]), name = c[2], discount_type = c[3],

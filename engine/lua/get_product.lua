@@ -5,10 +5,11 @@
 -- KEYS[2] product {ro}:product:<id>
 -- ARGV[1] product id
 -- Reply: OK <product> | PRODUCT_NOT_FOUND
-local missing = state_missing(KEYS[1])
+local K = {live = KEYS[1], product = KEYS[2]}
+local missing = state_missing(K.live)
 if missing then return missing end
 local id = tonumber(ARGV[1])
-local p = redis.call('HMGET', KEYS[2], 'name', 'price', 'stock', 'flight')
+local p = redis.call('HMGET', K.product, 'name', 'price', 'stock', 'flight')
 if not p[1] then
   return fail('PRODUCT_NOT_FOUND', 'product ' .. id .. ' does not exist', {product_id = id})
 end

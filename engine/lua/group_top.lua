@@ -9,19 +9,21 @@
 -- ARGV[1] window hours; ARGV[2] how many (k)
 -- Reply: OK {"now_ms", "head": [[product id, units]...] (the k best, best first, and every
 --   product tied with the k-th), "more": whether products beyond the head sold too}
-local missing = state_missing(KEYS[1])
+local K = {live = KEYS[1], sales_hours = KEYS[2], sales_window = KEYS[3],
+  sales_rolled = KEYS[4]}
+local missing = state_missing(K.live)
 if missing then return missing end
 local hours, k = tonumber(ARGV[1]), tonumber(ARGV[2])
 
 local now = now_ms()
-roll_window(KEYS[2], KEYS[3], KEYS[4], math.floor(now / 3600000), hours)
-local head = redis.call('ZREVRANGE', KEYS[3], 0, k - 1, 'WITHSCORES')
+roll_window(K.sales_hours, K.sales_window, K.sales_rolled, math.floor(now / 3600000), hours)
+local head = redis.call('ZREVRANGE', K.sales_window, 0, k - 1, 'WITHSCORES')
 local more = false
 if #head == 2 * k then
   -- Every product tied with the k-th belongs in the head: zsets break ties by name, not
   -- number, so which of them ZREVRANGE cut off says nothing.
-  head = redis.call('ZREVRANGEBYSCORE', KEYS[3], '+inf', head[#head], 'WITHSCORES')
-  more = redis.call('ZCARD', KEYS[3]) > #head / 2
+  head = redis.call('ZREVRANGEBYSCORE', K.sales_window, '+inf', head[#head], 'WITHSCORES')
+  more = redis.call('ZCARD', K.sales_window) > #head / 2
 end
 local rows = {}
 for i = 1, #head, 2 do

@@ -19,19 +19,22 @@
 --        COUPON_ALREADY_ISSUED | COUPON_SOLD_OUT | IDEMPOTENCY_KEY_REUSED |
 --        TOO_MANY_REQUESTS {"retry_after_s"} | SHORT (the group holds no copy or no unit:
 --        the engine moves some in and calls again); a replay has a third element, 1
-local missing = state_missing(KEYS[1], ARGV[5])
+local K = {live = KEYS[1], coupon = KEYS[2], holders = KEYS[3], user_coupons = KEYS[4],
+  seq = KEYS[5], outbox = KEYS[6], idem = KEYS[7], icoupon_prefix = KEYS[8],
+  idem_index = KEYS[9], rate = KEYS[10]}
+local missing = state_missing(K.live, ARGV[5])
 if missing then return missing end
 local user_id, flag = tonumber(ARGV[1]), ARGV[6]
 local cid = tonumber(ARGV[7])
 local now = now_ms()
-local g = {key = KEYS[7], index = KEYS[9], rate = KEYS[10], fp = ARGV[2],
+local g = {key = K.idem, index = K.idem_index, rate = K.rate, fp = ARGV[2],
   ttl = tonumber(ARGV[3]), max = tonumber(ARGV[8]), per_s = tonumber(ARGV[9]),
   burst = tonumber(ARGV[10]), now = now}
 
 local early = guard(g)
 if early then return early end
 
-local c = redis.call('HMGET', KEYS[2], 'id', 'name', 'discount_type', 'discount_value',
+local c = redis.call('HMGET', K.coupon, 'id', 'name', 'discount_type', 'discount_value',
   'remaining', 'valid_from_ms', 'valid_until_ms', 'valid_until')
 if not c[1] and flag == 'absent' then
   return idem_store(g, fail('COUPON_NOT_FOUND', 'no such coupon'))
@@ -41,7 +44,7 @@ if now < tonumber(c[6]) or now >= tonumber(c[7]) then
   return idem_store(g, fail('COUPON_NOT_ACTIVE',
     'the coupon can only be issued inside its validity window'))
 end
-if redis.call('SISMEMBER', KEYS[3], user_id) == 1 then
+if redis.call('SISMEMBER', K.holders, user_id) == 1 then
   return idem_store(g, fail('COUPON_ALREADY_ISSUED', 'you already hold this coupon'))
 end
 if int(c[5]) <= 0 and tonumber(flag) then
@@ -49,18 +52,18 @@ if int(c[5]) <= 0 and tonumber(flag) then
 end
 if int(c[5]) <= 0 then return short(cid, 1, 0) end
 
-local remaining = redis.call('HINCRBY', KEYS[2], 'remaining', -1)
-redis.call('SADD', KEYS[3], user_id)
-local id = next_group_id(KEYS[5], 'icoupon', tonumber(ARGV[4]), tonumber(ARGV[5]))
+local remaining = redis.call('HINCRBY', K.coupon, 'remaining', -1)
+redis.call('SADD', K.holders, user_id)
+local id = next_group_id(K.seq, 'icoupon', tonumber(ARGV[4]), tonumber(ARGV[5]))
 local issued = {id = id, coupon_id = tonumber(c[1]), user_id = user_id, name = c[2],
   discount_type = c[3], discount_value = tonumber(c[4]), status = 'AVAILABLE',
   issued_at = iso(now), expires_at = c[8]}
 -- `remaining`: what the group's allotment has left (Postgres counts the issues instead).
-local entry = emit(KEYS[6], {type = 'coupon.issued', at = issued.issued_at, issued = issued,
+local entry = emit(K.outbox, {type = 'coupon.issued', at = issued.issued_at, issued = issued,
   remaining = remaining})
-redis.call('HSET', KEYS[8] .. id, 'id', id, 'coupon_id', c[1], 'user_id', user_id,
+redis.call('HSET', K.icoupon_prefix .. id, 'id', id, 'coupon_id', c[1], 'user_id', user_id,
   'name', c[2], 'discount_type', c[3], 'discount_value', c[4], 'status', 'AVAILABLE',
   'issued_at', issued.issued_at, 'expires_at', c[8], 'expires_ms', c[7], 'order_id', '',
   'entry', entry)
-redis.call('ZADD', KEYS[4], id, id)
+redis.call('ZADD', K.user_coupons, id, id)
 return idem_store(g, ok(cjson.encode(issued)))

@@ -9,7 +9,8 @@
 -- Reply: OK {"floor", "lines"}: up to size + 1 lines below the cursor, and the highest
 --   line id of the user's that Redis dropped (settle.lua: every line up to it is in
 --   Postgres only, every line above it is here)
-local missing = state_missing(KEYS[1])
+local K = {live = KEYS[1], history = KEYS[2], floor = KEYS[3]}
+local missing = state_missing(K.live)
 if missing then return missing end
-return ok(string.format('{"floor":%d,"lines":%s}', int(redis.call('HGET', KEYS[3], 'h')),
-  json_array(page_list(KEYS[2], ARGV[1], tonumber(ARGV[2]), history_id))))
+return ok(string.format('{"floor":%d,"lines":%s}', int(redis.call('HGET', K.floor, 'h')),
+  json_array(page_list(K.history, ARGV[1], tonumber(ARGV[2]), history_id))))

@@ -8,11 +8,12 @@
 -- Reply: OK {"floor", "ids", "orders"}: up to size + 1 ids below the cursor from the list,
 --   each order or null where Redis dropped it (settle.lua), and the highest id of the
 --   user's that Redis dropped; the engine reads the rest in Postgres
-local missing = state_missing(KEYS[1])
+local K = {live = KEYS[1], user_orders = KEYS[2], order_prefix = KEYS[3], floor = KEYS[4]}
+local missing = state_missing(K.live)
 if missing then return missing end
-local ids, parts = page_list(KEYS[2], ARGV[1], tonumber(ARGV[2]), tonumber), {}
+local ids, parts = page_list(K.user_orders, ARGV[1], tonumber(ARGV[2]), tonumber), {}
 for i, id in ipairs(ids) do
-  parts[i] = redis.call('HGET', KEYS[3] .. id, 'json') or 'null'
+  parts[i] = redis.call('HGET', K.order_prefix .. id, 'json') or 'null'
 end
 return ok(string.format('{"floor":%d,"ids":%s,"orders":%s}',
-  int(redis.call('HGET', KEYS[4], 'o')), json_array(ids), json_array(parts)))
+  int(redis.call('HGET', K.floor, 'o')), json_array(ids), json_array(parts)))

@@ -6,11 +6,12 @@
 -- KEYS[2] catalog index {ro}:products   KEYS[3] product prefix {ro}:product:
 -- ARGV[1] cursor (last id seen) or ''; ARGV[2] page size
 -- Reply: OK [<product>...] (up to size + 1, so the caller knows if more follow)
-local missing = state_missing(KEYS[1])
+local K = {live = KEYS[1], products = KEYS[2], product_prefix = KEYS[3]}
+local missing = state_missing(K.live)
 if missing then return missing end
 local parts = {}
-for _, id in ipairs(page_ids(KEYS[2], ARGV[1], tonumber(ARGV[2]), false)) do
-  local p = redis.call('HMGET', KEYS[3] .. id, 'name', 'price', 'stock', 'flight')
+for _, id in ipairs(page_ids(K.products, ARGV[1], tonumber(ARGV[2]), false)) do
+  local p = redis.call('HMGET', K.product_prefix .. id, 'name', 'price', 'stock', 'flight')
   parts[#parts + 1] = cjson.encode({id = tonumber(id), name = p[1], price = tonumber(p[2]),
     stock = int(p[3]) + int(p[4])})
 end

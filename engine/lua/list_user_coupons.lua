@@ -9,12 +9,13 @@
 -- Reply: OK {"floor", "coupons"}: up to size + 1 coupons below the cursor, and the highest
 --   id of the user's that Redis dropped (settle.lua drops used and expired ones: any at or
 --   below it may be in Postgres only)
-local missing = state_missing(KEYS[1])
+local K = {live = KEYS[1], user_coupons = KEYS[2], icoupon_prefix = KEYS[3], floor = KEYS[4]}
+local missing = state_missing(K.live)
 if missing then return missing end
 local now = now_ms()
 local parts = {}
-for _, id in ipairs(page_ids(KEYS[2], ARGV[1], tonumber(ARGV[2]), true)) do
-  local c = redis.call('HMGET', KEYS[3] .. id, 'coupon_id', 'user_id', 'name',
+for _, id in ipairs(page_ids(K.user_coupons, ARGV[1], tonumber(ARGV[2]), true)) do
+  local c = redis.call('HMGET', K.icoupon_prefix .. id, 'coupon_id', 'user_id', 'name',
     'discount_type', 'discount_value', 'status', 'issued_at', 'expires_at', 'expires_ms',
     'order_id')
   local status = coupon_status_at(c[6], c[9], now)
@@ -23,5 +24,5 @@ for _, id in ipairs(page_ids(KEYS[2], ARGV[1], tonumber(ARGV[2]), true)) do
     discount_value = tonumber(c[5]), status = status, issued_at = c[7], expires_at = c[8],
     order_id = c[10] ~= '' and c[10] or cjson.null})
 end
-return ok(string.format('{"floor":%d,"coupons":%s}', int(redis.call('HGET', KEYS[4], 'c')),
+return ok(string.format('{"floor":%d,"coupons":%s}', int(redis.call('HGET', K.floor, 'c')),
   json_array(parts)))

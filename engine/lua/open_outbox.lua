@@ -8,10 +8,11 @@
 -- KEYS[2] outbox {ro}:outbox
 -- ARGV: the consumer group names
 -- Reply: OK null
-local missing = state_missing(KEYS[1])
+local K = {live = KEYS[1], outbox = KEYS[2]}
+local missing = state_missing(K.live)
 if missing then return missing end
 for _, group in ipairs(ARGV) do
-  local made, err = pcall(redis.call, 'XGROUP', 'CREATE', KEYS[2], group, '0', 'MKSTREAM')
+  local made, err = pcall(redis.call, 'XGROUP', 'CREATE', K.outbox, group, '0', 'MKSTREAM')
   if not made and not string.find(tostring(err.err or err), 'BUSYGROUP', 1, true) then
     return redis.error_reply(tostring(err.err or err))
   end

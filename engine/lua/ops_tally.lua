@@ -7,11 +7,12 @@
 -- ARGV[1] how long a second's tallies are kept, seconds
 -- ARGV[2..] field, count pairs: placed, refused:<CODE>, requests, errors, lat:<bucket>
 -- Reply: OK <the second the counts went to>
-local missing = state_missing(KEYS[1])
+local K = {live = KEYS[1], second_prefix = KEYS[2]}
+local missing = state_missing(K.live)
 if missing then return missing end
 local keep_s = tonumber(ARGV[1])
 local second = tonumber(redis.call('TIME')[1])
-local key = KEYS[2] .. second
+local key = K.second_prefix .. second
 for i = 2, #ARGV - 1, 2 do
   redis.call('HINCRBY', key, ARGV[i], ARGV[i + 1])
 end

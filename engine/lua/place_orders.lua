@@ -29,9 +29,14 @@
 --   too few units of a line's product: the engine moves some in and places the order
 --   again), or ERR <message> when the order raised an error (the others of the batch are
 --   unaffected; as for a failed single call, it is not replayable).
+local K = {live = KEYS[1], seq = KEYS[2], order_prefix = KEYS[3], sales_hours = KEYS[4],
+  sales_window = KEYS[5], sales_rolled = KEYS[6], outbox = KEYS[7]}
+-- After K, each order's keys in this order (ORDER_K), then one key per line of it (LINE_K).
+local ORDER_K = {'balance', 'history', 'user_orders', 'icoupon', 'idem', 'idem_index', 'rate'}
+local LINE_K = {'product'}
 local ttl, hours, count = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[5])
 local max, per_s, burst = tonumber(ARGV[6]), tonumber(ARGV[7]), tonumber(ARGV[8])
-local missing = state_missing(KEYS[1], ARGV[4])
+local missing = state_missing(K.live, ARGV[4])
 if missing then
   local out = {}
   for i = 1, count do
@@ -39,8 +44,8 @@ if missing then
   end
   return out
 end
-local c = open_orders({seq = KEYS[2], order_prefix = KEYS[3], sales_prefix = KEYS[4],
-  window = KEYS[5], rolled = KEYS[6], outbox = KEYS[7], index = tonumber(ARGV[3]),
+local c = open_orders({seq = K.seq, order_prefix = K.order_prefix, sales_prefix = K.sales_hours,
+  window = K.sales_window, rolled = K.sales_rolled, outbox = K.outbox, index = tonumber(ARGV[3]),
   groups = tonumber(ARGV[4])}, hours)
 
 local function one(u, user_id, lines, icid, g)
@@ -50,17 +55,17 @@ end
 -- Nothing in this loop but `one` can raise, and pcall catches what it raises: close_orders
 -- must run, or the next call would hand out the ids this one used.
 local out = {}
-local ki, ai = 8, 9
+local ki, ai = 8, 9  -- the first order's first key and argument (after K, ARGV[8])
 for _ = 1, count do
   local user_id, icid, n = tonumber(ARGV[ai]), ARGV[ai + 1], tonumber(ARGV[ai + 4]) or 0
-  local u = {balance = KEYS[ki], history = KEYS[ki + 1], user_orders = KEYS[ki + 2],
-    icoupon = KEYS[ki + 3]}
-  local g = {key = KEYS[ki + 4], index = KEYS[ki + 5], rate = KEYS[ki + 6], fp = ARGV[ai + 2],
+  local u = {}
+  for j, name in ipairs(ORDER_K) do u[name] = KEYS[ki + j - 1] end
+  local g = {key = u.idem, index = u.idem_index, rate = u.rate, fp = ARGV[ai + 2],
     ttl = ttl, max = max, per_s = ARGV[ai + 3] == '1' and per_s or 0, burst = burst,
     now = c.now}
-  ki, ai = ki + 7, ai + 5
+  ki, ai = ki + #ORDER_K, ai + 5
   local lines = {}
-  for j = 1, n do
+  for j = 1, n do  -- LINE_K: one key a line, its product
     lines[j] = {pid = tonumber(ARGV[ai]), qty = tonumber(ARGV[ai + 1]), flag = ARGV[ai + 2],
       key = KEYS[ki]}
     ki, ai = ki + 1, ai + 3

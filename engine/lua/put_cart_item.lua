@@ -9,17 +9,18 @@
 -- ARGV[4] the user's writes a second (0: no limit); ARGV[5] burst
 -- Reply: OK <the cart's product id, quantity pairs> | VALIDATION_ERROR (cart full) |
 --   TOO_MANY_REQUESTS {"retry_after_s"}
-local missing = state_missing(KEYS[1])
+local K = {live = KEYS[1], cart = KEYS[2], rate = KEYS[3]}
+local missing = state_missing(K.live)
 if missing then return missing end
 local pid, qty, max_lines = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
-local limited = rate_limited({rate = KEYS[3], per_s = tonumber(ARGV[4]),
+local limited = rate_limited({rate = K.rate, per_s = tonumber(ARGV[4]),
   burst = tonumber(ARGV[5]), now = now_ms()})
 if limited then return limited end
 
-if redis.call('HEXISTS', KEYS[2], pid) == 0 and redis.call('HLEN', KEYS[2]) >= max_lines then
+if redis.call('HEXISTS', K.cart, pid) == 0 and redis.call('HLEN', K.cart) >= max_lines then
   return fail('VALIDATION_ERROR', 'a cart holds at most ' .. max_lines .. ' products',
     {field = 'product_id'})
 end
 
-redis.call('HSET', KEYS[2], pid, qty)
-return {'OK', redis.call('HGETALL', KEYS[2])}
+redis.call('HSET', K.cart, pid, qty)
+return {'OK', redis.call('HGETALL', K.cart)}

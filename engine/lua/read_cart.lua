@@ -4,6 +4,7 @@
 -- (engine/state.py)
 -- KEYS[2] cart <g>:cart:<user>
 -- Reply: OK <the cart's product id, quantity pairs>
-local missing = state_missing(KEYS[1])
+local K = {live = KEYS[1], cart = KEYS[2]}
+local missing = state_missing(K.live)
 if missing then return missing end
-return {'OK', redis.call('HGETALL', KEYS[2])}
+return {'OK', redis.call('HGETALL', K.cart)}

@@ -6,10 +6,11 @@
 -- KEYS[2] order prefix <g>:order:
 -- ARGV: order ids
 -- Reply: OK [<order> | null, ...] in the ids' order
-local missing = state_missing(KEYS[1])
+local K = {live = KEYS[1], order_prefix = KEYS[2]}
+local missing = state_missing(K.live)
 if missing then return missing end
 local parts = {}
 for i, id in ipairs(ARGV) do
-  parts[i] = redis.call('HGET', KEYS[2] .. id, 'json') or 'null'
+  parts[i] = redis.call('HGET', K.order_prefix .. id, 'json') or 'null'
 end
 return ok(json_array(parts))

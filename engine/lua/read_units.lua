@@ -10,11 +10,12 @@
 -- ARGV[1] the units' field (stock | remaining); ARGV[2..] ids
 -- Reply: {'OK', then per id: units + units in flight from here (0 when the slot holds
 -- none), and the holder's `moves` (transfer_out.lua)} | STATE_MISSING
-local missing = state_missing(KEYS[1])
+local K = {live = KEYS[1], holder_prefix = KEYS[2]}
+local missing = state_missing(K.live)
 if missing then return missing end
 local out = {'OK'}
 for i = 2, #ARGV do
-  local h = redis.call('HMGET', KEYS[2] .. ARGV[i], ARGV[1], 'flight', 'moves')
+  local h = redis.call('HMGET', K.holder_prefix .. ARGV[i], ARGV[1], 'flight', 'moves')
   out[#out + 1] = int(h[1]) + int(h[2])
   out[#out + 1] = int(h[3])
 end

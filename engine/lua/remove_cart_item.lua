@@ -5,10 +5,11 @@
 -- KEYS[2] cart <g>:cart:<user>   KEYS[3] write-rate bucket <g>:rate:<user> (guard in _lib)
 -- ARGV[1] product id; ARGV[2] the user's writes a second (0: no limit); ARGV[3] burst
 -- Reply: OK null | TOO_MANY_REQUESTS {"retry_after_s"}
-local missing = state_missing(KEYS[1])
+local K = {live = KEYS[1], cart = KEYS[2], rate = KEYS[3]}
+local missing = state_missing(K.live)
 if missing then return missing end
-local limited = rate_limited({rate = KEYS[3], per_s = tonumber(ARGV[2]),
+local limited = rate_limited({rate = K.rate, per_s = tonumber(ARGV[2]),
   burst = tonumber(ARGV[3]), now = now_ms()})
 if limited then return limited end
-redis.call('HDEL', KEYS[2], ARGV[1])
+redis.call('HDEL', K.cart, ARGV[1])
 return ok('null')

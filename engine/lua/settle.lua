@@ -22,11 +22,14 @@
 -- ARGV[1] retention ms (1,000 at least); ARGV[2] most records this call
 -- Reply: OK {"records", "orders", "lines", "coupons", "left"}: what was settled, and how
 --   many records wait (younger than the retention, or beyond this call's share)
-local missing = state_missing(KEYS[1])
+local K = {live = KEYS[1], settle = KEYS[2], order_prefix = KEYS[3], icoupon_prefix = KEYS[4],
+  history_prefix = KEYS[5], user_orders_prefix = KEYS[6], user_coupons_prefix = KEYS[7],
+  floor_prefix = KEYS[8], retention = KEYS[9]}
+local missing = state_missing(K.live)
 if missing then return missing end
 local retention, most = math.max(tonumber(ARGV[1]), 1000), tonumber(ARGV[2])
 local now = now_ms()
-redis.call('SET', KEYS[9], retention)
+redis.call('SET', K.retention, retention)
 local done = {records = 0, orders = 0, lines = 0, coupons = 0}
 
 -- Stream ids "ms-seq" as {ms, seq}, and whether `a` is no later than `b`.
@@ -39,7 +42,7 @@ local function not_after(a, b)
 end
 
 local function raise_floor(user, field, id)
-  local key = KEYS[8] .. user
+  local key = K.floor_prefix .. user
   if int(redis.call('HGET', key, field)) < tonumber(id) then
     redis.call('HSET', key, field, id)
   end
@@ -48,7 +51,7 @@ end
 local function settle_orders(rec, upto)
   local users = {}
   for _, pair in ipairs(rec.orders or {}) do
-    local key = KEYS[3] .. pair[1]
+    local key = K.order_prefix .. pair[1]
     local entry = redis.call('HGET', key, 'entry')
     if entry and not_after(entry_of(entry), upto) then
       redis.call('DEL', key)
@@ -58,10 +61,10 @@ local function settle_orders(rec, upto)
     end
   end
   for user in pairs(users) do  -- the list's head, up to the first order still held
-    local list = KEYS[6] .. user
+    local list = K.user_orders_prefix .. user
     while true do
       local head = redis.call('LINDEX', list, 0)
-      if not head or redis.call('EXISTS', KEYS[3] .. head) == 1 then break end
+      if not head or redis.call('EXISTS', K.order_prefix .. head) == 1 then break end
       redis.call('LPOP', list)
     end
   end
@@ -69,7 +72,7 @@ end
 
 local function settle_lines(rec)
   for _, pair in ipairs(rec.lines or {}) do
-    local list, upto, last = KEYS[5] .. pair[1], tonumber(pair[2]), nil
+    local list, upto, last = K.history_prefix .. pair[1], tonumber(pair[2]), nil
     while true do
       local head = redis.call('LINDEX', list, 0)
       if not head or history_id(head) > upto then break end
@@ -83,11 +86,11 @@ end
 
 local function settle_coupons(rec, upto)
   for _, pair in ipairs(rec.coupons or {}) do
-    local key = KEYS[4] .. pair[1]
+    local key = K.icoupon_prefix .. pair[1]
     local c = redis.call('HMGET', key, 'entry', 'status', 'expires_ms')
     if c[1] and not_after(entry_of(c[1]), upto) and not coupon_usable(c[2], c[3], now) then
       redis.call('DEL', key)
-      redis.call('ZREM', KEYS[7] .. pair[2], pair[1])
+      redis.call('ZREM', K.user_coupons_prefix .. pair[2], pair[1])
       raise_floor(pair[2], 'c', pair[1])
       done.coupons = done.coupons + 1
     end
@@ -95,7 +98,7 @@ local function settle_coupons(rec, upto)
 end
 
 while done.records < most do
-  local raw = redis.call('LINDEX', KEYS[2], 0)
+  local raw = redis.call('LINDEX', K.settle, 0)
   if not raw then break end
   local rec = cjson.decode(raw)
   local upto = entry_of(rec.entry)
@@ -103,8 +106,8 @@ while done.records < most do
   settle_orders(rec, upto)
   settle_lines(rec)
   settle_coupons(rec, upto)
-  redis.call('LPOP', KEYS[2])
+  redis.call('LPOP', K.settle)
   done.records = done.records + 1
 end
 return ok(string.format('{"records":%d,"orders":%d,"lines":%d,"coupons":%d,"left":%d}',
-  done.records, done.orders, done.lines, done.coupons, redis.call('LLEN', KEYS[2])))
+  done.records, done.orders, done.lines, done.coupons, redis.call('LLEN', K.settle)))

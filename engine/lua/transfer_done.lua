@@ -10,11 +10,12 @@
 -- KEYS[3] the source slot's transfers in flight
 -- ARGV[1] transfer id
 -- Reply: {'OK', 1} (dropped) | {'OK', 0} (done before) | STATE_MISSING
-local missing = state_missing(KEYS[1])
+local K = {live = KEYS[1], holder = KEYS[2], transfers = KEYS[3]}
+local missing = state_missing(K.live)
 if missing then return missing end
-local rec = redis.call('HGET', KEYS[3], ARGV[1])
+local rec = redis.call('HGET', K.transfers, ARGV[1])
 if not rec then return {'OK', 0} end
-local n = tonumber(string.match(rec, '^%S+ %S+ %S+ (%d+)'))
-redis.call('HDEL', KEYS[3], ARGV[1])
-if n > 0 then redis.call('HINCRBY', KEYS[2], 'flight', -n) end
+local n = transfer_units(rec)
+redis.call('HDEL', K.transfers, ARGV[1])
+if n > 0 then redis.call('HINCRBY', K.holder, 'flight', -n) end
 return {'OK', 1}

@@ -15,25 +15,26 @@
 -- group, whose holder keeps when it last received units (`at`, for transfer_out.lua);
 -- ARGV[5..] the definition's field, value pairs, `v` among them
 -- Reply: {'OK', 1} (added) | {'OK', 0} (this transfer was added before) | STATE_MISSING
-local missing = state_missing(KEYS[1])
+local K = {live = KEYS[1], holder = KEYS[2], received = KEYS[3]}
+local missing = state_missing(K.live)
 if missing then return missing end
-if redis.call('EXISTS', KEYS[3]) == 1 then return {'OK', 0} end
+if redis.call('EXISTS', K.received) == 1 then return {'OK', 0} end
 local n = tonumber(ARGV[1])
 
 if #ARGV >= 6 then
-  local mine = redis.call('HMGET', KEYS[2], 'v', 'name')
+  local mine = redis.call('HMGET', K.holder, 'v', 'name')
   local sent = 0
   for i = 5, #ARGV, 2 do if ARGV[i] == 'v' then sent = tonumber(ARGV[i + 1]) end end
   if not mine[2] or int(mine[1]) < sent then
     local pairs_ = {}
     for i = 5, #ARGV do pairs_[#pairs_ + 1] = ARGV[i] end
-    redis.call('HSET', KEYS[2], unpack(pairs_))
+    redis.call('HSET', K.holder, unpack(pairs_))
   end
 end
 if n > 0 then
-  redis.call('HINCRBY', KEYS[2], ARGV[2], n)
-  if ARGV[4] == '1' then redis.call('HINCRBY', KEYS[2], 'moves', 1)
-  else redis.call('HSET', KEYS[2], 'at', now_ms()) end
+  redis.call('HINCRBY', K.holder, ARGV[2], n)
+  if ARGV[4] == '1' then redis.call('HINCRBY', K.holder, 'moves', 1)
+  else redis.call('HSET', K.holder, 'at', now_ms()) end
 end
-redis.call('SET', KEYS[3], '1', 'EX', ARGV[3])
+redis.call('SET', K.received, '1', 'EX', ARGV[3])
 return {'OK', 1}

@@ -24,28 +24,29 @@
 -- | STATE_MISSING. A transfer id seen before answers the units it took then. A transfer of
 -- no units is not recorded: the records that carry only a new copy of a definition are
 -- written by create_product, create_coupon and update_product themselves.
-local missing = state_missing(KEYS[1])
+local K = {live = KEYS[1], holder = KEYS[2], transfers = KEYS[3]}
+local missing = state_missing(K.live)
 if missing then return missing end
 local tid, field, least, most = ARGV[1], ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4])
 local share = tonumber(ARGV[5])
 
 local function answer(n)
   local out = {'OK', n}
-  for i = 9, #ARGV do out[#out + 1] = redis.call('HGET', KEYS[2], ARGV[i]) or '' end
+  for i = 9, #ARGV do out[#out + 1] = redis.call('HGET', K.holder, ARGV[i]) or '' end
   return out
 end
 
-local rec = redis.call('HGET', KEYS[3], tid)
-if rec then return answer(tonumber(string.match(rec, '^%S+ %S+ %S+ (%d+)'))) end
-if redis.call('EXISTS', KEYS[2]) == 0 then return {'ABSENT'} end
-local held = redis.call('HMGET', KEYS[2], field, 'at')
+local rec = redis.call('HGET', K.transfers, tid)
+if rec then return answer(transfer_units(rec)) end
+if redis.call('EXISTS', K.holder) == 0 then return {'ABSENT'} end
+local held = redis.call('HMGET', K.holder, field, 'at')
 local have = int(held[1])
 if now_ms() - int(held[2]) < tonumber(ARGV[8]) then have = 0 end
 local n = math.min(have, math.max(least, math.min(most, math.ceil(have / share))))
 if n < least or n < 0 then n = 0 end
 if n == 0 then return answer(0) end
-redis.call('HINCRBY', KEYS[2], field, -n)
-redis.call('HINCRBY', KEYS[2], 'flight', n)
-if ARGV[7] == '1' then redis.call('HINCRBY', KEYS[2], 'moves', 1) end
-redis.call('HSET', KEYS[3], tid, ARGV[6] .. ' ' .. n .. ' ' .. now_ms())
+redis.call('HINCRBY', K.holder, field, -n)
+redis.call('HINCRBY', K.holder, 'flight', n)
+if ARGV[7] == '1' then redis.call('HINCRBY', K.holder, 'moves', 1) end
+redis.call('HSET', K.transfers, tid, transfer_record(ARGV[6], n, now_ms()))
 return answer(n)

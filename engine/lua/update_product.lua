@@ -15,13 +15,14 @@
 -- Reply: OK <product> | PRODUCT_NOT_FOUND | OUT_OF_STOCK (stock would go below 0) |
 --   VALIDATION_ERROR (a restock would take it over the most) | SHORT (the reserve holds
 --   too few for the delta)
-local missing = state_missing(KEYS[1])
+local K = {live = KEYS[1], product = KEYS[2], outbox = KEYS[3], transfers = KEYS[4]}
+local missing = state_missing(K.live)
 if missing then return missing end
 local id, name, price, delta = tonumber(ARGV[1]), ARGV[2], ARGV[3], tonumber(ARGV[4])
 local most, elsewhere, final = tonumber(ARGV[5]), tonumber(ARGV[6]), tonumber(ARGV[7])
 local groups = tonumber(ARGV[8])
 
-local p = redis.call('HMGET', KEYS[2], 'name', 'price', 'stock', 'flight')
+local p = redis.call('HMGET', K.product, 'name', 'price', 'stock', 'flight')
 if not p[1] then return fail('PRODUCT_NOT_FOUND', 'product ' .. id .. ' does not exist',
   {product_id = id}) end
 local reserve = tonumber(p[3])
@@ -37,20 +38,18 @@ if delta > 0 and stock + delta > most then
     {field = 'stock_delta'})
 end
 
-if name ~= '' then redis.call('HSET', KEYS[2], 'name', name) else name = p[1] end
-if price ~= '' then redis.call('HSET', KEYS[2], 'price', price) else price = p[2] end
+if name ~= '' then redis.call('HSET', K.product, 'name', name) else name = p[1] end
+if price ~= '' then redis.call('HSET', K.product, 'price', price) else price = p[2] end
 if delta ~= 0 then
-  stock = redis.call('HINCRBY', KEYS[2], 'stock', delta) + int(p[4]) + elsewhere
-  redis.call('HINCRBY', KEYS[2], 'moves', 1)
+  stock = redis.call('HINCRBY', K.product, 'stock', delta) + int(p[4]) + elsewhere
+  redis.call('HINCRBY', K.product, 'moves', 1)
 end
 local now = now_ms()
 if ARGV[2] ~= '' or ARGV[3] ~= '' then
-  redis.call('HINCRBY', KEYS[2], 'v', 1)
-  for g = 0, groups - 1 do
-    redis.call('HSET', KEYS[4], ARGV[9] .. ':' .. g, 'p ' .. id .. ' ' .. g .. ' 0 ' .. now)
-  end
+  redis.call('HINCRBY', K.product, 'v', 1)
+  record_deals(K.transfers, ARGV[9], 'p', id, groups, 0, now)
 end
 local product = {id = id, name = name, price = tonumber(price), stock = stock}
-emit(KEYS[3], {type = 'product.updated', at = iso(now), product = product,
+emit(K.outbox, {type = 'product.updated', at = iso(now), product = product,
   stock_delta = delta})
 return ok(cjson.encode(product))

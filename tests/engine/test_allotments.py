@@ -135,9 +135,9 @@ def _crash_between_steps(url: str, product_id: int, group: int, steps: int) -> N
         taken = await a._out(a.reserve, PRODUCT, product_id, transfer, group, 5, 5)
         assert taken is not None
         if steps == 2:
-            await a._call("transfer_in", dest, [dest.holder(PRODUCT, product_id),
-                                                dest.received(transfer)],
-                          [taken[0], "stock", 3600, "", *taken[1]])
+            await a._call("transfer_in", dest, [taken[0], "stock", 3600, "", *taken[1]],
+                          holder=dest.holder(PRODUCT, product_id),
+                          received=dest.received(transfer))
         os.kill(os.getpid(), signal.SIGKILL)
 
     asyncio.run(run())

@@ -127,7 +127,7 @@ def test_every_script_checks_the_marker_before_touching_anything() -> None:
         body = path.read_text()
         assert any(f"-- KEYS[1] live marker {which}" in body for which in (
             "{ro}:live", "<g>:live", "of the slot")), path.name
-        guard = body.find("state_missing(KEYS[1]")
+        guard = body.find("state_missing(K.live")
         assert guard > 0, f"{path.name} does not check the live-state marker"
         assert "redis.call" not in body[:guard], f"{path.name} touches Redis before the check"
 

@@ -157,8 +157,8 @@ async def test_the_audit_stays_green_across_a_transfer_stopped_midway_and_its_sw
     taken = await a._out(a.reserve, PRODUCT, 1, transfer, 1, 7, 7)
     assert taken is not None and taken[0] == 7
     if steps == 2:
-        await a._call("transfer_in", dest, [dest.holder(PRODUCT, 1), dest.received(transfer)],
-                      [7, "stock", 3600, "", *taken[1]])
+        await a._call("transfer_in", dest, [7, "stock", 3600, "", *taken[1]],
+                      holder=dest.holder(PRODUCT, 1), received=dest.received(transfer))
     code, report = run_audit(wsettings, capsys)
     assert code == 0, report
     assert await a.sweep(older_than_ms=0) == 1
