@@ -22,7 +22,7 @@ from api.docs import openapi_config
 from api.metrics import Metrics
 from engine import Engine, Policy
 from engine.errors import EngineUnavailable
-from engine.gauges import MB
+from engine.ops.gauges import MB
 from persistence.archive import PostgresArchive
 from rushorder.settings import MissingSetting, Settings
 

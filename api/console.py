@@ -9,13 +9,13 @@
 * ``GET /api/v1/admin/ops`` is the feed (an admin's bearer token, or the session), read
   anew on every call: orders placed and refused per second over the last minutes and the
   order route's latency, from the tallies every API process adds to Redis each second
-  (``api/metrics.py`` -> ``engine/console.py``: the same counts as ``/metrics``, summed over
+  (``api/metrics.py`` -> ``engine/ops/console.py``: the same counts as ``/metrics``, summed over
   every process on every host); the outbox's backlog and lag per consumer group and Redis'
   memory from the same gauges as ``/metrics``; the dead letters; each worker's heartbeat;
   the top 5 with their live stock. A part that cannot be read is named in ``problems``,
   the rest still answers.
 * ``POST /api/v1/admin/ops/replay`` asks a platform forwarder to replay the dead letters,
-  as ``rushorder replay`` does (``engine/replays.py``: the API never posts to the platform
+  as ``rushorder replay`` does (``engine/ops/replays.py``: the API never posts to the platform
   itself), and waits for the answer.
 
 None of it is in ``/schema``: it is the operators' tool, not the shop's API.
@@ -45,11 +45,11 @@ from api.problems import problem
 from api.sessions import SessionPolicy, Sessions
 from engine import Engine
 from engine.archive import SetAside
-from engine.console import DeadLetterSummary
 from engine.errors import StateMissing
-from engine.gauges import Gauges
-from engine.heartbeat import Heartbeat
-from engine.replays import ReplayState
+from engine.ops.console import DeadLetterSummary
+from engine.ops.gauges import Gauges
+from engine.ops.heartbeat import Heartbeat
+from engine.ops.replays import ReplayState
 
 T = TypeVar("T")
 

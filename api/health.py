@@ -29,7 +29,7 @@ from api.metrics import Metrics, redis_lines
 from api.problems import problem
 from engine import Engine
 from engine.errors import EngineError, StateMissing
-from engine.gauges import MB
+from engine.ops.gauges import MB
 from rushorder.settings import Settings
 
 T = TypeVar("T")

@@ -33,7 +33,7 @@ from prometheus_client import CollectorRegistry, Counter, Histogram, generate_la
 from prometheus_client.multiprocess import MultiProcessCollector
 
 from engine.errors import EngineError
-from engine.gauges import Gauges
+from engine.ops.gauges import Gauges
 
 T = TypeVar("T")
 Publish = Callable[[Mapping[str, int]], Awaitable[object]]

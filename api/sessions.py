@@ -4,7 +4,7 @@ The console's page (``api/console.py``) never holds the admin token: its login p
 token once to ``POST /ops/login``, which checks it and answers with a **session id**, 32
 random bytes (``secrets.token_urlsafe``) in a cookie that the page cannot read
 (``HttpOnly``) and that no other site's request carries (``SameSite=Strict``). The session
-lives in Redis (``engine/console.py``, under the SHA-256 of its id) for at most
+lives in Redis (``engine/ops/console.py``, under the SHA-256 of its id) for at most
 ``RUSHORDER_CONSOLE_SESSION_S`` (8 h) and never past the token's ``exp``; ``POST
 /ops/logout`` deletes it, so a copied cookie is worthless afterwards.
 
@@ -44,7 +44,7 @@ from litestar.exceptions import HTTPException, NotAuthorizedException, Permissio
 from api.answers import Answer
 from api.auth import CHALLENGE, Authenticator, Identity
 from api.inbound import header, read_body
-from engine.console import Console, ConsoleSession
+from engine.ops.console import Console, ConsoleSession
 from rushorder.settings import Settings
 
 SESSION_COOKIE = "rushorder_console"  # HttpOnly: the session id

@@ -47,11 +47,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
-import msgspec
-
 from engine import keys
 from engine.connection import Connection
-from engine.errors import EngineUnavailable, raise_for
+from engine.errors import EngineUnavailable
+from engine.replies import refuse
 from engine.scripts import Script, script_keys
 
 # A transfer's id record at its destination outlives any transfer in flight by far (the
@@ -97,7 +96,6 @@ COUPON = Kind("c", "remaining", (
     "valid_until", "valid_from_ms", "valid_until_ms", "v"))
 KINDS = {kind.letter: kind for kind in (PRODUCT, COUPON)}
 RESERVE = -1  # a transfer's destination when it is the reserve
-_ERROR = msgspec.json.Decoder(dict[str, Any])
 
 
 @dataclass(frozen=True)
@@ -181,8 +179,7 @@ class Allotments:
         reply = await self.scripts[name](self.conn, script_keys(name, live=slot.live, **keys_),
                                          args)
         if reply[0] not in (b"OK", b"ABSENT"):
-            error = _ERROR.decode(reply[1])
-            raise_for(reply[0].decode(), error.get("detail", ""), error.get("context") or {})
+            refuse(reply[0], reply[1])
         return reply
 
     # -- one transfer ------------------------------------------------------------------

@@ -1,7 +1,7 @@
 """What Redis no longer holds, read back from the durable record.
 
 Once Postgres has committed an order, a history line or a used issued coupon, and the
-retention has passed, ``settle.lua`` drops it from Redis (``engine/settle.py``). The reads
+retention has passed, ``settle.lua`` drops it from Redis (``engine/outbox/settle.py``). The reads
 that reach past what Redis holds, and the cancel of such an order, ask the archive: any
 object with the methods of :class:`Archive` over the durable record
 (``persistence/archive.py`` is Postgres'). Its rows are the contract's documents as plain

@@ -302,7 +302,7 @@ def layout(groups: int) -> Layout:
 OUTBOX_DEAD = f"{TAG}:outbox:dead"
 
 
-# The operators' console (engine/console.py, engine/heartbeat.py, engine/replays.py): no
+# The operators' console (engine/ops/console.py, engine/ops/heartbeat.py, engine/ops/replays.py): no
 # script touches these; they live beside the state, not in it (a rebuild need not restore
 # them).
 OPS_SECOND_PREFIX = f"{TAG}:ops:s:"
@@ -320,7 +320,7 @@ def ops_replay(request_id: str) -> str:
     return f"{TAG}:ops:replay:{request_id}"
 
 
-# The console's login sessions (engine/console.py, api/sessions.py): named after the
+# The console's login sessions (engine/ops/console.py, api/sessions.py): named after the
 # SHA-256 of the session id, so that what Redis holds is no cookie anyone can send.
 OPS_SESSION_PREFIX = f"{TAG}:ops:session:"
 

@@ -77,7 +77,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     # 503 and the connection is made again (a stopped Redis must not hold requests).
     redis_timeout_s: float = 3.0
     # How long Redis keeps an order, history line or used coupon once Postgres has it
-    # (engine/settle.py): reads of the recent tail never need Postgres.
+    # (engine/outbox/settle.py): reads of the recent tail never need Postgres.
     redis_retention_s: float = 600.0
     # /health/ready fails at or above this much Redis memory (0: never), so a load
     # balancer stops sending orders before Redis refuses them (noeviction).

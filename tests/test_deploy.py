@@ -21,7 +21,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from api.console import Seller, top_lines
 from api.metrics import Metrics, redis_lines
-from engine.gauges import Gauges, Group
+from engine.ops.gauges import Gauges, Group
 from workers.metrics import WorkerMetrics
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -2,7 +2,7 @@
 
 Every :data:`EVERY_S` seconds the thread copies the running job's counts into the
 process's metrics (``workers/metrics.py``), reads its group's backlog, and writes the
-process's heartbeat (``engine/heartbeat.py``) with what it has done so far. It runs beside
+process's heartbeat (``engine/ops/heartbeat.py``) with what it has done so far. It runs beside
 the jobs, on a Redis client of its own, so a job busy with a long batch still beats; a
 process that is gone, or stuck so hard that no thread runs, stops beating, and the console
 shows it dead after three missed beats. A beat that fails (Redis away, no live state) is
@@ -19,8 +19,8 @@ import time
 
 import redis
 
-from engine import heartbeat
-from engine.heartbeat import Heartbeat
+from engine.ops import heartbeat
+from engine.ops.heartbeat import Heartbeat
 from engine.outbox import Outboxes
 from workers.context import WorkerContext
 

@@ -20,7 +20,7 @@ from typing import Any
 
 import msgspec
 
-from engine.events import (
+from engine.outbox.events import (
     AnyEvent,
     BalanceCharged,
     CouponCreated,

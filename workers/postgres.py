@@ -46,10 +46,10 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import SQLAlchemyError
 
-from engine.events import AnyEvent, decode
 from engine.keys import Group
 from engine.outbox import Entry, Outboxes, entry_number
-from engine.settle import Settler, record
+from engine.outbox.events import AnyEvent, decode
+from engine.outbox.settle import Settler, record
 from persistence.balances import Balances
 from persistence.catalog import Catalog
 from persistence.coupons import Coupons

@@ -26,7 +26,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from engine.events import (
+from engine.models import HistoryLine, Order
+from engine.outbox.events import (
     AnyEvent,
     BalanceCharged,
     CouponCreated,
@@ -36,7 +37,6 @@ from engine.events import (
     ProductCreated,
     ProductUpdated,
 )
-from engine.models import HistoryLine, Order
 from persistence.balances import BalanceRow, HistoryRow
 from persistence.catalog import ProductChangeRow, ProductDetails, ProductRow, StockMove
 from persistence.coupons import CouponRow, IssuedRow, IssuedState, Issues

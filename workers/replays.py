@@ -1,7 +1,7 @@
 """The console's replays of the dead letters, done in a platform forwarder's process.
 
 A thread of each platform worker process (:class:`ReplayListener`) waits for the requests
-the console queues (``engine/replays.py``); each goes to exactly one process, which says
+the console queues (``engine/ops/replays.py``); each goes to exactly one process, which says
 it is running, replays exactly as ``rushorder replay`` does
 (:func:`workers.platform.replay_dead_letters`: one more post of each dead letter with its
 own ``event_id``, and those delivered leave the dead-letter stream), telling its progress
@@ -18,9 +18,9 @@ import time
 
 import redis
 
-from engine import replays
+from engine.ops import replays
+from engine.ops.replays import ReplayState
 from engine.outbox import DeadLetters
-from engine.replays import ReplayState
 from workers.context import WorkerContext
 from workers.platform import replay_dead_letters
 

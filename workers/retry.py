@@ -19,7 +19,7 @@ import msgspec
 import psycopg
 from sqlalchemy.engine import Connection, Engine
 
-from engine.events import AnyEvent, decode
+from engine.outbox.events import AnyEvent, decode
 from persistence.database import autocommit, transaction
 from persistence.setaside import SetAside, SetAsideRow
 from workers.holds import Holds, describe, owned

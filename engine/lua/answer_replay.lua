@@ -1,4 +1,4 @@
--- answer_replay.lua: a platform forwarder says how a replay request goes (engine/replays.py);
+-- answer_replay.lua: a platform forwarder says how a replay request goes (engine/ops/replays.py);
 -- only for a request whose state still exists (one that expired stays gone).
 -- Rules: outside the contract, so none in tests/engine/model.py (console bookkeeping).
 -- KEYS[1] live marker {ro}:live: without it, every reply is STATE_MISSING (engine/state.py)

@@ -1,5 +1,5 @@
 -- ask_replay.lua: the console asks a platform forwarder to replay the dead letters
--- (engine/replays.py): the request's state is written first, then its id queued.
+-- (engine/ops/replays.py): the request's state is written first, then its id queued.
 -- Rules: outside the contract, so none in tests/engine/model.py (console bookkeeping).
 -- KEYS[1] live marker {ro}:live: without it, every reply is STATE_MISSING (engine/state.py)
 -- KEYS[2] asked {ro}:ops:replay:asked (list of request ids, oldest first)

@@ -1,4 +1,4 @@
--- beat.lua: one worker process' heartbeat for the console (engine/heartbeat.py), stamped
+-- beat.lua: one worker process' heartbeat for the console (engine/ops/heartbeat.py), stamped
 -- with Redis' clock so that every host's beats compare; heartbeats of processes quiet for
 -- longer than ARGV[3] are forgotten on the way.
 -- Rules: outside the contract, so none in tests/engine/model.py (console bookkeeping).

@@ -1,6 +1,6 @@
 -- ops_tally.lua: add one API process' counts since its last tally to the console's tallies
 -- of the current second on Redis' clock, so that every API process, on any host, adds to
--- the same second (engine/console.py).
+-- the same second (engine/ops/console.py).
 -- Rules: outside the contract, so none in tests/engine/model.py (console bookkeeping).
 -- KEYS[1] live marker {ro}:live: without it, every reply is STATE_MISSING (engine/state.py)
 -- KEYS[2] second prefix {ro}:ops:s: (the script appends the second, epoch seconds)

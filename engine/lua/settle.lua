@@ -1,5 +1,5 @@
 -- settle.lua: drop from Redis what Postgres has held for a while. The Postgres writer
--- appends one record per committed batch to its group's <g>:settle (engine/settle.py), the
+-- appends one record per committed batch to its group's <g>:settle (engine/outbox/settle.py), the
 -- batch's entries of that group's stream up to the record's entry; once a record
 -- is older than the retention, the orders, history lines and used or expired issued
 -- coupons it names leave Redis, unless they changed since (their `entry` is newer than

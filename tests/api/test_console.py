@@ -23,8 +23,9 @@ from litestar.testing import AsyncTestClient
 from api.app import create_app
 from api.console import quantile
 from api.sessions import CSRF_COOKIE, SESSION_COOKIE
-from engine import keys, replays, state
-from engine.replays import ReplayState
+from engine import keys, state
+from engine.ops import replays
+from engine.ops.replays import ReplayState
 from rushorder.settings import Settings
 from tests.api.actors import Actor, assert_problem
 from tests.api.support import SECRET

@@ -8,8 +8,9 @@ from typing import Any, cast
 import redis
 import redis.asyncio as aioredis
 
-from engine import Engine, events, keys, state
-from engine.events import AnyEvent
+from engine import Engine, keys, state
+from engine.outbox import events
+from engine.outbox.events import AnyEvent
 
 USER_SEQ = "test:engine:user"  # the last user id handed out (outside {ro}: not the engine's)
 # What engine.state.mark writes, for async clients.

@@ -11,11 +11,12 @@ import msgspec
 import pytest
 import redis
 
-from engine import Engine, heartbeat, keys, replays, state
+from engine import Engine, keys, state
 from engine.errors import StateMissing
-from engine.heartbeat import Heartbeat
+from engine.ops import heartbeat, replays
+from engine.ops.heartbeat import Heartbeat
+from engine.ops.replays import ReplayState
 from engine.outbox import DeadLetters, Entry
-from engine.replays import ReplayState
 
 CONSOLE_DB = 9  # flushed by every test here
 

@@ -9,9 +9,10 @@ from pathlib import Path
 
 import redis
 
-from engine import Engine, events, state
+from engine import Engine, state
 from engine.errors import EngineUnavailable
 from engine.models import Order
+from engine.outbox import events
 from rushorder.servers import RedisServer, free_port
 
 USERS = range(1, 201)

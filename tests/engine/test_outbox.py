@@ -9,7 +9,7 @@ import pytest
 
 from engine import Engine, Idempotency
 from engine.errors import EngineError
-from engine.events import (
+from engine.outbox.events import (
     BalanceCharged,
     CouponCreated,
     CouponIssued,

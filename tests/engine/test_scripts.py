@@ -6,7 +6,7 @@ from __future__ import annotations
 import re
 
 from engine import Engine
-from engine.events import OrderCancelled, OrderPaid
+from engine.outbox.events import OrderCancelled, OrderPaid
 from engine.scripts import helpers, link, load_scripts
 
 LIBRARY = """-- the header

@@ -3,7 +3,7 @@ cut into parts small enough that no settle.lua call holds Redis for long."""
 
 from __future__ import annotations
 
-from engine.settle import CHUNK, Record, chunks
+from engine.outbox.settle import CHUNK, Record, chunks
 
 
 def test_a_big_record_is_cut_into_parts_that_keep_everything_once() -> None:

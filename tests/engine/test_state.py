@@ -64,7 +64,7 @@ async def lost(lost_url: str) -> AsyncIterator[Engine]:
 
 
 def test_every_engine_method_is_checked_here() -> None:
-    public = {name for name in vars(Engine) if not name.startswith("_")
+    public = {name for name in dir(Engine) if not name.startswith("_")
               and asyncio.iscoroutinefunction(getattr(Engine, name))}
     assert public - {"load", "ready", "close", "gauges"} == set(CALLS)  # gauges: no state
 

@@ -17,7 +17,7 @@ from engine import Engine, keys, limits
 from engine.archive import Reader
 from engine.errors import EngineUnavailable, ValidationFailed
 from engine.models import Product
-from engine.settle import Settler
+from engine.outbox.settle import Settler
 from persistence.archive import BIGINT_MAX, PostgresArchive
 
 RETENTION_S = 1.0

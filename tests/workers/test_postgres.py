@@ -16,9 +16,9 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine as Database
 
 from engine import Engine, keys
-from engine.events import AnyEvent, decode
 from engine.models import Coupon, Product
 from engine.outbox import PLATFORM, POSTGRES, Outbox, Outboxes, entry_number, next_id
+from engine.outbox.events import AnyEvent, decode
 from tests.workers.drain_support import counts, scalar
 from workers.postgres import PostgresWriter, apply_batch, apply_new
 from workers.projection import project

@@ -6,8 +6,8 @@ from datetime import UTC, datetime, timedelta
 
 import msgspec
 
-from engine.events import BalanceCharged, CouponIssued, OrderCancelled, OrderPaid
 from engine.models import HistoryLine, IssuedCoupon, Order, OrderLine
+from engine.outbox.events import BalanceCharged, CouponIssued, OrderCancelled, OrderPaid
 from persistence.catalog import StockMove
 from persistence.coupons import IssuedState, Issues
 from workers.projection import hour_of, project

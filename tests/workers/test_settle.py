@@ -18,8 +18,8 @@ from engine import Engine, keys
 from engine.errors import EngineUnavailable, OrderNotCancellable, OrderNotFound
 from engine.models import Coupon, Page, Product
 from engine.outbox import POSTGRES, Outboxes
+from engine.outbox.settle import Settled, Settler
 from engine.restore import every_group
-from engine.settle import Settled, Settler
 from persistence.archive import PostgresArchive
 from rushorder.audit import audit
 from rushorder.rebuild import rebuild

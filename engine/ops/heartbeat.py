@@ -8,7 +8,7 @@ quiet for :data:`FORGET_AFTER_S` is dropped by the next beat of any worker. Like
 script, ``beat.lua`` writes nothing into a Redis without live state: workers that wait
 for a rebuild leave no beat (the console says why anyway).
 
-Synchronous redis-py for the workers; the engine reads the hash (``engine/console.py``).
+Synchronous redis-py for the workers; the engine reads the hash (``engine/ops/console.py``).
 """
 
 from __future__ import annotations

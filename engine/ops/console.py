@@ -5,9 +5,9 @@
   second of Redis' clock, ``{ro}:ops:s:<second>`` (``ops_tally.lua``), kept ten minutes. A
   second's hash is thus the sum over every API process on every host, and the console's
   chart of the last minutes is there whoever serves the page, since whenever.
-* **Heartbeats** of the worker processes (``engine/heartbeat.py``).
+* **Heartbeats** of the worker processes (``engine/ops/heartbeat.py``).
 * **Dead letters**: how many, and the oldest few.
-* **Replay requests** for a platform forwarder (``engine/replays.py``).
+* **Replay requests** for a platform forwarder (``engine/ops/replays.py``).
 * **Login sessions** of the console's page (``api/sessions.py``): one string per session,
   ``{ro}:ops:session:<sha256 of its id>``, expiring with the login.
 
@@ -26,16 +26,16 @@ from typing import Any
 
 import msgspec
 
-from engine import heartbeat, keys, replays
+from engine import keys
 from engine.connection import Connection
-from engine.errors import raise_for
-from engine.events import EVENT_FIELD
-from engine.heartbeat import Heartbeat
-from engine.replays import ReplayState
+from engine.ops import heartbeat, replays
+from engine.ops.heartbeat import Heartbeat
+from engine.ops.replays import ReplayState
+from engine.outbox.events import EVENT_FIELD
+from engine.replies import ok
 from engine.scripts import Script, script_keys
 
 KEEP_SECONDS_S = 600  # how long a second's tallies are kept
-_ERROR = msgspec.json.Decoder(dict[str, Any])
 
 
 class DeadLetterSummary(msgspec.Struct, frozen=True, kw_only=True):
@@ -73,15 +73,6 @@ class _Kind(msgspec.Struct):
 _KIND = msgspec.json.Decoder(_Kind)
 
 
-def _ok(reply: list[bytes]) -> bytes:
-    """An OK payload, or the domain error the script answered with, raised."""
-    code, payload = reply
-    if code != b"OK":
-        error = _ERROR.decode(payload)
-        raise_for(code.decode(), error.get("detail", ""), error.get("context") or {})
-    return payload
-
-
 def _tally(raw: list[bytes]) -> dict[str, int]:
     """An HGETALL reply of a second's hash as field -> count."""
     return {raw[i].decode(): int(raw[i + 1]) for i in range(0, len(raw), 2)}
@@ -107,7 +98,7 @@ class Console:
         self.scripts = scripts
 
     async def _run(self, name: str, args: list[Any], **keys_: str) -> bytes:
-        return _ok(await self.scripts[name](
+        return ok(await self.scripts[name](
             self.conn, script_keys(name, live=keys.LIVE, **keys_), args))
 
     async def now_ms(self) -> int:

@@ -26,7 +26,7 @@ import msgspec
 import redis
 
 from engine import keys
-from engine.events import EVENT_FIELD
+from engine.outbox.events import EVENT_FIELD
 from engine.scripts import load_scripts, script_keys
 
 POSTGRES = "postgres"

@@ -23,8 +23,8 @@ import msgspec
 import redis
 
 from engine import keys
-from engine.events import AnyEvent, BalanceCharged, CouponIssued, OrderCancelled, OrderPaid
 from engine.outbox import OutboxGone
+from engine.outbox.events import AnyEvent, BalanceCharged, CouponIssued, OrderCancelled, OrderPaid
 from engine.scripts import load_scripts, script_keys
 
 MIN_RETENTION_S = 1.0  # settle.lua's own floor; minutes are what production wants
