@@ -235,7 +235,7 @@ def outbox_of(gauges: Gauges) -> Outbox:
     """The outbox part of the gauges."""
     return Outbox(length=gauges.outbox_length, groups={
         name: GroupLag(backlog=g.backlog, oldest_age_s=g.oldest_age_s)
-        for name, g in sorted(gauges.groups.items())})
+        for name, g in sorted(gauges.consumers.items())})
 
 
 def memory_of(gauges: Gauges, high_water: int) -> RedisMemory:

@@ -65,12 +65,12 @@ def redis_lines(gauges: Gauges | None, high_water: int) -> bytes:
         "# HELP rushorder_outbox_backlog Entries a consumer group has not acknowledged.",
         "# TYPE rushorder_outbox_backlog gauge",
         *(f'rushorder_outbox_backlog{{group="{name}"}} {group.backlog}'
-          for name, group in sorted(gauges.groups.items())),
+          for name, group in sorted(gauges.consumers.items())),
         "# HELP rushorder_outbox_oldest_unacked_age_seconds How long a group's oldest "
         "unacknowledged entry has waited.",
         "# TYPE rushorder_outbox_oldest_unacked_age_seconds gauge",
         *(f'rushorder_outbox_oldest_unacked_age_seconds{{group="{name}"}} '
-          f'{group.oldest_age_s:.3f}' for name, group in sorted(gauges.groups.items())),
+          f'{group.oldest_age_s:.3f}' for name, group in sorted(gauges.consumers.items())),
         "# HELP rushorder_outbox_dead_letters Events the platform forwarder gave up on.",
         "# TYPE rushorder_outbox_dead_letters gauge",
         f"rushorder_outbox_dead_letters {gauges.dead_letters}",

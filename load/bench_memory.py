@@ -41,7 +41,7 @@ sys.path.insert(0, str(REPO))
 
 from engine import Engine, Idempotency, keys, state  # noqa: E402
 from engine.errors import EngineUnavailable  # noqa: E402
-from engine.outbox import GROUPS, Outboxes  # noqa: E402
+from engine.outbox import CONSUMER_GROUPS, Outboxes  # noqa: E402
 from persistence.archive import PostgresArchive  # noqa: E402
 from persistence.migrate import upgrade  # noqa: E402
 from rushorder.servers import PostgresServer, RedisServer, free_port  # noqa: E402
@@ -73,7 +73,7 @@ def dataset(client: redis.Redis) -> int:
 
 def backlog(client: redis.Redis) -> int:
     """What some consumer group has not acknowledged yet (the larger of the two)."""
-    return max(Outboxes(client, group, "bench").backlog() for group in GROUPS)
+    return max(Outboxes(client, group, "bench").backlog() for group in CONSUMER_GROUPS)
 
 
 async def order(engine: Engine, user: int, lines: list[tuple[int, int]],
@@ -192,7 +192,7 @@ async def bench(args: argparse.Namespace, root: Path) -> None:
                             log_level="WARNING")
         client = redis.Redis.from_url(redis_server.url)
         state.mark(client, "bench_memory")
-        Outboxes(client, GROUPS[0], "bench").create_groups()
+        Outboxes(client, CONSUMER_GROUPS[0], "bench").create_groups()
         engine = Engine(redis_server.url, archive=PostgresArchive(postgres.url))
         await engine.load()
         products = [(await engine.create_product(f"p{i}", 100 + i, 10**9)).id

@@ -51,7 +51,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from engine import Engine  # noqa: E402
-from engine.outbox import GROUPS, Outboxes  # noqa: E402
+from engine.outbox import CONSUMER_GROUPS, Outboxes  # noqa: E402
 from rushorder import stackfile  # noqa: E402
 from rushorder.servers import free_port  # noqa: E402
 from rushorder.stack import http_ok  # noqa: E402
@@ -243,7 +243,7 @@ def wrk_seconds() -> float:
 
 def drain(client: redis.Redis, since: float) -> dict[str, float]:
     """Wait until every group has no backlog; seconds from ``since`` until each had none."""
-    outboxes = {group: Outboxes(client, group, "bench") for group in GROUPS}
+    outboxes = {group: Outboxes(client, group, "bench") for group in CONSUMER_GROUPS}
     done: dict[str, float] = {}
     deadline = time.monotonic() + DRAIN_TIMEOUT_S
     while len(done) < len(outboxes):
@@ -258,7 +258,7 @@ def drain(client: redis.Redis, since: float) -> dict[str, float]:
 
 def backlog(client: redis.Redis) -> dict[str, int]:
     """Entries each group has not acknowledged yet."""
-    return {group: Outboxes(client, group, "bench").backlog() for group in GROUPS}
+    return {group: Outboxes(client, group, "bench").backlog() for group in CONSUMER_GROUPS}
 
 
 def orders_in_postgres(pg_url: str) -> int:

@@ -144,7 +144,7 @@ def cmd_replay(settings: Settings, args: argparse.Namespace) -> None:
     """Send the data platform's dead letters again, showing how far it got."""
     from rushorder.progress import Progress
 
-    replay = load("workers.platform", "replay_dead_letters")
+    replay = load("workers.forwarder", "replay_dead_letters")
     with Progress("replay") as progress:
         delivered = replay(servers(settings, "redis_url"), progress=progress)
     print(f"{delivered} dead letter(s) delivered; the rest stay for another try")

@@ -39,7 +39,7 @@ from engine.models import (
     OrderStatus,
     Product,
 )
-from engine.outbox import GROUPS, Outboxes
+from engine.outbox import CONSUMER_GROUPS, Outboxes
 from engine.restore import HOUR_MS, Restorer, clear_state, holds_state
 from persistence.balances import Balances, HistoryRow
 from persistence.catalog import Catalog, ProductRow
@@ -179,7 +179,7 @@ def queue_writes(conn: Connection, restorer: Restorer, now_hour: int, window_hou
     restorer.counters({"product": catalog.last_id(), "coupon": last_coupon},
                       {"hist": balances.last_history_id(), "icoupon": last_issued,
                        "order": orders.last_id()})
-    restorer.outbox(GROUPS, AppliedEntries(conn).last())
+    restorer.outbox(CONSUMER_GROUPS, AppliedEntries(conn).last())
     return loaded
 
 
@@ -194,7 +194,7 @@ def check_outbox(client: redis.Redis, layout: keys.Layout) -> None:
     ``layout``, the one the state was made in)."""
     if not holds_state(client):
         return
-    for group in GROUPS:
+    for group in CONSUMER_GROUPS:
         if backlog := Outboxes(client, group, "rebuild", layout=layout).backlog():
             raise RebuildRefused(
                 f"the outbox holds {backlog} events its {group} group has not taken yet; a "

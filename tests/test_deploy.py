@@ -21,7 +21,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from api.console import Seller, top_lines
 from api.metrics import Metrics, redis_lines
-from engine.ops.gauges import Gauges, Group
+from engine.ops.gauges import ConsumerLag, Gauges
 from workers.metrics import WorkerMetrics
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -48,7 +48,7 @@ def exported() -> set[str]:
         for family in registry.collect():
             names |= sample_names(family.name, family.type)
     gauges = Gauges(used_memory=1, maxmemory=0, outbox_length=1, dead_letters=1,
-                    groups={"postgres": Group(backlog=1, oldest_age_s=1.0)})
+                    consumers={"postgres": ConsumerLag(backlog=1, oldest_age_s=1.0)})
     seller = Seller(rank=1, product_id=1, name='a "b"', price=1, sold_quantity=1, stock=1)
     text = (redis_lines(gauges, 1) + top_lines([seller])).decode()
     for family in text_string_to_metric_families(text):

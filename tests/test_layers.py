@@ -50,7 +50,7 @@ WORKERS_USE: dict[str, frozenset[str]] = {
     "engine.keys": frozenset({"Group", "Layout"}),
     "engine.state": frozenset(),
     "engine.models": frozenset({"HistoryLine", "Order"}),
-    "engine.outbox": frozenset({"DeadLetters", "Entry", "GROUPS", "Outbox", "OutboxGone",
+    "engine.outbox": frozenset({"DeadLetters", "Entry", "CONSUMER_GROUPS", "Outbox", "OutboxGone",
                                 "Outboxes", "PLATFORM", "POSTGRES", "entry_number",
                                 "split_key"}),
     "engine.outbox.events": frozenset({"AnyEvent", "BalanceCharged", "CouponCreated",

@@ -31,7 +31,7 @@ from rq.serializers import JSONSerializer
 
 from engine.outbox import PLATFORM, POSTGRES, OutboxGone
 from workers.context import WorkerContext, current
-from workers.platform import Forwarder
+from workers.forwarder import Forwarder
 from workers.postgres import PostgresWriter
 
 log = logging.getLogger("rushorder.workers")

@@ -31,7 +31,7 @@ from typing import Any
 import redis
 from rq import SimpleWorker
 
-from engine.outbox import GROUPS, PLATFORM
+from engine.outbox import CONSUMER_GROUPS, PLATFORM
 from rushorder.settings import Settings
 from workers.context import WorkerContext, current, install
 from workers.heartbeat import Heartbeats
@@ -154,7 +154,7 @@ def _supervise(settings: Settings, metrics_port: int | None,
 
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, on_signal)
-    processes = {group: start(group) for group in GROUPS}
+    processes = {group: start(group) for group in CONSUMER_GROUPS}
     while not stopping.wait(1.0):
         for group, process in processes.items():
             if not process.is_alive():
@@ -182,7 +182,7 @@ def main(argv: list[str]) -> int:
     """``python -m workers.main [group]``: settings from RUSHORDER_*; all groups by default."""
     settings = Settings.from_env()
     setup_logging(settings)
-    if len(argv) > 1 and argv[1] in GROUPS:
+    if len(argv) > 1 and argv[1] in CONSUMER_GROUPS:
         work_alone(settings, argv[1])
     else:
         run(settings)

@@ -222,7 +222,7 @@ class PostgresWriter:
         self.block_ms = block_ms
         self.linger_s = linger_ms / 1000
         self._next_read = 0.0  # when the next read may start (see LINGER_MS)
-        self.lock_name = f"rushorder:outbox:{outbox.group}"
+        self.lock_name = f"rushorder:outbox:{outbox.consumer_group}"
         self.settler = Settler(outbox.client, retention_s, outbox.layout)
         self.applied = 0  # entries applied by this writer, duplicates excluded
         self.batches = 0  # batches it committed

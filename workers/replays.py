@@ -3,7 +3,7 @@
 A thread of each platform worker process (:class:`ReplayListener`) waits for the requests
 the console queues (``engine/ops/replays.py``); each goes to exactly one process, which says
 it is running, replays exactly as ``rushorder replay`` does
-(:func:`workers.platform.replay_dead_letters`: one more post of each dead letter with its
+(:func:`workers.forwarder.replay_dead_letters`: one more post of each dead letter with its
 own ``event_id``, and those delivered leave the dead-letter stream), telling its progress
 as it goes, and says what it delivered and what is left. Nothing here reads or writes the
 outbox, so the Postgres writer can never see an event twice.
@@ -22,7 +22,7 @@ from engine.ops import replays
 from engine.ops.replays import ReplayState
 from engine.outbox import DeadLetters
 from workers.context import WorkerContext
-from workers.platform import replay_dead_letters
+from workers.forwarder import replay_dead_letters
 
 log = logging.getLogger("rushorder.workers.platform")
 

@@ -20,8 +20,8 @@ from engine.connection import Connection, ReplyError
 MB = 1024 * 1024
 
 
-class Group(msgspec.Struct, frozen=True, kw_only=True):
-    """One consumer group of the outbox."""
+class ConsumerLag(msgspec.Struct, frozen=True, kw_only=True):
+    """How far one consumer group of the outbox is behind."""
 
     backlog: int  # delivered and not acknowledged, plus never delivered
     oldest_age_s: float  # how long the oldest of those has waited (0 when none)
@@ -33,7 +33,7 @@ class Gauges(msgspec.Struct, frozen=True, kw_only=True):
     used_memory: int
     maxmemory: int
     outbox_length: int
-    groups: dict[str, Group]
+    consumers: dict[str, ConsumerLag]  # by consumer group (postgres, platform)
     dead_letters: int = 0  # events the platform forwarder gave up on, waiting for a replay
 
 
@@ -93,7 +93,7 @@ async def read(conn: Connection, layout: keys.Layout) -> Gauges:
     return Gauges(
         used_memory=int(memory["used_memory"]), maxmemory=int(memory.get("maxmemory", 0)),
         outbox_length=sum(length for length, _ in streams), dead_letters=int(dead),
-        groups={name: Group(
+        consumers={name: ConsumerLag(
             backlog=backlog[name],
             oldest_age_s=max(0, now_ms - at) / 1000 if (at := oldest[name]) is not None else 0.0)
             for name in backlog})

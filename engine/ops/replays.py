@@ -1,7 +1,7 @@
 """Replays of the dead letters asked from the console and done by a platform forwarder.
 
 The API may not post to the data platform itself (it never waits on it, and the posting
-is the forwarder's: ``workers/platform.py``), so the console asks and a worker does it:
+is the forwarder's: ``workers/forwarder.py``), so the console asks and a worker does it:
 
 1. the engine writes the request's state ``{"state": "asked"}`` under
    ``{ro}:ops:replay:<id>`` and queues the id on ``{ro}:ops:replay:asked``

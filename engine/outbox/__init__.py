@@ -31,7 +31,7 @@ from engine.scripts import load_scripts, script_keys
 
 POSTGRES = "postgres"
 PLATFORM = "platform"
-GROUPS = (POSTGRES, PLATFORM)  # created together, so trimming never outruns a group
+CONSUMER_GROUPS = (POSTGRES, PLATFORM)  # created together: trimming never outruns one
 
 _SEQ_RANGE = 1_000_000
 TRIM_STEP = 10_000  # entries one XTRIM call may remove (a few ms of Redis)
@@ -140,24 +140,25 @@ def _gone(raw: Iterable[tuple[bytes, dict[bytes, bytes] | None]]) -> list[str]:
 
 
 class Outbox:
-    """One consumer of one group of the outbox, over a redis-py client that does not decode."""
+    """One consumer of one consumer group of the outbox, over a redis-py client that does
+    not decode."""
 
     def __init__(
-        self, client: redis.Redis, group: str, consumer: str, *,
-        stream: str = keys.OUTBOX, groups: Sequence[str] = GROUPS,
+        self, client: redis.Redis, consumer_group: str, consumer: str, *,
+        stream: str = keys.OUTBOX, consumer_groups: Sequence[str] = CONSUMER_GROUPS,
     ) -> None:
         self.client = client
-        self.group = group
+        self.consumer_group = consumer_group
         self.consumer = consumer
         self.stream = stream
-        self.groups = tuple(groups)
+        self.consumer_groups = tuple(consumer_groups)
 
     def create_groups(self) -> None:
         """Create every known group (and the stream) if missing, each at the beginning of
         the stream; :class:`OutboxGone` in a Redis that holds no live state."""
         opened = self.client.register_script(_open_outbox_source())
         names = script_keys("open_outbox", live=keys.live_of(self.stream), outbox=self.stream)
-        code, detail = opened(keys=names, args=list(self.groups))
+        code, detail = opened(keys=names, args=list(self.consumer_groups))
         if code != b"OK":
             raise OutboxGone(f"{_text(code)}: {_text(detail)}")
 
@@ -165,14 +166,14 @@ class Outbox:
     def read(self, count: int, block_ms: int | None = None) -> list[Entry]:
         """Up to ``count`` entries never delivered to this group, now pending on us."""
         reply: Any = self.client.xreadgroup(
-            self.group, self.consumer, {self.stream: ">"}, count=count, block=block_ms)
+            self.consumer_group, self.consumer, {self.stream: ">"}, count=count, block=block_ms)
         return _entries(reply[0][1], self.stream) if reply else []
 
     @_needs_group
     def read_own(self, count: int) -> list[Entry]:
         """Entries already delivered to this very consumer and not yet acknowledged."""
         reply: Any = self.client.xreadgroup(
-            self.group, self.consumer, {self.stream: "0"}, count=count)
+            self.consumer_group, self.consumer, {self.stream: "0"}, count=count)
         raw = reply[0][1] if reply else []
         self.ack(_gone(raw))
         return _entries(raw, self.stream)
@@ -186,8 +187,9 @@ class Outbox:
         claimed: list[Entry] = []
         start = "0-0"
         while len(claimed) < count:
-            reply = self.client.xautoclaim(self.stream, self.group, self.consumer, min_idle_ms,
-                                           start_id=start, count=count - len(claimed))
+            reply = self.client.xautoclaim(self.stream, self.consumer_group, self.consumer,
+                                           min_idle_ms, start_id=start,
+                                           count=count - len(claimed))
             start = _text(reply[0])
             claimed += _entries(reply[1], self.stream)
             self.ack([_text(gone) for gone in reply[2]] if len(reply) > 2 else [])
@@ -201,24 +203,24 @@ class Outbox:
         takes them over as a dead consumer's (XCLAIM JUSTID: no delivery is counted).
         ``ids``: entry ids or keys (:attr:`Entry.key`) of this stream's."""
         if ids:
-            self.client.xclaim(self.stream, self.group, self.consumer, 0,
+            self.client.xclaim(self.stream, self.consumer_group, self.consumer, 0,
                                list[Any](_ids(ids)), justid=True)
 
     @_needs_group
     def pending(self) -> int:
         """How many entries of this group are delivered and not acknowledged."""
-        return int(self.client.xpending(self.stream, self.group)["pending"])
+        return int(self.client.xpending(self.stream, self.consumer_group)["pending"])
 
     def ack(self, ids: Sequence[str]) -> int:
         """Acknowledge entries (ids or keys of this stream's): this group is done with them."""
-        return int(self.client.xack(self.stream, self.group, *_ids(ids))) if ids else 0
+        return int(self.client.xack(self.stream, self.consumer_group, *_ids(ids))) if ids else 0
 
     def backlog(self) -> int:
         """Entries of this group not yet acknowledged: pending plus never delivered."""
         if not self.client.exists(self.stream):
             return 0
         for info in self.client.xinfo_groups(self.stream):
-            if _text(info["name"]) == self.group:
+            if _text(info["name"]) == self.consumer_group:
                 return int(info["pending"]) + int(info.get("lag") or 0)
         return int(self.client.xlen(self.stream))
 
@@ -226,7 +228,7 @@ class Outbox:
     def trim_floor(self) -> str | None:
         """The smallest id some group still needs; None while a known group is missing."""
         infos = {_text(i["name"]): i for i in self.client.xinfo_groups(self.stream)}
-        if not infos or any(group not in infos for group in self.groups):
+        if not infos or any(group not in infos for group in self.consumer_groups):
             return None
         floors = []
         for name, info in infos.items():
@@ -257,12 +259,12 @@ class Outbox:
     def consumers(self) -> list[Consumer]:
         """This group's consumers, with what they hold and how long they have been quiet."""
         return [Consumer(_text(i["name"]), int(i["pending"]), int(i["idle"]))
-                for i in self.client.xinfo_consumers(self.stream, self.group)]
+                for i in self.client.xinfo_consumers(self.stream, self.consumer_group)]
 
     @_needs_group
     def remove_consumer(self, name: str) -> None:
         """Forget a consumer (its pending entries go with it: only for one that holds none)."""
-        self.client.xgroup_delconsumer(self.stream, self.group, name)
+        self.client.xgroup_delconsumer(self.stream, self.consumer_group, name)
 
     def leave(self) -> bool:
         """Remove this consumer from the group if it holds nothing, so that nobody waits for
@@ -284,7 +286,8 @@ class Outbox:
 
 
 class Outboxes:
-    """One consumer of one group over every outbox stream of a layout (each user group's,
+    """One consumer of one consumer group over every outbox stream of a layout (each user
+    group's,
     then the catalog's): what the workers read. Entries are named by :attr:`Entry.key`.
 
     Each stream is a consumer group of its own, read, reclaimed, acknowledged and trimmed
@@ -294,16 +297,17 @@ class Outboxes:
     """
 
     def __init__(
-        self, client: redis.Redis, group: str, consumer: str, *,
-        layout: keys.Layout | None = None, groups: Sequence[str] = GROUPS,
+        self, client: redis.Redis, consumer_group: str, consumer: str, *,
+        layout: keys.Layout | None = None, consumer_groups: Sequence[str] = CONSUMER_GROUPS,
         poll_ms: int = POLL_MS,
     ) -> None:
         self.client = client
-        self.group = group
+        self.consumer_group = consumer_group
         self.consumer = consumer
         self.layout = layout or keys.layout(keys.DEFAULT_GROUPS)
         self.poll_s = poll_ms / 1000
-        self.streams = [Outbox(client, group, consumer, stream=stream, groups=groups)
+        self.streams = [Outbox(client, consumer_group, consumer, stream=stream,
+                               consumer_groups=consumer_groups)
                         for stream in self.layout.outboxes]
         self._by_name = {outbox.stream: outbox for outbox in self.streams}
 
@@ -355,7 +359,7 @@ class Outboxes:
     def _read_each(self, reads: Sequence[tuple[Outbox, int]]) -> list[list[Entry]]:
         pipe = self.client.pipeline(transaction=False)
         for outbox, count in reads:
-            pipe.xreadgroup(self.group, self.consumer, {outbox.stream: ">"}, count=count)
+            pipe.xreadgroup(self.consumer_group, self.consumer, {outbox.stream: ">"}, count=count)
         return [_entries(reply[0][1], outbox.stream) if reply else []
                 for (outbox, _), reply in zip(reads, pipe.execute(), strict=True)]
 
@@ -386,7 +390,7 @@ class Outboxes:
             return 0
         pipe = self.client.pipeline(transaction=False)
         for stream, entries in ids.items():
-            pipe.xack(stream, self.group, *entries)
+            pipe.xack(stream, self.consumer_group, *entries)
         return sum(int(n) for n in pipe.execute())
 
     def pending(self) -> int:

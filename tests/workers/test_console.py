@@ -33,7 +33,7 @@ from tests.workers.drain_support import (
     orders_and_cancels,
     wait_for,
 )
-from workers.platform import replay_dead_letters
+from workers.forwarder import replay_dead_letters
 
 SECRET = "workers-console-tests-secret-of-32-bytes+"
 

@@ -22,7 +22,7 @@ from engine.outbox import PLATFORM, DeadLetters, Entry, Outbox, Outboxes
 from rushorder.settings import Settings
 from tests.workers.drain_support import Platform, Process, orders_and_cancels, wait_for
 from workers.backoff import Backoff
-from workers.platform import Forwarder, replay_dead_letters
+from workers.forwarder import Forwarder, replay_dead_letters
 from workers.platform_http import Platform as PlatformApi
 from workers.platform_http import Session
 
@@ -202,7 +202,7 @@ async def test_one_forwarder_drives_several_streams_with_a_batch_in_flight_on_ea
     expected = await orders_and_cancels(engine, item, users)
     streams = ["{ro}:test-outbox-a", "{ro}:test-outbox-b"]
     split_outbox(r, streams)
-    outboxes = [Outbox(r, PLATFORM, "multi", stream=s, groups=[PLATFORM]) for s in streams]
+    outboxes = [Outbox(r, PLATFORM, "multi", stream=s, consumer_groups=[PLATFORM]) for s in streams]
     for outbox in outboxes:
         outbox.create_groups()
     platform.control("stall", stall_s=0.3)  # so that the two batches surely overlap

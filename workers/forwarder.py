@@ -97,7 +97,7 @@ class Sent(msgspec.Struct, frozen=True):
     attempts: int
 
 
-class Settled(msgspec.Struct):
+class Disposition(msgspec.Struct):
     """What to do with a read batch: events delivered, dead letters, entries to acknowledge."""
 
     delivered: int = 0
@@ -205,17 +205,17 @@ class Forwarder:
             sent = await self._send_all(session, self.platform.requests(items), stop)
         finally:
             await _cancel(keeper)
-        settled = _settle(by_id, sent, undeliverable)
-        for entry, error, _ in settled.dead:
+        disposition = _dispose(by_id, sent, undeliverable)
+        for entry, error, _ in disposition.dead:
             log.error("platform forwarder: dead-lettered %s: %s", entry.key, error)
-        await self._call(self._write, outbox, settled)
-        self.delivered += settled.delivered
+        await self._call(self._write, outbox, disposition)
+        self.delivered += disposition.delivered
 
-    def _write(self, outbox: Outbox | Outboxes, settled: Settled) -> None:
+    def _write(self, outbox: Outbox | Outboxes, disposition: Disposition) -> None:
         """Dead letters first, then the acknowledgement: a crash between repeats, never loses."""
-        for entry, error, attempts in settled.dead:
+        for entry, error, attempts in disposition.dead:
             self.dead.add(entry, error, attempts)
-        outbox.ack(settled.ack)
+        outbox.ack(disposition.ack)
 
     async def _send_all(self, session: Session, requests: list[Request],
                         stop: threading.Event) -> list[Sent]:
@@ -270,11 +270,11 @@ def _items(entries: Iterable[Entry]) -> tuple[list[Item], dict[str, str]]:
     return items, undeliverable
 
 
-def _settle(by_id: dict[str, Entry], sent: list[Sent],
-            undeliverable: dict[str, str]) -> Settled:
+def _dispose(by_id: dict[str, Entry], sent: list[Sent],
+            undeliverable: dict[str, str]) -> Disposition:
     """Sort a batch's entries: delivered, dead (rejected, refused, out of attempts), held
     (a stop came first: left pending), or not the platform's (acknowledged)."""
-    settled = Settled(dead=[(by_id[key], error, 0) for key, error in undeliverable.items()])
+    disposition = Disposition(dead=[(by_id[key], error, 0) for key, error in undeliverable.items()])
     held: set[str] = set()
     for one in sent:
         outcome = one.outcome
@@ -282,11 +282,11 @@ def _settle(by_id: dict[str, Entry], sent: list[Sent],
             if outcome is None:
                 held.add(item.key)
             elif error := outcome.retry or outcome.refused or outcome.rejected.get(item.event_id):
-                settled.dead.append((by_id[item.key], error, one.attempts))
+                disposition.dead.append((by_id[item.key], error, one.attempts))
             else:
-                settled.delivered += 1
-    settled.ack = [key for key in by_id if key not in held]
-    return settled
+                disposition.delivered += 1
+    disposition.ack = [key for key in by_id if key not in held]
+    return disposition
 
 
 async def _cancel(task: asyncio.Task[None]) -> None:
