@@ -44,6 +44,7 @@ log = logging.getLogger("rushorder.workers")
 MAINTENANCE_S = 5  # how often an idle worker makes sure its group's job is queued
 WORKER_TTL_S = 20  # an idle worker wakes every WORKER_TTL_S - 15 s (RQ's dequeue timeout)
 STOP_TIMEOUT_S = 15.0
+PUBSUB_POLL_S = 1.0  # how often RQ's command-channel thread looks at its stop flag
 
 
 class OutboxWorker(SimpleWorker):
@@ -60,6 +61,17 @@ class OutboxWorker(SimpleWorker):
         for group, name in QUEUES.items():
             if name in self.queue_names():
                 ensure_job(group, self.connection)
+
+    def subscribe(self) -> None:
+        """RQ's subscription to its command channel, polled every PUBSUB_POLL_S, not RQ's
+        60 s: at a stop RQ unsubscribes, then stops that thread, and an unsubscribed thread
+        sleeps a whole poll before it sees the stop, which redis-py 8 waits for; so a
+        SIGTERMed worker lingered up to 60 s, past every grace period, and was killed."""
+        self.pubsub = self.connection.pubsub()
+        self.pubsub.subscribe(**{self.pubsub_channel_name: self.handle_payload})
+        self.pubsub_thread = self.pubsub.run_in_thread(  # type: ignore[assignment]
+            sleep_time=PUBSUB_POLL_S, daemon=True,
+            exception_handler=self._pubsub_exception_handler)
 
     def request_stop(self, signum: int, frame: FrameType | None) -> None:
         """Ask the running job to finish its batch, then stop as RQ does (warm shutdown)."""
