@@ -84,8 +84,9 @@ class Child:
         return self
 
     def _stream(self, pipe: IO[bytes]) -> None:
-        for raw in iter(pipe.readline, b""):
-            say(self.name, raw.decode(errors="replace"))
+        with pipe:  # closed at EOF, once the child and its group are gone
+            for raw in iter(pipe.readline, b""):
+                say(self.name, raw.decode(errors="replace"))
 
     @property
     def returncode(self) -> int | None:

@@ -69,3 +69,4 @@ def test_in_a_log_it_writes_a_line_now_and_then_and_on_a_terminal_redraws_one() 
             assert "orders/s" in text and "OUT_OF_STOCK" in text
     finally:
         server.shutdown()
+        server.server_close()
