@@ -8,7 +8,7 @@ STAMP  := $(VENV)/.rushorder-installed
 # Packages that hold Python files (a fresh clone may not have all of them yet).
 PY_DIRS = $(foreach d,rushorder engine api workers persistence,$(if $(wildcard $(d)/*.py),$(d)))
 
-.PHONY: help venv install up test test-cluster bench load lint clean
+.PHONY: help venv install up test test-fast test-servers test-cluster bench load lint clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -28,14 +28,20 @@ $(STAMP): pyproject.toml | $(BIN)/python
 up: $(STAMP)  ## start Redis, Postgres, API, workers and mock platform; Ctrl-C stops all
 	$(BIN)/rushorder up
 
-# `python -m` puts the repo first on sys.path, so tests/engine/ cannot shadow engine/.
-# The second pass runs on cluster-enabled Redis servers holding every slot, where keys of
-# two slots in one script or command fail with CROSSSLOT (tests/conftest.py).
-test: $(STAMP)  ## run the whole test suite against private servers: plain Redis, then cluster
-	RUSHORDER_TEST_CLUSTER=0 $(BIN)/python -m pytest -q
-	RUSHORDER_TEST_CLUSTER=1 $(BIN)/python -m pytest -q
+# `python -m` puts the repo first on sys.path. Two tiers (tests/conftest.py marks them): the
+# pure tests (no server) run once, in seconds; the `servers` tests run twice, on plain Redis,
+# then on cluster-enabled Redis servers holding every slot, where keys of two slots in one
+# script or command fail with CROSSSLOT. Only the `servers` tests depend on the pass.
+test: test-fast test-servers  ## the whole suite: pure tests, then the servers tier, plain then cluster
 
-test-cluster: $(STAMP)  ## only the cluster pass of `make test`
+test-fast: $(STAMP)  ## only the tests that need no server (seconds; no Redis, no Postgres)
+	$(BIN)/python -m pytest -q -m "not servers"
+
+test-servers: $(STAMP)  ## the tests on private servers, plain Redis then cluster
+	RUSHORDER_TEST_CLUSTER=0 $(BIN)/python -m pytest -q -m servers
+	RUSHORDER_TEST_CLUSTER=1 $(BIN)/python -m pytest -q -m servers
+
+test-cluster: $(STAMP)  ## the whole suite on cluster-enabled Redis only
 	RUSHORDER_TEST_CLUSTER=1 $(BIN)/python -m pytest -q
 
 bench: $(STAMP)  ## run every load/bench_*.py in turn

@@ -36,6 +36,31 @@ from rushorder.settings import Settings
 S = TypeVar("S", RedisServer, PostgresServer)
 CLUSTER = os.environ.get("RUSHORDER_TEST_CLUSTER") == "1"
 
+# The fixtures that start a server or hand out one's URL. A test whose fixture closure
+# (its fixtures and theirs, down to the leaves) holds one of them is marked ``servers``;
+# the others are pure and run in seconds: ``make test-fast`` = ``pytest -m "not servers"``.
+# A test that starts servers itself, not through a fixture, says so with the mark. Only
+# ``servers`` tests depend on the pass (plain or cluster Redis), so `make test` runs the
+# pure ones once and the others in both passes.
+SERVER_FIXTURES = frozenset({
+    "redis_server", "postgres_server", "redis_url", "database_url",
+    "redis_databases", "redis_db", "rq_redis_db", "settings",
+    "throwaway_redis_url",  # tests/engine/conftest.py's fallback server
+    "redis_cluster",  # asked for by a test that starts a Redis of its own in the pass's mode
+})
+
+
+def needs_servers(item: pytest.Item) -> bool:
+    """Whether a collected test uses a server fixture, directly or through another one."""
+    return not SERVER_FIXTURES.isdisjoint(getattr(item, "fixturenames", ()))
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark every test that needs the session's servers ``servers`` (the slow tier)."""
+    for item in items:
+        if needs_servers(item):
+            item.add_marker(pytest.mark.servers)
+
 
 def with_db(url: str, db: int) -> str:
     """The same server URL pointed at another logical database."""

@@ -86,6 +86,7 @@ def test_redis_runs_with_aof_fsync_always_and_noeviction(redis_server: RedisServ
                       "maxmemory-policy": "noeviction", "bind": "127.0.0.1"}
 
 
+@pytest.mark.servers  # starts servers of its own
 def test_redis_keeps_acknowledged_writes_across_a_restart(scratch: Path) -> None:
     server = RedisServer(scratch / "redis", free_port()).start()
     try:
@@ -113,6 +114,7 @@ def _assert_one_node_holds_every_slot(server: RedisServer) -> str:
         return str(client.execute_command("CLUSTER", "MYID"))
 
 
+@pytest.mark.servers  # starts servers of its own
 def test_a_cluster_redis_holds_every_slot_and_keeps_them_across_a_restart(
         scratch: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     server = RedisServer(scratch / "redis", free_port(), cluster=True).start()
@@ -150,6 +152,7 @@ def test_in_cluster_mode_a_script_whose_keys_span_two_slots_fails_with_crossslot
             client.execute_command("SELECT", 1)
 
 
+@pytest.mark.servers  # starts servers of its own
 def test_postgres_keeps_committed_rows_across_a_restart(scratch: Path) -> None:
     server = PostgresServer(scratch / "postgres", free_port()).start()
     try:
@@ -164,6 +167,7 @@ def test_postgres_keeps_committed_rows_across_a_restart(scratch: Path) -> None:
         server.stop()
 
 
+@pytest.mark.servers  # starts servers of its own
 def test_stop_leaves_no_process(scratch: Path) -> None:
     servers = [RedisServer(scratch / "redis", free_port()).start(),
                PostgresServer(scratch / "postgres", free_port()).start()]
@@ -178,6 +182,7 @@ def test_stop_leaves_no_process(scratch: Path) -> None:
 
 
 @pytest.mark.skipif(not os.path.exists("/usr/bin/setpriv"), reason="needs util-linux setpriv")
+@pytest.mark.servers  # starts servers of its own
 def test_servers_die_with_a_killed_parent(scratch: Path) -> None:
     script = textwrap.dedent(f"""
         import sys, time
@@ -187,12 +192,12 @@ def test_servers_die_with_a_killed_parent(scratch: Path) -> None:
         print(r.pid, p.pid, flush=True)
         time.sleep(60)
     """)
-    parent = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
-    assert parent.stdout is not None
-    pids = [int(pid) for pid in parent.stdout.readline().split()]
-    backends = _children(pids[1])
-    parent.send_signal(signal.SIGKILL)
-    parent.wait()
+    with subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE,
+                          text=True) as parent:
+        assert parent.stdout is not None
+        pids = [int(pid) for pid in parent.stdout.readline().split()]
+        backends = _children(pids[1])
+        parent.send_signal(signal.SIGKILL)
     assert _gone_within(pids + backends, 15)
 
 
@@ -244,6 +249,7 @@ def test_the_app_role_is_no_superuser_and_cannot_run_programs(database_url: str)
             conn.execute("COPY (SELECT 1) TO PROGRAM 'true'")
 
 
+@pytest.mark.servers  # starts servers of its own
 def test_passwords_data_dirs_and_logs_are_private_and_passwords_stay_off_argv(
         scratch: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     jwt_secret = "a-jwt-secret-no-server-needs-0123456789"
@@ -270,6 +276,7 @@ def test_passwords_data_dirs_and_logs_are_private_and_passwords_stay_off_argv(
             server.stop()
 
 
+@pytest.mark.servers  # starts servers of its own
 def test_a_restart_reuses_the_kept_passwords(scratch: Path) -> None:
     first = RedisServer(scratch / "redis", free_port()).start()
     first.stop()
@@ -282,6 +289,7 @@ def test_a_restart_reuses_the_kept_passwords(scratch: Path) -> None:
         again.stop()
 
 
+@pytest.mark.servers  # starts servers of its own
 def test_a_cluster_made_with_trust_auth_by_older_code_is_closed_and_adopted(
         scratch: Path) -> None:
     server = PostgresServer(scratch / "postgres", free_port()).start()

@@ -32,9 +32,10 @@ REPO = Path(__file__).resolve().parents[2]
 SECRET = "browser-tests-secret-of-more-than-32-bytes"
 CHROMIUM = find_chromium()
 
-pytestmark = pytest.mark.skipif(
+pytestmark = [pytest.mark.skipif(
     CHROMIUM is None, reason="no Chromium installed (apt-get install chromium): the console's "
-                             "browser test needs Debian's chromium")
+                             "browser test needs Debian's chromium"),
+    pytest.mark.servers]  # `rushorder up` starts its own Redis and Postgres
 
 
 class Stack:

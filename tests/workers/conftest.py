@@ -105,9 +105,15 @@ def rq(wsettings: Settings) -> Iterator[redis.Redis]:
 
 
 @pytest.fixture(autouse=True)
-def empty_state(r: redis.Redis, rq: redis.Redis, db: Database) -> None:
-    """Each test starts with empty Redis DB 3 holding live state, no RQ jobs, and empty
-    tables (an empty shop, as a first start makes it)."""
+def empty_state(request: pytest.FixtureRequest) -> None:
+    """Each test on servers starts with empty Redis DB 3 holding live state, no RQ jobs, and
+    empty tables (an empty shop, as a first start makes it). A pure test (no ``servers``
+    mark) has nothing to clean, and asking for the clients here would start the servers."""
+    if request.node.get_closest_marker("servers") is None:
+        return
+    r: redis.Redis = request.getfixturevalue("r")
+    rq: redis.Redis = request.getfixturevalue("rq")
+    db: Database = request.getfixturevalue("db")
     r.flushdb()
     rq.flushdb()
     state.mark(r, "tests")
