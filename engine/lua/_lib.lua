@@ -139,6 +139,14 @@ local function idem_admit(g)
     math.max(1, math.ceil((oldest - g.now) / 1000))})
 end
 
+-- The guard's request (guard below) of a user's write whose K names its idempotency record
+-- (idem), the user's records (idem_index) and write-rate bucket (rate); the other fields
+-- as the script's ARGV give them: fingerprint, TTL s, most records, writes a second, burst.
+local function user_guard(K, fp, ttl, max, per_s, burst, now)
+  return {key = K.idem, index = K.idem_index, rate = K.rate, fp = fp, ttl = tonumber(ttl),
+    max = tonumber(max), per_s = tonumber(per_s), burst = tonumber(burst), now = now}
+end
+
 -- What a write answers before it runs, if anything (see above); nil: run it.
 local function guard(g)
   return rate_limited(g) or idem_replay(g) or idem_admit(g)

@@ -39,9 +39,7 @@ local user_id, hours, oid = ARGV[1], tonumber(ARGV[4]), ARGV[5]
 local index, groups = tonumber(ARGV[6]), tonumber(ARGV[7])
 local back = ARGV[12]
 local now = now_ms()
-local g = {key = K.idem, index = K.idem_index, rate = K.rate, fp = ARGV[2],
-  ttl = tonumber(ARGV[3]), max = tonumber(ARGV[8]), per_s = tonumber(ARGV[9]),
-  burst = tonumber(ARGV[10]), now = now}
+local g = user_guard(K, ARGV[2], ARGV[3], ARGV[8], ARGV[9], ARGV[10], now)
 
 local early = guard(g)
 if early then return early end

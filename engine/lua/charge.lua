@@ -25,9 +25,7 @@ local user_id, amount = tonumber(ARGV[1]), tonumber(ARGV[2])
 local min, max, unit, cap = tonumber(ARGV[5]), tonumber(ARGV[6]), tonumber(ARGV[7]),
   tonumber(ARGV[8])
 local now = now_ms()
-local g = {key = K.idem, index = K.idem_index, rate = K.rate, fp = ARGV[3],
-  ttl = tonumber(ARGV[4]), max = tonumber(ARGV[11]), per_s = tonumber(ARGV[12]),
-  burst = tonumber(ARGV[13]), now = now}
+local g = user_guard(K, ARGV[3], ARGV[4], ARGV[11], ARGV[12], ARGV[13], now)
 
 local early = guard(g)
 if early then return early end

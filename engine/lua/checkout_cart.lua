@@ -28,9 +28,7 @@ local missing = state_missing(K.live, ARGV[7])
 if missing then return missing end
 local user_id, icid, hours = tonumber(ARGV[1]), ARGV[2], tonumber(ARGV[5])
 local now = now_ms()
-local g = {key = K.idem, index = K.idem_index, rate = K.rate, fp = ARGV[3],
-  ttl = tonumber(ARGV[4]), max = tonumber(ARGV[8]), per_s = tonumber(ARGV[9]),
-  burst = tonumber(ARGV[10]), now = now}
+local g = user_guard(K, ARGV[3], ARGV[4], ARGV[8], ARGV[9], ARGV[10], now)
 
 local early = guard(g)
 if early then return early end
