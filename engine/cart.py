@@ -10,7 +10,7 @@ from engine import limits
 from engine.core import Core, check_user
 from engine.errors import raise_for
 from engine.models import Cart, CartLine
-from engine.replies import answer
+from engine.replies import answer, refuse
 
 
 class CartCommands(Core):
@@ -42,7 +42,7 @@ class CartCommands(Core):
     async def _priced(self, reply: list[Any]) -> Cart:
         """A cart's (product id, quantity) pairs priced live, by product id."""
         if reply[0] != b"OK":
-            answer(reply, type(None))
+            refuse(reply[0], reply[1])
         flat = reply[1]
         lines = sorted((int(flat[i]), int(flat[i + 1])) for i in range(0, len(flat), 2))
         products = await self._live_products([pid for pid, _ in lines])
