@@ -243,30 +243,32 @@ def rebuild(settings: Settings, force: bool = False, if_needed: bool = False) ->
     if not settings.redis_url or not settings.database_url:
         raise MissingSetting("rebuild", "redis_url", "database_url")
     db = create_engine(settings.database_url)
-    with redis.Redis.from_url(settings.redis_url) as client:
-        if if_needed and (made := state.marker(client)) is not None:
-            if (mismatch := made.mismatch(settings.groups)) is not None and not force:
-                print(f"rebuild refused: {mismatch}", file=sys.stderr)
+    try:  # disposed on every way out, refusals too: no connection left to the GC
+        with redis.Redis.from_url(settings.redis_url) as client:
+            if if_needed and (made := state.marker(client)) is not None:
+                if (mismatch := made.mismatch(settings.groups)) is not None and not force:
+                    print(f"rebuild refused: {mismatch}", file=sys.stderr)
+                    return 1
+                print(f"Redis holds live state ({made.describe()}): nothing to rebuild")
+                return 0
+            try:
+                check_set_aside(db)
+                withdraw(client, force, settings.groups)
+            except RebuildRefused as exc:
+                print(f"rebuild refused: {exc}", file=sys.stderr)
                 return 1
-            print(f"Redis holds live state ({made.describe()}): nothing to rebuild")
-            return 0
-        try:
-            check_set_aside(db)
-            withdraw(client, force, settings.groups)
-        except RebuildRefused as exc:
-            print(f"rebuild refused: {exc}", file=sys.stderr)
-            return 1
-        cleared = clear_state(client)
-        seconds, micros = client.time()  # Redis' clock, as the scripts use
-        restorer = Restorer(client, keys.layout(settings.groups))
-        with db.connect() as conn, conn.execution_options(
-                isolation_level="REPEATABLE READ", postgresql_readonly=True).begin():
-            loaded = load(conn, restorer, int(seconds) * 1000 + int(micros) // 1000,
-                          settings.top_window_hours, settings.redis_retention_s)
-        restorer.flush()
-        made = state.mark(client, "a rebuild from Postgres" if loaded.counts
-                          else "a first start on an empty database", settings.groups)
-    db.dispose()
+            cleared = clear_state(client)
+            seconds, micros = client.time()  # Redis' clock, as the scripts use
+            restorer = Restorer(client, keys.layout(settings.groups))
+            with db.connect() as conn, conn.execution_options(
+                    isolation_level="REPEATABLE READ", postgresql_readonly=True).begin():
+                loaded = load(conn, restorer, int(seconds) * 1000 + int(micros) // 1000,
+                              settings.top_window_hours, settings.redis_retention_s)
+            restorer.flush()
+            made = state.mark(client, "a rebuild from Postgres" if loaded.counts
+                              else "a first start on an empty database", settings.groups)
+    finally:
+        db.dispose()
     replaced = f" (replaced {cleared} keys)" if cleared else ""
     print(f"rebuilt Redis from Postgres: {loaded}{replaced}; {made.describe()}")
     return 0
