@@ -146,8 +146,9 @@ class Output:
 
     def _read(self, proc: subprocess.Popen[str]) -> None:
         assert proc.stdout is not None
-        for line in proc.stdout:
-            self.lines.append(line)
+        with proc.stdout:  # closed at EOF: the process and what it started are gone
+            for line in proc.stdout:
+                self.lines.append(line)
 
     def wait_for(self, text: str, timeout_s: float) -> bool:
         """True once a line containing ``text`` was printed."""

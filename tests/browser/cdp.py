@@ -135,5 +135,7 @@ class Chromium:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
+            if self.proc.stderr is not None:
+                self.proc.stderr.close()
             shutil.rmtree(self.profile, ignore_errors=True)
 

@@ -20,6 +20,7 @@ import psycopg
 import pytest
 import redis
 import sqlalchemy as sa
+from fakeredis import FakeStrictRedis
 from psycopg import sql
 from sqlalchemy.engine import Engine as Database
 
@@ -100,6 +101,16 @@ def rq(wsettings: Settings) -> Iterator[redis.Redis]:
     """A plain client on where RQ keeps our jobs (``r``'s DB but in cluster mode)."""
     assert wsettings.rq_url is not None
     client = redis.Redis.from_url(wsettings.rq_url)
+    yield client
+    client.close()
+
+
+@pytest.fixture
+def fake_rq() -> Iterator[FakeStrictRedis]:
+    """An in-memory Redis for RQ's plumbing alone (queues, jobs, registries), as RQ's own
+    testing docs do: no server, so such a test is pure. Never for the engine, whose scripts
+    need a real Redis (cjson, cluster slots, WAIT)."""
+    client = FakeStrictRedis()
     yield client
     client.close()
 

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 import redis
-from rq import Queue
+from rq import Queue, SimpleWorker
 from rq.job import Job
 from rq.registry import FailedJobRegistry
 from rq.serializers import JSONSerializer
@@ -69,7 +69,32 @@ def _own_job(rq: redis.Redis) -> str:
     return ""
 
 
-def test_only_the_projects_functions_resolve(rq: redis.Redis) -> None:
+def test_a_project_job_fails_jobs_it_did_not_define_without_running_them(
+    fake_rq: redis.Redis, tmp_path: Path, caplog: pytest.LogCaptureFixture,
+) -> None:
+    # The plumbing alone, in-process on fakeredis: RQ's worker with the project's job class
+    # (the test above does it in a real worker process, then goes on with its own job).
+    name = QUEUES[POSTGRES]
+    markers = [tmp_path / f"marker-{n}" for n in range(3)]
+    pickled = Queue(name, connection=fake_rq)
+    queued = [
+        pickled.enqueue(os.system, f"touch {markers[0]}"),
+        pickled.enqueue(print, Planted(markers[1])),
+        Queue(name, connection=fake_rq, serializer=JSONSerializer).enqueue(
+            "os.system", f"touch {markers[2]}"),
+    ]
+    SimpleWorker([name], connection=fake_rq, job_class=ProjectJob,
+                 serializer=JSONSerializer).work(burst=True)
+
+    assert [status(fake_rq, job.id) for job in queued] == [b"failed"] * 3
+    failed = FailedJobRegistry(name, connection=fake_rq, serializer=JSONSerializer)
+    assert {job.id for job in queued} <= set(failed.get_job_ids())
+    assert not any(marker.exists() for marker in markers)
+    assert "os.system is not one of the project's jobs" in caplog.text
+
+
+def test_only_the_projects_functions_resolve(fake_rq: redis.Redis) -> None:
+    rq = fake_rq  # RQ's plumbing only: fakeredis
     own = ensure_job(POSTGRES, rq, budget_s=1.0)
     assert own is not None
     assert ProjectJob.fetch(own.id, rq, JSONSerializer).func.__name__ == "drain_to_postgres"
