@@ -8,7 +8,7 @@ STAMP  := $(VENV)/.rushorder-installed
 # Packages that hold Python files (a fresh clone may not have all of them yet).
 PY_DIRS = $(foreach d,rushorder engine api workers persistence,$(if $(wildcard $(d)/*.py),$(d)))
 
-.PHONY: help venv install up test test-fast test-servers test-cluster bench load lint clean
+.PHONY: help venv install up test test-fast test-plain test-clustered test-cluster bench load lint clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -29,17 +29,23 @@ up: $(STAMP)  ## start Redis, Postgres, API, workers and mock platform; Ctrl-C s
 	$(BIN)/rushorder up
 
 # `python -m` puts the repo first on sys.path. Two tiers (tests/conftest.py marks them): the
-# pure tests (no server) run once, in seconds; the `servers` tests run twice, on plain Redis,
-# then on cluster-enabled Redis servers holding every slot, where keys of two slots in one
-# script or command fail with CROSSSLOT. Only the `servers` tests depend on the pass.
-test: test-fast test-servers  ## the whole suite: pure tests, then the servers tier, plain then cluster
+# pure tests (no server) run once, in seconds; the `servers` tests run twice, on plain Redis
+# and on cluster-enabled Redis servers holding every slot, where keys of two slots in one
+# script or command fail with CROSSSLOT. Only the `servers` tests depend on the pass. The
+# two passes run at once: each starts private servers of its own on free ports, in a temp
+# dir of its own; each pass's output is printed whole when it ends (--output-sync).
+test: test-fast  ## the whole suite: pure tests, then the servers tier, plain and cluster at once
+	@$(MAKE) --no-print-directory -j2 --output-sync=target test-plain test-clustered
 
 test-fast: $(STAMP)  ## only the tests that need no server (seconds; no Redis, no Postgres)
 	$(BIN)/python -m pytest -q -m "not servers"
 
-test-servers: $(STAMP)  ## the tests on private servers, plain Redis then cluster
-	RUSHORDER_TEST_CLUSTER=0 $(BIN)/python -m pytest -q -m servers
-	RUSHORDER_TEST_CLUSTER=1 $(BIN)/python -m pytest -q -m servers
+# Two pytest processes at once: neither writes .pytest_cache (last-failed, ...).
+test-plain: $(STAMP)  ## the servers tier on plain Redis
+	RUSHORDER_TEST_CLUSTER=0 $(BIN)/python -m pytest -q -m servers -p no:cacheprovider
+
+test-clustered: $(STAMP)  ## the servers tier on cluster-enabled Redis
+	RUSHORDER_TEST_CLUSTER=1 $(BIN)/python -m pytest -q -m servers -p no:cacheprovider
 
 test-cluster: $(STAMP)  ## the whole suite on cluster-enabled Redis only
 	RUSHORDER_TEST_CLUSTER=1 $(BIN)/python -m pytest -q
