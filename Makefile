@@ -8,7 +8,7 @@ STAMP  := $(VENV)/.rushorder-installed
 # Packages that hold Python files (a fresh clone may not have all of them yet).
 PY_DIRS = $(foreach d,rushorder engine api workers persistence,$(if $(wildcard $(d)/*.py),$(d)))
 
-.PHONY: help venv install up test test-fast test-plain test-clustered test-cluster bench load lint clean
+.PHONY: help venv install up test test-fast test-servers test-plain test-clustered test-cluster bench load lint clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -34,7 +34,9 @@ up: $(STAMP)  ## start Redis, Postgres, API, workers and mock platform; Ctrl-C s
 # script or command fail with CROSSSLOT. Only the `servers` tests depend on the pass. The
 # two passes run at once: each starts private servers of its own on free ports, in a temp
 # dir of its own; each pass's output is printed whole when it ends (--output-sync).
-test: test-fast  ## the whole suite: pure tests, then the servers tier, plain and cluster at once
+test: test-fast test-servers  ## the whole suite: pure tests, then the servers tier
+
+test-servers:  ## only the tests on private servers, plain Redis and cluster at once
 	@$(MAKE) --no-print-directory -j2 --output-sync=target test-plain test-clustered
 
 test-fast: $(STAMP)  ## only the tests that need no server (seconds; no Redis, no Postgres)
