@@ -36,8 +36,12 @@ up: $(STAMP)  ## start Redis, Postgres, API, workers and mock platform; Ctrl-C s
 # dir of its own; each pass's output is printed whole when it ends (--output-sync).
 test: test-fast test-servers  ## the whole suite: pure tests, then the servers tier
 
+# On servers of your own (RUSHORDER_TEST_REDIS_URL / _DATABASE_URL) the two passes would
+# share their databases, so they run one after the other.
+SERVERS_JOBS = $(if $(RUSHORDER_TEST_REDIS_URL)$(RUSHORDER_TEST_DATABASE_URL),1,2)
+
 test-servers:  ## only the tests on private servers, plain Redis and cluster at once
-	@$(MAKE) --no-print-directory -j2 --output-sync=target test-plain test-clustered
+	@$(MAKE) --no-print-directory -j$(SERVERS_JOBS) --output-sync=target test-plain test-clustered
 
 test-fast: $(STAMP)  ## only the tests that need no server (seconds; no Redis, no Postgres)
 	$(BIN)/python -m pytest -q -m "not servers"
