@@ -1,7 +1,7 @@
 """Run the API: ``settings.api_workers`` processes on one port, uvloop, under uvicorn (the
 default) or granian (``settings.api_server``).
 
-Measured here with the whole stack on 2 cores (README): uvicorn + httptools answered
+Measured here with the whole stack on 2 cores (docs/performance.md): uvicorn + httptools answered
 POST /orders about 20% faster, because its event loop owns the sockets, while granian's
 Rust I/O threads hand each request to the Python loop and back, a cross-thread wake-up
 that an order (which waits on Redis) pays and an instant answer does not. Since uvicorn

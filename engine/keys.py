@@ -88,8 +88,9 @@ import itertools
 import zlib
 
 TAG = "{ro}"
-# RUSHORDER_GROUPS' default (rushorder/settings.py says the same; tests/test_settings.py
-# holds them together): chosen by load/bench_engine.py, see the README's "User groups".
+# RUSHORDER_GROUPS' default (rushorder/settings.py says the same; tests/engine/test_keys.py
+# holds them together): chosen by load/bench_engine.py, see "User groups" in
+# docs/architecture.md and the figures in docs/performance.md.
 DEFAULT_GROUPS = 4
 SLOTS = 16384  # a Redis Cluster's hash slots
 # A SCAN pattern matching every group's tag (engine/restore.py).

@@ -87,7 +87,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     http_host: str = "127.0.0.1"
     http_port: int = 8000
     api_workers: int = 2
-    # uvicorn answered orders ~20% and plain reads ~18% faster here (README, "Measured").
+    # uvicorn answered orders ~20% and plain reads ~18% faster here (docs/performance.md).
     api_server: Literal["uvicorn", "granian"] = "uvicorn"
     jwt_secret: str = DEV_JWT_SECRET
 
@@ -109,7 +109,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     worker_metrics_port: int = 9101
     outbox_batch: int = 1000
     # User groups (engine/keys.py): fixed for the life of the data; to change it, rebuild
-    # Redis from Postgres with the new count (README, "User groups").
+    # Redis from Postgres with the new count (docs/architecture.md, "User groups").
     groups: Annotated[int, Meta(ge=1, le=1024)] = 4
     outbox_reclaim_idle_ms: int = 30_000
 
