@@ -31,14 +31,12 @@ import argparse
 import asyncio
 import os
 import random
-import shutil
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -51,10 +49,11 @@ sys.path.insert(0, str(REPO))
 
 import cpu  # noqa: E402
 from bench_drain import Orders, pct, wait_until  # noqa: E402
+from private import private_redis  # noqa: E402
 
 from engine import Engine, state  # noqa: E402
 from engine.outbox import PLATFORM, Outboxes  # noqa: E402
-from rushorder.servers import RedisServer, free_port  # noqa: E402
+from rushorder.servers import free_port  # noqa: E402
 from rushorder.settings import Settings  # noqa: E402
 
 CHARGE = 1_000_000
@@ -165,18 +164,6 @@ class Mock:
 def forwarder(settings: Settings, log: Path) -> Child:
     """One ``workers.main platform`` process (not started)."""
     return Child([sys.executable, "-m", "workers.main", PLATFORM], settings, log)
-
-
-@contextmanager
-def private_redis() -> Iterator[str]:
-    """A private Redis in a temp dir; its URL."""
-    root = Path(tempfile.mkdtemp(prefix="rushorder-bench-forward-"))
-    server = RedisServer(root / "redis", free_port()).start()
-    try:
-        yield server.url
-    finally:
-        server.stop()
-        shutil.rmtree(root, ignore_errors=True)
 
 
 class Bench:
@@ -353,7 +340,7 @@ def main() -> int:
     parser.add_argument("--products", type=int, default=5)
     args = parser.parse_args()
     logs = Path(tempfile.mkdtemp(prefix="bench_forward-"))
-    with private_redis() as redis_url:
+    with private_redis("rushorder-bench-forward-") as redis_url:
         asyncio.run(bench(args, redis_url, logs))
     return 0
 

@@ -15,9 +15,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import shutil
 import sys
-import tempfile
 from pathlib import Path
 
 import redis
@@ -25,9 +23,10 @@ import redis
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from private import private_redis  # noqa: E402
+
 from engine import Engine, Idempotency, Policy, keys, state  # noqa: E402
 from engine.errors import TooManyRequests  # noqa: E402
-from rushorder.servers import RedisServer, free_port  # noqa: E402
 from rushorder.settings import Settings  # noqa: E402
 
 USER = 1
@@ -75,15 +74,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--max", type=int, default=Settings().idempotency_max_per_user)
     args = parser.parse_args()
-    tmp = Path(tempfile.mkdtemp(prefix="rushorder-idem-"))
-    server = RedisServer(tmp / "redis", free_port())
-    try:
-        server.start()
-        client = redis.Redis.from_url(server.url)
+    with private_redis("rushorder-idem-") as url:
+        client = redis.Redis.from_url(url)
         state.mark(client, "idempotency_bytes")
         before = int(client.info("memory")["used_memory"])
-        order_record, charge_record = asyncio.run(fill(server.url, args.max))
-        refused = asyncio.run(over_the_bound(server.url, args.max))
+        order_record, charge_record = asyncio.run(fill(url, args.max))
+        refused = asyncio.run(over_the_bound(url, args.max))
         group = keys.layout(keys.DEFAULT_GROUPS).of(USER)
         index, rate = group.idempotency_index(USER), group.rate(USER)
         count = client.zcard(index)
@@ -103,9 +99,6 @@ def main() -> None:
         grown = int(client.info("memory")["used_memory"]) - before
         print(f"used_memory grew {grown} B for the whole run (orders, history, outbox and "
               f"the records together)")
-    finally:
-        server.stop()
-        shutil.rmtree(tmp, ignore_errors=True)
 
 
 if __name__ == "__main__":

@@ -16,10 +16,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import shutil
 import statistics
 import sys
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -28,8 +26,9 @@ import redis
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from private import private_redis  # noqa: E402
+
 from engine import Engine, Policy, keys, state  # noqa: E402
-from rushorder.servers import RedisServer, free_port  # noqa: E402
 from rushorder.settings import Settings  # noqa: E402
 
 BATCH = 16  # the engine's most orders a call (engine/batch.py)
@@ -79,18 +78,15 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=20)
     parser.add_argument("--calls", type=int, default=500)
     args = parser.parse_args()
-    tmp = Path(tempfile.mkdtemp(prefix="rushorder-limiter-"))
-    server = RedisServer(tmp / "redis", free_port())
-    try:
-        server.start()
-        client = redis.Redis.from_url(server.url)
+    with private_redis("rushorder-limiter-") as url:
+        client = redis.Redis.from_url(url)
         state.mark(client, "limiter_cost")
-        product, users = asyncio.run(seed(server.url))
+        product, users = asyncio.run(seed(url))
         burst = Settings().rate_limit_burst
-        calls = {"off": command(server.url, Policy(rate_limit_per_s=0), product, users),
-                 "on": command(server.url, Policy(rate_limit_per_s=1e9, rate_limit_burst=burst),
+        calls = {"off": command(url, Policy(rate_limit_per_s=0), product, users),
+                 "on": command(url, Policy(rate_limit_per_s=1e9, rate_limit_burst=burst),
                                product, users)}
-        client.script_load(Engine(server.url).scripts["place_orders"].source)
+        client.script_load(Engine(url).scripts["place_orders"].source)
         results: dict[str, list[float]] = {"off": [], "on": []}
         for i in range(args.rounds):
             for name in ("off", "on") if i % 2 == 0 else ("on", "off"):
@@ -107,9 +103,6 @@ def main() -> None:
         low_off, low_on = min(results["off"]), min(results["on"])
         print(f"fastest round: off {low_off:.2f} us, on {low_on:.2f} us; the limiter adds "
               f"{low_on - low_off:.2f} us ({100 * (low_on - low_off) / low_off:.1f}%)")
-    finally:
-        server.stop()
-        shutil.rmtree(tmp, ignore_errors=True)
 
 
 if __name__ == "__main__":

@@ -11,7 +11,8 @@ import pytest
 
 LOAD = Path(__file__).resolve().parent.parent / "load"
 SCRIPTS = sorted(p.name for p in LOAD.glob("*.py") if p.name.startswith("bench_")
-                 or p.name in ("run_load.py", "console_screenshot.py"))
+                 or p.name in ("run_load.py", "console_screenshot.py", "limiter_cost.py",
+                               "idempotency_bytes.py"))
 
 
 def test_there_are_scripts_to_check() -> None:
