@@ -9,7 +9,6 @@ is open unless ``RUSHORDER_METRICS_TOKEN`` is set; then it needs that bearer tok
 from __future__ import annotations
 
 import asyncio
-import hmac
 from collections.abc import Awaitable
 from typing import Any, NamedTuple, TypeVar
 
@@ -153,20 +152,6 @@ def _not_ready(checks: dict[str, Check], admin: bool) -> Answer:
     return problem("SERVICE_UNAVAILABLE", f"not ready: {failed}", context=context)
 
 
-def _metrics_guard(token: str | None) -> Any:
-    """Whether a request may scrape: always when no metrics token is set, else only with
-    ``Authorization: Bearer <token>`` (compared in constant time)."""
-    expected = f"Bearer {token}".encode() if token else None
-
-    def allowed(request: Request[Any, Any, Any]) -> bool:
-        if expected is None:
-            return True
-        given = header(request, b"authorization") or b""
-        return hmac.compare_digest(given, expected)
-
-    return allowed
-
-
 async def _read(reading: Awaitable[T]) -> T | None:
     """What Redis answered, or None if it did not in time (the process' own metrics still
     tell a lot) or holds no live state."""
@@ -182,7 +167,6 @@ def routes(engine: Engine, settings: Settings, metrics: Metrics,
     why a check failed; by default one over the settings' secret)."""
     high_water = settings.redis_memory_high_water_mb * MB
     auth = auth or Authenticator(settings.jwt_secret)
-    may_scrape = _metrics_guard(settings.metrics_token)
 
     @get("/health/live", sync_to_thread=False)
     def live() -> Liveness:
@@ -209,7 +193,7 @@ def routes(engine: Engine, settings: Settings, metrics: Metrics,
         """Prometheus text: requests and latency by route and status, orders by outcome;
         Redis' memory, the outbox's backlog and lag per consumer group, the dead letters;
         the top 5 and their stock. Needs ``Bearer <RUSHORDER_METRICS_TOKEN>`` if set."""
-        if not may_scrape(request):
+        if not settings.may_scrape(header(request, b"authorization")):
             return problem("UNAUTHORIZED", "Authorization: the metrics token is required",
                            headers={"WWW-Authenticate": 'Bearer realm="metrics"'})
         gauges, top = await asyncio.gather(_read(engine.gauges()), _read(top_of(engine)))

@@ -6,6 +6,7 @@ Nobody else reads ``os.environ``: the CLI builds one :class:`Settings` and hands
 
 from __future__ import annotations
 
+import hmac
 import ipaddress
 import os
 import re
@@ -170,6 +171,14 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     def dev_secret(self) -> bool:
         """``jwt_secret`` is the published dev secret (RUSHORDER_JWT_SECRET unset)."""
         return self.jwt_secret == DEV_JWT_SECRET
+
+    def may_scrape(self, authorization: bytes | None) -> bool:
+        """Whether a request with this ``Authorization`` header may read /metrics (the
+        API's and the workers'): always with no ``metrics_token``, else only with
+        ``Bearer <metrics_token>``, compared in constant time."""
+        if not self.metrics_token:
+            return True
+        return hmac.compare_digest(authorization or b"", f"Bearer {self.metrics_token}".encode())
 
     def check_servable(self) -> None:
         """Raise :class:`UnsafeSetting` unless serving HTTP on ``http_host`` with

@@ -107,7 +107,7 @@ def work_alone(settings: Settings, group: str) -> None:
     """One worker process without a supervisor, serving its own metrics."""
     ctx = install(settings, group)
     stop = serve(settings.worker_metrics_port, settings.http_host, ctx.metrics.registry,
-                 settings.metrics_token)
+                 settings.may_scrape)
     try:
         work(settings, group, settings.worker_metrics_port if stop else None, ctx)
     finally:
@@ -145,7 +145,7 @@ def run(settings: Settings) -> None:
     """Supervise one worker process per consumer group until SIGTERM/SIGINT, serving their
     metrics."""
     with served(settings.worker_metrics_port, settings.http_host,
-                settings.metrics_token) as metrics:
+                settings.may_scrape) as metrics:
         _supervise(settings, metrics.port, metrics.process_died)
 
 

@@ -34,7 +34,6 @@ ends; acknowledgements and dead letters are counted where they are written
 from __future__ import annotations
 
 import contextlib
-import hmac
 import logging
 import os
 import shutil
@@ -175,16 +174,17 @@ class _QuietHandler(WSGIRequestHandler):
         pass
 
 
-def guarded(app: WSGIApp, token: str | None) -> WSGIApp:
-    """``app``, answering 401 unless ``Authorization: Bearer <token>`` (constant-time
-    compare) when a metrics token is set: the API's /metrics rule (api/health.py)."""
-    if not token:
-        return app
-    expected = f"Bearer {token}".encode()
+def anyone(authorization: bytes | None) -> bool:
+    """Every scrape may read: no metrics token is set."""
+    return True
+
+
+def guarded(app: WSGIApp, may_scrape: Callable[[bytes | None], bool]) -> WSGIApp:
+    """``app``, answering 401 to a request ``may_scrape`` refuses (``Settings.may_scrape``,
+    the API's /metrics rule too)."""
 
     def checked(environ: dict[str, Any], start_response: Any) -> Iterable[bytes]:
-        given = environ.get("HTTP_AUTHORIZATION", "").encode("latin-1")
-        if hmac.compare_digest(given, expected):
+        if may_scrape(environ.get("HTTP_AUTHORIZATION", "").encode("latin-1")):
             return app(environ, start_response)  # type: ignore[no-any-return]
         start_response("401 Unauthorized", [("Content-Type", "text/plain"),
                                             ("WWW-Authenticate", 'Bearer realm="metrics"')])
@@ -194,14 +194,14 @@ def guarded(app: WSGIApp, token: str | None) -> WSGIApp:
 
 
 def serve(port: int, host: str, registry: CollectorRegistry,
-          token: str | None = None) -> Callable[[], None] | None:
-    """Serve ``registry`` at ``http://host:port/metrics`` (behind ``token`` if set); how to
-    stop it, or None (and a warning) when the port is taken or 0: the worker works on
-    without."""
+          may_scrape: Callable[[bytes | None], bool] = anyone) -> Callable[[], None] | None:
+    """Serve ``registry`` at ``http://host:port/metrics`` to the scrapes ``may_scrape``
+    allows; how to stop it, or None (and a warning) when the port is taken or 0: the worker
+    works on without."""
     if not port:
         return None
     try:
-        server = make_server(host, port, guarded(make_wsgi_app(registry), token),
+        server = make_server(host, port, guarded(make_wsgi_app(registry), may_scrape),
                              ThreadingWSGIServer, handler_class=_QuietHandler)
     except OSError as exc:
         log.warning("worker metrics not served on %s:%d: %s", host, port, exc)
@@ -231,7 +231,8 @@ class Served:
 
 
 @contextlib.contextmanager
-def served(port: int, host: str, token: str | None = None) -> Iterator[Served]:
+def served(port: int, host: str,
+           may_scrape: Callable[[bytes | None], bool] = anyone) -> Iterator[Served]:
     """Shared metrics files for the worker processes started inside the block (they inherit
     the folder through PROMETHEUS_MULTIPROC_DIR), their sum served on ``port``."""
     folder = tempfile.mkdtemp(prefix="rushorder-worker-metrics-")
@@ -239,7 +240,7 @@ def served(port: int, host: str, token: str | None = None) -> Iterator[Served]:
     values.ValueClass = values.get_value_class()  # chosen at import: choose again
     registry = CollectorRegistry()
     MultiProcessCollector(registry, path=folder)
-    stop = serve(port, host, registry, token)
+    stop = serve(port, host, registry, may_scrape)
     try:
         yield Served(port if stop is not None else None, folder)
     finally:

@@ -6,6 +6,7 @@ import httpx
 from prometheus_client import CollectorRegistry, Counter
 
 from rushorder.servers import free_port
+from rushorder.settings import Settings
 from workers.metrics import serve
 
 TOKEN = "a-metrics-token-for-the-workers-test"
@@ -19,7 +20,7 @@ def _registry() -> CollectorRegistry:
 
 def test_a_metrics_token_guards_the_workers_metrics() -> None:
     port = free_port()
-    stop = serve(port, "127.0.0.1", _registry(), TOKEN)
+    stop = serve(port, "127.0.0.1", _registry(), Settings(metrics_token=TOKEN).may_scrape)
     assert stop is not None
     try:
         url = f"http://127.0.0.1:{port}/metrics"
