@@ -152,13 +152,19 @@ class Batch(NamedTuple):
     changes: Changes | None
 
 
-def decoded(outbox: Outboxes, entry: Entry) -> Item:
-    """An entry as an Item: decoded, or with why not (set aside, never retried forever)."""
-    name = (outbox.source(entry), entry_number(entry.id))
+def decode_or_why(raw: bytes | str) -> tuple[AnyEvent | None, str]:
+    """An outbox entry's event, or None and why it does not decode (such an entry is set
+    aside, never retried forever)."""
     try:
-        return Item(entry, name, decode(entry.data))
+        return decode(raw), ""
     except msgspec.MsgspecError as exc:
-        return Item(entry, name, None, f"undecodable outbox entry: {exc}")
+        return None, f"undecodable outbox entry: {exc}"
+
+
+def decoded(outbox: Outboxes, entry: Entry) -> Item:
+    """An entry as an Item: decoded, or with why not."""
+    return Item(entry, (outbox.source(entry), entry_number(entry.id)),
+                *decode_or_why(entry.data))
 
 
 def pairs(items: Sequence[Item]) -> list[tuple[int, AnyEvent]]:
@@ -461,8 +467,4 @@ class PostgresWriter:
 
 def _owned(row: SetAsideRow) -> set[Key]:
     """What a set-aside entry owns, as stored."""
-    try:
-        event: AnyEvent | None = decode(row.raw)
-    except msgspec.MsgspecError:
-        event = None
-    return owned(event, row.raw)
+    return owned(decode_or_why(row.raw)[0], row.raw)

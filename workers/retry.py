@@ -19,11 +19,11 @@ import msgspec
 import psycopg
 from sqlalchemy.engine import Connection, Engine
 
-from engine.outbox.events import AnyEvent, decode
+from engine.outbox.events import AnyEvent
 from persistence.database import autocommit, transaction
 from persistence.setaside import SetAside, SetAsideRow
 from workers.holds import Holds, describe, owned
-from workers.postgres import REFUSED, apply_batch
+from workers.postgres import REFUSED, apply_batch, decode_or_why
 
 log = logging.getLogger("rushorder.workers")
 
@@ -41,27 +41,22 @@ def retry_set_aside(db: Engine, ids: Collection[int] | None = None) -> Retried:
         conn = autocommit(plain)
         holds, applied = Holds(), 0
         for row in SetAside(conn).all():
-            event = _event(row)
+            event, why = decode_or_why(row.raw)
             if ids is not None and row.id not in ids:
                 holds.hold(owned(event, row.raw))  # not retried: what follows it waits
-            elif _retry(conn, row, event, holds):
+            elif _retry(conn, row, event, why, holds):
                 applied += 1
             else:
                 holds.hold(owned(event, row.raw))
         return Retried(applied=applied, left=SetAside(conn).all())
 
 
-def _event(row: SetAsideRow) -> AnyEvent | None:
-    try:
-        return decode(row.raw)
-    except msgspec.MsgspecError:
-        return None
-
-
-def _retry(conn: Connection, row: SetAsideRow, event: AnyEvent | None, holds: Holds) -> bool:
-    """Apply one entry and forget it, in one transaction; whether it was applied."""
+def _retry(conn: Connection, row: SetAsideRow, event: AnyEvent | None, why: str,
+           holds: Holds) -> bool:
+    """Apply one entry and forget it, in one transaction; whether it was applied (``why``:
+    why the entry does not decode, when ``event`` is None)."""
     if event is None:
-        return _failed(conn, row, f"undecodable outbox entry: {_why_undecodable(row.raw)}")
+        return _failed(conn, row, why)
     if (blocker := holds.blocker(event)) is not None:
         return _failed(conn, row, f"held back: an earlier entry of {describe(blocker)} is "
                                   "still set aside")
@@ -80,10 +75,3 @@ def _failed(conn: Connection, row: SetAsideRow, error: str) -> bool:
     log.warning("outbox retry: entry %d still set aside: %s", row.id, error[:300])
     return False
 
-
-def _why_undecodable(raw: bytes) -> str:
-    try:
-        decode(raw)
-    except msgspec.MsgspecError as exc:
-        return str(exc)
-    return "?"
