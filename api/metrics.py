@@ -215,10 +215,17 @@ class Metrics:
         try:
             order = await placing
         except EngineError as exc:
-            self._rejected[exc.code] = self._rejected.get(exc.code, 0) + 1
+            self.count_outcome(exc.code)
             raise
-        self._placed += 1
+        self.count_outcome(None)
         return order
+
+    def count_outcome(self, refused: str | None) -> None:
+        """Count one order: placed (``refused`` None) or rejected with that code."""
+        if refused is None:
+            self._placed += 1
+        else:
+            self._rejected[refused] = self._rejected.get(refused, 0) + 1
 
     def exposition(self) -> bytes:
         """The Prometheus text format of every metric (of every process, when shared)."""

@@ -49,18 +49,12 @@ async def counted(metrics: Metrics, placing: Awaitable[Order], idem: Idempotency
     try:
         order = await placing
     except EngineError as exc:
-        if replayed(idem):
-            raise
-        return await metrics.count_order(_raising(exc))
-    return order if replayed(idem) else await metrics.count_order(_value(order))
-
-
-async def _value(order: Order) -> Order:
+        if not replayed(idem):
+            metrics.count_outcome(exc.code)
+        raise
+    if not replayed(idem):
+        metrics.count_outcome(None)
     return order
-
-
-async def _raising(exc: EngineError) -> Order:
-    raise exc
 
 
 async def place(engine: Engine, metrics: Metrics, user_id: int,
