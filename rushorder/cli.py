@@ -19,9 +19,7 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import Any
 
-import msgspec
-
-from rushorder.settings import MissingSetting, Settings, UnsafeSetting, redact
+from rushorder.settings import BadSetting, MissingSetting, Settings, UnsafeSetting, redact
 
 TOKEN_TTL_S = 7 * 24 * 3600
 
@@ -265,8 +263,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         settings = Settings.from_env()
-    except msgspec.ValidationError as exc:
-        print(f"rushorder: bad RUSHORDER_* setting: {exc}", file=sys.stderr)
+    except BadSetting as exc:
+        print(f"rushorder: bad setting: {redact(str(exc))}", file=sys.stderr)
         return 2
     logging.basicConfig(level=settings.log_level.upper(),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")

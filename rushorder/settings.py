@@ -23,6 +23,10 @@ DEV_JWT_SECRET = "rushorder-dev-secret-change-me-before-prod"
 # HS256's key should be as long as its hash (RFC 7518 3.2): a shorter secret is guessed.
 MIN_JWT_SECRET_BYTES = 32
 MAKE_A_SECRET = "python -c 'import secrets; print(secrets.token_urlsafe(32))'"
+# The most money any policy setting may name: balances and amounts stay well inside the
+# 2^53 that Redis' Lua numbers (doubles) hold exactly.
+MAX_MONEY = 10**15
+Port = Annotated[int, Meta(ge=1, le=65_535)]
 
 # The password of a URL: ``scheme://[user]:<password>@host``.
 _URL_PASSWORD = re.compile(r"(\b[a-zA-Z][\w+.-]*://[^:/@\s]*:)[^@\s]+(@)")
@@ -56,6 +60,24 @@ class MissingSetting(ValueError):
         super().__init__(f"{who} needs {' and '.join(self.variables)}")
 
 
+class BadSetting(ValueError):
+    """Raised by :meth:`Settings.from_env` for a value out of its range or a policy that
+    contradicts itself; the message is one line naming the ``RUSHORDER_*`` variable."""
+
+
+# msgspec's "Expected `int` >= 1 - at `$.charge_unit`": the field's path, at the end.
+_AT_FIELD = re.compile(r"^(?P<why>.*) - at `\$\.(?P<field>\w+)`$")
+
+
+def _named(message: str, raw: Mapping[str, str]) -> str:
+    """msgspec's message about field ``x`` as a line about RUSHORDER_X and its value."""
+    at = _AT_FIELD.match(message)
+    if at is None:  # a cross-check's own line names its variables already
+        return message
+    field = at["field"]
+    return f"RUSHORDER_{field.upper()}={raw.get(field, '')!r}: {at['why'].lower()}"
+
+
 class UnsafeSetting(ValueError):
     """Raised when a process would serve with a JWT secret anyone can sign with: the
     published dev secret off loopback, or one shorter than ``MIN_JWT_SECRET_BYTES``."""
@@ -72,31 +94,31 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     # (CROSSSLOT): give it a plain Redis of its own there. Unset: redis_url.
     rq_redis_url: str | None = None
     data_dir: str = "./.rushorder"
-    redis_port: int = 6380
-    pg_port: int = 5433
+    redis_port: Port = 6380
+    pg_port: Port = 5433
     # The engine's deadline for any Redis reply: past it, every pending request answers
     # 503 and the connection is made again (a stopped Redis must not hold requests).
-    redis_timeout_s: float = 3.0
+    redis_timeout_s: Annotated[float, Meta(gt=0, le=600)] = 3.0
     # How long Redis keeps an order, history line or used coupon once Postgres has it
     # (engine/outbox/settle.py): reads of the recent tail never need Postgres.
-    redis_retention_s: float = 600.0
+    redis_retention_s: Annotated[float, Meta(ge=0)] = 600.0
     # /health/ready fails at or above this much Redis memory (0: never), so a load
     # balancer stops sending orders before Redis refuses them (noeviction).
-    redis_memory_high_water_mb: int = 4096
+    redis_memory_high_water_mb: Annotated[int, Meta(ge=0)] = 4096
 
     # HTTP API.
     http_host: str = "127.0.0.1"
-    http_port: int = 8000
-    api_workers: int = 2
+    http_port: Port = 8000
+    api_workers: Annotated[int, Meta(ge=1, le=256)] = 2
     # uvicorn answered orders ~20% and plain reads ~18% faster here (docs/performance.md).
     api_server: Literal["uvicorn", "granian"] = "uvicorn"
     jwt_secret: str = DEV_JWT_SECRET
 
     # Mock data platform and the forwarder that feeds it.
-    platform_port: int = 8100
+    platform_port: Port = 8100
     data_platform_url: str | None = None
-    platform_timeout_s: float = 2.0
-    platform_max_attempts: int = 8
+    platform_timeout_s: Annotated[float, Meta(gt=0, le=600)] = 2.0
+    platform_max_attempts: Annotated[int, Meta(ge=1)] = 8
     # batch: POST /events/batch (the mock's, and the analytics sinks' way); single: POST /events.
     platform_mode: Literal["batch", "single"] = "batch"
     platform_batch: Annotated[int, Meta(ge=1, le=500)] = 500  # events per batch request
@@ -104,23 +126,25 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     platform_client: Literal["aiohttp", "httpx"] = "aiohttp"
 
     # Outbox workers.
-    workers: int = 1
+    workers: Annotated[int, Meta(ge=1, le=256)] = 1
     # Each `rushorder worker` serves its processes' metrics here (0: nowhere); `make up`
     # gives worker n this port + n - 1.
-    worker_metrics_port: int = 9101
-    outbox_batch: int = 1000
+    worker_metrics_port: Annotated[int, Meta(ge=0, le=65_535)] = 9101
+    outbox_batch: Annotated[int, Meta(ge=1, le=100_000)] = 1000
     # User groups (engine/keys.py): fixed for the life of the data; to change it, rebuild
     # Redis from Postgres with the new count (docs/architecture.md, "User groups").
     groups: Annotated[int, Meta(ge=1, le=1024)] = 4
-    outbox_reclaim_idle_ms: int = 30_000
+    outbox_reclaim_idle_ms: Annotated[int, Meta(ge=1)] = 30_000
 
-    # Business policy (defaults from shared/API.md).
-    charge_min: int = 1_000
-    charge_max: int = 1_000_000
-    charge_unit: int = 10
-    balance_max: int = 10_000_000
-    idempotency_ttl_s: int = 86_400
-    top_window_hours: int = 72
+    # Business policy (defaults from shared/API.md; the README's "Policies of the seeds"
+    # table gives each assignment document's). Ranged here and cross-checked in
+    # __post_init__: a unit of 0 would refuse every charge, a minimum of 0 take 0-won ones.
+    charge_min: Annotated[int, Meta(ge=1, le=MAX_MONEY)] = 1_000
+    charge_max: Annotated[int, Meta(ge=1, le=MAX_MONEY)] = 1_000_000
+    charge_unit: Annotated[int, Meta(ge=1, le=MAX_MONEY)] = 10
+    balance_max: Annotated[int, Meta(ge=1, le=MAX_MONEY)] = 10_000_000
+    idempotency_ttl_s: Annotated[int, Meta(ge=1, le=30 * 86_400)] = 86_400
+    top_window_hours: Annotated[int, Meta(ge=1, le=24 * 366)] = 72
 
     # Bounded idempotency and the write rate (issue 25; engine/lua/_lib.lua, guard).
     # Live Idempotency-Key records a user (or admin) may hold; a new key past it answers
@@ -158,6 +182,28 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     metrics_token: str | None = None
 
     log_level: str = "INFO"
+
+    def __post_init__(self) -> None:
+        """Refuse policies that contradict themselves (msgspec checked each field's range):
+        the first problem, naming the settings, as a ``ValueError`` (a ValidationError
+        when read by :meth:`from_env`)."""
+        for problem in self.policy_problems():
+            raise ValueError(problem)
+
+    def policy_problems(self) -> list[str]:
+        """What is wrong between the business policy's settings, one line each."""
+        unit, low, high, cap = (self.charge_unit, self.charge_min, self.charge_max,
+                                self.balance_max)
+        checks = [
+            (low <= high, f"RUSHORDER_CHARGE_MIN ({low}) is above RUSHORDER_CHARGE_MAX ({high})"),
+            (high <= cap, f"RUSHORDER_CHARGE_MAX ({high}) is above RUSHORDER_BALANCE_MAX "
+                          f"({cap}): no charge that large could ever be taken"),
+            (low % unit == 0, f"RUSHORDER_CHARGE_MIN ({low}) is not a multiple of "
+                              f"RUSHORDER_CHARGE_UNIT ({unit})"),
+            (high % unit == 0, f"RUSHORDER_CHARGE_MAX ({high}) is not a multiple of "
+                               f"RUSHORDER_CHARGE_UNIT ({unit})"),
+        ]
+        return [problem for fine, problem in checks if not fine]
 
     def check_secret(self) -> None:
         """Raise :class:`UnsafeSetting` if ``jwt_secret`` is too short to resist guessing."""
@@ -207,14 +253,18 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
-        """Read ``RUSHORDER_*`` variables; unknown ones are ignored, bad values raise."""
+        """Read ``RUSHORDER_*`` variables; unknown ones are ignored, a bad value (or policy)
+        raises :class:`BadSetting` with one line that names the variable."""
         env = os.environ if environ is None else environ
         raw = {
             name: env[f"RUSHORDER_{name.upper()}"]
             for name in cls.__struct_fields__
             if f"RUSHORDER_{name.upper()}" in env
         }
-        return msgspec.convert(raw, cls, strict=False)
+        try:
+            return msgspec.convert(raw, cls, strict=False)
+        except msgspec.ValidationError as exc:
+            raise BadSetting(_named(str(exc), raw)) from None
 
     def replace(self, **changes: object) -> Settings:
         """A copy with some fields changed (tests and the supervisor use it)."""
