@@ -67,34 +67,45 @@ ROUNDS = 24  # acquire's rounds before it gives up (503) rather than refuse wron
 
 @dataclass(frozen=True)
 class Kind:
-    """What is allotted: a product's stock or a coupon's quantity."""
+    """What is allotted: a product's stock, an option's stock or a coupon's quantity."""
 
     letter: str  # in the transfer records
     field: str  # the units' hash field
     definition: tuple[str, ...]  # the fields a group's copy takes from the reserve
+    prefix: str  # the reserves' key prefix
+    group_prefix: str  # the name of keys.Group's attribute holding its copies' prefix
 
     def reserve(self, thing_id: int) -> str:
-        """The reserve's key of a product or coupon."""
-        return (keys.product if self.letter == "p" else keys.coupon)(thing_id)
+        """The reserve's key of a product, option or coupon."""
+        return f"{self.prefix}{thing_id}"
 
     def reserve_prefix(self) -> str:
         """The reserves' key prefix."""
-        return keys.PRODUCT_PREFIX if self.letter == "p" else keys.COUPON_PREFIX
+        return self.prefix
 
     def copy(self, group: keys.Group, thing_id: int) -> str:
-        """A group's copy (and allotment) of a product or coupon."""
-        return group.product(thing_id) if self.letter == "p" else group.coupon(thing_id)
+        """A group's copy (and allotment) of a product, option or coupon."""
+        return f"{self.copy_prefix(group)}{thing_id}"
 
     def copy_prefix(self, group: keys.Group) -> str:
         """A group's copies' key prefix."""
-        return group.product_prefix if self.letter == "p" else group.coupon_prefix
+        prefix: str = getattr(group, self.group_prefix)
+        return prefix
 
 
-PRODUCT = Kind("p", "stock", ("name", "price", "v"))
+# A product's copy carries every field the order script reads of it (issue 27: its sale
+# status, window, per-user limit and options list too), so that a change of any of them
+# reaches every group as a new version of the copy.
+PRODUCT = Kind("p", "stock", (
+    "name", "price", "v", "status", "starts_ms", "ends_ms", "max_per_user", "category",
+    "options"), keys.PRODUCT_PREFIX, "product_prefix")
+OPTION = Kind("o", "stock", ("product_id", "name", "extra_price", "v"), keys.OPTION_PREFIX,
+              "option_prefix")
 COUPON = Kind("c", "remaining", (
     "id", "name", "discount_type", "discount_value", "total_quantity", "valid_from",
-    "valid_until", "valid_from_ms", "valid_until_ms", "v"))
-KINDS = {kind.letter: kind for kind in (PRODUCT, COUPON)}
+    "valid_until", "valid_from_ms", "valid_until_ms", "v"), keys.COUPON_PREFIX,
+    "coupon_prefix")
+KINDS = {kind.letter: kind for kind in (PRODUCT, OPTION, COUPON)}
 RESERVE = -1  # a transfer's destination when it is the reserve
 
 

@@ -140,13 +140,11 @@ class CatalogCommands(Core):
             k *= 4
         now_ms = max(a.now_ms for a in answers)
         hour = now_ms // 3_600_000
-        details = await asyncio.gather(*(self.conn.execute(
-            "HMGET", keys.product(pid), "name", "price") for pid in ranked))
+        details = await self._live_products(ranked)
         return Top(
-            items=[TopProduct(rank=i, product_id=pid, name=name.decode(), price=int(price),
-                              sold_quantity=totals[pid])
-                   for i, (pid, (name, price)) in enumerate(zip(ranked, details, strict=True),
-                                                            start=1)],
+            items=[TopProduct(rank=i, product_id=p.id, name=p.name, price=p.price,
+                              sold_quantity=totals[p.id], stock=p.stock)
+                   for i, p in enumerate(details, start=1)],
             window_start=datetime.fromtimestamp(
                 (hour - p.top_window_hours + 1) * 3600, UTC),
             window_end=datetime.fromtimestamp(now_ms / 1000, UTC))

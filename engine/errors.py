@@ -53,6 +53,24 @@ class OutOfStock(EngineError):
     code = "OUT_OF_STOCK"
 
 
+class OptionNotFound(EngineError):
+    """Raised when an option id is unknown, or is another product's option."""
+
+    code = "OPTION_NOT_FOUND"
+
+
+class ProductNotOnSale(EngineError):
+    """Raised when a product is suspended or outside its sale window (Redis' clock)."""
+
+    code = "PRODUCT_NOT_ON_SALE"
+
+
+class PurchaseLimitExceeded(EngineError):
+    """Raised when an order would take a user past a product's ``max_per_user``."""
+
+    code = "PURCHASE_LIMIT_EXCEEDED"
+
+
 class CouponNotFound(EngineError):
     """Raised when a coupon id is unknown."""
 

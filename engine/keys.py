@@ -34,8 +34,9 @@ Catalog keys (``{ro}``):
 | key | type | holds |
 | --- | --- | --- |
 | {ro}:live | string | the live-state marker (engine/state.py): no marker, nothing served |
-| {ro}:seq | hash | catalog id counters: product, coupon |
-| {ro}:product:<id> | hash | name, price, v (version), the reserve's stock, flight, moves |
+| {ro}:seq | hash | catalog id counters: product, coupon, option (one over all products) |
+| {ro}:product:<id> | hash | definition (below); the reserve's stock, flight, moves |
+| {ro}:option:<id> | hash | product_id, name, extra_price, v; the reserve's stock, flight, moves |
 | {ro}:products | zset | catalog index, score = member = product id |
 | {ro}:coupon:<id> | hash | coupon definition + the reserve's remaining units |
 | {ro}:xfer:out | hash | transfer id -> "<kind> <id> <destination> <units> <ms>", in flight |
@@ -49,6 +50,12 @@ Catalog keys (``{ro}``):
 | {ro}:ops:replay:asked | list | ids of replay requests from the console, for a platform forwarder |
 | {ro}:ops:replay:<id> | string | a replay request's state and answer (JSON); 10 min TTL |
 | {ro}:ops:session:<sha256> | string | a console login: admin, CSRF token (JSON); 8 h TTL |
+
+A product's *definition* (issue 27): name, price, v (version), status (ON_SALE |
+SUSPENDED), starts_ms and ends_ms (the sale window, epoch ms, '' for none), max_per_user
+('0' for none), category ('' for none), options (its option ids, comma-separated, in
+creation order; '' for a plain product). A product with options keeps a stock and flight
+of 0 for ever: its units are its options' (``{ro}:option:<id>`` and the groups' copies).
 
 Group keys (``<g>`` is the group's hash tag, :func:`group_tag`: ``{g0}``, ``{g1.3}``...):
 
@@ -64,7 +71,8 @@ Group keys (``<g>`` is the group's hash tag, :func:`group_tag`: ``{g0}``, ``{g1.
 | <g>:ucoupons:<user> | zset | a user's issued coupons, score = issued coupon id |
 | <g>:order:<id> | hash | json (the answer), user, status, hour, icoupon, entry |
 | <g>:uorders:<user> | list | a user's order ids, in id order |
-| <g>:cart:<user> | hash | product id -> quantity |
+| <g>:cart:<user> | hash | "<product id>" or "<product id>:<option id>" -> quantity |
+| <g>:bought:<user> | hash | product id -> units the user holds in paid orders (max_per_user) |
 | <g>:sales:h:<hour> | zset | product -> units the group sold in that UTC hour (epoch // 3600) |
 | <g>:sales:window | zset | product -> units in hour buckets not yet rolled off |
 | <g>:sales:rolled | string | the last hour rolled off the window |
@@ -73,7 +81,8 @@ Group keys (``<g>`` is the group's hash tag, :func:`group_tag`: ``{g0}``, ``{g1.
 | <g>:rate:<user> | string | the user's write-rate bucket: when it is full again, ms (GCRA) |
 | <g>:floor:<user> | hash | o, h, c: the user's highest order/line/coupon id dropped |
 | <g>:settle | list | committed batches waiting out the retention (settle.lua) |
-| <g>:product:<id> | hash | the group's copy: name, price, v; stock (its allotment), flight |
+| <g>:product:<id> | hash | the group's copy: definition; stock (its allotment), flight, at |
+| <g>:option:<id> | hash | the group's copy of an option's definition; stock, flight, at |
 | <g>:coupon:<id> | hash | the group's copy of a coupon; remaining (its allotment), flight |
 | <g>:xfer:out | hash | the group's transfers in flight to the reserve, as {ro}:xfer:out |
 | <g>:xfer:in:<transfer> | string | a transfer the group received (7 days) |
@@ -102,6 +111,9 @@ LIVE = f"{TAG}:live"
 SEQ = f"{TAG}:seq"
 PRODUCTS = f"{TAG}:products"
 PRODUCT_PREFIX = f"{TAG}:product:"
+# Options (issue 27): each option of a product has a reserve of its own, allotted to the
+# groups as a product's stock is (engine/allotments.py, Kind OPTION).
+OPTION_PREFIX = f"{TAG}:option:"
 COUPON_PREFIX = f"{TAG}:coupon:"
 # The catalog's changes (product.*, coupon.created): a stream of its own beside the
 # groups' streams, read by the same consumers (Layout.outboxes).
@@ -116,6 +128,11 @@ TRANSFER_IN_PREFIX = f"{TAG}:xfer:in:"
 def product(product_id: int) -> str:
     """One product's hash."""
     return f"{PRODUCT_PREFIX}{product_id}"
+
+
+def option(option_id: int) -> str:
+    """One option's hash: its definition and reserve."""
+    return f"{OPTION_PREFIX}{option_id}"
 
 
 def coupon(coupon_id: int) -> str:
@@ -188,6 +205,7 @@ class Group:
         # The group's allotments (engine/allotments.py): its copy of each product and coupon
         # with its units, and the transfers it is sending or has received.
         self.product_prefix = f"{p}:product:"
+        self.option_prefix = f"{p}:option:"
         self.coupon_prefix = f"{p}:coupon:"
         self.transfers_out = f"{p}:xfer:out"
         self.transfer_in_prefix = f"{p}:xfer:in:"
@@ -249,6 +267,14 @@ class Group:
     def product(self, product_id: int) -> str:
         """The group's copy of a product: name, price, version and its allotment of units."""
         return f"{self.product_prefix}{product_id}"
+
+    def option(self, option_id: int) -> str:
+        """The group's copy of an option: its definition and allotment of units."""
+        return f"{self.option_prefix}{option_id}"
+
+    def bought(self, user_id: int) -> str:
+        """Units of each product the user holds in paid orders (max_per_user)."""
+        return f"{self.tag}:bought:{user_id}"
 
     def coupon(self, coupon_id: int) -> str:
         """The group's copy of a coupon definition and its allotment of units."""

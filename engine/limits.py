@@ -54,6 +54,12 @@ PRICE = Bounds(1, 100_000_000)
 STOCK = Bounds(0, 1_000_000_000)
 STOCK_DELTA = Bounds(-STOCK.high, STOCK.high)
 
+# Issue 27: a product's options, sale limit and category.
+OPTIONS = Bounds(0, 100)  # options per product
+EXTRA_PRICE = Bounds(0, PRICE.high)  # added to the product's price
+MAX_PER_USER = Bounds(1, 1_000)  # units of a product one user may hold in paid orders
+CATEGORY_LENGTH = Bounds(1, 50)  # characters
+
 ORDER_LINES = Bounds(1, 50)
 QUANTITY = Bounds(1, 1_000)  # of an order line
 CART_QUANTITY = Bounds(1, 1_000)  # of a cart line (0 is no removal: DELETE removes)
@@ -96,6 +102,12 @@ def check_text(value: str, field: str) -> None:
 def check_name(value: str, field: str = "name") -> None:
     """A product's or coupon's name: 1 to 200 characters, none of them a control."""
     NAME_LENGTH.check_length(value, field, "characters")
+    check_text(value, field)
+
+
+def check_category(value: str, field: str = "category") -> None:
+    """A product's category: 1 to 50 characters, none of them a control."""
+    CATEGORY_LENGTH.check_length(value, field, "characters")
     check_text(value, field)
 
 

@@ -14,6 +14,7 @@ import msgspec
 HistoryType = Literal["CHARGE", "USE", "REFUND"]
 DiscountType = Literal["FIXED", "PERCENT"]
 OrderStatus = Literal["PAID", "CANCELLED"]
+ProductStatus = Literal["ON_SALE", "SUSPENDED"]
 IssuedCouponStatus = Literal["AVAILABLE", "USED", "EXPIRED"]
 
 
@@ -47,13 +48,41 @@ class HistoryLine(Model, frozen=True):
     created_at: datetime
 
 
+class ProductOption(Model, frozen=True):
+    """One option of a product (a size, a colour) with its own live stock; its unit price
+    is the product's price plus ``extra_price``."""
+
+    id: int
+    product_id: int
+    name: str
+    extra_price: int
+    stock: int
+    sold_out: bool
+
+
+class NewOption(Model, frozen=True):
+    """An option to create (with its product, or added to it later)."""
+
+    name: str
+    extra_price: int = 0
+    stock: int = 0
+
+
 class Product(Model, frozen=True):
-    """A product with its live stock."""
+    """A product with its live stock (the sum of its options' when it has options) and
+    whether it is on sale now (status and window, on Redis' clock)."""
 
     id: int
     name: str
     price: int
     stock: int
+    status: ProductStatus = "ON_SALE"
+    on_sale: bool = True
+    sale_starts_at: datetime | None = None
+    sale_ends_at: datetime | None = None
+    max_per_user: int | None = None
+    category: str | None = None
+    options: list[ProductOption] = []
 
 
 class TopProduct(Model, frozen=True):
@@ -64,6 +93,7 @@ class TopProduct(Model, frozen=True):
     name: str
     price: int
     sold_quantity: int
+    stock: int
 
 
 class Top(Model, frozen=True):
@@ -103,12 +133,14 @@ class IssuedCoupon(Model, frozen=True):
 
 
 class OrderLine(Model, frozen=True):
-    """One product of an order, at the price paid."""
+    """One product (and option) of an order, at the price paid."""
 
     product_id: int
     name: str
     unit_price: int
     quantity: int
+    option_id: int | None = None
+    option_name: str | None = None
 
 
 class Order(Model, frozen=True):
@@ -135,6 +167,8 @@ class CartLine(Model, frozen=True):
     quantity: int
     line_total: int
     in_stock: bool
+    option_id: int | None = None
+    option_name: str | None = None
 
 
 class Cart(Model, frozen=True):
