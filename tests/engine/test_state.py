@@ -27,6 +27,8 @@ CALLS: dict[str, Callable[[Engine], Awaitable[Any]]] = {
     "history": lambda e: e.history(1),
     "create_product": lambda e: e.create_product("widget", 100, 5),
     "update_product": lambda e: e.update_product(1, price=50),
+    "add_option": lambda e: e.add_option(1, "size 260", stock=5),
+    "update_option": lambda e: e.update_option(1, 1, stock_delta=1),
     "product": lambda e: e.product(1),
     "products": lambda e: e.products(),
     "top": lambda e: e.top(),
