@@ -83,9 +83,11 @@ class HistoryLine(Base):
 
 
 class Product(Base):
-    """A product with its live stock; ``initial_stock`` is its stock at creation."""
+    """A product with its live stock (of one with options, the sum of theirs) and how it is
+    sold; ``initial_stock`` is its stock at creation (its options' of then included)."""
 
     __tablename__ = "products"
+    __table_args__ = (CheckConstraint("status IN ('ON_SALE', 'SUSPENDED')", name="status"),)
 
     id: Mapped[int] = _id()
     name: Mapped[str]
@@ -93,7 +95,47 @@ class Product(Base):
     stock: Mapped[int]
     initial_stock: Mapped[int]
     created_at: Mapped[datetime]
-    version: Mapped[int]  # the outbox entry that last set name and price
+    version: Mapped[int]  # the outbox entry that last set the definition (name, price, ...)
+    status: Mapped[str] = mapped_column(server_default="ON_SALE")
+    sale_starts_at: Mapped[datetime | None]
+    sale_ends_at: Mapped[datetime | None]
+    max_per_user: Mapped[int | None]
+    category: Mapped[str | None]
+
+
+class ProductOption(Base):
+    """An option of a product (a size, a colour) with its own live stock. ``initial_stock``
+    is its stock when its product was created: 0 for an option added later, whose first
+    stock is its first change (``option_changes``), so that every ledger adds each unit
+    once."""
+
+    __tablename__ = "product_options"
+    __table_args__ = (Index(None, "product_id", "id"),)  # a product's options, in order
+
+    id: Mapped[int] = _id()
+    product_id: Mapped[int]
+    name: Mapped[str]
+    extra_price: Mapped[int]
+    stock: Mapped[int]
+    initial_stock: Mapped[int]
+    created_at: Mapped[datetime]
+    version: Mapped[int]  # the outbox entry that last set name and extra_price
+
+
+class OptionChange(Base):
+    """An admin's change to an option (added to its product later, restocked, renamed,
+    repriced): with ``product_changes``, the restocks of the audit."""
+
+    __tablename__ = "option_changes"
+    __table_args__ = (Index(None, "option_id"), Index(None, "product_id"))
+
+    entry: Mapped[int] = _id()  # the outbox entry of the change
+    option_id: Mapped[int]
+    product_id: Mapped[int]
+    stock_delta: Mapped[int]
+    name: Mapped[str]
+    extra_price: Mapped[int]
+    changed_at: Mapped[datetime]
 
 
 class ProductChange(Base):
@@ -170,7 +212,8 @@ class Order(Base):
 
 
 class OrderLine(Base):
-    """One product of an order at the price paid; ``position`` keeps the answer's order."""
+    """One product (and option: ``option_id`` and its name then, null for a plain product)
+    of an order at the price paid; ``position`` keeps the answer's order."""
 
     __tablename__ = "order_lines"
 
@@ -180,6 +223,8 @@ class OrderLine(Base):
     name: Mapped[str]
     unit_price: Mapped[int]
     quantity: Mapped[int] = mapped_column(Integer)
+    option_id: Mapped[int | None]
+    option_name: Mapped[str | None]
 
 
 class Payment(Base):

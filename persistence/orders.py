@@ -35,7 +35,8 @@ class OrderRow(Row):
 
 
 class LineRow(Row):
-    """One product of an order at the price paid; ``position`` is its place in the order."""
+    """One product (and option, or None) of an order at the price paid; ``position`` is its
+    place in the order."""
 
     order_id: int
     position: int
@@ -43,6 +44,8 @@ class LineRow(Row):
     name: str
     unit_price: int
     quantity: int
+    option_id: int | None = None
+    option_name: str | None = None
 
 
 class PaidOrder(Row):
@@ -170,6 +173,18 @@ class Orders:
                  .group_by(ORDERS.c.user_id, hour, LINES.c.product_id))
         for user, at, product, units in stream(self.conn, query):
             yield int(user), int(at), int(product), int(units)
+
+    def bought(self) -> Iterator[tuple[int, int, int]]:
+        """Units each user holds in paid (not cancelled) orders, by product, all options
+        together, as ``(user, product, units)`` by user: what ``max_per_user`` counts
+        (``<g>:bought:<user>``)."""
+        query = (sa.select(ORDERS.c.user_id, LINES.c.product_id, sa.func.sum(LINES.c.quantity))
+                 .select_from(ORDERS.join(LINES, LINES.c.order_id == ORDERS.c.id))
+                 .where(ORDERS.c.status == "PAID")
+                 .group_by(ORDERS.c.user_id, LINES.c.product_id)
+                 .order_by(ORDERS.c.user_id, LINES.c.product_id))
+        for user, product, units in stream(self.conn, query):
+            yield int(user), int(product), int(units)
 
     def owners(self) -> dict[int, int]:
         """Every order's user, by id."""

@@ -10,7 +10,8 @@ things in turn. A retry (``workers/retry.py``) applies them in the same order.
 
 Per user and per catalog item, not per stream: everybody else's entries keep being
 written. An entry that cannot be decoded owns what its JSON plainly names (``user_id``
-fields; the product or coupon of a catalog event), nothing if it is not JSON at all.
+fields; the product or coupon of a catalog event, an option's product), nothing if it is
+not JSON at all. An option is held as its product: orders name both.
 """
 
 from __future__ import annotations
@@ -25,6 +26,8 @@ from engine.outbox.events import (
     BalanceCharged,
     CouponCreated,
     CouponIssued,
+    OptionCreated,
+    OptionUpdated,
     OrderCancelled,
     OrderPaid,
     ProductCreated,
@@ -40,6 +43,8 @@ def owns(event: AnyEvent) -> set[Key]:
         return {("user", event.user_id)}
     if isinstance(event, ProductCreated | ProductUpdated):
         return {("product", event.product.id)}
+    if isinstance(event, OptionCreated | OptionUpdated):  # an option is its product's
+        return {("product", event.product_id)}
     if isinstance(event, CouponCreated):
         return {("coupon", event.coupon.id)}
     if isinstance(event, CouponIssued):
@@ -71,6 +76,8 @@ def owns_raw(raw: bytes) -> set[Key]:
         item = data.get(field)
         if kind.startswith(prefix) and isinstance(item, dict) and isinstance(item.get("id"), int):
             found.add((field, item["id"]))
+    if kind.startswith("option.") and isinstance(data.get("product_id"), int):
+        found.add(("product", data["product_id"]))
     return found
 
 

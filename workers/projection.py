@@ -11,10 +11,13 @@ Postgres writer guarantees both; an entry seen twice is filtered out before this
   makes a stale write a no-op should entries ever come late.
 * stock: deltas (order lines, ``stock_delta``). ``order.*`` events carry no stock after,
   and deltas add up the same in any order; the applied-entry claim in the same
-  transaction is what keeps a delta from being added twice.
+  transaction is what keeps a delta from being added twice. An option's stock the same
+  way, and every move of it moves its product's too, so a product with options holds the
+  sum of theirs (an option added later brings its first stock to its product).
 * coupon remaining: deltas, one unit per issue (like stock: an issue's ``remaining`` is
   only what its user group's allotment had left, engine/allotments.py).
-* issued-coupon status, product name and price: absolute, versioned like balances.
+* issued-coupon status, a product's definition (name, price, status, window, limit,
+  category), an option's name and extra price: absolute, versioned like balances.
 * sales per hour: deltas, like stock (a cancel takes its units out of the order's hour).
 """
 
@@ -32,13 +35,25 @@ from engine.outbox.events import (
     BalanceCharged,
     CouponCreated,
     CouponIssued,
+    OptionCreated,
+    OptionState,
+    OptionUpdated,
     OrderCancelled,
     OrderPaid,
     ProductCreated,
+    ProductState,
     ProductUpdated,
 )
 from persistence.balances import BalanceRow, HistoryRow
-from persistence.catalog import ProductChangeRow, ProductDetails, ProductRow, StockMove
+from persistence.catalog import (
+    OptionChangeRow,
+    OptionDetails,
+    OptionRow,
+    ProductChangeRow,
+    ProductDetails,
+    ProductRow,
+    StockMove,
+)
 from persistence.coupons import CouponRow, IssuedRow, IssuedState, Issues
 from persistence.orders import Cancellation, LineRow, PaidOrder
 from persistence.sales import SalesRow
@@ -62,6 +77,10 @@ class Changes:
     details: dict[int, ProductDetails] = field(default_factory=dict)
     product_changes: list[ProductChangeRow] = field(default_factory=list)
     stock: Counter[int] = field(default_factory=Counter)
+    options: list[OptionRow] = field(default_factory=list)
+    option_details: dict[int, OptionDetails] = field(default_factory=dict)
+    option_changes: list[OptionChangeRow] = field(default_factory=list)
+    option_stock: Counter[int] = field(default_factory=Counter)
     sales: Counter[tuple[int, int]] = field(default_factory=Counter)
     coupons: list[CouponRow] = field(default_factory=list)
     issues: Counter[int] = field(default_factory=Counter)
@@ -73,7 +92,11 @@ class Changes:
 
     def stock_moves(self) -> list[StockMove]:
         """Net stock change per product (products whose units cancel out are skipped)."""
-        return [StockMove(pid, delta) for pid, delta in sorted(self.stock.items()) if delta]
+        return _moves(self.stock)
+
+    def option_stock_moves(self) -> list[StockMove]:
+        """Net stock change per option (options whose units cancel out are skipped)."""
+        return _moves(self.option_stock)
 
     def sales_rows(self) -> list[SalesRow]:
         """Net units per (hour, product) counter."""
@@ -92,18 +115,39 @@ class Changes:
         self._history(event.user_id, event.history)
 
     def product_created(self, entry: int, event: ProductCreated) -> None:
-        """A new product, stock as created."""
+        """A new product and its options, stock as created (a product with options holds
+        the sum of theirs)."""
         p = event.product
-        self.products.append(
-            ProductRow(p.id, p.name, p.price, p.stock, p.stock, event.at, entry))
+        self.products.append(ProductRow(
+            p.id, p.name, p.price, p.stock, p.stock, event.at, entry, p.status,
+            p.sale_starts_at, p.sale_ends_at, p.max_per_user, p.category))
+        for o in p.options:
+            self.options.append(OptionRow(o.id, p.id, o.name, o.extra_price, o.stock, o.stock,
+                                          event.at, entry))
 
     def product_updated(self, entry: int, event: ProductUpdated) -> None:
-        """A rename, reprice or restock: new details, a stock delta, a change record."""
+        """A change of definition or a restock: new details, a stock delta, a change record."""
         p = event.product
-        self.details[p.id] = ProductDetails(p.id, p.name, p.price, entry)
+        self.details[p.id] = details(p, entry)
         self.stock[p.id] += event.stock_delta
         self.product_changes.append(
             ProductChangeRow(entry, p.id, event.stock_delta, p.name, p.price, event.at))
+
+    def option_created(self, entry: int, event: OptionCreated) -> None:
+        """An option added to a product: its row (no initial stock: its first stock is its
+        first change, see ``persistence.models.ProductOption``) and its units to both."""
+        o = event.option
+        self.options.append(OptionRow(o.id, event.product_id, o.name, o.extra_price, o.stock,
+                                      0, event.at, entry))
+        self._option_change(entry, event.product_id, o, o.stock, event)
+
+    def option_updated(self, entry: int, event: OptionUpdated) -> None:
+        """A rename, reprice or restock of an option: its details, and its delta to it and
+        its product."""
+        o = event.option
+        self.option_details[o.id] = OptionDetails(o.id, o.name, o.extra_price, entry)
+        self.option_stock[o.id] += event.stock_delta
+        self._option_change(entry, event.product_id, o, event.stock_delta, event)
 
     def coupon_created(self, entry: int, event: CouponCreated) -> None:
         """A new coupon with all its units remaining."""
@@ -128,8 +172,9 @@ class Changes:
         hour = hour_of(o)
         for position, line in enumerate(o.items):
             self.lines.append(LineRow(oid, position, line.product_id, line.name,
-                                      line.unit_price, line.quantity))
-            self.stock[line.product_id] -= line.quantity
+                                      line.unit_price, line.quantity, line.option_id,
+                                      line.option_name))
+            self._take(line.product_id, line.option_id, line.quantity)
             self.sales[(hour, line.product_id)] += line.quantity
         self._balance(o.user_id, event.balance_after, entry)
         self._history(o.user_id, event.history)
@@ -143,7 +188,7 @@ class Changes:
         self.cancels.append(Cancellation(int(o.id), o.cancelled_at or event.at))
         hour = hour_of(o)
         for line in o.items:
-            self.stock[line.product_id] += line.quantity
+            self._take(line.product_id, line.option_id, -line.quantity)
             self.sales[(hour, line.product_id)] -= line.quantity
         self._balance(o.user_id, event.balance_after, entry)
         self._history(o.user_id, event.history)
@@ -152,6 +197,19 @@ class Changes:
                 o.issued_coupon_id, "AVAILABLE", None, entry)
 
     # -- helpers -----------------------------------------------------------------------
+
+    def _take(self, product_id: int, option_id: int | None, units: int) -> None:
+        """Units taken by an order line (given back if negative), from its option too."""
+        self.stock[product_id] -= units
+        if option_id is not None:
+            self.option_stock[option_id] -= units
+
+    def _option_change(self, entry: int, product_id: int, option: OptionState, delta: int,
+                       event: OptionCreated | OptionUpdated) -> None:
+        """An option's change record; its delta moves its product's stock too."""
+        self.stock[product_id] += delta
+        self.option_changes.append(OptionChangeRow(
+            entry, option.id, product_id, delta, option.name, option.extra_price, event.at))
 
     def _balance(self, user_id: int, balance: int, entry: int) -> None:
         self.balances[user_id] = BalanceRow(user_id, balance, entry)
@@ -163,10 +221,23 @@ class Changes:
                                            line.balance_after, order_id, line.created_at))
 
 
+def details(p: ProductState, entry: int) -> ProductDetails:
+    """A product's definition as of ``entry``."""
+    return ProductDetails(p.id, p.name, p.price, entry, p.status, p.sale_starts_at,
+                          p.sale_ends_at, p.max_per_user, p.category)
+
+
+def _moves(deltas: Counter[int]) -> list[StockMove]:
+    """Net deltas by id, those that cancel out left out."""
+    return [StockMove(thing, delta) for thing, delta in sorted(deltas.items()) if delta]
+
+
 _HANDLERS: dict[type[Any], Callable[[Changes, int, Any], None]] = {
     BalanceCharged: Changes.balance_charged,
     ProductCreated: Changes.product_created,
     ProductUpdated: Changes.product_updated,
+    OptionCreated: Changes.option_created,
+    OptionUpdated: Changes.option_updated,
     CouponCreated: Changes.coupon_created,
     CouponIssued: Changes.coupon_issued,
     OrderPaid: Changes.order_paid,

@@ -4,6 +4,11 @@ Each stream entry of ``{ro}:outbox`` has one field, ``e``: the event as JSON, ta
 ``type``. The engine's scripts write them; the workers read them with :data:`DECODER`.
 Events carry everything Postgres and the data platform need, so a consumer never reads
 Redis state to apply one.
+
+Events are read long after they were written (a stream's tail, an entry set aside), so a
+field added to an event has a default: an entry written before it still decodes. Catalog
+events carry a product as its state after the change (:class:`ProductState`), not the
+engine's answer: the outbox is the record, and its shape is the one written here.
 """
 
 from __future__ import annotations
@@ -12,9 +17,37 @@ from datetime import datetime
 
 import msgspec
 
-from engine.models import Coupon, HistoryLine, IssuedCoupon, Order, Product
+from engine.models import Coupon, HistoryLine, IssuedCoupon, Order, ProductStatus
 
 EVENT_FIELD = "e"
+
+
+class OptionState(msgspec.Struct, frozen=True, kw_only=True):
+    """An option of a product as an event carries it: ``stock`` is its live total after
+    the change (reserve, allotments and units in flight)."""
+
+    id: int
+    name: str
+    extra_price: int = 0
+    stock: int = 0
+
+
+class ProductState(msgspec.Struct, frozen=True, kw_only=True):
+    """A product as a catalog event carries it, after the change. ``stock`` of a product
+    with options is the sum of theirs; ``options`` is [] for a plain product (and always in
+    product.updated: options have events of their own). Issue 27's fields default to what
+    a product made before them is."""
+
+    id: int
+    name: str
+    price: int
+    stock: int
+    status: ProductStatus = "ON_SALE"
+    sale_starts_at: datetime | None = None
+    sale_ends_at: datetime | None = None
+    max_per_user: int | None = None
+    category: str | None = None
+    options: list[OptionState] = []
 
 
 class Event(msgspec.Struct, frozen=True, kw_only=True, tag_field="type"):
@@ -33,15 +66,32 @@ class BalanceCharged(Event, frozen=True, tag="balance.charged"):
 
 
 class ProductCreated(Event, frozen=True, tag="product.created"):
-    """An admin created a product."""
+    """An admin created a product (with its options, if any)."""
 
-    product: Product
+    product: ProductState
 
 
 class ProductUpdated(Event, frozen=True, tag="product.updated"):
-    """An admin changed a product's name, price or stock; ``product`` is the state after."""
+    """An admin changed a product's definition or stock; ``product`` is the state after
+    (``stock_delta`` is 0 for a product with options: their stock moves by option.updated)."""
 
-    product: Product
+    product: ProductState
+    stock_delta: int
+
+
+class OptionCreated(Event, frozen=True, tag="option.created"):
+    """An admin added an option to an existing product (with its first stock)."""
+
+    product_id: int
+    option: OptionState
+
+
+class OptionUpdated(Event, frozen=True, tag="option.updated"):
+    """An admin changed an option's name, extra price or stock; ``option`` is the state
+    after."""
+
+    product_id: int
+    option: OptionState
     stock_delta: int
 
 
@@ -78,8 +128,8 @@ class OrderCancelled(Event, frozen=True, tag="order.cancelled"):
 
 
 AnyEvent = (
-    BalanceCharged | ProductCreated | ProductUpdated | CouponCreated | CouponIssued
-    | OrderPaid | OrderCancelled
+    BalanceCharged | ProductCreated | ProductUpdated | OptionCreated | OptionUpdated
+    | CouponCreated | CouponIssued | OrderPaid | OrderCancelled
 )
 
 DECODER = msgspec.json.Decoder(AnyEvent)

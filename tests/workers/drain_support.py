@@ -25,9 +25,9 @@ from rushorder.settings import Settings
 
 T = TypeVar("T")
 REPO = Path(__file__).resolve().parents[2]
-TABLES = ("users", "balance_history", "products", "product_changes", "coupons",
-          "issued_coupons", "orders", "order_lines", "payments", "sales_hourly",
-          "outbox_applied")
+TABLES = ("users", "balance_history", "products", "product_changes", "product_options",
+          "option_changes", "coupons", "issued_coupons", "orders", "order_lines", "payments",
+          "sales_hourly", "outbox_applied")
 
 
 def wait_for(check: Callable[[], T], timeout_s: float = 30.0, every_s: float = 0.1,

@@ -18,7 +18,18 @@ from sqlalchemy.engine import Engine as Database
 from engine import Engine, keys
 from engine.models import Coupon, Product
 from engine.outbox import PLATFORM, POSTGRES, Outbox, Outboxes, entry_number, next_id
-from engine.outbox.events import AnyEvent, decode
+from engine.outbox.events import (
+    AnyEvent,
+    OptionCreated,
+    OptionState,
+    OptionUpdated,
+    OrderCancelled,
+    OrderPaid,
+    ProductCreated,
+    decode,
+)
+from persistence.catalog import Catalog
+from tests.workers.catalog_events import AT, option_order, sneaker
 from tests.workers.drain_support import counts, scalar
 from workers.postgres import PostgresWriter, apply_batch, apply_new
 from workers.projection import project
@@ -57,8 +68,9 @@ async def test_every_kind_of_event_lands_in_postgres_as_redis_answers_it(
     drain()
 
     assert counts(db) | {"outbox_applied": 0} == {
-        "users": 2, "balance_history": 6, "products": 2, "product_changes": 1, "coupons": 1,
-        "issued_coupons": 1, "orders": 3, "order_lines": 4, "payments": 3, "sales_hourly": 2,
+        "users": 2, "balance_history": 6, "products": 2, "product_changes": 1,
+        "product_options": 0, "option_changes": 0, "coupons": 1, "issued_coupons": 1,
+        "orders": 3, "order_lines": 4, "payments": 3, "sales_hourly": 2,
         "outbox_applied": 0}
     for user in (1, 2):
         redis_balance = (await engine.balance(user)).balance
@@ -289,7 +301,8 @@ async def test_a_batch_with_some_entries_applied_before_applies_only_the_others_
     assert w.applied == len(events) - len(events[::2])
     assert counts(db) | {"outbox_applied": 0} == {
         "users": 10, "balance_history": 20, "products": 1, "product_changes": 0,
-        "coupons": 0, "issued_coupons": 0, "orders": 10, "order_lines": 10, "payments": 10,
+        "product_options": 0, "option_changes": 0, "coupons": 0, "issued_coupons": 0,
+        "orders": 10, "order_lines": 10, "payments": 10,
         "sales_hourly": 1, "outbox_applied": 0}
     assert scalar(db, "SELECT stock FROM products") == (await engine.product(p.id)).stock
     assert scalar(db, "SELECT sum(balance) FROM users") == 10 * (1_000_000 - 1_000)
@@ -360,3 +373,47 @@ def test_trimming_removes_every_acknowledged_entry_however_many(r: redis.Redis) 
             outbox.ack([e.id for e in taken])
     postgres.trim(step=150)  # many steps, each of whole nodes (100 entries): 100 at a time
     assert r.xlen("{ro}:outbox") < 100  # only what shares a node with the newest is left
+
+
+def test_options_land_in_postgres_once_with_their_product_holding_their_sum(
+    db: Database,
+) -> None:
+    """Hand-made events of issue 27, the engine's shapes (tests/workers/test_projection.py):
+    a product with options, an option added, a restock, an order and its cancel."""
+    events: list[tuple[int, AnyEvent]] = [
+        (1, ProductCreated(at=AT, product=sneaker())),
+        (2, OptionCreated(at=AT, product_id=3, option=OptionState(id=12, name="280",
+                                                                   stock=30))),
+        (3, OptionUpdated(at=AT, product_id=3, option=OptionState(id=10, name="260mm",
+                                                                   stock=55), stock_delta=5)),
+        (4, OrderPaid(at=AT, event_id="5:paid", order=option_order("5"), balance_after=0,
+                      history=None)),
+        (5, OrderPaid(at=AT, event_id="6:paid", order=option_order("6"), balance_after=0,
+                      history=None)),
+        (6, OrderCancelled(at=AT, event_id="6:c", order=option_order("6", "CANCELLED"),
+                           balance_after=0, history=None, coupon_restored=False)),
+    ]
+    names = [(-1, entry) for entry, _ in events]
+    with db.begin() as conn:  # product 1 of the orders' plain line
+        conn.exec_driver_sql("INSERT INTO products VALUES (1, 'a', 100, 10, 10, now(), 0)")
+    with db.begin() as conn:
+        assert apply_batch(conn, events, names) == 6
+    with db.begin() as conn:
+        assert apply_batch(conn, events, names) == 0  # applied once
+
+    with db.connect() as conn:
+        options = conn.exec_driver_sql(
+            "SELECT id, name, stock FROM product_options ORDER BY id").all()
+        product = conn.exec_driver_sql(
+            "SELECT stock, status, max_per_user, category FROM products WHERE id = 3").one()
+        lines = conn.exec_driver_sql(
+            "SELECT option_id, option_name FROM order_lines WHERE order_id = 5 "
+            "ORDER BY position").all()
+        catalog = Catalog(conn)
+        ledgers = (catalog.stock_mismatches(), catalog.option_stock_mismatches(),
+                   catalog.sum_mismatches())
+    # 10: 50 + 5 - 2; 11: 50 - 1; 12: 30 (added later); product 3 the sum
+    assert [tuple(o) for o in options] == [(10, "260mm", 53), (11, "270", 49), (12, "280", 30)]
+    assert tuple(product) == (132, "ON_SALE", 1, "shoes")
+    assert [tuple(line) for line in lines] == [(10, "260"), (11, "270"), (None, None)]
+    assert ledgers == ([], [], [])

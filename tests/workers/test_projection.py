@@ -7,9 +7,30 @@ from datetime import UTC, datetime, timedelta
 import msgspec
 
 from engine.models import HistoryLine, IssuedCoupon, Order, OrderLine
-from engine.outbox.events import BalanceCharged, CouponIssued, OrderCancelled, OrderPaid
-from persistence.catalog import StockMove
+from engine.outbox.events import (
+    BalanceCharged,
+    CouponIssued,
+    OptionCreated,
+    OptionState,
+    OptionUpdated,
+    OrderCancelled,
+    OrderPaid,
+    ProductCreated,
+    ProductState,
+    ProductUpdated,
+    decode,
+)
+from persistence.catalog import (
+    OptionChangeRow,
+    OptionDetails,
+    OptionRow,
+    ProductDetails,
+    ProductRow,
+    StockMove,
+)
 from persistence.coupons import IssuedState, Issues
+from persistence.orders import LineRow
+from tests.workers.catalog_events import LATER, option_order, sneaker
 from workers.projection import hour_of, project
 
 AT = datetime(2026, 11, 22, 10, 59, 59, 999_000, tzinfo=UTC)
@@ -76,3 +97,73 @@ def test_units_count_in_the_hour_the_engine_buckets_them() -> None:
     next_hour = msgspec.structs.replace(last_ms_of_hour, created_at=AT + timedelta(milliseconds=1))
     assert hour_of(last_ms_of_hour) == int(AT.timestamp()) // 3600
     assert hour_of(next_hour) == hour_of(last_ms_of_hour) + 1
+
+
+# -- issue 27: options, the sale window, the per-user limit, the category ------------------
+
+def test_a_product_created_with_options_keeps_them_and_their_sum_as_its_stock() -> None:
+    changes = project([(4, ProductCreated(at=AT, product=sneaker()))])
+    assert changes.products == [ProductRow(3, "sneaker", 1000, 100, 100, AT, 4, "ON_SALE", AT,
+                                           LATER, 1, "shoes")]
+    assert changes.options == [OptionRow(10, 3, "260", 0, 50, 50, AT, 4),
+                               OptionRow(11, 3, "270", 10, 50, 50, AT, 4)]
+    assert changes.stock_moves() == [] and changes.option_changes == []
+
+
+def test_a_product_update_sets_its_whole_definition_and_clears_what_it_clears() -> None:
+    suspended = msgspec.structs.replace(sneaker(), status="SUSPENDED", sale_starts_at=None,
+                                        max_per_user=None, category=None, options=[])
+    changes = project([(5, ProductUpdated(at=AT, product=sneaker(), stock_delta=0)),
+                       (6, ProductUpdated(at=AT, product=suspended, stock_delta=0))])
+    assert changes.details == {3: ProductDetails(3, "sneaker", 1000, 6, "SUSPENDED", None,
+                                                 LATER, None, None)}
+    assert changes.stock_moves() == []
+
+
+def test_an_option_added_later_brings_its_stock_to_its_product_as_a_change() -> None:
+    added = OptionCreated(at=AT, product_id=3, option=OptionState(
+        id=12, name="280", extra_price=20, stock=30))
+    changes = project([(7, added)])
+    assert changes.options == [OptionRow(12, 3, "280", 20, 30, 0, AT, 7)]
+    assert changes.option_changes == [OptionChangeRow(7, 12, 3, 30, "280", 20, AT)]
+    assert changes.stock_moves() == [StockMove(3, 30)]
+    assert changes.option_stock_moves() == []  # its row holds its stock already
+
+
+def test_an_option_update_moves_the_option_and_its_product_and_versions_its_details() -> None:
+    restock = OptionUpdated(at=AT, product_id=3, option=OptionState(
+        id=10, name="260", extra_price=0, stock=55), stock_delta=5)
+    renamed = OptionUpdated(at=AT, product_id=3, option=OptionState(
+        id=10, name="260mm", extra_price=5, stock=55), stock_delta=0)
+    changes = project([(8, restock), (9, renamed)])
+    assert changes.option_details == {10: OptionDetails(10, "260mm", 5, 9)}
+    assert changes.option_stock_moves() == [StockMove(10, 5)]
+    assert changes.stock_moves() == [StockMove(3, 5)]
+    assert [c.entry for c in changes.option_changes] == [8, 9]
+
+
+def test_order_lines_name_their_option_and_take_from_it_and_a_cancel_gives_back() -> None:
+    paid_ = OrderPaid(at=AT, event_id="5:paid", order=option_order("5"), balance_after=0,
+                      history=None)
+    changes = project([(1, paid_)])
+    assert changes.lines[:2] == [LineRow(5, 0, 3, "sneaker", 1000, 2, 10, "260"),
+                                 LineRow(5, 1, 3, "sneaker", 1010, 1, 11, "270")]
+    assert changes.lines[2].option_id is None and changes.lines[2].option_name is None
+    assert changes.option_stock_moves() == [StockMove(10, -2), StockMove(11, -1)]
+    assert changes.stock_moves() == [StockMove(1, -1), StockMove(3, -3)]
+    back = OrderCancelled(at=AT, event_id="5:cancelled", order=option_order("5", "CANCELLED"),
+                          balance_after=0, history=None, coupon_restored=False)
+    both = project([(1, paid_), (2, back)])
+    assert both.option_stock_moves() == [] and both.stock_moves() == []
+
+
+def test_catalog_and_order_events_written_before_issue_27_still_decode() -> None:
+    created = decode(b'{"type":"product.created","at":"2026-11-22T10:00:00.000Z",'
+                     b'"product":{"id":1,"name":"a","price":100,"stock":5}}')
+    paid_ = decode(msgspec.json.encode(paid("5", 750)).replace(b',"option_id":null', b'')
+                   .replace(b',"option_name":null', b''))
+    assert isinstance(created, ProductCreated) and isinstance(paid_, OrderPaid)
+    assert created.product == ProductState(id=1, name="a", price=100, stock=5)
+    assert created.product.status == "ON_SALE" and created.product.options == []
+    assert project([(1, created)]).products[0].status == "ON_SALE"
+    assert [line.option_id for line in paid_.order.items] == [None, None]
