@@ -4,21 +4,43 @@ rejections, replays and reads append nothing."""
 from __future__ import annotations
 
 import asyncio
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
 from engine import Engine, Idempotency
 from engine.errors import EngineError
+from engine.models import NewOption, Product, ProductOption
 from engine.outbox.events import (
     BalanceCharged,
     CouponCreated,
     CouponIssued,
+    OptionCreated,
+    OptionState,
+    OptionUpdated,
     OrderCancelled,
     OrderPaid,
     ProductCreated,
+    ProductState,
     ProductUpdated,
 )
 from tests.engine.support import window
+
+
+def option_state(option: ProductOption) -> OptionState:
+    """An option as the outbox carries it."""
+    return OptionState(id=option.id, name=option.name, extra_price=option.extra_price,
+                       stock=option.stock)
+
+
+def state(product: Product, with_options: bool = True) -> ProductState:
+    """A product as the outbox carries it (product.updated carries no options)."""
+    return ProductState(
+        id=product.id, name=product.name, price=product.price, stock=product.stock,
+        status=product.status, sale_starts_at=product.sale_starts_at,
+        sale_ends_at=product.sale_ends_at, max_per_user=product.max_per_user,
+        category=product.category,
+        options=[option_state(o) for o in product.options] if with_options else [])
 
 
 async def test_charge_emits_balance_charged_with_its_history_line(
@@ -37,7 +59,7 @@ async def test_product_creation_emits_product_created(engine, outbox) -> None:
     mark = await outbox.mark()
     made = await engine.create_product("lamp", 4_000, 9)
     [event] = await outbox.since(mark)
-    assert isinstance(event, ProductCreated) and event.product == made
+    assert isinstance(event, ProductCreated) and event.product == state(made)
 
 
 async def test_product_update_emits_product_updated_with_the_delta(
@@ -48,7 +70,49 @@ async def test_product_update_emits_product_updated_with_the_delta(
     after = await engine.update_product(made.id, price=777, stock_delta=-2)
     [event] = await outbox.since(mark)
     assert isinstance(event, ProductUpdated)
-    assert (event.product, event.stock_delta) == (after, -2)
+    assert (event.product, event.stock_delta) == (state(after), -2)
+
+
+async def test_a_product_with_options_emits_them_and_how_it_is_sold(engine, outbox) -> None:
+    opens = datetime.now(UTC).replace(microsecond=0) + timedelta(hours=1)
+    mark = await outbox.mark()
+    made = await engine.create_product(
+        "sneaker", 90_000, options=[NewOption(name="260", stock=50),
+                                    NewOption(name="270", extra_price=5_000, stock=40)],
+        sale_starts_at=opens, max_per_user=1, category="shoes")
+    [event] = await outbox.since(mark)
+    assert isinstance(event, ProductCreated) and event.product == state(made)
+    assert (event.product.stock, event.product.sale_starts_at) == (90, opens)
+    assert [(o.name, o.extra_price, o.stock) for o in event.product.options] == [
+        ("260", 0, 50), ("270", 5_000, 40)]
+
+
+async def test_a_change_of_definition_emits_the_whole_product_without_its_options(
+    engine, outbox
+) -> None:
+    made = await engine.create_product("sneaker", 90_000, options=[NewOption(name="260")],
+                                       max_per_user=2, category="shoes")
+    mark = await outbox.mark()
+    after = await engine.update_product(made.id, status="SUSPENDED", category=None)
+    [event] = await outbox.since(mark)
+    assert isinstance(event, ProductUpdated)
+    assert (event.product, event.stock_delta) == (state(after, with_options=False), 0)
+    assert (event.product.status, event.product.max_per_user, event.product.category) == (
+        "SUSPENDED", 2, None)
+
+
+async def test_adding_and_changing_an_option_emit_option_events(engine, outbox) -> None:
+    made = await engine.create_product("sneaker", 90_000, options=[NewOption(name="260")])
+    mark = await outbox.mark()
+    added = await engine.add_option(made.id, "280", extra_price=1_000, stock=30)
+    changed = await engine.update_option(made.id, added.id, name="280mm", stock_delta=-5)
+    created, updated = await outbox.since(mark)
+    assert isinstance(created, OptionCreated) and isinstance(updated, OptionUpdated)
+    assert (created.product_id, created.option) == (made.id, OptionState(
+        id=added.id, name="280", extra_price=1_000, stock=30))
+    assert (updated.product_id, updated.option, updated.stock_delta) == (
+        made.id, option_state(changed), -5)
+    assert updated.option.stock == 25
 
 
 async def test_coupon_creation_emits_coupon_created(engine, outbox) -> None:
