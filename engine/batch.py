@@ -35,14 +35,15 @@ _ERR = b"ERR"
 @dataclass
 class OrderCall:
     """One order as place_orders.lua takes it. ``keys``: its ``ORDER_K`` keys, then each
-    line's product key (``LINE_K``); a SHORT answer changes ``flags`` (one a line) and
-    ``take_token`` before the order is sent again."""
+    line's product and option keys (``LINE_K``); ``lines`` are (product id, quantity,
+    option id or None); a SHORT answer changes ``flags`` (one a line) and ``take_token``
+    before the order is sent again."""
 
     keys: list[str]
     user_id: int
     issued_coupon_id: int | None
     fingerprint: str
-    lines: Sequence[tuple[int, int]]
+    lines: Sequence[tuple[int, int, int | None]]
     flags: list[str] = field(default_factory=list)
     take_token: bool = True  # take a token of the user's write rate (the first call only)
 
@@ -52,12 +53,14 @@ class OrderCall:
 
     def args(self) -> list[Any]:
         """The order's arguments: user, coupon, fingerprint, token, line count, then per
-        line a product id, a quantity and its flag (order_lines in _lib.lua)."""
+        line a product id, a quantity, an option id ('' for none) and its flag (order_lines
+        in _lib.lua)."""
         coupon = "" if self.issued_coupon_id is None else self.issued_coupon_id
         out: list[Any] = [self.user_id, coupon, self.fingerprint,
                           "1" if self.take_token else "", len(self.lines)]
-        for (product_id, quantity), flag in zip(self.lines, self.flags, strict=True):
-            out += (product_id, quantity, flag)
+        for (product_id, quantity, option_id), flag in zip(self.lines, self.flags,
+                                                            strict=True):
+            out += (product_id, quantity, "" if option_id is None else option_id, flag)
         return out
 
 

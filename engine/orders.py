@@ -14,18 +14,24 @@ from typing import Any
 import msgspec
 
 from engine import keys, limits
-from engine.allotments import PRODUCT
+from engine.allotments import ABSENT, OPTION, PRODUCT, Kind
 from engine.batch import OrderCall
 from engine.core import SHORT_TRIES, Core, bound, check_user, guards, idem_keys, list_of, to_page
 from engine.errors import EngineUnavailable, OrderNotFound, ValidationFailed
 from engine.models import Order, Page
 from engine.policy import Idempotency
-from engine.replies import answer, asked, keyed, short_of
+from engine.replies import Short, answer, asked, keyed, short_of
 from engine.restore import issued_fields, order_fields
 from engine.scripts import order_keys
 
 BRING_BACK_TRIES = 4  # ARCHIVED, ARCHIVED_COUPON, the cancel; one more after a RETRY
 _FIELDS = msgspec.json.Encoder()
+
+#: An order line as callers give it: (product id, quantity), or with an option id (None for
+#: none) as a third member.
+OrderItem = tuple[int, int] | tuple[int, int, int | None]
+#: An order line as the engine sends it: (product id, quantity, option id or None).
+Line = tuple[int, int, int | None]
 
 
 class OrdersTail(msgspec.Struct, frozen=True):
@@ -40,14 +46,14 @@ class OrderCommands(Core):
     """The orders' use cases (a mixin of :class:`~engine.Engine`)."""
 
     async def place_order(
-        self, user_id: int, items: Sequence[tuple[int, int]],
+        self, user_id: int, items: Sequence[OrderItem],
         issued_coupon_id: int | None = None, idem: Idempotency | None = None,
     ) -> Order:
-        """Take stock of every ``(product_id, quantity)`` line, the coupon and the balance in
-        one atomic step, or change nothing. Concurrent calls share one script call
-        (:mod:`engine.batch`), never an outcome."""
+        """Take stock of every ``(product_id, quantity[, option_id])`` line, the coupon and
+        the balance in one atomic step, or change nothing. Concurrent calls share one
+        script call (:mod:`engine.batch`), never an outcome."""
         group = self.layout.of(user_id)
-        order = self._order(group, user_id, items, issued_coupon_id, idem)
+        order = self._order(group, user_id, _as_lines(items), issued_coupon_id, idem)
         for attempt in range(SHORT_TRIES):
             reply = await self.batches.place(group, order)
             code = reply[0]
@@ -58,25 +64,25 @@ class OrderCommands(Core):
             self.short_orders += attempt == 0
             short = short_of(reply)
             # The order took its token of the user's rate on the first call.
-            line = next(i for i, (pid, _) in enumerate(items) if pid == short.id)
-            order.flags[line] = await self._flag(group, PRODUCT, short)
+            _mark(order, short, await self._flag(group, _kind(short), short))
             order.take_token = False
         raise EngineUnavailable("the order's units kept going to other orders; retry")
 
     def _order(
-        self, g: keys.Group, user_id: int, items: Sequence[tuple[int, int]],
+        self, g: keys.Group, user_id: int, items: list[Line],
         issued_coupon_id: int | None, idem: Idempotency | None,
     ) -> OrderCall:
         """One order as place_orders.lua takes it, after the checks Python can make
         alone."""
-        _check_lines(items)
         _check_issued_coupon(issued_coupon_id)
         idem_key, fp = idem_keys(g, user_id, idem)
         keys_ = order_keys(balance=g.balance(user_id), history=g.history(user_id),
                            user_orders=g.user_orders(user_id),
                            icoupon=g.issued_coupon(issued_coupon_id or 0), idem=idem_key,
-                           **guards(g, user_id))
-        keys_ += (g.product(product_id) for product_id, _ in items)
+                           bought=g.bought(user_id), **guards(g, user_id))
+        for product_id, _, option_id in items:  # LINE_K; a line without an option: the
+            product = g.product(product_id)      # product's key again
+            keys_ += (product, product if option_id is None else g.option(option_id))
         return OrderCall(keys_, user_id, issued_coupon_id, fp, items)
 
     async def checkout(
@@ -93,13 +99,14 @@ class OrderCommands(Core):
             "sales_hours": g.sales_hour_prefix, "sales_window": g.sales_window,
             "sales_rolled": g.sales_rolled, "outbox": g.outbox, "idem": idem_key,
             "cart": g.cart(user_id), "product_prefix": g.product_prefix,
+            "option_prefix": g.option_prefix, "bought": g.bought(user_id),
             **guards(g, user_id),
         }
         args: list[Any] = [
             user_id, "" if issued_coupon_id is None else issued_coupon_id, fp,
             self.policy.idempotency_ttl_s, self.policy.top_window_hours, *ids,
         ]
-        flags: dict[int, str] = {}
+        flags: dict[str, str] = {}  # by cart field (checkout_cart.lua)
         for attempt in range(SHORT_TRIES):
             reply = await self._run("checkout_cart",
                                     [*args, *self._limits(attempt == 0),
@@ -108,7 +115,7 @@ class OrderCommands(Core):
             if reply[0] != b"SHORT":
                 return keyed(reply, Order, idem)
             short = short_of(reply)
-            flags[short.id] = await self._flag(g, PRODUCT, short)
+            flags[_cart_field(short)] = await self._flag(g, _kind(short), short)
         raise EngineUnavailable("the order's units kept going to other orders; retry")
 
     async def cancel_order(
@@ -129,7 +136,8 @@ class OrderCommands(Core):
                  "sales_rolled": g.sales_rolled, "outbox": g.outbox, "idem": idem_key,
                  "product_prefix": g.product_prefix, "icoupon_prefix": g.issued_coupon_prefix,
                  "floor": g.floor(user_id), "user_coupons": g.user_coupons(user_id),
-                 "retention": g.retention, **guards(g, user_id)}
+                 "retention": g.retention, "option_prefix": g.option_prefix,
+                 "bought": g.bought(user_id), **guards(g, user_id)}
         fixed: list[Any] = [user_id, fp, self.policy.idempotency_ttl_s,
                             self.policy.top_window_hours, oid, *ids]
         first, again = [*fixed, *self._limits()], [*fixed, *self._limits(first=False)]
@@ -205,15 +213,48 @@ def _check_issued_coupon(issued_coupon_id: int | None) -> None:
         limits.ID.check(issued_coupon_id, "issued_coupon_id")
 
 
-def _check_lines(items: Sequence[tuple[int, int]]) -> None:
-    """An order's lines: as many as ORDER_LINES allows, each product once, ids and quantities
-    in range."""
+def _kind(short: Short) -> Kind:
+    """What a SHORT answer is short of: an option's units or a product's."""
+    return OPTION if short.kind == OPTION.letter else PRODUCT
+
+
+def _mark(order: OrderCall, short: Short, flag: str) -> None:
+    """Give the lines a SHORT answer was about the flag the engine learnt: the option's
+    line, or every line of the product (an option line only learns that its product is
+    absent: a product with options holds no units of its own to count)."""
+    for i, (product_id, _, option_id) in enumerate(order.lines):
+        if short.kind == OPTION.letter:
+            if option_id == short.id:
+                order.flags[i] = flag
+        elif product_id == short.id:
+            order.flags[i] = flag if option_id is None or flag == ABSENT else ""
+
+
+def _cart_field(short: Short) -> str:
+    """The cart's field of the line a SHORT answer was about (checkout_cart.lua)."""
+    return f"{short.product_id}:{short.id}" if short.kind == OPTION.letter else str(short.id)
+
+
+def _as_lines(items: Sequence[OrderItem]) -> list[Line]:
+    """The caller's lines as (product id, quantity, option id or None), checked."""
+    lines: list[Line] = [(item[0], item[1], item[2] if len(item) > 2 else None)
+                         for item in items]
+    _check_lines(lines)
+    return lines
+
+
+def _check_lines(items: list[Line]) -> None:
+    """An order's lines: as many as ORDER_LINES allows, each (product, option) once, ids
+    and quantities in range."""
     limits.ORDER_LINES.check_length(items, "items", "lines")
-    if len({product_id for product_id, _ in items}) != len(items):
-        raise ValidationFailed("items: a product may appear only once", field="items")
-    for product_id, quantity in items:
+    if len({(product_id, option_id) for product_id, _, option_id in items}) != len(items):
+        raise ValidationFailed("items: a (product, option) may appear only once",
+                               field="items")
+    for i, (product_id, quantity, option_id) in enumerate(items):
         limits.ID.check(product_id, "items.product_id")
         limits.QUANTITY.check(quantity, "items.quantity")
+        if option_id is not None:
+            limits.ID.check(option_id, f"items[{i}].option_id")
 
 
 def _order_id(order_id: str) -> str:

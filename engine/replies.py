@@ -26,11 +26,14 @@ _ENCODER = msgspec.json.Encoder()
 
 class Short(msgspec.Struct, frozen=True):
     """A SHORT answer: the group holds ``have`` of the ``quantity`` units of a product
-    (or coupon) ``id`` that the request needs."""
+    (or coupon) ``id`` that the request needs; of an option when ``kind`` is ``"o"``
+    (``product_id`` then names its product)."""
 
     id: int
     quantity: int
     have: int
+    kind: str = "p"
+    product_id: int = 0
 
 
 _SHORT = msgspec.json.Decoder(Short)

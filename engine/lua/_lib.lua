@@ -162,7 +162,8 @@ end
 local function idem_kept(code)
   return code == 'OK' or string.find(' BALANCE_LIMIT_EXCEEDED OUT_OF_STOCK COUPON_NOT_ACTIVE '
     .. 'COUPON_ALREADY_ISSUED COUPON_SOLD_OUT COUPON_NOT_USABLE INSUFFICIENT_BALANCE '
-    .. 'ORDER_NOT_CANCELLABLE CART_EMPTY ', ' ' .. code .. ' ', 1, true) ~= nil
+    .. 'ORDER_NOT_CANCELLABLE CART_EMPTY PRODUCT_NOT_ON_SALE PURCHASE_LIMIT_EXCEEDED ',
+    ' ' .. code .. ' ', 1, true) ~= nil
 end
 
 -- Keep `res` as the key's answer if idem_kept says so, indexed under its expiry (the
@@ -317,25 +318,63 @@ local function open_orders(k, hours, now)
     products = {}}
 end
 
+-- Whether a product is on sale at `now` (epoch ms): its status is ON_SALE (a copy made
+-- before statuses existed has none: on sale) and `now` is inside its window, starts_ms
+-- included, ends_ms excluded, either '' or 0 for none (Product.on_sale_at in
+-- tests/engine/model.py). Decided on Redis' clock, so every API instance opens a sale
+-- at the same instant.
+local function sale_open(status, starts_ms, ends_ms, now)
+  if status and status ~= '' and status ~= 'ON_SALE' then return false end
+  local starts, ends = int(starts_ms), int(ends_ms)
+  return (starts == 0 or now >= starts) and (ends == 0 or now < ends)
+end
+
 -- A product of the batch by key (the group's copy, <g>:product:<id>): {pid, name, price,
--- stock (the group's allotment, live within the batch), taken}, or nil and the units
--- the group holds when it has no copy of the product (none yet, or no such product).
+-- stock (the group's allotment, live within the batch), taken, status, starts, ends, max
+-- (max_per_user, 0: none), options (its option ids, comma-separated; '' plain)}, or nil and
+-- the units the group holds when it has no copy of the product (none yet, or no such
+-- product). One HMGET for all of it: a plain product's order reads no more keys than
+-- before the sale's fields existed.
 local function batch_product(c, key, pid)
   local p = c.products[key]
   if p then return p end
-  local raw = redis.call('HMGET', key, 'name', 'price', 'stock')
+  local raw = redis.call('HMGET', key, 'name', 'price', 'stock', 'status', 'starts_ms',
+    'ends_ms', 'max_per_user', 'options')
   if not raw[1] then return nil, int(raw[3]) end
   p = {pid = pid, name = raw[1], price = tonumber(raw[2]), stock = tonumber(raw[3]) or 0,
-    taken = 0}
+    taken = 0, status = raw[4], starts = raw[5], ends = raw[6], max = int(raw[7]),
+    options = raw[8] or ''}
   c.products[key] = p
   return p
 end
 
+-- An option of the batch by key (the group's copy, <g>:option:<id>), kept beside the
+-- products (its units are taken and written back as theirs; its sales count for its
+-- product `pid`): {pid, name, extra, stock, taken}, or nil and the units the group holds.
+local function batch_option(c, key, pid)
+  local o = c.products[key]
+  if o then return o end
+  local raw = redis.call('HMGET', key, 'name', 'extra_price', 'stock')
+  if not raw[1] then return nil, int(raw[3]) end
+  o = {pid = pid, name = raw[1], extra = int(raw[2]), stock = tonumber(raw[3]) or 0, taken = 0}
+  c.products[key] = o
+  return o
+end
+
+-- Whether option `oid` (digits) is one of product copy `p`'s options.
+local function lists_option(p, oid)
+  return string.find(',' .. p.options .. ',', ',' .. oid .. ',', 1, true) ~= nil
+end
+
 -- The answer that sends a request back to the engine: the group holds `have` of the
 -- `quantity` units of product (or coupon) `id` that it needs (engine/allotments.py moves
--- units into the group, then calls again). Never kept as an idempotent answer
--- (idem_store).
-local function short(id, quantity, have)
+-- units into the group, then calls again). For an option, `pid` names its product and the
+-- payload says "kind":"o". Never kept as an idempotent answer (idem_store).
+local function short(id, quantity, have, pid)
+  if pid then
+    return {'SHORT', string.format('{"id":%d,"quantity":%d,"have":%d,"kind":"o",'
+      .. '"product_id":%d}', id, quantity, have, pid)}
+  end
   return {'SHORT', string.format('{"id":%d,"quantity":%d,"have":%d}', id, quantity, have)}
 end
 
@@ -352,13 +391,56 @@ local function close_orders(c)
   end
 end
 
--- The order's lines as items {product_id, name, unit_price, quantity, stock, final, p} in
--- the order sent, or nil and the refusal: at least one line, and line by line a positive
--- whole quantity, a product named once, a product that exists (Shop.check_lines and
--- Shop._product). A line's `flag` is what the engine learnt moving units for it: 'absent'
--- (no such product), a number (every slot together holds only that many units: final) or
--- '' (nothing yet); a product the group has no copy of is absent only when flagged so,
--- else the order goes back to the engine (short).
+-- An option line's item (`item` is its product's, `p` the product): the option must be one
+-- of the product's (OPTION_NOT_FOUND) and in the group (else short, or OPTION_NOT_FOUND
+-- when the engine found none); its units are the option's and its unit price the
+-- product's plus the option's extra. An option the engine counted (a numeric flag) but the
+-- group holds no copy of stands for its count with no units here, so that the stock check
+-- answers OUT_OF_STOCK in its turn.
+local function option_item(c, l, p, item)
+  local oid = tonumber(l.oid)
+  local o, have
+  if lists_option(p, l.oid) then o, have = batch_option(c, l.okey, l.pid) end
+  if not o and (have == nil or l.flag == 'absent') then
+    return nil, fail('OPTION_NOT_FOUND', 'product ' .. l.pid .. ' has no option ' .. l.oid,
+      {product_id = l.pid, option_id = oid})
+  end
+  if not o and not item.final then return nil, short(oid, l.qty, have, l.pid) end
+  o = o or {pid = l.pid, name = '', extra = 0, stock = 0, taken = 0}
+  item.option_id, item.option_name, item.unit_price = oid, o.name, p.price + o.extra
+  item.stock, item.p = o.stock, o
+  return item
+end
+
+-- Line `l` (at index `at`, 0-based) as an item {product_id, option_id, name, option_name,
+-- unit_price, quantity, stock, final, p (what holds its units: the product's copy or the
+-- option's), product}, or nil and the refusal: the product must exist and be named with an
+-- option exactly when it has options (Shop._line).
+local function order_line(c, l, at)
+  local p, have = batch_product(c, l.key, l.pid)
+  if not p and l.flag == 'absent' then
+    return nil, fail('PRODUCT_NOT_FOUND', 'product ' .. l.pid .. ' does not exist',
+      {product_id = l.pid})
+  end
+  if not p then return nil, short(l.pid, l.qty, have) end
+  if (l.oid ~= '') ~= (p.options ~= '') then
+    local field = 'items[' .. at .. '].option_id'
+    return nil, fail('VALIDATION_ERROR', field .. ': product ' .. l.pid .. (l.oid == '' and
+      ' has options: name one' or ' has no options'), {field = field, product_id = l.pid})
+  end
+  local item = {product_id = l.pid, name = p.name, unit_price = p.price, quantity = l.qty,
+    stock = p.stock, final = tonumber(l.flag), p = p, product = p}
+  if l.oid == '' then return item end
+  return option_item(c, l, p, item)
+end
+
+-- The order's lines as items (order_line) in the order sent, or nil and the refusal: at
+-- least one line, and line by line a positive whole quantity, a (product, option) named
+-- once, then order_line's checks (Shop.check_lines and Shop._line). A line's `flag` is
+-- what the engine learnt moving units for it (for its option, if it names one): 'absent'
+-- (no such product or option), a number (every slot together holds only that many units:
+-- final) or '' (nothing yet); a product or option the group has no copy of is absent only
+-- when flagged so, else the order goes back to the engine (short).
 local function order_lines(c, lines)
   if #lines == 0 then
     return nil, fail('VALIDATION_ERROR', 'items: an order needs at least one line',
@@ -370,37 +452,92 @@ local function order_lines(c, lines)
       return nil, fail('VALIDATION_ERROR', 'items: quantity must be a positive integer',
         {field = 'items', product_id = l.pid})
     end
-    if seen[l.pid] then
-      return nil, fail('VALIDATION_ERROR', 'items: product ' .. l.pid .. ' appears twice',
+    local named = l.pid .. ':' .. l.oid
+    if seen[named] then
+      return nil, fail('VALIDATION_ERROR', 'items: product ' .. l.pid .. (l.oid == '' and ''
+        or ' option ' .. l.oid) .. ' appears twice (a (product, option) at most once)',
         {field = 'items', product_id = l.pid})
     end
-    seen[l.pid] = true
-    local p, have = batch_product(c, l.key, l.pid)
-    if not p and l.flag == 'absent' then
-      return nil, fail('PRODUCT_NOT_FOUND', 'product ' .. l.pid .. ' does not exist',
-        {product_id = l.pid})
-    end
-    if not p then return nil, short(l.pid, l.qty, have) end
-    items[i] = {product_id = l.pid, name = p.name, unit_price = p.price, quantity = l.qty,
-      stock = p.stock, final = tonumber(l.flag), p = p}
+    seen[named] = true
+    local item, refused = order_line(c, l, i - 1)
+    if refused then return nil, refused end
+    items[i] = item
   end
   return items
 end
 
+-- Nil, or PRODUCT_NOT_ON_SALE for the first item whose product is suspended or outside its
+-- sale window at `now` (sale_open).
+local function order_on_sale(items, now)
+  for _, it in ipairs(items) do
+    local p = it.product
+    if not sale_open(p.status, p.starts, p.ends, now) then
+      local starts, ends = int(p.starts), int(p.ends)
+      return fail('PRODUCT_NOT_ON_SALE', 'product ' .. it.product_id .. ' is not on sale now',
+        {product_id = it.product_id, status = p.status or 'ON_SALE',
+          sale_starts_at = starts > 0 and iso(starts) or cjson.null,
+          sale_ends_at = ends > 0 and iso(ends) or cjson.null})
+    end
+  end
+  return nil
+end
+
+-- OUT_OF_STOCK for item `it`, whose product (or option) has `it.final` units left.
+local function out_of_stock(it)
+  if not it.option_id then
+    return fail('OUT_OF_STOCK', 'product ' .. it.product_id .. ' has ' .. it.final ..
+      ' left, ' .. it.quantity .. ' asked', {product_id = it.product_id, stock = it.final})
+  end
+  local named = it.option_name ~= '' and ' (' .. it.option_name .. ')' or ''
+  return fail('OUT_OF_STOCK', 'option ' .. it.option_id .. named .. ' of product ' ..
+    it.product_id .. ' has ' .. it.final .. ' left, ' .. it.quantity .. ' asked',
+    {product_id = it.product_id, option_id = it.option_id, stock = it.final})
+end
+
 -- The items' total at their unit prices, or nil and the refusal for the first line that
--- asks for more units than its product has left: than the group holds, unless the
--- engine found that all slots together hold too few (then OUT_OF_STOCK, else short).
+-- asks for more units than its product (or option) has left: than the group holds, unless
+-- the engine found that all slots together hold too few (then OUT_OF_STOCK, else short).
 local function order_price(items)
   local total = 0
   for _, it in ipairs(items) do
-    if it.stock < it.quantity and it.final then
-      return nil, fail('OUT_OF_STOCK', 'product ' .. it.product_id .. ' has ' .. it.final ..
-        ' left, ' .. it.quantity .. ' asked', {product_id = it.product_id, stock = it.final})
+    if it.stock < it.quantity and it.final then return nil, out_of_stock(it) end
+    if it.stock < it.quantity then
+      if it.option_id then
+        return nil, short(it.option_id, it.quantity, it.stock, it.product_id)
+      end
+      return nil, short(it.product_id, it.quantity, it.stock)
     end
-    if it.stock < it.quantity then return nil, short(it.product_id, it.quantity, it.stock) end
     total = total + it.unit_price * it.quantity
   end
   return total
+end
+
+-- Nil, or PURCHASE_LIMIT_EXCEEDED for the first product with a max_per_user that the
+-- user's units in paid orders (u.bought) and this order's units of it (every option
+-- together) would pass (Shop._limit). Products without a limit read nothing.
+local function order_limits(u, items)
+  local units
+  for _, it in ipairs(items) do
+    if it.product.max > 0 then
+      units = units or {}
+      units[it.product_id] = (units[it.product_id] or 0) + it.quantity
+    end
+  end
+  if not units then return nil end
+  for _, it in ipairs(items) do
+    local max, n = it.product.max, units[it.product_id]
+    if n then
+      units[it.product_id] = nil  -- one check a product
+      local bought = int(redis.call('HGET', u.bought, it.product_id))
+      if bought + n > max then
+        local remaining = math.max(0, max - bought)
+        return fail('PURCHASE_LIMIT_EXCEEDED', 'product ' .. it.product_id .. ' allows ' ..
+          max .. ' a customer; ' .. remaining .. ' remain for you, ' .. n .. ' asked',
+          {product_id = it.product_id, max_per_user = max, remaining = remaining})
+      end
+    end
+  end
+  return nil
 end
 
 -- What issued coupon `icid` ('' for none, u.icoupon its key) takes off `total` at `now`,
@@ -426,9 +563,19 @@ local function order_balance(u, paid)
   return balance
 end
 
--- Once every check passed: take the items' units (in `c`, written by close_orders), pay
--- from `balance`, use the coupon, store the order and append its history line and event.
--- Answers OK and the order.
+-- An order line as the answer, the stored order and the event carry it (option_id and
+-- option_name null for a plain product's line).
+local function line_json(it)
+  return string.format('{"product_id":%d,"name":%s,"unit_price":%d,"quantity":%d,'
+    .. '"option_id":%s,"option_name":%s}', it.product_id, cjson.encode(it.name),
+    it.unit_price, it.quantity, it.option_id and string.format('%d', it.option_id) or 'null',
+    it.option_id and cjson.encode(it.option_name) or 'null')
+end
+
+-- Once every check passed: take the items' units (in `c`, written by close_orders), count
+-- them into the user's bought units (u.bought, every product: a limit set later counts
+-- earlier orders), pay from `balance`, use the coupon, store the order and append its
+-- history line and event. Answers OK and the order.
 local function write_order(c, u, user_id, icid, items, total, discount, balance)
   local paid = total - discount
   c.order, c.taken = c.order + 1, true
@@ -436,8 +583,8 @@ local function write_order(c, u, user_id, icid, items, total, discount, balance)
   local parts = {}
   for i, it in ipairs(items) do
     it.p.stock, it.p.taken = it.p.stock - it.quantity, it.p.taken + it.quantity
-    parts[i] = string.format('{"product_id":%d,"name":%s,"unit_price":%d,"quantity":%d}',
-      it.product_id, cjson.encode(it.name), it.unit_price, it.quantity)
+    redis.call('HINCRBY', u.bought, it.product_id, it.quantity)
+    parts[i] = line_json(it)
   end
   local history = 'null'
   if paid > 0 then
@@ -465,15 +612,21 @@ local function write_order(c, u, user_id, icid, items, total, discount, balance)
 end
 
 -- The order core shared by place_orders and checkout_cart: one order of `c`
--- (open_orders). `lines` is a list of {pid, key, qty};
--- `u` names the user's balance, history, user_orders and icoupon keys. Checks every rule,
--- in the contract's order (Shop.take_order in tests/engine/model.py), then writes; each
--- check answers its value, or nil and the refusal that ends the order.
+-- (open_orders). `lines` is a list of {pid, oid (digits, '' for none), key (the product's
+-- copy), okey (the option's copy, any key when none), qty, flag}; `u` names the user's
+-- balance, history, user_orders, icoupon and bought keys. Checks every rule, in the
+-- contract's order (Shop.take_order in tests/engine/model.py): each line's shape, product
+-- and option (400/404), then every line's sale (on sale, stock, limit: 409), then coupon
+-- and balance; each check answers its value, or nil and the refusal that ends the order.
 local function take_order(c, u, user_id, lines, icid)
   local items, total, discount, balance, refused
   items, refused = order_lines(c, lines)
   if refused then return refused end
+  refused = order_on_sale(items, c.now)
+  if refused then return refused end
   total, refused = order_price(items)
+  if refused then return refused end
+  refused = order_limits(u, items)
   if refused then return refused end
   discount, refused = coupon_discount(u, user_id, icid, total, c.now)
   if refused then return refused end

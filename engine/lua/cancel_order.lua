@@ -13,6 +13,8 @@
 -- KEYS[13] floor <g>:floor:<user>    KEYS[14] user coupons <g>:ucoupons:<user>
 -- KEYS[15] retention <g>:retention (settle.lua's, for bring_back's window)
 -- KEYS[16] the user's records <g>:idems:<user>   KEYS[17] write-rate bucket <g>:rate:<user>
+-- KEYS[18] the group's option prefix <g>:option: (an option line's units go back there)
+-- KEYS[19] the user's bought units <g>:bought:<user> (the allowance of max_per_user)
 -- ARGV[1] user id; ARGV[2] fingerprint or ''; ARGV[3] idempotency TTL s;
 -- ARGV[4] sales window hours; ARGV[5] order id; ARGV[6] the user's group's index;
 -- ARGV[7] the number of groups; ARGV[8] most records a user holds (0: no bound);
@@ -23,7 +25,8 @@
 -- ARCHIVED_COUPON answer or ''; ARGV[14] its issued coupon's hash fields as a JSON object,
 -- 'absent', or ''
 -- Every key but the marker is of the user's group (engine/keys.py).
--- Reply: OK <order> | ORDER_NOT_FOUND | ORDER_NOT_CANCELLABLE | IDEMPOTENCY_KEY_REUSED |
+-- Reply: OK <order> (its lines' units back to their option or product, and out of the
+--   user's bought units) | ORDER_NOT_FOUND | ORDER_NOT_CANCELLABLE | IDEMPOTENCY_KEY_REUSED |
 --   TOO_MANY_REQUESTS {"retry_after_s"} | ARCHIVED {"asked_ms"}, ARCHIVED_COUPON
 --   {"asked_ms","issued_coupon_id"} and RETRY (a copy came too late): none of these three
 --   is kept as the Idempotency-Key's answer, the engine calls again with what Postgres
@@ -32,7 +35,7 @@ local K = {live = KEYS[1], order = KEYS[2], balance = KEYS[3], history = KEYS[4]
   seq = KEYS[5], sales_hours = KEYS[6], sales_window = KEYS[7], sales_rolled = KEYS[8],
   outbox = KEYS[9], idem = KEYS[10], product_prefix = KEYS[11], icoupon_prefix = KEYS[12],
   floor = KEYS[13], user_coupons = KEYS[14], retention = KEYS[15], idem_index = KEYS[16],
-  rate = KEYS[17]}
+  rate = KEYS[17], option_prefix = KEYS[18], bought = KEYS[19]}
 local missing = state_missing(K.live, ARGV[7])
 if missing then return missing end
 local user_id, hours, oid = ARGV[1], tonumber(ARGV[4]), ARGV[5]
@@ -65,10 +68,17 @@ end
 local order = cjson.decode(o[1])
 local hour = tonumber(o[4])
 local rolled = roll_window(K.sales_hours, K.sales_window, K.sales_rolled, math.floor(now / 3600000), hours)
--- The units come back to the group's allotment, whichever group sold them (a rebuild may
--- have laid the users out in another count since).
+-- The units come back to the group's allotment (of the line's option, if it names one),
+-- whichever group sold them (a rebuild may have laid the users out in another count
+-- since), and leave the user's bought units (the field goes at 0: an order from before
+-- they were counted takes none below it).
 for _, it in ipairs(order.items) do
-  redis.call('HINCRBY', K.product_prefix .. it.product_id, 'stock', it.quantity)
+  local holder = type(it.option_id) == 'number' and K.option_prefix .. it.option_id
+    or K.product_prefix .. it.product_id
+  redis.call('HINCRBY', holder, 'stock', it.quantity)
+  if redis.call('HINCRBY', K.bought, it.product_id, -it.quantity) <= 0 then
+    redis.call('HDEL', K.bought, it.product_id)
+  end
   if hour > rolled then
     -- Still inside the window: the units were counted, so uncount them.
     redis.call('ZINCRBY', K.sales_hours .. hour, -it.quantity, it.product_id)

@@ -11,19 +11,23 @@
 -- KEYS[14] the group's product prefix <g>:product: (the cart's product ids are only known
 -- here; the group's copies hold its allotments: engine/allotments.py)
 -- KEYS[15] the user's records <g>:idems:<user>   KEYS[16] write-rate bucket <g>:rate:<user>
+-- KEYS[17] the group's option prefix <g>:option: (as the product prefix, for option lines)
+-- KEYS[18] the user's bought units <g>:bought:<user> (max_per_user)
 -- ARGV[1] user id; ARGV[2] issued coupon id or ''; ARGV[3] fingerprint or '';
 -- ARGV[4] idempotency TTL s; ARGV[5] sales window hours; ARGV[6] the group's index;
 -- ARGV[7] the number of groups; ARGV[8] most records a user holds (0: no bound);
 -- ARGV[9] writes a second (0: no limit, as when the engine sends the request again);
--- ARGV[10] burst; ARGV[11..] product id, flag pairs (order_lines in _lib.lua) for the
--- lines the engine moved units for
+-- ARGV[10] burst; ARGV[11..] cart field, flag pairs (order_lines in _lib.lua) for the
+-- lines the engine moved units for (a field names a line: "<product id>" or
+-- "<product id>:<option id>")
 -- Every key but the marker is of the user's group (engine/keys.py).
 -- Reply: OK <order> | CART_EMPTY | the order errors of place_orders.lua, SHORT and
 --   TOO_MANY_REQUESTS among them; a replay has a third element, 1
 local K = {live = KEYS[1], balance = KEYS[2], history = KEYS[3], seq = KEYS[4],
   user_orders = KEYS[5], icoupon = KEYS[6], order_prefix = KEYS[7], sales_hours = KEYS[8],
   sales_window = KEYS[9], sales_rolled = KEYS[10], outbox = KEYS[11], idem = KEYS[12],
-  cart = KEYS[13], product_prefix = KEYS[14], idem_index = KEYS[15], rate = KEYS[16]}
+  cart = KEYS[13], product_prefix = KEYS[14], idem_index = KEYS[15], rate = KEYS[16],
+  option_prefix = KEYS[17], bought = KEYS[18]}
 local missing = state_missing(K.live, ARGV[7])
 if missing then return missing end
 local user_id, icid, hours = tonumber(ARGV[1]), ARGV[2], tonumber(ARGV[5])
@@ -39,17 +43,26 @@ if #flat == 0 then
 end
 local flags = {}
 for i = 11, #ARGV, 2 do flags[ARGV[i]] = ARGV[i + 1] end
+-- Lines by product id, a plain line before its product's option lines, those by option id.
+-- An option line's flag is its option's, or 'absent' when its product is (a product with
+-- options holds no units of its own, so no other word about it concerns the line).
 local lines = {}
 for i = 1, #flat, 2 do
-  lines[#lines + 1] = {pid = tonumber(flat[i]), qty = tonumber(flat[i + 1]),
-    flag = flags[flat[i]] or '', key = K.product_prefix .. flat[i]}
+  local pid, oid = string.match(flat[i], '^(%d+):?(%d*)$')
+  lines[#lines + 1] = {pid = tonumber(pid), oid = oid, qty = tonumber(flat[i + 1]),
+    flag = flags[flat[i]] or (oid ~= '' and flags[pid] == 'absent' and 'absent') or '',
+    key = K.product_prefix .. pid,
+    okey = K.option_prefix .. oid, order = tonumber(oid) or 0}
 end
-table.sort(lines, function(a, b) return a.pid < b.pid end)
+table.sort(lines, function(a, b)
+  if a.pid ~= b.pid then return a.pid < b.pid end
+  return a.order < b.order
+end)
 local c = open_orders({seq = K.seq, order_prefix = K.order_prefix, sales_prefix = K.sales_hours,
   window = K.sales_window, rolled = K.sales_rolled, outbox = K.outbox, index = tonumber(ARGV[6]),
   groups = tonumber(ARGV[7])}, hours, now)
 local res = take_order(c, {balance = K.balance, history = K.history, user_orders = K.user_orders,
-  icoupon = K.icoupon}, user_id, lines, icid)
+  icoupon = K.icoupon, bought = K.bought}, user_id, lines, icid)
 close_orders(c)
 if res[1] == 'OK' then redis.call('DEL', K.cart) end
 return idem_store(g, res)

@@ -13,27 +13,31 @@
 -- then per order: balance <g>:bal:<user>, history <g>:hist:<user>, user orders
 -- <g>:uorders:<user>, issued coupon <g>:icoupon:<id> (any key when none), idempotency
 -- record <g>:idem:<user>:<key>, the user's records <g>:idems:<user> and write-rate bucket
--- <g>:rate:<user> (guard in _lib.lua), and per line the group's copy of the product,
--- <g>:product:<id> (its allotment of the stock: engine/allotments.py).
+-- <g>:rate:<user> (guard in _lib.lua), the user's bought units <g>:bought:<user>
+-- (max_per_user), and per line the group's copy of the product, <g>:product:<id> (its
+-- allotment of the stock: engine/allotments.py), and of the line's option,
+-- <g>:option:<id> (the product's key again for a line without one).
 -- ARGV[1] idempotency TTL s; ARGV[2] sales window hours; ARGV[3] the group's index;
 -- ARGV[4] the number of groups; ARGV[5] number of orders; ARGV[6] most records a user
 -- holds (0: no bound); ARGV[7] a user's writes a second (0: no limit); ARGV[8] burst;
 -- then per order: user id, issued coupon id or '', fingerprint or '', '1' to take a token
 -- of the user's rate ('' for an order the engine sends again: it took one already),
--- number of lines, and per line a product id, a quantity and a flag (order_lines in
--- _lib.lua).
+-- number of lines, and per line a product id, a quantity, an option id or '', and a flag
+-- (order_lines in _lib.lua).
 -- Reply: a code, a payload and a replay mark (1 for an Idempotency-Key's replay, else 0)
 --   per order, in order. Code: OK <order> | STATE_MISSING | VALIDATION_ERROR |
---   PRODUCT_NOT_FOUND | OUT_OF_STOCK | COUPON_NOT_USABLE | INSUFFICIENT_BALANCE |
+--   PRODUCT_NOT_FOUND | OPTION_NOT_FOUND | PRODUCT_NOT_ON_SALE | OUT_OF_STOCK |
+--   PURCHASE_LIMIT_EXCEEDED | COUPON_NOT_USABLE | INSUFFICIENT_BALANCE |
 --   IDEMPOTENCY_KEY_REUSED | TOO_MANY_REQUESTS {"retry_after_s"} | SHORT (the group holds
---   too few units of a line's product: the engine moves some in and places the order
---   again), or ERR <message> when the order raised an error (the others of the batch are
+--   too few units of a line's product or option, "kind":"o": the engine moves some in and
+--   places the order again), or ERR <message> when the order raised an error (the others of the batch are
 --   unaffected; as for a failed single call, it is not replayable).
 local K = {live = KEYS[1], seq = KEYS[2], order_prefix = KEYS[3], sales_hours = KEYS[4],
   sales_window = KEYS[5], sales_rolled = KEYS[6], outbox = KEYS[7]}
 -- After K, each order's keys in this order (ORDER_K), then one key per line of it (LINE_K).
-local ORDER_K = {'balance', 'history', 'user_orders', 'icoupon', 'idem', 'idem_index', 'rate'}
-local LINE_K = {'product'}
+local ORDER_K = {'balance', 'history', 'user_orders', 'icoupon', 'idem', 'idem_index', 'rate',
+  'bought'}
+local LINE_K = {'product', 'option'}
 local ttl, hours, count = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[5])
 local max, per_s, burst = tonumber(ARGV[6]), tonumber(ARGV[7]), tonumber(ARGV[8])
 local missing = state_missing(K.live, ARGV[4])
@@ -65,10 +69,10 @@ for _ = 1, count do
     now = c.now}
   ki, ai = ki + #ORDER_K, ai + 5
   local lines = {}
-  for j = 1, n do  -- LINE_K: one key a line, its product
-    lines[j] = {pid = tonumber(ARGV[ai]), qty = tonumber(ARGV[ai + 1]), flag = ARGV[ai + 2],
-      key = KEYS[ki]}
-    ki, ai = ki + 1, ai + 3
+  for j = 1, n do  -- LINE_K: two keys a line, its product's and its option's
+    lines[j] = {pid = tonumber(ARGV[ai]), qty = tonumber(ARGV[ai + 1]), oid = ARGV[ai + 2],
+      flag = ARGV[ai + 3], key = KEYS[ki], okey = KEYS[ki + 1]}
+    ki, ai = ki + 2, ai + 4
   end
   local done, res = pcall(one, u, user_id, lines, icid, g)
   if not done then

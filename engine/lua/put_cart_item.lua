@@ -1,26 +1,26 @@
--- put_cart_item.lua: set the quantity of one product in the cart. The engine checked the
--- product and its live stock first (reserve + every group's allotment, which no one slot
--- holds); this takes the cart's own rule.
+-- put_cart_item.lua: set the quantity of one product (or one option of it) in the cart.
+-- The engine checked the product, its option, its sale and its live stock first (reserve +
+-- every group's allotment, which no one slot holds); this takes the cart's own rule.
 -- Rules in plain Python: tests/engine/model.py, Shop.put_cart_item.
 -- KEYS[1] live marker <g>:live (the group's copy): without it, every reply is STATE_MISSING
 -- (engine/state.py)
 -- KEYS[2] cart <g>:cart:<user>   KEYS[3] write-rate bucket <g>:rate:<user> (guard in _lib)
--- ARGV[1] product id; ARGV[2] quantity; ARGV[3] most lines a cart may hold;
--- ARGV[4] the user's writes a second (0: no limit); ARGV[5] burst
--- Reply: OK <the cart's product id, quantity pairs> | VALIDATION_ERROR (cart full) |
+-- ARGV[1] the line's field: "<product id>" or "<product id>:<option id>";
+-- ARGV[2] quantity; ARGV[3] most lines a cart may hold; ARGV[4] the user's writes a second (0: no limit); ARGV[5] burst
+-- Reply: OK <the cart's field, quantity pairs> | VALIDATION_ERROR (cart full) |
 --   TOO_MANY_REQUESTS {"retry_after_s"}
 local K = {live = KEYS[1], cart = KEYS[2], rate = KEYS[3]}
 local missing = state_missing(K.live)
 if missing then return missing end
-local pid, qty, max_lines = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
+local line, qty, max_lines = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
 local limited = rate_limited({rate = K.rate, per_s = tonumber(ARGV[4]),
   burst = tonumber(ARGV[5]), now = now_ms()})
 if limited then return limited end
 
-if redis.call('HEXISTS', K.cart, pid) == 0 and redis.call('HLEN', K.cart) >= max_lines then
+if redis.call('HEXISTS', K.cart, line) == 0 and redis.call('HLEN', K.cart) >= max_lines then
   return fail('VALIDATION_ERROR', 'a cart holds at most ' .. max_lines .. ' products',
     {field = 'product_id'})
 end
 
-redis.call('HSET', K.cart, pid, qty)
+redis.call('HSET', K.cart, line, qty)
 return {'OK', redis.call('HGETALL', K.cart)}

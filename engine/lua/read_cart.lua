@@ -3,7 +3,8 @@
 -- KEYS[1] live marker <g>:live (the group's copy): without it, every reply is STATE_MISSING
 -- (engine/state.py)
 -- KEYS[2] cart <g>:cart:<user>
--- Reply: OK <the cart's product id, quantity pairs>
+-- Reply: OK <the cart's field, quantity pairs> (a field: "<product id>" or
+--   "<product id>:<option id>")
 local K = {live = KEYS[1], cart = KEYS[2]}
 local missing = state_missing(K.live)
 if missing then return missing end
