@@ -30,6 +30,8 @@ LUA_DIR: Traversable = resources.files("engine") / "lua"
 #: Every script's KEYS by name, in the order its ``local K = {...}`` table binds them (a unit
 #: test reads the Lua files and compares). Build a call's keys with :func:`script_keys`.
 SCRIPT_KEYS: dict[str, tuple[str, ...]] = {
+    "add_option": ("live", "product", "option_prefix", "seq", "outbox", "transfers", "idem",
+                   "idem_index"),
     "answer_replay": ("live", "replay"),
     "ask_replay": ("live", "asked", "replay"),
     "beat": ("live", "heartbeats"),
@@ -45,16 +47,16 @@ SCRIPT_KEYS: dict[str, tuple[str, ...]] = {
     "create_coupon": ("live", "seq", "coupon_prefix", "outbox", "transfers", "idem",
                       "idem_index"),
     "create_product": ("live", "seq", "products", "product_prefix", "outbox", "transfers",
-                       "idem", "idem_index"),
+                       "idem", "idem_index", "option_prefix"),
     "get_coupon": ("live", "coupon"),
     "get_order": ("live", "order", "floor"),
-    "get_product": ("live", "product"),
+    "get_product": ("live", "product", "option_prefix"),
     "group_top": ("live", "sales_hours", "sales_window", "sales_rolled"),
     "issue_coupon": ("live", "coupon", "holders", "user_coupons", "seq", "outbox", "idem",
                      "icoupon_prefix", "idem_index", "rate"),
     "list_history": ("live", "history", "floor"),
     "list_orders": ("live", "user_orders", "order_prefix", "floor"),
-    "list_products": ("live", "products", "product_prefix"),
+    "list_products": ("live", "products", "product_prefix", "option_prefix"),
     "list_user_coupons": ("live", "user_coupons", "icoupon_prefix", "floor"),
     "open_outbox": ("live", "outbox"),
     "ops_tally": ("live", "second_prefix"),
@@ -70,7 +72,8 @@ SCRIPT_KEYS: dict[str, tuple[str, ...]] = {
     "transfer_done": ("live", "holder", "transfers"),
     "transfer_in": ("live", "holder", "received"),
     "transfer_out": ("live", "holder", "transfers"),
-    "update_product": ("live", "product", "outbox", "transfers"),
+    "update_option": ("live", "product", "option", "outbox", "transfers"),
+    "update_product": ("live", "product", "outbox", "transfers", "option_prefix"),
 }
 #: place_orders.lua's keys after its ``K``: each order's (its ``ORDER_K``), then one per line
 #: of that order (``LINE_K``).
