@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import itertools
+import uuid
+from typing import Any
+
 import pytest
 
 from engine import Engine
 from engine.errors import OutOfStock, ProductNotFound, ValidationFailed
+from engine.models import NewOption
 
 UNKNOWN_PRODUCT = 9_000_000_000
 
@@ -108,3 +113,76 @@ async def test_malformed_cursor_is_a_validation_error(engine, new_user, cursor) 
                  lambda **kw: engine.user_coupons(user, **kw)):
         with pytest.raises(ValidationFailed):
             await page(cursor=cursor)
+
+
+# -- filters (issue 27) -----------------------------------------------------------------
+
+
+async def _filtered(engine: Engine, limit: int, **filters: Any) -> tuple[list[int], int]:
+    """Every id a filtered listing pages through, and how many pages it took; each page
+    but the last is full."""
+    ids: list[int] = []
+    for pages in itertools.count(1):
+        page = await engine.products(limit=limit, cursor=str(ids[-1]) if ids else None,
+                                     **filters)
+        ids += [p.id for p in page.items]
+        if page.next_cursor is None:
+            return ids, pages
+        assert len(page.items) == limit and page.next_cursor == str(ids[-1])
+    raise AssertionError("unreachable")
+
+
+async def test_filters_page_through_exactly_the_products_that_pass(
+    engine: Engine, new_product
+) -> None:
+    category = f"cat-{uuid.uuid4().hex[:12]}"
+    made = [await engine.create_product(f"p{i}", 100, stock, category=category,
+                                        status=status)
+            for i, (stock, status) in enumerate([(1, "ON_SALE"), (0, "ON_SALE"),
+                                                 (2, "SUSPENDED"), (3, "ON_SALE"),
+                                                 (0, "SUSPENDED"), (4, "ON_SALE")])]
+    await new_product(stock=5)  # another category, between and after them
+    ids = [p.id for p in made]
+    for limit in (1, 2, 3, 10):
+        assert await _filtered(engine, limit, category=category) == (
+            ids, -(-len(ids) // limit))
+        assert (await _filtered(engine, limit, category=category, in_stock=True))[0] == [
+            ids[0], ids[2], ids[3], ids[5]]
+        assert (await _filtered(engine, limit, category=category, on_sale=True,
+                                in_stock=True))[0] == [ids[0], ids[3], ids[5]]
+        assert (await _filtered(engine, limit, category=category, on_sale=False))[0] == [
+            ids[2], ids[4]]
+        assert (await _filtered(engine, limit, category=category, in_stock=False))[0] == [
+            ids[1], ids[4]]
+
+
+async def test_a_filter_reads_on_past_many_products_that_fail_it(
+    engine: Engine, new_product
+) -> None:
+    category = f"cat-{uuid.uuid4().hex[:12]}"
+    first = await engine.create_product("a", 100, 1, category=category)
+    for _ in range(120):  # more than one run of the catalog between the two
+        await new_product(stock=1)
+    last = await engine.create_product("b", 100, 1, category=category)
+    page = await engine.products(limit=1, category=category)
+    assert [p.id for p in page.items] == [first.id] and page.next_cursor == str(first.id)
+    page = await engine.products(limit=1, cursor=page.next_cursor, category=category)
+    assert ([p.id for p in page.items], page.next_cursor) == ([last.id], None)
+
+
+async def test_in_stock_counts_the_options_live_stock(engine: Engine) -> None:
+    category = f"cat-{uuid.uuid4().hex[:12]}"
+    empty = await engine.create_product("e", 100, category=category,
+                                        options=[NewOption(name="s", stock=0)])
+    full = await engine.create_product("f", 100, category=category,
+                                       options=[NewOption(name="s", stock=0),
+                                                NewOption(name="m", stock=2)])
+    page = await engine.products(category=category, in_stock=True)
+    assert [(p.id, p.stock) for p in page.items] == [(full.id, 2)]
+    assert empty.stock == 0
+
+
+async def test_a_bad_category_filter_is_refused_naming_it(engine: Engine) -> None:
+    with pytest.raises(ValidationFailed) as refused:
+        await engine.products(category="c" * 51)
+    assert refused.value.context == {"field": "category"}

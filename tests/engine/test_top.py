@@ -85,6 +85,14 @@ async def test_top_shows_each_products_current_name_and_price(
     assert (item.name, item.price) == ("new", 20)
 
 
+async def test_top_items_carry_live_stock(engine, funded_user, new_product) -> None:
+    user, made = await funded_user(10_000), await new_product(price=10, stock=30)
+    await sell(engine, user, made.id, 4)
+    await engine.update_product(made.id, stock_delta=-6)
+    [item] = (await engine.top()).items
+    assert (item.sold_quantity, item.stock) == (4, 20)
+
+
 async def test_cancelled_order_is_uncounted(engine, funded_user, new_product) -> None:
     user = await funded_user(1_000_000)
     a, b = await new_product(price=10), await new_product(price=10)
