@@ -18,7 +18,7 @@ import redis
 
 from engine import keys
 from engine.allotments import TransferRecord, deal
-from engine.models import Coupon, HistoryLine, IssuedCoupon, Order, Product
+from engine.models import Coupon, HistoryLine, IssuedCoupon, Order, Product, ProductOption
 from engine.outbox import entry_id
 
 HOUR_MS = 3_600_000
@@ -48,13 +48,37 @@ def order_json(order: Order) -> bytes:
     doc: dict[str, Any] = {
         "id": order.id, "user_id": order.user_id, "status": order.status,
         "items": [{"product_id": i.product_id, "name": i.name, "unit_price": i.unit_price,
-                   "quantity": i.quantity} for i in order.items],
+                   "quantity": i.quantity, "option_id": i.option_id,
+                   "option_name": i.option_name} for i in order.items],
         "total_amount": order.total_amount, "discount_amount": order.discount_amount,
         "paid_amount": order.paid_amount, "issued_coupon_id": order.issued_coupon_id,
         "created_at": iso(order.created_at)}
     if order.cancelled_at is not None:
         doc["cancelled_at"] = iso(order.cancelled_at)
     return _ENCODER.encode(doc)
+
+
+def optional_ms(moment: datetime | None) -> int | str:
+    """Epoch milliseconds, or '' for none (a sale window's open end)."""
+    return "" if moment is None else ms(moment)
+
+
+def definition(product: Product) -> dict[str, str | int]:
+    """A product's definition as ``create_product.lua`` and ``update_product.lua`` store it
+    (engine/keys.py: '' or '0' for what it does not have), at version 1."""
+    return {
+        "name": product.name, "price": product.price, "v": 1, "status": product.status,
+        "starts_ms": optional_ms(product.sale_starts_at),
+        "ends_ms": optional_ms(product.sale_ends_at),
+        "max_per_user": product.max_per_user or 0, "category": product.category or "",
+        "options": ",".join(str(o.id) for o in product.options)}
+
+
+def option_definition(option: ProductOption) -> dict[str, str | int]:
+    """An option's definition as ``create_product.lua`` and ``add_option.lua`` store it, at
+    version 1."""
+    return {"product_id": option.product_id, "name": option.name,
+            "extra_price": option.extra_price, "v": 1}
 
 
 def issued_fields(issued: IssuedCoupon, entry: str = "0-0") -> dict[str, str | int]:
@@ -108,17 +132,37 @@ class Restorer:
         self._queued()
 
     def product(self, product: Product) -> None:
-        """A product and its catalog entry, its stock dealt out as ``create_product.lua``
-        deals it (engine/allotments.py): no transfer is needed while nothing else runs."""
-        each = deal(product.stock, self.layout.groups)
-        self.pipe.hset(keys.product(product.id), mapping={
-            "name": product.name, "price": product.price, "v": 1,
-            "stock": product.stock - each * self.layout.groups})
-        for g in self.layout.all:
-            self.pipe.hset(g.product(product.id), mapping={
-                "name": product.name, "price": product.price, "v": 1, "stock": each})
+        """A product with its options and its catalog entry, the stock of each (of a product
+        with options, none of its own: ``product.stock`` is theirs) dealt out as
+        ``create_product.lua`` deals it (engine/allotments.py): no transfer is needed while
+        nothing else runs."""
+        own = product.stock - sum(o.stock for o in product.options)
+        self._dealt(keys.product(product.id), [g.product(product.id) for g in self.layout.all],
+                    definition(product), own)
+        for option in product.options:
+            self._dealt(keys.option(option.id), [g.option(option.id) for g in self.layout.all],
+                        option_definition(option), option.stock)
         self.pipe.zadd(keys.PRODUCTS, {str(product.id): product.id})
         self._queued()
+
+    def _dealt(self, reserve: str, copies: list[str], fields: dict[str, str | int],
+               units: int) -> None:
+        """A reserve and every group's copy of ``fields``, ``units`` dealt between them."""
+        each = deal(units, self.layout.groups)
+        held: dict[str, str | int] = {"stock": units - each * len(copies), "flight": 0,
+                                      "moves": 0}
+        self.pipe.hset(reserve, mapping=fields | held)  # type: ignore[arg-type]
+        for copy in copies:
+            self.pipe.hset(copy, mapping=fields | {"stock": each,  # type: ignore[arg-type]
+                                                   "flight": 0})
+
+    def bought(self, units: Iterable[tuple[int, int, int]]) -> None:
+        """Each user's units in paid orders by product (``<g>:bought:<user>``, which the
+        order scripts count ``max_per_user`` against) from ``(user, product, units)``."""
+        for user, product_id, held in units:
+            if held > 0:
+                self.pipe.hset(self.layout.of(user).bought(user), str(product_id), held)
+                self._queued()
 
     def coupon(self, coupon: Coupon) -> None:
         """A coupon definition with its remaining count, dealt out as
@@ -188,10 +232,12 @@ class Restorer:
             self._queued()
 
     def counters(self, catalog: Mapping[str, int], users: Mapping[str, int]) -> None:
-        """The catalog's id counters (product, coupon) and every group's (hist, icoupon,
-        order) from the highest id of each kind given out: a group's next id is above every
-        id there is, whichever group count made it (keys.Layout.make_id)."""
-        self.pipe.hset(keys.SEQ, mapping=dict(catalog))  # type: ignore[arg-type]
+        """The catalog's id counters (product, coupon, option) and every group's (hist,
+        icoupon, order) from the highest id of each kind given out: a group's next id is
+        above every id there is, whichever group count made it (keys.Layout.make_id). A
+        catalog counter of 0 stays absent, as before its first id."""
+        if given := {kind: top for kind, top in catalog.items() if top}:
+            self.pipe.hset(keys.SEQ, mapping=given)  # type: ignore[arg-type]
         counters = {kind: self.layout.counter(top) for kind, top in users.items()}
         for g in self.layout.all:
             self.pipe.hset(g.seq, mapping=counters)  # type: ignore[arg-type]

@@ -1,8 +1,10 @@
 """``rushorder rebuild``: load Redis from Postgres, the durable copy, after Redis lost its data.
 
-What the engine decides on comes back whole: balances, products with stock, coupons with
-remaining units and holders, usable issued coupons, the sales hour buckets of the top-5
-window and the id counters (so new ids never collide with old ones). Of orders, history
+What the engine decides on comes back whole: balances, products with stock and how they
+are sold (status, window, limit, category) and their options with theirs, coupons with
+remaining units and holders, usable issued coupons, each user's units in paid orders (what
+``max_per_user`` counts), the sales hour buckets of the top-5 window and the id counters
+(so new ids never collide with old ones). Of orders, history
 lines and used coupons only the recent tail comes back, what changed within the retention
 (``RUSHORDER_REDIS_RETENTION_S``); the rest stays in Postgres below each user's floor,
 exactly as settle.lua would have left it, and reads find it there. Carts and idempotency
@@ -19,6 +21,7 @@ that is half loaded.
 from __future__ import annotations
 
 import sys
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import cast
@@ -38,11 +41,13 @@ from engine.models import (
     OrderLine,
     OrderStatus,
     Product,
+    ProductOption,
+    ProductStatus,
 )
 from engine.outbox import CONSUMER_GROUPS, Outboxes
 from engine.restore import HOUR_MS, Restorer, clear_state, holds_state
 from persistence.balances import Balances, HistoryRow
-from persistence.catalog import Catalog, ProductRow
+from persistence.catalog import Catalog, OptionRow, ProductRow
 from persistence.coupons import CouponRow, Coupons, HeldCoupon
 from persistence.database import create_engine
 from persistence.orders import FullOrder, Orders
@@ -88,9 +93,18 @@ def history_line(row: HistoryRow) -> HistoryLine:
                        created_at=row.created_at)
 
 
-def product(row: ProductRow) -> Product:
-    """A stored product with its stock."""
-    return Product(id=row.id, name=row.name, price=row.price, stock=row.stock)
+def product(row: ProductRow, options: Iterable[OptionRow] = ()) -> Product:
+    """A stored product with its stock, how it is sold and its options (in creation order)."""
+    return Product(id=row.id, name=row.name, price=row.price, stock=row.stock,
+                   status=cast(ProductStatus, row.status), sale_starts_at=row.sale_starts_at,
+                   sale_ends_at=row.sale_ends_at, max_per_user=row.max_per_user,
+                   category=row.category, options=[option(o) for o in options])
+
+
+def option(row: OptionRow) -> ProductOption:
+    """A stored option with its stock."""
+    return ProductOption(id=row.id, product_id=row.product_id, name=row.name,
+                         extra_price=row.extra_price, stock=row.stock, sold_out=row.stock <= 0)
 
 
 def coupon(row: CouponRow) -> Coupon:
@@ -115,7 +129,8 @@ def order(full: FullOrder) -> Order:
     return Order(
         id=str(o.id), user_id=o.user_id, status=cast(OrderStatus, o.status),
         items=[OrderLine(product_id=line.product_id, name=line.name, unit_price=line.unit_price,
-                         quantity=line.quantity) for line in full.lines],
+                         quantity=line.quantity, option_id=line.option_id,
+                         option_name=line.option_name) for line in full.lines],
         total_amount=o.total_amount, discount_amount=o.discount_amount,
         paid_amount=o.paid_amount, issued_coupon_id=o.issued_coupon_id,
         created_at=o.created_at, cancelled_at=o.cancelled_at)
@@ -140,8 +155,10 @@ def load(conn: Connection, restorer: Restorer, now_ms: int, window_hours: int,
 def rows_to_load(conn: Connection) -> int:
     """The rows a rebuild writes one by one (all but the sales window and the counters)."""
     balances, coupons = Balances(conn), Coupons(conn)
-    return (balances.count() + balances.count_history() + Catalog(conn).count()
-            + coupons.count() + coupons.count_held() + Orders(conn).count())
+    catalog = Catalog(conn)
+    return (balances.count() + balances.count_history() + catalog.count()
+            + catalog.count_options() + coupons.count() + coupons.count_held()
+            + Orders(conn).count())
 
 
 def queue_writes(conn: Connection, restorer: Restorer, now_hour: int, window_hours: int,
@@ -155,9 +172,14 @@ def queue_writes(conn: Connection, restorer: Restorer, now_hour: int, window_hou
     for line in balances.history(since):
         restorer.history_line(line.user_id, history_line(line))
         loaded.add("history lines")
+    options: dict[int, list[OptionRow]] = {}
+    for orow in catalog.options():  # by product: each product's few, before the products
+        options.setdefault(orow.product_id, []).append(orow)
     for row in catalog.all():
-        restorer.product(product(row))
+        restorer.product(product(row, theirs := options.get(row.id, [])))
         loaded.add("products")
+        if theirs:
+            loaded.add("options", len(theirs))
     for crow in coupons.all():
         restorer.coupon(coupon(crow))
         loaded.add("coupons")
@@ -175,8 +197,10 @@ def queue_writes(conn: Connection, restorer: Restorer, now_hour: int, window_hou
         loaded.add("orders")
     # Per user from the orders, not from sales_hourly: each group counts its users' units.
     restorer.sales(now_hour, window_hours, orders.units(now_hour - window_hours + 1))
+    restorer.bought(orders.bought())
     last_coupon, last_issued = coupons.last_ids()
-    restorer.counters({"product": catalog.last_id(), "coupon": last_coupon},
+    restorer.counters({"product": catalog.last_id(), "coupon": last_coupon,
+                       "option": catalog.last_option_id()},
                       {"hist": balances.last_history_id(), "icoupon": last_issued,
                        "order": orders.last_id()})
     restorer.outbox(CONSUMER_GROUPS, AppliedEntries(conn).last())
