@@ -42,6 +42,28 @@ def routes(engine: Engine, metrics: Metrics) -> Routes:
         pid = positive_id(product_id, "product_id")
         await engine.remove_cart_item(request.user.user_id, pid)
 
+    @put("/cart/items/{product_id:str}/options/{option_id:str}",
+         operation_class=operation(CartItemIn, links={200: CART_LINKS}),
+         responses=problems(400, 401, 404, 409, 413, 429))
+    async def put_cart_option(request: UserRequest, product_id: PathId,
+                              option_id: PathId) -> Cart:
+        """Set the quantity of one option of a product in the cart (checked as an order
+        checks it: the option is the product's, the product on sale, the option's live
+        stock)."""
+        pid = positive_id(product_id, "product_id")
+        oid = positive_id(option_id, "option_id")
+        data = parse(CartItemIn, await read_body(request))
+        return await engine.put_cart_item(request.user.user_id, pid, data.quantity, oid)
+
+    @delete("/cart/items/{product_id:str}/options/{option_id:str}",
+            responses=problems(400, 401, 429))
+    async def remove_cart_option(request: UserRequest, product_id: PathId,
+                                 option_id: PathId) -> None:
+        """Take one option of a product out of the cart (absent is fine)."""
+        pid = positive_id(product_id, "product_id")
+        oid = positive_id(option_id, "option_id")
+        await engine.remove_cart_item(request.user.user_id, pid, oid)
+
     @post("/cart/checkout", status_code=201,
           operation_class=operation(CheckoutIn, idempotent=True, links={201: ORDER_LINKS}),
           responses=problems(400, 401, 404, 409, 413, 422, 429))
@@ -53,4 +75,5 @@ def routes(engine: Engine, metrics: Metrics) -> Routes:
         placing = engine.checkout(request.user.user_id, data.issued_coupon_id, idem)
         return await answered(idem, counted(metrics, placing, idem), 201)
 
-    return Routes(user=[get_cart, put_cart_item, remove_cart_item, checkout])
+    return Routes(user=[get_cart, put_cart_item, remove_cart_item, put_cart_option,
+                        remove_cart_option, checkout])

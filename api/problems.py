@@ -32,9 +32,12 @@ STATUS: dict[str, int] = {
     "PRODUCT_NOT_FOUND": 404,
     "COUPON_NOT_FOUND": 404,
     "ORDER_NOT_FOUND": 404,
+    "OPTION_NOT_FOUND": 404,  # issue 27: no such option of that product
     "METHOD_NOT_ALLOWED": 405,
     "BALANCE_LIMIT_EXCEEDED": 409,
     "OUT_OF_STOCK": 409,
+    "PRODUCT_NOT_ON_SALE": 409,  # issue 27: suspended, or outside its sale window
+    "PURCHASE_LIMIT_EXCEEDED": 409,  # issue 27: past the product's max_per_user
     "COUPON_NOT_ACTIVE": 409,
     "COUPON_ALREADY_ISSUED": 409,
     "COUPON_SOLD_OUT": 409,

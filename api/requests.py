@@ -20,6 +20,7 @@ from msgspec import Meta
 from engine import limits
 from engine.errors import ValidationFailed
 from engine.limits import Bounds
+from engine.models import NewOption, ProductStatus
 
 T = TypeVar("T")
 
@@ -42,6 +43,9 @@ Name = Annotated[str, sized(limits.NAME_LENGTH), Meta(pattern=limits.PLAIN_TEXT_
 Price = Annotated[int, within(limits.PRICE)]
 Stock = Annotated[int, within(limits.STOCK)]
 StockDelta = Annotated[int, within(limits.STOCK_DELTA)]
+ExtraPrice = Annotated[int, within(limits.EXTRA_PRICE)]
+MaxPerUser = Annotated[int, within(limits.MAX_PER_USER)]
+Category = Annotated[str, sized(limits.CATEGORY_LENGTH), Meta(pattern=limits.PLAIN_TEXT_PATTERN)]
 Quantity = Annotated[int, within(limits.QUANTITY)]
 CartQuantity = Annotated[int, within(limits.CART_QUANTITY)]
 CouponQuantity = Annotated[int, within(limits.COUPON_QUANTITY)]
@@ -63,22 +67,98 @@ class ChargeIn(Body, frozen=True):
     amount: int
 
 
+class OptionIn(Body, frozen=True):
+    """One option of a product (POST /admin/products/{id}/options, or in a product's
+    create): its units are its own, its unit price the product's plus ``extra_price``."""
+
+    name: Name
+    extra_price: ExtraPrice = 0
+    stock: Stock = 0
+
+    def __post_init__(self) -> None:
+        try:
+            limits.check_text(self.name, "name")
+        except ValidationFailed as exc:  # as a ValueError, msgspec puts the path in front
+            raise ValueError(exc.detail) from None  # (options[2].name in a product's create)
+
+    def new(self) -> NewOption:
+        """The option as the engine takes it."""
+        return NewOption(name=self.name, extra_price=self.extra_price, stock=self.stock)
+
+
+def _check_window(starts: datetime | None, ends: datetime | None) -> None:
+    """A sale window's ends (each optional) within the stores' times, the start first."""
+    if starts is not None:
+        limits.check_moment(starts, "sale_starts_at")
+    if ends is not None:
+        limits.check_moment(ends, "sale_ends_at")
+    if starts is not None and ends is not None and starts >= ends:
+        raise ValueError("sale_ends_at: must be after sale_starts_at")
+
+
+def _set(value: T | None | msgspec.UnsetType) -> T | None:
+    """A PATCH field's new value, or None when it is absent or cleared."""
+    return None if value is msgspec.UNSET else value
+
+
 class ProductIn(Body, frozen=True):
-    """POST /admin/products."""
+    """POST /admin/products. A product with options has their stock, so ``stock`` is
+    required exactly when ``options`` is absent or empty (issue 27); the other new fields
+    are optional and leaving them out makes a product as before issue 27."""
 
     name: Name
     price: Price
-    stock: Stock
+    stock: Stock | msgspec.UnsetType = msgspec.UNSET
+    options: Annotated[list[OptionIn], sized(limits.OPTIONS)] = []
+    status: ProductStatus = "ON_SALE"
+    sale_starts_at: Moment | None = None
+    sale_ends_at: Moment | None = None
+    max_per_user: MaxPerUser | None = None
+    category: Category | None = None
 
     def __post_init__(self) -> None:
         limits.check_text(self.name, "name")
+        if self.category is not None:
+            limits.check_text(self.category, "category")
+        if self.options and self.stock is not msgspec.UNSET:
+            raise ValueError("stock: a product with options has its options' stock; "
+                             "leave stock out")
+        if not self.options and self.stock is msgspec.UNSET:
+            raise ValueError("stock: required for a product without options")
+        _check_window(self.sale_starts_at, self.sale_ends_at)
+
+    def own_stock(self) -> int:
+        """The product's own units: 0 for a product with options."""
+        return 0 if self.stock is msgspec.UNSET else self.stock
 
 
 class ProductPatch(Body, frozen=True):
-    """PATCH /admin/products/{id}: each field optional; absent or null changes nothing."""
+    """PATCH /admin/products/{id}: each field optional. Absent changes nothing; null
+    changes nothing for name, price and status, and clears the window's ends, the limit
+    and the category (which a product may be without)."""
 
     name: Name | None = None
     price: Price | None = None
+    stock_delta: StockDelta = 0
+    status: ProductStatus | None = None
+    sale_starts_at: Moment | None | msgspec.UnsetType = msgspec.UNSET
+    sale_ends_at: Moment | None | msgspec.UnsetType = msgspec.UNSET
+    max_per_user: MaxPerUser | None | msgspec.UnsetType = msgspec.UNSET
+    category: Category | None | msgspec.UnsetType = msgspec.UNSET
+
+    def __post_init__(self) -> None:
+        if self.name is not None:
+            limits.check_text(self.name, "name")
+        _check_window(_set(self.sale_starts_at), _set(self.sale_ends_at))
+        if isinstance(self.category, str):
+            limits.check_text(self.category, "category")
+
+
+class OptionPatch(Body, frozen=True):
+    """PATCH /admin/products/{id}/options/{option_id}: absent or null changes nothing."""
+
+    name: Name | None = None
+    extra_price: ExtraPrice | None = None
     stock_delta: StockDelta = 0
 
     def __post_init__(self) -> None:
@@ -109,25 +189,29 @@ class CouponIn(Body, frozen=True):
 
 
 class OrderLineIn(Body, frozen=True):
-    """One line of an order."""
+    """One line of an order; ``option_id`` names one of the product's options, required
+    exactly when it has options (the engine's rule: it knows the product)."""
 
     product_id: Id
     quantity: Quantity
+    option_id: Id | None = None
 
 
 class OrderIn(Body, frozen=True):
-    """POST /orders: each product on one line at most."""
+    """POST /orders: each (product, option) on one line at most."""
 
     items: Annotated[list[OrderLineIn], sized(limits.ORDER_LINES)]
     issued_coupon_id: Id | None = None
 
     def __post_init__(self) -> None:
-        if len({line.product_id for line in self.items}) != len(self.items):
-            raise ValueError("items: a product may appear only once")
+        if len({(line.product_id, line.option_id) for line in self.items}) != len(self.items):
+            raise ValueError("items: a (product, option) may appear only once")
 
-    def lines(self) -> list[tuple[int, int]]:
-        """The ``(product_id, quantity)`` pairs the engine takes."""
-        return [(line.product_id, line.quantity) for line in self.items]
+    def lines(self) -> list[tuple[int, int] | tuple[int, int, int]]:
+        """The lines as the engine takes them: ``(product_id, quantity)``, with the
+        ``option_id`` third on an option's line."""
+        return [(line.product_id, line.quantity) if line.option_id is None
+                else (line.product_id, line.quantity, line.option_id) for line in self.items]
 
 
 class CartItemIn(Body, frozen=True):
@@ -143,7 +227,8 @@ class CheckoutIn(Body, frozen=True):
 
 
 REQUEST_BODIES: tuple[type[Body], ...] = (
-    ChargeIn, ProductIn, ProductPatch, CouponIn, OrderIn, CartItemIn, CheckoutIn)
+    ChargeIn, ProductIn, ProductPatch, OptionIn, OptionPatch, CouponIn, OrderIn, CartItemIn,
+    CheckoutIn)
 
 _DECODERS: dict[Any, msgspec.json.Decoder[Any]] = {kind: msgspec.json.Decoder(kind)
                                                     for kind in REQUEST_BODIES}
@@ -155,9 +240,9 @@ def _field(message: str) -> tuple[str, str]:
     """The field a msgspec error is about, and the message without its location."""
     match = _AT.match(message)
     msg, path = (match["msg"], match["path"] or "") if match else (message, "")
-    if ": " in msg and not path and msg.split(": ", 1)[0].isidentifier():  # our __post_init__
-        name, msg = msg.split(": ", 1)
-        return name, msg
+    if ": " in msg and msg.split(": ", 1)[0].isidentifier():  # our __post_init__, maybe
+        name, msg = msg.split(": ", 1)                        # of a nested Struct
+        return (f"{path}.{name}" if path else name), msg
     if named := _NAMED.search(msg):  # a missing or unknown field: name it, under its parent
         path = f"{path}.{named['name']}" if path else named["name"]
     return path or "body", msg

@@ -18,6 +18,13 @@ from rushorder.settings import Settings
 REPO = Path(__file__).resolve().parents[2]
 SECRET = "api-tests-secret-of-more-than-32-bytes!"
 
+# What issue 27 added to the answers of a client that uses none of it: a product made the
+# old way (no options, no window, no limit, no category) and an order or cart line without
+# an option. Old answers are these plus every old field with its old value.
+PLAIN_PRODUCT = {"status": "ON_SALE", "on_sale": True, "sale_starts_at": None,
+                 "sale_ends_at": None, "max_per_user": None, "category": None, "options": []}
+PLAIN_LINE = {"option_id": None, "option_name": None}
+
 
 def rfc3339(moment: datetime) -> str:
     """A UTC time as the contract writes it."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 import httpx
 
 from tests.api.actors import assert_problem
+from tests.api.support import PLAIN_LINE
 
 
 async def test_a_new_cart_is_empty(client: httpx.AsyncClient, new_user) -> None:
@@ -23,7 +24,8 @@ async def test_put_sets_the_quantity_and_answers_the_cart(
     assert resp.status_code == 200
     assert resp.json() == {"items": [{"product_id": product["id"], "name": "cup",
                                       "unit_price": 700, "quantity": 2, "line_total": 1_400,
-                                      "in_stock": True}], "total_amount": 1_400}
+                                      "in_stock": True, **PLAIN_LINE}],
+                           "total_amount": 1_400}
 
 
 async def test_more_than_the_stock_is_409(

@@ -20,6 +20,8 @@ from api.requests import (
     ChargeIn,
     CheckoutIn,
     CouponIn,
+    OptionIn,
+    OptionPatch,
     OrderIn,
     ProductIn,
     ProductPatch,
@@ -33,7 +35,8 @@ from rushorder.settings import Settings
 IDEMPOTENT = {("/api/v1/balance/charge", "post"), ("/api/v1/orders", "post"),
               ("/api/v1/orders/{order_id}/cancel", "post"), ("/api/v1/cart/checkout", "post"),
               ("/api/v1/coupons/{coupon_id}/issue", "post"),
-              ("/api/v1/admin/products", "post"), ("/api/v1/admin/coupons", "post")}
+              ("/api/v1/admin/products", "post"), ("/api/v1/admin/coupons", "post"),
+              ("/api/v1/admin/products/{product_id}/options", "post")}
 LISTS = ["/api/v1/products", "/api/v1/balance/history", "/api/v1/orders",
          "/api/v1/users/me/coupons"]
 COUPON = {"name": "c", "discount_type": "FIXED", "discount_value": 1, "total_quantity": 1,
@@ -50,6 +53,28 @@ BOUNDED: dict[str, tuple[type, Callable[[Any], Body], str, Bounds, bool]] = {
               limits.PRICE, False),
     "stock": (ProductIn, lambda v: {"name": "n", "price": 1, "stock": v}, "stock",
               limits.STOCK, False),
+    "options": (ProductIn, lambda v: {"name": "n", "price": 1, "options": [
+                    {"name": "o"}] * len(v)} if v else {"name": "n", "price": 1, "stock": 0},
+                "options", limits.OPTIONS, True),
+    "option name": (ProductIn, lambda v: {"name": "n", "price": 1, "options": [{"name": v}]},
+                    "options[0].name", limits.NAME_LENGTH, True),
+    "option extra_price": (OptionIn, lambda v: {"name": "o", "extra_price": v}, "extra_price",
+                           limits.EXTRA_PRICE, False),
+    "option stock": (OptionIn, lambda v: {"name": "o", "stock": v}, "stock", limits.STOCK,
+                     False),
+    "max_per_user": (ProductIn, lambda v: {"name": "n", "price": 1, "stock": 0,
+                                           "max_per_user": v}, "max_per_user",
+                     limits.MAX_PER_USER, False),
+    "category": (ProductIn, lambda v: {"name": "n", "price": 1, "stock": 0, "category": v},
+                 "category", limits.CATEGORY_LENGTH, True),
+    "new category": (ProductPatch, lambda v: {"category": v}, "category",
+                     limits.CATEGORY_LENGTH, True),
+    "new max_per_user": (ProductPatch, lambda v: {"max_per_user": v}, "max_per_user",
+                         limits.MAX_PER_USER, False),
+    "new extra_price": (OptionPatch, lambda v: {"extra_price": v}, "extra_price",
+                        limits.EXTRA_PRICE, False),
+    "option stock_delta": (OptionPatch, lambda v: {"stock_delta": v}, "stock_delta",
+                           limits.STOCK_DELTA, False),
     "new name": (ProductPatch, lambda v: {"name": v}, "name", limits.NAME_LENGTH, True),
     "new price": (ProductPatch, lambda v: {"price": v}, "price", limits.PRICE, False),
     "stock_delta": (ProductPatch, lambda v: {"stock_delta": v}, "stock_delta",
@@ -66,6 +91,8 @@ BOUNDED: dict[str, tuple[type, Callable[[Any], Body], str, Bounds, bool]] = {
                     "items", limits.ORDER_LINES, True),
     "line quantity": (OrderIn, lambda v: {"items": [{**LINE, "quantity": v}]},
                       "items[0].quantity", limits.QUANTITY, False),
+    "line option": (OrderIn, lambda v: {"items": [{**LINE, "option_id": v}]},
+                    "items[0].option_id", limits.ID, False),
     "line product": (OrderIn, lambda v: {"items": [{**LINE, "product_id": v}]},
                      "items[0].product_id", limits.ID, False),
     "order coupon": (OrderIn, lambda v: {"items": [LINE], "issued_coupon_id": v},
@@ -121,6 +148,20 @@ async def test_served_schema_declares_the_engines_bounds(client: httpx.AsyncClie
     assert order["items"]["items"]["properties"]["product_id"] == integer(limits.ID)
     cart = body_schema(doc, "/api/v1/cart/items/{product_id}", "put")["properties"]
     assert cart["quantity"] == integer(limits.CART_QUANTITY)
+    assert (product["options"]["minItems"], product["options"]["maxItems"]) == (
+        limits.OPTIONS.low, limits.OPTIONS.high)
+    assert product["max_per_user"]["anyOf"][0] == integer(limits.MAX_PER_USER)
+    assert (product["category"]["anyOf"][0]["minLength"],
+            product["category"]["anyOf"][0]["maxLength"]) == (
+        limits.CATEGORY_LENGTH.low, limits.CATEGORY_LENGTH.high)
+    option = body_schema(doc, "/api/v1/admin/products/{product_id}/options", "post")
+    assert option["properties"]["extra_price"] == {**integer(limits.EXTRA_PRICE), "default": 0}
+    assert option["required"] == ["name"]
+    assert order["items"]["items"]["properties"]["option_id"]["anyOf"][0] == integer(limits.ID)
+    category = [p for p in doc["paths"]["/api/v1/products"]["get"]["parameters"]
+                if p["name"] == "category"][0]["schema"]
+    assert (category["minLength"], category["maxLength"]) == (
+        limits.CATEGORY_LENGTH.low, limits.CATEGORY_LENGTH.high)
 
 
 async def test_each_discount_type_has_its_own_range(client: httpx.AsyncClient) -> None:
@@ -144,7 +185,9 @@ async def test_ids_and_page_sizes_are_declared(client: httpx.AsyncClient) -> Non
             limits.PAGE_SIZE.low, limits.PAGE_SIZE.high), path
     ids = [p for ops in doc["paths"].values() for op in ops.values()
            for p in op.get("parameters", []) if p["in"] == "path" and p["name"] != "order_id"]
-    assert len(ids) == 6 and all(p["schema"]["pattern"] == ID_PATTERN for p in ids)
+    # product_id: 2 product routes + 2 option routes + 4 cart routes; option_id: 1 option
+    # route + 2 cart routes (both issue 27's); coupon_id: 2
+    assert len(ids) == 13 and all(p["schema"]["pattern"] == ID_PATTERN for p in ids)
     assert all(re.fullmatch(ID_PATTERN, good) for good in ("1", "10", str(limits.MAX_ID)))
     assert not any(re.search(ID_PATTERN, bad) for bad in ("0", "01", "-1", str(limits.MAX_ID + 1)))
 
@@ -189,7 +232,9 @@ EXPECTED_LINKS = {
     ("get_product", "200", "put_cart_item"), ("update_product", "200", "get_product"),
     ("place_order", "201", "get_order"), ("place_order", "201", "cancel_order"),
     ("get_order", "200", "cancel_order"), ("checkout", "201", "cancel_order"),
-    ("put_cart_item", "200", "checkout"),
+    ("put_cart_item", "200", "checkout"), ("create_product", "201", "add_option"),
+    ("add_option", "201", "update_option"), ("add_option", "201", "put_cart_option"),
+    ("add_option", "201", "get_product"), ("put_cart_option", "200", "checkout"),
     ("create_coupon", "201", "get_coupon"), ("create_coupon", "201", "issue_coupon"),
     ("get_coupon", "200", "issue_coupon"),
     ("issue_coupon", "201", "place_order"), ("issue_coupon", "201", "checkout"),

@@ -6,6 +6,7 @@ from __future__ import annotations
 import httpx
 
 from tests.api.actors import assert_problem
+from tests.api.support import PLAIN_LINE
 
 
 def line(product: dict, quantity: int = 1) -> dict:
@@ -32,8 +33,10 @@ async def test_an_order_takes_stock_and_money_and_answers_201(
     assert isinstance(order["id"], str) and order["user_id"] == user.id
     assert order["status"] == "PAID" and order["issued_coupon_id"] is None
     assert order["items"] == [
-        {"product_id": mug["id"], "name": "mug", "unit_price": 12_000, "quantity": 2},
-        {"product_id": pen["id"], "name": "widget", "unit_price": 500, "quantity": 3}]
+        {"product_id": mug["id"], "name": "mug", "unit_price": 12_000, "quantity": 2,
+         **PLAIN_LINE},
+        {"product_id": pen["id"], "name": "widget", "unit_price": 500, "quantity": 3,
+         **PLAIN_LINE}]
     assert (order["total_amount"], order["discount_amount"], order["paid_amount"]) == (
         25_500, 0, 25_500)
     assert order["created_at"].endswith("Z")

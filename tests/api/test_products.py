@@ -7,6 +7,7 @@ from datetime import UTC, datetime, timedelta
 import httpx
 
 from tests.api.actors import assert_problem
+from tests.api.support import PLAIN_PRODUCT
 
 
 async def test_create_answers_201_with_the_product(client: httpx.AsyncClient, admin) -> None:
@@ -14,7 +15,8 @@ async def test_create_answers_201_with_the_product(client: httpx.AsyncClient, ad
                              json={"name": "mug", "price": 12_000, "stock": 7})
     assert resp.status_code == 201
     product = resp.json()
-    assert product == {"id": product["id"], "name": "mug", "price": 12_000, "stock": 7}
+    assert product == {"id": product["id"], "name": "mug", "price": 12_000, "stock": 7,
+                       **PLAIN_PRODUCT}
     assert (await client.get(f"/api/v1/products/{product['id']}")).json() == product
 
 
@@ -55,7 +57,8 @@ async def test_patch_renames_reprices_and_restocks(
     resp = await client.patch(url, headers=admin.headers,
                               json={"name": "renamed", "price": 250, "stock_delta": -2})
     assert resp.status_code == 200
-    assert resp.json() == {"id": product["id"], "name": "renamed", "price": 250, "stock": 3}
+    assert resp.json() == {"id": product["id"], "name": "renamed", "price": 250, "stock": 3,
+                           **PLAIN_PRODUCT}
     resp = await client.patch(url, headers=admin.headers, json={"stock_delta": 10})
     assert resp.json()["stock"] == 13 and resp.json()["name"] == "renamed"
     assert (await client.patch(url, headers=admin.headers, json={})).json()["stock"] == 13
@@ -94,7 +97,7 @@ async def test_top_ranks_units_sold_ties_by_smaller_id(
     assert [(i["product_id"], i["sold_quantity"]) for i in top["items"]] == expected
     assert [i["rank"] for i in top["items"]] == [1, 2, 3, 4, 5]
     assert top["items"][0] == {"rank": 1, "product_id": products[1]["id"], "name": "widget",
-                               "price": 1, "sold_quantity": 50_000}
+                               "price": 1, "sold_quantity": 50_000, "stock": 950_000}
     start = datetime.fromisoformat(top["window_start"])
     end = datetime.fromisoformat(top["window_end"])
     assert abs(end - datetime.now(UTC)) < timedelta(minutes=1)
