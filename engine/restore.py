@@ -17,7 +17,7 @@ import msgspec
 import redis
 
 from engine import keys
-from engine.allotments import TransferRecord, deal
+from engine.allotments import Kind, TransferRecord, deal
 from engine.models import Coupon, HistoryLine, IssuedCoupon, Order, Product, ProductOption
 from engine.outbox import entry_id
 
@@ -359,8 +359,56 @@ class Snapshot:
 
     def stock(self) -> dict[int, int]:
         """Every product's live stock: its reserve, every group's allotment and the units
-        in flight between them (engine/allotments.py)."""
-        return self.units("p", "stock", every(keys.product), every_group(keys.Group.product))
+        in flight between them (engine/allotments.py), and its options' (a product with
+        options holds none of its own)."""
+        found = self.units("p", "stock", every(keys.product), every_group(keys.Group.product))
+        owners = self.option_products()
+        for oid, units in self.option_stock().items():
+            if oid in owners:
+                found[owners[oid]] = found.get(owners[oid], 0) + units
+        return found
+
+    def option_stock(self) -> dict[int, int]:
+        """Every option's live stock, counted as a product's."""
+        return self.units("o", "stock", every(keys.option), every_group(keys.Group.option))
+
+    def option_products(self) -> dict[int, int]:
+        """Every option's product, by option id."""
+        return {oid: int(v[0] or 0)
+                for oid, v in self._by_id(every(keys.option), "product_id").items()}
+
+    def definitions(self, kind: Kind) -> dict[int, dict[str, str]]:
+        """Every reserve's definition (``kind.definition``, ``v`` among them), by id."""
+        return self._definitions(kind.reserve_prefix() + "*", kind.definition)
+
+    def copies(self, kind: Kind) -> dict[tuple[int, int], dict[str, str]]:
+        """Every group's copy of every reserve's definition, by (group index, id)."""
+        found: dict[tuple[int, int], dict[str, str]] = {}
+        for g in self.layout.all:
+            pattern = kind.copy_prefix(g) + "*"
+            for thing, fields in self._definitions(pattern, kind.definition).items():
+                found[(g.index, thing)] = fields
+        return found
+
+    def recorded(self, kind: Kind) -> set[int]:
+        """Ids of ``kind`` with a transfer recorded at the catalog (on its way to a group:
+        a copy may lag its reserve until it is delivered)."""
+        raw: dict[bytes, bytes] = self.client.hgetall(keys.TRANSFERS_OUT)  # type: ignore[assignment]
+        return {rec.thing_id for rec in map(TransferRecord.parse, raw.values())
+                if rec.kind == kind.letter}
+
+    def _definitions(self, pattern: str, fields: Sequence[str]) -> dict[int, dict[str, str]]:
+        return {thing: {f: (v or b"").decode() for f, v in zip(fields, values, strict=True)}
+                for thing, values in self._by_id(pattern, *fields).items()}
+
+    def bought(self) -> dict[int, dict[int, int]]:
+        """Every user's units in paid orders by product (``<g>:bought:<user>``)."""
+        found: dict[int, dict[int, int]] = {}
+        for key in scan(self.client, every_group(keys.Group.bought)):
+            raw: dict[bytes, bytes] = self.client.hgetall(key)  # type: ignore[assignment]
+            if raw:
+                found[int(key.rsplit(b":", 1)[1])] = {int(k): int(v) for k, v in raw.items()}
+        return found
 
     def units(self, letter: str, field: str, reserves: str, copies: str) -> dict[int, int]:
         """Every product's or coupon's units (``letter`` as in the transfer records), all

@@ -4,10 +4,15 @@ Run it on a quiet system (no writes arriving): it first checks that Redis holds 
 state (its marker: without it, Redis lost its data, and nothing else is compared), waits
 for the outbox to drain, then checks
 
-* Redis and Postgres agree: balances, stock, coupon remaining, order and issued-coupon
-  statuses, key by key;
+* Redis and Postgres agree: balances, stock (of a product with options, the sum of theirs)
+  and each option's, coupon remaining, order and issued-coupon statuses, the units each
+  user holds in paid orders by product (what ``max_per_user`` counts), key by key;
+* products' and options' definitions (name, price, status, sale window, limit, category,
+  options list; an option's product, name and extra price) agree field by field, and every
+  user group's copy carries its reserve's (unless a transfer to it is still recorded);
 * every user's balance is charges - uses + refunds (Postgres' history);
-* every product's stock is initial + restocks - sold + returned;
+* every product's and every option's stock is initial + restocks - sold + returned, and a
+  product with options holds the sum of theirs;
 * no coupon is issued beyond its quantity or twice to one user (Postgres and Redis);
 * every order has its lines and its payment, in the same status;
 * no outbox entry is set aside (``persistence/setaside.py``): while one is, Postgres
@@ -21,7 +26,7 @@ its stages and the values compared show on stderr as it goes (``rushorder.progre
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -29,10 +34,11 @@ import redis
 from sqlalchemy.engine import Connection
 
 from engine import keys, state
+from engine.allotments import OPTION, PRODUCT, Kind
 from engine.outbox import POSTGRES, Outboxes, entry_id
-from engine.restore import Snapshot
+from engine.restore import Snapshot, ms
 from persistence.balances import Balances
-from persistence.catalog import Catalog
+from persistence.catalog import Catalog, OptionRow, ProductRow
 from persistence.coupons import Coupons
 from persistence.database import create_engine
 from persistence.orders import Orders
@@ -123,25 +129,32 @@ class Side:
     remaining: dict[int, int]
     orders: dict[int, str]
     issued: dict[int, str]
+    option_stock: dict[int, int] = field(default_factory=dict)
+    bought: dict[int, dict[int, int]] = field(default_factory=dict)
 
 
 def redis_side(snap: Snapshot, coupons: Mapping[int, tuple[int, int, int]]) -> Side:
     """Redis' values (``coupons``: the snapshot's (total, remaining, holders) by id)."""
     return Side(snap.balances(), snap.stock(), {c: v[1] for c, v in coupons.items()},
-                snap.order_statuses(), snap.issued_statuses())
+                snap.order_statuses(), snap.issued_statuses(), snap.option_stock(),
+                snap.bought())
 
 
 def postgres_side(conn: Connection, redis_values: Side,
                   floors: Mapping[int, Mapping[str, int]]) -> Side:
     """Postgres' values, of orders and issued coupons only those Redis must hold: the ones
     above their user's floor (or held anyway); below it, Redis settled them."""
-    coupons, orders = Coupons(conn), Orders(conn)
+    coupons, orders, catalog = Coupons(conn), Orders(conn), Catalog(conn)
+    bought: dict[int, dict[int, int]] = {}
+    for user, product_id, units in orders.bought():
+        bought.setdefault(user, {})[product_id] = units
     return Side({u.id: u.balance for u in Balances(conn).all()},
-                {p.id: p.stock for p in Catalog(conn).all()},
+                {p.id: p.stock for p in catalog.all()},
                 {c.id: c.remaining for c in coupons.all()},
                 unsettled(orders.statuses(), orders.owners(), floors, "o", redis_values.orders),
                 unsettled(coupons.statuses(), coupons.owners(), floors, "c",
-                          redis_values.issued))
+                          redis_values.issued),
+                {o.id: o.stock for o in catalog.options()}, bought)
 
 
 def unsettled(values: Mapping[int, str], owners: Mapping[int, int],
@@ -158,6 +171,8 @@ def comparisons(redis_values: Side, postgres: Side, progress: Progress) -> list[
     pairs: list[tuple[str, Mapping[int, Any], Mapping[int, Any], str]] = [
         ("balances agree", redis_values.balances, postgres.balances, "user"),
         ("stock agrees", redis_values.stock, postgres.stock, "product"),
+        ("option stock agrees", redis_values.option_stock, postgres.option_stock, "option"),
+        ("units bought agree (max_per_user)", redis_values.bought, postgres.bought, "user"),
         ("coupon remaining agrees", redis_values.remaining, postgres.remaining, "coupon"),
         ("order statuses agree", redis_values.orders, postgres.orders, "order"),
         ("issued coupon statuses agree", redis_values.issued, postgres.issued,
@@ -171,14 +186,21 @@ def comparisons(redis_values: Side, postgres: Side, progress: Progress) -> list[
 def ledgers(conn: Connection, postgres: Side,
             redis_coupons: Mapping[int, tuple[int, int, int]]) -> list[Check]:
     """The rules that make the numbers add up."""
-    coupons = Coupons(conn)
+    coupons, catalog = Coupons(conn), Catalog(conn)
     return [
         Check("balance = charges - uses + refunds", len(postgres.balances),
               [f"user {m.user_id}: balance {m.balance}, history adds up to {m.from_history}"
                for m in Balances(conn).ledger_mismatches()]),
         Check("stock = initial + restocks - sold + returned", len(postgres.stock),
               [f"product {m.product_id}: stock {m.stock}, ledger says {m.from_ledger}"
-               for m in Catalog(conn).stock_mismatches()]),
+               for m in catalog.stock_mismatches()]),
+        Check("option stock = initial + restocks - sold + returned",
+              len(postgres.option_stock),
+              [f"option {m.product_id}: stock {m.stock}, ledger says {m.from_ledger}"
+               for m in catalog.option_stock_mismatches()]),
+        Check("a product with options holds the sum of theirs", len(postgres.stock),
+              [f"product {m.product_id}: stock {m.stock}, its options {m.options}"
+               for m in catalog.sum_mismatches()]),
         Check("coupons issued within their quantity", len(postgres.remaining),
               [f"coupon {m.coupon_id}: {m.issued} issued of {m.total_quantity}, "
                f"{m.remaining} remaining" for m in coupons.issue_mismatches()]
@@ -191,6 +213,79 @@ def ledgers(conn: Connection, postgres: Side,
         Check("orders have their lines and payment", len(postgres.orders),
               [f"{i.rows} {i.rule}" for i in Orders(conn).inconsistencies()]),
     ]
+
+
+def product_definition(row: ProductRow, options: Sequence[int]) -> dict[str, str]:
+    """A stored product's definition as the scripts keep it in Redis (engine/keys.py)."""
+    return {"name": row.name, "price": str(row.price), "status": row.status,
+            "starts_ms": "" if row.sale_starts_at is None else str(ms(row.sale_starts_at)),
+            "ends_ms": "" if row.sale_ends_at is None else str(ms(row.sale_ends_at)),
+            "max_per_user": str(row.max_per_user or 0), "category": row.category or "",
+            "options": ",".join(map(str, options))}
+
+
+def option_definition(row: OptionRow) -> dict[str, str]:
+    """A stored option's definition as the scripts keep it in Redis."""
+    return {"product_id": str(row.product_id), "name": row.name,
+            "extra_price": str(row.extra_price)}
+
+
+def as_kept(fields: Mapping[str, str]) -> dict[str, str]:
+    """A reserve's definition without its version, what it leaves out written as a new
+    product's is (a product of before issue 27 has no status; a cleared limit may be '')."""
+    kept = {f: v for f, v in fields.items() if f != "v"}
+    if "status" in kept:
+        kept["status"] = kept["status"] or "ON_SALE"
+        kept["max_per_user"] = kept["max_per_user"] or "0"
+    return kept
+
+
+def fields_agree(name: str, what: str, redis_side: Mapping[int, Mapping[str, str]],
+                 postgres: Mapping[int, Mapping[str, str]]) -> Check:
+    """Redis and Postgres hold the same definition for every id, field by field."""
+    check = Check(name, checked=len(redis_side.keys() | postgres.keys()))
+    for key in sorted(redis_side.keys() | postgres.keys()):
+        mine, theirs = redis_side.get(key), postgres.get(key)
+        if mine is None or theirs is None:
+            check.problems.append(f"{what} {key}: redis {'absent' if mine is None else 'has it'}"
+                                  f", postgres {'absent' if theirs is None else 'has it'}")
+            continue
+        check.problems += [f"{what} {key} {f}: redis {mine.get(f)!r}, postgres {theirs[f]!r}"
+                           for f in theirs if mine.get(f) != theirs[f]]
+    return check
+
+
+def copies_agree(snap: Snapshot, kind: Kind, what: str,
+                 reserves: Mapping[int, Mapping[str, str]]) -> list[str]:
+    """Group copies whose definition is not their reserve's, though no transfer to a group
+    is recorded (which would deliver it); a group without a copy gets one when it asks."""
+    recorded = snap.recorded(kind)
+    return [f"group {g} {what} {thing}: copy {dict(copy)}, reserve {dict(reserves[thing])}"
+            for (g, thing), copy in sorted(snap.copies(kind).items())
+            if thing in reserves and copy != reserves[thing] and thing not in recorded]
+
+
+def definitions(snap: Snapshot, conn: Connection) -> list[Check]:
+    """Products' and options' definitions: Redis' reserves against Postgres, and every
+    group's copy against its reserve."""
+    catalog = Catalog(conn)
+    options = list(catalog.options())
+    ids: dict[int, list[int]] = {}
+    for o in options:
+        ids.setdefault(o.product_id, []).append(o.id)
+    products = {r.id: product_definition(r, ids.get(r.id, [])) for r in catalog.all()}
+    reserves = {kind: snap.definitions(kind) for kind in (PRODUCT, OPTION)}
+    copies = Check("group copies carry their reserve's definition",
+                   sum(len(r) for r in reserves.values()) * snap.layout.groups,
+                   copies_agree(snap, PRODUCT, "product", reserves[PRODUCT])
+                   + copies_agree(snap, OPTION, "option", reserves[OPTION]))
+    return [
+        fields_agree("product definitions agree", "product",
+                     {p: as_kept(f) for p, f in reserves[PRODUCT].items()}, products),
+        fields_agree("option definitions agree", "option",
+                     {o: as_kept(f) for o, f in reserves[OPTION].items()},
+                     {o.id: option_definition(o) for o in options}),
+        copies]
 
 
 def set_aside(conn: Connection, layout: keys.Layout) -> Check:
@@ -231,8 +326,11 @@ def run_audit(client: redis.Redis, conn: Connection, progress: Progress,
     progress.stage("reading postgres")
     postgres = postgres_side(conn, redis_values, floors)
     compared = comparisons(redis_values, postgres, progress)
+    progress.stage("comparing definitions")
+    defined = definitions(snap, conn)
     progress.stage("checking the ledgers")
-    return Report([marked, drain, aside, *compared, *ledgers(conn, postgres, redis_coupons)])
+    return Report([marked, drain, aside, *compared, *defined,
+                   *ledgers(conn, postgres, redis_coupons)])
 
 
 def audit(settings: Settings, wait_s: float = DRAIN_WAIT_S) -> int:

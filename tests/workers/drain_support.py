@@ -12,6 +12,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -20,7 +21,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine as Database
 
 from engine import Engine
-from engine.models import Coupon, Order, Product
+from engine.models import Coupon, NewOption, Order, Product
 from rushorder.settings import Settings
 
 T = TypeVar("T")
@@ -258,3 +259,30 @@ async def orders_and_cancels(engine: Engine, item: Product, users: list[int]) ->
     for order in placed[::2]:
         await engine.cancel_order(order.user_id, order.id)
     return {f"{o.id}:paid" for o in placed} | {f"{o.id}:cancelled" for o in placed[::2]}
+
+
+async def flash_sale(engine: Engine) -> tuple[list[Product], list[int]]:
+    """A drop of three sizes (one added later, one restocked and renamed) with a window and
+    a limit, a plain product to open tomorrow, one suspended after its orders, and users
+    who bought sizes, some twice, one order cancelled; the products and the users."""
+    now = datetime.now(UTC).replace(microsecond=0)
+    drop = await engine.create_product(
+        "sneaker", 90_000, options=[NewOption(name="260", stock=50),
+                                    NewOption(name="270", extra_price=5_000, stock=7)],
+        sale_starts_at=now - timedelta(hours=1), sale_ends_at=now + timedelta(hours=1),
+        max_per_user=3, category="shoes")
+    tomorrow = await engine.create_product("boot", 50_000, 10, category="shoes",
+                                           sale_starts_at=now + timedelta(days=1))
+    plain = await engine.create_product("socks", 1_000, 100)
+    await engine.add_option(drop.id, "280", extra_price=1_000, stock=30)
+    await engine.update_option(drop.id, drop.options[0].id, stock_delta=-5, name="260mm")
+    sizes = [o.id for o in (await engine.product(drop.id)).options]
+    users = [1, 2, 3, 4, 5]
+    for user in users:
+        await engine.charge(user, 1_000_000)
+        first = await engine.place_order(user, [(drop.id, 1, sizes[user % 3]), (plain.id, 2)])
+        await engine.place_order(user, [(drop.id, user % 2 + 1, sizes[(user + 1) % 3])])
+        if user == 3:
+            await engine.cancel_order(user, first.id)
+    await engine.update_product(plain.id, status="SUSPENDED")
+    return [drop, tomorrow, plain], users

@@ -8,13 +8,15 @@ import pytest
 import redis
 from sqlalchemy.engine import Engine as Database
 
-from engine import Engine
+from engine import Engine, keys
 from engine.allotments import PRODUCT, new_transfer
 from engine.models import Coupon, Product
 from rushorder import progress
 from rushorder.audit import audit
 from rushorder.cli import main
+from rushorder.rebuild import rebuild
 from rushorder.settings import Settings
+from tests.workers.drain_support import flash_sale
 
 
 async def some_business(engine: Engine, items: list[Product], coupon: Coupon) -> None:
@@ -130,13 +132,13 @@ def test_the_audit_through_the_cli_shows_its_stages_and_the_values_compared(
 
     out, err = capsys.readouterr()
     shown = [line.split(", ")[0] for line in err.splitlines()]
-    # 3 balances, 2 products, 1 coupon, 3 orders, 3 issued coupons
-    comparing = [f"audit: comparing redis with postgres: {n}/12 values ({100 * n / 12:.0f}%)"
-                 for n in range(13)]
+    # 3 balances, 2 products, 1 coupon, 3 orders, 3 issued coupons, 2 users' bought units
+    comparing = [f"audit: comparing redis with postgres: {n}/14 values ({100 * n / 14:.0f}%)"
+                 for n in range(15)]
     assert shown == ["audit: live-state marker",
                      "audit: outbox drain into postgres: 0/0 entries (100%)",
                      "audit: reading redis", "audit: reading postgres", *comparing,
-                     "audit: checking the ledgers",
+                     "audit: comparing definitions", "audit: checking the ledgers",
                      "audit: checking the ledgers; done in " + shown[-1].rsplit(" ", 1)[1]]
     assert out.strip().endswith("audit passed")
 
@@ -164,3 +166,94 @@ async def test_the_audit_stays_green_across_a_transfer_stopped_midway_and_its_sw
     assert await a.sweep(older_than_ms=0) == 1
     code, report = run_audit(wsettings, capsys)
     assert code == 0, report
+
+
+@pytest.fixture
+async def sale(engine: Engine, drain: Callable[..., int]) -> tuple[list[Product], list[int]]:
+    """tests/workers/drain_support.py's flash sale (options, window, limit, bought units),
+    all applied to Postgres."""
+    made = await flash_sale(engine)
+    drain()
+    return made
+
+
+def test_the_audit_passes_on_a_flash_sale_and_after_its_rebuild(
+    sale: tuple[list[Product], list[int]], wsettings: Settings, r: redis.Redis,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    code, report = run_audit(wsettings, capsys)
+    assert code == 0, report
+    for check in ("option stock agrees (3 checked)", "units bought agree (max_per_user) (5",
+                  "product definitions agree (3 checked)", "option definitions agree (3",
+                  "option stock = initial + restocks - sold + returned (3 checked)"):
+        assert f"OK   {check}" in report, report
+    r.flushdb()
+    assert rebuild(wsettings) == 0
+    capsys.readouterr()
+    code, report = run_audit(wsettings, capsys)
+    assert code == 0, report
+
+
+async def test_the_audit_names_a_tampered_option_stock_on_either_side(
+    sale: tuple[list[Product], list[int]], wsettings: Settings, r: redis.Redis,
+    db: Database, engine: Engine, capsys: pytest.CaptureFixture[str],
+) -> None:
+    drop = await engine.product(sale[0][0].id)
+    first, second = drop.options[0], drop.options[1]
+    r.hincrby(engine.layout.all[1].option(first.id), "stock", 2)  # Redis made up 2 units
+    with db.begin() as conn:  # Postgres lost one of the second size
+        conn.exec_driver_sql(
+            f"UPDATE product_options SET stock = stock - 1 WHERE id = {second.id}")
+
+    code, report = run_audit(wsettings, capsys)
+
+    assert code == 1
+    for line in [
+        "FAIL stock agrees", f"product {drop.id}: redis {drop.stock + 2}, postgres {drop.stock}",
+        "FAIL option stock agrees",
+        f"option {first.id}: redis {first.stock + 2}, postgres {first.stock}",
+        f"option {second.id}: redis {second.stock}, postgres {second.stock - 1}",
+        "FAIL option stock = initial + restocks - sold + returned",
+        f"option {second.id}: stock {second.stock - 1}, ledger says {second.stock}",
+        "FAIL a product with options holds the sum of theirs",
+        f"product {drop.id}: stock {drop.stock}, its options {drop.stock - 1}",
+    ]:
+        assert line in report, f"{line!r} not in:\n{report}"
+    assert "OK   stock = initial + restocks - sold + returned" in report
+
+
+async def test_the_audit_names_a_tampered_bought_count(
+    sale: tuple[list[Product], list[int]], wsettings: Settings, r: redis.Redis,
+    engine: Engine, capsys: pytest.CaptureFixture[str],
+) -> None:
+    drop = sale[0][0]
+    r.hincrby(engine.layout.of(2).bought(2), str(drop.id), -1)  # one more allowed than paid
+
+    code, report = run_audit(wsettings, capsys)
+
+    assert code == 1
+    assert "FAIL units bought agree (max_per_user)" in report
+    assert f"user 2: redis {{{drop.id}: 1, 3: 2}}, postgres {{{drop.id}: 2, 3: 2}}" in report
+
+
+async def test_the_audit_names_a_definition_redis_and_postgres_disagree_on(
+    sale: tuple[list[Product], list[int]], wsettings: Settings, r: redis.Redis,
+    engine: Engine, capsys: pytest.CaptureFixture[str],
+) -> None:
+    drop = await engine.product(sale[0][0].id)
+    r.hset(keys.product(drop.id), "status", "SUSPENDED")  # the reserve's, not the copies'
+    r.hset(keys.option(drop.options[0].id), "name", "999")
+    r.hset(engine.layout.all[0].product(drop.id), "max_per_user", "9")  # one copy astray
+
+    code, report = run_audit(wsettings, capsys)
+
+    assert code == 1
+    for line in [
+        "FAIL product definitions agree",
+        f"product {drop.id} status: redis 'SUSPENDED', postgres 'ON_SALE'",
+        "FAIL option definitions agree",
+        f"option {drop.options[0].id} name: redis '999', postgres '260mm'",
+        "FAIL group copies carry their reserve's definition", f"group 0 product {drop.id}: copy",
+        f"group 1 product {drop.id}: copy", f"group 0 option {drop.options[0].id}: copy",
+    ]:
+        assert line in report, f"{line!r} not in:\n{report}"
