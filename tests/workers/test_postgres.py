@@ -30,7 +30,7 @@ from engine.outbox.events import (
 )
 from persistence.catalog import Catalog
 from tests.workers.catalog_events import AT, option_order, sneaker
-from tests.workers.drain_support import counts, scalar
+from tests.workers.drain_support import counts, flash_sale, scalar
 from workers.postgres import PostgresWriter, apply_batch, apply_new
 from workers.projection import project
 from workers.retry import retry_set_aside
@@ -417,3 +417,35 @@ def test_options_land_in_postgres_once_with_their_product_holding_their_sum(
     assert tuple(product) == (132, "ON_SALE", 1, "shoes")
     assert [tuple(line) for line in lines] == [(10, "260"), (11, "270"), (None, None)]
     assert ledgers == ([], [], [])
+
+
+async def test_a_flash_sale_lands_in_postgres_as_redis_answers_it(
+    engine: Engine, db: Database, drain: Callable[..., int],
+) -> None:
+    items, users = await flash_sale(engine)
+    drain()
+
+    with db.connect() as conn:
+        for made in items:
+            live = await engine.product(made.id)
+            row = conn.exec_driver_sql(
+                "SELECT name, price, stock, status, sale_starts_at, sale_ends_at, max_per_user,"
+                f" category FROM products WHERE id = {made.id}").one()
+            assert tuple(row) == (live.name, live.price, live.stock, live.status,
+                                  live.sale_starts_at, live.sale_ends_at, live.max_per_user,
+                                  live.category)
+            options = conn.exec_driver_sql(
+                "SELECT id, product_id, name, extra_price, stock FROM product_options "
+                f"WHERE product_id = {made.id} ORDER BY id").all()
+            assert [tuple(o) for o in options] == [
+                (o.id, o.product_id, o.name, o.extra_price, o.stock) for o in live.options]
+        for user in users:
+            for order in (await engine.orders(user, limit=100)).items:
+                lines = conn.exec_driver_sql(
+                    "SELECT product_id, option_id, option_name, unit_price, quantity FROM "
+                    f"order_lines WHERE order_id = {int(order.id)} ORDER BY position").all()
+                assert [tuple(line) for line in lines] == [
+                    (i.product_id, i.option_id, i.option_name, i.unit_price, i.quantity)
+                    for i in order.items]
+    assert len(items[0].options) == 2 and any(  # the added size and an option line landed
+        line.option_id is not None for o in (await engine.orders(1)).items for line in o.items)

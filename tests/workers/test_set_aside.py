@@ -20,13 +20,16 @@ from sqlalchemy.ext.asyncio import create_async_engine
 from engine import Engine
 from engine.models import Product
 from engine.outbox import POSTGRES, Outboxes
+from engine.outbox.events import OptionCreated, OptionState, OrderPaid
 from persistence.setaside import SetAsideSummary, summary
 from rushorder.audit import run_audit
 from rushorder.cli import main
 from rushorder.progress import Progress
 from rushorder.rebuild import rebuild
 from rushorder.settings import Settings
+from tests.workers.catalog_events import AT, option_order
 from tests.workers.drain_support import scalar, wait_for
+from workers.holds import Holds, owned
 from workers.metrics import WorkerMetrics
 from workers.postgres import PostgresWriter
 from workers.retry import retry_set_aside
@@ -234,3 +237,16 @@ async def test_the_outbox_command_lists_retries_and_drops_and_a_rebuild_waits_fo
     assert main(["outbox", "drop", "--id", str(second)]) == 0
     assert "no outbox entry is set aside" in capsys.readouterr().out
     assert rebuild(wsettings) == 0
+
+
+def test_an_option_entry_set_aside_holds_back_the_orders_of_its_product() -> None:
+    """An option is held as its product: an order of any of its sizes waits behind an
+    option.created or option.updated set aside, decodable or not."""
+    added = OptionCreated(at=AT, product_id=3, option=OptionState(id=12, name="280"))
+    order = OrderPaid(at=AT, event_id="5:paid", order=option_order("5"), balance_after=0,
+                      history=None)
+    holds = Holds(owned(added, b""))
+    assert holds.blocker(order) == ("product", 3)
+    garbled = b'{"type":"option.updated","product_id":3,"option":{"id":"twelve"}}'
+    assert Holds(owned(None, garbled)).blocker(order) == ("product", 3)
+    assert Holds(owned(None, b'{"type":"option.updated"}')).blocker(order) is None
