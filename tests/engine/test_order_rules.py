@@ -101,8 +101,10 @@ async def test_two_options_of_one_product_are_two_lines_but_one_option_twice_is_
     user = await funded_user(10_000)
     made = await drop(("a", 0, 5), ("b", 0, 5))
     a, _ = made.options
+    calls = engine.batches.calls
     with pytest.raises(ValidationFailed):
         await engine.place_order(user, [(made.id, 1, a.id), (made.id, 2, a.id)])
+    assert engine.batches.calls == calls  # refused before any script ran
     assert option_stock(await engine.product(made.id))[a.id] == 5
 
 
@@ -414,7 +416,7 @@ async def test_cart_put_checks_in_the_contracts_order(
     engine: Engine, funded_user, drop, new_product
 ) -> None:
     user, plain = await funded_user(10_000), await new_product()
-    made = await drop(("a", 0, 3))
+    made = await drop(("a", 0, 3), ("b", 0, 10))  # the product's 13 would take 4
     a = made.options[0]
     with pytest.raises(ProductNotFound):
         await engine.put_cart_item(user, UNKNOWN, 1, option_id=UNKNOWN)
