@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import asyncio
 from datetime import UTC, datetime, timedelta
+from typing import NamedTuple
 
 import redis
 
 from engine import Engine, keys
-from engine.models import DiscountType
+from engine.models import DiscountType, NewOption
 from persistence.catalog import Catalog
 from persistence.database import create_engine
 from rushorder.settings import MissingSetting, Settings
@@ -33,6 +34,39 @@ DEMO_PRODUCTS: list[tuple[str, int, int]] = [  # name, price (won), stock
     ("E-reader", 159_000, 90),
     ("Fitness band", 39_000, 1_000),
 ]
+
+
+class Details(NamedTuple):
+    """What issue 27 lets a demo product say besides name, price and stock: its category,
+    its options (whose stocks add up to the product's, so the list above stays true) and
+    how many units one customer may buy."""
+
+    category: str
+    options: tuple[NewOption, ...] = ()
+    max_per_user: int | None = None
+
+
+AUDIO, PERIPHERALS, ACCESSORIES, WEARABLES, STORAGE = (
+    "audio", "peripherals", "accessories", "wearables", "storage")
+DEMO_DETAILS: dict[str, Details] = {
+    "Wireless earbuds": Details(AUDIO),
+    "Mechanical keyboard": Details(PERIPHERALS),
+    "USB-C charger 65W": Details(ACCESSORIES),
+    # The flash-sale item: three sizes, each with its own stock, two per customer.
+    "Smart watch": Details(WEARABLES, options=(
+        NewOption(name="40mm", stock=50),
+        NewOption(name="44mm", extra_price=30_000, stock=60),
+        NewOption(name="44mm LTE", extra_price=80_000, stock=40),
+    ), max_per_user=2),
+    "Bluetooth speaker": Details(AUDIO),
+    "Phone case": Details(ACCESSORIES),
+    "Portable SSD 1TB": Details(STORAGE),
+    "Gaming mouse": Details(PERIPHERALS),
+    "4K webcam": Details(PERIPHERALS),
+    "Noise-cancelling headphones": Details(AUDIO),
+    "E-reader": Details("e-readers"),
+    "Fitness band": Details(WEARABLES),
+}
 DEMO_COUPONS: list[tuple[str, DiscountType, int, int]] = [  # name, type, value, quantity
     ("Welcome 10% off", "PERCENT", 10, 1_000),
     ("Flash sale 5,000 won off", "FIXED", 5_000, 100),
@@ -57,7 +91,10 @@ def is_empty(settings: Settings) -> bool:
 async def load_demo(engine: Engine, now: datetime) -> None:
     """Create the demo products and coupons (coupons valid from now for COUPON_DAYS days)."""
     for name, price, stock in DEMO_PRODUCTS:
-        await engine.create_product(name, price, stock)
+        details = DEMO_DETAILS[name]
+        await engine.create_product(
+            name, price, 0 if details.options else stock, options=list(details.options),
+            category=details.category, max_per_user=details.max_per_user)
     start, until = now - timedelta(minutes=1), now + timedelta(days=COUPON_DAYS)
     for name, kind, value, quantity in DEMO_COUPONS:
         await engine.create_coupon(name, kind, value, quantity, start, until)
