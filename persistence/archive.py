@@ -34,7 +34,9 @@ QUERY_TIMEOUT_MS = 2_000  # a read the API waits for: a slow Postgres is a 503, 
 
 _LINE = sa.func.json_build_object("product_id", LINES.c.product_id, "name", LINES.c.name,
                                   "unit_price", LINES.c.unit_price,
-                                  "quantity", LINES.c.quantity)
+                                  "quantity", LINES.c.quantity,
+                                  "option_id", LINES.c.option_id,
+                                  "option_name", LINES.c.option_name)
 _ITEMS = (
     sa.select(sa.func.json_agg(aggregate_order_by(_LINE, LINES.c.position)))
     .where(LINES.c.order_id == ORDERS.c.id)

@@ -16,7 +16,7 @@ from sqlalchemy.engine import Engine as Database
 
 from engine import Engine, keys
 from engine.errors import EngineUnavailable, OrderNotCancellable, OrderNotFound
-from engine.models import Coupon, Page, Product
+from engine.models import Coupon, NewOption, Page, Product
 from engine.outbox import POSTGRES, Outboxes
 from engine.outbox.settle import Settled, Settler
 from engine.restore import every_group
@@ -291,3 +291,25 @@ async def test_the_writer_settles_what_it_committed_beside_its_writing(
     await asyncio.to_thread(writer.run, time.monotonic() + RETENTION_S + 2, threading.Event())
     assert writer.applied > 0 and order_keys(r) == []  # settled by the writer's own settler
     assert (await engine.orders(user, limit=10)).items == placed[::-1]
+
+
+async def test_a_settled_order_of_options_reads_as_before_and_its_cancel_gives_back_the_sizes(
+    engine: Engine, r: redis.Redis, settle: Callable[[], Settled],
+    funded_users: Callable[..., Awaitable[list[int]]],
+) -> None:
+    (user,) = await funded_users(1, 1_000_000)
+    drop = await engine.create_product("sneaker", 90_000, options=[
+        NewOption(name="260", stock=10), NewOption(name="270", extra_price=5_000, stock=10)],
+        max_per_user=5)
+    small, large = (o.id for o in drop.options)
+    placed = await engine.place_order(user, [(drop.id, 2, small), (drop.id, 1, large)])
+    settle()
+    assert not r.exists(L.owner(int(placed.id)).order(placed.id))
+
+    assert await engine.order(user, placed.id) == placed  # option_id and name from Postgres
+    assert (await engine.orders(user)).items == [placed]
+    await engine.cancel_order(user, placed.id)  # brought back, each size given back
+
+    sizes = (await engine.product(drop.id)).options
+    assert [(o.id, o.stock) for o in sizes] == [(small, 10), (large, 10)]
+    assert r.hgetall(L.of(user).bought(user)) == {}  # and the allowance
