@@ -36,6 +36,25 @@ so a hot product needs a few transfers per group rather than one per order, whil
 cap keeps a fair share of the reserve for the other groups, and an ever smaller one as
 the reserve runs low (so units are not stranded in a group that no longer sells them:
 those are pulled back when another group needs them).
+
+**Small stocks** (issue 27: a drop of 10 sizes of 50 pairs leaves ~6 a size in each of 4
+groups) are where transfers cost most: each refill serves only a few orders, and the sale
+ends with every group short in turn. Three rules keep them rare:
+
+- a stock of fewer than ``SMALL_STOCK`` units a group is dealt out *whole* at creation
+  (``units // groups`` each, the remainder in the reserve): the half kept back would only
+  come out again in refills of a few units each, one transfer per few orders;
+- a pull-back takes *half* of what each other group holds (``PULL_SHARE``), not just what
+  the order lacks: a group that ran out while others still hold units will run out again
+  at once, and half evens the groups out in one round rather than one per order;
+- the refill right after a pull-back is not capped by the reserve's fair share: the units
+  were pulled back for this group, and capping them left most in the reserve for the next
+  order of the same group to fetch again.
+
+Measured (10 products x 50 units, 800 buyers spread over the 4 groups, 32 at a time, one
+unit of a random size each; /tmp/notes/e1-27.md has the command): transfers fell from
+~105 (13% of the orders) to ~66 (8%), and orders sent back SHORT that then sold from ~24%
+to ~8% of the 500 sold; the 300 refused orders all go back once, to be counted.
 """
 
 from __future__ import annotations
@@ -58,6 +77,11 @@ from engine.scripts import Script, script_keys
 RECEIVED_TTL_S = 7 * 24 * 3600
 SWEEP_AFTER_MS = 1000  # a mover finishes within milliseconds; later, the sweeper does
 DEAL_FLOOR = 4
+# A stock below this many units a group is dealt out whole; a pull-back takes 1/PULL_SHARE
+# of what a group holds (module docstring, "Small stocks").
+SMALL_STOCK = 16
+PULL_SHARE = 2
+PULL_MOST = 10**15  # no bound but the share: more than any stock (limits.STOCK)
 # A pull-back takes nothing from a group that received units less than this long ago: it
 # was refilled for an order, which runs next; without it, two groups short of the last
 # units could take them back and forth from each other for ever.
@@ -329,20 +353,21 @@ class Allotments:
     async def _acquire(self, group: keys.Group, kind: Kind, thing_id: int, quantity: int,
                        have: int) -> int | str | None:
         slot, key = self.slot(group), (group.index, kind.letter, thing_id)
-        need = quantity - have
+        need, share = quantity - have, self.layout.groups
         for attempt in range(ROUNDS):
             most = max(need, 2 * self._last.get(key, 0), DEAL_FLOOR)
             moved = await self.move(self.reserve, slot, kind, thing_id, need, most,
-                                    share=self.layout.groups)
+                                    share=share)
             if moved is None:
                 return ABSENT
             if moved:
                 self._last[key] = moved
                 return None
             pulled = await asyncio.gather(*(
-                self.move(other, self.reserve, kind, thing_id, 1, need)
+                self.move(other, self.reserve, kind, thing_id, 1, PULL_MOST, share=PULL_SHARE)
                 for other in self.slots if other is not slot))
             if any(pulled):
+                share = 1  # what was pulled back was pulled for this group
                 continue
             total = await self.count(kind, thing_id)
             if total < quantity:
@@ -363,7 +388,10 @@ class Allotments:
 
 
 def deal(units: int, groups: int) -> int:
-    """The units a new product or coupon gives each group at once (module docstring)."""
+    """The units a new product, option or coupon gives each group at once: a small stock
+    whole, else half of it (module docstring, "Small stocks")."""
+    if units < SMALL_STOCK * groups:
+        return units // groups
     return units // (2 * groups)
 
 

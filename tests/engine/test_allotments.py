@@ -51,28 +51,48 @@ async def test_a_new_product_deals_half_its_stock_to_the_groups(engine, new_prod
     assert await _records(r, made.id) == []  # every deal delivered
 
 
+async def test_a_small_stock_is_dealt_out_whole(engine, new_product, r) -> None:
+    made = await new_product(stock=50)  # under SMALL_STOCK (16) a group
+    assert await _units(r, engine, made.id) == (2, [12, 12, 12, 12])
+    assert (await engine.product(made.id)).stock == 50
+
+
+async def test_a_pull_back_takes_half_of_what_each_other_group_holds(
+    engine, new_product, funded_user, r
+) -> None:
+    made = await new_product(price=10, stock=80)  # 10 units dealt to each group, 40 kept
+    holder = await _user_in(engine, funded_user, 0)
+    await allot(engine, holder, made.id, 40)  # the reserve empty, 50 in group 0
+    buyer = await _user_in(engine, funded_user, 3)
+    await asyncio.sleep(0.15)  # past HOLD_MS
+    await engine.place_order(buyer, [(made.id, 11)])  # 1 more than group 3 holds
+    reserve, groups = await _units(r, engine, made.id)
+    assert groups[:3] == [25, 5, 5]  # each gave half back, not the 1 the order lacked
+    assert reserve + groups[3] == 80 - 11 - 35  # every unit but the 11 sold
+
+
 async def test_a_group_short_of_units_is_refilled_from_the_reserve(
     engine, new_product, funded_user, r
 ) -> None:
-    made = await new_product(stock=16)  # 2 units dealt to each group, 8 in the reserve
+    made = await new_product(stock=80)  # 10 units dealt to each group, 40 in the reserve
     user = await _user_in(engine, funded_user, 1)
-    order = await engine.place_order(user, [(made.id, 5)])
+    order = await engine.place_order(user, [(made.id, 15)])
     assert order.status == "PAID"
     reserve, groups = await _units(r, engine, made.id)
-    assert reserve < 8 and groups[1] == 2 + (8 - reserve) - 5
-    assert (await engine.product(made.id)).stock == 11
+    assert reserve < 40 and groups[1] == 10 + (40 - reserve) - 15
+    assert (await engine.product(made.id)).stock == 65
 
 
 async def test_the_last_units_are_pulled_back_from_the_other_groups(
     engine, new_product, funded_user, r
 ) -> None:
-    made = await new_product(stock=12)  # 1 unit dealt to each group, 8 in the reserve
+    made = await new_product(price=10, stock=80)  # 10 units dealt to each group, 40 kept
     holder = await _user_in(engine, funded_user, 0)
-    await allot(engine, holder, made.id, 8)  # the whole reserve in group 0: 9 there
+    await allot(engine, holder, made.id, 40)  # the whole reserve in group 0: 50 there
     buyer = await _user_in(engine, funded_user, 3)
     await asyncio.sleep(0.15)  # past HOLD_MS: group 0 has had its units a while
-    order = await engine.place_order(buyer, [(made.id, 12)])
-    assert order.items[0].quantity == 12
+    order = await engine.place_order(buyer, [(made.id, 80)])
+    assert order.items[0].quantity == 80
     assert await _units(r, engine, made.id) == (0, [0, 0, 0, 0])
     with pytest.raises(OutOfStock) as refused:
         await engine.place_order(buyer, [(made.id, 1)])
@@ -82,7 +102,7 @@ async def test_the_last_units_are_pulled_back_from_the_other_groups(
 async def test_an_order_for_more_than_every_slot_holds_is_refused_with_the_sum(
     engine, new_product, funded_user
 ) -> None:
-    made = await new_product(stock=12)
+    made = await new_product(stock=12)  # dealt out whole: 3 a group
     user = await _user_in(engine, funded_user, 2)
     with pytest.raises(OutOfStock) as refused:
         await engine.place_order(user, [(made.id, 13)])
@@ -170,8 +190,8 @@ async def test_kill_9_between_a_transfers_steps_then_the_sweeper_loses_and_doubl
 async def test_one_groups_users_get_every_unit_of_a_coupon_then_sold_out(
     engine, new_coupon, funded_user, r
 ) -> None:
-    made = await new_coupon(quantity=8)  # 1 unit dealt to each group, 4 in the reserve
-    assert int(await r.hget(engine.layout.all[1].coupon(made.id), "remaining")) == 1
+    made = await new_coupon(quantity=8)  # a small stock: 2 units dealt to each group
+    assert int(await r.hget(engine.layout.all[1].coupon(made.id), "remaining")) == 2
     users = [await _user_in(engine, funded_user, 0) for _ in range(9)]
     await asyncio.sleep(0.15)  # past HOLD_MS: the other groups' units may be pulled back
     for user in users[:8]:

@@ -16,7 +16,8 @@ from engine.errors import OptionNotFound, OutOfStock, ProductNotFound, Validatio
 from engine.models import NewOption, Product
 
 UNKNOWN = 9_000_000_000
-SIZES = [NewOption(name="260", stock=50), NewOption(name="270", extra_price=1_000, stock=50),
+# Stocks above SMALL_STOCK a group, so that half stays in the reserve (engine/allotments.py).
+SIZES = [NewOption(name="260", stock=80), NewOption(name="270", extra_price=1_000, stock=80),
          NewOption(name="280", stock=0)]
 
 
@@ -54,9 +55,9 @@ async def test_a_product_created_with_options_reads_back_with_them_and_their_sum
     engine: Engine
 ) -> None:
     made = await _drop(engine)
-    assert made.stock == 100 and [o.name for o in made.options] == ["260", "270", "280"]
+    assert made.stock == 160 and [o.name for o in made.options] == ["260", "270", "280"]
     assert [(o.extra_price, o.stock, o.sold_out) for o in made.options] == [
-        (0, 50, False), (1_000, 50, False), (0, 0, True)]
+        (0, 80, False), (1_000, 80, False), (0, 0, True)]
     assert {o.product_id for o in made.options} == {made.id}
     assert made.options[0].id < made.options[1].id < made.options[2].id
     assert await engine.product(made.id) == made
@@ -109,7 +110,7 @@ async def test_an_added_option_reaches_the_product_and_every_groups_copy(
         made.id, "290", 500, 40, False)
     after = await engine.product(made.id)
     assert [o.id for o in after.options] == [made.options[0].id, added.id]
-    assert after.stock == 90
+    assert after.stock == 120
     for g in engine.layout.all:  # delivered before the answer
         assert (await r.hget(g.product(made.id), "options")).decode() == \
             f"{made.options[0].id},{added.id}"
@@ -154,13 +155,13 @@ async def test_an_option_is_renamed_repriced_and_restocked(engine: Engine, r: An
     mark = await _mark(r)
     changed = await engine.update_option(made.id, oid, name="265", extra_price=2_000,
                                          stock_delta=5)
-    assert (changed.name, changed.extra_price, changed.stock) == ("265", 2_000, 55)
+    assert (changed.name, changed.extra_price, changed.stock) == ("265", 2_000, 85)
     for g in engine.layout.all:
         assert await r.hmget(g.option(oid), "name", "extra_price") == [b"265", b"2000"]
-    assert (await engine.product(made.id)).stock == 105
+    assert (await engine.product(made.id)).stock == 165
     [event] = await _catalog_events(r, mark)
     assert (event["type"], event["stock_delta"], event["option"]) == (
-        "option.updated", 5, {"id": oid, "name": "265", "extra_price": 2_000, "stock": 55})
+        "option.updated", 5, {"id": oid, "name": "265", "extra_price": 2_000, "stock": 85})
 
 
 async def test_an_options_stock_never_goes_below_0_even_with_its_units_in_the_groups(
@@ -168,15 +169,15 @@ async def test_an_options_stock_never_goes_below_0_even_with_its_units_in_the_gr
 ) -> None:
     made = await _drop(engine)
     oid = made.options[1].id
-    await _into_group(engine, 2, oid, 10)
+    await _into_group(engine, 2, oid, 40)  # the reserve empty: every unit in the groups
     await asyncio.sleep(0.15)  # past HOLD_MS: the group's units may be pulled back
     with pytest.raises(OutOfStock) as refused:
-        await engine.update_option(made.id, oid, stock_delta=-51)
-    assert refused.value.context == {"product_id": made.id, "option_id": oid, "stock": 50}
+        await engine.update_option(made.id, oid, stock_delta=-81)
+    assert refused.value.context == {"product_id": made.id, "option_id": oid, "stock": 80}
     assert (await engine.product(made.id)) == made
-    emptied = await engine.update_option(made.id, oid, stock_delta=-50)
+    emptied = await engine.update_option(made.id, oid, stock_delta=-80)
     assert (emptied.stock, emptied.sold_out) == (0, True)
-    assert (await engine.product(made.id)).stock == 50
+    assert (await engine.product(made.id)).stock == 80
 
 
 async def test_a_product_with_options_is_restocked_through_them(engine: Engine) -> None:
@@ -195,10 +196,10 @@ async def test_live_option_stock_counts_the_reserve_every_group_and_units_in_fli
     a = engine.allotments
     assert await a._out(a.reserve, OPTION, oid, new_transfer(), 3, 4, 4) is not None  # in flight
     reserve, groups = await _option_units(r, engine, oid)
-    assert reserve + sum(groups) == 50  # the audit's equation, per option
-    assert await a.count(OPTION, oid) == 50
+    assert reserve + sum(groups) == 80  # the audit's equation, per option
+    assert await a.count(OPTION, oid) == 80
     live = await engine.product(made.id)
-    assert live.options[0].stock == 50 and live.stock == 100
+    assert live.options[0].stock == 80 and live.stock == 160
     await a.sweep(older_than_ms=0)  # no transfer left in flight for the next test
 
 
@@ -218,4 +219,4 @@ async def test_the_sweeper_delivers_an_option_transfer_a_crash_left_in_flight(
     assert (reserve, groups[2]) == (before[0] - 5, before[1][2] + 5)
     assert await r.hmget(engine.layout.all[2].option(oid), "product_id", "name") == [
         str(made.id).encode(), b"270"]
-    assert (await engine.product(made.id)).options[1].stock == 50
+    assert (await engine.product(made.id)).options[1].stock == 80
