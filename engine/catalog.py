@@ -192,11 +192,10 @@ class CatalogCommands(Core):
             product=keys.product(product_id), option_prefix=keys.OPTION_PREFIX,
             seq=keys.SEQ, outbox=keys.OUTBOX, transfers=keys.TRANSFERS_OUT, **admin_keys)
         stored = keyed(reply, _StoredOption, idem)
-        if idem is None or not idem.replayed:
+        if idem is None or not idem.replayed:  # a replay dealt nothing
             await asyncio.gather(self.allotments.deliver_all(f"{transfer}.o"),
                                  self.allotments.deliver_all(f"{transfer}.p"))
-            return _option(stored, product_id, {})
-        return (await self._live_option(product_id, stored.id))
+        return _option(stored, product_id, {})  # just made: the reserve's part is all
 
     async def update_option(self, product_id: int, option_id: int, *,
                             name: str | None = None, extra_price: int | None = None,
@@ -259,11 +258,6 @@ class CatalogCommands(Core):
         limits.ID.check(product_id, "product_id")
         (product,) = await self._live_products([product_id])
         return product
-
-    async def _live_option(self, product_id: int, option_id: int) -> ProductOption:
-        """One option of a product, with live stock."""
-        product = await self.product(product_id)
-        return next(o for o in product.options if o.id == option_id)
 
     async def _live_products(self, product_ids: Sequence[int]) -> list[Product]:
         """Products with live stock, in the order asked: each reserve's read beside one read

@@ -1,6 +1,6 @@
 -- transfer_in.lua: the second step of a transfer (transfer_out.lua is the first): add its
 -- units to the destination and remember its id there, so a replayed step adds nothing.
--- A definition sent along (the reserve's name and price, or a coupon's terms) replaces the
+-- A definition sent along (a product's or option's, or a coupon's terms) replaces the
 -- destination's copy when it is newer (its `v`) or the copy has none.
 -- Rules in plain Python: tests/engine/model.py keeps one count per product (Product.stock)
 -- and coupon (Coupon.remaining); the reserve, the groups' units and the units in flight

@@ -1,5 +1,5 @@
--- transfer_out.lua: the first step of moving units of a product's stock or a coupon's
--- quantity between its reserve and a user group's allotment (engine/allotments.py):
+-- transfer_out.lua: the first step of moving units of a product's or an option's stock or
+-- a coupon's quantity between its reserve and a user group's allotment (engine/allotments.py):
 -- take them from the source and record the transfer there, in one step. Debit first: a
 -- crash after this step leaves units in flight, which the record names and the sweeper
 -- delivers; it can never leave units on both sides.
@@ -8,8 +8,9 @@
 -- always sum to it, so no transfer changes a rule's outcome (the model test checks).
 -- KEYS[1] live marker of the slot ({ro}:live or <g>:live): without it, every reply is
 -- STATE_MISSING (engine/state.py)
--- KEYS[2] the source's holder: {ro}:product:<id> / {ro}:coupon:<id> (the reserve) or
---         <g>:product:<id> / <g>:coupon:<id> (a group's allotment)
+-- KEYS[2] the source's holder: {ro}:product:<id> / {ro}:option:<id> / {ro}:coupon:<id>
+--         (the reserve) or <g>:product:<id> / <g>:option:<id> / <g>:coupon:<id> (a
+--         group's allotment)
 -- KEYS[3] the source slot's transfers in flight ({ro}:xfer:out or <g>:xfer:out)
 -- ARGV[1] transfer id; ARGV[2] the units' field (stock | remaining); ARGV[3] fewest units
 -- to take (none at all below it); ARGV[4] most units to take; ARGV[5] a share: above the

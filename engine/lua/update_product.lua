@@ -46,6 +46,9 @@ for i, field in ipairs(FIELDS) do
     new[field], changed = i > 3 and sent:sub(2) or sent, true
   end
 end
+-- As create_product.lua writes them: a status always, '0' for no limit.
+if new.status == '' then new.status = 'ON_SALE' end
+if new.max_per_user == '' then new.max_per_user = '0' end
 if new.starts_ms ~= '' and new.ends_ms ~= '' and
     tonumber(new.starts_ms) >= tonumber(new.ends_ms) then
   return fail('VALIDATION_ERROR', 'sale_ends_at: the sale must end after it starts',
@@ -94,8 +97,7 @@ if changed then
   redis.call('HINCRBY', K.product, 'v', 1)
   record_deals(K.transfers, ARGV[9], 'p', id, groups, 0, now)
 end
-local status = new.status ~= '' and new.status or 'ON_SALE'
-local mpu = tonumber(new.max_per_user) or 0
+local status, mpu = new.status, tonumber(new.max_per_user)
 local product = cjson.encode({id = id, name = new.name, price = tonumber(new.price),
   stock = stock, status = status,
   sale_starts_at = new.starts_ms ~= '' and iso(tonumber(new.starts_ms)) or cjson.null,

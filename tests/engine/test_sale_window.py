@@ -113,6 +113,9 @@ async def test_unset_keeps_a_field_and_none_clears_it(engine: Engine, r: Any) ->
     assert (cleared.sale_starts_at, cleared.sale_ends_at, cleared.max_per_user,
             cleared.category, cleared.on_sale) == (starts, None, None, None, True)
     assert await engine.product(made.id) == cleared
+    for g in engine.layout.all:  # as the order script reads them: '' no time, '0' no limit
+        assert await r.hmget(g.product(made.id), "ends_ms", "max_per_user", "category") == [
+            b"", b"0", b""]
 
 
 async def test_a_window_that_ends_before_it_starts_is_refused_naming_its_end(
