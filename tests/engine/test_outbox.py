@@ -125,14 +125,15 @@ async def test_coupon_creation_emits_coupon_created(engine, outbox) -> None:
 async def test_issue_emits_coupon_issued_with_its_groups_remaining_count(
     engine, new_coupon, new_user, outbox, r
 ) -> None:
-    made, user = await new_coupon(quantity=40), await new_user()  # 5 units in each group
+    # 400 over 4 groups: 50 units dealt to each (engine/allotments.py, a half-deal)
+    made, user = await new_coupon(quantity=400), await new_user()
     mark = await outbox.mark()
     got = await engine.issue_coupon(user, made.id)
     [event] = await outbox.since(mark)
     assert isinstance(event, CouponIssued)
     # What the user's group holds after the issue (engine/allotments.py), not the total.
-    assert (event.issued, event.remaining) == (got, 4)
-    assert int(await r.hget(engine.layout.of(user).coupon(made.id), "remaining")) == 4
+    assert (event.issued, event.remaining) == (got, 49)
+    assert int(await r.hget(engine.layout.of(user).coupon(made.id), "remaining")) == 49
 
 
 async def test_order_emits_order_paid_with_the_order_balance_and_use_line(
