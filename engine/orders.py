@@ -53,7 +53,7 @@ class OrderCommands(Core):
         the balance in one atomic step, or change nothing. Concurrent calls share one
         script call (:mod:`engine.batch`), never an outcome."""
         group = self.layout.of(user_id)
-        order = self._order(group, user_id, _as_lines(items), issued_coupon_id, idem)
+        order = self._order(group, user_id, items, issued_coupon_id, idem)
         for attempt in range(SHORT_TRIES):
             reply = await self.batches.place(group, order)
             code = reply[0]
@@ -69,21 +69,22 @@ class OrderCommands(Core):
         raise EngineUnavailable("the order's units kept going to other orders; retry")
 
     def _order(
-        self, g: keys.Group, user_id: int, items: list[Line],
+        self, g: keys.Group, user_id: int, items: Sequence[OrderItem],
         issued_coupon_id: int | None, idem: Idempotency | None,
     ) -> OrderCall:
         """One order as place_orders.lua takes it, after the checks Python can make
         alone."""
+        lines = _as_lines(items)
         _check_issued_coupon(issued_coupon_id)
         idem_key, fp = idem_keys(g, user_id, idem)
         keys_ = order_keys(balance=g.balance(user_id), history=g.history(user_id),
                            user_orders=g.user_orders(user_id),
                            icoupon=g.issued_coupon(issued_coupon_id or 0), idem=idem_key,
                            bought=g.bought(user_id), **guards(g, user_id))
-        for product_id, _, option_id in items:  # LINE_K; a line without an option: the
+        for product_id, _, option_id in lines:  # LINE_K; a line without an option: the
             product = g.product(product_id)      # product's key again
             keys_ += (product, product if option_id is None else g.option(option_id))
-        return OrderCall(keys_, user_id, issued_coupon_id, fp, items)
+        return OrderCall(keys_, user_id, issued_coupon_id, fp, lines)
 
     async def checkout(
         self, user_id: int, issued_coupon_id: int | None = None, idem: Idempotency | None = None

@@ -343,7 +343,7 @@ local function batch_product(c, key, pid)
   if not raw[1] then return nil, int(raw[3]) end
   p = {pid = pid, name = raw[1], price = tonumber(raw[2]), stock = tonumber(raw[3]) or 0,
     taken = 0, status = raw[4], starts = raw[5], ends = raw[6], max = int(raw[7]),
-    options = raw[8] or ''}
+    options = raw[8] or '', json = cjson.encode(raw[1])}
   c.products[key] = p
   return p
 end
@@ -356,14 +356,20 @@ local function batch_option(c, key, pid)
   if o then return o end
   local raw = redis.call('HMGET', key, 'name', 'extra_price', 'stock')
   if not raw[1] then return nil, int(raw[3]) end
-  o = {pid = pid, name = raw[1], extra = int(raw[2]), stock = tonumber(raw[3]) or 0, taken = 0}
+  o = {pid = pid, name = raw[1], extra = int(raw[2]), stock = tonumber(raw[3]) or 0, taken = 0,
+    json = cjson.encode(raw[1])}
   c.products[key] = o
   return o
 end
 
--- Whether option `oid` (digits) is one of product copy `p`'s options.
+-- Whether option `oid` (digits) is one of product copy `p`'s options (the list is parsed
+-- once a batch).
 local function lists_option(p, oid)
-  return string.find(',' .. p.options .. ',', ',' .. oid .. ',', 1, true) ~= nil
+  if not p.listed then
+    p.listed = {}
+    for id in string.gmatch(p.options, '%d+') do p.listed[id] = true end
+  end
+  return p.listed[oid] == true
 end
 
 -- The answer that sends a request back to the engine: the group holds `have` of the
@@ -378,16 +384,22 @@ local function short(id, quantity, have, pid)
   return {'SHORT', string.format('{"id":%d,"quantity":%d,"have":%d}', id, quantity, have)}
 end
 
+-- The batch's writes: the id counters, each product's and option's units taken, and the
+-- sales counted per product (an option's for its product: the options of a drop sold in one
+-- batch cost one pair of sales writes, not one a size).
 local function close_orders(c)
   if not c.taken then return end
   redis.call('HSET', c.k.seq, 'order', c.order, 'hist', c.hist)
-  local bucket = c.k.sales_prefix .. c.hour
+  local bucket, sold = c.k.sales_prefix .. c.hour, {}
   for key, p in pairs(c.products) do
     if p.taken > 0 then
       redis.call('HINCRBY', key, 'stock', -p.taken)
-      redis.call('ZINCRBY', bucket, p.taken, p.pid)
-      redis.call('ZINCRBY', c.k.window, p.taken, p.pid)
+      sold[p.pid] = (sold[p.pid] or 0) + p.taken
     end
+  end
+  for pid, units in pairs(sold) do
+    redis.call('ZINCRBY', bucket, units, pid)
+    redis.call('ZINCRBY', c.k.window, units, pid)
   end
 end
 
@@ -406,7 +418,7 @@ local function option_item(c, l, p, item)
       {product_id = l.pid, option_id = oid})
   end
   if not o and not item.final then return nil, short(oid, l.qty, have, l.pid) end
-  o = o or {pid = l.pid, name = '', extra = 0, stock = 0, taken = 0}
+  o = o or {pid = l.pid, name = '', extra = 0, stock = 0, taken = 0, json = '""'}
   item.option_id, item.option_name, item.unit_price = oid, o.name, p.price + o.extra
   item.stock, item.p = o.stock, o
   return item
@@ -564,12 +576,12 @@ local function order_balance(u, paid)
 end
 
 -- An order line as the answer, the stored order and the event carry it (option_id and
--- option_name null for a plain product's line).
+-- option_name null for a plain product's line); names are JSON-encoded once a batch.
 local function line_json(it)
   return string.format('{"product_id":%d,"name":%s,"unit_price":%d,"quantity":%d,'
-    .. '"option_id":%s,"option_name":%s}', it.product_id, cjson.encode(it.name),
-    it.unit_price, it.quantity, it.option_id and string.format('%d', it.option_id) or 'null',
-    it.option_id and cjson.encode(it.option_name) or 'null')
+    .. '"option_id":%s,"option_name":%s}', it.product_id, it.product.json, it.unit_price,
+    it.quantity, it.option_id and string.format('%d', it.option_id) or 'null',
+    it.option_id and it.p.json or 'null')
 end
 
 -- Once every check passed: take the items' units (in `c`, written by close_orders), count

@@ -115,7 +115,9 @@ async def test_the_script_refuses_one_option_twice_on_its_own(
     user = await funded_user(10_000)
     made = await drop()
     (a,) = made.options
-    order = engine._order(engine.layout.of(user), user, [(made.id, 1, a.id)] * 2, None, None)
+    order = engine._order(engine.layout.of(user), user, [(made.id, 1, a.id)], None, None)
+    order.keys += order.keys[-2:]  # the line's product and option keys again (LINE_K)
+    order.lines, order.flags = [*order.lines] * 2, ["", ""]
     reply = await engine.batches.place(engine.layout.of(user), order)
     assert reply[0] == b"VALIDATION_ERROR" and b"at most once" in reply[1]
 
