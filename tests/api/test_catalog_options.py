@@ -114,6 +114,7 @@ OPTION = {"name": "260", "stock": 1}
     ({"options": [{"stock": 1}]}, "options[0].name"),
     ({"options": [OPTION, {"name": ""}]}, "options[1].name"),
     ({"options": [OPTION, {"name": "a\nb"}]}, "options[1].name"),
+    ({"options": [OPTION, {"name": "final newline\n"}]}, "options[1].name"),
     ({"options": [OPTION, {"name": "x" * 201}]}, "options[1].name"),
     ({"options": [{"name": "a", "extra_price": -1}]}, "options[0].extra_price"),
     ({"options": [{"name": "a", "extra_price": 100_000_001}]}, "options[0].extra_price"),
