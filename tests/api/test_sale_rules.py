@@ -357,3 +357,28 @@ async def test_a_bad_cart_option_body_names_the_field(
     resp = await client.put("/api/v1/cart/items/1/options/1", json=body,
                             headers=new_user().headers)
     assert_problem(resp, 400, "VALIDATION_ERROR", names=field)
+
+
+# -- an old client ------------------------------------------------------------------------
+
+
+async def test_an_old_clients_orders_answer_every_old_field_as_before(
+    client: httpx.AsyncClient, funded_user, new_product
+) -> None:
+    """A client that knows none of issue 27: its order, read, listed and cancelled, answers
+    the old fields with the old values, and the new line fields as null."""
+    user, mug = await funded_user(10_000), await new_product(price=1_200, stock=3, name="mug")
+    placed = await client.post(ORDERS, headers=user.headers, json={"items": [line(mug, 2)]})
+    assert placed.status_code == 201
+    order_ = placed.json()
+    old_line = {"product_id": mug["id"], "name": "mug", "unit_price": 1_200, "quantity": 2}
+    assert order_["items"] == [{**old_line, **PLAIN_LINE}]
+    assert (order_["total_amount"], order_["paid_amount"], order_["status"]) == (
+        2_400, 2_400, "PAID")
+    read_ = (await client.get(f"{ORDERS}/{order_['id']}", headers=user.headers)).json()
+    listed = (await client.get(ORDERS, headers=user.headers)).json()["items"]
+    assert read_ == order_ and listed == [order_]
+    cancelled = (await client.post(f"{ORDERS}/{order_['id']}/cancel",
+                                   headers=user.headers)).json()
+    assert cancelled["items"] == order_["items"] and cancelled["status"] == "CANCELLED"
+    assert (await read(client, mug))["stock"] == 3
