@@ -1,10 +1,14 @@
-"""How events are cut into requests to the data platform, and what its answers mean."""
+"""What the data platform gets of an event, how events are cut into requests to it, and
+what its answers mean."""
 
 from __future__ import annotations
 
 import msgspec
 import pytest
 
+from engine.outbox.events import OrderPaid
+from tests.workers.catalog_events import AT, option_order
+from workers.forwarder import delivery_of
 from workers.platform_http import MAX_BYTES, Item, Platform, Request
 
 
@@ -65,3 +69,13 @@ def test_answers_mean_retry_refused_or_taken_with_the_rejected_events() -> None:
     assert outcome.taken
     assert outcome.rejected == {events[0].event_id: "bad order", events[2].event_id: "bad json"}
     assert platform.outcome(request, 202, b"").rejected == {}  # a 2xx says: all taken
+
+
+def test_the_platform_gets_each_lines_option_and_null_for_a_plain_product() -> None:
+    event = OrderPaid(at=AT, event_id="5:paid", order=option_order("5"), balance_after=0,
+                      history=None)
+    found = delivery_of(msgspec.json.encode(event))
+    assert found is not None and found[0] == "5:paid"
+    lines = msgspec.json.decode(found[1])["order"]["items"]
+    assert [(line["option_id"], line["option_name"]) for line in lines] == [
+        (10, "260"), (11, "270"), (None, None)]
