@@ -14,6 +14,7 @@ Create Date: 2026-12-08
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import datetime
 
 import sqlalchemy as sa
 from alembic import op
@@ -32,7 +33,7 @@ def _text(name: str, nullable: bool = False) -> sa.Column[str]:
     return sa.Column(name, sa.Text(), nullable=nullable)
 
 
-def _time(name: str, nullable: bool = False) -> sa.Column[sa.DateTime]:
+def _time(name: str, nullable: bool = False) -> sa.Column[datetime]:
     return sa.Column(name, sa.DateTime(timezone=True), nullable=nullable)
 
 
