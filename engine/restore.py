@@ -136,7 +136,7 @@ class Restorer:
         with options, none of its own: ``product.stock`` is theirs) dealt out as
         ``create_product.lua`` deals it (engine/allotments.py): no transfer is needed while
         nothing else runs."""
-        own = product.stock - sum(o.stock for o in product.options)
+        own = 0 if product.options else product.stock  # keys.py: never any of its own
         self._dealt(keys.product(product.id), [g.product(product.id) for g in self.layout.all],
                     definition(product), own)
         for option in product.options:
