@@ -3,7 +3,12 @@
 No Redis, no Lua: dictionaries and the rules as the contract states them, in the order it
 lists the checks. Ids are the engine's to allocate, so each creating operation takes the id
 the engine answered (``new_id``) and uses it only if the model agrees that the call succeeds.
-Times are Unix seconds; coupons' windows are far from ``now`` in the stateful test.
+Times are Unix seconds; coupons' and products' sale windows are far from ``now`` in the
+stateful test, so the engine's clock (Redis' TIME) and the model's agree on every window.
+
+Issue 27's catalog: a product may have options, each with its own stock (a product's stock
+is then theirs summed), a status and a sale window (on sale or not at ``now``), a limit of
+units per user in paid orders (``bought``, given back by a cancel) and a category.
 """
 
 from __future__ import annotations
@@ -20,24 +25,61 @@ MAX_LINES, MAX_QUANTITY, CART_MAX_LINES, TOP_SIZE = 50, 1_000, 50, 5
 KEPT = frozenset({
     "BALANCE_LIMIT_EXCEEDED", "OUT_OF_STOCK", "COUPON_NOT_ACTIVE", "COUPON_ALREADY_ISSUED",
     "COUPON_SOLD_OUT", "COUPON_NOT_USABLE", "INSUFFICIENT_BALANCE", "ORDER_NOT_CANCELLABLE",
-    "CART_EMPTY",
+    "CART_EMPTY", "PRODUCT_NOT_ON_SALE", "PURCHASE_LIMIT_EXCEEDED",
 })
+MAX_OPTIONS, MAX_PER_USER = 100, 1_000
+STATUSES = ("ON_SALE", "SUSPENDED")
+# An order line as the model takes it: product id, quantity, option id (None: a plain line).
+Line = tuple[int, int, int | None]
 
 
 class Rejected(Exception):
-    """The model refuses a call with one of the contract's codes."""
+    """The model refuses a call with one of the contract's codes; ``context`` holds the
+    fields of the answer's context that the model knows (the engine's may hold more)."""
 
-    def __init__(self, code: str) -> None:
+    def __init__(self, code: str, **context: Any) -> None:
         super().__init__(code)
         self.code = code
+        self.context = context
+
+
+@dataclass
+class Option:
+    """One option of a product, with its own stock."""
+
+    id: int
+    name: str
+    extra_price: int
+    stock: int
 
 
 @dataclass
 class Product:
+    """A product: ``stock`` is its own units (a plain product's); a product with options
+    sells theirs, and its live stock (``units``) is the sum."""
+
     id: int
     name: str
     price: int
     stock: int
+    status: str = "ON_SALE"
+    starts: float | None = None
+    ends: float | None = None
+    max_per_user: int | None = None
+    category: str | None = None
+    options: dict[int, Option] = field(default_factory=dict)  # in creation order
+
+    @property
+    def units(self) -> int:
+        """The live stock a client reads: its own units and its options'. (Own units stay
+        0 once it has options, unless a cancel of an order placed before gives some back.)"""
+        return self.stock + sum(o.stock for o in self.options.values())
+
+    def on_sale_at(self, now: float) -> bool:
+        """ON_SALE, and inside its window where it has one (the start included, the end
+        not), on the one clock every instance shares."""
+        return (self.status == "ON_SALE" and (self.starts is None or now >= self.starts)
+                and (self.ends is None or now < self.ends))
 
 
 @dataclass
@@ -68,7 +110,8 @@ class Issued:
 class Order:
     id: str
     user_id: int
-    lines: list[tuple[int, str, int, int]]  # product id, name, unit price, quantity
+    # product id, name, unit price, quantity, option id, option name (None, None: plain)
+    lines: list[tuple[int, str, int, int, int | None, str | None]]
     total: int
     discount: int
     paid: int
@@ -86,8 +129,11 @@ class Shop:
     coupons: dict[int, Coupon] = field(default_factory=dict)
     issued: dict[int, Issued] = field(default_factory=dict)
     orders: dict[str, Order] = field(default_factory=dict)
-    carts: dict[int, dict[int, int]] = field(default_factory=dict)
+    # user -> (product id, option id or None) -> quantity
+    carts: dict[int, dict[tuple[int, int | None], int]] = field(default_factory=dict)
     sold: Counter[int] = field(default_factory=Counter)
+    # (user, product id) -> units the user holds in paid orders, for every product
+    bought: Counter[tuple[int, int]] = field(default_factory=Counter)
     idempotency: dict[tuple[int, str], tuple[str, Any]] = field(default_factory=dict)
 
     # -- idempotency ---------------------------------------------------------------------
@@ -131,25 +177,86 @@ class Shop:
 
     # -- products ------------------------------------------------------------------------
 
-    def create_product(self, new_id: int, name: str, price: int, stock: int) -> Product:
-        self.products[new_id] = Product(new_id, name, price, stock)
-        return self.products[new_id]
+    def create_product(self, new_id: int, name: str, price: int, stock: int, *,
+                       options: Sequence[tuple[int, str, int, int]] = (),
+                       status: str = "ON_SALE", starts: float | None = None,
+                       ends: float | None = None, max_per_user: int | None = None,
+                       category: str | None = None) -> Product:
+        """A product, with its ``options`` ((engine's id, name, extra price, stock) each):
+        a product with options has no stock of its own."""
+        _check_definition(status, starts, ends, max_per_user)
+        if options and stock or len(options) > MAX_OPTIONS:
+            raise Rejected("VALIDATION_ERROR")
+        product = Product(new_id, name, price, stock, status, starts, ends, max_per_user,
+                          category, {oid: Option(oid, n, extra, units)
+                                     for oid, n, extra, units in options})
+        self.products[new_id] = product
+        return product
 
     def update_product(
-        self, pid: int, name: str | None, price: int | None, delta: int
+        self, pid: int, name: str | None, price: int | None, delta: int,
+        changes: dict[str, Any] | None = None,
     ) -> Product:
+        """Rename, reprice, restock (never below 0; a product with options is restocked
+        option by option) and change the sale's fields named in ``changes`` (status,
+        starts, ends, max_per_user, category; None clears one)."""
+        changes = changes or {}
+        _check_changes(changes)
         product = self._product(pid)
+        starts, ends = (changes.get(k, getattr(product, k)) for k in ("starts", "ends"))
+        if starts is not None and ends is not None and starts >= ends:
+            raise Rejected("VALIDATION_ERROR")  # the window as it would be
+        if delta and product.options:
+            raise Rejected("VALIDATION_ERROR")
         if product.stock + delta < 0:
             raise Rejected("OUT_OF_STOCK")
         product.name = name or product.name
         product.price = product.price if price is None else price
         product.stock += delta
+        for attribute, value in changes.items():
+            setattr(product, attribute, value)
         return product
+
+    def add_option(self, new_id: int, pid: int, name: str, extra_price: int,
+                   stock: int) -> Option:
+        """One more option (at most MAX_OPTIONS); a plain product must hold no units of
+        its own first (they would have no option to be sold under)."""
+        product = self._product(pid)
+        if len(product.options) >= MAX_OPTIONS or product.stock > 0:
+            raise Rejected("VALIDATION_ERROR")
+        product.options[new_id] = Option(new_id, name, extra_price, stock)
+        return product.options[new_id]
+
+    def update_option(self, pid: int, oid: int, name: str | None, extra_price: int | None,
+                      delta: int) -> Option:
+        """Rename an option, change its extra price, restock it (never below 0)."""
+        option = self._option(self._product(pid), oid)
+        if option.stock + delta < 0:
+            raise Rejected("OUT_OF_STOCK")
+        option.name = name or option.name
+        option.extra_price = option.extra_price if extra_price is None else extra_price
+        option.stock += delta
+        return option
 
     def _product(self, pid: int) -> Product:
         if pid not in self.products:
             raise Rejected("PRODUCT_NOT_FOUND")
         return self.products[pid]
+
+    @staticmethod
+    def _option(product: Product, oid: int) -> Option:
+        if oid not in product.options:  # unknown, or another product's
+            raise Rejected("OPTION_NOT_FOUND", product_id=product.id, option_id=oid)
+        return product.options[oid]
+
+    def products_page(self, now: float, category: str | None = None,
+                      in_stock: bool | None = None,
+                      on_sale: bool | None = None) -> list[Product]:
+        """The catalog by id, the products that pass every filter given (None: any)."""
+        return [p for _, p in sorted(self.products.items())
+                if (category is None or p.category == category)
+                and (in_stock is None or (p.units > 0) == in_stock)
+                and (on_sale is None or p.on_sale_at(now) == on_sale)]
 
     def top(self) -> list[tuple[int, int]]:
         """(product id, units) of the best sellers, ties by smaller id."""
@@ -184,28 +291,42 @@ class Shop:
     # -- orders --------------------------------------------------------------------------
 
     @staticmethod
-    def check_lines(items: Sequence[tuple[int, int]]) -> None:
-        """1..50 lines, a product at most once, 1..1000 each (checked before anything else,
-        idempotency included: a malformed request is never recorded)."""
-        if not 1 <= len(items) <= MAX_LINES or len({p for p, _ in items}) != len(items):
+    def check_lines(items: Sequence[Line]) -> None:
+        """1..50 lines, a (product, option) at most once, 1..1000 each (checked before
+        anything else, idempotency included: a malformed request is never recorded)."""
+        if not 1 <= len(items) <= MAX_LINES or len({(p, o) for p, _, o in items}) != len(items):
             raise Rejected("VALIDATION_ERROR")
-        if not all(1 <= q <= MAX_QUANTITY for _, q in items):
+        if not all(1 <= q <= MAX_QUANTITY for _, q, _ in items):
             raise Rejected("VALIDATION_ERROR")
 
-    def take_order(self, user: int, items: Sequence[tuple[int, int]], icid: int | None,
+    def _line(self, pid: int, oid: int | None,
+              field: str = "option_id") -> tuple[Product, Option | None]:
+        """A line's product and option: the product exists, an option is named exactly
+        when it has options (400 naming ``field``: ``items[i].option_id`` in an order), and
+        it is one of its own."""
+        product = self._product(pid)
+        if (oid is None) != (not product.options):
+            raise Rejected("VALIDATION_ERROR", field=field)
+        return product, None if oid is None else self._option(product, oid)
+
+    def take_order(self, user: int, items: Sequence[Line], icid: int | None,
                    now: float, new_id: str | None) -> Order:
-        """Stock of every line, the coupon and the balance, all or nothing."""
-        products = [self._product(pid) for pid, _ in items]
-        for product, (_, quantity) in zip(products, items, strict=True):
-            if product.stock < quantity:
-                raise Rejected("OUT_OF_STOCK")
-        total = sum(p.price * q for p, (_, q) in zip(products, items, strict=True))
+        """Line by line its product and option; then for every line the sale, the stock,
+        the per-user limit; then the coupon and the balance; all or nothing."""
+        taken = [(*self._line(pid, oid, f"items[{i}].option_id"), quantity)
+                 for i, (pid, quantity, oid) in enumerate(items)]
+        for product, _, _ in taken:
+            _on_sale(product, now)
+        for product, option, quantity in taken:
+            _in_stock(product, option, quantity)
+        self._limit(user, [(p, q) for p, _, q in taken])
+        lines = [(p.id, p.name, p.price + (o.extra_price if o else 0), q,
+                  o.id if o else None, o.name if o else None) for p, o, q in taken]
+        total = sum(price * q for _, _, price, q, _, _ in lines)
         discount = 0 if icid is None else self._discount(user, icid, total, now)
         if self.balances[user] < total - discount:
             raise Rejected("INSUFFICIENT_BALANCE")
-        order = Order(_need(new_id), user, [(p.id, p.name, p.price, q) for p, (_, q) in
-                                            zip(products, items, strict=True)],
-                      total, discount, total - discount, icid)
+        order = Order(_need(new_id), user, lines, total, discount, total - discount, icid)
         self._apply(order, +1)
         if icid is not None:
             self.issued[icid].status, self.issued[icid].order_id = "USED", order.id
@@ -213,6 +334,24 @@ class Shop:
             self._move(user, "USE", order.paid, order.id)
         self.orders[order.id] = order
         return order
+
+    def _limit(self, user: int, units: Sequence[tuple[Product, int]]) -> None:
+        """Each product with a max_per_user: what the user holds in paid orders plus this
+        order's units of it (all its options together) must stay within it."""
+        wanted: Counter[int] = Counter()
+        for product, quantity in units:
+            wanted[product.id] += quantity
+        for product, _ in units:
+            limit = product.max_per_user
+            bought = self.bought[(user, product.id)]
+            if limit is not None and bought + wanted[product.id] > limit:
+                raise Rejected("PURCHASE_LIMIT_EXCEEDED", product_id=product.id,
+                               max_per_user=limit, remaining=max(0, limit - bought))
+
+    def remaining(self, user: int, pid: int) -> int | None:
+        """What the user may still buy of a product (None: no limit)."""
+        limit = self.products[pid].max_per_user
+        return None if limit is None else max(0, limit - self.bought[(user, pid)])
 
     def _discount(self, user: int, icid: int, total: int, now: float) -> int:
         issued = self.issued.get(icid)
@@ -224,10 +363,14 @@ class Shop:
         return min(coupon.discount_value, total)
 
     def _apply(self, order: Order, sign: int) -> None:
-        """Take (+1) or give back (-1) the order's units, counting them as sold or not."""
-        for pid, _, _, quantity in order.lines:
-            self.products[pid].stock -= sign * quantity
+        """Take (+1) or give back (-1) the order's units (its options' for option lines),
+        counting them as sold, and as bought by its user, or not."""
+        for pid, _, _, quantity, oid, _ in order.lines:
+            product = self.products[pid]
+            holder: Product | Option = product if oid is None else product.options[oid]
+            holder.stock -= sign * quantity
             self.sold[pid] += sign * quantity
+            self.bought[(order.user_id, pid)] += sign * quantity
 
     def cancel(self, user: int, order_id: str, now: float) -> Order:
         order = self.orders.get(order_id)
@@ -246,27 +389,71 @@ class Shop:
 
     # -- cart ----------------------------------------------------------------------------
 
-    def put_cart_item(self, user: int, pid: int, quantity: int) -> dict[int, int]:
+    def put_cart_item(self, user: int, pid: int, quantity: int, oid: int | None,
+                      now: float) -> dict[tuple[int, int | None], int]:
+        """Checked as an order checks a line: the product, its option, the sale, the live
+        stock (of the option, for an option line)."""
         if not 1 <= quantity <= MAX_QUANTITY:
             raise Rejected("VALIDATION_ERROR")
-        if quantity > self._product(pid).stock:
-            raise Rejected("OUT_OF_STOCK")
+        product, option = self._line(pid, oid)
+        _on_sale(product, now)
+        _in_stock(product, option, quantity, product.units)
         cart = self.carts.setdefault(user, {})
-        if pid not in cart and len(cart) >= CART_MAX_LINES:
+        if (pid, oid) not in cart and len(cart) >= CART_MAX_LINES:
             raise Rejected("VALIDATION_ERROR")
-        cart[pid] = quantity
+        cart[(pid, oid)] = quantity
         return cart
 
-    def remove_cart_item(self, user: int, pid: int) -> None:
-        self.carts.get(user, {}).pop(pid, None)
+    def remove_cart_item(self, user: int, pid: int, oid: int | None = None) -> None:
+        self.carts.get(user, {}).pop((pid, oid), None)
+
+    def cart_lines(self, user: int) -> list[tuple[int, int | None, int]]:
+        """The cart's (product id, option id, quantity) lines in checkout's order: by
+        product, its plain line first, then its options by id."""
+        cart = self.carts.get(user, {})
+        return [(pid, oid, cart[(pid, oid)])
+                for pid, oid in sorted(cart, key=lambda line: (line[0], line[1] or 0))]
 
     def checkout(self, user: int, icid: int | None, now: float, new_id: str | None) -> Order:
         cart = self.carts.get(user, {})
         if not cart:
             raise Rejected("CART_EMPTY")
-        order = self.take_order(user, sorted(cart.items()), icid, now, new_id)
+        lines = [(pid, qty, oid) for pid, oid, qty in self.cart_lines(user)]
+        order = self.take_order(user, lines, icid, now, new_id)
         cart.clear()
         return order
+
+
+def _on_sale(product: Product, now: float) -> None:
+    if not product.on_sale_at(now):
+        raise Rejected("PRODUCT_NOT_ON_SALE", product_id=product.id, status=product.status)
+
+
+def _in_stock(product: Product, option: Option | None, quantity: int,
+              plain: int | None = None) -> None:
+    """The line's units (its option's, or the product's: ``plain`` if given, else its
+    own) cover ``quantity``; OUT_OF_STOCK names the option of an option line."""
+    if option is not None and option.stock < quantity:
+        raise Rejected("OUT_OF_STOCK", product_id=product.id, option_id=option.id)
+    if option is None and (product.stock if plain is None else plain) < quantity:
+        raise Rejected("OUT_OF_STOCK", product_id=product.id)
+
+
+def _check_definition(status: str, starts: float | None, ends: float | None,
+                      max_per_user: int | None) -> None:
+    """A status, a window that ends after it starts, a limit of 1..1000."""
+    if status not in STATUSES:
+        raise Rejected("VALIDATION_ERROR")
+    if starts is not None and ends is not None and starts >= ends:
+        raise Rejected("VALIDATION_ERROR")
+    if max_per_user is not None and not 1 <= max_per_user <= MAX_PER_USER:
+        raise Rejected("VALIDATION_ERROR")
+
+
+def _check_changes(changes: dict[str, Any]) -> None:
+    """An update's sale fields as given (before the product is looked up)."""
+    _check_definition(changes.get("status") or "ON_SALE", changes.get("starts"),
+                      changes.get("ends"), changes.get("max_per_user"))
 
 
 def _need(new_id: Any) -> Any:
@@ -277,5 +464,5 @@ def _need(new_id: Any) -> Any:
 
 def _replay(outcome: Any) -> Any:
     if isinstance(outcome, Rejected):
-        raise Rejected(outcome.code)
+        raise Rejected(outcome.code, **outcome.context)
     return outcome
