@@ -4,6 +4,12 @@ Each process (spawned, so nothing is inherited but arguments) opens its own Engi
 own event loop, waits at a barrier so all start together, fires its whole batch
 concurrently (each call after a random delay of up to 50 ms, so that the processes'
 commands interleave inside Redis) and reports one ``(code, paid)`` outcome per call.
+
+Timed operations (``race_mixed``: each call names its own operation) wait a given delay
+after the start and report when they started and what Redis answered: ``(code, started,
+at)``, ``started`` on the host's monotonic clock (one clock for every process of the
+host, in ns) and ``at`` an order's created_at (or a patched sale start) in epoch ms, so a
+test can order the calls of several processes against each other and against Redis' clock.
 """
 
 from __future__ import annotations
@@ -11,19 +17,69 @@ from __future__ import annotations
 import asyncio
 import multiprocessing as mp
 import random
+import time
 from collections.abc import Awaitable, Callable, Sequence
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from engine import Engine, Policy
 from engine.errors import EngineError
 
 Outcome = tuple[str, int]  # ("OK" or the error code, amount paid)
+Timed = tuple[str, int, int]  # (code, started: monotonic ns, Redis' answer: epoch ms)
 JITTER_S = 0.05
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
-async def _order(engine: Engine, user: int, product_id: int, quantity: int) -> Outcome:
-    order = await engine.place_order(user, [(product_id, quantity)])
+async def _order(engine: Engine, user: int, product_id: int, quantity: int,
+                 option_id: int | None = None) -> Outcome:
+    order = await engine.place_order(user, [(product_id, quantity, option_id)])
     return "OK", order.paid_amount
+
+
+def _ms(moment: datetime) -> int:
+    return (moment - EPOCH) // timedelta(milliseconds=1)
+
+
+async def _timed(delay_ms: int, call: Callable[[], Awaitable[int]]) -> Timed:
+    """``call`` ``delay_ms`` after the start: when it started, and its answer's time."""
+    await asyncio.sleep(delay_ms / 1000)
+    started = time.monotonic_ns()
+    try:
+        return "OK", started, await call()
+    except EngineError as refused:
+        return refused.code, started, 0
+
+
+async def _timed_order(engine: Engine, user: int, product_id: int, option_id: int | None,
+                       delay_ms: int) -> Timed:
+    """One unit ordered ``delay_ms`` after the start; ``at`` is the order's created_at."""
+    async def order() -> int:
+        made = await engine.place_order(user, [(product_id, 1, option_id)])
+        return _ms(made.created_at)
+    return await _timed(delay_ms, order)
+
+
+async def _suspend(engine: Engine, product_id: int, delay_ms: int) -> Timed:
+    """The product's sale suspended ``delay_ms`` after the start; ``started`` is then when
+    the suspension was answered (the time that matters), ``at`` 0."""
+    code, _, _ = await _timed(delay_ms, lambda: _suspended(engine, product_id))
+    return code, time.monotonic_ns(), 0
+
+
+async def _suspended(engine: Engine, product_id: int) -> int:
+    await engine.update_product(product_id, status="SUSPENDED")
+    return 0
+
+
+async def _open_in(engine: Engine, product_id: int, in_ms: int) -> Timed:
+    """The product's sale set to open ``in_ms`` from now; ``at`` is the opening (ms)."""
+    async def patch() -> int:
+        made = await engine.update_product(
+            product_id, sale_starts_at=datetime.now(UTC) + timedelta(milliseconds=in_ms))
+        assert made.sale_starts_at is not None
+        return _ms(made.sale_starts_at)
+    return await _timed(0, patch)
 
 
 async def _issue(engine: Engine, user: int, coupon_id: int) -> Outcome:
@@ -36,11 +92,12 @@ async def _charge(engine: Engine, user: int, amount: int) -> Outcome:
     return "OK", 0
 
 
-OPERATIONS: dict[str, Callable[..., Awaitable[Outcome]]] = {
-    "order": _order, "issue": _issue, "charge": _charge}
+OPERATIONS: dict[str, Callable[..., Awaitable[Any]]] = {
+    "order": _order, "issue": _issue, "charge": _charge, "timed_order": _timed_order,
+    "suspend": _suspend, "open_in": _open_in}
 
 
-async def _attempt(call: Awaitable[Outcome], jitter_s: float) -> Outcome:
+async def _attempt(call: Awaitable[Any], jitter_s: float) -> Any:
     # Without it each process sends its whole batch in one write, which Redis runs back to
     # back: all winners would come from one process.
     await asyncio.sleep(random.uniform(0, jitter_s))
@@ -50,31 +107,38 @@ async def _attempt(call: Awaitable[Outcome], jitter_s: float) -> Outcome:
         return refused.code, 0
 
 
-async def _run_batch(url: str, op: str, batch: Sequence[tuple[Any, ...]], barrier: Any,
+async def _run_batch(url: str, batch: Sequence[tuple[Any, ...]], barrier: Any,
                      policy: dict[str, Any]) -> list:
     engine = Engine(url, Policy(**policy))
     await engine.load()  # connected and scripts loaded before the start signal
     barrier.wait(timeout=60)
     outcomes = await asyncio.gather(
-        *(_attempt(OPERATIONS[op](engine, *args), JITTER_S) for args in batch))
+        *(_attempt(OPERATIONS[op](engine, *args), JITTER_S) for op, *args in batch))
     await engine.close()
     return outcomes
 
 
-def worker(url: str, op: str, batch: Sequence[tuple[Any, ...]], barrier: Any,
+def worker(url: str, batch: Sequence[tuple[Any, ...]], barrier: Any,
            results: Any, index: int, policy: dict[str, Any]) -> None:
-    """Process entry point: run the batch and put ``(index, outcomes)`` on ``results``."""
-    results.put((index, asyncio.run(_run_batch(url, op, batch, barrier, policy))))
+    """Process entry point: run the batch (calls as ``(op, *args)``) and put ``(index,
+    outcomes)`` on ``results``."""
+    results.put((index, asyncio.run(_run_batch(url, batch, barrier, policy))))
 
 
 def race(url: str, op: str, calls: Sequence[tuple[Any, ...]], processes: int = 4,
          policy: dict[str, Any] | None = None) -> list:
     """Spread ``calls`` round-robin over ``processes`` processes, each engine with
     ``policy``'s fields (default: the engine's own); outcomes in ``calls`` order."""
+    return race_mixed(url, [(op, *args) for args in calls], processes, policy)
+
+
+def race_mixed(url: str, calls: Sequence[tuple[Any, ...]], processes: int = 4,
+               policy: dict[str, Any] | None = None) -> list:
+    """:func:`race` of calls that each name their operation: ``(op, *args)``."""
     ctx = mp.get_context("spawn")
     barrier, results = ctx.Barrier(processes), ctx.Queue()
     batches = [list(calls[i::processes]) for i in range(processes)]
-    procs = [ctx.Process(target=worker, args=(url, op, batch, barrier, results, i, policy or {}))
+    procs = [ctx.Process(target=worker, args=(url, batch, barrier, results, i, policy or {}))
              for i, batch in enumerate(batches)]
     for proc in procs:
         proc.start()
