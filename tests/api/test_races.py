@@ -151,3 +151,74 @@ async def test_metrics_of_a_server_sum_all_its_workers(
     for _ in range(5):  # whichever worker answers the scrape, it reads every worker's file
         after = requests_total((await client.get("/metrics")).text, route)
         assert after - before == 200
+
+
+# -- issue 27: options, the per-customer limit, a suspension ------------------------------
+
+
+async def test_10_sizes_of_50_800_buyers_exactly_500_sold_50_of_each(
+    http: list[httpx.AsyncClient], new_user, admin: Actor
+) -> None:
+    """The small drop: every size sells out exactly, whichever server and user group each
+    buyer reaches, and the product's stock (the sizes' sum) ends at 0."""
+    product = (await http[0].post("/api/v1/admin/products", headers=admin.headers, json={
+        "name": "drop", "price": 1_000,
+        "options": [{"name": f"{250 + 5 * i}", "stock": 50} for i in range(10)]})).json()
+    sizes = [o["id"] for o in product["options"]]
+    buyers = [new_user() for _ in range(800)]
+    await funded(http, buyers, 1_000)
+
+    def buy(size: int) -> UserCall:
+        body = {"items": [{"product_id": product["id"], "quantity": 1, "option_id": size}]}
+        return lambda c, u: c.post("/api/v1/orders", json=body, headers=u.headers)
+
+    answers = await spread(http, [_bind(buy(sizes[i % 10]), u) for i, u in enumerate(buyers)])
+    outcome = Counter((a.status_code, a.json().get("code")) for a in answers)
+    assert outcome == {(201, None): 500, (409, "OUT_OF_STOCK"): 300}
+    sold = Counter(a.json()["items"][0]["option_id"] for a in answers if a.status_code == 201)
+    assert sold == dict.fromkeys(sizes, 50)
+    now = (await http[1].get(f"/api/v1/products/{product['id']}")).json()
+    assert now["stock"] == 0 and all(o["sold_out"] for o in now["options"])
+
+
+async def test_max_per_user_1_and_50_orders_of_one_user_across_servers_buys_exactly_1(
+    http: list[httpx.AsyncClient], new_user, admin: Actor
+) -> None:
+    product = (await http[0].post("/api/v1/admin/products", headers=admin.headers, json={
+        "name": "one each", "price": 1_000, "stock": 1_000, "max_per_user": 1})).json()
+    user = new_user()
+    await funded(http, [user], 100_000)
+    body = {"items": [{"product_id": product["id"], "quantity": 1}]}
+    answers = await spread(http, [
+        lambda c: c.post("/api/v1/orders", json=body, headers=user.headers)] * 50)
+    outcome = Counter((a.status_code, a.json().get("code")) for a in answers)
+    assert outcome == {(201, None): 1, (409, "PURCHASE_LIMIT_EXCEEDED"): 49}
+    assert (await http[1].get("/api/v1/balance", headers=user.headers)).json()["balance"] == 99_000
+    assert (await http[0].get(f"/api/v1/products/{product['id']}")).json()["stock"] == 999
+
+
+async def test_nothing_sells_after_the_answer_to_a_suspension(
+    http: list[httpx.AsyncClient], new_user, admin: Actor
+) -> None:
+    """Orders race a suspension; every order sent after the PATCH was answered is refused
+    PRODUCT_NOT_ON_SALE, whichever server and group it reaches."""
+    product = (await http[0].post("/api/v1/admin/products", headers=admin.headers, json={
+        "name": "stop", "price": 1, "stock": 100_000})).json()
+    buyers = [new_user() for _ in range(200)]
+    await funded(http, buyers, 1_000)
+    body = {"items": [{"product_id": product["id"], "quantity": 1}]}
+
+    def order(c: httpx.AsyncClient, u: Actor) -> Awaitable[httpx.Response]:
+        return c.post("/api/v1/orders", json=body, headers=u.headers)
+
+    racing = asyncio.ensure_future(spread(http, each(buyers[:100], order)))
+    suspended = await http[1].patch(f"/api/v1/admin/products/{product['id']}",
+                                    headers=admin.headers, json={"status": "SUSPENDED"})
+    assert suspended.status_code == 200
+    after = await spread(http, each(buyers[100:], order))
+    assert {(a.status_code, a.json()["code"]) for a in after} == {(409, "PRODUCT_NOT_ON_SALE")}
+    during = await racing
+    sold = sum(a.status_code == 201 for a in during)
+    assert {a.json().get("code") for a in during} <= {None, "PRODUCT_NOT_ON_SALE"}
+    assert (await http[0].get(f"/api/v1/products/{product['id']}")).json()["stock"] == \
+        100_000 - sold
