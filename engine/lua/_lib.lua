@@ -330,11 +330,11 @@ local function sale_open(status, starts_ms, ends_ms, now)
 end
 
 -- A product of the batch by key (the group's copy, <g>:product:<id>): {pid, name, price,
--- stock (the group's allotment, live within the batch), taken, status, starts, ends, max
--- (max_per_user, 0: none), options (its option ids, comma-separated; '' plain)}, or nil and
--- the units the group holds when it has no copy of the product (none yet, or no such
--- product). One HMGET for all of it: a plain product's order reads no more keys than
--- before the sale's fields existed.
+-- stock (the group's allotment, live within the batch), taken, status, starts, ends, open
+-- (on sale at the batch's clock), max (max_per_user, 0: none), options (its option ids,
+-- comma-separated; '' plain)}, or nil and the units the group holds when it has no copy of
+-- the product (none yet, or no such product). One HMGET for all of it: a plain product's
+-- order reads no more keys than before the sale's fields existed.
 local function batch_product(c, key, pid)
   local p = c.products[key]
   if p then return p end
@@ -343,7 +343,8 @@ local function batch_product(c, key, pid)
   if not raw[1] then return nil, int(raw[3]) end
   p = {pid = pid, name = raw[1], price = tonumber(raw[2]), stock = tonumber(raw[3]) or 0,
     taken = 0, status = raw[4], starts = raw[5], ends = raw[6], max = int(raw[7]),
-    options = raw[8] or '', json = cjson.encode(raw[1])}
+    open = sale_open(raw[4], raw[5], raw[6], c.now), options = raw[8] or '',
+    json = cjson.encode(raw[1])}
   c.products[key] = p
   return p
 end
@@ -448,7 +449,9 @@ end
 
 -- The order's lines as items (order_line) in the order sent, or nil and the refusal: at
 -- least one line, and line by line a positive whole quantity, a (product, option) named
--- once, then order_line's checks (Shop.check_lines and Shop._line). A line's `flag` is
+-- once, then order_line's checks (Shop.check_lines and Shop._line). `items.closed` and
+-- `items.limited` say whether a line's product is off sale, or has a limit (else
+-- take_order skips that check: plain products on sale pay nothing for either). A line's `flag` is
 -- what the engine learnt moving units for it (for its option, if it names one): 'absent'
 -- (no such product or option), a number (every slot together holds only that many units:
 -- final) or '' (nothing yet); a product or option the group has no copy of is absent only
@@ -464,7 +467,7 @@ local function order_lines(c, lines)
       return nil, fail('VALIDATION_ERROR', 'items: quantity must be a positive integer',
         {field = 'items', product_id = l.pid})
     end
-    local named = l.pid .. ':' .. l.oid
+    local named = l.oid == '' and l.pid or l.pid .. ':' .. l.oid
     if seen[named] then
       return nil, fail('VALIDATION_ERROR', 'items: product ' .. l.pid .. (l.oid == '' and ''
         or ' option ' .. l.oid) .. ' appears twice (a (product, option) at most once)',
@@ -474,16 +477,18 @@ local function order_lines(c, lines)
     local item, refused = order_line(c, l, i - 1)
     if refused then return nil, refused end
     items[i] = item
+    items.closed = items.closed or not item.product.open
+    items.limited = items.limited or item.product.max > 0
   end
   return items
 end
 
 -- Nil, or PRODUCT_NOT_ON_SALE for the first item whose product is suspended or outside its
--- sale window at `now` (sale_open).
-local function order_on_sale(items, now)
+-- sale window (`open`: sale_open at the batch's clock, once a product a batch).
+local function order_on_sale(items)
   for _, it in ipairs(items) do
     local p = it.product
-    if not sale_open(p.status, p.starts, p.ends, now) then
+    if not p.open then
       local starts, ends = int(p.starts), int(p.ends)
       return fail('PRODUCT_NOT_ON_SALE', 'product ' .. it.product_id .. ' is not on sale now',
         {product_id = it.product_id, status = p.status or 'ON_SALE',
@@ -526,20 +531,17 @@ end
 
 -- Nil, or PURCHASE_LIMIT_EXCEEDED for the first product with a max_per_user that the
 -- user's units in paid orders (u.bought) and this order's units of it (every option
--- together) would pass (Shop._limit). Products without a limit read nothing.
+-- together, summed from its first line on) would pass (Shop._limit). Products without a
+-- limit read nothing.
 local function order_limits(u, items)
-  local units
-  for _, it in ipairs(items) do
-    if it.product.max > 0 then
-      units = units or {}
-      units[it.product_id] = (units[it.product_id] or 0) + it.quantity
-    end
-  end
-  if not units then return nil end
-  for _, it in ipairs(items) do
-    local max, n = it.product.max, units[it.product_id]
-    if n then
-      units[it.product_id] = nil  -- one check a product
+  for i, it in ipairs(items) do
+    local max = it.product.max
+    if max > 0 and not it.counted then
+      local n = 0
+      for j = i, #items do
+        local other = items[j]
+        if other.product_id == it.product_id then n, other.counted = n + other.quantity, true end
+      end
       local bought = int(redis.call('HGET', u.bought, it.product_id))
       if bought + n > max then
         local remaining = math.max(0, max - bought)
@@ -634,11 +636,11 @@ local function take_order(c, u, user_id, lines, icid)
   local items, total, discount, balance, refused
   items, refused = order_lines(c, lines)
   if refused then return refused end
-  refused = order_on_sale(items, c.now)
+  refused = items.closed and order_on_sale(items)
   if refused then return refused end
   total, refused = order_price(items)
   if refused then return refused end
-  refused = order_limits(u, items)
+  refused = items.limited and order_limits(u, items)
   if refused then return refused end
   discount, refused = coupon_discount(u, user_id, icid, total, c.now)
   if refused then return refused end
