@@ -24,7 +24,7 @@ from engine.errors import (
     ValidationFailed,
 )
 from engine.models import NewOption, Product
-from tests.engine.support import allot
+from tests.engine.support import allot, flush_db
 
 UNKNOWN = 9_000_000_000
 Drop = Callable[..., Awaitable[Product]]
@@ -194,6 +194,24 @@ async def test_an_options_units_come_from_every_group_until_the_last(
     error = await refusal(engine.place_order(buyers[5], [(made.id, 1, option.id)]))
     assert isinstance(error, OutOfStock) and error.context["stock"] == 0
     assert option_stock(await engine.product(made.id)) == {option.id: 0}
+
+
+async def test_a_drops_sizes_sold_in_one_batch_rank_their_product_in_the_top(
+    engine: Engine, group_mates, drop, r
+) -> None:
+    """Sales count per product, whatever its options: one batch's sizes add up (the batch
+    writes them once per product), and a cancel takes its size's units off again."""
+    await flush_db(r)  # the top is global
+    a_user, b_user = await group_mates(2, 50_000)
+    made = await drop(("a", 0, 50), ("b", 0, 50))
+    a, b = made.options
+    first, _ = await asyncio.gather(engine.place_order(a_user, [(made.id, 2, a.id)]),
+                                    engine.place_order(b_user, [(made.id, 3, b.id)]))
+    assert [(t.product_id, t.sold_quantity) for t in (await engine.top()).items] == [
+        (made.id, 5)]
+    await engine.cancel_order(a_user, first.id)
+    assert [(t.product_id, t.sold_quantity) for t in (await engine.top()).items] == [
+        (made.id, 3)]
 
 
 # -- status and window ------------------------------------------------------------------
