@@ -56,9 +56,11 @@ class CartCommands(Core):
         flat = reply[1]
         lines = sorted((*_parse_field(flat[i]), int(flat[i + 1]))
                        for i in range(0, len(flat), 2))
-        products = await self._live_products([pid for pid, _, _ in lines])
-        items = [_cart_line(p, oid or None, qty)
-                 for (_, oid, qty), p in zip(lines, products, strict=True)]
+        # Each product once: a product's option lines share its read (and the count of
+        # units held in the groups adds up per id asked).
+        ids = list(dict.fromkeys(pid for pid, _, _ in lines))
+        products = dict(zip(ids, await self._live_products(ids), strict=True))
+        items = [_cart_line(products[pid], oid or None, qty) for pid, oid, qty in lines]
         return Cart(items=items, total_amount=sum(i.line_total for i in items))
 
     async def remove_cart_item(self, user_id: int, product_id: int,

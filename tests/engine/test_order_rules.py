@@ -454,6 +454,20 @@ async def test_cart_put_checks_in_the_contracts_order(
     assert (await engine.cart(user)).items == []
 
 
+async def test_a_cart_prices_two_sizes_of_one_product_with_its_live_stock_once(
+    engine: Engine, funded_user, drop
+) -> None:
+    """Two lines of one product read it once: each size's units are counted once."""
+    user, other = await funded_user(10_000), await funded_user(10_000)
+    made = await drop(("a", 0, 40), ("b", 0, 40))  # dealt to the groups at creation
+    a, b = made.options
+    await engine.put_cart_item(user, made.id, 40, option_id=a.id)
+    await engine.put_cart_item(user, made.id, 1, option_id=b.id)
+    await engine.place_order(other, [(made.id, 1, a.id)])
+    assert [(i.option_id, i.in_stock) for i in (await engine.cart(user)).items] == [
+        (a.id, False), (b.id, True)]
+
+
 async def test_removing_an_option_line_leaves_the_products_other_lines(
     engine: Engine, funded_user, drop
 ) -> None:
