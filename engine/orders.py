@@ -1,9 +1,11 @@
 """Orders: place one (alone or as the cart's checkout), cancel one, read and list them.
 
-An order takes stock, its coupon and the balance in one script, all or nothing
-(place_orders.lua, checkout_cart.lua); the orders that arrive in one tick leave as one
-call (engine/batch.py). An order Redis dropped once Postgres held it (settle.lua) is read
-from the durable record, and brought back to be cancelled (cancel_order.lua).
+An order takes stock (each line's product's, or its option's), its coupon and the
+balance in one script, all or nothing, once the sale's rules pass (on sale on Redis'
+clock, the per-customer limit: take_order in _lib.lua); the orders that arrive in one
+tick leave as one call (engine/batch.py). An order Redis dropped once Postgres held it
+(settle.lua) is read from the durable record, and brought back to be cancelled
+(cancel_order.lua).
 """
 
 from __future__ import annotations
