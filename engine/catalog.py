@@ -45,16 +45,17 @@ class _StoredOption(msgspec.Struct, frozen=True):
 
 class _Stored(msgspec.Struct, frozen=True):
     """A product as its reserve holds it (get_product.lua and the catalog's writes):
-    ``stock`` is the reserve's part, the window in epoch ms, 0 and '' for no limit and no
-    category, and Redis' clock when it was read."""
+    ``stock`` is the reserve's part, the window in epoch ms as the hash holds them ('' for
+    none: as text, since cjson prints a number of 15 digits, a time past the year 5138, as
+    a float), 0 and '' for no limit and no category, and Redis' clock when it was read."""
 
     id: int
     name: str
     price: int
     stock: int
     status: str = "ON_SALE"
-    starts_ms: int | None = None
-    ends_ms: int | None = None
+    starts_ms: str = ""
+    ends_ms: str = ""
     max_per_user: int = 0
     category: str = ""
     options: list[_StoredOption] = []
@@ -371,12 +372,12 @@ def _live(stored: _Stored, held: Held, held_options: Held) -> Product:
     theirs summed."""
     options = [_option(o, stored.id, held_options) for o in stored.options]
     status: ProductStatus = "SUSPENDED" if stored.status == "SUSPENDED" else "ON_SALE"
+    starts, ends = _ms_of(stored.starts_ms), _ms_of(stored.ends_ms)
     return Product(
         id=stored.id, name=stored.name, price=stored.price,
         stock=stored.stock + held.get(stored.id, 0) + sum(o.stock for o in options),
-        status=status, on_sale=on_sale_at(status, stored.starts_ms, stored.ends_ms,
-                                          stored.now_ms),
-        sale_starts_at=_moment(stored.starts_ms), sale_ends_at=_moment(stored.ends_ms),
+        status=status, on_sale=on_sale_at(status, starts, ends, stored.now_ms),
+        sale_starts_at=_moment(starts), sale_ends_at=_moment(ends),
         max_per_user=stored.max_per_user or None, category=stored.category or None,
         options=options)
 
@@ -386,6 +387,11 @@ def _option(stored: _StoredOption, product_id: int, held: Held) -> ProductOption
     stock = stored.stock + held.get(stored.id, 0)
     return ProductOption(id=stored.id, product_id=product_id, name=stored.name,
                          extra_price=stored.extra_price, stock=stock, sold_out=stock == 0)
+
+
+def _ms_of(stored: str) -> int | None:
+    """A stored time (epoch ms as digits, '' for none)."""
+    return int(stored) if stored else None
 
 
 def _moment(ms: int | None) -> datetime | None:

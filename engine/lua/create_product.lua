@@ -71,7 +71,7 @@ local product = cjson.encode({id = id, name = name, price = price, stock = stock
 emit_json(K.outbox, 'product.created', iso(now), '"product":' .. product:sub(1, -2)
   .. tail(options))
 local stored = cjson.encode({id = id, name = name, price = price,
-  stock = tonumber(ARGV[3]), status = status, starts_ms = tonumber(starts),
-  ends_ms = tonumber(ends), max_per_user = tonumber(max_per_user), category = category,
+  stock = tonumber(ARGV[3]), status = status, starts_ms = starts,
+  ends_ms = ends, max_per_user = tonumber(max_per_user), category = category,
   now_ms = now})
 return idem_store(idem, ok(stored:sub(1, -2) .. tail(options)))

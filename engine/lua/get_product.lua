@@ -26,7 +26,7 @@ for oid in string.gmatch(p[10] or '', '%d+') do
     extra_price = tonumber(o[2]), stock = int(o[3]) + int(o[4])})
 end
 local doc = cjson.encode({id = id, name = p[1], price = tonumber(p[2]),
-  stock = int(p[3]) + int(p[4]), status = p[5] or 'ON_SALE', starts_ms = tonumber(p[6]),
-  ends_ms = tonumber(p[7]), max_per_user = tonumber(p[8]), category = p[9] or '',
+  stock = int(p[3]) + int(p[4]), status = p[5] or 'ON_SALE', starts_ms = p[6] or '',
+  ends_ms = p[7] or '', max_per_user = tonumber(p[8]), category = p[9] or '',
   now_ms = now_ms()})
 return ok(doc:sub(1, -2) .. ',"options":' .. json_array(options) .. '}')

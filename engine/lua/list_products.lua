@@ -26,8 +26,8 @@ for _, id in ipairs(page_ids(K.products, ARGV[1], tonumber(ARGV[2]), false)) do
       extra_price = tonumber(o[2]), stock = int(o[3]) + int(o[4])})
   end
   local doc = cjson.encode({id = tonumber(id), name = p[1], price = tonumber(p[2]),
-    stock = int(p[3]) + int(p[4]), status = p[5] or 'ON_SALE', starts_ms = tonumber(p[6]),
-    ends_ms = tonumber(p[7]), max_per_user = tonumber(p[8]), category = p[9] or ''})
+    stock = int(p[3]) + int(p[4]), status = p[5] or 'ON_SALE', starts_ms = p[6] or '',
+    ends_ms = p[7] or '', max_per_user = tonumber(p[8]), category = p[9] or ''})
   parts[#parts + 1] = doc:sub(1, -2) .. ',"options":' .. json_array(options) .. '}'
 end
 return ok('{"now_ms":' .. string.format('%d', now) .. ',"items":' .. json_array(parts)

@@ -107,7 +107,7 @@ local product = cjson.encode({id = id, name = new.name, price = tonumber(new.pri
 emit_json(K.outbox, 'product.updated', iso(now), '"product":' .. product:sub(1, -2)
   .. ',"options":[]},"stock_delta":' .. string.format('%d', delta))
 local stored = cjson.encode({id = id, name = new.name, price = tonumber(new.price),
-  stock = reserve + int(p[9]), status = status, starts_ms = tonumber(new.starts_ms),
-  ends_ms = tonumber(new.ends_ms), max_per_user = mpu, category = new.category,
+  stock = reserve + int(p[9]), status = status, starts_ms = new.starts_ms,
+  ends_ms = new.ends_ms, max_per_user = mpu, category = new.category,
   now_ms = now})
 return ok(stored:sub(1, -2) .. ',"options":' .. json_array(options) .. '}')

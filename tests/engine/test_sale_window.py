@@ -48,6 +48,16 @@ async def test_the_new_fields_round_trip(engine: Engine, r: Any) -> None:
     assert await engine.product(made.id) == made
 
 
+async def test_the_last_moment_a_time_may_be_round_trips(engine: Engine) -> None:
+    last = datetime(9999, 12, 31, 23, 59, 59, 999_000, tzinfo=UTC)  # limits.LAST_MOMENT
+    made = await engine.create_product("far", 1, 1, sale_ends_at=last)
+    assert made.sale_ends_at == last and (await engine.product(made.id)).sale_ends_at == last
+    updated = await engine.update_product(made.id, sale_starts_at=last - timedelta(days=1))
+    assert (updated.sale_starts_at, updated.sale_ends_at) == (last - timedelta(days=1), last)
+    page = await engine.products(limit=1, cursor=str(made.id - 1))
+    assert page.items[0].sale_ends_at == last
+
+
 async def test_a_product_without_them_is_on_sale_and_answers_as_before(
     engine: Engine, new_product
 ) -> None:
