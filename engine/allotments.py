@@ -1,9 +1,11 @@
 """Stock and coupon quantity as a reserve and per-group allotments (issue 15).
 
 A user's request runs over its group's keys only (engine/keys.py), so the units it takes
-must be in its group: each group holds an *allotment* of each product's stock and each
-coupon's quantity, beside a copy of the product's name and price (the coupon's terms).
-The catalog keeps each product's and coupon's *reserve*. Units move between the reserve
+must be in its group: each group holds an *allotment* of each product's stock, each
+option's stock (issue 27: a product with options has no units of its own) and each
+coupon's quantity, beside a copy of the definition (a product's name, price, status, sale
+window, limit, category and options list; an option's product, name and extra price; a
+coupon's terms). The catalog keeps each one's *reserve*. Units move between the reserve
 and a group in a **transfer** of three steps, each one script in one slot:
 
 1. ``transfer_out.lua`` at the source takes the units and records the transfer there
