@@ -466,3 +466,21 @@ async def test_a_filter_flag_is_true_or_false_only(
 async def test_a_bad_category_filter_is_400(client: httpx.AsyncClient, value: str) -> None:
     resp = await client.get("/api/v1/products", params={"category": value})
     assert_problem(resp, 400, "VALIDATION_ERROR", names="category")
+
+
+async def test_sale_times_at_the_contracts_bounds_read_back_exactly(
+    client: httpx.AsyncClient, admin: Actor, make: Make
+) -> None:
+    """1970 and 9999 (15-digit epoch ms, past what a Lua number prints exactly) are the
+    coupon times' bounds and the window's too: stored, answered and cleared intact."""
+    first, last = "1970-01-01T00:00:00Z", "9999-12-31T23:59:59.999Z"
+    product = await make(stock=1, sale_starts_at=first, sale_ends_at=last)
+    assert [datetime.fromisoformat(product[f]) for f in ("sale_starts_at", "sale_ends_at")
+            ] == [datetime.fromisoformat(first), datetime.fromisoformat(last)]
+    assert product["on_sale"] is True
+    assert (await client.get(f"/api/v1/products/{product['id']}")).json() == product
+    later = await client.patch(f"{PRODUCTS}/{product['id']}", headers=admin.headers,
+                               json={"sale_starts_at": "9999-12-31T23:59:59.998Z"})
+    assert later.json()["on_sale"] is False
+    assert datetime.fromisoformat(later.json()["sale_starts_at"]) == datetime.fromisoformat(
+        "9999-12-31T23:59:59.998Z")
