@@ -71,6 +71,20 @@ async def test_a_pull_back_takes_half_of_what_each_other_group_holds(
     assert reserve + groups[3] == 80 - 11 - 35  # every unit but the 11 sold
 
 
+async def test_the_refill_after_a_pull_back_is_not_capped_by_the_fair_share(
+    engine, new_product, funded_user, r
+) -> None:
+    made = await new_product(price=10, stock=80)  # 10 units dealt to each group, 40 kept
+    holder = await _user_in(engine, funded_user, 0)
+    await allot(engine, holder, made.id, 40)  # the reserve empty, 50 in group 0
+    buyer = await _user_in(engine, funded_user, 3)
+    engine.allotments._last[(3, "p", made.id)] = 20  # group 3's refills have grown to 40
+    await asyncio.sleep(0.15)  # past HOLD_MS
+    await engine.place_order(buyer, [(made.id, 11)])
+    # 35 pulled back for group 3: all of them go there, not ceil(35 / 4) = 9 of them.
+    assert await _units(r, engine, made.id) == (0, [25, 5, 5, 10 + 35 - 11])
+
+
 async def test_a_group_short_of_units_is_refilled_from_the_reserve(
     engine, new_product, funded_user, r
 ) -> None:
