@@ -21,8 +21,20 @@ over the orders round plus its drain, divided by the orders that reached Postgre
 outside the bench that used the CPU meanwhile are reported too: a figure measured while
 others were busy is not this code's figure.
 
+--sale runs issue 27's flash-sale catalog through the same stack instead, each product
+against its plain twin, interleaved (wrk with load/wrk_sale.lua: one unit of a random option
+an order, as many users; sold-out sizes keep being asked for, as a crowd does): a drop of
+10 options x 50 units (SMALL_DROPS drops a measurement, wrk for 1 s each: it sells out in a
+fraction of it) against a plain product of 500; 10 options x 10,000 against a plain
+100,000 (--seconds); and a product with max_per_user 1,000 (never reached) against one
+without. Orders/s are units sold per second between the product's first and last order
+(created_at, Redis' clock, read from Postgres once drained); transfers per order come
+from the transfers' receipts in Redis (the API's own SHORT counter is not exported:
+load/bench_engine.py --sale gives the share of orders that waited).
+
 Usage: python load/bench_stack.py [--seconds 8] [--rounds 1] [--connections 64]
                                   [--api-workers 1] [--workers 1] [--repo DIR] [--keep-log]
+                                  [--sale]
 """
 
 from __future__ import annotations
@@ -50,7 +62,8 @@ from bench_api import PRICE, USERS, need, pgbench, seed, wrk
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from engine import Engine  # noqa: E402
+from engine import Engine, keys  # noqa: E402
+from engine.models import NewOption  # noqa: E402
 from engine.outbox import CONSUMER_GROUPS, Outboxes  # noqa: E402
 from rushorder import stackfile  # noqa: E402
 from rushorder.servers import free_port  # noqa: E402
@@ -60,6 +73,7 @@ from rushorder.tokens import mint_token  # noqa: E402
 SECRET = "bench-stack-secret-of-at-least-32-bytes"
 KINDS = ("api", "redis", "worker", "writer", "forwarder", "postgres", "platform", "up")
 READY_TIMEOUT_S = 120
+STOCK = 1_000_000_000  # the hot product's (bench_api.seed)
 DRAIN_TIMEOUT_S = 300
 
 
@@ -380,7 +394,7 @@ def check_books(stack: Stack, product_id: int) -> None:
         await engine.close()
         return stock
 
-    sold = 1_000_000_000 - asyncio.run(redis_stock())
+    sold = STOCK - asyncio.run(redis_stock())
     with psycopg.connect(stack.pg_url()) as conn:
         row = conn.execute("SELECT stock FROM products WHERE id = %s", (product_id,)).fetchone()
         lines = conn.execute("SELECT coalesce(sum(quantity), 0) FROM order_lines "
@@ -388,7 +402,7 @@ def check_books(stack: Stack, product_id: int) -> None:
     pg_stock = int(row[0]) if row else None
     pg_sold = int(lines[0]) if lines else 0
     print(f"books: {sold} units sold in Redis, {pg_sold} in Postgres' order lines, Postgres "
-          f"stock {'agrees' if pg_stock == 1_000_000_000 - sold else 'DIFFERS'} "
+          f"stock {'agrees' if pg_stock == STOCK - sold else 'DIFFERS'} "
           f"(every order was {PRICE} won)")
 
 
@@ -411,6 +425,8 @@ def parse_args() -> argparse.Namespace:
                              "the same bench)")
     parser.add_argument("--keep-log", action="store_true",
                         help="keep the temp folder with up.log instead of removing it")
+    parser.add_argument("--sale", action="store_true",
+                        help="issue 27's drops and limit against plain products instead")
     return parser.parse_args()
 
 
@@ -441,6 +457,142 @@ def bench(stack: Stack, args: argparse.Namespace) -> None:
     client.close()
 
 
+# ---------------------------------------------------------------------------------------
+# --sale: issue 27's catalog through the stack
+# ---------------------------------------------------------------------------------------
+
+SIZES, SMALL_UNITS, SMALL_DROPS, LARGE_UNITS, LIMIT = 10, 50, 3, 100_000, 1_000
+TARGET_OPTIONS_RATIO, TARGET_LIMIT_COST = 0.8, 0.05
+
+
+@dataclass
+class SaleRun:
+    """One measurement of --sale: units sold, the seconds between the first and the last
+    order (Redis' clock), wrk's answers, the transfers that moved units meanwhile."""
+
+    sold: int = 0
+    seconds: float = 0.0
+    requests: int = 0
+    refused: int = 0
+    transfers: int = 0
+
+    @property
+    def rate(self) -> float:
+        """Units sold per second."""
+        return self.sold / max(self.seconds, 1e-3)
+
+
+async def new_product(redis_url: str, units: int, options: bool,
+                      **terms: object) -> tuple[int, list[int]]:
+    """A product of ``units`` units (in SIZES options if ``options``): its id and its
+    options' ids."""
+    engine = Engine(redis_url)
+    news = [NewOption(name=str(260 + 10 * i), stock=units // SIZES) for i in range(SIZES)]
+    made = await engine.create_product(
+        "drop" if options else "plain", PRICE, 0 if options else units,
+        options=news if options else None, **terms)  # type: ignore[arg-type]
+    await engine.close()
+    return made.id, [o.id for o in made.options]
+
+
+def receipts(client: redis.Redis) -> int:
+    """Transfers delivered so far: the receipts transfer_in.lua keeps (days) at the reserve
+    and in every group."""
+    layout = keys.layout(keys.DEFAULT_GROUPS)
+    prefixes = [keys.TRANSFER_IN_PREFIX, *(g.transfer_in_prefix for g in layout.all)]
+    return sum(sum(1 for _ in client.scan_iter(match=p + "*", count=1000)) for p in prefixes)
+
+
+def sold_in_postgres(pg_url: str, product_id: int) -> tuple[int, float]:
+    """Units of a product in Postgres' order lines, and the seconds from its first order
+    to its last."""
+    with psycopg.connect(pg_url) as conn:
+        row = conn.execute(
+            "SELECT coalesce(sum(l.quantity), 0), extract(epoch FROM max(o.created_at) "
+            "- min(o.created_at)) FROM order_lines l JOIN orders o ON o.id = l.order_id "
+            "WHERE l.product_id = %s", (product_id,)).fetchone()
+    return (int(row[0]), float(row[1] or 0.0)) if row else (0, 0.0)
+
+
+def sale_run(stack: Stack, client: redis.Redis, args: argparse.Namespace, tokens: Path,
+             drops: int, seconds: int, units: int, options: bool,
+             **terms: object) -> SaleRun:
+    """``drops`` new products of ``units`` units each, ordered for ``seconds`` each, then
+    drained: what sold and how fast."""
+    run = SaleRun()
+    for _ in range(drops):
+        pid, oids = asyncio.run(new_product(stack.redis_url, units, options, **terms))
+        dealt = receipts(client)
+        env = {"TOKENS": str(tokens), "PRODUCT_ID": str(pid), "OPTION_IDS": ",".join(
+            map(str, oids))}
+        stats = wrk(stack.api + "/", str(ROOT / "load/wrk_sale.lua"), seconds,
+                    args.connections, env)
+        drain(client, time.monotonic())
+        sold, span = sold_in_postgres(stack.pg_url(), pid)
+        run.sold, run.seconds = run.sold + sold, run.seconds + span
+        run.requests += stats["requests"]
+        run.refused += stats["non2xx"] + stats["socket_errors"]
+        run.transfers += receipts(client) - dealt
+    return run
+
+
+def sale_plan(args: argparse.Namespace) -> list[tuple[str, int, int, int, bool, dict]]:
+    """The measurements of one round: (name, drops, seconds, units, options, terms), each
+    before its plain twin."""
+    secs = args.seconds
+    return [
+        ("small drop: 10 options x 50", SMALL_DROPS, 1, SIZES * SMALL_UNITS, True, {}),
+        ("small plain: 500 units", SMALL_DROPS, 1, SIZES * SMALL_UNITS, False, {}),
+        ("large drop: 10 options x 10,000", 1, secs, LARGE_UNITS, True, {}),
+        ("large plain: 100,000 units", 1, secs, LARGE_UNITS, False, {}),
+        (f"max_per_user {LIMIT:,}, 10^9 units", 1, secs, STOCK, False,
+         {"max_per_user": LIMIT}),
+        ("no limit, 10^9 units", 1, secs, STOCK, False, {}),
+    ]
+
+
+def sale_bench(stack: Stack, args: argparse.Namespace) -> None:
+    """Seed the users, warm up, run --sale's rounds, report."""
+    client = redis.Redis.from_url(stack.redis_url)
+    warm = asyncio.run(seed(stack.redis_url))
+    tokens = stack.tmp / "tokens.txt"
+    tokens.write_text("\n".join(mint_token(SECRET, u, ttl_s=86_400)
+                                for u in range(1, USERS + 1)) + "\n")
+    wrk(stack.api + "/", str(ROOT / "load/wrk_orders.lua"), 2, args.connections,
+        {"TOKENS": str(tokens), "PRODUCT_ID": str(warm)})
+    drain(client, time.monotonic())
+    runs: dict[str, list[SaleRun]] = {}
+    for round_no in range(1, args.rounds + 1):
+        for name, drops, seconds, units, options, terms in sale_plan(args):
+            run = sale_run(stack, client, args, tokens, drops, seconds, units, options,
+                           **terms)
+            runs.setdefault(name, []).append(run)
+            print(f"  round {round_no}: {name:<36} {run.rate:>8,.0f} units/s ({run.sold:,} "
+                  f"sold in {run.seconds:.2f} s; {run.refused:,} of {run.requests:,} "
+                  f"refused; {run.transfers} transfers)", flush=True)
+    sale_report(runs)
+    client.close()
+
+
+def sale_report(runs: dict[str, list[SaleRun]]) -> None:
+    """Medians, paired ratios against the plain twins, transfers per order."""
+    print(f"\n{'flash sale through the stack':<36}{'units/s':>9}   {'runs':<26}"
+          f"{'transfers/order':>16}")
+    for name, seen in runs.items():
+        moved = statistics.median(r.transfers / max(r.requests, 1) for r in seen)
+        print(f"{name:<36}{statistics.median(r.rate for r in seen):>9,.0f}   "
+              f"{'  '.join(f'{r.rate:,.0f}' for r in seen):<26}{100 * moved:>15.2f}%")
+    names = list(runs)
+    for (tested, base), goal in zip(zip(names[::2], names[1::2], strict=True),
+                                    ("options", "options", "limit"), strict=True):
+        ratios = [a.rate / b.rate for a, b in zip(runs[tested], runs[base], strict=True)]
+        ratio = statistics.median(ratios)
+        target = 1 - TARGET_LIMIT_COST if goal == "limit" else TARGET_OPTIONS_RATIO
+        print(f"{tested} / {base}: {ratio:.2f}x (paired rounds: "
+              f"{', '.join(f'{r:.2f}' for r in ratios)}; goal >= {target:.2f}x: "
+              f"{'met' if ratio >= target else 'MISSED'})")
+
+
 def main() -> None:
     """Start the stack, bench it, stop it."""
     args = parse_args()
@@ -449,7 +601,7 @@ def main() -> None:
     tmp = Path(tempfile.mkdtemp(prefix="rushorder-bench-stack-"))
     stack = Stack(tmp, args.api_workers, args.workers, args.repo.resolve())
     try:
-        bench(stack.start(), args)
+        (sale_bench if args.sale else bench)(stack.start(), args)
     finally:
         stack.stop()
         if args.keep_log:
