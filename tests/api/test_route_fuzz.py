@@ -163,17 +163,38 @@ def _valid(schema: dict[str, Any], moments: Iterator[str]) -> Any:
     return "x" * max(1, schema.get("minLength", 1))
 
 
+def _object(schema: dict[str, Any]) -> dict[str, Any]:
+    return schema["oneOf"][0] if "oneOf" in schema else schema
+
+
 def _text_fields(schema: dict[str, Any]) -> list[str]:
-    """The top-level free-text properties of a body schema (not enums, consts or times)."""
-    if "oneOf" in schema:
-        schema = schema["oneOf"][0]
+    """The free-text properties of a body schema (not enums, consts or times): top-level
+    ones by name, those of a list's objects as ``name[0].field`` (issue 27's options)."""
+    schema = _object(schema)
     def free_text(prop: dict[str, Any]) -> bool:
         if "anyOf" in prop:  # an optional field: string or null
             return any(free_text(alternative) for alternative in prop["anyOf"])
         return (prop.get("type") == "string" and "format" not in prop
                 and "enum" not in prop and "const" not in prop)
 
-    return [name for name, prop in schema.get("properties", {}).items() if free_text(prop)]
+    fields = []
+    for name, prop in schema.get("properties", {}).items():
+        if free_text(prop):
+            fields.append(name)
+        elif prop.get("type") == "array" and prop["items"].get("type") == "object":
+            fields += [f"{name}[0].{inner}" for inner in _text_fields(prop["items"])]
+    return fields
+
+
+def _with_text(schema: dict[str, Any], field: str, text: str) -> dict[str, Any]:
+    """A valid body of ``schema`` with ``text`` put in ``field`` (``name[0].inner``: in the
+    first object of list ``name``)."""
+    body = _valid(schema, _moments())
+    if "[0]." not in field:
+        return {**body, field: text}
+    name, inner = field.split("[0].", 1)
+    items = _object(schema)["properties"][name]["items"]
+    return {**body, name: [{**_valid(items, _moments()), inner: text}]}
 
 
 def _body_cases() -> Iterator[Any]:
@@ -204,7 +225,8 @@ def test_the_documents_have_text_fields_to_feed() -> None:
             ("POST", "/api/v1/admin/products", "category"),
             ("PATCH", "/api/v1/admin/products/{product_id}", "category"),
             ("POST", "/api/v1/admin/products/{product_id}/options", "name"),
-            ("PATCH", "/api/v1/admin/products/{product_id}/options/{option_id}", "name")):
+            ("PATCH", "/api/v1/admin/products/{product_id}/options/{option_id}", "name"),
+            ("POST", "/api/v1/admin/products", "options[0].name")):
         assert (method, template, field) in fields
 
 
@@ -214,7 +236,7 @@ async def test_every_text_field_of_every_body_refuses_control_characters(
     client: httpx.AsyncClient, admin: Actor, new_user, method: str, template: str,
     schema: dict[str, Any], field: str, text: str,
 ) -> None:
-    body = {**_valid(schema, _moments()), field: text}
+    body = _with_text(schema, field, text)
     path = re.sub(r"\{[^}]+\}", "1", template)  # any id: the body is checked first
     resp = await client.request(method, path, json=body,
                                 headers=_token(template, admin, _fuzz_user(new_user)))
