@@ -348,11 +348,6 @@ class Shop:
                 raise Rejected("PURCHASE_LIMIT_EXCEEDED", product_id=product.id,
                                max_per_user=limit, remaining=max(0, limit - bought))
 
-    def remaining(self, user: int, pid: int) -> int | None:
-        """What the user may still buy of a product (None: no limit)."""
-        limit = self.products[pid].max_per_user
-        return None if limit is None else max(0, limit - self.bought[(user, pid)])
-
     def _discount(self, user: int, icid: int, total: int, now: float) -> int:
         issued = self.issued.get(icid)
         if issued is None or issued.user_id != user or issued.status_at(now) != "AVAILABLE":
