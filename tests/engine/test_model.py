@@ -594,9 +594,11 @@ class EngineVsModel(RuleBasedStateMachine):
                      c.line_total, c.in_stock) for c in carts[i].items] == self.model_cart(user)
             assert {c.id: c.status for c in coupons[i].items} == {
                 i.id: i.status_at(now) for i in m.issued.values() if i.user_id == user}
-            assert {o.id: (o.status, o.paid_amount, o.issued_coupon_id)
+            assert {o.id: (o.status, o.paid_amount, o.issued_coupon_id, [
+                        (line.product_id, line.name, line.unit_price, line.quantity,
+                         line.option_id, line.option_name) for line in o.items])
                     for o in orders[i].items} == {
-                o.id: (o.status, o.paid, o.issued_coupon_id)
+                o.id: (o.status, o.paid, o.issued_coupon_id, o.lines)
                 for o in m.orders.values() if o.user_id == user}
         assert [observed(p) for p in products] == [expected(p, now) for p in m.products.values()]
         assert [c.remaining for c in remaining] == [c.remaining for c in m.coupons.values()]
