@@ -577,11 +577,13 @@ def sale_bench(stack: Stack, args: argparse.Namespace) -> None:
 def sale_report(runs: dict[str, list[SaleRun]]) -> None:
     """Medians, paired ratios against the plain twins, transfers per order."""
     print(f"\n{'flash sale through the stack':<36}{'units/s':>9}   {'runs':<26}"
-          f"{'transfers/order':>16}")
+          f"{'transfers per order':>20}{'per unit sold':>15}")
     for name, seen in runs.items():
-        moved = statistics.median(r.transfers / max(r.requests, 1) for r in seen)
+        per_order = statistics.median(r.transfers / max(r.requests, 1) for r in seen)
+        per_unit = statistics.median(r.transfers / max(r.sold, 1) for r in seen)
         print(f"{name:<36}{statistics.median(r.rate for r in seen):>9,.0f}   "
-              f"{'  '.join(f'{r.rate:,.0f}' for r in seen):<26}{100 * moved:>15.2f}%")
+              f"{'  '.join(f'{r.rate:,.0f}' for r in seen):<26}{100 * per_order:>19.2f}%"
+              f"{100 * per_unit:>14.2f}%")
     names = list(runs)
     for (tested, base), goal in zip(zip(names[::2], names[1::2], strict=True),
                                     ("options", "options", "limit"), strict=True):
