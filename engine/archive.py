@@ -18,7 +18,9 @@ from typing import Any, Protocol, TypeVar
 import msgspec
 
 from engine.errors import EngineUnavailable
+from engine.keys import cart_field
 from engine.models import HistoryLine, IssuedCoupon, Order
+from engine.outbox import entry_id
 
 T = TypeVar("T")
 Row = Mapping[str, Any]
@@ -35,6 +37,14 @@ class SetAside(msgspec.Struct, frozen=True, kw_only=True):
 
     count: int
     oldest: list[dict[str, Any]]
+
+
+class StoredCart(msgspec.Struct, frozen=True):
+    """A user's cart as the durable record holds it: as of outbox entry ``entry`` ("ms-seq",
+    the change it last applied), its lines as (cart field, quantity) pairs."""
+
+    entry: str
+    lines: list[tuple[str, int]]
 
 
 class Archive(Protocol):
@@ -62,6 +72,10 @@ class Archive(Protocol):
     async def issued_coupon(self, issued_id: int) -> Row | None:
         """One issued coupon."""
 
+    async def cart(self, user_id: int) -> Row | None:
+        """The user's cart: ``version`` (the outbox entry number of its last change) and
+        ``items`` ({product_id, option_id, quantity}); None if Postgres has none."""
+
     async def set_aside(self, shown: int) -> Row:
         """The outbox entries the Postgres writer set aside: ``count`` and the ``oldest``
         ``shown`` (``workers/postgres.py``), for /health/ready and the console."""
@@ -80,6 +94,7 @@ class NoArchive:
         raise LookupError("no durable record is configured to read settled state from")
 
     order = orders = orders_below = history_below = coupons_below = issued_coupon = _none
+    cart = _none
 
     async def set_aside(self, shown: int) -> Row:
         """No durable record, so no writer that could set an entry aside."""
@@ -140,6 +155,14 @@ class Reader:
         row = await self._ask(self.archive.issued_coupon(issued_id))
         return None if row is None else msgspec.convert(_order_id(row), IssuedCoupon)
 
+    async def cart(self, user_id: int) -> StoredCart | None:
+        """The user's cart as stored, None if Postgres holds none."""
+        row = await self._ask(self.archive.cart(user_id))
+        if row is None:
+            return None
+        return StoredCart(entry=entry_id(int(row["version"])), lines=[
+            (cart_field(i["product_id"], i["option_id"]), int(i["quantity"]))
+            for i in row["items"] or []])
 
     async def set_aside(self, shown: int = 5) -> SetAside:
         """How many outbox entries the Postgres writer set aside, and the oldest ``shown``."""

@@ -1,6 +1,12 @@
 """The cart: one hash per user (a line's field -> quantity), priced live on every read;
 checking it out is an order (engine/orders.py). A line's field is "<product id>", or
 "<product id>:<option id>" for one option of a product with options.
+
+Every change emits cart.updated, the whole cart after it, so Postgres keeps every cart and a
+rebuild restores them. An idle cart leaves Redis once Postgres has its last change
+(settle.lua); the scripts then answer ARCHIVED, and :func:`cart_lines` brings Postgres'
+copy back before the read or write runs again: an empty cart is never served for one
+Postgres holds.
 """
 
 from __future__ import annotations
@@ -8,11 +14,24 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from engine import limits
+import msgspec
+
+from engine import keys, limits
+from engine.archive import StoredCart
 from engine.core import Core, check_user
-from engine.errors import OptionNotFound, ProductNotOnSale, ValidationFailed, raise_for
+from engine.errors import (
+    EngineUnavailable,
+    OptionNotFound,
+    ProductNotOnSale,
+    ValidationFailed,
+    raise_for,
+)
 from engine.models import Cart, CartLine, Product, ProductOption
 from engine.replies import answer, refuse
+
+# A cart settled again while it was being brought back this often: give up (503).
+BRING_BACK_TRIES = 4
+_ENCODER = msgspec.json.Encoder()
 
 
 class CartCommands(Core):
@@ -21,9 +40,7 @@ class CartCommands(Core):
     async def cart(self, user_id: int) -> Cart:
         """The user's cart, priced live."""
         check_user(user_id)
-        g = self.layout.of(user_id)
-        reply = await self._run("read_cart", [], live=g.live, cart=g.cart(user_id))
-        return await self._priced(reply)
+        return await self._priced(await cart_lines(self, self.layout.of(user_id), user_id))
 
     async def put_cart_item(self, user_id: int, product_id: int, quantity: int,
                             option_id: int | None = None) -> Cart:
@@ -40,13 +57,25 @@ class CartCommands(Core):
         if quantity > stock:
             raise_for("OUT_OF_STOCK", f"{_named(product, option_id)} has {stock} left, "
                       f"{quantity} asked", _stock_context(product, option_id, stock))
-        g = self.layout.of(user_id)
-        reply = await self._run(
-            "put_cart_item", [_field(product_id, option_id), quantity, limits.CART_LINES,
-                              *self._rate()],
-            live=g.live, cart=g.cart(user_id), rate=g.rate(user_id),
-        )
+        reply = await self._write_cart("put_cart_item", user_id, [
+            keys.cart_field(product_id, option_id), quantity, limits.CART_LINES])
         return await self._priced(reply)
+
+    async def _write_cart(self, script: str, user_id: int, args: list[Any]) -> list[Any]:
+        """Run a cart write (``args``, then the rate's and the user's); a cart settle.lua
+        dropped is brought back first, and the write runs again without taking another
+        token of the user's rate."""
+        g = self.layout.of(user_id)
+        rate = self._rate()
+        for _ in range(BRING_BACK_TRIES):
+            reply = await self._run(script, [*args, *rate, user_id], live=g.live,
+                                    cart=g.cart(user_id), rate=g.rate(user_id),
+                                    floor=g.floor(user_id), outbox=g.outbox)
+            if reply[0] != b"ARCHIVED":
+                return reply
+            await cart_lines(self, g, user_id)
+            rate = [0, self.policy.rate_limit_burst]
+        raise EngineUnavailable("the settled cart could not be brought back in time; retry")
 
     async def _priced(self, reply: list[Any]) -> Cart:
         """A cart's (field, quantity) pairs priced live, by product id, a product's plain
@@ -70,16 +99,29 @@ class CartCommands(Core):
         limits.ID.check(product_id, "product_id")
         if option_id is not None:
             limits.ID.check(option_id, "option_id")
-        g = self.layout.of(user_id)
-        answer(await self._run("remove_cart_item", [_field(product_id, option_id),
-                                                    *self._rate()],
-                               live=g.live, cart=g.cart(user_id), rate=g.rate(user_id)),
+        answer(await self._write_cart("remove_cart_item", user_id,
+                                      [keys.cart_field(product_id, option_id)]),
                type(None))
 
 
-def _field(product_id: int, option_id: int | None) -> str:
-    """A cart line's field: "<product id>" or "<product id>:<option id>"."""
-    return str(product_id) if option_id is None else f"{product_id}:{option_id}"
+async def cart_lines(core: Core, g: keys.Group, user_id: int) -> list[Any]:
+    """read_cart.lua's answer for the user's cart, brought back from Postgres first if
+    settle.lua dropped it (the script takes the copy only if it is the one dropped)."""
+    args: list[Any] = [user_id, "", ""]
+    for _ in range(BRING_BACK_TRIES):
+        reply = await core._run("read_cart", args, live=g.live, cart=g.cart(user_id),
+                                floor=g.floor(user_id), outbox=g.outbox)
+        if reply[0] != b"ARCHIVED":
+            return reply
+        args = [user_id, *_copy(await core.archive.cart(user_id))]
+    raise EngineUnavailable("the settled cart could not be brought back in time; retry")
+
+
+def _copy(stored: StoredCart | None) -> tuple[str, bytes]:
+    """A stored cart as read_cart.lua takes it: its entry and its lines as JSON pairs."""
+    if stored is None:
+        return "", b"[]"
+    return stored.entry, _ENCODER.encode([(f, str(q)) for f, q in stored.lines])
 
 
 def _parse_field(raw: bytes) -> tuple[int, int]:

@@ -79,7 +79,7 @@ Group keys (``<g>`` is the group's hash tag, :func:`group_tag`: ``{g0}``, ``{g1.
 | <g>:idem:<user>:<key> | string | idempotency record: fingerprint, code, answer; 24 h TTL |
 | <g>:idems:<user> | zset | the user's live idempotency records (their keys) by expiry, ms |
 | <g>:rate:<user> | string | the user's write-rate bucket: when it is full again, ms (GCRA) |
-| <g>:floor:<user> | hash | o, h, c: the user's highest order/line/coupon id dropped |
+| <g>:floor:<user> | hash | o, h, c: the user's highest order/line/coupon id dropped; k (cart) |
 | <g>:settle | list | committed batches waiting out the retention (settle.lua) |
 | <g>:product:<id> | hash | the group's copy: definition; stock (its allotment), flight, at |
 | <g>:option:<id> | hash | the group's copy of an option's definition; stock, flight, at |
@@ -87,6 +87,10 @@ Group keys (``<g>`` is the group's hash tag, :func:`group_tag`: ``{g0}``, ``{g1.
 | <g>:xfer:out | hash | the group's transfers in flight to the reserve, as {ro}:xfer:out |
 | <g>:xfer:in:<transfer> | string | a transfer the group received (7 days) |
 | <g>:retention | string | the retention settle.lua last used, ms (bring_back's window) |
+
+A floor's ``k`` (issue 28) is the outbox entry of the last change of the user's cart, kept
+while the cart has lines; with no ``<g>:cart:<user>`` beside it, settle.lua dropped the
+idle cart and Postgres holds it as of that entry (read_cart.lua brings it back).
 """
 
 from __future__ import annotations
@@ -150,6 +154,12 @@ def admin_idempotency_index(user_id: int) -> str:
     return f"{TAG}:idems:{user_id}"
 
 
+def cart_field(product_id: int, option_id: int | None) -> str:
+    """A cart line's field in ``<g>:cart:<user>``: "<product id>", or "<product id>:<option
+    id>" for one option of a product with options."""
+    return str(product_id) if option_id is None else f"{product_id}:{option_id}"
+
+
 def slot(tag: str) -> int:
     """The Redis Cluster slot of a key with hash tag ``tag`` (CRC16/XMODEM of the tag's
     inside, mod 16,384; binascii's crc_hqx is that CRC)."""
@@ -199,6 +209,7 @@ class Group:
         self.user_orders_prefix = f"{p}:uorders:"
         self.user_coupons_prefix = f"{p}:ucoupons:"
         self.floor_prefix = f"{p}:floor:"
+        self.cart_prefix = f"{p}:cart:"
         self.sales_hour_prefix = f"{p}:sales:h:"
         self.sales_window = f"{p}:sales:window"
         self.sales_rolled = f"{p}:sales:rolled"
@@ -237,7 +248,7 @@ class Group:
 
     def cart(self, user_id: int) -> str:
         """The user's cart."""
-        return f"{self.tag}:cart:{user_id}"
+        return f"{self.cart_prefix}{user_id}"
 
     def idempotency(self, user_id: int, key: str) -> str:
         """The idempotency record of one user's key."""

@@ -18,6 +18,7 @@ import msgspec
 from engine import keys, limits
 from engine.allotments import ABSENT, OPTION, PRODUCT, Kind
 from engine.batch import OrderCall
+from engine.cart import cart_lines
 from engine.core import SHORT_TRIES, Core, bound, check_user, guards, idem_keys, list_of, to_page
 from engine.errors import EngineUnavailable, OrderNotFound, ValidationFailed
 from engine.models import Order, Page
@@ -103,7 +104,7 @@ class OrderCommands(Core):
             "sales_rolled": g.sales_rolled, "outbox": g.outbox, "idem": idem_key,
             "cart": g.cart(user_id), "product_prefix": g.product_prefix,
             "option_prefix": g.option_prefix, "bought": g.bought(user_id),
-            **guards(g, user_id),
+            "floor": g.floor(user_id), **guards(g, user_id),
         }
         args: list[Any] = [
             user_id, "" if issued_coupon_id is None else issued_coupon_id, fp,
@@ -115,6 +116,9 @@ class OrderCommands(Core):
                                     [*args, *self._limits(attempt == 0),
                                      *(v for f in flags.items() for v in f)], live=g.live,
                                     **keys_)
+            if reply[0] == b"ARCHIVED":  # settle.lua dropped the cart: back it comes first
+                await cart_lines(self, g, user_id)
+                continue
             if reply[0] != b"SHORT":
                 return keyed(reply, Order, idem)
             short = short_of(reply)

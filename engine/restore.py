@@ -199,6 +199,19 @@ class Restorer:
             self.pipe.hset(self.layout.of(user).floor(user), kind, top)
             self._queued()
 
+    def cart(self, user_id: int, entry: str, lines: Sequence[tuple[str, int]],
+             whole: bool = True) -> None:
+        """A user's cart of ``lines`` (field, quantity) as of outbox entry ``entry``: if
+        ``whole``, its hash and its floor's ``k`` (``cart_updated`` in _lib.lua); else only
+        ``k``, as settle.lua leaves a cart it dropped (the next read brings it back)."""
+        if not lines:
+            return
+        g = self.layout.of(user_id)
+        if whole:
+            self.pipe.hset(g.cart(user_id), mapping=dict(lines))  # type: ignore[arg-type]
+        self.pipe.hset(g.floor(user_id), "k", entry)
+        self._queued()
+
     def order(self, order: Order) -> None:
         """An order and the user's index (``take_order``, ``cancel_order.lua``): a user's
         orders must come in id order."""
@@ -464,7 +477,8 @@ class Snapshot:
         found: dict[int, dict[str, int]] = {}
         for key in scan(self.client, every_group(keys.Group.floor)):
             raw: dict[bytes, bytes] = self.client.hgetall(key)  # type: ignore[assignment]
-            found[int(key.rsplit(b":", 1)[1])] = {k.decode(): int(v) for k, v in raw.items()}
+            found[int(key.rsplit(b":", 1)[1])] = {k.decode(): int(v) for k, v in raw.items()
+                                                  if k != b"k"}  # k: a cart's entry
         return found
 
     def order_statuses(self) -> dict[int, str]:

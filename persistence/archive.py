@@ -22,6 +22,8 @@ from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from persistence import setaside
+from persistence.carts import CARTS
+from persistence.carts import LINES as CART_LINES
 from persistence.coupons import COUPONS, ISSUED
 from persistence.database import sqlalchemy_url
 from persistence.models import HistoryLine, Order, OrderLine
@@ -51,6 +53,12 @@ _ISSUED = sa.select(
     COUPONS.c.discount_type, COUPONS.c.discount_value, ISSUED.c.status, ISSUED.c.issued_at,
     ISSUED.c.expires_at, ISSUED.c.order_id,
 ).join(COUPONS, COUPONS.c.id == ISSUED.c.coupon_id)
+_CART_LINE = sa.func.json_build_object("product_id", CART_LINES.c.product_id,
+                                       "option_id", CART_LINES.c.option_id,
+                                       "quantity", CART_LINES.c.quantity)
+_CART = sa.select(CARTS.c.version, (
+    sa.select(sa.func.json_agg(aggregate_order_by(_CART_LINE, CART_LINES.c.position)))
+    .where(CART_LINES.c.user_id == CARTS.c.user_id).scalar_subquery()).label("items"))
 _HISTORY = sa.select(HISTORY.c.id, HISTORY.c.type, HISTORY.c.amount, HISTORY.c.balance_after,
                      HISTORY.c.order_id, HISTORY.c.created_at)
 
@@ -117,6 +125,12 @@ class PostgresArchive:
         if not 0 < issued_id <= BIGINT_MAX:
             return None
         return await self._one(_ISSUED.where(ISSUED.c.id == issued_id))
+
+    async def cart(self, user_id: int) -> dict[str, Any] | None:
+        """The user's cart: its version and items (null when it has none)."""
+        if not 0 < user_id <= BIGINT_MAX:
+            return None
+        return await self._one(_CART.where(CARTS.c.user_id == user_id))
 
     async def set_aside(self, shown: int) -> dict[str, Any]:
         """The outbox entries the writer set aside: count and the oldest ``shown``."""

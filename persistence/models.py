@@ -241,6 +241,30 @@ class Payment(Base):
     cancelled_at: Mapped[datetime | None]
 
 
+class Cart(Base):
+    """A user's cart as of outbox entry ``version`` (its last cart.updated) and its time:
+    the lines are ``cart_lines``, replaced whole by each change."""
+
+    __tablename__ = "carts"
+
+    user_id: Mapped[int] = _id()
+    version: Mapped[int]
+    updated_at: Mapped[datetime]
+
+
+class CartLine(Base):
+    """One line of a user's cart: a product (and option: ``option_id``, null for a plain
+    product's line) and its quantity; ``position`` keeps the event's order."""
+
+    __tablename__ = "cart_lines"
+
+    user_id: Mapped[int] = mapped_column(primary_key=True)  # carts.user_id
+    position: Mapped[int] = mapped_column(SmallInteger, primary_key=True)
+    product_id: Mapped[int]
+    option_id: Mapped[int | None]
+    quantity: Mapped[int] = mapped_column(Integer)
+
+
 class SalesHour(Base):
     """Units of a product sold in one UTC hour (hours since the epoch), net of cancels."""
 

@@ -7,9 +7,11 @@ remaining units and holders, usable issued coupons, each user's units in paid or
 (so new ids never collide with old ones). Of orders, history
 lines and used coupons only the recent tail comes back, what changed within the retention
 (``RUSHORDER_REDIS_RETENTION_S``); the rest stays in Postgres below each user's floor,
-exactly as settle.lua would have left it, and reads find it there. Carts and idempotency
-records are not in Postgres and are lost. Postgres is read in one REPEATABLE READ
-snapshot.
+exactly as settle.lua would have left it, and reads find it there. Carts come back too:
+those changed within the retention into Redis, older ones only as their users' markers
+(the floor's ``k``), as settle.lua leaves an idle cart, brought back on their next read.
+Idempotency records are not in Postgres and are lost. Postgres is read in one REPEATABLE
+READ snapshot.
 
 Whether to rebuild is decided on the live-state marker (``engine/state.py``): a Redis
 without it is rebuilt (on an empty database that is the first start, which makes the
@@ -44,9 +46,10 @@ from engine.models import (
     ProductOption,
     ProductStatus,
 )
-from engine.outbox import CONSUMER_GROUPS, Outboxes
+from engine.outbox import CONSUMER_GROUPS, Outboxes, entry_id
 from engine.restore import HOUR_MS, Restorer, clear_state, holds_state
 from persistence.balances import Balances, HistoryRow
+from persistence.carts import Carts
 from persistence.catalog import Catalog, OptionRow, ProductRow
 from persistence.coupons import CouponRow, Coupons, HeldCoupon
 from persistence.database import create_engine
@@ -158,7 +161,7 @@ def rows_to_load(conn: Connection) -> int:
     catalog = Catalog(conn)
     return (balances.count() + balances.count_history() + catalog.count()
             + catalog.count_options() + coupons.count() + coupons.count_held()
-            + Orders(conn).count())
+            + Orders(conn).count() + Carts(conn).count())
 
 
 def queue_writes(conn: Connection, restorer: Restorer, now_hour: int, window_hours: int,
@@ -195,6 +198,11 @@ def queue_writes(conn: Connection, restorer: Restorer, now_hour: int, window_hou
     for full in orders.all(since):
         restorer.order(order(full))
         loaded.add("orders")
+    for cart in Carts(conn).all():
+        restorer.cart(cart.user_id, entry_id(cart.version), [
+            (keys.cart_field(line.product_id, line.option_id), line.quantity)
+            for line in cart.lines], whole=cart.updated_at >= since)
+        loaded.add("carts")
     # Per user from the orders, not from sales_hourly: each group counts its users' units.
     restorer.sales(now_hour, window_hours, orders.units(now_hour - window_hours + 1))
     restorer.bought(orders.bought())

@@ -57,7 +57,8 @@ WORKERS_USE: dict[str, frozenset[str]] = {
                                        "CouponIssued", "OrderCancelled", "OrderPaid",
                                        "ProductCreated", "ProductUpdated", "decode",
                                        "OptionCreated", "OptionUpdated", "OptionState",
-                                       "ProductState"}),
+                                       "ProductState",
+                                       "CartUpdated"}),  # issue 28: durable carts
     "engine.outbox.settle": frozenset({"Settler", "record"}),
     "engine.ops.heartbeat": frozenset({"Heartbeat"}),
     "engine.ops.replays": frozenset({"ReplayState"}),

@@ -24,6 +24,7 @@ import msgspec
 from engine.outbox.events import (
     AnyEvent,
     BalanceCharged,
+    CartUpdated,
     CouponCreated,
     CouponIssued,
     OptionCreated,
@@ -39,7 +40,7 @@ Key = tuple[str, int]  # ("user" | "product" | "coupon", id)
 
 def owns(event: AnyEvent) -> set[Key]:
     """What the event changes that later events of others may need."""
-    if isinstance(event, BalanceCharged):
+    if isinstance(event, BalanceCharged | CartUpdated):
         return {("user", event.user_id)}
     if isinstance(event, ProductCreated | ProductUpdated):
         return {("product", event.product.id)}

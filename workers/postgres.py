@@ -51,6 +51,7 @@ from engine.outbox import Entry, Outboxes, entry_number
 from engine.outbox.events import AnyEvent, decode
 from engine.outbox.settle import Settler, record
 from persistence.balances import Balances
+from persistence.carts import Carts
 from persistence.catalog import Catalog
 from persistence.coupons import Coupons
 from persistence.database import autocommit, pipelined, transaction
@@ -107,6 +108,7 @@ def write(conn: Connection, changes: Changes, *, fresh: bool = False) -> None:
     coupons.set_states(list(changes.issued_states.values()))
     orders.add(changes.orders, changes.lines)
     orders.cancel(changes.cancels)
+    Carts(conn).replace(*changes.cart_rows())
 
 
 def apply_new(conn: Connection, events: Sequence[tuple[int, AnyEvent]],

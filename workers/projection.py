@@ -19,6 +19,8 @@ Postgres writer guarantees both; an entry seen twice is filtered out before this
 * issued-coupon status, a product's definition (name, price, status, window, limit,
   category), an option's name and extra price: absolute, versioned like balances.
 * sales per hour: deltas, like stock (a cancel takes its units out of the order's hour).
+* carts: absolute (cart.updated carries the whole cart), the user's last event of a batch
+  replacing the stored cart, versioned like balances.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ from engine.models import HistoryLine, Order
 from engine.outbox.events import (
     AnyEvent,
     BalanceCharged,
+    CartUpdated,
     CouponCreated,
     CouponIssued,
     OptionCreated,
@@ -45,6 +48,7 @@ from engine.outbox.events import (
     ProductUpdated,
 )
 from persistence.balances import BalanceRow, HistoryRow
+from persistence.carts import CartLineRow, CartRow
 from persistence.catalog import (
     OptionChangeRow,
     OptionDetails,
@@ -89,6 +93,7 @@ class Changes:
     orders: list[PaidOrder] = field(default_factory=list)  # each with its payment
     lines: list[LineRow] = field(default_factory=list)
     cancels: list[Cancellation] = field(default_factory=list)
+    carts: dict[int, tuple[CartRow, list[CartLineRow]]] = field(default_factory=dict)
 
     def stock_moves(self) -> list[StockMove]:
         """Net stock change per product (products whose units cancel out are skipped)."""
@@ -102,6 +107,11 @@ class Changes:
         """Net units per (hour, product) counter."""
         return [SalesRow(hour, pid, units)
                 for (hour, pid), units in sorted(self.sales.items()) if units]
+
+    def cart_rows(self) -> tuple[list[CartRow], list[CartLineRow]]:
+        """Each user's last cart of the batch and its lines."""
+        return ([cart for cart, _ in self.carts.values()],
+                [line for _, lines in self.carts.values() for line in lines])
 
     def issue_rows(self) -> list[Issues]:
         """Units issued per coupon in the batch."""
@@ -196,6 +206,12 @@ class Changes:
             self.issued_states[o.issued_coupon_id] = IssuedState(
                 o.issued_coupon_id, "AVAILABLE", None, entry)
 
+    def cart_updated(self, entry: int, event: CartUpdated) -> None:
+        """A cart changed: the user's whole cart as of ``entry`` (the last one wins)."""
+        self.carts[event.user_id] = (CartRow(event.user_id, entry, event.at), [
+            CartLineRow(event.user_id, position, i.product_id, i.option_id, i.quantity, entry)
+            for position, i in enumerate(event.items)])
+
     # -- helpers -----------------------------------------------------------------------
 
     def _take(self, product_id: int, option_id: int | None, units: int) -> None:
@@ -242,6 +258,7 @@ _HANDLERS: dict[type[Any], Callable[[Changes, int, Any], None]] = {
     CouponIssued: Changes.coupon_issued,
     OrderPaid: Changes.order_paid,
     OrderCancelled: Changes.order_cancelled,
+    CartUpdated: Changes.cart_updated,
 }
 
 

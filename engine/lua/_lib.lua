@@ -709,3 +709,39 @@ local function record_deals(transfers, transfer, kind, id, groups, units, at_ms)
       transfer_record(kind .. ' ' .. id .. ' ' .. g, units, at_ms))
   end
 end
+
+-- The cart (engine/cart.py): its lines in <g>:cart:<user>, and `k` of the user's floor
+-- the outbox entry of the last change of a cart that has lines. A floor with `k` but no
+-- cart key: settle.lua dropped the idle cart once Postgres held that change; the next read
+-- or write brings it back first (read_cart.lua), so an empty cart is never served nor
+-- written over for one Postgres holds.
+
+-- After a change of user `user_id`'s cart (`k` names its cart, floor and outbox): emit
+-- cart.updated with the whole cart, and keep the change's entry as the floor's `k` while
+-- the cart has lines. Answers the cart's field, quantity pairs.
+local function cart_updated(k, user_id, now)
+  local flat = redis.call('HGETALL', k.cart)
+  local items = {}
+  for i = 1, #flat, 2 do
+    local pid, oid = string.match(flat[i], '^(%d+):?(%d*)$')
+    items[#items + 1] = string.format('{"product_id":%s,"option_id":%s,"quantity":%s}',
+      pid, oid ~= '' and oid or 'null', flat[i + 1])
+  end
+  local entry = emit_json(k.outbox, 'cart.updated', iso(now), string.format(
+    '"user_id":%d,"items":%s', tonumber(user_id), json_array(items)))
+  if #flat > 0 then
+    redis.call('HSET', k.floor, 'k', entry)
+  else
+    redis.call('HDEL', k.floor, 'k')
+  end
+  return flat
+end
+
+-- Nil while Redis holds the user's cart (or the cart is empty), else ARCHIVED {"entry"}:
+-- settle.lua dropped it, and Postgres holds it as of that entry.
+local function cart_archived(k)
+  if redis.call('EXISTS', k.cart) == 1 then return nil end
+  local entry = redis.call('HGET', k.floor, 'k')
+  if not entry then return nil end
+  return {'ARCHIVED', string.format('{"entry":"%s"}', entry)}
+end

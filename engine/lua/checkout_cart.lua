@@ -13,6 +13,7 @@
 -- KEYS[15] the user's records <g>:idems:<user>   KEYS[16] write-rate bucket <g>:rate:<user>
 -- KEYS[17] the group's option prefix <g>:option: (as the product prefix, for option lines)
 -- KEYS[18] the user's bought units <g>:bought:<user> (max_per_user)
+-- KEYS[19] floor <g>:floor:<user> (its `k`: cart_updated in _lib)
 -- ARGV[1] user id; ARGV[2] issued coupon id or ''; ARGV[3] fingerprint or '';
 -- ARGV[4] idempotency TTL s; ARGV[5] sales window hours; ARGV[6] the group's index;
 -- ARGV[7] the number of groups; ARGV[8] most records a user holds (0: no bound);
@@ -22,12 +23,15 @@
 -- "<product id>:<option id>")
 -- Every key but the marker is of the user's group (engine/keys.py).
 -- Reply: OK <order> | CART_EMPTY | the order errors of place_orders.lua, SHORT and
---   TOO_MANY_REQUESTS among them; a replay has a third element, 1
+--   TOO_MANY_REQUESTS among them; a replay has a third element, 1 | ARCHIVED {"entry"}
+--   (settle.lua dropped the cart: the engine brings it back with read_cart.lua and calls
+--   again; never kept as the Idempotency-Key's answer). An order emits cart.updated too
+--   (its cart now empty).
 local K = {live = KEYS[1], balance = KEYS[2], history = KEYS[3], seq = KEYS[4],
   user_orders = KEYS[5], icoupon = KEYS[6], order_prefix = KEYS[7], sales_hours = KEYS[8],
   sales_window = KEYS[9], sales_rolled = KEYS[10], outbox = KEYS[11], idem = KEYS[12],
   cart = KEYS[13], product_prefix = KEYS[14], idem_index = KEYS[15], rate = KEYS[16],
-  option_prefix = KEYS[17], bought = KEYS[18]}
+  option_prefix = KEYS[17], bought = KEYS[18], floor = KEYS[19]}
 local missing = state_missing(K.live, ARGV[7])
 if missing then return missing end
 local user_id, icid, hours = tonumber(ARGV[1]), ARGV[2], tonumber(ARGV[5])
@@ -37,6 +41,8 @@ local g = user_guard(K, ARGV[3], ARGV[4], ARGV[8], ARGV[9], ARGV[10], now)
 local early = guard(g)
 if early then return early end
 
+local archived = cart_archived(K)
+if archived then return archived end
 local flat = redis.call('HGETALL', K.cart)
 if #flat == 0 then
   return idem_store(g, fail('CART_EMPTY', 'the cart is empty'))
@@ -64,5 +70,8 @@ local c = open_orders({seq = K.seq, order_prefix = K.order_prefix, sales_prefix 
 local res = take_order(c, {balance = K.balance, history = K.history, user_orders = K.user_orders,
   icoupon = K.icoupon, bought = K.bought}, user_id, lines, icid)
 close_orders(c)
-if res[1] == 'OK' then redis.call('DEL', K.cart) end
+if res[1] == 'OK' then
+  redis.call('DEL', K.cart)
+  cart_updated(K, user_id, now)
+end
 return idem_store(g, res)

@@ -127,9 +127,25 @@ class OrderCancelled(Event, frozen=True, tag="order.cancelled"):
     coupon_restored: bool
 
 
+class CartItem(msgspec.Struct, frozen=True, kw_only=True):
+    """A cart line as cart.updated carries it (``option_id`` None for a plain product)."""
+
+    product_id: int
+    option_id: int | None = None
+    quantity: int
+
+
+class CartUpdated(Event, frozen=True, tag="cart.updated"):
+    """A user's cart changed (a put, a remove, a checkout's bought lines leaving it):
+    ``items`` is the whole cart after the change, so the last event is the cart."""
+
+    user_id: int
+    items: list[CartItem]
+
+
 AnyEvent = (
     BalanceCharged | ProductCreated | ProductUpdated | OptionCreated | OptionUpdated
-    | CouponCreated | CouponIssued | OrderPaid | OrderCancelled
+    | CouponCreated | CouponIssued | OrderPaid | OrderCancelled | CartUpdated
 )
 
 DECODER = msgspec.json.Decoder(AnyEvent)

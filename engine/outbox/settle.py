@@ -5,9 +5,10 @@ a kilobyte an order. Once the Postgres writer has committed a batch it appends a
 what the batch touched (:func:`record`, :meth:`Settler.committed`); once a record is older
 than the retention, ``engine/lua/settle.lua`` drops those orders, history lines and used
 or expired issued coupons from Redis, unless they changed since, and raises each user's
-floor so that reads know where Postgres takes over (``engine/archive.py``). What decides
+floor so that reads know where Postgres takes over (``engine/archive.py``). Idle carts
+leave too, their floor's ``k`` kept as the marker that Postgres holds them. What decides
 an order stays: balances, stock, coupon counters and holders, usable coupons; a settled
-order comes back into Redis to be cancelled.
+order comes back into Redis to be cancelled, a settled cart on its next read or write.
 
 Synchronous redis-py: the Postgres writer, a worker process, calls it.
 """
@@ -18,13 +19,21 @@ import logging
 import threading
 import time
 from collections.abc import Iterable
+from typing import Any
 
 import msgspec
 import redis
 
 from engine import keys
 from engine.outbox import OutboxGone
-from engine.outbox.events import AnyEvent, BalanceCharged, CouponIssued, OrderCancelled, OrderPaid
+from engine.outbox.events import (
+    AnyEvent,
+    BalanceCharged,
+    CartUpdated,
+    CouponIssued,
+    OrderCancelled,
+    OrderPaid,
+)
 from engine.scripts import load_scripts, script_keys
 
 MIN_RETENTION_S = 1.0  # settle.lua's own floor; minutes are what production wants
@@ -44,6 +53,7 @@ class Record(msgspec.Struct, frozen=True):
     orders: list[tuple[str, str]]  # (order id, user)
     lines: list[tuple[str, str]]  # (user, highest history line id)
     coupons: list[tuple[str, str]]  # (issued coupon id, user)
+    carts: list[str] = []  # users whose cart changed
 
 
 class Settled(msgspec.Struct, frozen=True):
@@ -54,6 +64,7 @@ class Settled(msgspec.Struct, frozen=True):
     lines: int
     coupons: int
     left: int
+    carts: int = 0
 
 
 def record(last_entry: str, events: Iterable[AnyEvent]) -> Record:
@@ -61,7 +72,11 @@ def record(last_entry: str, events: Iterable[AnyEvent]) -> Record:
     orders: dict[str, str] = {}
     lines: dict[int, int] = {}
     coupons: dict[str, str] = {}
+    carts: dict[str, None] = {}
     for event in events:
+        if isinstance(event, CartUpdated):
+            carts[str(event.user_id)] = None
+            continue
         if isinstance(event, OrderPaid | OrderCancelled):
             order = event.order
             orders[order.id] = str(order.user_id)
@@ -79,16 +94,17 @@ def record(last_entry: str, events: Iterable[AnyEvent]) -> Record:
             lines[user] = max(line.id, lines.get(user, 0))
     return Record(entry=last_entry, orders=list(orders.items()),
                   lines=[(str(u), str(h)) for u, h in lines.items()],
-                  coupons=list(coupons.items()))
+                  coupons=list(coupons.items()), carts=list(carts))
 
 
 def chunks(made: Record) -> list[Record]:
-    """``made`` cut into records of at most CHUNK orders, lines and coupons each."""
-    things = [("orders", o) for o in made.orders] + [("lines", x) for x in made.lines] + \
-        [("coupons", c) for c in made.coupons]
+    """``made`` cut into records of at most CHUNK orders, lines, coupons and carts each."""
+    things: list[tuple[str, tuple[str, str] | str]] = [
+        *(("orders", o) for o in made.orders), *(("lines", x) for x in made.lines),
+        *(("coupons", c) for c in made.coupons), *(("carts", u) for u in made.carts)]
     parts = []
     for start in range(0, len(things), CHUNK):
-        part: dict[str, list[tuple[str, str]]] = {"orders": [], "lines": [], "coupons": []}
+        part: dict[str, list[Any]] = {"orders": [], "lines": [], "coupons": [], "carts": []}
         for kind, thing in things[start:start + CHUNK]:
             part[kind].append(thing)
         parts.append(Record(entry=made.entry, **part))
@@ -128,18 +144,20 @@ class Settler:
                        orders=sum(a.orders for a in answers),
                        lines=sum(a.lines for a in answers),
                        coupons=sum(a.coupons for a in answers),
-                       left=sum(group[-1].left for group in per_group)), more
+                       left=sum(group[-1].left for group in per_group),
+                       carts=sum(a.carts for a in answers)), more
 
     def settle_all(self, calls: int = PIPELINED) -> Settled:
         """Settle until no record old enough is left; the totals."""
-        records = orders = lines = coupons = 0
+        records = orders = lines = coupons = carts = 0
         while True:
             done, more = self.settle(calls)
             records, orders = records + done.records, orders + done.orders
             lines, coupons = lines + done.lines, coupons + done.coupons
+            carts += done.carts
             if not more:
                 return Settled(records=records, orders=orders, lines=lines,
-                               coupons=coupons, left=done.left)
+                               coupons=coupons, left=done.left, carts=carts)
 
     def run(self, until: float, *stops: threading.Event, idle_s: float = IDLE_S) -> None:
         """Settle what falls due until the ``time.monotonic()`` deadline or one of ``stops``
@@ -164,7 +182,7 @@ def _keys(g: keys.Group) -> list[str]:
                        icoupon_prefix=g.issued_coupon_prefix, history_prefix=g.history_prefix,
                        user_orders_prefix=g.user_orders_prefix,
                        user_coupons_prefix=g.user_coupons_prefix, floor_prefix=g.floor_prefix,
-                       retention=g.retention)
+                       retention=g.retention, cart_prefix=g.cart_prefix)
 
 
 def _answer(code: bytes, payload: bytes) -> Settled:

@@ -6,6 +6,8 @@ import pytest
 
 from engine import Engine
 from engine.errors import CartEmpty, OutOfStock, ProductNotFound, ValidationFailed
+from engine.models import NewOption
+from engine.outbox.events import CartUpdated
 from tests.engine.support import snapshot
 
 UNKNOWN_PRODUCT = 9_000_000_000
@@ -122,3 +124,38 @@ async def test_cart_holds_at_most_fifty_products(engine, new_user, new_product) 
     with pytest.raises(ValidationFailed):
         await engine.put_cart_item(user, products[50].id, 1)
     assert len((await engine.put_cart_item(user, products[0].id, 2)).items) == 50
+
+
+def _lines(event: CartUpdated) -> list[tuple[int, int | None, int]]:
+    return sorted((i.product_id, i.option_id, i.quantity) for i in event.items)
+
+
+async def test_each_cart_write_emits_the_whole_cart_after_it(
+    engine, new_user, new_product, outbox
+) -> None:
+    user, plain = await new_user(), await new_product()
+    sized = await engine.create_product("shoe", 1_000, options=[NewOption(name="270", stock=5)])
+    size = sized.options[0].id
+    mark = await outbox.mark()
+    await engine.put_cart_item(user, plain.id, 2)
+    await engine.put_cart_item(user, sized.id, 1, size)
+    await engine.put_cart_item(user, plain.id, 3)
+    await engine.remove_cart_item(user, plain.id)
+    await engine.remove_cart_item(user, plain.id)  # absent: nothing changed, nothing emitted
+    events = await outbox.since(mark)
+    assert all(isinstance(e, CartUpdated) and e.user_id == user for e in events)
+    assert [_lines(e) for e in events] == [  # type: ignore[arg-type]
+        [(plain.id, None, 2)], [(plain.id, None, 2), (sized.id, size, 1)],
+        [(plain.id, None, 3), (sized.id, size, 1)], [(sized.id, size, 1)]]
+
+
+async def test_a_cart_with_lines_keeps_the_entry_of_its_last_change_in_the_floor(
+    engine, r, new_user, new_product, outbox
+) -> None:
+    user, made = await new_user(), await new_product()
+    floor = engine.layout.of(user).floor(user)
+    await engine.put_cart_item(user, made.id, 1)
+    last = (await r.xrevrange(engine.layout.of(user).outbox, count=1))[0][0]
+    assert await r.hget(floor, "k") == last  # settle.lua drops the cart once it is committed
+    await engine.remove_cart_item(user, made.id)
+    assert await r.hget(floor, "k") is None  # an empty cart: nothing for settle.lua to drop

@@ -13,6 +13,7 @@ from engine.errors import EngineError
 from engine.models import NewOption, Product, ProductOption
 from engine.outbox.events import (
     BalanceCharged,
+    CartUpdated,
     CouponCreated,
     CouponIssued,
     OptionCreated,
@@ -164,13 +165,16 @@ async def test_fully_discounted_order_emits_order_paid_without_a_history_line(
     assert (event.history, event.balance_after, event.order.paid_amount) == (None, 0, 0)
 
 
-async def test_checkout_emits_one_order_paid(engine, funded_user, new_product, outbox) -> None:
+async def test_checkout_emits_order_paid_then_the_emptied_cart(
+    engine, funded_user, new_product, outbox
+) -> None:
     user, made = await funded_user(10_000), await new_product()
     await engine.put_cart_item(user, made.id, 2)
     mark = await outbox.mark()
     order = await engine.checkout(user)
-    [event] = await outbox.since(mark)
-    assert isinstance(event, OrderPaid) and event.order == order
+    [paid, cart] = await outbox.since(mark)
+    assert isinstance(paid, OrderPaid) and paid.order == order
+    assert isinstance(cart, CartUpdated) and (cart.user_id, cart.items) == (user, [])
 
 
 @pytest.mark.parametrize("expire_first", [False, True])
@@ -193,7 +197,7 @@ async def test_cancel_emits_order_cancelled_with_refund_and_coupon_outcome(
     assert event.coupon_restored is not expire_first
 
 
-async def test_rejections_replays_reads_and_cart_edits_append_nothing(
+async def test_rejections_replays_and_reads_append_nothing(
     engine, funded_user, new_user, new_product, new_coupon, outbox
 ) -> None:
     user, capped = await funded_user(10_000), await funded_user(10_000_000)
@@ -212,8 +216,7 @@ async def test_rejections_replays_reads_and_cart_edits_append_nothing(
         with pytest.raises(EngineError):
             await call
     await engine.place_order(user, [(made.id, 1)], idem=Idempotency("k", "fp"))  # a replay
-    await engine.put_cart_item(user, made.id, 1)
-    await engine.remove_cart_item(user, made.id)
+    await engine.remove_cart_item(user, made.id)  # a line the cart does not hold
     for read in (engine.balance(user), engine.history(user), engine.product(made.id),
                  engine.products(), engine.top(), engine.coupon(coupon.id),
                  engine.user_coupons(user), engine.orders(user), engine.order(user, order.id),

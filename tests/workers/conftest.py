@@ -32,7 +32,7 @@ from persistence.database import create_engine
 from persistence.migrate import upgrade
 from rushorder.servers import free_port
 from rushorder.settings import Settings
-from tests.workers.drain_support import TABLES, Platform, Process
+from tests.workers.drain_support import CART_TABLES, TABLES, Platform, Process
 from workers.postgres import LINGER_MS, PostgresWriter
 
 WORKERS_DB = 3  # engine tests use 1, API tests 2
@@ -129,7 +129,8 @@ def empty_state(request: pytest.FixtureRequest) -> None:
     rq.flushdb()
     state.mark(r, "tests")
     with db.begin() as conn:
-        conn.execute(sa.text(f"TRUNCATE {', '.join((*TABLES, 'outbox_set_aside'))}"))
+        conn.execute(sa.text(
+            f"TRUNCATE {', '.join((*TABLES, 'outbox_set_aside', *CART_TABLES))}"))
 
 
 @pytest.fixture

@@ -29,6 +29,7 @@ REPO = Path(__file__).resolve().parents[2]
 TABLES = ("users", "balance_history", "products", "product_changes", "product_options",
           "option_changes", "coupons", "issued_coupons", "orders", "order_lines", "payments",
           "sales_hourly", "outbox_applied")
+CART_TABLES = ("carts", "cart_lines")  # issue 28's, apart: TABLES' counts are compared whole
 
 
 def wait_for(check: Callable[[], T], timeout_s: float = 30.0, every_s: float = 0.1,
@@ -235,6 +236,7 @@ async def answers(engine: Engine, users: list[int], items: list[Product],
         "each order": [await engine.order(u, o.id) for u in users
                        for o in (await engine.orders(u, limit=100)).items],
         "user coupons": [await engine.user_coupons(u, limit=100) for u in users],
+        "carts": [await engine.cart(u) for u in users],
     }
 
 
@@ -251,6 +253,24 @@ async def busy_day(engine: Engine, items: list[Product], coupons: list[Coupon]) 
         if user % 3 == 0:
             await engine.cancel_order(user, first.id)
     return users
+
+
+async def fill_carts(engine: Engine, users: list[int], items: list[Product],
+                     checkout: bool = True) -> None:
+    """Carts of one to three lines (an option's when the product has options), some lines
+    set again or taken out, and (``checkout``) the last user's checked out (empty again)."""
+    for n, user in enumerate(users):
+        lines = [(p.id, p.options[n % len(p.options)].id if p.options else None)
+                 for p in items[:n % 3 + 1]]
+        for product_id, option_id in lines:
+            await engine.put_cart_item(user, product_id, n % 2 + 1, option_id)
+        if n % 3 == 1:
+            product_id, option_id = lines[0]
+            await engine.put_cart_item(user, product_id, 3, option_id)
+        if n % 3 == 2:
+            await engine.remove_cart_item(user, *lines[-1])
+    if checkout:
+        await engine.checkout(users[-1])
 
 
 async def orders_and_cancels(engine: Engine, item: Product, users: list[int]) -> set[str]:

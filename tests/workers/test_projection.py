@@ -9,6 +9,8 @@ import msgspec
 from engine.models import HistoryLine, IssuedCoupon, Order, OrderLine
 from engine.outbox.events import (
     BalanceCharged,
+    CartItem,
+    CartUpdated,
     CouponIssued,
     OptionCreated,
     OptionState,
@@ -20,6 +22,7 @@ from engine.outbox.events import (
     ProductUpdated,
     decode,
 )
+from persistence.carts import CartLineRow, CartRow
 from persistence.catalog import (
     OptionChangeRow,
     OptionDetails,
@@ -167,3 +170,13 @@ def test_catalog_and_order_events_written_before_issue_27_still_decode() -> None
     assert created.product.status == "ON_SALE" and created.product.options == []
     assert project([(1, created)]).products[0].status == "ON_SALE"
     assert [line.option_id for line in paid_.order.items] == [None, None]
+
+
+def test_a_users_last_cart_of_a_batch_is_its_cart_with_that_entry() -> None:
+    first = CartUpdated(at=AT, user_id=7, items=[CartItem(product_id=1, quantity=2)])
+    last = CartUpdated(at=AT, user_id=7, items=[CartItem(product_id=1, quantity=3),
+                                               CartItem(product_id=2, option_id=5, quantity=1)])
+    other = CartUpdated(at=AT, user_id=8, items=[])
+    carts, lines = project([(10, first), (11, other), (12, last)]).cart_rows()
+    assert carts == [CartRow(7, 12, AT), CartRow(8, 11, AT)]
+    assert lines == [CartLineRow(7, 0, 1, None, 3, 12), CartLineRow(7, 1, 2, 5, 1, 12)]

@@ -17,7 +17,7 @@ from rushorder.cli import main
 from rushorder.rebuild import rebuild
 from rushorder.settings import Settings
 from rushorder.stack import Stack
-from tests.workers.drain_support import answers, busy_day, flash_sale
+from tests.workers.drain_support import answers, busy_day, fill_carts, flash_sale
 
 
 async def test_a_rebuilt_redis_answers_exactly_as_before(
@@ -27,7 +27,9 @@ async def test_a_rebuilt_redis_answers_exactly_as_before(
     items = await products(4, stock=500)
     coupons = [await coupon(quantity=20, kind="PERCENT", value=10), await coupon(quantity=20)]
     users = await busy_day(engine, items, coupons)
-    before = await answers(engine, users, items, coupons)
+    await fill_carts(engine, users, items)
+    before = await answers(engine, users, items, coupons)  # carts among them
+    assert sum(bool(cart.items) for cart in before["carts"]) == len(users) - 1
     seq = r.hgetall(keys.SEQ)
     layout = engine.layout
     highest = max(int(r.hget(g.seq, "order") or 0) for g in layout.all)
@@ -97,7 +99,7 @@ async def test_make_up_leaves_a_redis_with_the_marker_as_it_is(
     products: Callable[..., Awaitable[list[Product]]],
 ) -> None:
     (item,) = await products(1, stock=10)
-    await engine.put_cart_item(1, item.id, 2)  # carts live only in Redis: a rebuild drops them
+    await engine.put_cart_item(1, item.id, 2)  # kept as it is in Redis
     drain()
     made = state.marker(r)
 
@@ -176,6 +178,7 @@ async def test_a_rebuild_brings_back_options_how_products_are_sold_and_what_user
     engine: Engine, r: redis.Redis, wsettings: Settings, drain: Callable[..., int],
 ) -> None:
     items, users = await flash_sale(engine)
+    await fill_carts(engine, users, items[:1], checkout=False)  # "<product>:<option>" lines
     before = await answers(engine, users, items, [])
     held, seq = bought(r, engine, users), r.hgetall(keys.SEQ)
     assert held[1] == {str(items[0].id).encode(): b"3", str(items[2].id).encode(): b"2"}
