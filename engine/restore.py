@@ -481,6 +481,20 @@ class Snapshot:
                                                   if k != b"k"}  # k: a cart's entry
         return found
 
+    def carts(self) -> dict[int, tuple[str | None, dict[str, int]]]:
+        """Every user's cart: its floor's ``k`` (None: none) and its lines ({}: none, or
+        dropped by settle.lua while ``k`` is there), by user."""
+        found: dict[int, tuple[str | None, dict[str, int]]] = {}
+        for key in scan(self.client, every_group(keys.Group.cart)):
+            raw: dict[bytes, bytes] = self.client.hgetall(key)  # type: ignore[assignment]
+            found[int(key.rsplit(b":", 1)[1])] = (None, {
+                field.decode(): int(n) for field, n in raw.items()})
+        for key in scan(self.client, every_group(keys.Group.floor)):
+            if (entry := self.client.hget(key, "k")) is not None:
+                user = int(key.rsplit(b":", 1)[1])
+                found[user] = (entry.decode(), found.get(user, (None, {}))[1])  # type: ignore[union-attr]
+        return found
+
     def order_statuses(self) -> dict[int, str]:
         """Every order's status."""
         return {oid: (v[0] or b"").decode()

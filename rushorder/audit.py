@@ -15,6 +15,10 @@ for the outbox to drain, then checks
   product with options holds the sum of theirs;
 * no coupon is issued beyond its quantity or twice to one user (Postgres and Redis);
 * every order has its lines and its payment, in the same status;
+* every cart agrees (issue 28): one Redis holds is Postgres' as of the entry of its last
+  change (its floor's ``k``), one settle.lua dropped is in Postgres at that entry, and no
+  cart with lines is in Postgres alone (its next read would be empty); a cart Redis holds
+  without ``k`` was last changed before carts reached Postgres, and is not compared;
 * no outbox entry is set aside (``persistence/setaside.py``): while one is, Postgres
   misses what it changed, so the books do not balance; each is listed with its error,
   for ``rushorder outbox retry`` once the cause is fixed.
@@ -38,6 +42,7 @@ from engine.allotments import OPTION, PRODUCT, Kind
 from engine.outbox import POSTGRES, Outboxes, entry_id
 from engine.restore import Snapshot, ms
 from persistence.balances import Balances
+from persistence.carts import Carts, StoredCart
 from persistence.catalog import Catalog, OptionRow, ProductRow
 from persistence.coupons import Coupons
 from persistence.database import create_engine
@@ -299,6 +304,34 @@ def set_aside(conn: Connection, layout: keys.Layout) -> Check:
         for row in rows])
 
 
+def cart_check(snap: Snapshot, conn: Connection) -> Check:
+    """Every user's cart in Redis (or its marker) and in Postgres agree (issue 28)."""
+    held = snap.carts()
+    stored = {cart.user_id: cart for cart in Carts(conn).all()}
+    check = Check("carts agree (Redis' or its settled marker, and Postgres')",
+                  len(held.keys() | stored.keys()))
+    for user in sorted(held.keys() | stored.keys()):
+        entry, lines = held.get(user, (None, {}))
+        if problem := _cart_problem(entry, lines, stored.get(user)):
+            check.problems.append(f"user {user}'s cart: {problem}")
+    return check
+
+
+def _cart_problem(entry: str | None, lines: dict[str, int],
+                  cart: StoredCart | None) -> str | None:
+    """What is wrong with a user's cart: Redis' ``entry`` (its floor's ``k``) and ``lines``
+    against Postgres' ``cart``; None if nothing."""
+    theirs = {} if cart is None else {keys.cart_field(line.product_id, line.option_id):
+                                      line.quantity for line in cart.lines}
+    if entry is None:  # no lines in Redis, or lines of before issue 28 (never emitted)
+        return f"postgres holds {theirs}, redis nothing" if theirs and not lines else None
+    if cart is None or entry_id(cart.version) != entry:
+        return f"redis at entry {entry}, postgres at {cart and entry_id(cart.version)}"
+    if lines and lines != theirs or not theirs:
+        return f"redis {lines or 'settled'}, postgres {theirs}"
+    return None
+
+
 def live(client: redis.Redis) -> Check:
     """Redis carries the live-state marker; without it, it lost its data (engine/state.py)."""
     made = state.marker(client)
@@ -328,6 +361,7 @@ def run_audit(client: redis.Redis, conn: Connection, progress: Progress,
     compared = comparisons(redis_values, postgres, progress)
     progress.stage("comparing definitions")
     defined = definitions(snap, conn)
+    defined.append(cart_check(snap, conn))  # issue 28
     progress.stage("checking the ledgers")
     return Report([marked, drain, aside, *compared, *defined,
                    *ledgers(conn, postgres, redis_coupons)])

@@ -21,6 +21,7 @@ from engine.outbox.events import CartItem, CartUpdated
 from engine.outbox.settle import Settled, Settler
 from engine.restore import every_group
 from persistence.archive import PostgresArchive
+from rushorder.audit import audit
 from rushorder.rebuild import rebuild
 from rushorder.settings import Settings
 from tests.workers.drain_support import TcpProxy, fill_carts
@@ -235,3 +236,23 @@ async def test_a_rebuild_leaves_idle_carts_in_postgres_and_they_read_back_as_bef
     assert [await engine.cart(u) for u in users] == before
     again = await engine.put_cart_item(users[0], shop[1].id, 5)
     assert (shop[1].id, None, 5) in lines_of(again)
+
+
+async def test_the_audit_compares_carts_and_names_one_redis_lost(
+    engine: Engine, r: redis.Redis, wsettings: Settings, settle: Callable[[], Settled],
+    drain: Callable[..., int], shop: list[Product],
+    funded_users: Callable[..., Awaitable[list[int]]], capsys: pytest.CaptureFixture[str],
+) -> None:
+    users = await funded_users(6, 100_000)
+    await fill_carts(engine, users, shop)
+    settle()
+    await engine.cart(users[0])  # one brought back, the others left in Postgres
+    await engine.put_cart_item(users[1], shop[1].id, 7)  # one changed since
+    drain()
+    assert audit(wsettings, wait_s=5) == 0, capsys.readouterr().out
+
+    g = L.of(users[0])
+    r.delete(g.cart(users[0]))
+    r.hdel(g.floor(users[0]), "k")  # Redis lost a cart: its next read would be empty
+    assert audit(wsettings, wait_s=5) == 1
+    assert f"user {users[0]}'s cart" in capsys.readouterr().out
