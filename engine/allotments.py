@@ -82,6 +82,7 @@ DEAL_FLOOR = 4
 # A stock below this many units a group is dealt out whole; a pull-back takes 1/PULL_SHARE
 # of what a group holds (module docstring, "Small stocks").
 SMALL_STOCK = 16
+SHORT_MEMORY = 10_000  # sold-out things a process remembers to count first (_acquire)
 PULL_SHARE = 2
 PULL_MOST = 10**15  # no bound but the share: more than any stock (limits.STOCK)
 # A pull-back takes nothing from a group that received units less than this long ago: it
@@ -127,10 +128,12 @@ PRODUCT = Kind("p", "stock", (
     "options"), keys.PRODUCT_PREFIX, "product_prefix")
 OPTION = Kind("o", "stock", ("product_id", "name", "extra_price", "v"), keys.OPTION_PREFIX,
               "option_prefix")
+# A coupon's copy carries its rules too (issue 28), which issue_coupon.lua copies into
+# each issued coupon for the order step.
 COUPON = Kind("c", "remaining", (
     "id", "name", "discount_type", "discount_value", "total_quantity", "valid_from",
-    "valid_until", "valid_from_ms", "valid_until_ms", "v"), keys.COUPON_PREFIX,
-    "coupon_prefix")
+    "valid_until", "valid_from_ms", "valid_until_ms", "v", "min_order_amount",
+    "max_discount_amount", "description"), keys.COUPON_PREFIX, "coupon_prefix")
 KINDS = {kind.letter: kind for kind in (PRODUCT, OPTION, COUPON)}
 RESERVE = -1  # a transfer's destination when it is the reserve
 
@@ -206,6 +209,9 @@ class Allotments:
         self.reserve = Slot(None)
         self.slots = [Slot(g) for g in layout.all]
         self._last: dict[tuple[int, str, int], int] = {}  # the last refill per group
+        # Things whose last count here was short of an order (a sold-out size): the next
+        # SHORT for them counts first (see _acquire).
+        self._short: set[tuple[str, int]] = set()
         self._running: dict[tuple[int, str, int], asyncio.Future[int | str | None]] = {}
         self.transfers = 0  # transfers this process moved units in (bench_engine prints it)
 
@@ -356,6 +362,15 @@ class Allotments:
                        have: int) -> int | str | None:
         slot, key = self.slot(group), (group.index, kind.letter, thing_id)
         need, share = quantity - have, self.layout.groups
+        if (kind.letter, thing_id) in self._short:
+            # Sold out when last counted: a flash sale's buyers keep asking for a sold-out
+            # size, and a refill and pull-backs that move nothing before the count doubled
+            # what each refusal cost. The count alone is as exact; only when it finds units
+            # again (a restock, a cancel) are they moved as usual.
+            total = await self.count(kind, thing_id)
+            if total < quantity:
+                return total
+            self._short.discard((kind.letter, thing_id))
         for attempt in range(ROUNDS):
             most = max(need, 2 * self._last.get(key, 0), DEAL_FLOOR)
             moved = await self.move(self.reserve, slot, kind, thing_id, need, most,
@@ -373,6 +388,9 @@ class Allotments:
                 continue
             total = await self.count(kind, thing_id)
             if total < quantity:
+                if len(self._short) >= SHORT_MEMORY:
+                    self._short.clear()
+                self._short.add((kind.letter, thing_id))
                 return total
             # The units are in flight, or just went to another group: wait for them (and
             # from the second try on, deliver what a crash left in flight).

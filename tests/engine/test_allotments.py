@@ -113,6 +113,33 @@ async def test_the_last_units_are_pulled_back_from_the_other_groups(
     assert refused.value.context == {"product_id": made.id, "stock": 0}
 
 
+async def test_a_sold_out_thing_is_counted_first_and_sells_again_once_units_come_back(
+    engine, new_product, funded_user, monkeypatch
+) -> None:
+    made = await new_product(price=10, stock=8)  # dealt out whole: 2 a group
+    buyer, other = (await _user_in(engine, funded_user, 0), await _user_in(engine, funded_user, 1))
+    await asyncio.sleep(0.15)  # past HOLD_MS
+    await engine.place_order(other, [(made.id, 2)])
+    await engine.place_order(buyer, [(made.id, 6)])  # every other unit, pulled into group 0
+    with pytest.raises(OutOfStock):
+        await engine.place_order(buyer, [(made.id, 1)])
+    tried: list[int] = []
+    move = engine.allotments.move
+    async def counted_move(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202 - a spy
+        tried.append(1)
+        return await move(*args, **kwargs)
+    monkeypatch.setattr(engine.allotments, "move", counted_move)
+    with pytest.raises(OutOfStock):  # remembered sold out: the count alone refuses
+        await engine.place_order(buyer, [(made.id, 1)])
+    assert tried == []  # no refill nor pull-back tried
+    # A cancel in group 1 puts 2 units there: group 0's next order is not refused on memory.
+    (bought,) = [o for o in (await engine.orders(other)).items if o.status == "PAID"]
+    await engine.cancel_order(other, bought.id)
+    await asyncio.sleep(0.15)
+    order = await engine.place_order(buyer, [(made.id, 2)])
+    assert order.items[0].quantity == 2 and (await engine.product(made.id)).stock == 0
+
+
 async def test_an_order_for_more_than_every_slot_holds_is_refused_with_the_sum(
     engine, new_product, funded_user
 ) -> None:
