@@ -468,13 +468,19 @@ TARGET_OPTIONS_RATIO, TARGET_LIMIT_COST = 0.8, 0.05
 @dataclass
 class SaleRun:
     """One measurement of --sale: units sold, the seconds between the first and the last
-    order (Redis' clock), wrk's answers, the transfers that moved units meanwhile."""
+    order (Redis' clock), wrk's answers, the transfers that moved units meanwhile, the CPU
+    seconds of each kind of process over the load and its drain."""
 
     sold: int = 0
     seconds: float = 0.0
     requests: int = 0
     refused: int = 0
     transfers: int = 0
+    cpu_s: Counter[str] = field(default_factory=Counter)
+
+    def per_thousand(self, kind: str) -> float:
+        """CPU seconds of ``kind`` per 1,000 requests answered."""
+        return self.cpu_s[kind] / max(self.requests, 1) * 1000
 
     @property
     def rate(self) -> float:
@@ -514,15 +520,15 @@ def sold_in_postgres(pg_url: str, product_id: int) -> tuple[int, float]:
     return (int(row[0]), float(row[1] or 0.0)) if row else (0, 0.0)
 
 
-def sale_run(stack: Stack, client: redis.Redis, args: argparse.Namespace, tokens: Path,
-             drops: int, seconds: int, units: int, options: bool,
+def sale_run(stack: Stack, procs: Processes, client: redis.Redis, args: argparse.Namespace,
+             tokens: Path, drops: int, seconds: int, units: int, options: bool,
              **terms: object) -> SaleRun:
     """``drops`` new products of ``units`` units each, ordered for ``seconds`` each, then
-    drained: what sold and how fast."""
+    drained: what sold and how fast, and the CPU it took."""
     run = SaleRun()
     for _ in range(drops):
         pid, oids = asyncio.run(new_product(stack.redis_url, units, options, **terms))
-        dealt = receipts(client)
+        dealt, ticks = receipts(client), procs.ticks()
         env = {"TOKENS": str(tokens), "PRODUCT_ID": str(pid), "OPTION_IDS": ",".join(
             map(str, oids))}
         stats = wrk(stack.api + "/", str(ROOT / "load/wrk_sale.lua"), seconds,
@@ -533,6 +539,8 @@ def sale_run(stack: Stack, client: redis.Redis, args: argparse.Namespace, tokens
         run.requests += stats["requests"]
         run.refused += stats["non2xx"] + stats["socket_errors"]
         run.transfers += receipts(client) - dealt
+        after = procs.ticks()
+        run.cpu_s.update({k: (after[k] - ticks[k]) * cpu.TICK_S for k in KINDS})
     return run
 
 
@@ -561,11 +569,13 @@ def sale_bench(stack: Stack, args: argparse.Namespace) -> None:
     wrk(stack.api + "/", str(ROOT / "load/wrk_orders.lua"), 2, args.connections,
         {"TOKENS": str(tokens), "PRODUCT_ID": str(warm)})
     drain(client, time.monotonic())
+    assert stack.proc is not None
+    procs = Processes(stack.proc.pid, stack.ports["PG"])
     runs: dict[str, list[SaleRun]] = {}
     for round_no in range(1, args.rounds + 1):
         for name, drops, seconds, units, options, terms in sale_plan(args):
-            run = sale_run(stack, client, args, tokens, drops, seconds, units, options,
-                           **terms)
+            run = sale_run(stack, procs, client, args, tokens, drops, seconds, units,
+                           options, **terms)
             runs.setdefault(name, []).append(run)
             print(f"  round {round_no}: {name:<36} {run.rate:>8,.0f} units/s ({run.sold:,} "
                   f"sold in {run.seconds:.2f} s; {run.refused:,} of {run.requests:,} "
@@ -584,6 +594,13 @@ def sale_report(runs: dict[str, list[SaleRun]]) -> None:
         print(f"{name:<36}{statistics.median(r.rate for r in seen):>9,.0f}   "
               f"{'  '.join(f'{r.rate:,.0f}' for r in seen):<26}{100 * per_order:>19.2f}%"
               f"{100 * per_unit:>14.2f}%")
+    kinds = ("api", "redis", "writer", "forwarder", "postgres")
+    print("\nCPU seconds per 1,000 requests answered (median of the rounds; load and drain):")
+    print(f"{'':<36}" + "".join(f"{k:>10}" for k in kinds))
+    for name, seen in runs.items():
+        print(f"{name:<36}" + "".join(
+            f"{statistics.median(r.per_thousand(k) for r in seen):>10.3f}" for k in kinds))
+    print()
     names = list(runs)
     for (tested, base), goal in zip(zip(names[::2], names[1::2], strict=True),
                                     ("options", "options", "limit"), strict=True):
