@@ -39,6 +39,7 @@ def policy_of(settings: Settings) -> Policy:
         idempotency_ttl_s=settings.idempotency_ttl_s, top_window_hours=settings.top_window_hours,
         idempotency_max_per_user=settings.idempotency_max_per_user,
         rate_limit_per_s=settings.rate_limit_per_s, rate_limit_burst=settings.rate_limit_burst,
+        payment_timeout_s=settings.payment_timeout_s,
     )
 
 

@@ -1,4 +1,4 @@
-"""Order endpoints: place, read, list and cancel the caller's orders.
+"""Order endpoints: place, preview, pay, read, list and cancel the caller's orders.
 
 POST /api/v1/orders is the flash sale's hot path, so besides its Litestar handler (which
 documents it and serves every spelling of the path Litestar routes, such as a trailing
@@ -25,10 +25,10 @@ from api.docs import problems as documented
 from api.idempotency import answered, idempotency_of, replayed
 from api.inbound import read_body
 from api.metrics import Metrics
-from api.requests import Cursor, Limit, OrderId, OrderIn, parse
+from api.requests import Cursor, Limit, OrderId, OrderIn, PayIn, parse
 from engine import Engine, Idempotency
 from engine.errors import EngineError
-from engine.models import Order, Page
+from engine.models import Order, Page, Preview
 
 ORDERS_PATH = f"{PREFIX}/orders"
 
@@ -65,7 +65,8 @@ async def place(engine: Engine, metrics: Metrics, user_id: int,
     body = await read_body(request)
     data = parse(OrderIn, body)
     idem = idempotency_of(request, body)
-    placing = engine.place_order(user_id, data.lines(), data.issued_coupon_id, idem)
+    placing = engine.place_order(user_id, data.lines(), data.issued_coupon_id, idem,
+                                 data.payment == "DEFERRED")
     if idem is None:  # the hot path: one coroutine fewer
         return await metrics.count_order(placing)
     return await answered(idem, counted(metrics, placing, idem), 201)
@@ -109,6 +110,29 @@ def routes(engine: Engine, metrics: Metrics) -> Routes:
         nothing; honours Idempotency-Key."""
         return await place(engine, metrics, request.user.user_id, request)
 
+    @post("/orders/preview", status_code=200, operation_class=operation(OrderIn),
+          responses=documented(400, 401, 404, 413, 422))
+    async def preview_order(request: UserRequest) -> Preview:
+        """What the order would cost and whether it would go through now: totals, the
+        discount, each line's availability and whether the balance suffices. Writes
+        nothing (no Idempotency-Key, no write-rate token); read live, not atomically."""
+        data = parse(OrderIn, await read_body(request))
+        return await engine.preview_order(request.user.user_id, data.lines(),
+                                          data.issued_coupon_id)
+
+    @post("/orders/{order_id:str}/pay", status_code=200,
+          operation_class=operation(PayIn, idempotent=True, links={200: ORDER_LINKS}),
+          responses=documented(400, 401, 404, 409, 413, 422, 429))
+    async def pay_order(request: UserRequest, order_id: OrderId) -> Order:
+        """Pay one of the caller's deferred orders (PENDING_PAYMENT): coupon and balance
+        in one step; paid already answers it again; cancelled, expired or past due
+        ORDER_NOT_PAYABLE; honours Idempotency-Key."""
+        body = await read_body(request)
+        data = parse(PayIn, body)
+        idem = idempotency_of(request, body)
+        return await answered(idem, engine.pay_order(request.user.user_id, order_id,
+                                                     data.issued_coupon_id, idem), 200)
+
     @get("/orders/{order_id:str}", operation_class=operation(links={200: ORDER_LINKS}),
          responses=documented(401, 404))
     async def get_order(request: UserRequest, order_id: OrderId) -> Order:
@@ -133,4 +157,5 @@ def routes(engine: Engine, metrics: Metrics) -> Routes:
         return await answered(idem, engine.cancel_order(request.user.user_id, order_id, idem),
                               200)
 
-    return Routes(user=[place_order, get_order, list_orders, cancel_order])
+    return Routes(user=[place_order, preview_order, pay_order, get_order, list_orders,
+                        cancel_order])

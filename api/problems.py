@@ -44,6 +44,7 @@ STATUS: dict[str, int] = {
     "COUPON_NOT_USABLE": 409,
     "INSUFFICIENT_BALANCE": 409,
     "ORDER_NOT_CANCELLABLE": 409,
+    "ORDER_NOT_PAYABLE": 409,
     "CART_EMPTY": 409,
     "IDEMPOTENCY_KEY_IN_FLIGHT": 409,
     "REQUEST_TIMEOUT": 408,  # the transport's: a request that stopped arriving

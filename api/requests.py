@@ -198,10 +198,13 @@ class OrderLineIn(Body, frozen=True):
 
 
 class OrderIn(Body, frozen=True):
-    """POST /orders: each (product, option) on one line at most."""
+    """POST /orders (and /orders/preview): each (product, option) on one line at most.
+    ``payment`` (issue 28): NOW pays in the same step (as before); DEFERRED takes the units
+    only, PENDING_PAYMENT until POST /orders/{id}/pay, and names its coupon there."""
 
     items: Annotated[list[OrderLineIn], sized(limits.ORDER_LINES)]
     issued_coupon_id: Id | None = None
+    payment: Literal["NOW", "DEFERRED"] = "NOW"
 
     def __post_init__(self) -> None:
         if len({(line.product_id, line.option_id) for line in self.items}) != len(self.items):
@@ -212,6 +215,12 @@ class OrderIn(Body, frozen=True):
         ``option_id`` third on an option's line."""
         return [(line.product_id, line.quantity) if line.option_id is None
                 else (line.product_id, line.quantity, line.option_id) for line in self.items]
+
+
+class PayIn(Body, frozen=True):
+    """POST /orders/{id}/pay (issue 28); the body may be empty."""
+
+    issued_coupon_id: Id | None = None
 
 
 class CartItemIn(Body, frozen=True):
@@ -228,7 +237,7 @@ class CheckoutIn(Body, frozen=True):
 
 REQUEST_BODIES: tuple[type[Body], ...] = (
     ChargeIn, ProductIn, ProductPatch, OptionIn, OptionPatch, CouponIn, OrderIn, CartItemIn,
-    CheckoutIn)
+    CheckoutIn, PayIn)
 
 _DECODERS: dict[Any, msgspec.json.Decoder[Any]] = {kind: msgspec.json.Decoder(kind)
                                                     for kind in REQUEST_BODIES}

@@ -178,4 +178,7 @@ def _order_id(row: Row) -> dict[str, Any]:
 
 
 def _order(row: Row) -> Order:
-    return msgspec.convert({**row, "id": str(row["id"])}, Order)
+    order = {**row, "id": str(row["id"])}
+    if order.get("payment_due_at") is None:  # a one-step order's answer has none (issue 28)
+        order.pop("payment_due_at", None)
+    return msgspec.convert(order, Order)

@@ -46,18 +46,20 @@ class OrderCall:
     lines: Sequence[tuple[int, int, int | None]]
     flags: list[str] = field(default_factory=list)
     take_token: bool = True  # take a token of the user's write rate (the first call only)
+    deferred: bool = False  # "payment": "DEFERRED": held PENDING_PAYMENT (issue 28)
 
     def __post_init__(self) -> None:
         if not self.flags:
             self.flags = [""] * len(self.lines)
 
     def args(self) -> list[Any]:
-        """The order's arguments: user, coupon, fingerprint, token, line count, then per
-        line a product id, a quantity, an option id ('' for none) and its flag (order_lines
+        """The order's arguments: user, coupon, fingerprint, token, deferred, line count,
+        then per line a product id, a quantity, an option id ('' for none) and its flag (order_lines
         in _lib.lua)."""
         coupon = "" if self.issued_coupon_id is None else self.issued_coupon_id
         out: list[Any] = [self.user_id, coupon, self.fingerprint,
-                          "1" if self.take_token else "", len(self.lines)]
+                          "1" if self.take_token else "", "1" if self.deferred else "",
+                          len(self.lines)]
         for (product_id, quantity, option_id), flag in zip(self.lines, self.flags,
                                                             strict=True):
             out += (product_id, quantity, "" if option_id is None else option_id, flag)
@@ -87,6 +89,7 @@ class OrderBatcher:
         self._guards = [policy.idempotency_max_per_user, policy.rate_limit_per_s,
                         policy.rate_limit_burst]
         self._groups = str(layout.groups)
+        self._timeout_ms = str(policy.payment_timeout_s * 1000)
         self._max = max_orders
         self._pending: dict[keys.Group, list[_Pending]] = {}
         self.calls = 0  # place_orders calls sent (bench_engine prints orders per call)
@@ -114,9 +117,9 @@ class OrderBatcher:
                             order_prefix=group.order_prefix,
                             sales_hours=group.sales_hour_prefix,
                             sales_window=group.sales_window, sales_rolled=group.sales_rolled,
-                            outbox=group.outbox)
+                            outbox=group.outbox, pending=group.pending)
         args: list[Any] = [self._ttl, self._hours, group.index, self._groups, len(orders),
-                           *self._guards]
+                           *self._guards, self._timeout_ms]
         for order in orders:
             keys_ += order.keys
             args += order.args()

@@ -139,12 +139,14 @@ class Engine(OrderCommands, CatalogCommands, CouponCommands, BalanceCommands, Ca
     @contextlib.asynccontextmanager
     async def sweeping(self, every_s: float = 1.0) -> AsyncIterator[None]:
         """While inside, deliver the transfers a crash left in flight (engine/allotments.py)
+        and expire the deferred orders whose payment is due (issue 28, expire_orders.lua)
         every ``every_s``: any number of processes may, each step is idempotent."""
         async def sweep() -> None:
             while True:
                 await asyncio.sleep(every_s)
                 try:
                     await self.allotments.sweep()
+                    await self.expire_due()
                 except EngineError as exc:  # Redis away or not live: the next round
                     log.debug("sweep skipped: %s", exc)
 

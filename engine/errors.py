@@ -119,6 +119,13 @@ class OrderNotCancellable(EngineError):
     code = "ORDER_NOT_CANCELLABLE"
 
 
+class OrderNotPayable(EngineError):
+    """Raised when an order is paid that does not await payment (cancelled, expired, or
+    past its due time) (issue 28)."""
+
+    code = "ORDER_NOT_PAYABLE"
+
+
 class CartEmpty(EngineError):
     """Raised when checking out an empty cart."""
 

@@ -71,6 +71,7 @@ Group keys (``<g>`` is the group's hash tag, :func:`group_tag`: ``{g0}``, ``{g1.
 | <g>:ucoupons:<user> | zset | a user's issued coupons, score = issued coupon id |
 | <g>:order:<id> | hash | json (the answer), user, status, hour, icoupon, entry |
 | <g>:uorders:<user> | list | a user's order ids, in id order |
+| <g>:pending | zset | the group's orders awaiting payment (issue 28), score = due (ms) |
 | <g>:cart:<user> | hash | "<product id>" or "<product id>:<option id>" -> quantity |
 | <g>:bought:<user> | hash | product id -> units the user holds in paid orders (max_per_user) |
 | <g>:sales:h:<hour> | zset | product -> units the group sold in that UTC hour (epoch // 3600) |
@@ -204,6 +205,8 @@ class Group:
         self.settle = f"{p}:settle"
         self.retention = f"{p}:retention"
         self.order_prefix = f"{p}:order:"
+        self.pending = f"{p}:pending"
+        self.bought_prefix = f"{p}:bought:"
         self.issued_coupon_prefix = f"{p}:icoupon:"
         self.history_prefix = f"{p}:hist:"
         self.user_orders_prefix = f"{p}:uorders:"

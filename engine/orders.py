@@ -6,28 +6,37 @@ clock, the per-customer limit: take_order in _lib.lua); the orders that arrive i
 tick leave as one call (engine/batch.py). An order Redis dropped once Postgres held it
 (settle.lua) is read from the durable record, and brought back to be cancelled
 (cancel_order.lua).
+
+Issue 28: every order carries its payment. An order placed deferred takes only its units
+(PENDING_PAYMENT until ``payment_due_at``, hold_order in _lib.lua); it is paid by
+pay_order.lua, cancelled like any order, or expired by the periodic sweep
+(:meth:`OrderCommands.expire_due`, expire_orders.lua). A preview reads what an order would
+cost, writing nothing (engine/preview.py).
 """
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Sequence
 from typing import Any
 
 import msgspec
 
-from engine import keys, limits
+from engine import keys, limits, preview
 from engine.allotments import ABSENT, OPTION, PRODUCT, Kind
 from engine.batch import OrderCall
 from engine.cart import cart_lines
 from engine.core import SHORT_TRIES, Core, bound, check_user, guards, idem_keys, list_of, to_page
-from engine.errors import EngineUnavailable, OrderNotFound, ValidationFailed
-from engine.models import Order, Page
+from engine.errors import EngineUnavailable, OrderNotFound, OrderNotPayable, ValidationFailed
+from engine.models import Order, Page, Preview
 from engine.policy import Idempotency
 from engine.replies import Short, answer, asked, keyed, short_of
 from engine.restore import issued_fields, order_fields
 from engine.scripts import order_keys
 
 BRING_BACK_TRIES = 4  # ARCHIVED, ARCHIVED_COUPON, the cancel; one more after a RETRY
+EXPIRE_CHUNK = 200  # deferred orders expire_orders.lua expires at most a call
+EXPIRE_CALLS = 10  # calls a group gets a sweep round at most (the next round does the rest)
 _FIELDS = msgspec.json.Encoder()
 
 #: An order line as callers give it: (product id, quantity), or with an option id (None for
@@ -51,12 +60,19 @@ class OrderCommands(Core):
     async def place_order(
         self, user_id: int, items: Sequence[OrderItem],
         issued_coupon_id: int | None = None, idem: Idempotency | None = None,
+        deferred: bool = False,
     ) -> Order:
         """Take stock of every ``(product_id, quantity[, option_id])`` line, the coupon and
         the balance in one atomic step, or change nothing. Concurrent calls share one
-        script call (:mod:`engine.batch`), never an outcome."""
+        script call (:mod:`engine.batch`), never an outcome. ``deferred`` (issue 28): take
+        the units only, PENDING_PAYMENT until paid (:meth:`pay_order`) or expired; its
+        coupon is named at pay."""
         group = self.layout.of(user_id)
+        if deferred and issued_coupon_id is not None:
+            raise ValidationFailed("issued_coupon_id: a deferred order names its coupon when "
+                                   "it is paid (POST /orders/{id}/pay)", field="issued_coupon_id")
         order = self._order(group, user_id, items, issued_coupon_id, idem)
+        order.deferred = deferred
         for attempt in range(SHORT_TRIES):
             reply = await self.batches.place(group, order)
             code = reply[0]
@@ -144,7 +160,7 @@ class OrderCommands(Core):
                  "product_prefix": g.product_prefix, "icoupon_prefix": g.issued_coupon_prefix,
                  "floor": g.floor(user_id), "user_coupons": g.user_coupons(user_id),
                  "retention": g.retention, "option_prefix": g.option_prefix,
-                 "bought": g.bought(user_id), **guards(g, user_id)}
+                 "bought": g.bought(user_id), "pending": g.pending, **guards(g, user_id)}
         fixed: list[Any] = [user_id, fp, self.policy.idempotency_ttl_s,
                             self.policy.top_window_hours, oid, *ids]
         first, again = [*fixed, *self._limits()], [*fixed, *self._limits(first=False)]
@@ -165,6 +181,65 @@ class OrderCommands(Core):
             else:
                 return keyed(reply, Order, idem)
         raise EngineUnavailable("the settled order could not be brought back in time; retry")
+
+    async def pay_order(
+        self, user_id: int, order_id: str, issued_coupon_id: int | None = None,
+        idem: Idempotency | None = None,
+    ) -> Order:
+        """Pay the user's deferred order: coupon and balance in one step (pay_order.lua);
+        a paid one answers as it is, one cancelled, expired or past due ORDER_NOT_PAYABLE."""
+        _check_issued_coupon(issued_coupon_id)
+        g, ids = self._group(user_id)
+        idem_key, fp = idem_keys(g, user_id, idem)
+        oid = _order_id(order_id)
+        reply = await self._run(
+            "pay_order", [user_id, fp, self.policy.idempotency_ttl_s,
+                          self.policy.top_window_hours, oid, *ids, *self._limits(),
+                          "" if issued_coupon_id is None else issued_coupon_id],
+            live=g.live, order=g.order(oid), balance=g.balance(user_id),
+            history=g.history(user_id), seq=g.seq, sales_hours=g.sales_hour_prefix,
+            sales_window=g.sales_window, sales_rolled=g.sales_rolled, outbox=g.outbox,
+            idem=idem_key, icoupon=g.issued_coupon(issued_coupon_id or 0), pending=g.pending,
+            product_prefix=g.product_prefix, option_prefix=g.option_prefix,
+            bought=g.bought(user_id), floor=g.floor(user_id), **guards(g, user_id))
+        if reply[0] != b"ARCHIVED":
+            return keyed(reply, Order, idem)
+        return _paid(await self.archive.order(int(oid)), user_id)
+
+    async def expire_due(self) -> int:
+        """Expire every group's deferred orders whose payment is due (the periodic sweep:
+        Engine.sweeping); how many expired."""
+        expired = 0
+        for g in self.layout.all:
+            for _ in range(EXPIRE_CALLS):
+                done = answer(await self._run(
+                    "expire_orders", [EXPIRE_CHUNK], live=g.live, pending=g.pending,
+                    order_prefix=g.order_prefix, outbox=g.outbox,
+                    product_prefix=g.product_prefix, option_prefix=g.option_prefix,
+                    bought_prefix=g.bought_prefix), Expired)
+                expired += done.expired
+                if not done.left:
+                    break
+        return expired
+
+    async def preview_order(self, user_id: int, items: Sequence[OrderItem],
+                            issued_coupon_id: int | None = None) -> Preview:
+        """What the order would cost and whether it would go through now, read live (not
+        atomically) and written nowhere: 404 and 400 as the order would answer them, the
+        rules' refusals as ``available`` / ``usable`` / ``balance_sufficient`` false."""
+        check_user(user_id)
+        lines = _as_lines(items)
+        _check_issued_coupon(issued_coupon_id)
+        g = self.layout.of(user_id)
+        products = await self._live_products(sorted({pid for pid, _, _ in lines}))
+        raw = await asyncio.gather(
+            self.conn.execute("GET", g.balance(user_id)),
+            self.conn.execute("HGETALL", g.bought(user_id)),
+            self.conn.execute("HGETALL", g.issued_coupon(issued_coupon_id or 0)),
+            self.conn.execute("TIME"))
+        return preview.build(
+            lines, {p.id: p for p in products}, int(raw[0] or 0), preview.decoded(raw[1]),
+            issued_coupon_id, preview.decoded(raw[2]), preview.redis_ms(raw[3]), user_id)
 
     async def order(self, user_id: int, order_id: str) -> Order:
         """One of the user's orders (another user's reads as not found): from Redis, or from
@@ -207,6 +282,24 @@ class OrderCommands(Core):
                                 order_prefix=g.order_prefix)
         return [mine or o for o, mine in zip(orders, answer(reply, list[Order | None]),
                                              strict=True)]
+
+
+class Expired(msgspec.Struct, frozen=True):
+    """expire_orders.lua's answer: orders expired, and how many due remain."""
+
+    expired: int
+    left: int
+
+
+def _paid(found: Order | None, user_id: int) -> Order:
+    """A pay of an order Redis settled (so no longer pending): the order if it is the
+    user's and paid (a retried pay), else the refusal."""
+    if found is None or found.user_id != user_id:
+        raise OrderNotFound("no such order")
+    if found.status != "PAID":
+        raise OrderNotPayable(f"order {found.id} is {found.status}: only an order awaiting "
+                              "payment can be paid", order_id=found.id, status=found.status)
+    return found
 
 
 def _fields(fields: dict[str, str | int]) -> bytes:

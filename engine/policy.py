@@ -26,6 +26,8 @@ class Policy(msgspec.Struct, frozen=True, kw_only=True):
     rate_limit_burst: int = 40
     top_window_hours: int = 72
     top_size: int = 5
+    # How long a deferred order (issue 28) holds its units unpaid, s.
+    payment_timeout_s: int = 600
 
 
 class Idempotency(msgspec.Struct):

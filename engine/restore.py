@@ -55,7 +55,25 @@ def order_json(order: Order) -> bytes:
         "created_at": iso(order.created_at)}
     if order.cancelled_at is not None:
         doc["cancelled_at"] = iso(order.cancelled_at)
+    p = order.payment
+    doc["payment"] = None if p is None else {
+        "id": p.id, "amount": p.amount, "status": p.status, "paid_at": iso(p.paid_at),
+        "cancelled_at": None if p.cancelled_at is None else iso(p.cancelled_at)}
+    if isinstance(order.payment_due_at, datetime):  # a deferred order's (issue 28)
+        doc["payment_due_at"] = iso(order.payment_due_at)
     return _ENCODER.encode(doc)
+
+
+def payment_summary(order_doc: bytes) -> str:
+    """An order document's payment as "<status> <amount>", "none" while it has none (a
+    deferred order never paid); a document from before payments were in it has its
+    order's (COMPLETED, or CANCELLED once cancelled, of its paid amount)."""
+    doc = msgspec.json.decode(order_doc)
+    if "payment" not in doc:
+        status = "CANCELLED" if doc.get("status") == "CANCELLED" else "COMPLETED"
+        return f"{status} {doc.get('paid_amount')}"
+    p = doc["payment"]
+    return "none" if p is None else f"{p['status']} {p['amount']}"
 
 
 def optional_ms(moment: datetime | None) -> int | str:
@@ -93,12 +111,18 @@ def issued_fields(issued: IssuedCoupon, entry: str = "0-0") -> dict[str, str | i
 
 
 def order_fields(order: Order, entry: str = "0-0") -> dict[str, str | int]:
-    """An order's hash fields as ``take_order`` and ``cancel_order.lua`` write them."""
-    return {
+    """An order's hash fields as ``take_order`` and ``cancel_order.lua`` write them: its
+    sales count in the hour it was paid (a deferred order's pay, issue 28), and a deferred
+    order keeps its due time (``due``, ms)."""
+    paid = order.payment.paid_at if order.payment is not None else order.created_at
+    fields: dict[str, str | int] = {
         "json": order_json(order).decode(), "user_id": order.user_id, "status": order.status,
-        "hour": ms(order.created_at) // HOUR_MS,
+        "hour": ms(paid) // HOUR_MS,
         "icoupon": "" if order.issued_coupon_id is None else order.issued_coupon_id,
         "entry": entry}
+    if isinstance(order.payment_due_at, datetime):
+        fields["due"] = ms(order.payment_due_at)
+    return fields
 
 
 class Restorer:
@@ -218,6 +242,8 @@ class Restorer:
         g = self.layout.of(order.user_id)
         self.pipe.hset(g.order(order.id), mapping=order_fields(order))  # type: ignore[arg-type]
         self.pipe.rpush(g.user_orders(order.user_id), order.id)
+        if order.status == "PENDING_PAYMENT" and isinstance(order.payment_due_at, datetime):
+            self.pipe.zadd(g.pending, {order.id: ms(order.payment_due_at)})  # issue 28
         self._queued()
 
     def sales(self, now_hour: int, hours: int,
@@ -480,6 +506,12 @@ class Snapshot:
             found[int(key.rsplit(b":", 1)[1])] = {k.decode(): int(v) for k, v in raw.items()
                                                   if k != b"k"}  # k: a cart's entry
         return found
+
+    def payments(self) -> dict[int, str]:
+        """Every order's payment as its document has it (issue 28), as
+        :func:`payment_summary` writes it."""
+        return {oid: payment_summary(v[0] or b"{}")
+                for oid, v in self._by_id(every_group(keys.Group.order), "json").items()}
 
     def carts(self) -> dict[int, tuple[str | None, dict[str, int]]]:
         """Every user's cart: its floor's ``k`` (None: none) and its lines ({}: none, or

@@ -26,9 +26,10 @@ from persistence.carts import CARTS
 from persistence.carts import LINES as CART_LINES
 from persistence.coupons import COUPONS, ISSUED
 from persistence.database import sqlalchemy_url
-from persistence.models import HistoryLine, Order, OrderLine
+from persistence.models import HistoryLine, Order, OrderLine, Payment
 
 ORDERS = cast(sa.Table, Order.__table__)
+PAYMENTS = cast(sa.Table, Payment.__table__)
 LINES = cast(sa.Table, OrderLine.__table__)
 HISTORY = cast(sa.Table, HistoryLine.__table__)
 BIGINT_MAX = 2**63 - 1  # ids are bigint: a larger bound is no bound, not an SQL error
@@ -44,10 +45,20 @@ _ITEMS = (
     .where(LINES.c.order_id == ORDERS.c.id)
     .scalar_subquery()
 )
+# The order's payment as its answer carries it (issue 28); null while never paid.
+_PAYMENT = (
+    sa.select(sa.func.json_build_object(
+        "id", sa.cast(PAYMENTS.c.order_id, sa.Text), "amount", PAYMENTS.c.amount,
+        "status", PAYMENTS.c.status, "paid_at", PAYMENTS.c.paid_at,
+        "cancelled_at", PAYMENTS.c.cancelled_at))
+    .where(PAYMENTS.c.order_id == ORDERS.c.id)
+    .scalar_subquery()
+)
 _ORDER = sa.select(
     ORDERS.c.id, ORDERS.c.user_id, ORDERS.c.status, _ITEMS.label("items"),
     ORDERS.c.total_amount, ORDERS.c.discount_amount, ORDERS.c.paid_amount,
-    ORDERS.c.issued_coupon_id, ORDERS.c.created_at, ORDERS.c.cancelled_at)
+    ORDERS.c.issued_coupon_id, ORDERS.c.created_at, ORDERS.c.cancelled_at,
+    _PAYMENT.label("payment"), ORDERS.c.payment_due_at)
 _ISSUED = sa.select(
     ISSUED.c.id, ISSUED.c.coupon_id, ISSUED.c.user_id, COUPONS.c.name,
     COUPONS.c.discount_type, COUPONS.c.discount_value, ISSUED.c.status, ISSUED.c.issued_at,

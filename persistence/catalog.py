@@ -273,7 +273,9 @@ def _restocks(changes: sa.Table, key: sa.Column[Any]) -> sa.Select[Any]:
 def _sold_net(key: sa.Column[Any]) -> sa.Select[Any]:
     """``(id, units)``: units returned by cancels minus units ordered, by ``key`` of the
     order lines (lines whose key is null, plain products' by option, count nowhere)."""
-    returned = sa.case((ORDERS.c.status == "CANCELLED", LINES.c.quantity), else_=0)
+    # A pending order's units are taken (issue 28); an expired one's came back.
+    returned = sa.case((ORDERS.c.status.in_(("CANCELLED", "EXPIRED")), LINES.c.quantity),
+                       else_=0)
     return (sa.select(key.label("id"), (sa.func.sum(returned) - sa.func.sum(LINES.c.quantity))
                       .label("units"))
             .select_from(LINES.join(ORDERS, ORDERS.c.id == LINES.c.order_id))

@@ -190,11 +190,14 @@ class IssuedCoupon(Base):
 
 
 class Order(Base):
-    """A paid (or later cancelled) order; its lines and payment hang off it."""
+    """A paid (or later cancelled) order; its lines and payment hang off it. A deferred
+    order (issue 28) is PENDING_PAYMENT until its ``payment_due_at``, without a payment,
+    then PAID, or EXPIRED or CANCELLED without one."""
 
     __tablename__ = "orders"
     __table_args__ = (
-        CheckConstraint("status IN ('PAID', 'CANCELLED')", name="status"),
+        CheckConstraint("status IN ('PAID', 'CANCELLED', 'PENDING_PAYMENT', 'EXPIRED')",
+                        name="status"),
         Index(None, "user_id", "id"),  # a user's orders, newest first
         # Orders by hour: a BRIN index costs next to nothing on insert-ordered rows.
         Index("ix_orders_created_at_brin", "created_at", postgresql_using="brin"),
@@ -209,6 +212,7 @@ class Order(Base):
     issued_coupon_id: Mapped[int | None]
     created_at: Mapped[datetime]
     cancelled_at: Mapped[datetime | None]
+    payment_due_at: Mapped[datetime | None]  # a deferred order's (issue 28)
 
 
 class OrderLine(Base):

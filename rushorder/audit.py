@@ -5,16 +5,19 @@ state (its marker: without it, Redis lost its data, and nothing else is compared
 for the outbox to drain, then checks
 
 * Redis and Postgres agree: balances, stock (of a product with options, the sum of theirs)
-  and each option's, coupon remaining, order and issued-coupon statuses, the units each
+  and each option's, coupon remaining, order and issued-coupon statuses, each order's
+  payment (status and amount; none while a deferred order awaits it), the units each
   user holds in paid orders by product (what ``max_per_user`` counts), key by key;
 * products' and options' definitions (name, price, status, sale window, limit, category,
   options list; an option's product, name and extra price) agree field by field, and every
   user group's copy carries its reserve's (unless a transfer to it is still recorded);
 * every user's balance is charges - uses + refunds (Postgres' history);
-* every product's and every option's stock is initial + restocks - sold + returned, and a
+* every product's and every option's stock is initial + restocks - sold + returned (the
+  units of a deferred order awaiting payment count as sold; an expired one's returned), and a
   product with options holds the sum of theirs;
 * no coupon is issued beyond its quantity or twice to one user (Postgres and Redis);
-* every order has its lines and its payment, in the same status;
+* every order has its lines and, once paid, its payment, in the same status and of its
+  paid amount;
 * every cart agrees (issue 28): one Redis holds is Postgres' as of the entry of its last
   change (its floor's ``k``), one settle.lua dropped is in Postgres at that entry, and no
   cart with lines is in Postgres alone (its next read would be empty); a cart Redis holds
@@ -136,13 +139,14 @@ class Side:
     issued: dict[int, str]
     option_stock: dict[int, int] = field(default_factory=dict)
     bought: dict[int, dict[int, int]] = field(default_factory=dict)
+    payments: dict[int, str] = field(default_factory=dict)  # issue 28
 
 
 def redis_side(snap: Snapshot, coupons: Mapping[int, tuple[int, int, int]]) -> Side:
     """Redis' values (``coupons``: the snapshot's (total, remaining, holders) by id)."""
     return Side(snap.balances(), snap.stock(), {c: v[1] for c, v in coupons.items()},
                 snap.order_statuses(), snap.issued_statuses(), snap.option_stock(),
-                snap.bought())
+                snap.bought(), snap.payments())
 
 
 def postgres_side(conn: Connection, redis_values: Side,
@@ -159,7 +163,9 @@ def postgres_side(conn: Connection, redis_values: Side,
                 unsettled(orders.statuses(), orders.owners(), floors, "o", redis_values.orders),
                 unsettled(coupons.statuses(), coupons.owners(), floors, "c",
                           redis_values.issued),
-                {o.id: o.stock for o in catalog.options()}, bought)
+                {o.id: o.stock for o in catalog.options()}, bought,
+                unsettled(orders.payments(), orders.owners(), floors, "o",
+                          redis_values.payments))
 
 
 def unsettled(values: Mapping[int, str], owners: Mapping[int, int],
@@ -180,6 +186,7 @@ def comparisons(redis_values: Side, postgres: Side, progress: Progress) -> list[
         ("units bought agree (max_per_user)", redis_values.bought, postgres.bought, "user"),
         ("coupon remaining agrees", redis_values.remaining, postgres.remaining, "coupon"),
         ("order statuses agree", redis_values.orders, postgres.orders, "order"),
+        ("order payments agree", redis_values.payments, postgres.payments, "order"),
         ("issued coupon statuses agree", redis_values.issued, postgres.issued,
          "issued coupon"),
     ]

@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import cast
 
+import msgspec
 import redis
 from sqlalchemy.engine import Connection, Engine
 
@@ -42,6 +43,8 @@ from engine.models import (
     Order,
     OrderLine,
     OrderStatus,
+    Payment,
+    PaymentStatus,
     Product,
     ProductOption,
     ProductStatus,
@@ -136,7 +139,18 @@ def order(full: FullOrder) -> Order:
                          option_name=line.option_name) for line in full.lines],
         total_amount=o.total_amount, discount_amount=o.discount_amount,
         paid_amount=o.paid_amount, issued_coupon_id=o.issued_coupon_id,
-        created_at=o.created_at, cancelled_at=o.cancelled_at)
+        created_at=o.created_at, cancelled_at=o.cancelled_at, payment=payment(full),
+        payment_due_at=msgspec.UNSET if o.payment_due_at is None else o.payment_due_at)
+
+
+def payment(full: FullOrder) -> Payment | None:
+    """A stored order's payment as its answer carries it (issue 28)."""
+    p = full.payment
+    if p is None:
+        return None
+    return Payment(id=str(full.order.id), amount=p.amount,
+                   status=cast(PaymentStatus, p.status), paid_at=p.paid_at,
+                   cancelled_at=p.cancelled_at)
 
 
 # -- the rebuild ---------------------------------------------------------------------------

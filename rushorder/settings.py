@@ -145,6 +145,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     balance_max: Annotated[int, Meta(ge=1, le=MAX_MONEY)] = 10_000_000
     idempotency_ttl_s: Annotated[int, Meta(ge=1, le=30 * 86_400)] = 86_400
     top_window_hours: Annotated[int, Meta(ge=1, le=24 * 366)] = 72
+    # A "payment": "DEFERRED" order (issue 28) holds its units this long unpaid; then the
+    # engine's sweep expires it and they come back (10 s to a day).
+    payment_timeout_s: Annotated[int, Meta(ge=10, le=86_400)] = 600
 
     # Bounded idempotency and the write rate (issue 25; engine/lua/_lib.lua, guard).
     # Live Idempotency-Key records a user (or admin) may hold; a new key past it answers

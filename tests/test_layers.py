@@ -58,7 +58,8 @@ WORKERS_USE: dict[str, frozenset[str]] = {
                                        "ProductCreated", "ProductUpdated", "decode",
                                        "OptionCreated", "OptionUpdated", "OptionState",
                                        "ProductState",
-                                       "CartUpdated"}),  # issue 28: durable carts
+                                       "CartUpdated",  # issue 28: durable carts
+                                       "OrderPending", "OrderExpired"}),  # deferred payment
     "engine.outbox.settle": frozenset({"Settler", "record"}),
     "engine.ops.heartbeat": frozenset({"Heartbeat"}),
     "engine.ops.replays": frozenset({"ReplayState"}),

@@ -44,6 +44,8 @@ log = logging.getLogger("rushorder.workers.platform")
 # forwarder, the platform and Redis, whatever its size. It adds at most this to the lag.
 LINGER_MS = 20
 
+# order.pending and order.expired (issue 28) are Postgres' only: the platform hears of an
+# order once it is paid, and of its cancel only if it was paid (never_paid).
 ORDER_EVENTS = frozenset({"order.paid", "order.cancelled"})
 T = TypeVar("T")
 
@@ -81,12 +83,18 @@ def delivery_of(data: bytes) -> tuple[str, bytes] | None:
         event = _EVENT.decode(data)
     except msgspec.MsgspecError as exc:
         raise Undeliverable(f"undecodable outbox event: {exc}") from exc
-    if event.type not in ORDER_EVENTS:
+    if event.type not in ORDER_EVENTS or never_paid(event.order):
         return None
     if event.event_id is None or event.at is None or event.order is None:
         raise Undeliverable(f"an {event.type} event without event_id, at or order")
     return event.event_id, _ENCODER.encode(Delivery(
         event_id=event.event_id, type=event.type, occurred_at=event.at, order=event.order))
+
+
+def never_paid(order: Order | None) -> bool:
+    """A deferred order cancelled before it was paid (issue 28): the platform never saw it."""
+    return order is not None and order.payment is None and \
+        order.payment_due_at is not msgspec.UNSET
 
 
 class Sent(msgspec.Struct, frozen=True):

@@ -30,7 +30,9 @@ from engine.outbox.events import (
     OptionCreated,
     OptionUpdated,
     OrderCancelled,
+    OrderExpired,
     OrderPaid,
+    OrderPending,
     ProductCreated,
     ProductUpdated,
 )
@@ -50,7 +52,7 @@ def owns(event: AnyEvent) -> set[Key]:
         return {("coupon", event.coupon.id)}
     if isinstance(event, CouponIssued):
         return {("user", event.issued.user_id)}
-    return {("user", event.order.user_id)}  # OrderPaid | OrderCancelled
+    return {("user", event.order.user_id)}  # OrderPaid | OrderCancelled | OrderPending...
 
 
 def needs(event: AnyEvent) -> set[Key]:
@@ -58,7 +60,7 @@ def needs(event: AnyEvent) -> set[Key]:
     named: set[Key] = set()
     if isinstance(event, CouponIssued):
         named.add(("coupon", event.issued.coupon_id))
-    elif isinstance(event, OrderPaid | OrderCancelled):
+    elif isinstance(event, OrderPaid | OrderCancelled | OrderPending | OrderExpired):
         named |= {("product", line.product_id) for line in event.order.items}
     return owns(event) | named
 

@@ -106,9 +106,12 @@ def write(conn: Connection, changes: Changes, *, fresh: bool = False) -> None:
     coupons.take_issued(changes.issue_rows())
     coupons.issue(changes.issued)
     coupons.set_states(list(changes.issued_states.values()))
+    orders.add_pending(changes.pending)  # issue 28: a deferred order's life, in its order
     orders.add(changes.orders, changes.lines)
+    orders.pay(changes.payments)
     orders.cancel(changes.cancels)
     Carts(conn).replace(*changes.cart_rows())
+    orders.expire(changes.expiries)
 
 
 def apply_new(conn: Connection, events: Sequence[tuple[int, AnyEvent]],

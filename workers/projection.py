@@ -31,6 +31,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import msgspec
+
 from engine.models import HistoryLine, Order
 from engine.outbox.events import (
     AnyEvent,
@@ -42,7 +44,9 @@ from engine.outbox.events import (
     OptionState,
     OptionUpdated,
     OrderCancelled,
+    OrderExpired,
     OrderPaid,
+    OrderPending,
     ProductCreated,
     ProductState,
     ProductUpdated,
@@ -59,7 +63,14 @@ from persistence.catalog import (
     StockMove,
 )
 from persistence.coupons import CouponRow, IssuedRow, IssuedState, Issues
-from persistence.orders import Cancellation, LineRow, PaidOrder
+from persistence.orders import (
+    Cancellation,
+    Expiry,
+    LineRow,
+    OrderPayment,
+    PaidOrder,
+    PendingOrder,
+)
 from persistence.sales import SalesRow
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -67,8 +78,21 @@ HOUR = timedelta(hours=1)
 
 
 def hour_of(order: Order) -> int:
-    """The UTC hour (since the epoch) an order's units count in, as the engine buckets them."""
-    return (order.created_at - EPOCH) // HOUR
+    """The UTC hour (since the epoch) an order's units count in, as the engine buckets them:
+    the hour it was paid (a deferred order's pay, issue 28; a one-step order's creation)."""
+    paid = order.payment.paid_at if order.payment is not None else order.created_at
+    return (paid - EPOCH) // HOUR
+
+
+def deferred(order: Order) -> bool:
+    """An order placed with "payment": "DEFERRED" (issue 28): its lines and units came with
+    its order.pending event."""
+    return order.payment_due_at is not msgspec.UNSET
+
+
+def never_paid(order: Order) -> bool:
+    """A deferred order cancelled or expired before it was paid: no payment, no sales."""
+    return deferred(order) and order.payment is None
 
 
 @dataclass
@@ -94,6 +118,9 @@ class Changes:
     lines: list[LineRow] = field(default_factory=list)
     cancels: list[Cancellation] = field(default_factory=list)
     carts: dict[int, tuple[CartRow, list[CartLineRow]]] = field(default_factory=dict)
+    pending: list[PendingOrder] = field(default_factory=list)  # issue 28
+    payments: list[OrderPayment] = field(default_factory=list)
+    expiries: list[Expiry] = field(default_factory=list)
 
     def stock_moves(self) -> list[StockMove]:
         """Net stock change per product (products whose units cancel out are skipped)."""
@@ -173,18 +200,36 @@ class Changes:
                                      i.issued_at, i.expires_at, entry))
         self.issues[i.coupon_id] += 1
 
+    def order_pending(self, entry: int, event: OrderPending) -> None:
+        """A deferred order placed (issue 28): its row, lines and stock, nothing paid."""
+        o = event.order
+        assert not isinstance(o.payment_due_at, msgspec.UnsetType)
+        self.pending.append(PendingOrder(int(o.id), o.user_id, o.total_amount, o.created_at,
+                                         o.payment_due_at))
+        self._lines(o)
+
+    def order_expired(self, entry: int, event: OrderExpired) -> None:
+        """A deferred order expired unpaid: its status, and its units back."""
+        o = event.order
+        self.expiries.append(Expiry(int(o.id)))
+        for line in o.items:
+            self._take(line.product_id, line.option_id, -line.quantity)
+
     def order_paid(self, entry: int, event: OrderPaid) -> None:
-        """An order: its rows, payment, balance, USE line, stock, sales, and coupon used."""
+        """An order: its rows, payment, balance, USE line, stock, sales, and coupon used
+        (a deferred order's rows and stock came with order.pending: its payment only)."""
         o = event.order
         oid = int(o.id)
-        self.orders.append(PaidOrder(oid, o.user_id, o.total_amount, o.discount_amount,
-                                     o.paid_amount, o.issued_coupon_id, o.created_at))
         hour = hour_of(o)
-        for position, line in enumerate(o.items):
-            self.lines.append(LineRow(oid, position, line.product_id, line.name,
-                                      line.unit_price, line.quantity, line.option_id,
-                                      line.option_name))
-            self._take(line.product_id, line.option_id, line.quantity)
+        if deferred(o):
+            assert o.payment is not None
+            self.payments.append(OrderPayment(oid, o.user_id, o.discount_amount, o.paid_amount,
+                                              o.issued_coupon_id, o.payment.paid_at))
+        else:
+            self.orders.append(PaidOrder(oid, o.user_id, o.total_amount, o.discount_amount,
+                                         o.paid_amount, o.issued_coupon_id, o.created_at))
+            self._lines(o)
+        for line in o.items:
             self.sales[(hour, line.product_id)] += line.quantity
         self._balance(o.user_id, event.balance_after, entry)
         self._history(o.user_id, event.history)
@@ -196,10 +241,11 @@ class Changes:
         """A cancel: status, refund, REFUND line, stock and sales back, coupon if restored."""
         o = event.order
         self.cancels.append(Cancellation(int(o.id), o.cancelled_at or event.at))
-        hour = hour_of(o)
+        hour, sold = hour_of(o), not never_paid(o)
         for line in o.items:
             self._take(line.product_id, line.option_id, -line.quantity)
-            self.sales[(hour, line.product_id)] -= line.quantity
+            if sold:
+                self.sales[(hour, line.product_id)] -= line.quantity
         self._balance(o.user_id, event.balance_after, entry)
         self._history(o.user_id, event.history)
         if event.coupon_restored and o.issued_coupon_id is not None:
@@ -213,6 +259,15 @@ class Changes:
             for position, i in enumerate(event.items)])
 
     # -- helpers -----------------------------------------------------------------------
+
+    def _lines(self, o: Order) -> None:
+        """An order's line rows, and the units they take."""
+        oid = int(o.id)
+        for position, line in enumerate(o.items):
+            self.lines.append(LineRow(oid, position, line.product_id, line.name,
+                                      line.unit_price, line.quantity, line.option_id,
+                                      line.option_name))
+            self._take(line.product_id, line.option_id, line.quantity)
 
     def _take(self, product_id: int, option_id: int | None, units: int) -> None:
         """Units taken by an order line (given back if negative), from its option too."""
@@ -258,6 +313,8 @@ _HANDLERS: dict[type[Any], Callable[[Changes, int, Any], None]] = {
     CouponIssued: Changes.coupon_issued,
     OrderPaid: Changes.order_paid,
     OrderCancelled: Changes.order_cancelled,
+    OrderPending: Changes.order_pending,
+    OrderExpired: Changes.order_expired,
     CartUpdated: Changes.cart_updated,
 }
 

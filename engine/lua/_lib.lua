@@ -162,7 +162,8 @@ end
 local function idem_kept(code)
   return code == 'OK' or string.find(' BALANCE_LIMIT_EXCEEDED OUT_OF_STOCK COUPON_NOT_ACTIVE '
     .. 'COUPON_ALREADY_ISSUED COUPON_SOLD_OUT COUPON_NOT_USABLE INSUFFICIENT_BALANCE '
-    .. 'ORDER_NOT_CANCELLABLE CART_EMPTY PRODUCT_NOT_ON_SALE PURCHASE_LIMIT_EXCEEDED ',
+    .. 'ORDER_NOT_CANCELLABLE CART_EMPTY PRODUCT_NOT_ON_SALE PURCHASE_LIMIT_EXCEEDED '
+    .. 'ORDER_NOT_PAYABLE ',
     ' ' .. code .. ' ', 1, true) ~= nil
 end
 
@@ -398,6 +399,11 @@ local function close_orders(c)
       sold[p.pid] = (sold[p.pid] or 0) + p.taken
     end
   end
+  if c.held then  -- deferred orders' units are taken, not sold (until paid: pay_order.lua)
+    for pid, units in pairs(c.held) do
+      sold[pid] = sold[pid] > units and sold[pid] - units or nil
+    end
+  end
   for pid, units in pairs(sold) do
     redis.call('ZINCRBY', bucket, units, pid)
     redis.call('ZINCRBY', c.k.window, units, pid)
@@ -608,11 +614,13 @@ local function write_order(c, u, user_id, icid, items, total, discount, balance)
       balance, id, c.created)
   end
   -- The answer, the stored order and the event share one formatted document (see
-  -- add_history for why it is not cjson-encoded).
+  -- add_history for why it is not cjson-encoded); its payment is the order's (issue 28).
   local doc = string.format('{"id":"%s","user_id":%d,"status":"PAID","items":[%s],'
     .. '"total_amount":%d,"discount_amount":%d,"paid_amount":%d,"issued_coupon_id":%s,'
-    .. '"created_at":"%s"}', id, user_id, table.concat(parts, ','), total, discount, paid,
-    icid ~= '' and string.format('%d', tonumber(icid)) or 'null', c.created)
+    .. '"created_at":"%s","payment":{"id":"%s","amount":%d,"status":"COMPLETED",'
+    .. '"paid_at":"%s","cancelled_at":null}}', id, user_id, table.concat(parts, ','), total,
+    discount, paid, icid ~= '' and string.format('%d', tonumber(icid)) or 'null', c.created,
+    id, paid, c.created)
   local entry = emit_json(c.k.outbox, 'order.paid', c.created, '"event_id":"' .. id
     .. ':paid","order":' .. doc .. ',"balance_after":' .. string.format('%d', balance)
     .. ',"history":' .. history)
@@ -625,6 +633,66 @@ local function write_order(c, u, user_id, icid, items, total, discount, balance)
   return ok(doc)
 end
 
+-- A deferred order (issue 28), once every check but coupon and balance passed: take the
+-- items' units and count them into the user's bought units as write_order does, but
+-- count no sales (c.held: close_orders leaves them out until pay_order.lua counts them),
+-- move no money, and store the order PENDING_PAYMENT until `c.k.timeout_ms` from now, in
+-- the group's pending zset by due time (expire_orders.lua). Answers OK and the order.
+local function hold_order(c, u, user_id, items, total)
+  c.order, c.taken = c.order + 1, true
+  c.held = c.held or {}
+  local id = string.format('%d', group_id(c.order, c.k.index, c.k.groups))
+  local parts = {}
+  for i, it in ipairs(items) do
+    it.p.stock, it.p.taken = it.p.stock - it.quantity, it.p.taken + it.quantity
+    c.held[it.p.pid] = (c.held[it.p.pid] or 0) + it.quantity
+    redis.call('HINCRBY', u.bought, it.product_id, it.quantity)
+    parts[i] = line_json(it)
+  end
+  local due = c.now + c.k.timeout_ms
+  local doc = string.format('{"id":"%s","user_id":%d,"status":"PENDING_PAYMENT","items":[%s],'
+    .. '"total_amount":%d,"discount_amount":0,"paid_amount":0,"issued_coupon_id":null,'
+    .. '"created_at":"%s","payment":null,"payment_due_at":"%s"}', id, user_id,
+    table.concat(parts, ','), total, c.created, iso(due))
+  local entry = emit_json(c.k.outbox, 'order.pending', c.created, '"event_id":"' .. id
+    .. ':pending","order":' .. doc)
+  redis.call('HSET', c.k.order_prefix .. id, 'json', doc, 'user_id', user_id, 'status',
+    'PENDING_PAYMENT', 'hour', c.hour, 'icoupon', '', 'entry', entry, 'due', due)
+  redis.call('RPUSH', u.user_orders, id)
+  redis.call('ZADD', c.k.pending, due, id)
+  return ok(doc)
+end
+
+-- An order's `items` (decoded) give their units back to the group's allotment of the
+-- line's option or product (`k.option_prefix`, `k.product_prefix`), whichever group took
+-- them, and leave the user's bought units (`k.bought`; the field goes at 0).
+local function give_back(k, items)
+  for _, it in ipairs(items) do
+    local holder = type(it.option_id) == 'number' and k.option_prefix .. it.option_id
+      or k.product_prefix .. it.product_id
+    redis.call('HINCRBY', holder, 'stock', it.quantity)
+    if redis.call('HINCRBY', k.bought, it.product_id, -it.quantity) <= 0 then
+      redis.call('HDEL', k.bought, it.product_id)
+    end
+  end
+end
+
+-- Expire pending order `o` (decoded, its hash at `key`) at `now`: its units back
+-- (give_back), status EXPIRED, out of the pending zset (`k.pending`), event order.expired
+-- (Postgres only: never forwarded) into `k.outbox`. pay_order, cancel_order and
+-- expire_orders call it once they read PENDING_PAYMENT and the due time passed
+-- (Shop.expire in tests/engine/model.py). Answers the order's document.
+local function expire_order(k, key, o, now)
+  give_back(k, o.items)
+  o.status = 'EXPIRED'
+  local doc = cjson.encode(o)
+  local entry = emit_json(k.outbox, 'order.expired', iso(now), '"event_id":"' .. o.id
+    .. ':expired","order":' .. doc)
+  redis.call('HSET', key, 'json', doc, 'status', 'EXPIRED', 'entry', entry)
+  redis.call('ZREM', k.pending, o.id)
+  return doc
+end
+
 -- The order core shared by place_orders and checkout_cart: one order of `c`
 -- (open_orders). `lines` is a list of {pid, oid (digits, '' for none), key (the product's
 -- copy), okey (the option's copy, any key when none), qty, flag}; `u` names the user's
@@ -632,7 +700,8 @@ end
 -- contract's order (Shop.take_order in tests/engine/model.py): each line's shape, product
 -- and option (400/404), then every line's sale (on sale, stock, limit: 409), then coupon
 -- and balance; each check answers its value, or nil and the refusal that ends the order.
-local function take_order(c, u, user_id, lines, icid)
+-- A `deferred` order (issue 28) stops before coupon and balance: hold_order.
+local function take_order(c, u, user_id, lines, icid, deferred)
   local items, total, discount, balance, refused
   items, refused = order_lines(c, lines)
   if refused then return refused end
@@ -642,6 +711,7 @@ local function take_order(c, u, user_id, lines, icid)
   if refused then return refused end
   refused = items.limited and order_limits(u, items)
   if refused then return refused end
+  if deferred then return hold_order(c, u, user_id, items, total) end
   discount, refused = coupon_discount(u, user_id, icid, total, c.now)
   if refused then return refused end
   balance, refused = order_balance(u, total - discount)

@@ -15,6 +15,7 @@
 -- KEYS[16] the user's records <g>:idems:<user>   KEYS[17] write-rate bucket <g>:rate:<user>
 -- KEYS[18] the group's option prefix <g>:option: (an option line's units go back there)
 -- KEYS[19] the user's bought units <g>:bought:<user> (the allowance of max_per_user)
+-- KEYS[20] pending <g>:pending (deferred orders awaiting payment, issue 28)
 -- ARGV[1] user id; ARGV[2] fingerprint or ''; ARGV[3] idempotency TTL s;
 -- ARGV[4] sales window hours; ARGV[5] order id; ARGV[6] the user's group's index;
 -- ARGV[7] the number of groups; ARGV[8] most records a user holds (0: no bound);
@@ -25,6 +26,10 @@
 -- ARCHIVED_COUPON answer or ''; ARGV[14] its issued coupon's hash fields as a JSON object,
 -- 'absent', or ''
 -- Every key but the marker is of the user's group (engine/keys.py).
+-- A deferred order still PENDING_PAYMENT (issue 28) is cancelled without money: its units
+-- come back, no sale was counted; past its due time it expires instead (expire_order in
+-- _lib.lua) and the cancel answers ORDER_NOT_CANCELLABLE. A paid order's payment reads
+-- CANCELLED with the cancel's time.
 -- Reply: OK <order> (its lines' units back to their option or product, and out of the
 --   user's bought units) | ORDER_NOT_FOUND | ORDER_NOT_CANCELLABLE | IDEMPOTENCY_KEY_REUSED |
 --   TOO_MANY_REQUESTS {"retry_after_s"} | ARCHIVED {"asked_ms"}, ARCHIVED_COUPON
@@ -35,7 +40,7 @@ local K = {live = KEYS[1], order = KEYS[2], balance = KEYS[3], history = KEYS[4]
   seq = KEYS[5], sales_hours = KEYS[6], sales_window = KEYS[7], sales_rolled = KEYS[8],
   outbox = KEYS[9], idem = KEYS[10], product_prefix = KEYS[11], icoupon_prefix = KEYS[12],
   floor = KEYS[13], user_coupons = KEYS[14], retention = KEYS[15], idem_index = KEYS[16],
-  rate = KEYS[17], option_prefix = KEYS[18], bought = KEYS[19]}
+  rate = KEYS[17], option_prefix = KEYS[18], bought = KEYS[19], pending = KEYS[20]}
 local missing = state_missing(K.live, ARGV[7])
 if missing then return missing end
 local user_id, hours, oid = ARGV[1], tonumber(ARGV[4]), ARGV[5]
@@ -54,15 +59,44 @@ if back and back ~= 'absent' then
   if wait and (wait[1] == 'RETRY' or wait[1] == 'ARCHIVED_COUPON') then return wait end
   if wait then return idem_store(g, wait) end
 end
-local o = redis.call('HMGET', K.order, 'json', 'user_id', 'status', 'hour', 'icoupon')
+-- A pending order's cancel (before its due time; else it expires here): units back, no
+-- money, no sales (none were counted), event order.cancelled as for a paid one, which the
+-- forwarder skips (never paid: the platform never saw it). Answers its document, or the
+-- refusal once expired.
+local function cancel_pending(order, in_time)
+  local k = {product_prefix = K.product_prefix, option_prefix = K.option_prefix,
+    bought = K.bought, pending = K.pending, outbox = K.outbox}
+  if not in_time then
+    expire_order(k, K.order, order, now)
+    return nil
+  end
+  give_back(k, order.items)
+  order.status, order.cancelled_at = 'CANCELLED', iso(now)
+  local doc = cjson.encode(order)
+  local entry = emit_json(K.outbox, 'order.cancelled', order.cancelled_at, '"event_id":"'
+    .. order.id .. ':cancelled","order":' .. doc .. ',"balance_after":'
+    .. string.format('%d', int(redis.call('GET', K.balance))) .. ',"history":null,'
+    .. '"coupon_restored":false')
+  redis.call('HSET', K.order, 'json', doc, 'status', 'CANCELLED', 'entry', entry)
+  redis.call('ZREM', K.pending, order.id)
+  return doc
+end
+
+local o = redis.call('HMGET', K.order, 'json', 'user_id', 'status', 'hour', 'icoupon', 'due')
 if not o[1] and not back and archived(K.floor, 'o', oid) then
   return {'ARCHIVED', string.format('{"asked_ms":%d}', now)}
 end
 if not o[1] or o[2] ~= user_id then
   return idem_store(g, fail('ORDER_NOT_FOUND', 'no such order'))
 end
+if o[3] == 'PENDING_PAYMENT' then
+  local doc = cancel_pending(cjson.decode(o[1]), now < int(o[6]))
+  return idem_store(g, doc and ok(doc) or fail('ORDER_NOT_CANCELLABLE',
+    'the order expired unpaid'))
+end
 if o[3] ~= 'PAID' then
-  return idem_store(g, fail('ORDER_NOT_CANCELLABLE', 'the order is already cancelled'))
+  return idem_store(g, fail('ORDER_NOT_CANCELLABLE', 'the order is already ' ..
+    (o[3] == 'EXPIRED' and 'expired' or 'cancelled')))
 end
 
 local order = cjson.decode(o[1])
@@ -100,6 +134,11 @@ local restored = ic ~= nil
   and coupon_usable('AVAILABLE', redis.call('HGET', ic, 'expires_ms'), now)
 order.status = 'CANCELLED'
 order.cancelled_at = iso(now)
+-- The payment is refunded (an order stored before payments were in its document gets one).
+if type(order.payment) ~= 'table' then
+  order.payment = {id = order.id, amount = order.paid_amount, paid_at = order.created_at}
+end
+order.payment.status, order.payment.cancelled_at = 'CANCELLED', order.cancelled_at
 local doc = cjson.encode(order)
 local entry = emit_json(K.outbox, 'order.cancelled', order.cancelled_at, '"event_id":"'
   .. order.id .. ':cancelled","order":' .. doc .. ',"balance_after":'

@@ -117,6 +117,21 @@ class OrderPaid(Event, frozen=True, tag="order.paid"):
     history: HistoryLine | None
 
 
+class OrderPending(Event, frozen=True, tag="order.pending"):
+    """A deferred order was placed (issue 28): its units taken, nothing paid, awaiting
+    payment until ``order.payment_due_at``. Postgres only: never forwarded."""
+
+    event_id: str
+    order: Order
+
+
+class OrderExpired(Event, frozen=True, tag="order.expired"):
+    """A deferred order expired unpaid (issue 28): its units came back. Postgres only."""
+
+    event_id: str
+    order: Order
+
+
 class OrderCancelled(Event, frozen=True, tag="order.cancelled"):
     """An order was cancelled: stock and money came back, the coupon if still valid."""
 
@@ -145,7 +160,8 @@ class CartUpdated(Event, frozen=True, tag="cart.updated"):
 
 AnyEvent = (
     BalanceCharged | ProductCreated | ProductUpdated | OptionCreated | OptionUpdated
-    | CouponCreated | CouponIssued | OrderPaid | OrderCancelled | CartUpdated
+    | CouponCreated | CouponIssued | OrderPaid | OrderCancelled | CartUpdated | OrderPending
+    | OrderExpired
 )
 
 DECODER = msgspec.json.Decoder(AnyEvent)

@@ -32,6 +32,7 @@ from engine.outbox.events import (
     CartUpdated,
     CouponIssued,
     OrderCancelled,
+    OrderExpired,
     OrderPaid,
 )
 from engine.scripts import load_scripts, script_keys
@@ -68,7 +69,10 @@ class Settled(msgspec.Struct, frozen=True):
 
 
 def record(last_entry: str, events: Iterable[AnyEvent]) -> Record:
-    """The record of a batch of events whose last outbox entry is ``last_entry``."""
+    """The record of a batch of events whose last outbox entry is ``last_entry``. A
+    deferred order awaiting payment (order.pending, issue 28) is never named: it stays in
+    Redis until paid, cancelled or expired, and may leave once that is committed (an
+    expired order is named by its event, as a cancelled one)."""
     orders: dict[str, str] = {}
     lines: dict[int, int] = {}
     coupons: dict[str, str] = {}
@@ -83,6 +87,9 @@ def record(last_entry: str, events: Iterable[AnyEvent]) -> Record:
             if order.issued_coupon_id is not None:
                 coupons[str(order.issued_coupon_id)] = str(order.user_id)
             user, line = order.user_id, event.history
+        elif isinstance(event, OrderExpired):
+            orders[event.order.id] = str(event.order.user_id)
+            continue
         elif isinstance(event, BalanceCharged):
             user, line = event.user_id, event.history
         elif isinstance(event, CouponIssued):

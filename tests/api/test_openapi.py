@@ -36,7 +36,8 @@ IDEMPOTENT = {("/api/v1/balance/charge", "post"), ("/api/v1/orders", "post"),
               ("/api/v1/orders/{order_id}/cancel", "post"), ("/api/v1/cart/checkout", "post"),
               ("/api/v1/coupons/{coupon_id}/issue", "post"),
               ("/api/v1/admin/products", "post"), ("/api/v1/admin/coupons", "post"),
-              ("/api/v1/admin/products/{product_id}/options", "post")}
+              ("/api/v1/admin/products/{product_id}/options", "post"),
+              ("/api/v1/orders/{order_id}/pay", "post")}
 LISTS = ["/api/v1/products", "/api/v1/balance/history", "/api/v1/orders",
          "/api/v1/users/me/coupons"]
 COUPON = {"name": "c", "discount_type": "FIXED", "discount_value": 1, "total_quantity": 1,

@@ -25,7 +25,7 @@ MAX_LINES, MAX_QUANTITY, CART_MAX_LINES, TOP_SIZE = 50, 1_000, 50, 5
 KEPT = frozenset({
     "BALANCE_LIMIT_EXCEEDED", "OUT_OF_STOCK", "COUPON_NOT_ACTIVE", "COUPON_ALREADY_ISSUED",
     "COUPON_SOLD_OUT", "COUPON_NOT_USABLE", "INSUFFICIENT_BALANCE", "ORDER_NOT_CANCELLABLE",
-    "CART_EMPTY", "PRODUCT_NOT_ON_SALE", "PURCHASE_LIMIT_EXCEEDED",
+    "CART_EMPTY", "PRODUCT_NOT_ON_SALE", "PURCHASE_LIMIT_EXCEEDED", "ORDER_NOT_PAYABLE",
 })
 MAX_OPTIONS, MAX_PER_USER = 100, 1_000
 STATUSES = ("ON_SALE", "SUSPENDED")
@@ -116,7 +116,8 @@ class Order:
     discount: int
     paid: int
     issued_coupon_id: int | None
-    status: str = "PAID"
+    status: str = "PAID"  # PAID | CANCELLED; a deferred order's PENDING_PAYMENT | EXPIRED
+    due: float | None = None  # a deferred order's payment_due_at (issue 28)
 
 
 @dataclass
@@ -310,9 +311,11 @@ class Shop:
         return product, None if oid is None else self._option(product, oid)
 
     def take_order(self, user: int, items: Sequence[Line], icid: int | None,
-                   now: float, new_id: str | None) -> Order:
+                   now: float, new_id: str | None, deferred: float | None = None) -> Order:
         """Line by line its product and option; then for every line the sale, the stock,
-        the per-user limit; then the coupon and the balance; all or nothing."""
+        the per-user limit; then the coupon and the balance; all or nothing. A
+        ``deferred`` order (issue 28; its payment timeout) stops before coupon and balance:
+        its units are held, PENDING_PAYMENT until ``now + deferred``, sold only once paid."""
         taken = [(*self._line(pid, oid, f"items[{i}].option_id"), quantity)
                  for i, (pid, quantity, oid) in enumerate(items)]
         for product, _, _ in taken:
@@ -323,6 +326,12 @@ class Shop:
         lines = [(p.id, p.name, p.price + (o.extra_price if o else 0), q,
                   o.id if o else None, o.name if o else None) for p, o, q in taken]
         total = sum(price * q for _, _, price, q, _, _ in lines)
+        if deferred is not None:
+            held = Order(_need(new_id), user, lines, total, 0, 0, None, "PENDING_PAYMENT",
+                         now + deferred)
+            self._apply(held, +1, sold=False)
+            self.orders[held.id] = held
+            return held
         discount = 0 if icid is None else self._discount(user, icid, total, now)
         if self.balances[user] < total - discount:
             raise Rejected("INSUFFICIENT_BALANCE")
@@ -357,20 +366,68 @@ class Shop:
             return min(total * coupon.discount_value // 100, total)
         return min(coupon.discount_value, total)
 
-    def _apply(self, order: Order, sign: int) -> None:
+    def _apply(self, order: Order, sign: int, sold: bool = True) -> None:
         """Take (+1) or give back (-1) the order's units (its options' for option lines),
-        counting them as sold, and as bought by its user, or not."""
+        counting them as sold (unless ``sold`` is False: a deferred order's before its
+        pay), and as bought by its user, or not."""
         for pid, _, _, quantity, oid, _ in order.lines:
             product = self.products[pid]
             holder: Product | Option = product if oid is None else product.options[oid]
             holder.stock -= sign * quantity
-            self.sold[pid] += sign * quantity
+            self.sold[pid] += sign * quantity if sold else 0
             self.bought[(order.user_id, pid)] += sign * quantity
+
+    # -- deferred payment (issue 28) -----------------------------------------------------
+
+    def _expire(self, order: Order) -> None:
+        """A pending order past its due time: EXPIRED, its units and allowance back."""
+        order.status = "EXPIRED"
+        self._apply(order, -1, sold=False)
+
+    def expire(self, now: float) -> list[Order]:
+        """The sweep: every pending order whose due time has come expires."""
+        due = [o for o in self.orders.values()
+               if o.status == "PENDING_PAYMENT" and o.due is not None and now >= o.due]
+        for order in due:
+            self._expire(order)
+        return due
+
+    def pay(self, user: int, order_id: str, icid: int | None, now: float) -> Order:
+        """The user's order: PAID answers as it is; cancelled, expired or due (expired
+        here) is not payable; then coupon and balance as an order's; then it is paid and
+        its units sold."""
+        order = self.orders.get(order_id)
+        if order is None or order.user_id != user:
+            raise Rejected("ORDER_NOT_FOUND")
+        if order.status == "PAID":
+            return order
+        if order.status == "PENDING_PAYMENT" and order.due is not None and now >= order.due:
+            self._expire(order)
+        if order.status != "PENDING_PAYMENT":
+            raise Rejected("ORDER_NOT_PAYABLE", order_id=order.id, status=order.status)
+        discount = 0 if icid is None else self._discount(user, icid, order.total, now)
+        if self.balances[user] < order.total - discount:
+            raise Rejected("INSUFFICIENT_BALANCE")
+        order.status, order.discount, order.paid = "PAID", discount, order.total - discount
+        order.issued_coupon_id = icid
+        for pid, _, _, quantity, _, _ in order.lines:
+            self.sold[pid] += quantity
+        if icid is not None:
+            self.issued[icid].status, self.issued[icid].order_id = "USED", order.id
+        if order.paid > 0:
+            self._move(user, "USE", order.paid, order.id)
+        return order
 
     def cancel(self, user: int, order_id: str, now: float) -> Order:
         order = self.orders.get(order_id)
         if order is None or order.user_id != user:
             raise Rejected("ORDER_NOT_FOUND")
+        if order.status == "PENDING_PAYMENT" and order.due is not None and now >= order.due:
+            self._expire(order)  # its due time came first
+        if order.status == "PENDING_PAYMENT":  # never paid: units back, no money
+            order.status = "CANCELLED"
+            self._apply(order, -1, sold=False)
+            return order
         if order.status != "PAID":
             raise Rejected("ORDER_NOT_CANCELLABLE")
         order.status = "CANCELLED"

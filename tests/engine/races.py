@@ -92,9 +92,48 @@ async def _charge(engine: Engine, user: int, amount: int) -> Outcome:
     return "OK", 0
 
 
+# -- deferred payment (issue 28; tests/engine/test_payment_races.py) ---------------------
+
+
+async def _defer(engine: Engine, user: int, product_id: int, quantity: int) -> Outcome:
+    """A deferred order; ``paid`` carries its id."""
+    order = await engine.place_order(user, [(product_id, quantity)], deferred=True)
+    return "OK", int(order.id)
+
+
+async def _pay(engine: Engine, user: int, order_id: str, delay_ms: int = 0) -> Outcome:
+    await asyncio.sleep(delay_ms / 1000)
+    return "OK", (await engine.pay_order(user, order_id)).paid_amount
+
+
+async def _cancel(engine: Engine, user: int, order_id: str, delay_ms: int = 0) -> Outcome:
+    await asyncio.sleep(delay_ms / 1000)
+    await engine.cancel_order(user, order_id)
+    return "OK", 0
+
+
+async def _expire(engine: Engine, delay_ms: int = 0) -> Outcome:
+    """The sweep's expiry step ``delay_ms`` after the start; ``paid`` is how many expired."""
+    await asyncio.sleep(delay_ms / 1000)
+    return "OK", await engine.expire_due()
+
+
+async def _due_in(engine: Engine, orders: Sequence[tuple[int, str]], in_ms: int) -> Outcome:
+    """Make the ``(user, order id)`` pending orders due ``in_ms`` after now (Redis' clock),
+    in their hashes and their groups' pending zsets, as if placed that long before."""
+    now_s, now_us = await engine.conn.execute("TIME")
+    due = int(now_s) * 1000 + int(now_us) // 1000 + in_ms
+    for user, order_id in orders:
+        g = engine.layout.of(user)
+        await engine.conn.execute("HSET", g.order(order_id), "due", due)
+        await engine.conn.execute("ZADD", g.pending, due, order_id)
+    return "OK", due
+
+
 OPERATIONS: dict[str, Callable[..., Awaitable[Any]]] = {
     "order": _order, "issue": _issue, "charge": _charge, "timed_order": _timed_order,
-    "suspend": _suspend, "open_in": _open_in}
+    "suspend": _suspend, "open_in": _open_in, "defer": _defer, "pay": _pay,
+    "cancel": _cancel, "expire": _expire, "due_in": _due_in}
 
 
 async def _attempt(call: Awaitable[Any], jitter_s: float) -> Any:

@@ -132,9 +132,10 @@ def test_the_audit_through_the_cli_shows_its_stages_and_the_values_compared(
 
     out, err = capsys.readouterr()
     shown = [line.split(", ")[0] for line in err.splitlines()]
-    # 3 balances, 2 products, 1 coupon, 3 orders, 3 issued coupons, 2 users' bought units
-    comparing = [f"audit: comparing redis with postgres: {n}/14 values ({100 * n / 14:.0f}%)"
-                 for n in range(15)]
+    # 3 balances, 2 products, 1 coupon, 3 orders, 3 issued coupons, 2 users' bought units,
+    # 3 orders' payments
+    comparing = [f"audit: comparing redis with postgres: {n}/17 values ({100 * n / 17:.0f}%)"
+                 for n in range(18)]
     assert shown == ["audit: live-state marker",
                      "audit: outbox drain into postgres: 0/0 entries (100%)",
                      "audit: reading redis", "audit: reading postgres", *comparing,
