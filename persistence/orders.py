@@ -163,14 +163,20 @@ def _add_pending(kept: bool) -> ClauseElement:
     return stmt.on_conflict_do_nothing() if kept else stmt
 
 
+def _payments() -> sa.Subquery:
+    """The ``rows`` parameter as a relation of OrderPayment rows."""
+    types = {c.name: c.type for c in ORDERS.columns} | {"paid_at": PAYMENTS.c.paid_at.type}
+    return relation("pays", OrderPayment, types)
+
+
 def _pay() -> ClauseElement:
     """Pending orders paid, and their payments, in one statement."""
-    new = rows_of(ORDERS, OrderPayment)
+    new = _payments()
     orders = (sa.update(ORDERS).where(ORDERS.c.id == new.c.id,
                                       ORDERS.c.status == "PENDING_PAYMENT")
               .values(status="PAID", discount_amount=new.c.discount_amount,
                       paid_amount=new.c.paid_amount, issued_coupon_id=new.c.issued_coupon_id))
-    paid = sa.select(*rows_of(ORDERS, OrderPayment).c).cte("paid")
+    paid = sa.select(*_payments().c).cte("paid")
     payments = pg_insert(PAYMENTS).from_select(
         ["order_id", "user_id", "amount", "status", "paid_at"],
         sa.select(paid.c.id, paid.c.user_id, paid.c.paid_amount, sa.literal("COMPLETED"),
