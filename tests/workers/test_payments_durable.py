@@ -4,18 +4,34 @@ and the platform never hears of an order that was never paid."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Awaitable, Callable
 
 import pytest
 import redis
 from sqlalchemy.engine import Engine as Database
 
-from engine import Engine
+from engine import Engine, Idempotency
+from engine.errors import OrderNotPayable
 from engine.models import Order, Product
+from engine.outbox.settle import Settled, Settler
+from engine.restore import Snapshot
 from rushorder.audit import audit
 from rushorder.rebuild import rebuild
 from rushorder.settings import Settings
 from workers.forwarder import delivery_of
+
+
+@pytest.fixture
+def settle(engine: Engine, r: redis.Redis, drain: Callable[..., int]) -> Callable[[], Settled]:
+    """Write everything to Postgres, wait out a 1 s retention, settle what is due."""
+
+    def run() -> Settled:
+        drain()
+        time.sleep(1.1)
+        return Settler(r, 1.0, engine.layout).settle_all()
+
+    return run
 
 
 async def every_life(engine: Engine, item: Product) -> dict[str, Order]:
@@ -143,3 +159,56 @@ def test_the_platform_never_hears_of_an_order_that_was_never_paid() -> None:
     assert delivery_of(event("order.cancelled", paid, due)) is not None  # paid, then cancelled
     assert delivery_of(event("order.cancelled", paid, "")) is not None  # one-step
     assert delivery_of(event("order.cancelled", "", "")) is not None  # written before issue 28
+
+
+async def test_settle_drops_ended_orders_but_never_a_pending_one(
+    engine: Engine, r: redis.Redis, settle: Callable[[], Settled],
+    products: Callable[..., Awaitable[list[Product]]],
+) -> None:
+    (item,) = await products(1, stock=100)
+    orders = await every_life(engine, item)
+    before = {kind: await engine.order(o.user_id, o.id) for kind, o in orders.items()}
+    settle()
+    held = {kind: r.exists(engine.layout.of(o.user_id).order(o.id)) for kind, o in orders.items()}
+    assert held == {kind: int(kind == "pending") for kind in orders}  # expired ones leave too
+    assert {kind: await engine.order(o.user_id, o.id) for kind, o in orders.items()} == before
+    pending = orders["pending"]
+    assert (await engine.pay_order(pending.user_id, pending.id)).status == "PAID"
+    again = await engine.pay_order(orders["paid"].user_id, orders["paid"].id)  # settled: as is
+    assert again == before["paid"]
+
+
+async def test_a_rebuild_past_the_retention_still_brings_every_pending_order_back(
+    engine: Engine, r: redis.Redis, drain: Callable[..., int], wsettings: Settings,
+    products: Callable[..., Awaitable[list[Product]]],
+) -> None:
+    (item,) = await products(1, stock=100)
+    orders = await every_life(engine, item)
+    with redis.Redis.from_url(wsettings.redis_url or "") as client:
+        bought = Snapshot(client, engine.layout).bought()
+    drain()
+    time.sleep(1.1)
+    r.flushdb()
+    assert rebuild(wsettings.replace(redis_retention_s=1.0)) == 0
+
+    pending = orders["pending"]
+    assert r.exists(engine.layout.of(pending.user_id).order(pending.id))  # not below a floor
+    assert not r.exists(engine.layout.of(3).order(orders["paid"].id))  # settled, as settle would
+    assert (await engine.order(pending.user_id, pending.id)).status == "PENDING_PAYMENT"
+    with redis.Redis.from_url(wsettings.redis_url or "") as client:
+        assert Snapshot(client, engine.layout).bought() == bought  # pending units held too
+    assert (await engine.pay_order(pending.user_id, pending.id)).status == "PAID"
+
+
+async def test_an_order_not_payable_is_an_idempotency_keys_kept_answer(
+    engine: Engine, products: Callable[..., Awaitable[list[Product]]],
+) -> None:
+    (item,) = await products(1, stock=10)
+    await engine.charge(1, 10_000)
+    order = await engine.place_order(1, [(item.id, 1)], deferred=True)
+    await engine.cancel_order(1, order.id)
+    first, again = Idempotency("p", "POST pay"), Idempotency("p", "POST pay")
+    for key in (first, again):
+        with pytest.raises(OrderNotPayable):
+            await engine.pay_order(1, order.id, idem=key)
+    assert (first.replayed, again.replayed) == (False, True)
