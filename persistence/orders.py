@@ -241,10 +241,17 @@ class Orders:
                               .outerjoin(PAYMENTS, PAYMENTS.c.order_id == ORDERS.c.id)))
         if since is not None:
             floors = self._floors(since).subquery()
-            # A pending order (issue 28) is always live: its pay, cancel and expiry need it.
-            query = query.outerjoin(floors, floors.c.user_id == ORDERS.c.user_id).where(
-                sa.or_(ORDERS.c.id > sa.func.coalesce(floors.c.top, 0),
-                       ORDERS.c.status == "PENDING_PAYMENT"))
+            # A pending order (issue 28) is always live (its pay, cancel and expiry need it),
+            # and so is every later order of its user: a user's list of ids in Redis runs
+            # from its oldest order held, as settle.lua leaves it (it drops a list's head
+            # only up to the first order still held).
+            pending = (sa.select(ORDERS.c.user_id, sa.func.min(ORDERS.c.id).label("first"))
+                       .where(ORDERS.c.status == "PENDING_PAYMENT")
+                       .group_by(ORDERS.c.user_id).subquery())
+            query = (query.outerjoin(floors, floors.c.user_id == ORDERS.c.user_id)
+                     .outerjoin(pending, pending.c.user_id == ORDERS.c.user_id)
+                     .where(sa.or_(ORDERS.c.id > sa.func.coalesce(floors.c.top, 0),
+                                   ORDERS.c.id >= pending.c.first)))
         query = query.order_by(ORDERS.c.id, LINES.c.position)
         width, lines = len(ORDERS.c), len(ORDERS.c) + len(paid)
         for _, rows in groupby(stream(self.conn, query), key=lambda row: row[0]):
@@ -263,8 +270,7 @@ class Orders:
     def _floors(since: datetime) -> sa.Select[Any]:
         changed = sa.func.coalesce(ORDERS.c.cancelled_at, ORDERS.c.created_at)
         return (sa.select(ORDERS.c.user_id, sa.func.max(ORDERS.c.id).label("top"))
-                .where(changed < since, ORDERS.c.status != "PENDING_PAYMENT")
-                .group_by(ORDERS.c.user_id))
+                .where(changed < since).group_by(ORDERS.c.user_id))
 
     def units(self, first_hour: int) -> Iterator[tuple[int, int, int, int]]:
         """Units of paid orders paid since the UTC hour ``first_hour`` (hours since the

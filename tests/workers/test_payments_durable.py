@@ -184,6 +184,9 @@ async def test_a_rebuild_past_the_retention_still_brings_every_pending_order_bac
 ) -> None:
     (item,) = await products(1, stock=100)
     orders = await every_life(engine, item)
+    pending = orders["pending"]
+    later = await engine.place_order(pending.user_id, [(item.id, 1)])  # settled: older
+    listed = await engine.orders(pending.user_id)
     with redis.Redis.from_url(wsettings.redis_url or "") as client:
         bought = Snapshot(client, engine.layout).bought()
     drain()
@@ -191,8 +194,9 @@ async def test_a_rebuild_past_the_retention_still_brings_every_pending_order_bac
     r.flushdb()
     assert rebuild(wsettings.replace(redis_retention_s=1.0)) == 0
 
-    pending = orders["pending"]
     assert r.exists(engine.layout.of(pending.user_id).order(pending.id))  # not below a floor
+    assert [o.id for o in (await engine.orders(pending.user_id)).items] == [later.id, pending.id]
+    assert await engine.orders(pending.user_id) == listed
     assert not r.exists(engine.layout.of(3).order(orders["paid"].id))  # settled, as settle would
     assert (await engine.order(pending.user_id, pending.id)).status == "PENDING_PAYMENT"
     with redis.Redis.from_url(wsettings.redis_url or "") as client:
