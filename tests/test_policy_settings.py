@@ -42,6 +42,8 @@ def test_each_seeds_policy_is_accepted(seed: str) -> None:
     ({"RUSHORDER_OUTBOX_BATCH": "0"}, "RUSHORDER_OUTBOX_BATCH"),
     ({"RUSHORDER_REDIS_TIMEOUT_S": "0"}, "RUSHORDER_REDIS_TIMEOUT_S"),
     ({"RUSHORDER_CHARGE_MAX": "ten"}, "RUSHORDER_CHARGE_MAX"),
+    ({"RUSHORDER_PAYMENT_TIMEOUT_S": "9"}, "RUSHORDER_PAYMENT_TIMEOUT_S"),  # issue 28
+    ({"RUSHORDER_PAYMENT_TIMEOUT_S": "86401"}, "RUSHORDER_PAYMENT_TIMEOUT_S"),
 ])
 def test_a_value_out_of_its_range_is_refused_naming_it(env: dict[str, str], named: str) -> None:
     with pytest.raises(BadSetting) as refused:
@@ -76,3 +78,11 @@ def test_the_cli_stops_before_starting_anything(monkeypatch: pytest.MonkeyPatch,
     assert cli.main(["token", "--user", "1"]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "RUSHORDER_CHARGE_UNIT='0'" in err
+
+
+def test_the_payment_timeout_is_ten_seconds_to_a_day_and_reaches_the_engine() -> None:
+    from api.app import policy_of
+    for seconds in (10, 86_400):
+        settings = Settings.from_env({"RUSHORDER_PAYMENT_TIMEOUT_S": str(seconds)})
+        assert policy_of(settings).payment_timeout_s == seconds
+    assert Settings().payment_timeout_s == 600
