@@ -5,9 +5,11 @@ on its next read or write; a rebuild brings carts back."""
 from __future__ import annotations
 
 import asyncio
+import multiprocessing as mp
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from datetime import UTC, datetime
+from typing import Any
 
 import pytest
 import redis
@@ -256,3 +258,53 @@ async def test_the_audit_compares_carts_and_names_one_redis_lost(
     r.hdel(g.floor(users[0]), "k")  # Redis lost a cart: its next read would be empty
     assert audit(wsettings, wait_s=5) == 1
     assert f"user {users[0]}'s cart" in capsys.readouterr().out
+
+
+async def _put_and_read(redis_url: str, database_url: str, user: int,
+                        product_ids: list[int]) -> list[int]:
+    """Put each product once (2 units) into ``user``'s cart, reading it after each put;
+    the line counts each read saw."""
+    engine = Engine(redis_url, archive=PostgresArchive(database_url))
+    try:
+        seen = []
+        for product_id in product_ids:
+            await engine.put_cart_item(user, product_id, 2)
+            seen.append(len((await engine.cart(user)).items))
+        return seen
+    finally:
+        await engine.close()
+        await engine.archive.close()
+
+
+def _racer(redis_url: str, database_url: str, user: int, product_ids: list[int],
+           barrier: Any, results: Any) -> None:
+    """Process entry point: wait for the others, then :func:`_put_and_read`."""
+    barrier.wait(timeout=60)
+    results.put(asyncio.run(_put_and_read(redis_url, database_url, user, product_ids)))
+
+
+async def test_processes_racing_to_bring_back_a_settled_cart_keep_every_line(
+    engine: Engine, workers_redis_url: str, workers_database_url: str,
+    settle: Callable[[], Settled], products: Callable[..., Awaitable[list[Product]]],
+    funded_users: Callable[..., Awaitable[list[int]]],
+) -> None:
+    items = await products(19, stock=1_000)
+    (user,) = await funded_users(1, 100_000)
+    for item in items[:3]:
+        await engine.put_cart_item(user, item.id, 1)
+    settle()
+    ctx = mp.get_context("spawn")
+    barrier, results = ctx.Barrier(4), ctx.Queue()
+    procs = [ctx.Process(target=_racer, args=(
+        workers_redis_url, workers_database_url, user,
+        [i.id for i in items[3 + n::4]], barrier, results)) for n in range(4)]
+    for proc in procs:
+        proc.start()
+    try:
+        seen = [n for _ in procs for n in results.get(timeout=120)]
+    finally:
+        for proc in procs:
+            proc.join(30)
+    assert min(seen) >= 4  # every read had the stored lines and its own put
+    assert lines_of(await engine.cart(user)) == sorted(
+        [(i.id, None, 1) for i in items[:3]] + [(i.id, None, 2) for i in items[3:]])
