@@ -296,13 +296,13 @@ async def test_an_order_expires_by_itself_at_its_due_time_under_the_sweep(
 async def test_sales_count_at_pay_not_at_placement(engine, funded_user, new_product) -> None:
     user, made = await funded_user(100_000), await new_product(price=10)
     order = await engine.place_order(user, [(made.id, 7)], deferred=True)
-    sold = {p.product_id: p.sold_quantity for p in (await engine.top()).items}
-    assert made.id not in sold
+    sold = await engine._sold([made.id])  # the top 5's count, whatever the ranking
+    assert sold[made.id] == 0
     await engine.pay_order(user, order.id)
-    sold = {p.product_id: p.sold_quantity for p in (await engine.top()).items}
+    sold = await engine._sold([made.id])  # the top 5's count, whatever the ranking
     assert sold.get(made.id) == 7
     await engine.cancel_order(user, order.id)
-    sold = {p.product_id: p.sold_quantity for p in (await engine.top()).items}
+    sold = await engine._sold([made.id])  # the top 5's count, whatever the ranking
     assert sold.get(made.id, 0) == 0
 
 
@@ -313,7 +313,7 @@ async def test_a_deferred_order_in_a_batch_counts_no_sales_for_its_neighbours_ei
     made = await new_product(price=10)
     await asyncio.gather(engine.place_order(a, [(made.id, 3)], deferred=True),
                          engine.place_order(b, [(made.id, 2)]))
-    sold = {p.product_id: p.sold_quantity for p in (await engine.top()).items}
+    sold = await engine._sold([made.id])  # the top 5's count, whatever the ranking
     assert sold.get(made.id) == 2
 
 
@@ -405,3 +405,72 @@ async def test_pending_units_count_against_the_per_customer_limit(
     assert not seen.lines[0].available
     await engine.cancel_order(user, order.id)
     assert (await engine.place_order(user, [(made.id, 2)])).status == "PAID"
+
+
+# -- the model's rules, against the engine -------------------------------------------------
+
+
+async def test_the_models_deferred_rules_answer_as_the_engine_does(
+    engine, r, funded_user, new_product
+) -> None:
+    """One script of deferred orders through tests/engine/model.py's Shop and the engine:
+    every step answers the same code and leaves the same stock, balance and sales."""
+    from tests.engine.model import Rejected, Shop
+    shop = Shop()
+    user, other = await funded_user(4_000), await funded_user(0)
+    made = await new_product(price=1_000, stock=6)
+    shop.create_product(made.id, made.name, 1_000, 6, max_per_user=None)
+    shop.balances[user] = 4_000
+    clock = 1_000.0  # the model's seconds; the engine's due times are its own clock's
+    ids: dict[str, str] = {}
+
+    async def both(name: str, engine_call, model_call) -> str:
+        try:
+            got = await engine_call()
+            code = "OK"
+        except Exception as exc:  # an EngineError: its code
+            got, code = None, getattr(exc, "code", repr(exc))
+        try:
+            expected = model_call()
+            want = "OK"
+        except Rejected as refused:
+            expected, want = None, refused.code
+        assert code == want, (name, code, want)
+        if got is not None and expected is not None:
+            assert got.status == expected.status, name
+            ids.setdefault(name, got.id)
+        assert (await engine.product(made.id)).stock == shop.products[made.id].stock, name
+        assert (await engine.balance(user)).balance == shop.balances[user], name
+        sold = await engine._sold([made.id])  # the top 5's count, whatever the ranking
+        assert sold.get(made.id, 0) == shop.sold[made.id], name
+        return code
+
+    def place(quantity: int, who: int = user):
+        return lambda: engine.place_order(who, [(made.id, quantity)], deferred=True)
+
+    await both("a", place(2), lambda: shop.take_order(user, [(made.id, 2, None)], None, clock,
+                                                     "A", deferred=600))
+    shop.orders[ids["a"]] = shop.orders.pop("A")
+    shop.orders[ids["a"]].id = ids["a"]
+    await both("b", place(3), lambda: shop.take_order(user, [(made.id, 3, None)], None, clock,
+                                                     "B", deferred=600))
+    shop.orders[ids["b"]] = shop.orders.pop("B")
+    shop.orders[ids["b"]].id = ids["b"]
+    await both("too many", place(2, other), lambda: shop.take_order(
+        other, [(made.id, 2, None)], None, clock, "C", deferred=600))
+    await both("pay a", lambda: engine.pay_order(user, ids["a"]),
+               lambda: shop.pay(user, ids["a"], None, clock))
+    await both("pay a again", lambda: engine.pay_order(user, ids["a"]),
+               lambda: shop.pay(user, ids["a"], None, clock))
+    await both("pay b, too little", lambda: engine.pay_order(user, ids["b"]),
+               lambda: shop.pay(user, ids["b"], None, clock))
+    await due_now(r, engine, await engine.order(user, ids["b"]))
+    clock += 601
+    await both("cancel b, due", lambda: engine.cancel_order(user, ids["b"]),
+               lambda: shop.cancel(user, ids["b"], clock))
+    await both("pay b, expired", lambda: engine.pay_order(user, ids["b"]),
+               lambda: shop.pay(user, ids["b"], None, clock))
+    await both("cancel a, paid", lambda: engine.cancel_order(user, ids["a"]),
+               lambda: shop.cancel(user, ids["a"], clock))
+    await both("pay a, cancelled", lambda: engine.pay_order(user, ids["a"]),
+               lambda: shop.pay(user, ids["a"], None, clock))
