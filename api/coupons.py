@@ -13,7 +13,8 @@ from api.idempotency import answered, idempotency_of
 from api.inbound import read_body
 from api.requests import CouponIn, Cursor, Limit, PathId, parse, positive_id
 from engine import Engine
-from engine.models import Coupon, IssuedCoupon, Page
+from engine.coupons import CouponRules
+from engine.models import Coupon, CouponCounts, IssuedCoupon, Page
 
 # What a client does next with a coupon it has defined or read, and with one issued to it.
 COUPON_LINKS = {
@@ -43,7 +44,22 @@ def routes(engine: Engine) -> Routes:
         idem = idempotency_of(request, body)
         return await answered(idem, engine.create_coupon(
             data.name, data.discount_type, data.discount_value, data.total_quantity,
-            data.valid_from, data.valid_until, admin_id=request.user.user_id, idem=idem), 201)
+            data.valid_from, data.valid_until, admin_id=request.user.user_id, idem=idem,
+            rules=CouponRules(min_order_amount=data.min_order_amount,
+                              max_discount_amount=data.max_discount_amount,
+                              description=data.description or "")), 201)
+
+    @get("/coupons", responses=problems(400))
+    async def list_coupons(limit: Limit = 20, cursor: Cursor = None) -> Page[Coupon]:
+        """The coupons open for issue now (inside their window, some left), by id
+        ascending, with live remaining; the cursor is the last id answered."""
+        return await engine.open_coupons(limit, cursor or None)
+
+    @get("/coupons", responses=problems(400, 401, 403))
+    async def list_all_coupons(limit: Limit = 20, cursor: Cursor = None) -> Page[CouponCounts]:
+        """Every coupon by id ascending (admin), with live remaining and how many were
+        issued and are used on orders now."""
+        return await engine.coupon_counts(limit, cursor or None)
 
     @get("/coupons/{coupon_id:str}", operation_class=operation(links={200: COUPON_LINKS}),
          responses=problems(400, 404))
@@ -68,4 +84,5 @@ def routes(engine: Engine) -> Routes:
         """The caller's issued coupons, newest first, with live status."""
         return await engine.user_coupons(request.user.user_id, limit, cursor or None)
 
-    return Routes(public=[get_coupon], user=[issue_coupon, my_coupons], admin=[create_coupon])
+    return Routes(public=[list_coupons, get_coupon], user=[issue_coupon, my_coupons],
+                  admin=[create_coupon, list_all_coupons])

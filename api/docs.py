@@ -97,6 +97,8 @@ def coupon_schema() -> dict[str, Any]:
         properties = {**plain["properties"], "discount_type": {"const": kind},
                       "discount_value": {"type": "integer", "minimum": bounds.low,
                                          "maximum": bounds.high}}
+        if kind != "PERCENT":  # issue 28: only a PERCENT coupon has a cap
+            properties["max_discount_amount"] = {"type": "null"}
         return {**rest, "title": f"{kind} coupon", "properties": properties}
 
     return {"title": plain["title"], "description": plain["description"],

@@ -51,6 +51,10 @@ CartQuantity = Annotated[int, within(limits.CART_QUANTITY)]
 CouponQuantity = Annotated[int, within(limits.COUPON_QUANTITY)]
 # Whatever the type; each type's own range is CouponIn's to check (and api.docs' to document).
 DiscountValue = Annotated[int, within(limits.DISCOUNT_VALUE)]
+# Issue 28: a coupon's rules.
+OrderAmount = Annotated[int, within(limits.ORDER_AMOUNT)]
+Description = Annotated[str, sized(limits.DESCRIPTION_LENGTH),
+                        Meta(pattern=limits.PLAIN_TEXT_PATTERN)]
 Moment = Annotated[datetime, Meta(
     tz=True, description=f"RFC 3339 with a UTC offset, from {limits.FIRST_MOMENT:%Y-%m-%d} "
                          f"to {limits.LAST_MOMENT:%Y-%m-%d} in UTC")]
@@ -175,9 +179,16 @@ class CouponIn(Body, frozen=True):
     total_quantity: CouponQuantity
     valid_from: Moment
     valid_until: Moment
+    min_order_amount: OrderAmount | None = None
+    max_discount_amount: OrderAmount | None = None
+    description: Description | None = None
 
     def __post_init__(self) -> None:
         limits.check_text(self.name, "name")
+        if self.description is not None:
+            limits.check_text(self.description, "description")
+        if self.max_discount_amount is not None and self.discount_type != "PERCENT":
+            raise ValueError("max_discount_amount: only a PERCENT coupon has a cap")
         limits.check_moment(self.valid_from, "valid_from")
         limits.check_moment(self.valid_until, "valid_until")
         bounds = limits.DISCOUNT[self.discount_type]

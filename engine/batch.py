@@ -117,7 +117,8 @@ class OrderBatcher:
                             order_prefix=group.order_prefix,
                             sales_hours=group.sales_hour_prefix,
                             sales_window=group.sales_window, sales_rolled=group.sales_rolled,
-                            outbox=group.outbox, pending=group.pending)
+                            outbox=group.outbox, pending=group.pending,
+                            coupon_prefix=group.coupon_prefix)
         args: list[Any] = [self._ttl, self._hours, group.index, self._groups, len(orders),
                            *self._guards, self._timeout_ms]
         for order in orders:

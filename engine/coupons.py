@@ -21,15 +21,53 @@ from engine.core import (
     admin_idem,
     below,
     bound,
+    cursor_arg,
     guards,
     idem_keys,
     list_of,
     to_page,
 )
 from engine.errors import EngineUnavailable, ValidationFailed
-from engine.models import Coupon, DiscountType, IssuedCoupon, Page
+from engine.models import Coupon, CouponCounts, DiscountType, IssuedCoupon, Page
 from engine.policy import Idempotency
-from engine.replies import answer, keyed, short_of
+from engine.replies import answer, keyed, refuse, short_of
+
+# How many coupons list_coupons reads in one call while closed or sold-out ones are left out.
+OPEN_RUN = limits.PAGE_SIZE.high
+
+
+class CouponRules(msgspec.Struct, frozen=True, kw_only=True):
+    """A coupon's optional rules (issue 28): the least order total it applies to, the most
+    a PERCENT coupon takes off, and a description (None, None, '': none)."""
+
+    min_order_amount: int | None = None
+    max_discount_amount: int | None = None
+    description: str = ""
+
+    def check(self, discount_type: DiscountType) -> None:
+        """Each rule in range; a cap only on a PERCENT coupon (a FIXED one has its value)."""
+        if self.min_order_amount is not None:
+            limits.ORDER_AMOUNT.check(self.min_order_amount, "min_order_amount")
+        if self.max_discount_amount is not None:
+            limits.ORDER_AMOUNT.check(self.max_discount_amount, "max_discount_amount")
+            if discount_type != "PERCENT":
+                raise ValidationFailed("max_discount_amount: only a PERCENT coupon has a cap",
+                                       field="max_discount_amount")
+        limits.DESCRIPTION_LENGTH.check_length(self.description, "description", "characters")
+        limits.check_text(self.description, "description")
+
+    def args(self) -> list[int | str]:
+        """create_coupon.lua's ARGV[13..15] ('' for none)."""
+        return [_or_blank(self.min_order_amount), _or_blank(self.max_discount_amount),
+                self.description]
+
+
+class CouponRun(msgspec.Struct, frozen=True):
+    """list_coupons.lua's answer: Redis' clock and a run of coupons, each with the
+    reserve's part of its remaining count."""
+
+    now_ms: int
+    items: list[Coupon]
 
 
 class CouponsTail(msgspec.Struct, frozen=True):
@@ -45,11 +83,13 @@ class CouponCommands(Core):
     async def create_coupon(
         self, name: str, discount_type: DiscountType, discount_value: int,
         total_quantity: int, valid_from: datetime, valid_until: datetime, admin_id: int = 0,
-        idem: Idempotency | None = None,
+        idem: Idempotency | None = None, rules: CouponRules | None = None,
     ) -> Coupon:
         """Define a first-come-first-served coupon; a retry under the same Idempotency-Key
         (of admin ``admin_id``) answers the same coupon and defines none."""
         _check_coupon(name, discount_type, discount_value, total_quantity)
+        rules = rules or CouponRules()
+        rules.check(discount_type)
         limits.check_moment(valid_from, "valid_from")
         limits.check_moment(valid_until, "valid_until")
         admin_keys, fp = admin_idem(admin_id, idem)
@@ -59,9 +99,10 @@ class CouponCommands(Core):
             [name, discount_type, discount_value, total_quantity,
              _ms(valid_from), _ms(valid_until),
              allotments.deal(total_quantity, self.layout.groups), self.layout.groups, deal,
-             fp, self.policy.idempotency_ttl_s, self.policy.idempotency_max_per_user],
+             fp, self.policy.idempotency_ttl_s, self.policy.idempotency_max_per_user,
+             *rules.args()],
             seq=keys.SEQ, coupon_prefix=keys.COUPON_PREFIX, outbox=keys.OUTBOX,
-            transfers=keys.TRANSFERS_OUT, **admin_keys,
+            transfers=keys.TRANSFERS_OUT, coupons=keys.COUPONS, **admin_keys,
         )
         coupon = keyed(reply, Coupon, idem)
         if idem is None or not idem.replayed:  # a replay dealt nothing
@@ -76,6 +117,55 @@ class CouponCommands(Core):
             self.allotments.held(COUPON, [coupon_id]))
         coupon = answer(reply, Coupon)
         return msgspec.structs.replace(coupon, remaining=coupon.remaining + held[coupon_id])
+
+    async def open_coupons(self, limit: int = 20, cursor: str | None = None) -> Page[Coupon]:
+        """A page of the coupons open for issue now (inside their window on Redis' clock,
+        some unit left: live remaining), by id ascending: runs of the coupons are read
+        until ``limit`` pass (and one more, to know whether another page follows)."""
+        limits.PAGE_SIZE.check(limit, "limit")
+        after, found = cursor_arg(cursor), []
+        while True:
+            run, now, ended = await self._coupon_run(after, max(limit, OPEN_RUN))
+            found += [c for c in run if c.valid_from <= now < c.valid_until and c.remaining > 0]
+            if len(found) > limit or ended:
+                return to_page(found, limit)
+            after = str(run[-1].id)
+
+    async def coupon_counts(self, limit: int = 20,
+                            cursor: str | None = None) -> Page[CouponCounts]:
+        """A page of every coupon by id ascending, with live remaining, issued and used
+        counts (the admin's list)."""
+        limits.PAGE_SIZE.check(limit, "limit")
+        run, _, _ = await self._coupon_run(cursor_arg(cursor), limit)
+        used = await self._uses([c.id for c in run])
+        return to_page([CouponCounts(**msgspec.structs.asdict(c),
+                                     issued_count=c.total_quantity - c.remaining,
+                                     used_count=used[c.id]) for c in run], limit)
+
+    async def _coupon_run(self, after: str, size: int) -> tuple[list[Coupon], datetime, bool]:
+        """The coupons after id ``after`` (up to ``size`` + 1) with live remaining, Redis'
+        clock, and whether the coupons end with them."""
+        run = answer(await self._run("list_coupons", [after, size], coupons=keys.COUPONS,
+                                     coupon_prefix=keys.COUPON_PREFIX), CouponRun)
+        held = await self.allotments.held(COUPON, [c.id for c in run.items])
+        live = [msgspec.structs.replace(c, remaining=c.remaining + held[c.id])
+                for c in run.items]
+        return live, datetime.fromtimestamp(run.now_ms / 1000, UTC), len(live) <= size
+
+    async def _uses(self, coupon_ids: list[int]) -> dict[int, int]:
+        """Each coupon's uses by orders now, summed over the groups."""
+        totals = dict.fromkeys(coupon_ids, 0)
+        if not coupon_ids:
+            return totals
+        rows = await asyncio.gather(*(self._run(
+            "count_coupon_uses", list(coupon_ids), live=g.live, coupon_prefix=g.coupon_prefix)
+            for g in self.layout.all))
+        for row in rows:
+            if row[0] != b"OK":
+                refuse(row[0], row[1])
+            for cid, count in zip(coupon_ids, row[1:], strict=True):
+                totals[cid] += int(count)
+        return totals
 
     async def issue_coupon(
         self, user_id: int, coupon_id: int, idem: Idempotency | None = None
@@ -124,6 +214,10 @@ def _as_of_now(issued: IssuedCoupon) -> IssuedCoupon:
     if issued.status == "AVAILABLE" and issued.expires_at <= datetime.now(UTC):
         return msgspec.structs.replace(issued, status="EXPIRED")
     return issued
+
+
+def _or_blank(amount: int | None) -> int | str:
+    return "" if amount is None else amount
 
 
 def _ms(moment: datetime) -> int:

@@ -39,6 +39,7 @@ Catalog keys (``{ro}``):
 | {ro}:option:<id> | hash | product_id, name, extra_price, v; the reserve's stock, flight, moves |
 | {ro}:products | zset | catalog index, score = member = product id |
 | {ro}:coupon:<id> | hash | coupon definition + the reserve's remaining units |
+| {ro}:coupons | zset | coupon index (issue 28's listings), score = member = coupon id |
 | {ro}:xfer:out | hash | transfer id -> "<kind> <id> <destination> <units> <ms>", in flight |
 | {ro}:xfer:in:<transfer> | string | a transfer the reserve received (7 days) |
 | {ro}:outbox | stream | the catalog's changes (products, coupons), for Postgres and the platform |
@@ -84,7 +85,7 @@ Group keys (``<g>`` is the group's hash tag, :func:`group_tag`: ``{g0}``, ``{g1.
 | <g>:settle | list | committed batches waiting out the retention (settle.lua) |
 | <g>:product:<id> | hash | the group's copy: definition; stock (its allotment), flight, at |
 | <g>:option:<id> | hash | the group's copy of an option's definition; stock, flight, at |
-| <g>:coupon:<id> | hash | the group's copy of a coupon; remaining (its allotment), flight |
+| <g>:coupon:<id> | hash | the group's copy of a coupon; remaining (its allotment), flight, used |
 | <g>:xfer:out | hash | the group's transfers in flight to the reserve, as {ro}:xfer:out |
 | <g>:xfer:in:<transfer> | string | a transfer the group received (7 days) |
 | <g>:retention | string | the retention settle.lua last used, ms (bring_back's window) |
@@ -120,6 +121,7 @@ PRODUCT_PREFIX = f"{TAG}:product:"
 # groups as a product's stock is (engine/allotments.py, Kind OPTION).
 OPTION_PREFIX = f"{TAG}:option:"
 COUPON_PREFIX = f"{TAG}:coupon:"
+COUPONS = f"{TAG}:coupons"  # issue 28: every coupon's id, for the listings
 # The catalog's changes (product.*, coupon.created): a stream of its own beside the
 # groups' streams, read by the same consumers (Layout.outboxes).
 OUTBOX = f"{TAG}:outbox"

@@ -72,6 +72,11 @@ DISCOUNT: dict[DiscountType, Bounds] = {
 }
 DISCOUNT_VALUE = Bounds(min(b.low for b in DISCOUNT.values()),
                         max(b.high for b in DISCOUNT.values()))  # whatever the type
+# Issue 28: a coupon's rules. An amount of an order's total: the largest total there is
+# (each of 50 lines of 1,000 units at the highest price and extra price), which a script
+# still prints as an integer.
+ORDER_AMOUNT = Bounds(1, (PRICE.high + EXTRA_PRICE.high) * QUANTITY.high * ORDER_LINES.high)
+DESCRIPTION_LENGTH = Bounds(0, 1_000)  # characters of a coupon's description
 
 
 def check_idempotency_key(key: str) -> None:

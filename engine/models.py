@@ -117,6 +117,17 @@ class Coupon(Model, frozen=True):
     remaining: int
     valid_from: datetime
     valid_until: datetime
+    min_order_amount: int | None = None
+    max_discount_amount: int | None = None
+    description: str = ""
+
+
+class CouponCounts(Coupon, frozen=True):
+    """A coupon as an admin lists it: with how many units were issued (``total_quantity -
+    remaining``, live) and how many are on paid orders now."""
+
+    issued_count: int = 0
+    used_count: int = 0
 
 
 class IssuedCoupon(Model, frozen=True):
@@ -132,6 +143,9 @@ class IssuedCoupon(Model, frozen=True):
     issued_at: datetime
     expires_at: datetime
     order_id: str | None = None
+    min_order_amount: int | None = None
+    max_discount_amount: int | None = None
+    description: str = ""
 
 
 class OrderLine(Model, frozen=True):

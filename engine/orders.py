@@ -120,6 +120,7 @@ class OrderCommands(Core):
             "sales_rolled": g.sales_rolled, "outbox": g.outbox, "idem": idem_key,
             "cart": g.cart(user_id), "product_prefix": g.product_prefix,
             "option_prefix": g.option_prefix, "bought": g.bought(user_id),
+            "coupon_prefix": g.coupon_prefix,
             "floor": g.floor(user_id), **guards(g, user_id),
         }
         args: list[Any] = [
@@ -160,7 +161,8 @@ class OrderCommands(Core):
                  "product_prefix": g.product_prefix, "icoupon_prefix": g.issued_coupon_prefix,
                  "floor": g.floor(user_id), "user_coupons": g.user_coupons(user_id),
                  "retention": g.retention, "option_prefix": g.option_prefix,
-                 "bought": g.bought(user_id), "pending": g.pending, **guards(g, user_id)}
+                 "bought": g.bought(user_id), "pending": g.pending,
+                 "coupon_prefix": g.coupon_prefix, **guards(g, user_id)}
         fixed: list[Any] = [user_id, fp, self.policy.idempotency_ttl_s,
                             self.policy.top_window_hours, oid, *ids]
         first, again = [*fixed, *self._limits()], [*fixed, *self._limits(first=False)]
@@ -201,7 +203,8 @@ class OrderCommands(Core):
             sales_window=g.sales_window, sales_rolled=g.sales_rolled, outbox=g.outbox,
             idem=idem_key, icoupon=g.issued_coupon(issued_coupon_id or 0), pending=g.pending,
             product_prefix=g.product_prefix, option_prefix=g.option_prefix,
-            bought=g.bought(user_id), floor=g.floor(user_id), **guards(g, user_id))
+            bought=g.bought(user_id), floor=g.floor(user_id), coupon_prefix=g.coupon_prefix,
+            **guards(g, user_id))
         if reply[0] != b"ARCHIVED":
             return keyed(reply, Order, idem)
         return _paid(await self.archive.order(int(oid)), user_id)

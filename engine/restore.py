@@ -107,7 +107,15 @@ def issued_fields(issued: IssuedCoupon, entry: str = "0-0") -> dict[str, str | i
         "name": issued.name, "discount_type": issued.discount_type,
         "discount_value": issued.discount_value, "status": issued.status,
         "issued_at": iso(issued.issued_at), "expires_at": iso(issued.expires_at),
-        "expires_ms": ms(issued.expires_at), "order_id": issued.order_id or "", "entry": entry}
+        "expires_ms": ms(issued.expires_at), "order_id": issued.order_id or "", "entry": entry,
+        "min_order": _or_blank(issued.min_order_amount),
+        "max_discount": _or_blank(issued.max_discount_amount),
+        "description": issued.description}
+
+
+def _or_blank(amount: int | None) -> int | str:
+    """A coupon rule as the hashes hold it: '' for none (issue 28)."""
+    return "" if amount is None else amount
 
 
 def order_fields(order: Order, entry: str = "0-0") -> dict[str, str | int]:
@@ -197,12 +205,15 @@ class Restorer:
             "discount_value": coupon.discount_value, "total_quantity": coupon.total_quantity,
             "valid_from": iso(coupon.valid_from), "valid_until": iso(coupon.valid_until),
             "valid_from_ms": ms(coupon.valid_from), "valid_until_ms": ms(coupon.valid_until),
-            "v": 1}
+            "v": 1, "min_order_amount": _or_blank(coupon.min_order_amount),
+            "max_discount_amount": _or_blank(coupon.max_discount_amount),
+            "description": coupon.description}
         self.pipe.hset(keys.coupon(coupon.id), mapping=terms | {  # type: ignore[arg-type]
             "remaining": coupon.remaining - each * self.layout.groups})
         for g in self.layout.all:
             self.pipe.hset(g.coupon(coupon.id),
                            mapping=terms | {"remaining": each})  # type: ignore[arg-type]
+        self.pipe.zadd(keys.COUPONS, {str(coupon.id): coupon.id})
         self._queued()
 
     def issued_coupon(self, issued: IssuedCoupon, whole: bool = True) -> None:
@@ -210,6 +221,8 @@ class Restorer:
         (``issue_coupon.lua``); a used or expired one of long ago stays in Postgres only."""
         g = self.layout.of(issued.user_id)
         self.pipe.sadd(g.holders(issued.coupon_id), issued.user_id)
+        if issued.status == "USED":  # the group's count of its coupon's uses (issue 28)
+            self.pipe.hincrby(g.coupon(issued.coupon_id), "used", 1)
         if whole:
             self.pipe.hset(g.issued_coupon(issued.id),
                            mapping=issued_fields(issued))  # type: ignore[arg-type]
@@ -476,6 +489,16 @@ class Snapshot:
                 if not self.client.exists(to + tid.decode()):
                     flying[rec.thing_id] = flying.get(rec.thing_id, 0) + rec.units
         return flying
+
+    def coupon_uses(self) -> dict[int, int]:
+        """Every coupon's uses by orders now (issue 28): its groups' ``used``, summed (a
+        coupon no order uses is left out)."""
+        found: dict[int, int] = {}
+        for g in self.layout.all:
+            for cid, v in self._by_id(f"{g.coupon_prefix}*", "used").items():
+                if int(v[0] or 0):
+                    found[cid] = found.get(cid, 0) + int(v[0] or 0)
+        return found
 
     def coupons(self) -> dict[int, tuple[int, int, int]]:
         """Every coupon's (total, remaining, holders)."""

@@ -62,7 +62,8 @@ _ORDER = sa.select(
 _ISSUED = sa.select(
     ISSUED.c.id, ISSUED.c.coupon_id, ISSUED.c.user_id, COUPONS.c.name,
     COUPONS.c.discount_type, COUPONS.c.discount_value, ISSUED.c.status, ISSUED.c.issued_at,
-    ISSUED.c.expires_at, ISSUED.c.order_id,
+    ISSUED.c.expires_at, ISSUED.c.order_id, COUPONS.c.min_order_amount,
+    COUPONS.c.max_discount_amount, COUPONS.c.description,
 ).join(COUPONS, COUPONS.c.id == ISSUED.c.coupon_id)
 _CART_LINE = sa.func.json_build_object("product_id", CART_LINES.c.product_id,
                                        "option_id", CART_LINES.c.option_id,

@@ -29,6 +29,9 @@ class CouponRow(Row):
     valid_from: datetime
     valid_until: datetime
     created_at: datetime
+    min_order_amount: int | None = None  # issue 28: the rules (None: none)
+    max_discount_amount: int | None = None
+    description: str = ""
 
 
 class Issues(Row):
@@ -73,6 +76,9 @@ class HeldCoupon(Row):
     name: str
     discount_type: str
     discount_value: int
+    min_order_amount: int | None
+    max_discount_amount: int | None
+    description: str
     version: int  # the outbox entry of its last change (ms * 1,000,000 + seq)
 
 
@@ -147,7 +153,8 @@ class Coupons:
         """Every issued coupon with its coupon's name and discount, by id."""
         query = (sa.select(*(ISSUED.c[f] for f in IssuedRow.__struct_fields__ if f != "version"),
                            COUPONS.c.name, COUPONS.c.discount_type, COUPONS.c.discount_value,
-                           ISSUED.c.version)
+                           COUPONS.c.min_order_amount, COUPONS.c.max_discount_amount,
+                           COUPONS.c.description, ISSUED.c.version)
                  .select_from(ISSUED.join(COUPONS, COUPONS.c.id == ISSUED.c.coupon_id))
                  .order_by(ISSUED.c.id))
         return (HeldCoupon(*row) for row in stream(self.conn, query))
@@ -182,6 +189,13 @@ class Coupons:
                  .group_by(ISSUED.c.coupon_id, ISSUED.c.user_id)
                  .having(sa.func.count() > 1).order_by(ISSUED.c.coupon_id, ISSUED.c.user_id))
         return [DoubleIssue(*row) for row in self.conn.execute(query)]
+
+    def uses(self) -> dict[int, int]:
+        """How many of each coupon's issued units orders use now (status USED), by coupon
+        (a coupon none is used of is left out)."""
+        query = (sa.select(ISSUED.c.coupon_id, sa.func.count()).where(ISSUED.c.status == "USED")
+                 .group_by(ISSUED.c.coupon_id))
+        return {int(c): int(n) for c, n in self.conn.execute(query)}
 
     def owners(self) -> dict[int, int]:
         """Every issued coupon's user, by id."""

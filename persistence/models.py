@@ -167,6 +167,10 @@ class Coupon(Base):
     valid_from: Mapped[datetime]
     valid_until: Mapped[datetime]
     created_at: Mapped[datetime]
+    # Issue 28: the coupon's rules (null: none), which its issued coupons follow.
+    min_order_amount: Mapped[int | None]
+    max_discount_amount: Mapped[int | None]
+    description: Mapped[str] = mapped_column(server_default="")
 
 
 class IssuedCoupon(Base):

@@ -16,6 +16,9 @@ for the outbox to drain, then checks
   units of a deferred order awaiting payment count as sold; an expired one's returned), and a
   product with options holds the sum of theirs;
 * no coupon is issued beyond its quantity or twice to one user (Postgres and Redis);
+* coupons' terms and rules agree field by field, every group's copy carries its reserve's,
+  and each coupon's uses by orders (the groups' ``used``, summed) are Postgres' USED
+  issued coupons (issue 28);
 * every order has its lines and, once paid, its payment, in the same status and of its
   paid amount;
 * every cart agrees (issue 28): one Redis holds is Postgres' as of the entry of its last
@@ -41,13 +44,13 @@ import redis
 from sqlalchemy.engine import Connection
 
 from engine import keys, state
-from engine.allotments import OPTION, PRODUCT, Kind
+from engine.allotments import COUPON, OPTION, PRODUCT, Kind
 from engine.outbox import POSTGRES, Outboxes, entry_id
 from engine.restore import Snapshot, ms
 from persistence.balances import Balances
 from persistence.carts import Carts, StoredCart
 from persistence.catalog import Catalog, OptionRow, ProductRow
-from persistence.coupons import Coupons
+from persistence.coupons import CouponRow, Coupons
 from persistence.database import create_engine
 from persistence.orders import Orders
 from persistence.setaside import SetAside
@@ -300,6 +303,36 @@ def definitions(snap: Snapshot, conn: Connection) -> list[Check]:
         copies]
 
 
+def coupon_definition(row: CouponRow) -> dict[str, str]:
+    """A stored coupon's terms and rules as the scripts keep them in Redis ('' for a rule
+    not set: a coupon of before issue 28 holds no rule fields, which reads the same)."""
+    return {"name": row.name, "discount_type": row.discount_type,
+            "discount_value": str(row.discount_value),
+            "total_quantity": str(row.total_quantity),
+            "valid_from_ms": str(ms(row.valid_from)), "valid_until_ms": str(ms(row.valid_until)),
+            "min_order_amount": _blank(row.min_order_amount),
+            "max_discount_amount": _blank(row.max_discount_amount),
+            "description": row.description}
+
+
+def _blank(amount: int | None) -> str:
+    return "" if amount is None else str(amount)
+
+
+def coupon_checks(snap: Snapshot, conn: Connection) -> list[Check]:
+    """Coupons' terms and rules: Redis' reserves against Postgres, every group's copy
+    against its reserve; and each coupon's uses by orders (issue 28)."""
+    coupons = Coupons(conn)
+    reserves = snap.definitions(COUPON)
+    stored = {row.id: coupon_definition(row) for row in coupons.all()}
+    return [
+        fields_agree("coupon definitions agree", "coupon", reserves, stored),
+        Check("group copies carry their coupon's definition",
+              len(reserves) * snap.layout.groups,
+              copies_agree(snap, COUPON, "coupon", reserves)),
+        agree("coupon uses agree", snap.coupon_uses(), coupons.uses(), "coupon")]
+
+
 def set_aside(conn: Connection, layout: keys.Layout) -> Check:
     """No outbox entry waits in ``outbox_set_aside``; those that do, each with its error."""
     streams = {source: stream for stream, source in layout.sources.items()}
@@ -368,6 +401,7 @@ def run_audit(client: redis.Redis, conn: Connection, progress: Progress,
     compared = comparisons(redis_values, postgres, progress)
     progress.stage("comparing definitions")
     defined = definitions(snap, conn)
+    defined += coupon_checks(snap, conn)
     defined.append(cart_check(snap, conn))  # issue 28
     progress.stage("checking the ledgers")
     return Report([marked, drain, aside, *compared, *defined,

@@ -117,7 +117,9 @@ def coupon(row: CouponRow) -> Coupon:
     """A stored coupon with its remaining units."""
     return Coupon(id=row.id, name=row.name, discount_type=cast(DiscountType, row.discount_type),
                   discount_value=row.discount_value, total_quantity=row.total_quantity,
-                  remaining=row.remaining, valid_from=row.valid_from, valid_until=row.valid_until)
+                  remaining=row.remaining, valid_from=row.valid_from, valid_until=row.valid_until,
+                  min_order_amount=row.min_order_amount,
+                  max_discount_amount=row.max_discount_amount, description=row.description)
 
 
 def issued_coupon(row: HeldCoupon) -> IssuedCoupon:
@@ -126,7 +128,9 @@ def issued_coupon(row: HeldCoupon) -> IssuedCoupon:
         id=row.id, coupon_id=row.coupon_id, user_id=row.user_id, name=row.name,
         discount_type=cast(DiscountType, row.discount_type), discount_value=row.discount_value,
         status=cast(IssuedCouponStatus, row.status), issued_at=row.issued_at,
-        expires_at=row.expires_at, order_id=_order_id(row.order_id))
+        expires_at=row.expires_at, order_id=_order_id(row.order_id),
+        min_order_amount=row.min_order_amount, max_discount_amount=row.max_discount_amount,
+        description=row.description)
 
 
 def order(full: FullOrder) -> Order:

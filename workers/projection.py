@@ -191,7 +191,8 @@ class Changes:
         c = event.coupon
         self.coupons.append(CouponRow(c.id, c.name, c.discount_type, c.discount_value,
                                       c.total_quantity, c.remaining, c.valid_from,
-                                      c.valid_until, event.at))
+                                      c.valid_until, event.at, c.min_order_amount,
+                                      c.max_discount_amount, c.description))
 
     def coupon_issued(self, entry: int, event: CouponIssued) -> None:
         """A unit given to a user: the issued coupon, and one unit fewer remaining."""

@@ -268,7 +268,9 @@ local function bring_back(k, now, asked_ms, order_json, coupon_asked_ms, coupon_
       redis.call('HSET', coupon, 'id', c.id, 'coupon_id', c.coupon_id, 'user_id', c.user_id,
         'name', c.name, 'discount_type', c.discount_type, 'discount_value', c.discount_value,
         'status', c.status, 'issued_at', c.issued_at, 'expires_at', c.expires_at,
-        'expires_ms', c.expires_ms, 'order_id', c.order_id, 'entry', '0-0')
+        'expires_ms', c.expires_ms, 'order_id', c.order_id, 'entry', '0-0',
+        'min_order', c.min_order or '', 'max_discount', c.max_discount or '',
+        'description', c.description or '')
       redis.call('ZADD', k.user_coupons, c.id, c.id)
     end
   end
@@ -561,16 +563,34 @@ local function order_limits(u, items)
 end
 
 -- What issued coupon `icid` ('' for none, u.icoupon its key) takes off `total` at `now`,
--- or nil and the refusal: the coupon must be the user's and usable (Shop._discount).
+-- or nil and the refusal: the coupon must be the user's and usable, and the total at
+-- least its min_order; a PERCENT discount stops at its max_discount (issue 28; '' or
+-- absent: no such rule) (Shop._discount).
 local function coupon_discount(u, user_id, icid, total, now)
   if icid == '' then return 0 end
   local cp = redis.call('HMGET', u.icoupon, 'user_id', 'status', 'expires_ms',
-    'discount_type', 'discount_value')
+    'discount_type', 'discount_value', 'min_order', 'max_discount')
   if cp[1] ~= tostring(user_id) or not coupon_usable(cp[2], cp[3], now) then
     return nil, fail('COUPON_NOT_USABLE', 'issued coupon ' .. icid ..
       ' is unknown, not yours, used or expired', {issued_coupon_id = tonumber(icid)})
   end
-  return order_discount(total, cp[4], tonumber(cp[5]))
+  local min_order = tonumber(cp[6])
+  if min_order and total < min_order then
+    return nil, fail('COUPON_NOT_USABLE', string.format('issued coupon %s needs an order of '
+      .. 'at least %d; this one totals %d', icid, min_order, total),
+      {issued_coupon_id = tonumber(icid), min_order_amount = min_order})
+  end
+  local d = order_discount(total, cp[4], tonumber(cp[5]))
+  local cap = cp[4] == 'PERCENT' and tonumber(cp[7])
+  if cap and d > cap then d = cap end
+  return d
+end
+
+-- Count a use of issued coupon `icoupon` (its key) on its coupon's copy in the group
+-- (`prefix`: <g>:coupon:), `delta` +1 when an order uses it and -1 when a cancel gives it
+-- back: the admin's list sums the groups' `used` (issue 28, count_coupon_uses.lua).
+local function count_coupon_use(prefix, icoupon, delta)
+  redis.call('HINCRBY', prefix .. redis.call('HGET', icoupon, 'coupon_id'), 'used', delta)
 end
 
 -- The user's balance, or nil and the refusal when it is less than `paid`.
@@ -626,6 +646,7 @@ local function write_order(c, u, user_id, icid, items, total, discount, balance)
     .. ',"history":' .. history)
   if icid ~= '' then
     redis.call('HSET', u.icoupon, 'status', 'USED', 'order_id', id, 'entry', entry)
+    count_coupon_use(c.k.coupon_prefix, u.icoupon, 1)
   end
   redis.call('HSET', c.k.order_prefix .. id, 'json', doc, 'user_id', user_id, 'status',
     'PAID', 'hour', c.hour, 'icoupon', icid, 'entry', entry)

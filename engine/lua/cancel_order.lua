@@ -16,6 +16,7 @@
 -- KEYS[18] the group's option prefix <g>:option: (an option line's units go back there)
 -- KEYS[19] the user's bought units <g>:bought:<user> (the allowance of max_per_user)
 -- KEYS[20] pending <g>:pending (deferred orders awaiting payment, issue 28)
+-- KEYS[21] the group's coupon prefix <g>:coupon: (a coupon given back counts one use less there, issue 28)
 -- ARGV[1] user id; ARGV[2] fingerprint or ''; ARGV[3] idempotency TTL s;
 -- ARGV[4] sales window hours; ARGV[5] order id; ARGV[6] the user's group's index;
 -- ARGV[7] the number of groups; ARGV[8] most records a user holds (0: no bound);
@@ -40,7 +41,8 @@ local K = {live = KEYS[1], order = KEYS[2], balance = KEYS[3], history = KEYS[4]
   seq = KEYS[5], sales_hours = KEYS[6], sales_window = KEYS[7], sales_rolled = KEYS[8],
   outbox = KEYS[9], idem = KEYS[10], product_prefix = KEYS[11], icoupon_prefix = KEYS[12],
   floor = KEYS[13], user_coupons = KEYS[14], retention = KEYS[15], idem_index = KEYS[16],
-  rate = KEYS[17], option_prefix = KEYS[18], bought = KEYS[19], pending = KEYS[20]}
+  rate = KEYS[17], option_prefix = KEYS[18], bought = KEYS[19], pending = KEYS[20],
+  coupon_prefix = KEYS[21]}
 local missing = state_missing(K.live, ARGV[7])
 if missing then return missing end
 local user_id, hours, oid = ARGV[1], tonumber(ARGV[4]), ARGV[5]
@@ -146,6 +148,7 @@ local entry = emit_json(K.outbox, 'order.cancelled', order.cancelled_at, '"event
   .. tostring(restored))
 if restored then
   redis.call('HSET', ic, 'status', 'AVAILABLE', 'order_id', '', 'entry', entry)
+  count_coupon_use(K.coupon_prefix, ic, -1)
 end
 redis.call('HSET', K.order, 'json', doc, 'status', 'CANCELLED', 'entry', entry)
 return idem_store(g, ok(doc))

@@ -14,6 +14,7 @@
 -- KEYS[17] the group's option prefix <g>:option: (as the product prefix, for option lines)
 -- KEYS[18] the user's bought units <g>:bought:<user> (max_per_user)
 -- KEYS[19] floor <g>:floor:<user> (its `k`: cart_updated in _lib)
+-- KEYS[20] the group's coupon prefix <g>:coupon: (its copies count their uses, issue 28)
 -- ARGV[1] user id; ARGV[2] issued coupon id or ''; ARGV[3] fingerprint or '';
 -- ARGV[4] idempotency TTL s; ARGV[5] sales window hours; ARGV[6] the group's index;
 -- ARGV[7] the number of groups; ARGV[8] most records a user holds (0: no bound);
@@ -31,7 +32,7 @@ local K = {live = KEYS[1], balance = KEYS[2], history = KEYS[3], seq = KEYS[4],
   user_orders = KEYS[5], icoupon = KEYS[6], order_prefix = KEYS[7], sales_hours = KEYS[8],
   sales_window = KEYS[9], sales_rolled = KEYS[10], outbox = KEYS[11], idem = KEYS[12],
   cart = KEYS[13], product_prefix = KEYS[14], idem_index = KEYS[15], rate = KEYS[16],
-  option_prefix = KEYS[17], bought = KEYS[18], floor = KEYS[19]}
+  option_prefix = KEYS[17], bought = KEYS[18], floor = KEYS[19], coupon_prefix = KEYS[20]}
 local missing = state_missing(K.live, ARGV[7])
 if missing then return missing end
 local user_id, icid, hours = tonumber(ARGV[1]), ARGV[2], tonumber(ARGV[5])
@@ -66,7 +67,7 @@ table.sort(lines, function(a, b)
 end)
 local c = open_orders({seq = K.seq, order_prefix = K.order_prefix, sales_prefix = K.sales_hours,
   window = K.sales_window, rolled = K.sales_rolled, outbox = K.outbox, index = tonumber(ARGV[6]),
-  groups = tonumber(ARGV[7])}, hours, now)
+  groups = tonumber(ARGV[7]), coupon_prefix = K.coupon_prefix}, hours, now)
 local res = take_order(c, {balance = K.balance, history = K.history, user_orders = K.user_orders,
   icoupon = K.icoupon, bought = K.bought}, user_id, lines, icid)
 close_orders(c)

@@ -15,6 +15,8 @@
 -- records a user holds (0: no bound); ARGV[9] writes a second (0: no limit, as when the
 -- engine sends the request again); ARGV[10] burst
 -- Every key but the marker is of the user's group <g> (engine/keys.py).
+-- The coupon's rules (issue 28: min_order_amount, max_discount_amount; '' none) go into the
+-- issued coupon as min_order and max_discount, where the order step reads them.
 -- Reply: OK <issued coupon> | COUPON_NOT_FOUND | COUPON_NOT_ACTIVE |
 --        COUPON_ALREADY_ISSUED | COUPON_SOLD_OUT | IDEMPOTENCY_KEY_REUSED |
 --        TOO_MANY_REQUESTS {"retry_after_s"} | SHORT (the group holds no copy or no unit:
@@ -33,7 +35,8 @@ local early = guard(g)
 if early then return early end
 
 local c = redis.call('HMGET', K.coupon, 'id', 'name', 'discount_type', 'discount_value',
-  'remaining', 'valid_from_ms', 'valid_until_ms', 'valid_until')
+  'remaining', 'valid_from_ms', 'valid_until_ms', 'valid_until', 'min_order_amount',
+  'max_discount_amount', 'description')
 if not c[1] and flag == 'absent' then
   return idem_store(g, fail('COUPON_NOT_FOUND', 'no such coupon'))
 end
@@ -55,13 +58,15 @@ redis.call('SADD', K.holders, user_id)
 local id = next_group_id(K.seq, 'icoupon', tonumber(ARGV[4]), tonumber(ARGV[5]))
 local issued = {id = id, coupon_id = tonumber(c[1]), user_id = user_id, name = c[2],
   discount_type = c[3], discount_value = tonumber(c[4]), status = 'AVAILABLE',
-  issued_at = iso(now), expires_at = c[8]}
+  issued_at = iso(now), expires_at = c[8], min_order_amount = tonumber(c[9]) or cjson.null,
+  max_discount_amount = tonumber(c[10]) or cjson.null, description = c[11] or ''}
 -- `remaining`: what the group's allotment has left (Postgres counts the issues instead).
 local entry = emit(K.outbox, {type = 'coupon.issued', at = issued.issued_at, issued = issued,
   remaining = remaining})
 redis.call('HSET', K.icoupon_prefix .. id, 'id', id, 'coupon_id', c[1], 'user_id', user_id,
   'name', c[2], 'discount_type', c[3], 'discount_value', c[4], 'status', 'AVAILABLE',
   'issued_at', issued.issued_at, 'expires_at', c[8], 'expires_ms', c[7], 'order_id', '',
-  'entry', entry)
+  'entry', entry, 'min_order', c[9] or '', 'max_discount', c[10] or '', 'description',
+  c[11] or '')
 redis.call('ZADD', K.user_coupons, id, id)
 return idem_store(g, ok(cjson.encode(issued)))

@@ -17,12 +17,14 @@ local parts = {}
 for _, id in ipairs(page_ids(K.user_coupons, ARGV[1], tonumber(ARGV[2]), true)) do
   local c = redis.call('HMGET', K.icoupon_prefix .. id, 'coupon_id', 'user_id', 'name',
     'discount_type', 'discount_value', 'status', 'issued_at', 'expires_at', 'expires_ms',
-    'order_id')
+    'order_id', 'min_order', 'max_discount', 'description')
   local status = coupon_status_at(c[6], c[9], now)
   parts[#parts + 1] = cjson.encode({id = tonumber(id), coupon_id = tonumber(c[1]),
     user_id = tonumber(c[2]), name = c[3], discount_type = c[4],
     discount_value = tonumber(c[5]), status = status, issued_at = c[7], expires_at = c[8],
-    order_id = c[10] ~= '' and c[10] or cjson.null})
+    order_id = c[10] ~= '' and c[10] or cjson.null,
+    min_order_amount = tonumber(c[11]) or cjson.null,
+    max_discount_amount = tonumber(c[12]) or cjson.null, description = c[13] or ''})
 end
 return ok(string.format('{"floor":%d,"coupons":%s}', int(redis.call('HGET', K.floor, 'c')),
   json_array(parts)))

@@ -11,6 +11,7 @@
 -- KEYS[14] the group's option prefix <g>:option:   KEYS[15] bought <g>:bought:<user>
 -- KEYS[16] the user's records <g>:idems:<user>     KEYS[17] write-rate bucket <g>:rate:<user>
 -- KEYS[18] floor <g>:floor:<user>
+-- KEYS[19] the group's coupon prefix <g>:coupon: (its copies count their uses, issue 28)
 -- ARGV[1] user id; ARGV[2] fingerprint or ''; ARGV[3] idempotency TTL s;
 -- ARGV[4] sales window hours; ARGV[5] order id; ARGV[6] the user's group's index;
 -- ARGV[7] the number of groups; ARGV[8] most records a user holds (0: no bound);
@@ -30,7 +31,7 @@ local K = {live = KEYS[1], order = KEYS[2], balance = KEYS[3], history = KEYS[4]
   seq = KEYS[5], sales_hours = KEYS[6], sales_window = KEYS[7], sales_rolled = KEYS[8],
   outbox = KEYS[9], idem = KEYS[10], icoupon = KEYS[11], pending = KEYS[12],
   product_prefix = KEYS[13], option_prefix = KEYS[14], bought = KEYS[15],
-  idem_index = KEYS[16], rate = KEYS[17], floor = KEYS[18]}
+  idem_index = KEYS[16], rate = KEYS[17], floor = KEYS[18], coupon_prefix = KEYS[19]}
 local missing = state_missing(K.live, ARGV[7])
 if missing then return missing end
 local user_id, hours, oid, icid = ARGV[1], tonumber(ARGV[4]), ARGV[5], ARGV[11]
@@ -91,6 +92,7 @@ local entry = emit_json(K.outbox, 'order.paid', at, '"event_id":"' .. oid .. ':p
   .. ',"history":' .. history)
 if icid ~= '' then
   redis.call('HSET', K.icoupon, 'status', 'USED', 'order_id', oid, 'entry', entry)
+  count_coupon_use(K.coupon_prefix, K.icoupon, 1)
 end
 redis.call('HSET', K.order, 'json', doc, 'status', 'PAID', 'hour', hour, 'icoupon', icid,
   'entry', entry)

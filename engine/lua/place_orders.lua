@@ -5,12 +5,13 @@
 -- the sales window, and reads and writes the id counters and sales counts once
 -- (open_orders in _lib.lua).
 -- Rules in plain Python: tests/engine/model.py, Shop.take_order (replays: Shop.idempotent).
--- Every order of a call is of one user group <g> (engine/keys.py): KEYS[2..8] are its.
+-- Every order of a call is of one user group <g> (engine/keys.py): KEYS[2..9] are its.
 -- KEYS[1] live marker <g>:live (the group's copy): without it, every reply is STATE_MISSING
 -- (engine/state.py)
 -- KEYS[2] seq <g>:seq     KEYS[3] order prefix <g>:order:    KEYS[4] sales hour prefix
 -- KEYS[5] sales window    KEYS[6] sales rolled               KEYS[7] outbox <g>:outbox
 -- KEYS[8] pending <g>:pending (deferred orders by due ms, issue 28)
+-- KEYS[9] the group's coupon prefix <g>:coupon: (its copies count their uses, issue 28)
 -- then per order: balance <g>:bal:<user>, history <g>:hist:<user>, user orders
 -- <g>:uorders:<user>, issued coupon <g>:icoupon:<id> (any key when none), idempotency
 -- record <g>:idem:<user>:<key>, the user's records <g>:idems:<user> and write-rate bucket
@@ -36,7 +37,8 @@
 --   places the order again), or ERR <message> when the order raised an error (the others of the batch are
 --   unaffected; as for a failed single call, it is not replayable).
 local K = {live = KEYS[1], seq = KEYS[2], order_prefix = KEYS[3], sales_hours = KEYS[4],
-  sales_window = KEYS[5], sales_rolled = KEYS[6], outbox = KEYS[7], pending = KEYS[8]}
+  sales_window = KEYS[5], sales_rolled = KEYS[6], outbox = KEYS[7], pending = KEYS[8],
+  coupon_prefix = KEYS[9]}
 -- After K, each order's keys in this order (ORDER_K), then one key per line of it (LINE_K).
 local ORDER_K = {'balance', 'history', 'user_orders', 'icoupon', 'idem', 'idem_index', 'rate',
   'bought'}
@@ -53,7 +55,8 @@ if missing then
 end
 local c = open_orders({seq = K.seq, order_prefix = K.order_prefix, sales_prefix = K.sales_hours,
   window = K.sales_window, rolled = K.sales_rolled, outbox = K.outbox, index = tonumber(ARGV[3]),
-  groups = tonumber(ARGV[4]), pending = K.pending, timeout_ms = tonumber(ARGV[9])}, hours)
+  groups = tonumber(ARGV[4]), pending = K.pending, timeout_ms = tonumber(ARGV[9]),
+  coupon_prefix = K.coupon_prefix}, hours)
 
 local function one(u, user_id, lines, icid, g, deferred)
   return guard(g) or idem_store(g, take_order(c, u, user_id, lines, icid, deferred))
@@ -62,7 +65,7 @@ end
 -- Nothing in this loop but `one` can raise, and pcall catches what it raises: close_orders
 -- must run, or the next call would hand out the ids this one used.
 local out = {}
-local ki, ai = 9, 10  -- the first order's first key and argument (after K, ARGV[9])
+local ki, ai = 10, 10  -- the first order's first key and argument (after K, ARGV[9])
 for _ = 1, count do
   local user_id, icid, n = tonumber(ARGV[ai]), ARGV[ai + 1], tonumber(ARGV[ai + 5]) or 0
   local deferred = ARGV[ai + 4] == '1'

@@ -16,7 +16,8 @@ async def test_create_answers_201_with_remaining(client: httpx.AsyncClient, admi
     coupon = resp.json()
     assert coupon == {"id": coupon["id"], "name": "spring", "discount_type": "PERCENT",
                       "discount_value": 15, "total_quantity": 3, "remaining": 3,
-                      "valid_from": "2026-01-01T00:00:00Z", "valid_until": "2027-01-01T00:00:00Z"}
+                      "valid_from": "2026-01-01T00:00:00Z", "valid_until": "2027-01-01T00:00:00Z",
+                      "min_order_amount": None, "max_discount_amount": None, "description": ""}
     assert (await client.get(f"/api/v1/coupons/{coupon['id']}")).json() == coupon
 
 

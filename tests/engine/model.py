@@ -91,6 +91,8 @@ class Coupon:
     valid_from: float
     valid_until: float
     holders: set[int] = field(default_factory=set)
+    min_order: int | None = None  # issue 28: the least total it applies to
+    max_discount: int | None = None  # issue 28: a PERCENT coupon's cap
 
 
 @dataclass
@@ -267,11 +269,25 @@ class Shop:
     # -- coupons -------------------------------------------------------------------------
 
     def create_coupon(self, new_id: int, dtype: str, value: int, quantity: int,
-                      valid_from: float, valid_until: float) -> Coupon:
-        if valid_from >= valid_until:
+                      valid_from: float, valid_until: float, min_order: int | None = None,
+                      max_discount: int | None = None) -> Coupon:
+        if valid_from >= valid_until or (max_discount is not None and dtype != "PERCENT"):
             raise Rejected("VALIDATION_ERROR")
-        self.coupons[new_id] = Coupon(new_id, dtype, value, quantity, valid_from, valid_until)
+        self.coupons[new_id] = Coupon(new_id, dtype, value, quantity, valid_from, valid_until,
+                                      min_order=min_order, max_discount=max_discount)
         return self.coupons[new_id]
+
+    def open_coupons(self, now: float) -> list[int]:
+        """The coupons open for issue at ``now`` (inside their window, a unit left), by id
+        (issue 28's public list)."""
+        return [cid for cid, c in sorted(self.coupons.items())
+                if c.valid_from <= now < c.valid_until and c.remaining > 0]
+
+    def coupon_counts(self) -> dict[int, tuple[int, int]]:
+        """Each coupon's (issued, used) counts: its holders, and how many of its issued
+        coupons orders use now (issue 28's admin list)."""
+        used = Counter(i.coupon.id for i in self.issued.values() if i.status == "USED")
+        return {cid: (len(c.holders), used[cid]) for cid, c in sorted(self.coupons.items())}
 
     def issue(self, user: int, cid: int, now: float, new_id: int | None) -> Issued:
         coupon = self.coupons.get(cid)
@@ -362,8 +378,12 @@ class Shop:
         if issued is None or issued.user_id != user or issued.status_at(now) != "AVAILABLE":
             raise Rejected("COUPON_NOT_USABLE")
         coupon = issued.coupon
+        if coupon.min_order is not None and total < coupon.min_order:
+            raise Rejected("COUPON_NOT_USABLE", issued_coupon_id=icid,
+                           min_order_amount=coupon.min_order)
         if coupon.discount_type == "PERCENT":
-            return min(total * coupon.discount_value // 100, total)
+            cap = total if coupon.max_discount is None else min(total, coupon.max_discount)
+            return min(total * coupon.discount_value // 100, cap)
         return min(coupon.discount_value, total)
 
     def _apply(self, order: Order, sign: int, sold: bool = True) -> None:

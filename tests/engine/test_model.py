@@ -14,9 +14,9 @@ import asyncio
 import copy
 import itertools
 import time
-from collections.abc import Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 
 import msgspec
 import redis
@@ -34,8 +34,9 @@ from hypothesis.stateful import (
 )
 
 from engine import Engine, Idempotency
+from engine.coupons import CouponRules
 from engine.errors import EngineError
-from engine.models import NewOption, Order, Product
+from engine.models import NewOption, Order, Page, Product
 from tests.engine.model import Product as ModelProduct
 from tests.engine.model import Rejected, Shop
 from tests.engine.support import USER_SEQ, flush_db_sync
@@ -51,6 +52,8 @@ WINDOWS = {"active": (-3600, 3600), "future": (3600, 7200), "past": (-7200, -360
 WINDOW_KINDS = st.sampled_from(["active", "active", "active", "future", "past"])
 DISCOUNTS = st.tuples(st.just("FIXED"), st.integers(1, 5_000)) | st.tuples(
     st.just("PERCENT"), st.integers(1, 100))
+# Issue 28: a coupon's (min_order_amount, max_discount_amount); a cap on a FIXED one is refused.
+COUPON_RULES = st.sampled_from([(None, None)] * 4 + [(2_000, None), (None, 150), (5_000, 300)])
 # Sale windows (start, end) in seconds from now; None: no bound on that side.
 SALES: dict[str, tuple[int | None, int | None]] = {
     "always": (None, None), "open": (-3600, 3600), "future": (3600, 7200),
@@ -58,6 +61,7 @@ SALES: dict[str, tuple[int | None, int | None]] = {
     "ends later": (None, 3600), "ended": (None, -3600), "inverted": (3600, -3600)}
 SALE_KINDS = st.sampled_from(["always"] * 6 + sorted(SALES))
 STATUS = st.sampled_from(["ON_SALE"] * 5 + ["SUSPENDED"])
+T = TypeVar("T")
 LIMITS = st.sampled_from([None, None, None, 1, 2, 3])
 CATEGORIES = st.sampled_from([None, None, "shoes", "hats"])
 UNSET: Any = msgspec.UNSET
@@ -81,6 +85,20 @@ def sale_window(kind: str) -> tuple[float | None, float | None]:
 
 def moment(at: float | None) -> datetime | None:
     return None if at is None else datetime.fromtimestamp(at, UTC)
+
+
+async def every_page(read: Callable[[int, str | None], Awaitable[Page[T]]],
+                     limit: int) -> list[T]:
+    """Every item of a list, page by page, following its cursors."""
+    seen: list[T] = []
+    cursor = None
+    while True:
+        page = await read(limit, cursor)
+        assert len(page.items) <= limit
+        seen += page.items
+        if page.next_cursor is None:
+            return seen
+        cursor = page.next_cursor
 
 
 class EngineVsModel(RuleBasedStateMachine):
@@ -207,7 +225,7 @@ class EngineVsModel(RuleBasedStateMachine):
 
     @initialize(target=coupons, discounts=st.lists(DISCOUNTS, min_size=1, max_size=2))
     def seed_coupons(self, discounts: list[tuple[str, int]]) -> Any:
-        return multiple(*(self.create_coupon("active", d, 2) for d in discounts))
+        return multiple(*(self.make_coupon("active", d, 2) for d in discounts))
 
     @initialize(amount=st.sampled_from([5_000, 20_000, 50_000]))
     def seed_balances(self, amount: int) -> None:
@@ -343,16 +361,36 @@ class EngineVsModel(RuleBasedStateMachine):
                 want.id, want.name, want.extra_price, want.stock)
 
     @precondition(lambda self: len(self.model.coupons) < 5)
-    @rule(target=coupons, kind=WINDOW_KINDS, discount=DISCOUNTS, quantity=st.integers(1, 3))
-    def create_coupon(self, kind: str, discount: tuple[str, int], quantity: int) -> int:
+    @rule(target=coupons, kind=WINDOW_KINDS, discount=DISCOUNTS, quantity=st.integers(1, 3),
+          rules=COUPON_RULES)
+    def create_coupon(self, kind: str, discount: tuple[str, int], quantity: int,
+                      rules: tuple[int | None, int | None]) -> Any:
+        made = self.make_coupon(kind, discount, quantity, rules)
+        return multiple() if made is None else multiple(made)
+
+    def make_coupon(self, kind: str, discount: tuple[str, int], quantity: int,
+                    rules: tuple[int | None, int | None] = (None, None)) -> int | None:
+        """A coupon made by the engine and the model alike; its id, None if refused."""
         now = time.time()
         start, end = (now + offset for offset in WINDOWS[kind])
         got = self.call(self.engine.create_coupon(
             "c", discount[0], discount[1], quantity,  # type: ignore[arg-type]
-            datetime.fromtimestamp(start, UTC), datetime.fromtimestamp(end, UTC)))
+            datetime.fromtimestamp(start, UTC), datetime.fromtimestamp(end, UTC),
+            rules=CouponRules(min_order_amount=rules[0], max_discount_amount=rules[1])))
+        made = int(got[1].id) if got[0] == "OK" else None
         self.expect(lambda: self.model.create_coupon(
-            got[1].id, discount[0], discount[1], quantity, start, end), got)
-        return int(got[1].id)
+            made or 0, discount[0], discount[1], quantity, start, end, *rules), got)
+        return made
+
+    @rule(limit=st.integers(1, 3))
+    def list_coupons(self, limit: int) -> None:
+        """Issue 28's two lists, every page: the public one (open for issue now) and the
+        admin's (every coupon, with issued and used counts), against the model."""
+        public = self.loop.run_until_complete(every_page(self.engine.open_coupons, limit))
+        admin = self.loop.run_until_complete(every_page(self.engine.coupon_counts, limit))
+        assert [c.id for c in public] == self.model.open_coupons(time.time())
+        assert {c.id: (c.issued_count, c.used_count) for c in admin} == (
+            self.model.coupon_counts())
 
     @rule(target=issued, who=WHO, cid=coupons, key=KEYS)
     def issue(self, who: int, cid: int, key: str | None) -> Any:

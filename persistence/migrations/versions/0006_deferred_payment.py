@@ -6,7 +6,7 @@
 once an order is paid, as before.
 
 Revision ID: 0006
-Revises: 0004 (0005 once the coupon rules land: the lead re-chains)
+Revises: 0005
 Create Date: 2026-12-08
 """
 
@@ -18,7 +18,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision: str = "0006"
-down_revision: str | Sequence[str] | None = "0004"
+down_revision: str | Sequence[str] | None = "0005"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
