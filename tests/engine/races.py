@@ -92,6 +92,14 @@ async def _charge(engine: Engine, user: int, amount: int) -> Outcome:
     return "OK", 0
 
 
+async def _coupon_order(engine: Engine, user: int, product_id: int, quantity: int,
+                        issued_coupon_id: int, delay_ms: int = 0) -> Outcome:
+    """An order using an issued coupon ``delay_ms`` after the start (issue 28's counts)."""
+    await asyncio.sleep(delay_ms / 1000)
+    order = await engine.place_order(user, [(product_id, quantity)], issued_coupon_id)
+    return "OK", order.discount_amount
+
+
 # -- deferred payment (issue 28; tests/engine/test_payment_races.py) ---------------------
 
 
@@ -133,7 +141,7 @@ async def _due_in(engine: Engine, orders: Sequence[tuple[int, str]], in_ms: int)
 OPERATIONS: dict[str, Callable[..., Awaitable[Any]]] = {
     "order": _order, "issue": _issue, "charge": _charge, "timed_order": _timed_order,
     "suspend": _suspend, "open_in": _open_in, "defer": _defer, "pay": _pay,
-    "cancel": _cancel, "expire": _expire, "due_in": _due_in}
+    "cancel": _cancel, "expire": _expire, "due_in": _due_in, "coupon_order": _coupon_order}
 
 
 async def _attempt(call: Awaitable[Any], jitter_s: float) -> Any:
