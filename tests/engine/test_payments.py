@@ -474,3 +474,50 @@ async def test_the_models_deferred_rules_answer_as_the_engine_does(
                lambda: shop.cancel(user, ids["a"], clock))
     await both("pay a, cancelled", lambda: engine.pay_order(user, ids["a"]),
                lambda: shop.pay(user, ids["a"], None, clock))
+
+
+async def test_a_preview_says_why_a_coupon_would_not_apply(
+    engine, r, funded_user, new_product, issued
+) -> None:
+    user, other = await funded_user(50_000), await funded_user(0)
+    made = await new_product(price=1_000)
+    used = await issued(user, discount_type="FIXED", value=100)
+    await engine.place_order(user, [(made.id, 1)], used.id)
+    theirs = await issued(other, discount_type="FIXED", value=100)
+    late = await issued(user, discount_type="FIXED", value=100)
+    await r.hset(engine.layout.of(user).issued_coupon(late.id), "expires_ms", 1)
+    reasons = {}
+    for name, icid in (("used", used.id), ("theirs", theirs.id), ("late", late.id)):
+        seen = await engine.preview_order(user, [(made.id, 1)], icid)
+        assert seen.coupon is not None and not seen.coupon.usable
+        assert (seen.discount_amount, seen.paid_amount) == (0, 1_000)
+        reasons[name] = seen.coupon.reason
+    assert reasons == {"used": "already used", "theirs": "unknown, or not yours",
+                       "late": "expired"}
+
+
+async def test_a_preview_of_a_product_off_sale_is_unavailable(engine, funded_user) -> None:
+    user = await funded_user(10_000)
+    made = await engine.create_product("later", 1_000, stock=5, status="SUSPENDED")
+    seen = await engine.preview_order(user, [(made.id, 1)])
+    assert not seen.lines[0].available and seen.balance_sufficient
+
+
+async def test_a_preview_follows_a_coupons_rules_as_an_order_does(engine, funded_user) -> None:
+    from datetime import UTC, datetime
+
+    from engine.coupons import CouponRules
+    user = await funded_user(100_000)
+    made = await engine.create_product("ruled", 1_000, stock=100)
+    now = datetime.now(UTC)
+    coupon = await engine.create_coupon(
+        "ruled", "PERCENT", 50, 5, now - timedelta(hours=1), now + timedelta(hours=1),
+        rules=CouponRules(min_order_amount=3_000, max_discount_amount=2_000))
+    held = await engine.issue_coupon(user, coupon.id)
+    small = await engine.preview_order(user, [(made.id, 2)], held.id)
+    assert small.coupon is not None and not small.coupon.usable
+    assert small.coupon.reason == "the order's total 2000 is below the coupon's minimum 3000"
+    big = await engine.preview_order(user, [(made.id, 10)], held.id)
+    assert (big.discount_amount, big.paid_amount) == (2_000, 8_000)  # capped, not 5,000
+    order = await engine.place_order(user, [(made.id, 10)], held.id)
+    assert (order.discount_amount, order.paid_amount) == (2_000, 8_000)  # as the order does
