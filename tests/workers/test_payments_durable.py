@@ -216,3 +216,31 @@ async def test_an_order_not_payable_is_an_idempotency_keys_kept_answer(
         with pytest.raises(OrderNotPayable):
             await engine.pay_order(1, order.id, idem=key)
     assert (first.replayed, again.replayed) == (False, True)
+
+
+def test_a_deferred_orders_sale_counts_in_the_hour_it_was_paid() -> None:
+    from datetime import UTC, datetime, timedelta
+
+    from engine.models import OrderLine, Payment
+    from engine.outbox.events import OrderCancelled, OrderPaid
+    from engine.restore import HOUR_MS, ms, order_fields
+    from workers.projection import hour_of, project
+
+    placed = datetime(2026, 12, 8, 3, 59, tzinfo=UTC)
+    paid_at = placed + timedelta(hours=2)
+    order = Order(id="9", user_id=1, status="PAID", items=[OrderLine(
+        product_id=4, name="p", unit_price=10, quantity=3)], total_amount=30,
+        discount_amount=0, paid_amount=30, issued_coupon_id=None, created_at=placed,
+        payment=Payment(id="9", amount=30, status="COMPLETED", paid_at=paid_at),
+        payment_due_at=placed + timedelta(minutes=10))
+    hour = ms(paid_at) // HOUR_MS
+    assert hour_of(order) == hour != ms(placed) // HOUR_MS
+    assert order_fields(order)["hour"] == hour  # a rebuilt order's cancel uncounts that hour
+    paid = project([(1, OrderPaid(at=paid_at, event_id="9:paid", order=order,
+                                  balance_after=0, history=None))])
+    assert dict(paid.sales) == {(hour, 4): 3}
+    assert paid.orders == [] and paid.lines == [] and not paid.stock  # came with its pending
+    cancelled = project([(2, OrderCancelled(at=paid_at, event_id="9:cancelled", order=order,
+                                            balance_after=30, history=None,
+                                            coupon_restored=False))])
+    assert dict(cancelled.sales) == {(hour, 4): -3}
