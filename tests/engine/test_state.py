@@ -37,6 +37,8 @@ CALLS: dict[str, Callable[[Engine], Awaitable[Any]]] = {
     "coupon": lambda e: e.coupon(1),
     "issue_coupon": lambda e: e.issue_coupon(1, 1),
     "user_coupons": lambda e: e.user_coupons(1),
+    "open_coupons": lambda e: e.open_coupons(),
+    "coupon_counts": lambda e: e.coupon_counts(),
     "place_order": lambda e: e.place_order(1, [(1, 1)]),
     "checkout": lambda e: e.checkout(1),
     "cancel_order": lambda e: e.cancel_order(1, "1"),
