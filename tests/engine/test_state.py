@@ -42,6 +42,9 @@ CALLS: dict[str, Callable[[Engine], Awaitable[Any]]] = {
     "place_order": lambda e: e.place_order(1, [(1, 1)]),
     "checkout": lambda e: e.checkout(1),
     "cancel_order": lambda e: e.cancel_order(1, "1"),
+    "pay_order": lambda e: e.pay_order(1, "1"),  # issue 28
+    "preview_order": lambda e: e.preview_order(1, [(1, 1)]),
+    "expire_due": lambda e: e.expire_due(),
     "order": lambda e: e.order(1, "1"),
     "orders": lambda e: e.orders(1),
     "cart": lambda e: e.cart(1),
@@ -84,6 +87,15 @@ async def test_without_the_marker_every_call_is_refused_and_writes_nothing(
     assert "rushorder rebuild" in refused.value.detail
     with redis.Redis.from_url(lost_url) as client:
         assert client.dbsize() == 0  # no key made, least of all an outbox
+
+
+async def test_a_deferred_order_without_the_marker_is_refused_and_writes_nothing(
+    lost: Engine, lost_url: str
+) -> None:
+    with pytest.raises(StateMissing):
+        await lost.place_order(1, [(1, 1)], deferred=True)
+    with redis.Redis.from_url(lost_url) as client:
+        assert client.dbsize() == 0
 
 
 async def test_a_batch_of_orders_without_the_marker_refuses_each_of_them(
