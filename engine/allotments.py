@@ -212,6 +212,9 @@ class Allotments:
         # Things whose last count here was short of an order (a sold-out size): the next
         # SHORT for them counts first (see _acquire).
         self._short: set[tuple[str, int]] = set()
+        # The count of each thing in progress here and when it began (loop time): callers
+        # that asked after it began share it (count_since).
+        self._counting: dict[tuple[str, int], tuple[float, asyncio.Future[int]]] = {}
         self._running: dict[tuple[int, str, int], asyncio.Future[int | str | None]] = {}
         self.transfers = 0  # transfers this process moved units in (bench_engine prints it)
 
@@ -335,6 +338,23 @@ class Allotments:
                 return int(first[1]) + groups[thing_id]
         raise EngineUnavailable("the units kept moving while they were counted; retry")
 
+    async def count_since(self, kind: Kind, thing_id: int, since: float) -> int:
+        """:meth:`count`, or the one in progress here if it began at loop time ``since`` or
+        later. A count read at any instant after a caller asked is as true an answer to it
+        as its own would be, so the crowd asking for a sold-out size pays one count, not
+        one each."""
+        key = (kind.letter, thing_id)
+        running = self._counting.get(key)
+        if running is not None and running[0] >= since:
+            return await asyncio.shield(running[1])
+        task = asyncio.ensure_future(self.count(kind, thing_id))
+        self._counting[key] = (asyncio.get_running_loop().time(), task)
+        try:
+            return await asyncio.shield(task)
+        finally:
+            if self._counting.get(key, (0.0, None))[1] is task:
+                del self._counting[key]
+
     # -- orders ------------------------------------------------------------------------
 
     async def acquire(self, group: keys.Group, kind: Kind, thing_id: int, quantity: int,
@@ -362,12 +382,13 @@ class Allotments:
                        have: int) -> int | str | None:
         slot, key = self.slot(group), (group.index, kind.letter, thing_id)
         need, share = quantity - have, self.layout.groups
+        asked = asyncio.get_running_loop().time()
         if (kind.letter, thing_id) in self._short:
             # Sold out when last counted: a flash sale's buyers keep asking for a sold-out
             # size, and a refill and pull-backs that move nothing before the count doubled
             # what each refusal cost. The count alone is as exact; only when it finds units
             # again (a restock, a cancel) are they moved as usual.
-            total = await self.count(kind, thing_id)
+            total = await self.count_since(kind, thing_id, asked)
             if total < quantity:
                 return total
             self._short.discard((kind.letter, thing_id))
@@ -386,7 +407,7 @@ class Allotments:
             if any(pulled):
                 share = 1  # what was pulled back was pulled for this group
                 continue
-            total = await self.count(kind, thing_id)
+            total = await self.count_since(kind, thing_id, asked)
             if total < quantity:
                 if len(self._short) >= SHORT_MEMORY:
                     self._short.clear()

@@ -140,6 +140,26 @@ async def test_a_sold_out_thing_is_counted_first_and_sells_again_once_units_come
     assert order.items[0].quantity == 2 and (await engine.product(made.id)).stock == 0
 
 
+async def test_refusals_asked_together_share_a_count(
+    engine, new_product, funded_user, monkeypatch
+) -> None:
+    made = await new_product(price=10, stock=4)  # dealt out whole: 1 a group
+    users = [await _user_in(engine, funded_user, i % 4) for i in range(16)]
+    await asyncio.sleep(0.15)  # past HOLD_MS
+    counts: list[int] = []
+    count = engine.allotments.count
+    async def counted(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202 - a spy
+        counts.append(1)
+        return await count(*args, **kwargs)
+    monkeypatch.setattr(engine.allotments, "count", counted)
+    outcomes = await asyncio.gather(*(engine.place_order(u, [(made.id, 1)]) for u in users),
+                                    return_exceptions=True)
+    assert sum(not isinstance(o, BaseException) for o in outcomes) == 4
+    assert all(isinstance(o, OutOfStock) for o in outcomes if isinstance(o, BaseException))
+    assert len(counts) < 4  # 12 refusals in 4 groups: fewer counts than groups
+    assert (await engine.product(made.id)).stock == 0
+
+
 async def test_an_order_for_more_than_every_slot_holds_is_refused_with_the_sum(
     engine, new_product, funded_user
 ) -> None:
