@@ -32,9 +32,23 @@ without. Orders/s are units sold per second between the product's first and last
 from the transfers' receipts in Redis (the API's own SHORT counter is not exported:
 load/bench_engine.py --sale gives the share of orders that waited).
 
+--before DIR runs the one-step orders round only (wrk_orders.lua and the drain), on two
+stacks up side by side: one from DIR (an export of an older commit), one from --repo;
+rounds alternate between them (ABBA: before, after, after, before, ...) and the report
+gives each one's median orders/s and the paired ratios after / before of the rounds run
+next to each other. Both are seeded by this checkout's engine (products and users as
+bench_api.seed makes them), so DIR must read what it writes.
+
+--payments runs issue 28's calls through the stack (load/wrk_payments.lua), each round:
+one-step orders (wrk_orders.lua, then the drain), previews (no writes: nothing to drain),
+DEFERRED orders (then the drain), and the pay of every order still pending, from Postgres'
+orders once drained (each paid once; a wrk thread stops after its last), then the drain
+again. pay/s are paid orders per second between the first and the last payment as
+Postgres' payments have them (wrk's own rate too while the list lasted).
+
 Usage: python load/bench_stack.py [--seconds 8] [--rounds 1] [--connections 64]
                                   [--api-workers 1] [--workers 1] [--repo DIR] [--keep-log]
-                                  [--sale]
+                                  [--sale | --payments | --before DIR]
 """
 
 from __future__ import annotations
@@ -317,13 +331,14 @@ class OrdersRound:
 
 
 def run_orders(stack: Stack, procs: Processes, client: redis.Redis, args: argparse.Namespace,
-               wrk_env: dict[str, str]) -> OrdersRound:
-    """Orders for ``args.seconds``, then the drain; CPU attributed over both."""
+               wrk_env: dict[str, str], script: str = str(ROOT / "load/wrk_orders.lua")
+               ) -> OrdersRound:
+    """Orders for ``args.seconds`` (``script``: one-step orders unless told), then the
+    drain; CPU attributed over both."""
     before_orders = orders_in_postgres(stack.pg_url())
     ticks, machine, own, load_s = procs.ticks(), cpu.machine(), own_ticks(), wrk_seconds()
     started = time.monotonic()
-    stats = wrk(stack.api + "/", str(ROOT / "load/wrk_orders.lua"), args.seconds,
-                args.connections, wrk_env)
+    stats = wrk(stack.api + "/", script, args.seconds, args.connections, wrk_env)
     stopped = time.monotonic()
     wrk_cpu = wrk_seconds() - load_s
     left = backlog(client)
@@ -427,6 +442,12 @@ def parse_args() -> argparse.Namespace:
                         help="keep the temp folder with up.log instead of removing it")
     parser.add_argument("--sale", action="store_true",
                         help="issue 27's drops and limit against plain products instead")
+    parser.add_argument("--payments", action="store_true",
+                        help="issue 28's preview, DEFERRED orders and pay beside one-step "
+                             "orders instead")
+    parser.add_argument("--before", type=Path, metavar="DIR",
+                        help="one-step orders only, alternating with a second stack run "
+                             "from this checkout (paired ratios --repo / DIR)")
     return parser.parse_args()
 
 
@@ -612,15 +633,232 @@ def sale_report(runs: dict[str, list[SaleRun]]) -> None:
               f"{'met' if ratio >= target else 'MISSED'})")
 
 
+# ---------------------------------------------------------------------------------------
+# --before: one-step orders, this checkout against an older one, interleaved
+# ---------------------------------------------------------------------------------------
+
+
+@dataclass
+class Side:
+    """One of the two stacks of --before: its stack, client, wrk settings and rounds."""
+
+    name: str
+    stack: Stack
+    client: redis.Redis
+    procs: Processes
+    wrk_env: dict[str, str]
+    product_id: int
+    rounds: list[OrdersRound] = field(default_factory=list)
+
+
+def prepared(name: str, stack: Stack, args: argparse.Namespace) -> Side:
+    """Start ``stack``, seed it, warm it up (2 s of orders, drained)."""
+    stack.start()
+    assert stack.proc is not None
+    client = redis.Redis.from_url(stack.redis_url)
+    product_id = asyncio.run(seed(stack.redis_url))
+    tokens = stack.tmp / "tokens.txt"
+    tokens.write_text("\n".join(mint_token(SECRET, u, ttl_s=86_400)
+                                for u in range(1, USERS + 1)) + "\n")
+    wrk_env = {"TOKENS": str(tokens), "PRODUCT_ID": str(product_id)}
+    wrk(stack.api + "/", str(ROOT / "load/wrk_orders.lua"), 2, args.connections, wrk_env)
+    drain(client, time.monotonic())
+    return Side(name, stack, client, Processes(stack.proc.pid, stack.ports["PG"]), wrk_env,
+                product_id)
+
+
+def compare(args: argparse.Namespace) -> None:
+    """--before: both stacks up, orders rounds alternating ABBA, medians and paired ratios."""
+    stacks = {name: Stack(Path(tempfile.mkdtemp(prefix=f"rushorder-bench-{name}-")),
+                          args.api_workers, args.workers, repo.resolve())
+              for name, repo in (("before", args.before), ("after", args.repo))}
+    sides: dict[str, Side] = {}
+    try:
+        for name, stack in stacks.items():
+            sides[name] = prepared(name, stack, args)
+        for round_no in range(args.rounds):
+            order = ("before", "after") if round_no % 2 == 0 else ("after", "before")
+            for name in order:
+                side = sides[name]
+                side.rounds.append(run_orders(side.stack, side.procs, side.client, args,
+                                              side.wrk_env))
+                o = side.rounds[-1]
+                print(f"  round {round_no + 1} {name:<6} {o.wrk['rps']:>7,.0f} orders/s "
+                      f"(p99 {o.wrk['p99_us'] / 1000:.1f} ms, "
+                      f"{o.wrk['non2xx'] + o.wrk['socket_errors']} non-2xx, {o.orders:,} in "
+                      f"Postgres, drained {o.drained_s['postgres']:.1f} s; others "
+                      f"{o.others_percent:.0f}%)", flush=True)
+        compare_report(sides, args)
+        for side in sides.values():
+            print(f"{side.name}: ", end="")
+            check_books(side.stack, side.product_id)
+            side.client.close()
+    finally:
+        for stack in stacks.values():
+            stack.stop()
+            if args.keep_log:
+                print(f"log: {stack.log}")
+            else:
+                shutil.rmtree(stack.tmp, ignore_errors=True)
+
+
+def compare_report(sides: dict[str, Side], args: argparse.Namespace) -> None:
+    """Medians of each side, CPU per 1,000 orders, and the paired ratios after / before."""
+    before, after = sides["before"], sides["after"]
+    print(f"\none-step orders through the whole stack, {args.rounds} rounds x {args.seconds}s "
+          f"each side, {args.connections} connections, alternating (ABBA); before: "
+          f"{before.stack.repo}, after: {after.stack.repo}")
+    kinds = ("api", "redis", "writer", "forwarder", "postgres")
+    print(f"{'':<7}{'orders/s':>9}   {'rounds':<40}" + "".join(f"{k:>10}" for k in kinds)
+          + "   (CPU ms per order)")
+    for side in (before, after):
+        rates = [o.wrk["rps"] for o in side.rounds]
+        print(f"{side.name:<7}{statistics.median(rates):>9,.0f}   "
+              f"{'  '.join(f'{r:,.0f}' for r in rates):<40}" + "".join(
+                  f"{statistics.median(o.per_thousand(k) for o in side.rounds):>10.3f}"
+                  for k in kinds))
+    ratios = [a.wrk["rps"] / b.wrk["rps"] for a, b in zip(after.rounds, before.rounds,
+                                                         strict=True)]
+    ratio = statistics.median(ratios)
+    print(f"after / before: {ratio:.2f}x median of the paired rounds "
+          f"({', '.join(f'{r:.2f}' for r in ratios)}); ratio of the medians "
+          f"{statistics.median(o.wrk['rps'] for o in after.rounds) / statistics.median(o.wrk['rps'] for o in before.rounds):.2f}x; "  # noqa: E501
+          f"goal >= 0.95x: {'met' if ratio >= 0.95 else 'MISSED'}")
+    non2xx = sum(o.wrk["non2xx"] + o.wrk["socket_errors"] for s in sides.values()
+                 for o in s.rounds)
+    print(f"non-2xx or socket errors: {non2xx} (target 0)")
+
+
+# ---------------------------------------------------------------------------------------
+# --payments: issue 28's preview, deferred orders and pay through the stack
+# ---------------------------------------------------------------------------------------
+
+
+def pending_orders(pg_url: str) -> list[tuple[int, int]]:
+    """(order id, user id) of every order Postgres has as PENDING_PAYMENT, by id."""
+    with psycopg.connect(pg_url) as conn:
+        rows = conn.execute("SELECT id, user_id FROM orders WHERE status = 'PENDING_PAYMENT' "
+                            "ORDER BY id").fetchall()
+    return [(int(r[0]), int(r[1])) for r in rows]
+
+
+def paid_in_postgres(pg_url: str, ids: list[int]) -> tuple[int, float]:
+    """How many of ``ids`` Postgres has a COMPLETED payment for, and the seconds from the
+    first of those payments to the last."""
+    with psycopg.connect(pg_url) as conn:
+        row = conn.execute(
+            "SELECT count(*), extract(epoch FROM max(paid_at) - min(paid_at)) FROM payments "
+            "WHERE status = 'COMPLETED' AND order_id = ANY(%s)", (ids,)).fetchone()
+    return (int(row[0]), float(row[1] or 0.0)) if row else (0, 0.0)
+
+
+@dataclass
+class PayRun:
+    """One pay round: orders it had to pay, wrk's answers, what Postgres paid and when."""
+
+    listed: int
+    wrk: dict
+    paid: int
+    span_s: float
+    cpu_s: dict[str, float]
+
+    @property
+    def rate(self) -> float:
+        """Orders paid per second between the first payment and the last."""
+        return self.paid / max(self.span_s, 1e-3)
+
+
+def payments_bench(stack: Stack, args: argparse.Namespace) -> None:
+    """Seed, warm up, then rounds of one-step orders, previews, deferred orders and pays."""
+    assert stack.proc is not None
+    client = redis.Redis.from_url(stack.redis_url)
+    product_id = asyncio.run(seed(stack.redis_url))
+    tokens = stack.tmp / "tokens.txt"
+    token_of = {u: mint_token(SECRET, u, ttl_s=86_400) for u in range(1, USERS + 1)}
+    tokens.write_text("\n".join(token_of.values()) + "\n")
+    env = {"TOKENS": str(tokens), "PRODUCT_ID": str(product_id)}
+    script = str(ROOT / "load/wrk_payments.lua")
+    for mode in ("preview", "deferred"):  # warm up each path, then pay what is pending
+        wrk(stack.api + "/", script, 1, args.connections, {**env, "MODE": mode})
+    wrk(stack.api + "/", str(ROOT / "load/wrk_orders.lua"), 1, args.connections, env)
+    drain(client, time.monotonic())
+    procs = Processes(stack.proc.pid, stack.ports["PG"])
+    orders: list[OrdersRound] = []
+    previews: list[dict] = []
+    deferred: list[OrdersRound] = []
+    pays: list[PayRun] = []
+    pays_file = stack.tmp / "pays.txt"
+    for round_no in range(1, args.rounds + 1):
+        orders.append(run_orders(stack, procs, client, args, env))
+        previews.append(wrk(stack.api + "/", script, args.seconds, args.connections,
+                            {**env, "MODE": "preview"}))
+        deferred.append(run_orders(stack, procs, client, args, {**env, "MODE": "deferred"},
+                                   script))
+        pending = pending_orders(stack.pg_url())
+        pays_file.write_text("".join(f"{o} {token_of[u]}\n" for o, u in pending))
+        ticks = procs.ticks()
+        stats = wrk(stack.api + "/", script, args.seconds, args.connections,
+                    {**env, "MODE": "pay", "PAYS": str(pays_file)})
+        drain(client, time.monotonic())
+        after = procs.ticks()
+        paid, span = paid_in_postgres(stack.pg_url(), [o for o, _ in pending])
+        pays.append(PayRun(len(pending), stats, paid, span,
+                           {k: (after[k] - ticks[k]) * cpu.TICK_S for k in KINDS}))
+        p = pays[-1]
+        print(f"  round {round_no}: one-step {orders[-1].wrk['rps']:,.0f}/s, preview "
+              f"{previews[-1]['rps']:,.0f}/s, deferred {deferred[-1].wrk['rps']:,.0f}/s, "
+              f"pay {p.rate:,.0f}/s ({p.paid:,} of {p.listed:,} pending paid in "
+              f"{p.span_s:.2f} s; wrk {p.wrk['rps']:,.0f}/s)", flush=True)
+    payments_report(orders, previews, deferred, pays, args)
+    client.close()
+
+
+def payments_report(orders: list[OrdersRound], previews: list[dict],
+                    deferred: list[OrdersRound], pays: list[PayRun],
+                    args: argparse.Namespace) -> None:
+    """Medians of each kind of call, their ratio to one-step orders, errors, CPU."""
+    print(f"\nissue 28's calls through the whole stack, {args.rounds} rounds x "
+          f"{args.seconds}s, {args.connections} connections; code from {args.repo}")
+    one = statistics.median(o.wrk["rps"] for o in orders)
+    rows: list[tuple[str, list[float], list[dict]]] = [  # name, rates, wrk's answers
+        ("one-step orders/s", [o.wrk["rps"] for o in orders], [o.wrk for o in orders]),
+        ("preview/s", [w["rps"] for w in previews], previews),
+        ("DEFERRED orders/s", [o.wrk["rps"] for o in deferred], [o.wrk for o in deferred]),
+        ("pay/s (Postgres' paid_at span)", [p.rate for p in pays], [p.wrk for p in pays]),
+    ]
+    print(f"{'':<32}{'median':>8}  {'x one-step':>10}   {'rounds':<30}{'non-2xx':>8}"
+          f"{'p99 ms':>8}")
+    for name, rates, seen in rows:
+        med = statistics.median(rates)
+        errors = sum(w["non2xx"] + w["socket_errors"] for w in seen)
+        p99 = statistics.median(w["p99_us"] for w in seen) / 1000
+        print(f"{name:<32}{med:>8,.0f}  {med / one:>9.2f}x   "
+              f"{'  '.join(f'{r:,.0f}' for r in rates):<30}{errors:>8}{p99:>8.1f}")
+    print(f"pays: {', '.join(f'{p.paid:,} of {p.listed:,}' for p in pays)} pending orders "
+          f"paid (each once)")
+    kinds = ("api", "redis", "writer", "forwarder", "postgres")
+    print("CPU ms per order over load and drain (median):" + "".join(f"{k:>10}" for k in kinds))
+    for name, runs in (("one-step", orders), ("DEFERRED", deferred)):
+        print(f"{name:<47}" + "".join(
+            f"{statistics.median(o.per_thousand(k) for o in runs):>10.3f}" for k in kinds))
+    print(f"{'pay':<47}" + "".join(
+        f"{statistics.median(p.cpu_s.get(k, 0.0) / max(p.paid, 1) * 1000 for p in pays):>10.3f}"
+        for k in kinds))
+
+
 def main() -> None:
     """Start the stack, bench it, stop it."""
     args = parse_args()
     need("wrk", "wrk")
     need("pgbench", "postgresql-client")
+    if args.before:
+        compare(args)
+        return
     tmp = Path(tempfile.mkdtemp(prefix="rushorder-bench-stack-"))
     stack = Stack(tmp, args.api_workers, args.workers, args.repo.resolve())
     try:
-        (sale_bench if args.sale else bench)(stack.start(), args)
+        mode = sale_bench if args.sale else payments_bench if args.payments else bench
+        mode(stack.start(), args)
     finally:
         stack.stop()
         if args.keep_log:
