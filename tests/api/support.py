@@ -8,8 +8,10 @@ import shutil
 import subprocess
 import sys
 import time
-from datetime import UTC, datetime
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -75,3 +77,29 @@ class ServerProcess:
         except subprocess.TimeoutExpired:
             self.proc.kill()
             self.proc.wait()
+
+
+# Issue 27's sizes of a drop: the second costs extra, the third is sold out.
+SIZES = [{"name": "260", "stock": 5}, {"name": "270", "extra_price": 1_000, "stock": 3},
+         {"name": "280", "stock": 0}]
+ADMIN_PRODUCTS = "/api/v1/admin/products"
+
+Make = Callable[..., Awaitable[dict]]
+
+
+def hours_from_now(hours: float) -> str:
+    """A time ``hours`` from now (far enough that no test runs across it)."""
+    return rfc3339(datetime.now(UTC) + timedelta(hours=hours))
+
+
+def product_maker(client: httpx.AsyncClient, headers: dict[str, str], price: int) -> Make:
+    """A maker of products created with a body (name "sneaker" and ``price`` filled in),
+    as the API answered them."""
+
+    async def create(**body: Any) -> dict:
+        resp = await client.post(ADMIN_PRODUCTS, headers=headers,
+                                 json={"name": "sneaker", "price": price, **body})
+        assert resp.status_code == 201, resp.text
+        return resp.json()
+
+    return create

@@ -5,40 +5,24 @@ field."""
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
-from datetime import UTC, datetime, timedelta
-from typing import Any
+from collections.abc import Callable
+from datetime import datetime
 from uuid import uuid4
 
 import httpx
 import pytest
 
 from tests.api.actors import Actor, assert_problem
-from tests.api.support import PLAIN_PRODUCT, rfc3339
+from tests.api.support import PLAIN_PRODUCT, SIZES, Make, hours_from_now, product_maker
 
 PRODUCTS = "/api/v1/admin/products"
-SIZES = [{"name": "260", "stock": 5}, {"name": "270", "extra_price": 1_000, "stock": 3},
-         {"name": "280", "stock": 0}]
-
-Make = Callable[..., Awaitable[dict]]
-
-
-def at(hours: float) -> str:
-    """A time ``hours`` from now (far enough that no test runs across it)."""
-    return rfc3339(datetime.now(UTC) + timedelta(hours=hours))
+at = hours_from_now
 
 
 @pytest.fixture
 def make(client: httpx.AsyncClient, admin: Actor) -> Make:
     """A product created with ``body`` (name and price filled in), as the API answered."""
-
-    async def create(**body: Any) -> dict:
-        resp = await client.post(PRODUCTS, headers=admin.headers,
-                                 json={"name": "sneaker", "price": 100_000, **body})
-        assert resp.status_code == 201, resp.text
-        return resp.json()
-
-    return create
+    return product_maker(client, admin.headers, 100_000)
 
 
 def option_of(product: dict, name: str) -> dict:
