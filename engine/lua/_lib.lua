@@ -740,6 +740,29 @@ local function take_order(c, u, user_id, lines, icid, deferred)
   return write_order(c, u, user_id, icid, items, total, discount, balance)
 end
 
+-- A product as its reserve holds it (get_product.lua, list_products.lua), as JSON: its
+-- definition, the reserve's part of its stock and of each option's (units and those in
+-- flight from it), and `extra`'s fields; nil when `key` holds no product. A product stored
+-- before issue 27 has none of the new fields: on sale, no window, no limit, no category,
+-- no options. The engine adds the groups' units and decides `on_sale` (engine/catalog.py).
+local function stored_product(key, option_prefix, id, extra)
+  local p = redis.call('HMGET', key, 'name', 'price', 'stock', 'flight', 'status',
+    'starts_ms', 'ends_ms', 'max_per_user', 'category', 'options')
+  if not p[1] then return nil end
+  local options = {}
+  for oid in string.gmatch(p[10] or '', '%d+') do
+    local o = redis.call('HMGET', option_prefix .. oid, 'name', 'extra_price', 'stock',
+      'flight')
+    options[#options + 1] = cjson.encode({id = tonumber(oid), name = o[1],
+      extra_price = tonumber(o[2]), stock = int(o[3]) + int(o[4])})
+  end
+  local fields = {id = id, name = p[1], price = tonumber(p[2]),
+    stock = int(p[3]) + int(p[4]), status = p[5] or 'ON_SALE', starts_ms = p[6] or '',
+    ends_ms = p[7] or '', max_per_user = tonumber(p[8]), category = p[9] or ''}
+  for name, value in pairs(extra or {}) do fields[name] = value end
+  return cjson.encode(fields):sub(1, -2) .. ',"options":' .. json_array(options) .. '}'
+end
+
 -- A page of a list kept in ascending id order (a user's orders and history lines),
 -- newest first: up to limit + 1 entries, all with ids below the cursor ('' for the
 -- newest), so the caller can tell whether another page follows. `id_of` reads an entry's

@@ -11,22 +11,8 @@ local K = {live = KEYS[1], product = KEYS[2], option_prefix = KEYS[3]}
 local missing = state_missing(K.live)
 if missing then return missing end
 local id = tonumber(ARGV[1])
-local p = redis.call('HMGET', K.product, 'name', 'price', 'stock', 'flight', 'status',
-  'starts_ms', 'ends_ms', 'max_per_user', 'category', 'options')
-if not p[1] then
+local doc = stored_product(K.product, K.option_prefix, id, {now_ms = now_ms()})
+if not doc then
   return fail('PRODUCT_NOT_FOUND', 'product ' .. id .. ' does not exist', {product_id = id})
 end
--- A product stored before issue 27 has none of the new fields: on sale, no window, no
--- limit, no category, no options.
-local options = {}
-for oid in string.gmatch(p[10] or '', '%d+') do
-  local o = redis.call('HMGET', K.option_prefix .. oid, 'name', 'extra_price', 'stock',
-    'flight')
-  options[#options + 1] = cjson.encode({id = tonumber(oid), name = o[1],
-    extra_price = tonumber(o[2]), stock = int(o[3]) + int(o[4])})
-end
-local doc = cjson.encode({id = id, name = p[1], price = tonumber(p[2]),
-  stock = int(p[3]) + int(p[4]), status = p[5] or 'ON_SALE', starts_ms = p[6] or '',
-  ends_ms = p[7] or '', max_per_user = tonumber(p[8]), category = p[9] or '',
-  now_ms = now_ms()})
-return ok(doc:sub(1, -2) .. ',"options":' .. json_array(options) .. '}')
+return ok(doc)
