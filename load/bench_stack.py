@@ -324,6 +324,7 @@ class OrdersRound:
     window_s: float
     cpu_s: dict[str, float]  # CPU seconds by kind over load + drain
     others_percent: float
+    script_us: float = 0.0  # Redis' EVALSHA µs (INFO commandstats) per request over the load
 
     def per_thousand(self, kind: str) -> float:
         """CPU seconds of ``kind`` per 1,000 orders."""
@@ -337,9 +338,10 @@ def run_orders(stack: Stack, procs: Processes, client: redis.Redis, args: argpar
     drain; CPU attributed over both."""
     before_orders = orders_in_postgres(stack.pg_url())
     ticks, machine, own, load_s = procs.ticks(), cpu.machine(), own_ticks(), wrk_seconds()
-    started = time.monotonic()
+    started, script_us = time.monotonic(), evalsha_us(client)
     stats = wrk(stack.api + "/", script, args.seconds, args.connections, wrk_env)
     stopped = time.monotonic()
+    script_us = (evalsha_us(client) - script_us) / max(stats["requests"], 1)
     wrk_cpu = wrk_seconds() - load_s
     left = backlog(client)
     drained = drain(client, stopped)
@@ -349,7 +351,13 @@ def run_orders(stack: Stack, procs: Processes, client: redis.Redis, args: argpar
     ours = sum(ticks_after[k] - ticks[k] for k in KINDS if k not in ("writer", "forwarder"))
     others = cpu.others_percent(machine, machine_after, ours + own_after - own)
     return OrdersRound(stats, orders_in_postgres(stack.pg_url()) - before_orders, left,
-                       drained, time.monotonic() - started, seconds, others)
+                       drained, time.monotonic() - started, seconds, others, script_us)
+
+
+def evalsha_us(client: redis.Redis) -> int:
+    """Microseconds Redis has spent in EVALSHA so far (every script the stack runs)."""
+    stats = client.info("commandstats").get("cmdstat_evalsha", {})
+    return int(stats.get("usec", 0))
 
 
 # ---------------------------------------------------------------------------------------
@@ -448,6 +456,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--before", type=Path, metavar="DIR",
                         help="one-step orders only, alternating with a second stack run "
                              "from this checkout (paired ratios --repo / DIR)")
+    parser.add_argument("--after-first", action="store_true",
+                        help="with --before: start --repo's stack first (else DIR's)")
     return parser.parse_args()
 
 
@@ -673,9 +683,9 @@ def compare(args: argparse.Namespace) -> None:
                           args.api_workers, args.workers, repo.resolve())
               for name, repo in (("before", args.before), ("after", args.repo))}
     sides: dict[str, Side] = {}
-    try:
-        for name, stack in stacks.items():
-            sides[name] = prepared(name, stack, args)
+    try:  # the first started ran up to ~8% faster in an A/A run: --after-first swaps them
+        for name in ("after", "before") if args.after_first else ("before", "after"):
+            sides[name] = prepared(name, stacks[name], args)
         for round_no in range(args.rounds):
             order = ("before", "after") if round_no % 2 == 0 else ("after", "before")
             for name in order:
@@ -685,6 +695,7 @@ def compare(args: argparse.Namespace) -> None:
                 o = side.rounds[-1]
                 print(f"  round {round_no + 1} {name:<6} {o.wrk['rps']:>7,.0f} orders/s "
                       f"(p99 {o.wrk['p99_us'] / 1000:.1f} ms, "
+                      f"{o.script_us:.1f} µs in Redis' scripts per order, "
                       f"{o.wrk['non2xx'] + o.wrk['socket_errors']} non-2xx, {o.orders:,} in "
                       f"Postgres, drained {o.drained_s['postgres']:.1f} s; others "
                       f"{o.others_percent:.0f}%)", flush=True)
@@ -707,16 +718,17 @@ def compare_report(sides: dict[str, Side], args: argparse.Namespace) -> None:
     before, after = sides["before"], sides["after"]
     print(f"\none-step orders through the whole stack, {args.rounds} rounds x {args.seconds}s "
           f"each side, {args.connections} connections, alternating (ABBA); before: "
-          f"{before.stack.repo}, after: {after.stack.repo}")
+          f"{before.stack.repo}, after: {after.stack.repo}; started first: {next(iter(sides))}")
     kinds = ("api", "redis", "writer", "forwarder", "postgres")
     print(f"{'':<7}{'orders/s':>9}   {'rounds':<40}" + "".join(f"{k:>10}" for k in kinds)
-          + "   (CPU ms per order)")
+          + f"{'script µs':>10}   (CPU ms per order; Redis' EVALSHA µs per order)")
     for side in (before, after):
         rates = [o.wrk["rps"] for o in side.rounds]
         print(f"{side.name:<7}{statistics.median(rates):>9,.0f}   "
               f"{'  '.join(f'{r:,.0f}' for r in rates):<40}" + "".join(
                   f"{statistics.median(o.per_thousand(k) for o in side.rounds):>10.3f}"
-                  for k in kinds))
+                  for k in kinds)
+              + f"{statistics.median(o.script_us for o in side.rounds):>10.1f}")
     ratios = [a.wrk["rps"] / b.wrk["rps"] for a, b in zip(after.rounds, before.rounds,
                                                          strict=True)]
     ratio = statistics.median(ratios)
@@ -761,6 +773,7 @@ class PayRun:
     paid: int
     span_s: float
     cpu_s: dict[str, float]
+    script_us: float  # Redis' EVALSHA µs per request over the load
 
     @property
     def rate(self) -> float:
@@ -796,14 +809,15 @@ def payments_bench(stack: Stack, args: argparse.Namespace) -> None:
                                    script))
         pending = pending_orders(stack.pg_url())
         pays_file.write_text("".join(f"{o} {token_of[u]}\n" for o, u in pending))
-        ticks = procs.ticks()
+        ticks, script_us = procs.ticks(), evalsha_us(client)
         stats = wrk(stack.api + "/", script, args.seconds, args.connections,
                     {**env, "MODE": "pay", "PAYS": str(pays_file)})
+        script_us = (evalsha_us(client) - script_us) / max(stats["requests"], 1)
         drain(client, time.monotonic())
         after = procs.ticks()
         paid, span = paid_in_postgres(stack.pg_url(), [o for o, _ in pending])
         pays.append(PayRun(len(pending), stats, paid, span,
-                           {k: (after[k] - ticks[k]) * cpu.TICK_S for k in KINDS}))
+                           {k: (after[k] - ticks[k]) * cpu.TICK_S for k in KINDS}, script_us))
         p = pays[-1]
         print(f"  round {round_no}: one-step {orders[-1].wrk['rps']:,.0f}/s, preview "
               f"{previews[-1]['rps']:,.0f}/s, deferred {deferred[-1].wrk['rps']:,.0f}/s, "
@@ -844,6 +858,10 @@ def payments_report(orders: list[OrdersRound], previews: list[dict],
     print(f"{'pay':<47}" + "".join(
         f"{statistics.median(p.cpu_s.get(k, 0.0) / max(p.paid, 1) * 1000 for p in pays):>10.3f}"
         for k in kinds))
+    print(f"Redis' EVALSHA µs per request (median): one-step "
+          f"{statistics.median(o.script_us for o in orders):.1f}, DEFERRED "
+          f"{statistics.median(o.script_us for o in deferred):.1f}, pay "
+          f"{statistics.median(p.script_us for p in pays):.1f}")
 
 
 def main() -> None:
