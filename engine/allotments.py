@@ -86,9 +86,12 @@ SHORT_MEMORY = 10_000  # sold-out things a process remembers to count first (_ac
 PULL_SHARE = 2
 PULL_MOST = 10**15  # no bound but the share: more than any stock (limits.STOCK)
 # A pull-back takes nothing from a group that received units less than this long ago: it
-# was refilled for an order, which runs next; without it, two groups short of the last
-# units could take them back and forth from each other for ever.
-HOLD_MS = 100
+# was refilled for an order, which runs next (a round trip later); without it, two groups
+# short of the last units could take them back and forth from each other for ever. Not
+# longer: a small drop's last units wait out the hold of the group holding them, and at
+# 100 ms a 500-unit drop sold ~3.7x slower than at 20 ms, its tail all waiting
+# (docs/performance.md, "The hold").
+HOLD_MS = 20
 ROUNDS = 24  # acquire's rounds before it gives up (503) rather than refuse wrongly
 
 
