@@ -32,7 +32,7 @@ from persistence.database import create_engine
 from persistence.migrate import upgrade
 from rushorder.servers import free_port
 from rushorder.settings import Settings
-from tests.workers.drain_support import CART_TABLES, TABLES, Platform, Process
+from tests.workers.drain_support import CART_TABLES, TABLES, Platform, Process, TcpProxy
 from workers.postgres import LINGER_MS, PostgresWriter
 
 WORKERS_DB = 3  # engine tests use 1, API tests 2
@@ -238,3 +238,24 @@ def platform(wsettings: Settings, tmp_path: Path) -> Iterator[Platform]:
     mock = Platform(wsettings, tmp_path / "platform.log").start()
     yield mock
     mock.process.stop()
+
+
+@pytest.fixture
+def proxy(workers_database_url: str) -> Iterator[TcpProxy]:
+    """A cuttable way to Postgres."""
+    port = int(workers_database_url.rsplit(":", 1)[1].split("/", 1)[0])
+    cut = TcpProxy(port)
+    yield cut
+    cut.cut()
+
+
+@pytest.fixture
+async def cuttable(workers_redis_url: str, workers_database_url: str,
+                   proxy: TcpProxy) -> AsyncIterator[Engine]:
+    """An engine whose way to the durable record can be cut."""
+    via = workers_database_url.replace(
+        workers_database_url.rsplit("@", 1)[1].split("/", 1)[0], f"127.0.0.1:{proxy.port}")
+    eng = Engine(workers_redis_url, archive=PostgresArchive(via))
+    yield eng
+    await eng.close()
+    await eng.archive.close()

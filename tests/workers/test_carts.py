@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import multiprocessing as mp
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -183,26 +183,6 @@ async def test_concurrent_reads_and_writes_of_a_settled_cart_all_land_on_the_sto
     assert lines_of(await engine.cart(user)) == sorted(
         [(i.id, None, 1) for i in items[:3]] + [(i.id, None, 2) for i in items[3:]])
 
-
-@pytest.fixture
-def proxy(workers_database_url: str) -> Iterator[TcpProxy]:
-    """A cuttable way to Postgres."""
-    port = int(workers_database_url.rsplit(":", 1)[1].split("/", 1)[0])
-    cut = TcpProxy(port)
-    yield cut
-    cut.cut()
-
-
-@pytest.fixture
-async def cuttable(workers_redis_url: str, workers_database_url: str,
-                   proxy: TcpProxy) -> AsyncIterator[Engine]:
-    """An engine whose way to the durable record can be cut."""
-    via = workers_database_url.replace(
-        workers_database_url.rsplit("@", 1)[1].split("/", 1)[0], f"127.0.0.1:{proxy.port}")
-    eng = Engine(workers_redis_url, archive=PostgresArchive(via))
-    yield eng
-    await eng.close()
-    await eng.archive.close()
 
 
 async def test_with_postgres_down_a_settled_cart_is_503_never_an_empty_cart(

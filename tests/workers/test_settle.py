@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
 import pytest
@@ -146,26 +146,6 @@ async def full_list(page: Callable[[int, str | None], Awaitable[Page[T]]],
             assert ids == sorted(ids, reverse=True) and len(set(ids)) == len(ids)
             return seen
 
-
-@pytest.fixture
-def proxy(workers_database_url: str) -> Iterator[TcpProxy]:
-    """A cuttable way to Postgres."""
-    port = int(workers_database_url.rsplit(":", 1)[1].split("/", 1)[0])
-    cut = TcpProxy(port)
-    yield cut
-    cut.cut()
-
-
-@pytest.fixture
-async def cuttable(workers_redis_url: str, workers_database_url: str,
-                   proxy: TcpProxy) -> AsyncIterator[Engine]:
-    """An engine whose way to the durable record can be cut."""
-    via = workers_database_url.replace(
-        workers_database_url.rsplit("@", 1)[1].split("/", 1)[0], f"127.0.0.1:{proxy.port}")
-    eng = Engine(workers_redis_url, archive=PostgresArchive(via))
-    yield eng
-    await eng.close()
-    await eng.archive.close()
 
 
 async def test_with_postgres_down_the_tail_and_writes_go_on_and_settled_reads_are_503(
