@@ -463,14 +463,20 @@ def parse_args() -> argparse.Namespace:
     return parser.parse_args()
 
 
+def write_tokens(stack: Stack) -> Path:
+    """A file of the USERS users' bearer tokens, one a line (for wrk's scripts)."""
+    tokens = stack.tmp / "tokens.txt"
+    tokens.write_text("\n".join(mint_token(SECRET, u, ttl_s=86_400)
+                                for u in range(1, USERS + 1)) + "\n")
+    return tokens
+
+
 def bench(stack: Stack, args: argparse.Namespace) -> None:
     """Seed, warm up, run the rounds, report."""
     assert stack.proc is not None
     client = redis.Redis.from_url(stack.redis_url)
     product_id = asyncio.run(seed(stack.redis_url))
-    tokens = stack.tmp / "tokens.txt"
-    tokens.write_text("\n".join(mint_token(SECRET, u, ttl_s=86_400)
-                                for u in range(1, USERS + 1)) + "\n")
+    tokens = write_tokens(stack)
     rowlock_url = prepare_rowlock(stack)
     wrk_env = {"TOKENS": str(tokens), "PRODUCT_ID": str(product_id)}
     # Warm up: scripts loaded, connections open, caches filled; then everything applied.
@@ -596,9 +602,7 @@ def sale_bench(stack: Stack, args: argparse.Namespace) -> None:
     """Seed the users, warm up, run --sale's rounds, report."""
     client = redis.Redis.from_url(stack.redis_url)
     warm = asyncio.run(seed(stack.redis_url))
-    tokens = stack.tmp / "tokens.txt"
-    tokens.write_text("\n".join(mint_token(SECRET, u, ttl_s=86_400)
-                                for u in range(1, USERS + 1)) + "\n")
+    tokens = write_tokens(stack)
     wrk(stack.api + "/", str(ROOT / "load/wrk_orders.lua"), 2, args.connections,
         {"TOKENS": str(tokens), "PRODUCT_ID": str(warm)})
     drain(client, time.monotonic())
@@ -669,9 +673,7 @@ def prepared(name: str, stack: Stack, args: argparse.Namespace) -> Side:
     assert stack.proc is not None
     client = redis.Redis.from_url(stack.redis_url)
     product_id = asyncio.run(seed(stack.redis_url))
-    tokens = stack.tmp / "tokens.txt"
-    tokens.write_text("\n".join(mint_token(SECRET, u, ttl_s=86_400)
-                                for u in range(1, USERS + 1)) + "\n")
+    tokens = write_tokens(stack)
     wrk_env = {"TOKENS": str(tokens), "PRODUCT_ID": str(product_id)}
     wrk(stack.api + "/", str(ROOT / "load/wrk_orders.lua"), 2, args.connections, wrk_env)
     drain(client, time.monotonic())
@@ -788,9 +790,8 @@ def payments_bench(stack: Stack, args: argparse.Namespace) -> None:
     assert stack.proc is not None
     client = redis.Redis.from_url(stack.redis_url)
     product_id = asyncio.run(seed(stack.redis_url))
-    tokens = stack.tmp / "tokens.txt"
-    token_of = {u: mint_token(SECRET, u, ttl_s=86_400) for u in range(1, USERS + 1)}
-    tokens.write_text("\n".join(token_of.values()) + "\n")
+    tokens = write_tokens(stack)
+    token_of = dict(zip(range(1, USERS + 1), tokens.read_text().split(), strict=True))
     env = {"TOKENS": str(tokens), "PRODUCT_ID": str(product_id)}
     script = str(ROOT / "load/wrk_payments.lua")
     for mode in ("preview", "deferred"):  # warm up each path, then pay what is pending
