@@ -147,6 +147,14 @@ local function user_guard(K, fp, ttl, max, per_s, burst, now)
     max = tonumber(max), per_s = tonumber(per_s), burst = tonumber(burst), now = now}
 end
 
+-- The guard's request of an admin's create (create_product, create_coupon, add_option),
+-- whose K names the admin's idempotency record and records: no write-rate bucket (an
+-- admin's creates are not rate limited), the rest as user_guard's.
+local function admin_guard(K, fp, ttl, max, now)
+  return {key = K.idem, index = K.idem_index, fp = fp, ttl = tonumber(ttl),
+    max = tonumber(max), per_s = 0, now = now}
+end
+
 -- What a write answers before it runs, if anything (see above); nil: run it.
 local function guard(g)
   return rate_limited(g) or idem_replay(g) or idem_admit(g)

@@ -21,8 +21,7 @@ local K = {live = KEYS[1], product = KEYS[2], option_prefix = KEYS[3], seq = KEY
 local missing = state_missing(K.live)
 if missing then return missing end
 local now = now_ms()
-local idem = {key = K.idem, index = K.idem_index, fp = ARGV[10], ttl = tonumber(ARGV[11]),
-  max = tonumber(ARGV[12]), per_s = 0, now = now}
+local idem = admin_guard(K, ARGV[10], ARGV[11], ARGV[12], now)
 local early = guard(idem)
 if early then return early end
 local pid, name, extra, stock = tonumber(ARGV[1]), ARGV[2], tonumber(ARGV[3]),

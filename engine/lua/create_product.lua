@@ -28,8 +28,7 @@ local K = {live = KEYS[1], seq = KEYS[2], products = KEYS[3], product_prefix = K
 local missing = state_missing(K.live)
 if missing then return missing end
 local now = now_ms()
-local idem = {key = K.idem, index = K.idem_index, fp = ARGV[7], ttl = tonumber(ARGV[8]),
-  max = tonumber(ARGV[9]), per_s = 0, now = now}
+local idem = admin_guard(K, ARGV[7], ARGV[8], ARGV[9], now)
 local early = guard(idem)
 if early then return early end
 local name, price, stock = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
